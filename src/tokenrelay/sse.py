@@ -1,0 +1,109 @@
+"""Incremental Server-Sent Events parsing and encoding (bytes in, events out).
+
+Accepts LF, CR and CRLF line endings (Gemini sends CRLF), skips `:` comment lines (DeepSeek
+keep-alives) and joins multi-line `data:` fields with "\n", as the SSE spec says. Works on
+arbitrary chunk boundaries: the network cuts wherever it likes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    event: str | None
+    data: bytes
+    raw: bytes  # the event's bytes as received, separator included (for pass-through)
+
+
+class SSEParser:
+    """Feed bytes, get complete events. `raw` keeps the original framing for pass-through."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r" in buf:
+            return self._feed_slow(buf)
+        events: list[SSEEvent] = []
+        start = 0
+        while True:
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                break
+            block = buf[start:end]
+            ev = _parse_block(block.split(b"\n"), buf[start : end + 2])
+            if ev is not None:
+                events.append(ev)
+            start = end + 2
+        self._buf = buf[start:]
+        return events
+
+    def _feed_slow(self, buf: bytes) -> list[SSEEvent]:
+        # Normalise CRLF / CR to LF for splitting; keep the raw slice for pass-through.
+        events: list[SSEEvent] = []
+        start = 0
+        n = len(buf)
+        i = 0
+        lines: list[bytes] = []
+        line_start = 0
+        while i < n:
+            c = buf[i]
+            if c == 10 or c == 13:  # \n or \r
+                line = buf[line_start:i]
+                if c == 13:
+                    if i + 1 >= n:
+                        break  # a lone \r at the end might be half of \r\n: wait for more
+                    if buf[i + 1] == 10:
+                        i += 1
+                i += 1
+                line_start = i
+                if line:
+                    lines.append(line)
+                else:
+                    ev = _parse_block(lines, buf[start:i])
+                    if ev is not None:
+                        events.append(ev)
+                    lines = []
+                    start = i
+                continue
+            i += 1
+        self._buf = buf[start:]
+        return events
+
+    def flush(self) -> list[SSEEvent]:
+        """Events left when the stream ends without a final blank line."""
+        rest, self._buf = self._buf, b""
+        if not rest.strip():
+            return []
+        ev = _parse_block(rest.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"), rest)
+        return [ev] if ev is not None else []
+
+
+def _parse_block(lines: list[bytes], raw: bytes) -> SSEEvent | None:
+    event: str | None = None
+    data: list[bytes] = []
+    for line in lines:
+        if not line or line[0] == 58:  # ':' comment / keep-alive
+            continue
+        name, sep, value = line.partition(b":")
+        if sep and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            data.append(value)
+        elif name == b"event":
+            event = value.decode()
+    if not data and event is None:
+        return None
+    return SSEEvent(event, b"\n".join(data), raw)
+
+
+def encode(data: bytes, event: str | None = None) -> bytes:
+    """One SSE event. `data` must not contain newlines (compact JSON never does)."""
+    if event is None:
+        return b"data: " + data + b"\n\n"
+    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
