@@ -1,0 +1,84 @@
+"""Every environment variable the gateway reads, in one typed place."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+VENDORS = ("anthropic", "openai", "gemini", "xai", "deepseek")
+
+DEFAULT_BASE_URLS = {
+    "anthropic": "https://api.anthropic.com",
+    "openai": "https://api.openai.com/v1",
+    "gemini": "https://generativelanguage.googleapis.com",
+    "xai": "https://api.x.ai/v1",
+    "deepseek": "https://api.deepseek.com",
+}
+
+# Where each vendor lives on the emulator app (appended to the emulator's own base URL).
+EMULATOR_PATHS = {
+    "anthropic": "/anthropic",
+    "openai": "/openai/v1",
+    "gemini": "/gemini",
+    "xai": "/xai/v1",
+    "deepseek": "/deepseek",
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    host: str = Field("127.0.0.1", alias="TOKENRELAY_HOST")
+    port: int = Field(8080, alias="TOKENRELAY_PORT")
+    database_url: str = Field("sqlite:///./tokenrelay.db", alias="TOKENRELAY_DATABASE_URL")
+    redis_url: str | None = Field(None, alias="TOKENRELAY_REDIS_URL")
+    admin_token: SecretStr | None = Field(None, alias="TOKENRELAY_ADMIN_TOKEN")
+    key_prefix: str = Field("sk-aic-", alias="TOKENRELAY_KEY_PREFIX")
+    catalog_path: str | None = Field(None, alias="TOKENRELAY_CATALOG")
+    # "auto": vendors without a key are served by the built-in emulator; "none": never;
+    # "all": every vendor is emulated even when a key is set (demo, tests).
+    emulate: str = Field("auto", alias="TOKENRELAY_EMULATE")
+    # Where the emulator runs; empty = mounted in the gateway itself under /emulator.
+    emulator_url: str | None = Field(None, alias="TOKENRELAY_EMULATOR_URL")
+    max_body_bytes: int = Field(32 * 1024 * 1024, alias="TOKENRELAY_MAX_BODY_BYTES")
+    upstream_timeout_s: float = Field(600.0, alias="TOKENRELAY_UPSTREAM_TIMEOUT")
+    reasoning_cache_ttl_s: int = Field(24 * 3600, alias="TOKENRELAY_REASONING_CACHE_TTL")
+    log_level: str = Field("info", alias="TOKENRELAY_LOG_LEVEL")
+
+    anthropic_api_key: SecretStr | None = Field(None, alias="ANTHROPIC_API_KEY")
+    openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
+    gemini_api_key: SecretStr | None = Field(None, alias="GEMINI_API_KEY")
+    xai_api_key: SecretStr | None = Field(None, alias="XAI_API_KEY")
+    deepseek_api_key: SecretStr | None = Field(None, alias="DEEPSEEK_API_KEY")
+
+    anthropic_base_url: str = Field(
+        DEFAULT_BASE_URLS["anthropic"], alias="TOKENRELAY_ANTHROPIC_BASE_URL"
+    )
+    openai_base_url: str = Field(DEFAULT_BASE_URLS["openai"], alias="TOKENRELAY_OPENAI_BASE_URL")
+    gemini_base_url: str = Field(DEFAULT_BASE_URLS["gemini"], alias="TOKENRELAY_GEMINI_BASE_URL")
+    xai_base_url: str = Field(DEFAULT_BASE_URLS["xai"], alias="TOKENRELAY_XAI_BASE_URL")
+    deepseek_base_url: str = Field(
+        DEFAULT_BASE_URLS["deepseek"], alias="TOKENRELAY_DEEPSEEK_BASE_URL"
+    )
+
+    def vendor_key(self, vendor: str) -> str | None:
+        secret: SecretStr | None = getattr(self, f"{vendor}_api_key")
+        return secret.get_secret_value() if secret else None
+
+    def vendor_base_url(self, vendor: str) -> str:
+        url: str = getattr(self, f"{vendor}_base_url")
+        return url.rstrip("/")
+
+    def is_emulated(self, vendor: str) -> bool:
+        if self.emulate == "all":
+            return True
+        if self.emulate == "none":
+            return False
+        return self.vendor_key(vendor) is None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
