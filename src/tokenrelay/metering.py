@@ -1,0 +1,105 @@
+"""Per-request accounting: what was asked, what answered, how many tokens, how it ended.
+
+Usage comes from the vendor when it reports it; when it does not (client disconnect, upstream
+cut, mid-stream failure) the output is estimated from what was actually generated, with an
+OpenAI BPE encoding, and the record says `estimated`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+from tokenrelay import ir
+
+Status = Literal["ok", "error", "cancelled"]
+
+
+@lru_cache(maxsize=1)
+def _encoding() -> Any:
+    import bpe_openai  # imported lazily: loading the tables takes ~0.1 s
+
+    return bpe_openai.get_encoding("o200k_base")
+
+
+def count_tokens(text: str) -> int:
+    return len(_encoding().encode(text)) if text else 0
+
+
+def estimate_request_tokens(req: ir.Request) -> int:
+    """A local prompt-size estimate: every text the model will read, plus per-message framing."""
+    pieces: list[str] = [t.text for t in req.system]
+    for tool in req.tools:
+        pieces.append(tool.name)
+        pieces.append(tool.description or "")
+        pieces.append(str(tool.parameters))
+    images = 0
+    for msg in req.messages:
+        for part in msg.parts:
+            if isinstance(part, ir.Text | ir.Thinking):
+                pieces.append(part.text)
+            elif isinstance(part, ir.ToolCall):
+                pieces.append(part.name + part.arguments)
+            elif isinstance(part, ir.ToolResult):
+                pieces.extend(c.text for c in part.content if isinstance(c, ir.Text))
+            elif isinstance(part, ir.Image):
+                images += 1
+    # ~4 tokens of role framing per message; a typical image costs ~1.5k tokens.
+    return count_tokens("\n".join(pieces)) + 4 * len(req.messages) + 1500 * images
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    client_format: str
+    key_id: str | None = None
+    model_asked: str = ""
+    model_id: str = ""
+    vendor: str = ""
+    stream: bool = False
+    fast_path: bool = False
+    started_at: float = field(default_factory=time.time)
+    _t0: float = field(default_factory=time.perf_counter)
+    first_byte_ms: float | None = None
+    duration_ms: float | None = None
+    usage: ir.UsageTotals = field(default_factory=ir.UsageTotals)
+    vendor_reported_output: bool = False
+    vendor_reported_input: bool = False
+    input_estimate: int = 0
+    output_text: list[str] = field(default_factory=list)
+    status: Status = "ok"
+    error: str | None = None
+    usage_source: Literal["vendor", "estimated"] = "vendor"
+
+    def mark_first_byte(self) -> None:
+        if self.first_byte_ms is None:
+            self.first_byte_ms = (time.perf_counter() - self._t0) * 1000
+
+    def apply_usage(self, u: ir.Usage) -> None:
+        self.usage.apply(u)
+        if u.output is not None:
+            self.vendor_reported_output = True
+        if u.input is not None:
+            self.vendor_reported_input = True
+
+    def note_output(self, text: str) -> None:
+        self.output_text.append(text)
+
+    def finish(self, status: Status, error: str | None = None, complete: bool = True) -> None:
+        """Close the record. `complete` is False when the vendor's final usage never came."""
+        self.duration_ms = (time.perf_counter() - self._t0) * 1000
+        self.status = status
+        self.error = error
+        if complete and self.vendor_reported_output:
+            return
+        # Bill what was generated: the vendor's own count if it is at least what we saw,
+        # otherwise our estimate of the delivered text (never less than what reached the client).
+        estimate = count_tokens("".join(self.output_text))
+        if not self.vendor_reported_input:
+            self.usage.input = self.input_estimate
+            self.usage_source = "estimated"
+        if estimate > self.usage.output or not self.vendor_reported_output:
+            self.usage.output = max(estimate, self.usage.output)
+            self.usage_source = "estimated"

@@ -1,0 +1,116 @@
+"""`GET /v1/models` (OpenAI list shape, or Anthropic's when an Anthropic SDK asks) and
+`POST /v1/messages/count_tokens` (the vendor's own count where it has one, estimated otherwise)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tokenrelay.asgi import Receive, Scope, Send, header_map, read_body, send_json
+from tokenrelay.errors import GatewayError, invalid
+from tokenrelay.frontends.anthropic import ANTHROPIC_FRONTEND
+from tokenrelay.metering import estimate_request_tokens
+from tokenrelay.relay import _client_key, new_request_id
+
+if TYPE_CHECKING:
+    from tokenrelay.relay import Relay
+
+
+async def list_models(relay: Relay, request: Request) -> Response:
+    listing = relay.catalog.to_openai_list(relay.upstreams.emulated)
+    data: list[dict[str, Any]] = listing["data"]
+    model_id = request.path_params.get("model_id")
+    anthropic_client = "anthropic-version" in request.headers
+    if model_id is not None:
+        resolved = relay.catalog.resolve(model_id)
+        match = next((m for m in data if resolved and m["id"] == resolved.entry.id), None)
+        if match is None:
+            err = GatewayError("not_found", f"model '{model_id}' not found", 404)
+            frontend = ANTHROPIC_FRONTEND if anthropic_client else None
+            if frontend is not None:
+                status, body = frontend.render_error(err)
+                return JSONResponse(body, status_code=status)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": err.message,
+                        "type": "invalid_request_error",
+                        "param": "model",
+                        "code": "model_not_found",
+                    }
+                },
+                status_code=404,
+            )
+        return JSONResponse(_anthropic_model(match) if anthropic_client else match)
+    if anthropic_client:
+        items = [_anthropic_model(m) for m in data]
+        return JSONResponse(
+            {
+                "data": items,
+                "has_more": False,
+                "first_id": items[0]["id"] if items else None,
+                "last_id": items[-1]["id"] if items else None,
+            }
+        )
+    return JSONResponse(listing)
+
+
+def _anthropic_model(m: dict[str, Any]) -> dict[str, Any]:
+    created = datetime.fromtimestamp(m.get("created", 0), tz=UTC).isoformat().replace("+00:00", "Z")
+    return {
+        "type": "model",
+        "id": m["id"],
+        "display_name": m.get("display_name", m["id"]),
+        "created_at": created,
+        "max_input_tokens": m.get("context_window"),
+        "max_tokens": m.get("max_output"),
+        "vendor": m.get("vendor"),
+    }
+
+
+async def count_tokens(relay: Relay, scope: Scope, receive: Receive, send: Send) -> None:
+    frontend = ANTHROPIC_FRONTEND
+    try:
+        body = await read_body(receive, relay.settings.max_body_bytes)
+        headers = header_map(scope)
+        if await relay.keys.authenticate(_client_key(headers)) is None:
+            raise GatewayError("authentication", "Invalid or missing API key.", 401)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise invalid("Request body is not valid JSON.") from None
+        if not isinstance(payload, dict):
+            raise invalid("Request body must be a JSON object.")
+        model = payload.get("model")
+        resolved = relay.catalog.resolve(model) if isinstance(model, str) else None
+        if resolved is None:
+            raise GatewayError("not_found", f"model: '{model}' is not available here.", 404)
+        req = frontend.parse_count_tokens(payload, headers)
+        req.model = resolved.entry.upstream
+        ep = relay.upstreams.endpoints.get(resolved.entry.vendor)
+        if ep is None:
+            raise GatewayError("api_error", "Vendor not configured.", 503)
+        call = ep.adapter.build_count_tokens(
+            req, req.model, api_key=ep.api_key, base_url=ep.base_url
+        )
+        if call is None:
+            tokens, exact = estimate_request_tokens(req), False
+        else:
+            tokens, exact = ep.adapter.parse_count_tokens(await relay.fetch(ep, call)), True
+    except GatewayError as err:
+        status, err_body = frontend.render_error(err)
+        await send_json(send, status, err_body)
+        return
+    await send_json(
+        send,
+        200,
+        {"input_tokens": tokens},
+        [
+            (b"x-tokenrelay-count", b"exact" if exact else b"estimated"),
+            (b"x-request-id", new_request_id().encode()),
+        ],
+    )

@@ -1,0 +1,388 @@
+"""The pipeline: authenticate, resolve the model, call the vendor, stream back, meter.
+
+Two ways through: the *translated* path (client format ≠ vendor format) goes frontend → IR →
+vendor adapter and back as IR events; the *fast path* (same format) passes the vendor's bytes
+through with only the model name rewritten and usage read on the side (see fastpath.py).
+Retries happen only before the first byte reaches the client; after that an upstream failure
+becomes the client format's error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tokenrelay import ir
+from tokenrelay.asgi import (
+    JSON_HEADERS,
+    SSE_HEADERS,
+    BodyTooLarge,
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    read_body,
+    send_bytes,
+)
+from tokenrelay.auth import KeyStore
+from tokenrelay.catalog import Catalog, Resolved
+from tokenrelay.errors import GatewayError, invalid
+from tokenrelay.frontends.base import Frontend
+from tokenrelay.metering import RequestContext, estimate_request_tokens
+from tokenrelay.reasoning_cache import ReasoningCache, remember, restore
+from tokenrelay.settings import Settings
+from tokenrelay.upstream import NATIVE_FORMAT, Upstreams, VendorEndpoint
+
+log = logging.getLogger("tokenrelay.relay")
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A validated request, routed to its vendor."""
+
+    ctx: RequestContext
+    payload: dict[str, Any]
+    headers: dict[str, str]
+    resolved: Resolved
+    endpoint: VendorEndpoint
+    req: ir.Request
+
+
+class Relay:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        upstreams: Upstreams,
+        keys: KeyStore,
+        meter: Any,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.upstreams = upstreams
+        self.keys = keys
+        self.meter = meter
+        self.reasoning = ReasoningCache(ttl_s=settings.reasoning_cache_ttl_s)
+
+    # ----------------------------------------------------------------------------------------
+    # entry point
+
+    async def serve(self, frontend: Frontend, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx = RequestContext(request_id=new_request_id(), client_format=frontend.name)
+        try:
+            prepared = await self._prepare(frontend, ctx, scope, receive)
+        except GatewayError as err:
+            await self._send_error(frontend, send, ctx, err)
+            return
+        except ClientDisconnected:
+            return
+        from tokenrelay import fastpath  # local: fastpath imports this module's helpers
+
+        await self.meter.reserve(prepared)
+        try:
+            if NATIVE_FORMAT[prepared.endpoint.name] == frontend.name:
+                ctx.fast_path = True
+                await fastpath.serve(self, frontend, prepared, receive, send)
+            elif ctx.stream:
+                await self._stream(frontend, prepared, receive, send)
+            else:
+                await self._unary(frontend, prepared, send)
+        finally:
+            await self.meter.settle(prepared)
+
+    async def _prepare(
+        self, frontend: Frontend, ctx: RequestContext, scope: Scope, receive: Receive
+    ) -> Prepared:
+        try:
+            body = await read_body(receive, self.settings.max_body_bytes)
+        except BodyTooLarge:
+            raise GatewayError(
+                "request_too_large",
+                f"Request body exceeds {self.settings.max_body_bytes} bytes.",
+                413,
+            ) from None
+        headers = header_map(scope)
+        key = await self.keys.authenticate(_client_key(headers))
+        if key is None:
+            raise GatewayError("authentication", "Invalid or missing API key.", 401)
+        ctx.key_id = key.id
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise invalid(f"Request body is not valid JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise invalid("Request body must be a JSON object.")
+        model = payload.get("model")
+        if not isinstance(model, str) or not model:
+            raise invalid("model: Field required (a model name string)", "model")
+        resolved = self.catalog.resolve(model)
+        if resolved is None:
+            raise GatewayError(
+                "not_found",
+                f"model: '{model}' is not available here. GET /api/proxy/v1/models lists models.",
+                404,
+                param="model",
+            )
+        endpoint = self.upstreams.endpoints.get(resolved.entry.vendor)
+        if endpoint is None:
+            raise GatewayError(
+                "api_error",
+                f"Vendor '{resolved.entry.vendor}' is not configured on this gateway.",
+                503,
+            )
+        req = frontend.parse_request(payload, headers)
+        ctx.model_asked = model
+        ctx.model_id = resolved.entry.id
+        ctx.vendor = endpoint.name
+        ctx.stream = req.stream
+        req.model = resolved.entry.upstream
+        if resolved.thinking is not None and (req.thinking is None or req.thinking.enabled is None):
+            req.thinking = ir.ThinkingConfig(enabled=resolved.thinking)
+        if req.max_tokens is None and endpoint.name == "anthropic":
+            req.max_tokens = resolved.entry.default_max_tokens
+        ctx.input_estimate = estimate_request_tokens(req)
+        return Prepared(ctx, payload, headers, resolved, endpoint, req)
+
+    # ----------------------------------------------------------------------------------------
+    # translated path
+
+    async def _unary(self, frontend: Frontend, p: Prepared, send: Send) -> None:
+        ep = p.endpoint
+        restore(self.reasoning, ep.name, p.req)
+        call = ep.adapter.build_request(
+            p.req, p.req.model, api_key=ep.api_key, base_url=ep.base_url
+        )
+        try:
+            data = await self.fetch(ep, call)
+        except GatewayError as err:
+            p.ctx.finish("error", err.message, complete=False)
+            await self._send_error(frontend, send, p.ctx, err)
+            return
+        events = ep.adapter.parse_response(data)
+        folded = ir.fold(events)
+        for part in folded.content:
+            if isinstance(part, ir.Text | ir.Thinking):
+                p.ctx.note_output(part.text)
+            elif isinstance(part, ir.ToolCall):
+                p.ctx.note_output(part.arguments)
+        for ev in events:
+            if isinstance(ev, ir.Usage):
+                p.ctx.apply_usage(ev)
+        if folded.error is not None:
+            p.ctx.finish("error", folded.error.message, complete=False)
+            await self._send_error(frontend, send, p.ctx, GatewayError.from_ir(folded.error))
+            return
+        remember(self.reasoning, ep.name, folded)
+        p.ctx.finish("ok")
+        extra = self.meter.extra_usage(p)
+        body = orjson.dumps(
+            frontend.render_response(folded, request_id=p.ctx.request_id, extra_usage=extra)
+        )
+        p.ctx.mark_first_byte()
+        await send_bytes(send, 200, body, [*JSON_HEADERS, *self.response_headers(p)])
+
+    async def _stream(self, frontend: Frontend, p: Prepared, receive: Receive, send: Send) -> None:
+        ep, ctx = p.endpoint, p.ctx
+        restore(self.reasoning, ep.name, p.req)
+        call = ep.adapter.build_request(
+            p.req, p.req.model, api_key=ep.api_key, base_url=ep.base_url
+        )
+        try:
+            resp = await self.upstreams.open(ep.name, call)
+        except aiohttp.ClientError as exc:
+            ctx.finish("error", str(exc), complete=False)
+            await self._send_error(frontend, send, ctx, upstream_unreachable(ep.name, exc))
+            return
+        async with resp:
+            if resp.status != 200:
+                err = GatewayError.from_ir(
+                    ep.adapter.parse_error(resp.status, await resp.read(), resp.headers)
+                )
+                ctx.finish("error", err.message, complete=False)
+                await self._send_error(frontend, send, ctx, err)
+                return
+            decoder = ep.adapter.stream_decoder(call)
+            renderer = frontend.stream_renderer(
+                request_id=ctx.request_id, include_usage=_wants_usage(p.payload)
+            )
+            collected: list[ir.Event] = []
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [*SSE_HEADERS, *self.response_headers(p)],
+                }
+            )
+            async with DisconnectWatch(receive) as watch:
+                finished = False
+                try:
+                    async for chunk in resp.content.iter_any():
+                        out = bytearray()
+                        for ev in decoder.feed(chunk):
+                            if isinstance(ev, ir.Error):
+                                await self._stream_failed(renderer, send, ctx, out, ev)
+                                return
+                            finished |= self._observe(ctx, ev, collected)
+                            out += renderer.render(ev)
+                        if out:
+                            ctx.mark_first_byte()
+                            await send(
+                                {
+                                    "type": "http.response.body",
+                                    "body": bytes(out),
+                                    "more_body": True,
+                                }
+                            )
+                        if watch.disconnected:
+                            raise asyncio.CancelledError
+                    out = bytearray()
+                    for ev in decoder.close():
+                        if isinstance(ev, ir.Error):
+                            await self._stream_failed(renderer, send, ctx, out, ev)
+                            return
+                        finished |= self._observe(ctx, ev, collected)
+                        out += renderer.render(ev)
+                except asyncio.CancelledError:
+                    if not watch.disconnected:
+                        raise
+                    watch.swallow_cancel()
+                    ctx.finish("cancelled", "client disconnected", complete=False)
+                    return
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    err = ir.Error(
+                        "api_error", f"Upstream connection failed: {type(exc).__name__}", 502
+                    )
+                    await self._stream_failed(renderer, send, ctx, bytearray(), err)
+                    return
+                if not finished:
+                    err = ir.Error("api_error", "Upstream stream ended before completion.", 502)
+                    await self._stream_failed(renderer, send, ctx, out, err)
+                    return
+                remember(self.reasoning, ep.name, ir.fold(collected))
+                ctx.finish("ok")
+                out += renderer.end(ctx.usage, self.meter.extra_usage(p))
+                await send({"type": "http.response.body", "body": bytes(out), "more_body": False})
+
+    async def fetch(self, ep: VendorEndpoint, call: Any) -> bytes:
+        """A non-streaming upstream call: the 200 body, or the vendor's error as GatewayError."""
+        try:
+            async with await self.upstreams.open(ep.name, call) as resp:
+                data = await resp.read()
+                if resp.status != 200:
+                    raise GatewayError.from_ir(
+                        ep.adapter.parse_error(resp.status, data, resp.headers)
+                    )
+                return data
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise upstream_unreachable(ep.name, exc) from None
+
+    def _observe(self, ctx: RequestContext, ev: ir.Event, collected: list[ir.Event]) -> bool:
+        """Meter one event; keep the ones reasoning state is made of. True on Finish."""
+        if isinstance(ev, ir.Delta):
+            if ev.kind != "signature":
+                ctx.note_output(ev.value)
+            collected.append(ev)
+        elif isinstance(ev, ir.Usage):
+            ctx.apply_usage(ev)
+        elif isinstance(ev, ir.Finish):
+            collected.append(ev)
+            return True
+        else:
+            collected.append(ev)
+        return False
+
+    async def _stream_failed(
+        self, renderer: Any, send: Send, ctx: RequestContext, out: bytearray, err: ir.Error
+    ) -> None:
+        ctx.finish("error", err.message, complete=False)
+        out += renderer.error(GatewayError.from_ir(err))
+        await send({"type": "http.response.body", "body": bytes(out), "more_body": False})
+
+    # ----------------------------------------------------------------------------------------
+
+    def response_headers(self, p: Prepared) -> list[tuple[bytes, bytes]]:
+        rid = p.ctx.request_id.encode()
+        return [(b"x-request-id", rid), (b"request-id", rid)]
+
+    async def _send_error(
+        self, frontend: Frontend, send: Send, ctx: RequestContext, err: GatewayError
+    ) -> None:
+        status, body = frontend.render_error(err)
+        headers = [*JSON_HEADERS, (b"x-request-id", ctx.request_id.encode())]
+        if err.retry_after is not None:
+            headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
+        if status >= 500:
+            headers.append((b"x-should-retry", b"true"))
+        await send_bytes(send, status, orjson.dumps(body), headers)
+
+
+class DisconnectWatch:
+    """Notices the client going away while we stream (uvicorn drops sends silently after a
+    disconnect, so only `receive` tells us) and cancels the streaming task right away, which
+    closes the upstream connection too."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.disconnected = False
+        self._task: asyncio.Task[None] | None = None
+        self._owner: asyncio.Task[Any] | None = None
+
+    async def __aenter__(self) -> DisconnectWatch:
+        self._owner = asyncio.current_task()
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def _watch(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                if self._owner is not None:
+                    self._owner.cancel()
+                return
+
+    def swallow_cancel(self) -> None:
+        """We cancelled our own task to stop streaming; undo it so cleanup can await."""
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._owner = None
+
+
+def _client_key(headers: Mapping[str, str]) -> str:
+    key = headers.get("x-api-key")
+    if key:
+        return key.strip()
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return ""
+
+
+def _wants_usage(payload: Mapping[str, Any]) -> bool:
+    opts = payload.get("stream_options")
+    return isinstance(opts, dict) and opts.get("include_usage") is True
+
+
+def upstream_unreachable(vendor: str, exc: BaseException) -> GatewayError:
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return GatewayError("timeout", f"Upstream {vendor} timed out.", 504)
+    return GatewayError(
+        "api_error", f"Upstream {vendor} is unreachable ({type(exc).__name__}).", 502
+    )
