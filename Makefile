@@ -1,0 +1,23 @@
+# Two commands: `make run` starts the gateway, `make test` runs the suite.
+# Both install what they need first (uv, then the locked dependencies into .venv).
+UV := python3 -m uv
+PORT ?= 8080
+
+.PHONY: run test lint bench setup
+
+setup:
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
+	@$(UV) sync --frozen --quiet
+
+run: setup
+	$(UV) run --frozen tokenrelay serve --port $(PORT) --quickstart-key
+
+test: setup
+	$(UV) run --frozen pytest
+
+lint: setup
+	$(UV) run --frozen ruff check src tests bench
+	$(UV) run --frozen ruff format --check src tests bench
+
+bench: setup
+	$(UV) run --frozen python -m bench
