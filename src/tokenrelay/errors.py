@@ -30,10 +30,17 @@ class GatewayError(Exception):
 
     @classmethod
     def from_ir(cls, err: Error) -> GatewayError:
-        return cls(err.kind, err.message, err.http_status, retry_after=err.retry_after)
+        return cls(
+            err.kind,
+            err.message,
+            err.http_status,
+            param=err.param,
+            code=err.code,
+            retry_after=err.retry_after,
+        )
 
     def to_ir(self) -> Error:
-        return Error(self.kind, self.message, self.status, self.retry_after)
+        return Error(self.kind, self.message, self.status, self.retry_after, self.param, self.code)
 
 
 def invalid(message: str, param: str | None = None) -> GatewayError:

@@ -233,6 +233,8 @@ class Error:
     message: str
     http_status: int = 500
     retry_after: float | None = None
+    param: str | None = None  # the offending request field, when the vendor names one
+    code: str | None = None  # the vendor's machine-readable code (OpenAI `code`)
 
 
 Event = Start | BlockStart | Delta | BlockStop | Usage | Finish | Error
