@@ -27,52 +27,25 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         buf = self._buf + chunk if self._buf else chunk
+        held = b""
         if b"\r" in buf:
-            return self._feed_slow(buf)
+            # CRLF / CR framing (Gemini): normalise to LF. A trailing \r may be half of a
+            # \r\n split across chunks, so it waits for the next chunk. `raw` is then the
+            # normalised bytes — pass-through only ever sees LF-framed vendors.
+            if buf[-1:] == b"\r":
+                buf, held = buf[:-1], b"\r"
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         events: list[SSEEvent] = []
         start = 0
         while True:
             end = buf.find(b"\n\n", start)
             if end < 0:
                 break
-            block = buf[start:end]
-            ev = _parse_block(block.split(b"\n"), buf[start : end + 2])
+            ev = _parse_block(buf[start:end].split(b"\n"), buf[start : end + 2])
             if ev is not None:
                 events.append(ev)
             start = end + 2
-        self._buf = buf[start:]
-        return events
-
-    def _feed_slow(self, buf: bytes) -> list[SSEEvent]:
-        # Normalise CRLF / CR to LF for splitting; keep the raw slice for pass-through.
-        events: list[SSEEvent] = []
-        start = 0
-        n = len(buf)
-        i = 0
-        lines: list[bytes] = []
-        line_start = 0
-        while i < n:
-            c = buf[i]
-            if c == 10 or c == 13:  # \n or \r
-                line = buf[line_start:i]
-                if c == 13:
-                    if i + 1 >= n:
-                        break  # a lone \r at the end might be half of \r\n: wait for more
-                    if buf[i + 1] == 10:
-                        i += 1
-                i += 1
-                line_start = i
-                if line:
-                    lines.append(line)
-                else:
-                    ev = _parse_block(lines, buf[start:i])
-                    if ev is not None:
-                        events.append(ev)
-                    lines = []
-                    start = i
-                continue
-            i += 1
-        self._buf = buf[start:]
+        self._buf = buf[start:] + held
         return events
 
     def flush(self) -> list[SSEEvent]:

@@ -1,0 +1,499 @@
+"""Gemini native API adapter (`generateContent` / `streamGenerateContent?alt=sse`).
+
+What differs from the IR's block model (VENDORS.md §3, §6): roles are user/model, tool calls
+have no ids (we synthesise `call_{responseId}_{n}`) and results are matched by name, `args`
+and `response` are objects, thoughts are text parts flagged `thought`, a stream chunk holds
+only new parts (grouped into IR blocks here), usage is cumulative on every chunk with thinking
+outside `candidatesTokenCount`, tool calls end with `STOP`, and errors may arrive as a stream
+event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import orjson
+
+from tokenrelay import ir
+from tokenrelay.sse import SSEParser
+from tokenrelay.vendors.base import UpstreamRequest
+from tokenrelay.vendors.gemini_schema import clean_schema
+
+Json = dict[str, Any]
+TextKind = Literal["text", "thinking"]  # the part kinds that stream into one open block
+
+EFFORT_BUDGETS = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 24576}
+EFFORT_BUDGETS["max"] = 24576  # the Flash ceiling; Pro goes higher but this fits every model
+MAX_STOP_SEQUENCES = 5
+MIME_BY_EXTENSION = {
+    "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif",
+    "webp": "image/webp", "heic": "image/heic", "heif": "image/heif",
+    "pdf": "application/pdf", "txt": "text/plain",
+}  # fmt: skip
+
+# --------------------------------------------------------------------------------------------
+# Request body
+
+
+def _args_object(arguments: str) -> Json:
+    """`args` must be an object; invalid JSON (a call cut off by max_tokens) becomes {}."""
+    try:
+        value = orjson.loads(arguments) if arguments else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _guess_mime(url: str, default: str) -> str:
+    path = url.split("?", 1)[0].split("#", 1)[0]
+    ext = path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
+    return MIME_BY_EXTENSION.get(ext, default)
+
+
+def _media_part(media_type: str | None, data: str | None, url: str | None, default: str) -> Json:
+    if data is not None:
+        return {"inlineData": {"mimeType": media_type or default, "data": data}}
+    url = url or ""
+    if url.startswith("data:") and ";base64," in url:
+        header, payload = url[5:].split(";base64,", 1)
+        return {"inlineData": {"mimeType": header or media_type or default, "data": payload}}
+    # fileData wants a Files-API/GCS URI; other URLs are passed as given (see module report).
+    return {"fileData": {"mimeType": media_type or _guess_mime(url, default), "fileUri": url}}
+
+
+def _tool_result_parts(part: ir.ToolResult, names: Mapping[str, str]) -> list[Json]:
+    name = part.name or names.get(part.tool_call_id) or part.tool_call_id
+    text = "\n".join(p.text for p in part.content if isinstance(p, ir.Text))
+    response = {"error" if part.is_error else "result": text}
+    parts: list[Json] = [{"functionResponse": {"name": name, "response": response}}]
+    for p in part.content:  # images a tool returned ride along as inline parts of the turn
+        if isinstance(p, ir.Image):
+            parts.append(_media_part(p.media_type, p.data, p.url, "image/jpeg"))
+    return parts
+
+
+def _parts(part: ir.Part, names: dict[str, str]) -> list[Json]:
+    """Gemini parts for one IR part; `names` maps tool-call ids seen so far to names."""
+    if isinstance(part, ir.Text):
+        return [{"text": part.text}] if part.text else []
+    if isinstance(part, ir.ToolCall):
+        names[part.id] = part.name
+        out: Json = {"functionCall": {"name": part.name, "args": _args_object(part.arguments)}}
+        if part.signature:
+            out["thoughtSignature"] = part.signature
+        return [out]
+    if isinstance(part, ir.ToolResult):
+        return _tool_result_parts(part, names)
+    if isinstance(part, ir.Image):
+        return [_media_part(part.media_type, part.data, part.url, "image/jpeg")]
+    if isinstance(part, ir.Document):
+        if part.source_type == "text":
+            return [{"text": part.data}] if part.data else []
+        return [_media_part(part.media_type, part.data, part.url, "application/pdf")]
+    return []  # Thinking / RedactedThinking: Gemini does not take thought text back
+
+
+def contents(messages: list[ir.Message]) -> list[Json]:
+    """user/model turns; consecutive same-role turns merged, none left without parts."""
+    names: dict[str, str] = {}
+    out: list[Json] = []
+    for msg in messages:
+        parts = [p for part in msg.parts for p in _parts(part, names)]
+        if not parts:
+            continue
+        role = "model" if msg.role == "assistant" else "user"
+        if out and out[-1]["role"] == role:
+            out[-1]["parts"].extend(parts)
+        else:
+            out.append({"role": role, "parts": parts})
+    return out
+
+
+def _declaration(tool: ir.Tool) -> Json:
+    out: Json = {"name": tool.name}
+    if tool.description:
+        out["description"] = tool.description
+    params = clean_schema(tool.parameters or {})
+    if params.get("properties"):  # an OBJECT with empty properties → 400; omit instead
+        out["parameters"] = params
+    return out
+
+
+def _calling_config(choice: ir.ToolChoice) -> Json:
+    if choice.type == "tool":
+        return {"mode": "ANY", "allowedFunctionNames": [choice.name or ""]}
+    return {"mode": {"auto": "AUTO", "any": "ANY", "none": "NONE"}[choice.type]}
+
+
+def _thinking_config(cfg: ir.ThinkingConfig | None) -> Json | None:
+    if cfg is None:
+        return None
+    if cfg.enabled is False or cfg.effort == "none":
+        return {"thinkingBudget": 0}
+    if cfg.adaptive:
+        budget: int | None = -1  # dynamic
+    elif cfg.budget_tokens is not None:
+        budget = cfg.budget_tokens
+    elif cfg.effort is not None:
+        budget = EFFORT_BUDGETS.get(cfg.effort, EFFORT_BUDGETS["medium"])
+    elif cfg.enabled:
+        budget = None  # the model's default budget
+    else:
+        return None
+    # includeThoughts so thought summaries reach clients as thinking blocks.
+    if budget is None:
+        return {"includeThoughts": True}
+    return {"thinkingBudget": budget, "includeThoughts": True}
+
+
+def _generation_config(req: ir.Request) -> Json:
+    gen: Json = {}
+    if req.temperature is not None:
+        gen["temperature"] = req.temperature
+    if req.top_p is not None:
+        gen["topP"] = req.top_p
+    if req.top_k is not None:
+        gen["topK"] = req.top_k
+    if req.max_tokens is not None:
+        gen["maxOutputTokens"] = req.max_tokens
+    if req.stop:
+        gen["stopSequences"] = req.stop[:MAX_STOP_SEQUENCES]
+    thinking = _thinking_config(req.thinking)
+    if thinking is not None:
+        gen["thinkingConfig"] = thinking
+    fmt = req.response_format or {}
+    if fmt.get("type") in ("json_object", "json_schema"):
+        gen["responseMimeType"] = "application/json"
+        if fmt.get("schema") is not None:
+            gen["responseJsonSchema"] = fmt["schema"]  # full JSON Schema: no cleaning needed
+    return gen
+
+
+def build_body(req: ir.Request) -> Json:
+    body: Json = {}
+    system = "\n\n".join(t.text for t in req.system if t.text)
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": system}]}
+    body["contents"] = contents(req.messages)
+    if req.tools:
+        body["tools"] = [{"functionDeclarations": [_declaration(t) for t in req.tools]}]
+    if req.tool_choice is not None:
+        body["toolConfig"] = {"functionCallingConfig": _calling_config(req.tool_choice)}
+    gen = _generation_config(req)
+    if gen:
+        body["generationConfig"] = gen
+    if req.extras_format == "gemini":
+        for key, value in req.extras.items():
+            mine = body.get(key)
+            if mine is None:
+                body[key] = value
+            elif isinstance(mine, dict) and isinstance(value, dict):
+                body[key] = {**value, **mine}
+    return body
+
+
+def _model_url(base_url: str, model: str, method: str) -> str:
+    model = model.removeprefix("models/")
+    return f"{base_url.rstrip('/')}/v1beta/models/{model}:{method}"
+
+
+def _headers(api_key: str) -> dict[str, str]:
+    return {"x-goog-api-key": api_key, "content-type": "application/json"}
+
+
+# --------------------------------------------------------------------------------------------
+# Responses
+
+REFUSAL_REASONS = frozenset((
+    "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
+    "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION",
+))  # fmt: skip
+STATUS_NAMES: dict[str, tuple[ir.ErrorKind, int]] = {
+    "INVALID_ARGUMENT": ("invalid_request", 400),
+    "FAILED_PRECONDITION": ("invalid_request", 400),
+    "OUT_OF_RANGE": ("invalid_request", 400),
+    "NOT_FOUND": ("not_found", 404),
+    "RESOURCE_EXHAUSTED": ("rate_limit", 429),
+    "INTERNAL": ("api_error", 500),
+    "UNAVAILABLE": ("overloaded", 503),
+    "DEADLINE_EXCEEDED": ("timeout", 504),
+}
+STATUS_CODES: dict[int, tuple[ir.ErrorKind, int]] = {
+    400: ("invalid_request", 400),
+    404: ("not_found", 404),
+    413: ("request_too_large", 413),
+    429: ("rate_limit", 429),
+    500: ("api_error", 500),
+    503: ("overloaded", 503),
+    504: ("timeout", 504),
+}
+CREDENTIAL_STATUSES = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED"})
+
+
+def stop_reason(finish_reason: str, had_tool_call: bool) -> str:
+    """Gemini finishReason → IR stop reason.
+
+    MALFORMED_FUNCTION_CALL, UNEXPECTED_TOOL_CALL, OTHER, LANGUAGE and unknown values end the
+    turn normally (end_turn): the HTTP exchange succeeded and its usage is billable; an error
+    here would hide the partial answer and still cost the client a retry."""
+    if finish_reason == "MAX_TOKENS":
+        return "max_tokens"
+    if finish_reason in REFUSAL_REASONS:
+        return "refusal"
+    return "tool_use" if had_tool_call else "end_turn"
+
+
+def usage_from(u: Mapping[str, Any]) -> ir.Usage:
+    """Cached tokens are inside promptTokenCount, thoughts outside candidatesTokenCount."""
+    cached = u.get("cachedContentTokenCount") or 0
+    thoughts = u.get("thoughtsTokenCount") or 0
+    prompt = (u.get("promptTokenCount") or 0) + (u.get("toolUsePromptTokenCount") or 0)
+    return ir.Usage(
+        input=prompt - cached,
+        output=(u.get("candidatesTokenCount") or 0) + thoughts,
+        cache_read=cached,
+        reasoning=thoughts,
+    )
+
+
+def _retry_delay(details: Any) -> float | None:
+    for d in details if isinstance(details, list) else ():
+        delay = d.get("retryDelay") if isinstance(d, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return float(delay[:-1])
+            except ValueError:
+                return None
+    return None
+
+
+def _credentials_error(status: int | str) -> ir.Error:
+    return ir.Error(
+        "api_error",
+        f"The gateway's upstream credentials for vendor gemini were rejected ({status}); "
+        "this is not a problem with your request or key.",
+        502,
+    )
+
+
+def error_from(err: Mapping[str, Any], http_status: int | None = None) -> ir.Error:
+    """A Gemini `error` object (HTTP error body or stream event) → IR error."""
+    code = err.get("code") if isinstance(err.get("code"), int) else http_status
+    status = err.get("status") or ""
+    details = err.get("details")
+    reasons = {d.get("reason") for d in details if isinstance(d, dict)} if details else set()
+    if "API_KEY_INVALID" in reasons or status in CREDENTIAL_STATUSES or code in (401, 403):
+        return _credentials_error(status or code or "unknown")
+    kind, client_status = STATUS_NAMES.get(status) or STATUS_CODES.get(
+        code or 0, ("invalid_request", 400) if code and 400 <= code < 500 else ("api_error", 502)
+    )
+    message = err.get("message")
+    if not isinstance(message, str) or not message:
+        message = f"gemini error ({status or code or 'unknown'})"
+    return ir.Error(kind, message.strip(), client_status, _retry_delay(details))
+
+
+class GeminiStreamDecoder:
+    """GenerateContentResponse chunks → IR events. Consecutive parts of one kind (text or
+    thought) form one block across chunks; each functionCall is a complete block. Only the
+    first candidate is read (the gateway never asks for more)."""
+
+    __slots__ = (
+        "_calls",
+        "_done",
+        "_had_call",
+        "_next_index",
+        "_open_index",
+        "_open_kind",
+        "_parser",
+        "_response_id",
+        "_started",
+    )
+
+    def __init__(self) -> None:
+        self._parser = SSEParser()
+        self._done = False
+        self._started = False
+        self._response_id = ""
+        self._open_kind: TextKind | None = None
+        self._open_index = 0
+        self._next_index = 0
+        self._calls = 0
+        self._had_call = False
+
+    def feed(self, chunk: bytes) -> list[ir.Event]:
+        out: list[ir.Event] = []
+        for sse in self._parser.feed(chunk):
+            if self._done:
+                break
+            self._chunk_bytes(sse.data, out)
+        return out
+
+    def close(self) -> list[ir.Event]:
+        out: list[ir.Event] = []
+        for sse in self._parser.flush():
+            if not self._done:
+                self._chunk_bytes(sse.data, out)
+        return out
+
+    def _chunk_bytes(self, data: bytes, out: list[ir.Event]) -> None:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(obj, dict):
+            self.chunk(obj, out)
+
+    def chunk(self, obj: Json, out: list[ir.Event]) -> None:
+        """One GenerateContentResponse (a stream chunk or a whole non-stream body)."""
+        candidates = obj.get("candidates")
+        if "error" in obj and not candidates:
+            out.append(error_from(obj["error"] if isinstance(obj["error"], dict) else {}))
+            self._done = True
+            return
+        if not self._started:
+            self._started = True
+            self._response_id = obj.get("responseId") or ""
+            out.append(ir.Start(self._response_id, obj.get("modelVersion") or ""))
+        finish: str | None = None
+        if candidates:
+            cand = candidates[0]
+            for part in (cand.get("content") or {}).get("parts") or ():
+                self._part(part, out)
+            finish = cand.get("finishReason")
+        elif (obj.get("promptFeedback") or {}).get("blockReason"):
+            finish = "SAFETY"  # the prompt was blocked: no candidates, a refusal
+        if finish:
+            self.close_block(out)
+        usage = obj.get("usageMetadata")
+        if usage:
+            out.append(usage_from(usage))
+        if finish:
+            out.append(ir.Finish(stop_reason(finish, self._had_call)))
+
+    def end_body(self, out: list[ir.Event]) -> None:
+        """A whole non-stream body was read: close its last block (unless it was an error)."""
+        if not self._done:
+            self.close_block(out)
+
+    def close_block(self, out: list[ir.Event]) -> None:
+        if self._open_kind is not None:
+            out.append(ir.BlockStop(self._open_index))
+            self._open_kind = None
+
+    def _part(self, part: Json, out: list[ir.Event]) -> None:
+        text = part.get("text")
+        if text:
+            kind: TextKind = "thinking" if part.get("thought") else "text"
+            if self._open_kind != kind:
+                self.close_block(out)
+                self._open_kind, self._open_index = kind, self._next_index
+                self._next_index += 1
+                out.append(ir.BlockStart(self._open_index, kind))
+            out.append(ir.Delta(self._open_index, kind, text))
+        elif "functionCall" in part:
+            self._function_call(part, out)
+        # Empty text carrying only a thoughtSignature, code execution, inline media: no IR block.
+
+    def _function_call(self, part: Json, out: list[ir.Event]) -> None:
+        self.close_block(out)
+        call = part["functionCall"] or {}
+        call_id = call.get("id") or f"call_{self._response_id}_{self._calls}"
+        self._calls += 1
+        self._had_call = True
+        index = self._next_index
+        self._next_index += 1
+        args = orjson.dumps(call.get("args") or {}).decode()
+        out += [
+            ir.BlockStart(
+                index,
+                "tool_call",
+                tool_call_id=call_id,
+                name=call.get("name", ""),
+                data=part.get("thoughtSignature"),
+            ),
+            ir.Delta(index, "arguments", args),
+            ir.BlockStop(index),
+        ]
+
+
+# --------------------------------------------------------------------------------------------
+# The adapter
+
+
+class GeminiVendor:
+    name = "gemini"
+
+    def build_request(
+        self, req: ir.Request, upstream_model: str, *, api_key: str, base_url: str
+    ) -> UpstreamRequest:
+        if req.stream:
+            url = _model_url(base_url, upstream_model, "streamGenerateContent") + "?alt=sse"
+        else:
+            url = _model_url(base_url, upstream_model, "generateContent")
+        return UpstreamRequest("POST", url, _headers(api_key), orjson.dumps(build_body(req)))
+
+    def parse_response(self, body: bytes) -> list[ir.Event]:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, list):  # the non-SSE stream shape, should it ever reach us
+            obj = obj[0] if obj else None
+        if not isinstance(obj, dict):
+            return [ir.Error("api_error", "gemini sent an unreadable response body", 502)]
+        decoder = GeminiStreamDecoder()
+        events: list[ir.Event] = []
+        decoder.chunk(obj, events)
+        decoder.end_body(events)
+        return events
+
+    def stream_decoder(self, upstream: UpstreamRequest) -> GeminiStreamDecoder:
+        return GeminiStreamDecoder()
+
+    def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ir.Error:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        if isinstance(data, list) and data:
+            data = data[0]
+        err = data.get("error") if isinstance(data, dict) else None
+        if not isinstance(err, dict):
+            if status in (401, 403):
+                return _credentials_error(status)
+            err = {"message": f"gemini returned HTTP {status}"}
+        result = error_from({**err, "code": status}, status)
+        if result.retry_after is None:
+            result.retry_after = _retry_after_header(headers)
+        return result
+
+    def build_count_tokens(
+        self, req: ir.Request, upstream_model: str, *, api_key: str, base_url: str
+    ) -> UpstreamRequest:
+        full = build_body(req)
+        if "systemInstruction" in full or "tools" in full:
+            # Only the generateContentRequest form counts system text and tool declarations.
+            keys = ("contents", "systemInstruction", "tools")
+            inner = {k: full[k] for k in keys if k in full}
+            model = "models/" + upstream_model.removeprefix("models/")
+            body: Json = {"generateContentRequest": {"model": model, **inner}}
+        else:
+            body = {"contents": full["contents"]}
+        url = _model_url(base_url, upstream_model, "countTokens")
+        return UpstreamRequest("POST", url, _headers(api_key), orjson.dumps(body))
+
+    def parse_count_tokens(self, body: bytes) -> int:
+        return int(orjson.loads(body).get("totalTokens", 0))
+
+
+def _retry_after_header(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+GEMINI = GeminiVendor()
