@@ -24,7 +24,7 @@ def test_bad_key_is_401_in_both_formats(gateway) -> None:
     bad_claude = anthropic.Anthropic(api_key="sk-aic-nope", base_url=gateway.proxy, max_retries=0)
     with pytest.raises(anthropic.AuthenticationError) as a:
         bad_claude.messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=PROMPT)
-    assert a.value.body["type"] == "authentication_error"  # type: ignore[index]
+    assert a.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
     bad_gpt = openai.OpenAI(api_key="sk-aic-nope", base_url=gateway.proxy + "/v1", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad_gpt.chat.completions.create(model="gpt-4o", messages=PROMPT)

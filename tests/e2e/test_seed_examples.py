@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import SHARED
+from conftest import SHARED
 
 
 def test_seed_examples_pass(gateway, api_key) -> None:
