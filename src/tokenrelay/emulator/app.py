@@ -1,0 +1,164 @@
+"""Raw ASGI app routing vendor-prefixed paths to the emulated vendors.
+
+Raw ASGI rather than a framework: it sits under load tests, and it needs to drop a connection
+mid-body ([[cut]]), which frameworks make awkward. Routing is relative to ``root_path`` so the
+gateway can mount it (e.g. under ``/emulator``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from tokenrelay.emulator import anthropic, gemini, openai_compat
+from tokenrelay.emulator.wire import Req, Resp, json_resp
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class AbruptClose(Exception):
+    """Raised after a [[cut]] stream so the server drops the connection without a terminator."""
+
+
+_ROUTES: dict[tuple[str, str], Callable[[Req], Resp]] = {
+    ("POST", "/anthropic/v1/messages"): anthropic.messages,
+    ("POST", "/anthropic/v1/messages/count_tokens"): anthropic.count_tokens,
+    ("GET", "/anthropic/v1/models"): anthropic.models,
+    ("POST", "/openai/v1/chat/completions"): lambda r: openai_compat.chat(r, "openai"),
+    ("GET", "/openai/v1/models"): lambda r: openai_compat.models(r, "openai"),
+    ("POST", "/xai/v1/chat/completions"): lambda r: openai_compat.chat(r, "xai"),
+    ("GET", "/xai/v1/models"): lambda r: openai_compat.models(r, "xai"),
+    ("POST", "/deepseek/chat/completions"): lambda r: openai_compat.chat(r, "deepseek"),
+    ("POST", "/deepseek/v1/chat/completions"): lambda r: openai_compat.chat(r, "deepseek"),
+    ("GET", "/deepseek/models"): lambda r: openai_compat.models(r, "deepseek"),
+    ("GET", "/deepseek/v1/models"): lambda r: openai_compat.models(r, "deepseek"),
+    ("GET", "/gemini/v1beta/models"): gemini.models,
+    ("GET", "/gemini/v1/models"): gemini.models,
+}
+_GEMINI_PREFIXES = ("/gemini/v1beta/models/", "/gemini/v1/models/")
+
+
+def route(method: str, path: str) -> Callable[[Req], Resp] | None:
+    handler = _ROUTES.get((method, path.rstrip("/") or "/"))
+    prefix = next((p for p in _GEMINI_PREFIXES if path.startswith(p)), None)
+    if handler is not None or method != "POST" or prefix is None:
+        return handler
+    model, _, action = path[len(prefix):].rpartition(":")
+    if not model:
+        return None
+    if action == "generateContent":
+        return lambda r: gemini.generate(r, model, stream=False)
+    if action == "streamGenerateContent":
+        return lambda r: gemini.generate(r, model, stream=True)
+    if action == "countTokens":
+        return lambda r: gemini.count_tokens(r, model)
+    return None
+
+
+def _not_found(method: str, path: str) -> Resp:
+    return json_resp(404, {"error": {"message": f"emulator: no route for {method} {path}",
+                                     "type": "not_found"}})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+
+
+async def _send(resp: Resp, send: Send, receive: Receive) -> None:
+    streaming = resp.frames is not None
+    headers = [(b"content-type", resp.content_type.encode())]
+    headers += [(k.encode(), v.encode()) for k, v in resp.headers]
+    if not streaming:
+        headers.append((b"content-length", str(len(resp.preamble) + len(resp.body)).encode()))
+    gone = asyncio.Event()
+    watcher = None
+    if resp.delay or resp.first_delay:  # long-lived: stop early if the client goes away
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, gone))
+    try:
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        if resp.preamble:
+            await send({"type": "http.response.body", "body": resp.preamble, "more_body": True})
+        if resp.first_delay:
+            await asyncio.sleep(resp.first_delay)
+        if not streaming:
+            await send({"type": "http.response.body", "body": resp.body})
+            return
+        frames = resp.frames or []
+        if not resp.delay:  # nothing to pace: one write is far cheaper under load
+            frames = [b"".join(frames)]
+        for i, frame in enumerate(frames):
+            if gone.is_set():
+                return
+            if i and resp.delay:
+                await asyncio.sleep(resp.delay)
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        if resp.cut:
+            raise AbruptClose("emulator [[cut]]: dropping the connection mid-stream")
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def create_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):  # Starlette's Mount keeps the prefix in path
+            path = path[len(root):] or "/"
+        method: str = scope["method"]
+        body = await _read_body(receive)
+        handler = route(method, path)
+        if handler is None:
+            await _send(_not_found(method, path), send, receive)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        req = Req(method=method, path=path, query=query, headers=headers, body=body)
+        try:
+            resp = handler(req)
+        except Exception as exc:  # an emulator bug must still answer like a server would
+            resp = json_resp(500, {"error": {"message": f"emulator failure: {exc!r}",
+                                             "type": "emulator_error"}})
+        await _send(resp, send, receive)
+
+    return app
+
+

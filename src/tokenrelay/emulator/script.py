@@ -1,0 +1,240 @@
+"""Decides, deterministically from a vendor-neutral summary of the request, what to answer.
+
+Prompt triggers (double-bracket markers anywhere in the last user turn):
+  [[words:N]] [[delay:MS]] [[first-delay:MS]] [[error:STATUS]] [[midstream-error]] [[cut]]
+  [[refuse]] [[max]] [[parallel]] [[cache]] [[keepalive]]
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokenrelay.emulator import tokens
+
+_MARKER = re.compile(r"\[\[([a-z-]+)(?::([^\]]*))?\]\]")
+_WORD = re.compile(r"[A-Za-z0-9']+")
+_VOCAB = (
+    "alpha", "bright", "calm", "delta", "echo", "fable", "gentle", "harbor", "island", "jasper",
+    "kettle", "lantern", "meadow", "nimble", "orbit", "pebble", "quartz", "river", "silver",
+    "timber", "umbra", "velvet", "willow", "yonder", "zephyr",
+)
+_FAIL_AFTER = 3  # words streamed before [[midstream-error]] / [[cut]] strike
+_MAX_WORDS = 8192  # cap for [[max]] / [[words:N]] so a huge max_tokens cannot stall us
+
+
+@dataclass(slots=True)
+class Turn:
+    """What the emulator needs to know about a request, whatever the vendor."""
+
+    model: str
+    text: str  # trigger text: every text part of the last user turn, joined
+    tool_results: list[tuple[str, str]] = field(default_factory=list)  # (tool name, content)
+    tools: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (name, JSON schema)
+    tool_mode: str = "auto"  # auto | any | none
+    forced_tool: str | None = None
+    max_tokens: int | None = None
+    stop: list[str] = field(default_factory=list)
+    reasoning: bool = False
+    parallel_allowed: bool = True
+    preamble: str = ""  # text some vendors say before calling a tool
+
+
+@dataclass(slots=True)
+class ToolCall:
+    name: str
+    args: dict[str, Any]
+    tokens: int
+
+
+@dataclass(slots=True)
+class Plan:
+    words: list[str] = field(default_factory=list)  # text pieces, one per stream chunk
+    reasoning: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    stop: str = "end"  # end | max_tokens | stop_sequence | tool_use | refusal
+    stop_sequence: str | None = None
+    error: int | None = None
+    midstream_error: bool = False
+    cut: bool = False
+    delay: float = 0.0
+    first_delay: float = 0.0
+    cache: bool = False
+    keepalive: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.words)
+
+    @property
+    def reasoning_text(self) -> str:
+        return "".join(self.reasoning)
+
+    @property
+    def visible_tokens(self) -> int:
+        return len(self.words) + sum(c.tokens for c in self.tool_calls)
+
+    @property
+    def fail_after(self) -> int:
+        return min(_FAIL_AFTER, len(self.words))
+
+
+def markers(text: str) -> dict[str, str]:
+    return {m.group(1): m.group(2) or "" for m in _MARKER.finditer(text)}
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _pieces(words: list[str]) -> list[str]:
+    """Words → stream pieces: each but the first carries its leading space."""
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+def prompt_words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(_MARKER.sub(" ", text))]
+
+
+def default_reply(model: str, text: str) -> list[str]:
+    """15-25 words that depend on the prompt: an echo of it, then seeded filler."""
+    seed = zlib.crc32(text.encode())
+    total = 15 + seed % 11
+    words = ["Emulated", model, "reply:", *prompt_words(text)[:8]]
+    i = 0
+    while len(words) < total:
+        words.append(_VOCAB[(seed >> (i % 24) ^ i * 7) % len(_VOCAB)])
+        i += 1
+    words = words[:total]
+    words[-1] += "."
+    return _pieces(words)
+
+
+def reasoning_for(text: str) -> list[str]:
+    head = prompt_words(text)[:6] or ["nothing"]
+    return _pieces(["Considering", "the", "request", "about", *head, "-", "I", "will", "answer",
+                    "it", "briefly."])
+
+
+def _tool_result_reply(results: list[tuple[str, str]]) -> list[str]:
+    text = " ".join(f"Tool {name} returned: {content}." for name, content in results)
+    return _pieces(text.split())
+
+
+def example_value(schema: Any, key: str = "", variant: int = 0) -> Any:
+    """A value that satisfies the usual JSON-schema shapes, deterministically."""
+    if not isinstance(schema, dict):
+        return "value"
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    for alt in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(alt), list) and schema[alt]:
+            return example_value(schema[alt][0], key, variant)
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    kind = str(kind).lower()
+    if kind == "object":
+        props = schema.get("properties") or {}
+        required = [k for k in schema.get("required") or [] if k in props]
+        keys = required or list(props)
+        return {k: example_value(props[k], k, variant) for k in keys}
+    if kind == "array":
+        return [example_value(schema.get("items"), key, variant)] if schema.get("items") else []
+    if kind in ("integer", "number"):
+        return 1 + variant
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    if any(s in key.lower() for s in ("loc", "city", "place", "where", "country", "town")):
+        return ("Paris", "London")[variant % 2]
+    return "value" if variant == 0 else f"value{variant + 1}"
+
+
+def _tool_calls(turn: Turn, parallel: bool) -> list[ToolCall]:
+    by_name = dict(turn.tools)
+    if turn.forced_tool and turn.forced_tool in by_name:
+        chosen = [(turn.forced_tool, by_name[turn.forced_tool])]
+    else:
+        chosen = [turn.tools[0]]
+    if parallel and turn.parallel_allowed:
+        if len(turn.tools) > 1 and not turn.forced_tool:
+            chosen.append(turn.tools[1])
+        else:
+            chosen.append(chosen[0])
+    calls = []
+    for i, (name, schema) in enumerate(chosen):
+        variant = i if chosen[0][0] == name else 0
+        args = example_value(schema or {"type": "object"}, variant=variant)
+        if not isinstance(args, dict):
+            args = {}
+        calls.append(ToolCall(name, args, tokens.count_json(args)))
+    return calls
+
+
+def plan(turn: Turn) -> Plan:
+    m = markers(turn.text)
+    p = Plan(
+        delay=_int(m.get("delay"), 0) / 1000,
+        first_delay=_int(m.get("first-delay"), 0) / 1000,
+        cache="cache" in m,
+        keepalive="keepalive" in m,
+        midstream_error="midstream-error" in m,
+        cut="cut" in m,
+    )
+    if "error" in m:
+        p.error = _int(m["error"], 500)
+        return p
+    if "refuse" in m:
+        p.stop = "refusal"
+        return p
+    if turn.reasoning:
+        p.reasoning = reasoning_for(turn.text)
+
+    wants_tools = (turn.tools and turn.tool_mode != "none" and not turn.tool_results
+                   and "max" not in m)
+    if wants_tools:
+        p.tool_calls = _tool_calls(turn, "parallel" in m)
+        p.words = _pieces(turn.preamble.split()) if turn.preamble else []
+        p.stop = "tool_use"
+        return p
+
+    if turn.tool_results:
+        words = _tool_result_reply(turn.tool_results)
+    elif "words" in m:
+        n = min(max(_int(m["words"], 0), 0), _MAX_WORDS)
+        words = [f" w{i}" for i in range(1, n + 1)]
+    else:
+        words = default_reply(turn.model, turn.text)
+
+    if "max" in m:
+        target = turn.max_tokens if turn.max_tokens is not None else len(words)
+        target = min(target, _MAX_WORDS)
+        base = words or [" w"]
+        words = [base[i % len(base)] if i < len(base) else " " + base[i % len(base)].strip()
+                 for i in range(target)]
+        p.words, p.stop = words, "max_tokens"
+        return p
+
+    for i, piece in enumerate(words):
+        hit = next((s for s in turn.stop if s and s.strip() and s.strip() in piece), None)
+        if hit is not None:
+            words, p.stop, p.stop_sequence = words[:i], "stop_sequence", hit
+            break
+    if turn.max_tokens is not None and len(words) > turn.max_tokens:
+        words, p.stop, p.stop_sequence = words[: max(turn.max_tokens, 0)], "max_tokens", None
+    p.words = words
+    return p
+
+
+def error_status_for_midstream(vendor: str) -> int:
+    """Status used when [[midstream-error]] hits a non-streaming request."""
+    return {"anthropic": 529, "gemini": 503, "deepseek": 503}.get(vendor, 500)
