@@ -103,7 +103,7 @@ class Gateway:
             Route("/healthz", _health),
             Route(PROXY + "/models", self._models),
             Route(PROXY + "/models/{model_id:path}", self._models),
-            *admin_routes(keys, meter),
+            *admin_routes(keys, meter, settings=s),
             *web_routes(self),
         ]
         if upstreams.emulated and not s.emulator_url:

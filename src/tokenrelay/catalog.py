@@ -1,0 +1,445 @@
+"""The model catalog: which vendor serves a model name, under what upstream name, at what price.
+
+Data lives in `models.toml` (shipped in the package) plus an optional operator file
+(TOKENRELAY_CATALOG) merged on top, so prices and aliases change without a code change. Both
+are validated once at load; lookups on the hot path are a single dict access.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from tokenrelay.settings import VENDORS
+
+# Default for `default_max_tokens`: see the header of models.toml for why 8192.
+DEFAULT_MAX_TOKENS_CAP = 8192
+
+_PRICE_FIELDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
+_MODEL_FIELDS = frozenset(
+    {
+        "vendor",
+        "upstream",
+        "display_name",
+        "context_window",
+        "max_output",
+        "default_max_tokens",
+        "released",
+        "capabilities",
+        "retired",
+        "aliases",
+        "tiers",
+        *_PRICE_FIELDS,
+    }
+)
+_TIER_FIELDS = frozenset({"above_prompt_tokens", *_PRICE_FIELDS})
+_CAPABILITY_FIELDS = ("vision", "tools", "thinking")
+_ALIAS_FIELDS = frozenset({"target", "thinking"})
+_GEMINI_PREFIX = "models/"
+
+
+class CatalogError(ValueError):
+    """The catalog files are invalid; the message names the file, the model and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTier:
+    """Rates (USD per 1M tokens) that apply when the prompt exceeds `above_prompt_tokens`."""
+
+    above_prompt_tokens: int
+    input: Decimal
+    output: Decimal
+    cache_read: Decimal
+    cache_write: Decimal
+    cache_write_1h: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """List prices in USD per 1M tokens; `tiers` sorted by threshold, ascending."""
+
+    input: Decimal
+    output: Decimal
+    cache_read: Decimal
+    cache_write: Decimal
+    cache_write_1h: Decimal
+    tiers: tuple[PriceTier, ...] = ()
+
+    def for_prompt(self, prompt_tokens: int) -> Price:
+        """The flat rates for a request whose whole prompt (input + cache) is `prompt_tokens`."""
+        chosen: PriceTier | None = None
+        for tier in self.tiers:
+            if prompt_tokens > tier.above_prompt_tokens:
+                chosen = tier
+        if chosen is None:
+            return replace(self, tiers=()) if self.tiers else self
+        return Price(
+            chosen.input,
+            chosen.output,
+            chosen.cache_read,
+            chosen.cache_write,
+            chosen.cache_write_1h,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    vision: bool = False
+    tools: bool = False
+    thinking: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    id: str
+    vendor: str
+    upstream: str
+    display_name: str
+    context_window: int
+    max_output: int
+    default_max_tokens: int
+    capabilities: Capabilities
+    price: Price
+    aliases: tuple[str, ...] = ()
+    retired: bool = False
+    created: int = 0  # unix seconds of the release date, for GET /v1/models
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A model name resolved for one request: the entry plus what the alias asks for."""
+
+    entry: ModelEntry
+    requested: str  # the name the client sent, echoed back in responses
+    thinking: bool | None = None  # None: leave the client's choice alone
+
+    @property
+    def upstream(self) -> str:
+        return self.entry.upstream
+
+    @property
+    def vendor(self) -> str:
+        return self.entry.vendor
+
+
+class Catalog:
+    def __init__(self, entries: Iterable[ModelEntry], index: Mapping[str, Resolved]) -> None:
+        self._entries = tuple(entries)
+        self._index = dict(index)
+
+    @classmethod
+    def load(cls, extra_path: str | Path | None = None) -> Catalog:
+        """The packaged catalog, with the operator's file (if any) merged on top."""
+        packaged = resources.files("tokenrelay").joinpath("models.toml").read_text("utf-8")
+        sources = [("models.toml (packaged)", packaged)]
+        if extra_path:
+            path = Path(extra_path)
+            try:
+                sources.append((str(path), path.read_text("utf-8")))
+            except OSError as exc:
+                raise CatalogError(f"{path}: cannot read catalog file: {exc.strerror}") from exc
+        return cls.from_sources(sources)
+
+    @classmethod
+    def from_sources(cls, sources: Iterable[tuple[str, str]]) -> Catalog:
+        """Build from (label, TOML text) pairs; later sources override earlier ones."""
+        models: dict[str, dict[str, Any]] = {}
+        aliases: dict[str, dict[str, Any]] = {}
+        origin: dict[str, str] = {}
+        for label, text in sources:
+            try:
+                # Decimal, never float: 0.1 as float is not 0.1 and money must add up exactly.
+                doc = tomllib.loads(text, parse_float=Decimal)
+            except tomllib.TOMLDecodeError as exc:
+                raise CatalogError(f"{label}: not valid TOML: {exc}") from exc
+            _merge(label, doc, models, aliases, origin)
+        return _build(models, aliases, origin)
+
+    def resolve(self, name: str) -> Resolved | None:
+        """Exact id or alias (case-sensitive); Gemini's `models/` prefix is accepted."""
+        hit = self._index.get(name)
+        if hit is None and name.startswith(_GEMINI_PREFIX):
+            hit = self._index.get(name[len(_GEMINI_PREFIX) :])
+            if hit is not None:
+                hit = replace(hit, requested=name)
+        return hit
+
+    def get(self, model_id: str) -> ModelEntry | None:
+        hit = self._index.get(model_id)
+        return hit.entry if hit is not None and hit.entry.id == model_id else None
+
+    def entries(self) -> tuple[ModelEntry, ...]:
+        """Every model in file order (packaged first, then the operator's new ones)."""
+        return self._entries
+
+    def to_openai_list(self, emulated: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+        """GET /v1/models body; `emulated` is the set of vendors served by the emulator."""
+        return {
+            "object": "list",
+            "data": [
+                _openai_model(e, e.vendor in emulated) for e in self._entries if not e.retired
+            ],
+        }
+
+
+def format_usd(amount: Decimal) -> str:
+    """Decimal string with at least two places and no float noise: 3 -> "3.00", 0.0028 kept."""
+    if amount == amount.quantize(Decimal("0.01")):
+        return str(amount.quantize(Decimal("0.01")))
+    return format(amount.normalize(), "f")
+
+
+# ---------------------------------------------------------------- merging and validation
+
+
+def _merge(
+    label: str,
+    doc: dict[str, Any],
+    models: dict[str, dict[str, Any]],
+    aliases: dict[str, dict[str, Any]],
+    origin: dict[str, str],
+) -> None:
+    unknown = set(doc) - {"models", "aliases"}
+    if unknown:
+        raise CatalogError(f"{label}: unknown top-level key(s) {sorted(unknown)}")
+    new_models = _table(label, doc.get("models", {}), "models")
+    new_aliases = _table(label, doc.get("aliases", {}), "aliases")
+
+    # Names this source defines win over earlier sources: the operator can redirect an alias,
+    # or turn a packaged alias into a model of its own.
+    redefined: set[str] = set(new_aliases) | (set(new_models) - set(models))
+    for body in new_models.values():
+        redefined.update(body.get("aliases", []) if isinstance(body, dict) else [])
+    for name in redefined:
+        aliases.pop(name, None)
+    for body in models.values():
+        if redefined & set(body.get("aliases", [])):
+            body["aliases"] = [a for a in body["aliases"] if a not in redefined]
+
+    for model_id, body in new_models.items():
+        where = f"{label}: model {model_id!r}"
+        if not isinstance(body, dict):
+            raise CatalogError(f"{where}: must be a table")
+        bad = set(body) - _MODEL_FIELDS
+        if bad:
+            raise CatalogError(f"{where}: unknown field(s) {sorted(bad)}")
+        if model_id in models:
+            merged = {**models[model_id], **body}
+            merged["aliases"] = [*models[model_id].get("aliases", []), *body.get("aliases", [])]
+            models[model_id] = merged
+        else:
+            models[model_id] = dict(body)
+            origin[model_id] = label
+    for name, body in new_aliases.items():
+        if not isinstance(body, dict):
+            raise CatalogError(f"{label}: alias {name!r}: must be a table with `target`")
+        bad = set(body) - _ALIAS_FIELDS
+        if bad:
+            raise CatalogError(f"{label}: alias {name!r}: unknown field(s) {sorted(bad)}")
+        aliases[name] = {**body, "_label": label}
+
+
+def _table(label: str, value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise CatalogError(f"{label}: `{key}` must be a table")
+    return value
+
+
+def _build(
+    models: dict[str, dict[str, Any]],
+    aliases: dict[str, dict[str, Any]],
+    origin: dict[str, str],
+) -> Catalog:
+    # Alias name -> (target id, thinking override, where it was defined) — collected first so
+    # each entry can list every name that reaches it.
+    routes: dict[str, tuple[str, bool | None, str]] = {}
+
+    def add_route(name: str, target: str, thinking: bool | None, where: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise CatalogError(f"{where}: alias names must be non-empty strings")
+        if name in models:
+            raise CatalogError(f"{where}: alias {name!r} is already a model id")
+        if name in routes:
+            raise CatalogError(
+                f"{where}: duplicate alias {name!r} (also defined by {routes[name][2]})"
+            )
+        routes[name] = (target, thinking, where)
+
+    for model_id, body in models.items():
+        where = f"{origin.get(model_id, 'catalog')}: model {model_id!r}"
+        names = body.get("aliases", [])
+        if not isinstance(names, list):
+            raise CatalogError(f"{where}: `aliases` must be a list of strings")
+        for name in names:
+            add_route(name, model_id, None, where)
+    for name, body in aliases.items():
+        where = f"{body['_label']}: alias {name!r}"
+        target = body.get("target")
+        if not isinstance(target, str):
+            raise CatalogError(f"{where}: `target` (a model id) is required")
+        if target not in models:
+            raise CatalogError(f"{where}: target {target!r} is not a model in the catalog")
+        thinking = body.get("thinking")
+        if thinking is not None and not isinstance(thinking, bool):
+            raise CatalogError(f"{where}: `thinking` must be true or false")
+        add_route(name, target, thinking, where)
+
+    by_target: dict[str, list[str]] = {}
+    for name, (target, _, _) in routes.items():
+        by_target.setdefault(target, []).append(name)
+
+    entries = [
+        _entry(model_id, body, tuple(by_target.get(model_id, ())), origin)
+        for model_id, body in models.items()
+    ]
+    index: dict[str, Resolved] = {e.id: Resolved(e, e.id) for e in entries}
+    by_id = {e.id: e for e in entries}
+    for name, (target, thinking, _) in routes.items():
+        index[name] = Resolved(by_id[target], name, thinking)
+    return Catalog(entries, index)
+
+
+def _entry(
+    model_id: str, body: dict[str, Any], aliases: tuple[str, ...], origin: dict[str, str]
+) -> ModelEntry:
+    where = f"{origin.get(model_id, 'catalog')}: model {model_id!r}"
+    vendor = body.get("vendor")
+    if vendor not in VENDORS:
+        raise CatalogError(f"{where}: unknown vendor {vendor!r} (expected one of {VENDORS})")
+    context_window = _positive_int(body, "context_window", where)
+    max_output = _positive_int(body, "max_output", where)
+    default_max = body.get("default_max_tokens", min(max_output, DEFAULT_MAX_TOKENS_CAP))
+    if not isinstance(default_max, int) or not 0 < default_max <= max_output:
+        raise CatalogError(f"{where}: `default_max_tokens` must be an integer in 1..max_output")
+    caps = body.get("capabilities", {})
+    if not isinstance(caps, dict) or set(caps) - set(_CAPABILITY_FIELDS):
+        raise CatalogError(f"{where}: `capabilities` takes only {_CAPABILITY_FIELDS}")
+    if not all(isinstance(v, bool) for v in caps.values()):
+        raise CatalogError(f"{where}: capability values must be true or false")
+    upstream = body.get("upstream", model_id)
+    display_name = body.get("display_name", model_id)
+    retired = body.get("retired", False)
+    if not isinstance(upstream, str) or not isinstance(display_name, str):
+        raise CatalogError(f"{where}: `upstream` and `display_name` must be strings")
+    if not isinstance(retired, bool):
+        raise CatalogError(f"{where}: `retired` must be true or false")
+    return ModelEntry(
+        id=model_id,
+        vendor=vendor,
+        upstream=upstream,
+        display_name=display_name,
+        context_window=context_window,
+        max_output=max_output,
+        default_max_tokens=default_max,
+        capabilities=Capabilities(**caps),
+        price=_price(body, where),
+        aliases=aliases,
+        retired=retired,
+        created=_created(body.get("released"), where),
+    )
+
+
+def _price(body: dict[str, Any], where: str) -> Price:
+    base = _rates(body, where, None)
+    raw_tiers = body.get("tiers", [])
+    if not isinstance(raw_tiers, list):
+        raise CatalogError(f"{where}: `tiers` must be an array of tables ([[models.ID.tiers]])")
+    tiers = []
+    for i, raw in enumerate(raw_tiers):
+        tier_where = f"{where} tier {i + 1}"
+        if not isinstance(raw, dict) or set(raw) - _TIER_FIELDS:
+            raise CatalogError(f"{tier_where}: takes only {sorted(_TIER_FIELDS)}")
+        threshold = _positive_int(raw, "above_prompt_tokens", tier_where)
+        tiers.append(PriceTier(threshold, *_rates(raw, tier_where, base)))
+    tiers.sort(key=lambda t: t.above_prompt_tokens)
+    if len({t.above_prompt_tokens for t in tiers}) != len(tiers):
+        raise CatalogError(f"{where}: two tiers have the same `above_prompt_tokens`")
+    return Price(*base, tiers=tuple(tiers))
+
+
+def _rates(
+    body: dict[str, Any], where: str, base: tuple[Decimal, ...] | None
+) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal]:
+    missing = [f for f in ("input", "output") if f not in body]
+    if missing:
+        raise CatalogError(f"{where}: missing price field(s) {missing} (USD per 1M tokens)")
+    values = {f: _money(body[f], f, where) for f in _PRICE_FIELDS if f in body}
+    inp, out = values["input"], values["output"]
+    if base is None:
+        cache_read = values.get("cache_read", inp)
+        cache_write = values.get("cache_write", inp)
+        cache_write_1h = values.get("cache_write_1h", cache_write)
+    else:
+        # A tier that names only input/output scales the cache rates like the input rate,
+        # which is how every vendor's long-context pricing works.
+        scale = inp / base[0] if base[0] else Decimal(1)
+        cache_read = values.get("cache_read", base[2] * scale)
+        cache_write = values.get("cache_write", base[3] * scale)
+        cache_write_1h = values.get("cache_write_1h", base[4] * scale)
+    return inp, out, cache_read, cache_write, cache_write_1h
+
+
+def _money(value: Any, field: str, where: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+        raise CatalogError(f"{where}: `{field}` must be a number (USD per 1M tokens)")
+    try:
+        amount = Decimal(value)
+    except ArithmeticError as exc:
+        raise CatalogError(f"{where}: `{field}` = {value!r} is not a number") from exc
+    if not amount.is_finite() or amount < 0:
+        raise CatalogError(f"{where}: `{field}` must be a finite, non-negative number")
+    return amount
+
+
+def _positive_int(body: dict[str, Any], field: str, where: str) -> int:
+    value = body.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise CatalogError(f"{where}: `{field}` must be a positive integer")
+    return value
+
+
+def _created(value: Any, where: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, dt.datetime):
+        stamp = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    elif isinstance(value, dt.date):
+        stamp = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    else:
+        raise CatalogError(f"{where}: `released` must be a TOML date, e.g. 2025-09-29")
+    return int(stamp.timestamp())
+
+
+def _openai_model(entry: ModelEntry, emulated: bool) -> dict[str, Any]:
+    price = entry.price
+    pricing: dict[str, Any] = {
+        f"{field}_per_mtok": format_usd(getattr(price, field)) for field in _PRICE_FIELDS
+    }
+    if price.tiers:
+        pricing["tiers"] = [
+            {
+                "above_prompt_tokens": tier.above_prompt_tokens,
+                **{f"{f}_per_mtok": format_usd(getattr(tier, f)) for f in _PRICE_FIELDS},
+            }
+            for tier in price.tiers
+        ]
+    return {
+        "id": entry.id,
+        "object": "model",
+        "created": entry.created,
+        "owned_by": entry.vendor,
+        "vendor": entry.vendor,
+        "display_name": entry.display_name,
+        "aliases": list(entry.aliases),
+        "pricing": pricing,
+        "context_window": entry.context_window,
+        "max_output": entry.max_output,
+        "capabilities": {f: getattr(entry.capabilities, f) for f in _CAPABILITY_FIELDS},
+        "emulated": emulated,
+    }

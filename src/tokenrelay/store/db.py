@@ -1,0 +1,131 @@
+"""Async engine from TOKENRELAY_DATABASE_URL (SQLite by default, or PostgreSQL) and migrations.
+
+Operators write plain URLs (`sqlite:///./tokenrelay.db`, `postgres://user@host/db`); this module
+picks the async driver so nobody has to know SQLAlchemy's `+aiosqlite` / `+asyncpg` spelling.
+Alembic is configured in code (no alembic.ini at runtime) and runs through the same async
+drivers, so Postgres needs no second, synchronous driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Any constant works; it only has to be the same in every replica.
+_PG_MIGRATION_LOCK = 0x746F6B72  # "tokr"
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+}
+
+
+def async_url(url: str) -> URL:
+    """`sqlite:///x` -> `sqlite+aiosqlite:///x`, `postgres(ql)://` -> `postgresql+asyncpg://`."""
+    parsed = make_url(url)
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None and parsed.drivername not in _DRIVERS.values():
+        raise ValueError(
+            f"unsupported database URL scheme {parsed.drivername!r}: "
+            "use sqlite:///path/to.db or postgresql://user@host/db"
+        )
+    return parsed.set(drivername=driver) if driver else parsed
+
+
+def redacted(url: str) -> str:
+    """The URL for messages and logs, password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"
+
+
+def is_memory_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def create_engine(url: str, *, schema: str | None = None, echo: bool = False) -> AsyncEngine:
+    """Engine for `url`. `schema` (Postgres only) sets the search_path, e.g. to isolate tests."""
+    target = async_url(url)
+    kwargs: dict[str, Any] = {"echo": echo}
+    if target.get_backend_name() == "sqlite":
+        if schema:
+            raise ValueError("schema= is only supported on PostgreSQL")
+        if is_memory_sqlite(target):
+            # Every new connection to :memory: is a new, empty database: share one.
+            kwargs["poolclass"] = StaticPool
+        engine = create_async_engine(target, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs["pool_pre_ping"] = True
+    if schema:
+        kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
+    return create_async_engine(target, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL: readers never block the single writer, and a commit is one fsync of the log.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL under WAL is durable across process crashes (SIGKILL); only an OS crash or
+        # power loss can drop the last commits, which is the usual trade for an embedded DB.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # Another process (the CLI while the server runs) may hold the write lock briefly.
+        cursor.execute("PRAGMA busy_timeout=5000")
+    finally:
+        cursor.close()
+
+
+# ---------------------------------------------------------------- migrations
+
+
+def migrate(url: str) -> None:
+    """Upgrade the database at `url` to the newest schema. Synchronous: from async code run it
+    with `asyncio.to_thread(migrate, url)`, or await `migrate_async` instead."""
+    asyncio.run(migrate_async(url))
+
+
+migrate_sync = migrate
+
+
+async def migrate_async(target: str | AsyncEngine) -> None:
+    """Upgrade to head. `target` is a database URL or an engine (which is left open)."""
+    engine = create_engine(target) if isinstance(target, str) else target
+    try:
+        async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Replicas starting together must not race to create the same tables; the lock
+                # is released when this transaction ends.
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+                )
+            await conn.run_sync(_upgrade)
+    finally:
+        if isinstance(target, str):
+            await engine.dispose()
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic config for our scripts; pass `connection` to run commands on it."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _upgrade(connection: Connection) -> None:
+    command.upgrade(alembic_config(connection), "head")

@@ -1,0 +1,243 @@
+"""The model catalog: packaged data, resolution, operator overrides, validation errors."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tokenrelay.catalog import Catalog, CatalogError, format_usd
+from tokenrelay.settings import VENDORS
+
+SEED_NAMES = [
+    "claude-sonnet-4-6",
+    "gpt-4o",
+    "gemini-2.5-pro",
+    "gemini-2.5-flash",
+    "grok-2",
+    "deepseek-chat",
+]
+LINEUP = [
+    "claude-opus-4-6", "claude-sonnet-4-6", "claude-opus-4-5", "claude-sonnet-4-5",
+    "claude-haiku-4-5", "claude-opus-4-1",
+    "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o", "gpt-4o-mini", "o3", "o4-mini",
+    "o3-mini", "gpt-5", "gpt-5-mini", "gpt-5-nano", "gpt-5.1",
+    "gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview",
+    "gemini-3-flash-preview",
+    "grok-4.3", "grok-4.20-reasoning", "grok-4.20-non-reasoning", "grok-3-mini",
+    "deepseek-v4-flash", "deepseek-v4-pro",
+]  # fmt: skip
+
+MINIMAL_MODEL = """
+[models."acme-1"]
+vendor = "openai"
+context_window = 1000
+max_output = 100
+input = 1
+output = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return Catalog.load()
+
+
+def load_text(text: str, label: str = "operator.toml") -> Catalog:
+    from importlib import resources
+
+    packaged = resources.files("tokenrelay").joinpath("models.toml").read_text("utf-8")
+    return Catalog.from_sources([("packaged", packaged), (label, text)])
+
+
+def test_packaged_catalog_is_complete(catalog: Catalog) -> None:
+    ids = [e.id for e in catalog.entries()]
+    assert len(ids) == len(set(ids))
+    assert set(LINEUP) <= set(ids)
+    for entry in catalog.entries():
+        assert entry.vendor in VENDORS, entry.id
+        assert entry.price.input > 0 and entry.price.output > 0, entry.id
+        assert 0 <= entry.price.cache_read <= entry.price.input, entry.id
+        assert 0 < entry.default_max_tokens <= entry.max_output <= entry.context_window
+        assert entry.default_max_tokens == min(entry.max_output, 8192)
+        assert entry.created > 0, entry.id
+        assert not entry.retired
+
+
+@pytest.mark.parametrize("name", SEED_NAMES)
+def test_seed_names_resolve_to_active_models(catalog: Catalog, name: str) -> None:
+    resolved = catalog.resolve(name)
+    assert resolved is not None
+    assert resolved.requested == name
+    assert not resolved.entry.retired
+    assert catalog.resolve(resolved.entry.id) is not None
+
+
+def test_retired_names_go_to_current_successors(catalog: Catalog) -> None:
+    grok2 = catalog.resolve("grok-2")
+    assert grok2 is not None and grok2.entry.id == "grok-4.20-non-reasoning"
+    assert grok2.upstream == "grok-4.20-non-reasoning"
+    for reasoning in ("grok-4", "grok-4-0709", "grok-4-fast-reasoning", "grok-code-fast-1"):
+        hit = catalog.resolve(reasoning)
+        assert hit is not None and hit.entry.id == "grok-4.3", reasoning
+    chat = catalog.resolve("deepseek-chat")
+    assert chat is not None and chat.entry.id == "deepseek-v4-flash" and chat.thinking is False
+    reasoner = catalog.resolve("deepseek-reasoner")
+    assert reasoner is not None and reasoner.entry.id == "deepseek-v4-flash"
+    assert reasoner.thinking is True
+    assert catalog.resolve("deepseek-v4-flash").thinking is None  # type: ignore[union-attr]
+
+
+def test_resolution_rules(catalog: Catalog) -> None:
+    dated = catalog.resolve("claude-sonnet-4-5-20250929")
+    assert dated is not None and dated.entry.id == "claude-sonnet-4-5"
+    assert dated.requested == "claude-sonnet-4-5-20250929"
+    prefixed = catalog.resolve("models/gemini-2.5-flash")
+    assert prefixed is not None and prefixed.entry.id == "gemini-2.5-flash"
+    assert prefixed.requested == "models/gemini-2.5-flash"
+    assert catalog.resolve("GPT-4o") is None  # case-sensitive, like the vendors
+    assert catalog.resolve("no-such-model") is None
+    assert catalog.resolve("models/no-such-model") is None
+    assert "claude-sonnet-4-5-20250929" in catalog.get("claude-sonnet-4-5").aliases  # type: ignore[union-attr]
+
+
+def test_tiered_prices(catalog: Catalog) -> None:
+    pro = catalog.get("gemini-2.5-pro")
+    assert pro is not None
+    assert pro.price.for_prompt(200_000).input == Decimal("1.25")
+    long = pro.price.for_prompt(200_001)
+    assert (long.input, long.output, long.cache_read) == (2.5, 15, Decimal("0.25"))
+    assert long.tiers == ()
+    sonnet45 = catalog.get("claude-sonnet-4-5")
+    assert sonnet45 is not None
+    # A tier that names only input/output scales cache rates with input (2x here).
+    assert sonnet45.price.for_prompt(300_000).cache_write == Decimal("7.50")
+
+
+def test_prices_are_exact_decimals(catalog: Catalog) -> None:
+    flash = catalog.get("deepseek-v4-flash")
+    assert flash is not None
+    assert flash.price.cache_read == Decimal("0.0028")
+    sonnet = catalog.get("claude-sonnet-4-6")
+    assert sonnet is not None
+    assert (sonnet.price.input, sonnet.price.cache_write, sonnet.price.cache_write_1h) == (
+        Decimal(3),
+        Decimal("3.75"),
+        Decimal(6),
+    )
+
+
+def test_openai_list_shape(catalog: Catalog) -> None:
+    body = catalog.to_openai_list({"xai"})
+    assert body["object"] == "list"
+    by_id = {m["id"]: m for m in body["data"]}
+    sonnet = by_id["claude-sonnet-4-6"]
+    assert sonnet["object"] == "model" and sonnet["owned_by"] == "anthropic"
+    assert sonnet["pricing"]["input_per_mtok"] == "3.00"
+    assert sonnet["pricing"]["cache_write_1h_per_mtok"] == "6.00"
+    assert sonnet["emulated"] is False
+    assert by_id["grok-4.3"]["emulated"] is True
+    assert "grok-2" in by_id["grok-4.20-non-reasoning"]["aliases"]
+    assert by_id["gemini-2.5-pro"]["pricing"]["tiers"][0]["above_prompt_tokens"] == 200_000
+    assert by_id["deepseek-v4-flash"]["pricing"]["cache_read_per_mtok"] == "0.0028"
+    assert "deepseek-reasoner" in by_id["deepseek-v4-flash"]["aliases"]
+    assert "grok-2" not in by_id  # aliases are not listed as models
+
+
+def test_format_usd() -> None:
+    assert format_usd(Decimal(3)) == "3.00"
+    assert format_usd(Decimal("0.125")) == "0.125"
+    assert format_usd(Decimal("0.0028")) == "0.0028"
+    assert format_usd(Decimal("5.000000000")) == "5.00"
+
+
+def test_operator_file_adds_model_overrides_price_and_aliases(tmp_path: Path) -> None:
+    extra = tmp_path / "operator.toml"
+    extra.write_text(
+        MINIMAL_MODEL
+        + """
+aliases = ["acme"]
+
+[models."gpt-4o"]
+input = 2.00
+aliases = ["my-4o"]
+
+[aliases."deepseek-chat"]  # redirect a packaged alias
+target = "deepseek-v4-pro"
+thinking = false
+
+[aliases."fast"]
+target = "claude-haiku-4-5"
+
+[models."grok-3-mini"]
+retired = true
+"""
+    )
+    catalog = Catalog.load(extra)
+    acme = catalog.resolve("acme")
+    assert acme is not None and acme.entry.id == "acme-1" and acme.upstream == "acme-1"
+    assert acme.entry.default_max_tokens == 100
+    assert acme.entry.price.cache_read == 1  # defaults to input
+    gpt4o = catalog.get("gpt-4o")
+    assert gpt4o is not None
+    assert gpt4o.price.input == Decimal("2.00") and gpt4o.price.output == 10  # rest kept
+    assert catalog.resolve("my-4o").entry.id == "gpt-4o"  # type: ignore[union-attr]
+    assert catalog.resolve("gpt-4o-2024-08-06").entry.id == "gpt-4o"  # type: ignore[union-attr]
+    assert catalog.resolve("deepseek-chat").entry.id == "deepseek-v4-pro"  # type: ignore[union-attr]
+    assert catalog.resolve("fast").entry.id == "claude-haiku-4-5"  # type: ignore[union-attr]
+    assert catalog.entries()[-1].id == "acme-1"
+    listed = {m["id"] for m in catalog.to_openai_list()["data"]}
+    assert "grok-3-mini" not in listed and "acme-1" in listed
+    assert catalog.resolve("grok-3-mini") is not None  # retired is hidden, not broken
+
+
+def test_operator_alias_in_a_model_list_takes_over_a_packaged_alias() -> None:
+    catalog = load_text(MINIMAL_MODEL + 'aliases = ["gpt-4o-2024-08-06"]\n')
+    assert catalog.resolve("gpt-4o-2024-08-06").entry.id == "acme-1"  # type: ignore[union-attr]
+    assert "gpt-4o-2024-08-06" not in catalog.get("gpt-4o").aliases  # type: ignore[union-attr]
+
+
+def test_operator_can_turn_an_alias_into_a_model() -> None:
+    catalog = load_text(MINIMAL_MODEL.replace("acme-1", "grok-2"))
+    hit = catalog.resolve("grok-2")
+    assert hit is not None and hit.entry.id == "grok-2" and hit.vendor == "openai"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (MINIMAL_MODEL.replace('"openai"', '"acme"'), "unknown vendor 'acme'"),
+        (MINIMAL_MODEL.replace("output = 2", ""), "missing price field(s) ['output']"),
+        (MINIMAL_MODEL.replace("input = 1", 'input = "x"'), "`input` = 'x' is not a number"),
+        (MINIMAL_MODEL.replace("input = 1", "input = -1"), "non-negative"),
+        (MINIMAL_MODEL.replace("max_output = 100", ""), "`max_output` must be a positive"),
+        (MINIMAL_MODEL + "ouptut = 3\n", "unknown field(s) ['ouptut']"),
+        (MINIMAL_MODEL + 'aliases = ["a", "a"]\n', "duplicate alias 'a'"),
+        (MINIMAL_MODEL + 'aliases = ["gpt-5"]\n', "alias 'gpt-5' is already a model id"),
+        ('[aliases."x"]\ntarget = "nope"\n', "target 'nope' is not a model"),
+        ('[aliases."x"]\nthinking = true\n', "`target` (a model id) is required"),
+        ('[aliases."x"]\ntarget = "gpt-5"\nthinking = "yes"\n', "`thinking` must be true"),
+        (MINIMAL_MODEL + "[[models.acme-1.tiers]]\ninput = 2\noutput = 3\n", "above_prompt"),
+        ("[models\n", "not valid TOML"),
+        ("[pricing]\n", "unknown top-level key(s) ['pricing']"),
+        (MINIMAL_MODEL + "capabilities = { vision = 1 }\n", "capability values"),
+        (MINIMAL_MODEL + "released = 2025\n", "`released` must be a TOML date"),
+    ],
+)
+def test_invalid_operator_files_give_clear_errors(text: str, message: str) -> None:
+    with pytest.raises(CatalogError) as err:
+        load_text(text)
+    assert message in str(err.value)
+    assert str(err.value).startswith("operator.toml:")
+
+
+def test_duplicate_alias_across_two_operator_models() -> None:
+    text = MINIMAL_MODEL + 'aliases = ["same"]\n' + MINIMAL_MODEL.replace("acme-1", "acme-2")
+    with pytest.raises(CatalogError, match="duplicate alias 'same'"):
+        load_text(text + 'aliases = ["same"]\n')
+
+
+def test_missing_operator_file(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="cannot read catalog file"):
+        Catalog.load(tmp_path / "missing.toml")
