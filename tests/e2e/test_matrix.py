@@ -66,7 +66,8 @@ def test_openai_api_stream_equals_non_stream(gpt: openai.OpenAI, model: str) -> 
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert streamed == text
     usage_chunks = [c for c in chunks if c.usage is not None]
-    assert len(usage_chunks) == 1 and not usage_chunks[0].choices
+    # One usage report, last; DeepSeek (passed through as-is) puts it on its finish chunk.
+    assert len(usage_chunks) == 1 and usage_chunks[0] is chunks[-1]
     assert usage_chunks[0].usage.completion_tokens == completion.usage.completion_tokens
     assert usage_chunks[0].usage.prompt_tokens == completion.usage.prompt_tokens
     assert len({c.id for c in chunks}) == 1

@@ -1,0 +1,1 @@
+"""Benchmark harness: tokenrelay against direct, nginx and LiteLLM. Run `python -m bench`."""

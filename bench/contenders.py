@@ -1,0 +1,276 @@
+"""The contenders: each starts pinned to the gateway core, exposes one Target per scenario."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import proc
+from bench.loadgen import Target
+
+REPO = Path(__file__).resolve().parent.parent
+LITELLM_VENV = REPO / "bench" / ".venv-litellm"
+
+OPENAI_MODEL = "gpt-4o"
+ANTHROPIC_MODEL = "claude-sonnet-4-6"
+ANTHROPIC_VERSION = "2023-06-01"
+
+# Scenarios: which client format talks to which vendor format.
+#   openai:     OpenAI client -> OpenAI vendor (same format; tokenrelay's fast path)
+#   anthropic:  Anthropic client -> Anthropic vendor (same format; fast path)
+#   translated: OpenAI client -> Anthropic vendor (format translation)
+SCENARIOS = ("openai", "anthropic", "translated")
+
+
+@dataclass
+class Ctx:
+    mock_port: int
+    workdir: Path
+
+
+@dataclass
+class Contender(ABC):
+    name: str
+    scenarios: tuple[str, ...] = SCENARIOS
+    notes: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    @abstractmethod
+    def start(self, ctx: Ctx) -> None: ...
+
+    @abstractmethod
+    def target(self, scenario: str) -> Target: ...
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def stop(self) -> None:
+        proc.stop(self.process)
+        self.process = None
+
+
+def _openai(base: str, path: str, model: str, key: str | None) -> Target:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    return Target(base + path, "openai", model, headers)
+
+
+def _anthropic(base: str, path: str, key: str | None) -> Target:
+    headers = {"anthropic-version": ANTHROPIC_VERSION}
+    if key:
+        headers["x-api-key"] = key
+    return Target(base + path, "anthropic", ANTHROPIC_MODEL, headers)
+
+
+@dataclass
+class Direct(Contender):
+    """Client straight to the mock: the baseline every 'added' figure subtracts."""
+
+    scenarios: tuple[str, ...] = ("openai", "anthropic")
+    base: str = ""
+
+    def start(self, ctx: Ctx) -> None:
+        self.base = f"http://127.0.0.1:{ctx.mock_port}"
+
+    def target(self, scenario: str) -> Target:
+        if scenario == "openai":
+            return _openai(self.base, "/v1/chat/completions", OPENAI_MODEL, "bench")
+        return _anthropic(self.base, "/v1/messages", "bench")
+
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+master_process off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 16384; multi_accept on; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+  keepalive_requests 1000000; keepalive_timeout 120s;
+  upstream mock {{
+    server 127.0.0.1:{mock};
+    keepalive 1024; keepalive_requests 1000000; keepalive_timeout 120s;
+  }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location /v1/ {{
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 600s;
+    }}
+  }}
+}}
+"""
+
+
+@dataclass
+class Nginx(Contender):
+    """nginx as a plain reverse proxy: the floor for one proxy hop. No translation."""
+
+    scenarios: tuple[str, ...] = ("openai", "anthropic")
+    base: str = ""
+
+    def start(self, ctx: Ctx) -> None:
+        d = ctx.workdir / "nginx"
+        d.mkdir(parents=True, exist_ok=True)
+        port = proc.free_port()
+        conf = d / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=d, mock=ctx.mock_port, port=port))
+        log = d / "stdout.log"
+        self.process = proc.spawn(["nginx", "-c", str(conf), "-p", str(d)], proc.GATEWAY_CORE, log)
+        self.base = f"http://127.0.0.1:{port}"
+        proc.wait_http(self.base + "/", self.process, 20, log)
+
+    def target(self, scenario: str) -> Target:
+        if scenario == "openai":
+            return _openai(self.base, "/v1/chat/completions", OPENAI_MODEL, "bench")
+        return _anthropic(self.base, "/v1/messages", "bench")
+
+
+LITELLM_CONFIG = """\
+model_list:
+  - model_name: {openai_model}
+    litellm_params:
+      model: openai/{openai_model}
+      api_base: "http://127.0.0.1:{mock}/v1"
+      api_key: bench
+  - model_name: {anthropic_model}
+    litellm_params:
+      model: anthropic/{anthropic_model}
+      api_base: "http://127.0.0.1:{mock}"
+      api_key: bench
+litellm_settings:
+  set_verbose: false
+  json_logs: true
+  request_timeout: 600
+  telemetry: false
+general_settings:
+  master_key: sk-bench-master
+  disable_spend_logs: true
+  disable_error_logs: true
+"""
+LITELLM_KEY = "sk-bench-master"
+
+
+@dataclass
+class LiteLLM(Contender):
+    """LiteLLM proxy, its production settings for one worker, no database."""
+
+    base: str = ""
+
+    def start(self, ctx: Ctx) -> None:
+        d = ctx.workdir / "litellm"
+        d.mkdir(parents=True, exist_ok=True)
+        cfg = d / "config.yaml"
+        cfg.write_text(
+            LITELLM_CONFIG.format(
+                mock=ctx.mock_port, openai_model=OPENAI_MODEL, anthropic_model=ANTHROPIC_MODEL
+            )
+        )
+        port = proc.free_port()
+        env = {
+            "LITELLM_MODE": "PRODUCTION",
+            "LITELLM_LOG": "ERROR",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "DISABLE_ADMIN_UI": "True",
+            "NO_DOCS": "True",
+        }
+        cmd = [
+            str(LITELLM_VENV / "bin" / "litellm"), "--config", str(cfg), "--host", "127.0.0.1",
+            "--port", str(port), "--num_workers", "1",
+        ]  # fmt: skip
+        log = d / "stdout.log"
+        self.process = proc.spawn(cmd, proc.GATEWAY_CORE, log, env=env, cwd=d)
+        self.base = f"http://127.0.0.1:{port}"
+        proc.wait_http(self.base + "/health/liveliness", self.process, 120, log)
+
+    def target(self, scenario: str) -> Target:
+        if scenario == "openai":
+            return _openai(self.base, "/v1/chat/completions", OPENAI_MODEL, LITELLM_KEY)
+        if scenario == "translated":
+            return _openai(self.base, "/v1/chat/completions", ANTHROPIC_MODEL, LITELLM_KEY)
+        return _anthropic(self.base, "/v1/messages", LITELLM_KEY)
+
+
+@dataclass
+class TokenRelay(Contender):
+    """tokenrelay serve, one worker; `billing=False` sets TOKENRELAY_BILLING=off."""
+
+    billing: bool = True
+    base: str = ""
+    key: str = ""
+
+    def start(self, ctx: Ctx) -> None:
+        db = Path("/tmp/bench-tokenrelay.db")
+        for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            p.unlink(missing_ok=True)
+        port = proc.free_port()
+        env = {
+            "TOKENRELAY_OPENAI_BASE_URL": f"http://127.0.0.1:{ctx.mock_port}/v1",
+            "TOKENRELAY_ANTHROPIC_BASE_URL": f"http://127.0.0.1:{ctx.mock_port}",
+            "OPENAI_API_KEY": "bench",
+            "ANTHROPIC_API_KEY": "bench",
+            "TOKENRELAY_EMULATE": "none",
+            "TOKENRELAY_DATABASE_URL": f"sqlite:///{db}",
+            "TOKENRELAY_ADMIN_TOKEN": "bench-admin",
+            "TOKENRELAY_LOG_LEVEL": "warning",
+        }
+        if not self.billing:
+            env["TOKENRELAY_BILLING"] = "off"
+            if not billing_switch_exists():
+                self.notes.append("TOKENRELAY_BILLING is not a known setting yet: billing stays on")
+        d = ctx.workdir / self.name
+        d.mkdir(parents=True, exist_ok=True)
+        log = d / "stdout.log"
+        cmd = [str(REPO / ".venv" / "bin" / "tokenrelay"), "serve", "--port", str(port)]
+        self.process = proc.spawn(cmd, proc.GATEWAY_CORE, log, env=env, cwd=d)
+        self.base = f"http://127.0.0.1:{port}"
+        proc.wait_http(self.base + "/", self.process, 60, log)
+        req = urllib.request.Request(
+            self.base + "/admin/v1/keys",
+            data=json.dumps({"name": "bench", "credits_usd": "1000000"}).encode(),
+            headers={"authorization": "Bearer bench-admin", "content-type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            self.key = json.loads(resp.read())["key"]
+
+    def target(self, scenario: str) -> Target:
+        if scenario == "openai":
+            return _openai(self.base, "/api/proxy/v1/chat/completions", OPENAI_MODEL, self.key)
+        if scenario == "translated":
+            return _openai(self.base, "/api/proxy/v1/chat/completions", ANTHROPIC_MODEL, self.key)
+        return _anthropic(self.base, "/api/proxy/v1/messages", self.key)
+
+
+def billing_switch_exists() -> bool:
+    """Whether the checked-out gateway reads TOKENRELAY_BILLING (it may not yet)."""
+    settings = REPO / "src" / "tokenrelay" / "settings.py"
+    return settings.exists() and "TOKENRELAY_BILLING" in settings.read_text()
+
+
+ALL = ("direct", "nginx", "litellm", "tokenrelay", "tokenrelay-nobilling")
+
+
+def make(name: str) -> Contender:
+    if name == "direct":
+        return Direct(name)
+    if name == "nginx":
+        return Nginx(name)
+    if name == "litellm":
+        return LiteLLM(name)
+    if name == "tokenrelay":
+        return TokenRelay(name)
+    if name == "tokenrelay-nobilling":
+        return TokenRelay(name, billing=False)
+    raise ValueError(f"unknown contender {name!r}; known: {', '.join(ALL)}")
