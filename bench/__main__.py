@@ -92,8 +92,9 @@ def selected(only: str) -> list[str]:
 def write(results: dict[str, Any], out: Path, final: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results["figures"] = report.figures(results["contenders"])
-    results["ratios"] = [r.as_dict() for r in report.ratios(results["figures"],
-                                                             results.get("soak"))]
+    results["ratios"] = [
+        r.as_dict() for r in report.ratios(results["figures"], results.get("soak"))
+    ]
     suffix = "" if final else ".tmp"
     (out / f"results.json{suffix}").write_text(json.dumps(results, indent=2) + "\n")
     (out / f"results.md{suffix}").write_text(report.markdown(results))

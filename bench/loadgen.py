@@ -1,4 +1,4 @@
-"""Drive the native load generators: wrk (non-stream) and load/streams.js (SSE), on the load core."""
+"""Drive the native load generators: wrk (non-stream) and streams.js (SSE), on the load core."""
 
 from __future__ import annotations
 
@@ -74,9 +74,7 @@ def _last_line(out: str, tag: str) -> dict[str, Any]:
     raise RuntimeError(f"no {tag} line in output:\n{out[-2000:]}")
 
 
-def wrk(
-    target: Target, connections: int, seconds: float, *, timeout_s: int = 30
-) -> dict[str, Any]:
+def wrk(target: Target, connections: int, seconds: float, *, timeout_s: int = 30) -> dict[str, Any]:
     """Non-stream load with wrk (one thread). Latency in ms, rps, errors."""
     env = dict(os.environ)
     env["WRK_BODY"] = target.body(stream=False)

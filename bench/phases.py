@@ -109,9 +109,7 @@ def _brief(res: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def soak(
-    c: Contender, minutes: float, mock_pid: int, log: Callable[[str], None]
-) -> dict[str, Any]:
+def soak(c: Contender, minutes: float, mock_pid: int, log: Callable[[str], None]) -> dict[str, Any]:
     """Mixed load (non-stream + streams, both formats) for `minutes`; RSS sampled throughout."""
     assert c.pid is not None
     total_s = minutes * 60
@@ -132,9 +130,13 @@ def soak(
             (
                 f"streams-{t.fmt}",
                 lambda t=t: loadgen.streams(
-                    t, 50, duration_s=total_s, chunks=STREAM_CHUNKS,
-                    interval_ms=STREAM_INTERVAL_MS, ramp_ms=1000,
-                ),  # fmt: skip
+                    t,
+                    50,
+                    duration_s=total_s,
+                    chunks=STREAM_CHUNKS,
+                    interval_ms=STREAM_INTERVAL_MS,
+                    ramp_ms=1000,
+                ),
             )
         )
     threads = [threading.Thread(target=worker, args=j, daemon=True) for j in jobs]

@@ -202,9 +202,7 @@ def _table(fig: dict[str, dict[str, dict[str, Any]]], cols: list[tuple[str, str]
     ]
     for name, scens in fig.items():
         for s, f in scens.items():
-            lines.append(
-                f"| {name} | {s} | " + " | ".join(_fmt(f.get(k)) for k, _ in cols) + " |"
-            )
+            lines.append(f"| {name} | {s} | " + " | ".join(_fmt(f.get(k)) for k, _ in cols) + " |")
     return lines
 
 
@@ -265,9 +263,7 @@ def markdown(results: dict[str, Any]) -> str:
         for name, c in results["contenders"].items()
         for s, r in (c.get("scenarios") or {}).items()
         if isinstance(r, dict) and "error" in r
-    ] + [
-        f"- {name}: {c['error']}" for name, c in results["contenders"].items() if "error" in c
-    ]
+    ] + [f"- {name}: {c['error']}" for name, c in results["contenders"].items() if "error" in c]
     if notes or errors:
         out += ["", "## Notes and failures", "", *notes, *errors]
     return "\n".join(out) + "\n"

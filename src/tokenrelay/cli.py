@@ -29,11 +29,20 @@ def main() -> None:
 @main.command()
 @click.option("--host", default=None, help="Bind address [default: TOKENRELAY_HOST or 127.0.0.1]")
 @click.option("--port", default=None, type=int, help="Port [default: TOKENRELAY_PORT or 8080]")
-def serve(host: str | None, port: int | None) -> None:
+@click.option(
+    "--quickstart-key",
+    is_flag=True,
+    help="On a database with no keys yet, create one (with $5.00 of credit) and print it once.",
+)
+def serve(host: str | None, port: int | None, quickstart_key: bool) -> None:
     """Run the gateway."""
     from tokenrelay.server import serve as run_server  # the server pulls in the whole app
 
     settings = get_settings()
+    if quickstart_key and not _with_store(lambda s: s.list()):
+        info, plaintext = _with_store(lambda s: s.create("quickstart", Decimal("5.00"), None, None))
+        click.echo(f"Quick-start API key ({info.id}, ${info.balance_usd} of credit), shown once:")
+        click.echo(f"  {plaintext}")
     run_server(host or settings.host, port or settings.port)
 
 
