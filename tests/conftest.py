@@ -18,9 +18,6 @@ from tokenrelay.app import create_app
 from tokenrelay.settings import Settings
 
 ADMIN_TOKEN = "test-admin-token"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-if not SHARED.exists():  # a clone elsewhere: shared/ sits beside the checkout's parent
-    SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def free_port() -> int:
@@ -61,8 +58,13 @@ def start_gateway(tmp: Path, **overrides: object) -> tuple[RunningGateway, threa
     }
     settings = Settings(**values)  # type: ignore[arg-type]
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, loop="asyncio",
-        lifespan="on", log_level="warning", access_log=False,
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        loop="asyncio",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)

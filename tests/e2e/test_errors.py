@@ -107,9 +107,10 @@ def test_anthropic_overloaded_529(claude, gpt) -> None:
 )
 def test_midstream_error_is_an_error_event_not_a_truncation(claude, gpt, model) -> None:
     prompt = [{"role": "user", "content": "[[midstream-error]]"}]
-    with pytest.raises(anthropic.APIStatusError), claude.messages.stream(
-        model=model, max_tokens=200, messages=prompt
-    ) as stream:
+    with (
+        pytest.raises(anthropic.APIStatusError),
+        claude.messages.stream(model=model, max_tokens=200, messages=prompt) as stream,
+    ):
         for _ in stream.text_stream:
             pass
     with pytest.raises(openai.APIError):
@@ -119,26 +120,46 @@ def test_midstream_error_is_an_error_event_not_a_truncation(claude, gpt, model) 
 
 @pytest.mark.parametrize("model", ["claude-sonnet-4-6", "gpt-4o", "gemini-2.5-flash"])
 def test_no_fake_terminator_after_midstream_error(gateway, api_key, model) -> None:
-    body = {"model": model, "stream": True, "max_tokens": 100,
-            "messages": [{"role": "user", "content": "[[midstream-error]]"}]}
-    r = httpx.post(gateway.proxy + "/v1/messages", json=body,
-                   headers={"x-api-key": api_key, "anthropic-version": "2023-06-01"})
+    body = {
+        "model": model,
+        "stream": True,
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "[[midstream-error]]"}],
+    }
+    r = httpx.post(
+        gateway.proxy + "/v1/messages",
+        json=body,
+        headers={"x-api-key": api_key, "anthropic-version": "2023-06-01"},
+    )
     assert "event: error" in r.text
     assert "message_stop" not in r.text
-    r = httpx.post(gateway.proxy + "/v1/chat/completions", json=body,
-                   headers={"authorization": f"Bearer {api_key}"})
+    r = httpx.post(
+        gateway.proxy + "/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {api_key}"},
+    )
     assert '"error"' in r.text
     assert "[DONE]" not in r.text
 
 
 def test_upstream_cut_becomes_error_event(gateway, api_key) -> None:
-    body = {"model": "gemini-2.5-flash", "stream": True, "max_tokens": 100,
-            "messages": [{"role": "user", "content": "[[cut]]"}]}
-    r = httpx.post(gateway.proxy + "/v1/chat/completions", json=body,
-                   headers={"authorization": f"Bearer {api_key}"})
+    body = {
+        "model": "gemini-2.5-flash",
+        "stream": True,
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "[[cut]]"}],
+    }
+    r = httpx.post(
+        gateway.proxy + "/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {api_key}"},
+    )
     assert '"error"' in r.text and "[DONE]" not in r.text
-    r = httpx.post(gateway.proxy + "/v1/messages", json=body,
-                   headers={"x-api-key": api_key, "anthropic-version": "2023-06-01"})
+    r = httpx.post(
+        gateway.proxy + "/v1/messages",
+        json=body,
+        headers={"x-api-key": api_key, "anthropic-version": "2023-06-01"},
+    )
     assert "event: error" in r.text and "message_stop" not in r.text
 
 

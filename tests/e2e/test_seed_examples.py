@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import SHARED
+from paths import SHARED
 
 
 def test_seed_examples_pass(gateway, api_key) -> None:

@@ -40,10 +40,14 @@ def test_anthropic_stream_is_not_buffered(gateway, api_key, model) -> None:
 
 def test_stream_headers_disable_proxy_buffering(gateway, api_key) -> None:
     with httpx.stream(
-        "POST", gateway.proxy + "/v1/chat/completions",
+        "POST",
+        gateway.proxy + "/v1/chat/completions",
         headers={"authorization": f"Bearer {api_key}"},
-        json={"model": "claude-sonnet-4-6", "stream": True,
-              "messages": [{"role": "user", "content": "hi"}]},
+        json={
+            "model": "claude-sonnet-4-6",
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
     ) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         assert r.headers["x-accel-buffering"] == "no"

@@ -36,8 +36,11 @@ ANTHROPIC_TOOLS = [
 
 # model, reasoning on through the OpenAI API, thinking on through the Anthropic API
 CASES = [
-    ("claude-sonnet-4-6", {"reasoning_effort": "low"},
-     {"thinking": {"type": "enabled", "budget_tokens": 1024}}),
+    (
+        "claude-sonnet-4-6",
+        {"reasoning_effort": "low"},
+        {"thinking": {"type": "enabled", "budget_tokens": 1024}},
+    ),
     ("gpt-5", {"reasoning_effort": "low"}, {}),
     ("gemini-3-pro-preview", {"reasoning_effort": "low"}, {}),
     ("gemini-2.5-flash", {}, {}),
@@ -57,24 +60,35 @@ def gpt(gateway, api_key) -> openai.OpenAI:
     return openai.OpenAI(api_key=api_key, base_url=gateway.proxy + "/v1", max_retries=0)
 
 
-def _openai_turn(gpt: openai.OpenAI, model: str, messages: list[Any], extra: dict[str, Any],
-                 stream: bool) -> tuple[str, list[dict[str, Any]], str]:
+def _openai_turn(
+    gpt: openai.OpenAI, model: str, messages: list[Any], extra: dict[str, Any], stream: bool
+) -> tuple[str, list[dict[str, Any]], str]:
     """One request; returns (text, tool_calls as plain dicts, finish_reason)."""
     if not stream:
-        c = gpt.chat.completions.create(model=model, messages=messages, tools=OPENAI_TOOLS,
-                                        **extra)
+        c = gpt.chat.completions.create(model=model, messages=messages, tools=OPENAI_TOOLS, **extra)
         msg = c.choices[0].message
-        calls = [{"id": t.id, "type": "function",
-                  "function": {"name": t.function.name, "arguments": t.function.arguments}}
-                 for t in msg.tool_calls or []]
+        calls = [
+            {
+                "id": t.id,
+                "type": "function",
+                "function": {"name": t.function.name, "arguments": t.function.arguments},
+            }
+            for t in msg.tool_calls or []
+        ]
         return msg.content or "", calls, c.choices[0].finish_reason
-    with gpt.chat.completions.stream(model=model, messages=messages, tools=OPENAI_TOOLS,
-                                     **extra) as s:
+    with gpt.chat.completions.stream(
+        model=model, messages=messages, tools=OPENAI_TOOLS, **extra
+    ) as s:
         final = s.get_final_completion()
     msg = final.choices[0].message
-    calls = [{"id": t.id, "type": "function",
-              "function": {"name": t.function.name, "arguments": t.function.arguments}}
-             for t in msg.tool_calls or []]
+    calls = [
+        {
+            "id": t.id,
+            "type": "function",
+            "function": {"name": t.function.name, "arguments": t.function.arguments},
+        }
+        for t in msg.tool_calls or []
+    ]
     return msg.content or "", calls, final.choices[0].finish_reason
 
 
@@ -87,8 +101,9 @@ def test_openai_client_three_turn_tool_loop(gpt, model, oai_extra, _a, stream) -
     assert json.loads(calls[0]["function"]["arguments"])["city"]
     # Like most client code: keep role/content/tool_calls, drop everything else.
     messages.append({"role": "assistant", "content": text or None, "tool_calls": calls})
-    messages += [{"role": "tool", "tool_call_id": c["id"], "content": '{"temp_c": 18}'}
-                 for c in calls]
+    messages += [
+        {"role": "tool", "tool_call_id": c["id"], "content": '{"temp_c": 18}'} for c in calls
+    ]
     text, calls2, finish = _openai_turn(gpt, model, messages, oai_extra, stream)
     assert finish == "stop" and not calls2
     assert "18" in text  # the tool result reached the vendor
@@ -97,8 +112,9 @@ def test_openai_client_three_turn_tool_loop(gpt, model, oai_extra, _a, stream) -
     text, calls3, finish = _openai_turn(gpt, model, messages, oai_extra, stream)
     assert finish == "tool_calls" and calls3
     messages.append({"role": "assistant", "content": text or None, "tool_calls": calls3})
-    messages += [{"role": "tool", "tool_call_id": c["id"], "content": '{"temp_c": 11}'}
-                 for c in calls3]
+    messages += [
+        {"role": "tool", "tool_call_id": c["id"], "content": '{"temp_c": 11}'} for c in calls3
+    ]
     text, _, finish = _openai_turn(gpt, model, messages, oai_extra, stream)
     assert finish == "stop" and "11" in text
 
@@ -107,8 +123,13 @@ def test_openai_client_three_turn_tool_loop(gpt, model, oai_extra, _a, stream) -
 @pytest.mark.parametrize(("model", "_o", "a_extra"), CASES, ids=[c[0] for c in CASES])
 def test_anthropic_client_three_turn_tool_loop(claude, model, _o, a_extra, stream) -> None:
     def turn(messages: list[Any]) -> anthropic.types.Message:
-        kwargs = {"model": model, "max_tokens": 4096, "messages": messages,
-                  "tools": ANTHROPIC_TOOLS, **a_extra}
+        kwargs = {
+            "model": model,
+            "max_tokens": 4096,
+            "messages": messages,
+            "tools": ANTHROPIC_TOOLS,
+            **a_extra,
+        }
         if not stream:
             return claude.messages.create(**kwargs)
         with claude.messages.stream(**kwargs) as s:
@@ -122,9 +143,19 @@ def test_anthropic_client_three_turn_tool_loop(claude, model, _o, a_extra, strea
         assert uses and uses[0].input.get("city")
         # The Anthropic SDK way: send the assistant content back as it came.
         messages.append({"role": "assistant", "content": msg.content})
-        messages.append({"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": u.id, "content": f'{{"temp_c": {city_temp}}}'}
-            for u in uses]})
+        messages.append(
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": u.id,
+                        "content": f'{{"temp_c": {city_temp}}}',
+                    }
+                    for u in uses
+                ],
+            }
+        )
         msg = turn(messages)
         assert msg.stop_reason == "end_turn"
         text = "".join(b.text for b in msg.content if b.type == "text")
@@ -136,11 +167,20 @@ def test_anthropic_client_three_turn_tool_loop(claude, model, _o, a_extra, strea
 
 def test_parallel_tool_calls_stream_through_openai_api(gpt) -> None:
     for model in ("claude-sonnet-4-6", "gemini-2.5-flash", "gpt-4o", "deepseek-chat"):
-        tools = [*OPENAI_TOOLS, {"type": "function", "function": {
-            "name": "get_time", "description": "Local time",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+        tools = [
+            *OPENAI_TOOLS,
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_time",
+                    "description": "Local time",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                },
+            },
+        ]
         with gpt.chat.completions.stream(
-            model=model, tools=tools,
+            model=model,
+            tools=tools,
             messages=[{"role": "user", "content": "Weather and time in Paris [[parallel]]"}],
         ) as s:
             final = s.get_final_completion()

@@ -30,7 +30,7 @@ PATHS = {
 def emulator_path(url: str) -> str:
     for host, prefix in _HOSTS.items():
         if url.startswith(host):
-            return prefix + url[len(host):]
+            return prefix + url[len(host) :]
     raise AssertionError(url)
 
 

@@ -7,17 +7,29 @@ sequence of event kinds and the JSON key sets at every level.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-RECORDINGS = Path("/work/shared/fixtures/vendor-recordings")
+from paths import RECORDINGS
 
 # Newer-API fields the emulator may add on top of an older recording, per vendor.
 ALLOWED_EXTRA = {
-    "anthropic": {"cache_creation_input_tokens", "cache_read_input_tokens", "cache_creation",
-                  "service_tier", "inference_geo", "input_tokens"},
-    "openai": {"service_tier", "usage", "annotations", "prompt_tokens_details", "audio_tokens",
-               "accepted_prediction_tokens", "rejected_prediction_tokens"},
+    "anthropic": {
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+        "cache_creation",
+        "service_tier",
+        "inference_geo",
+        "input_tokens",
+    },
+    "openai": {
+        "service_tier",
+        "usage",
+        "annotations",
+        "prompt_tokens_details",
+        "audio_tokens",
+        "accepted_prediction_tokens",
+        "rejected_prediction_tokens",
+    },
     "xai": set(),
     "deepseek": set(),
     "gemini": {"thoughtSignature"},
@@ -93,9 +105,11 @@ def shape_diff(recorded: Any, emulated: Any, allowed: set[str], path: str = "$")
             if match is not None:
                 problems += shape_diff(match, item, allowed, f"{path}[{i}]")
         return problems
-    if isinstance(recorded, bool) != isinstance(emulated, bool) or (
-        isinstance(recorded, int | float) != isinstance(emulated, int | float)
-    ) or isinstance(recorded, str) != isinstance(emulated, str):
+    if (
+        isinstance(recorded, bool) != isinstance(emulated, bool)
+        or (isinstance(recorded, int | float) != isinstance(emulated, int | float))
+        or isinstance(recorded, str) != isinstance(emulated, str)
+    ):
         problems.append(f"{path}: {type(recorded).__name__} vs {type(emulated).__name__}")
     return problems
 
@@ -182,6 +196,7 @@ def compare_streams(vendor: str, recorded: bytes, emulated: bytes, label: Any) -
     r_first, e_first = first_by_label(rec, label), first_by_label(emu, label)
     for kind, data in r_first.items():
         if kind in e_first and isinstance(data, dict):
-            problems += [f"[{kind}] {p}" for p in
-                         shape_diff(data, e_first[kind], ALLOWED_EXTRA[vendor])]
+            problems += [
+                f"[{kind}] {p}" for p in shape_diff(data, e_first[kind], ALLOWED_EXTRA[vendor])
+            ]
     return problems

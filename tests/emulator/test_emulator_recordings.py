@@ -59,8 +59,11 @@ EXCHANGES = [
     ("gemini__error_invalid_argument", ""),
 ]
 # Bodies the emulator reproduces word for word (validation messages, fixed error bodies).
-EXACT = {"openai__error_unsupported_parameter", "deepseek__error_insufficient_balance",
-         "gemini__error_invalid_argument"}
+EXACT = {
+    "openai__error_unsupported_parameter",
+    "deepseek__error_insufficient_balance",
+    "gemini__error_invalid_argument",
+}
 
 
 def _headers(request: dict, vendor: str) -> dict[str, str]:
@@ -74,8 +77,11 @@ def _headers(request: dict, vendor: str) -> dict[str, str]:
 async def test_stream_matches_recording(emu: httpx.AsyncClient, stem: str, trigger: str) -> None:
     vendor = stem.split("__")[0]
     request = recording(f"{stem}.request.json")
-    resp = await emu.post(emulator_path(request["url"]), headers=request["headers"],
-                          json=with_trigger(request["body"], trigger))
+    resp = await emu.post(
+        emulator_path(request["url"]),
+        headers=request["headers"],
+        json=with_trigger(request["body"], trigger),
+    )
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"].startswith("text/event-stream")
     label = LABELS.get(vendor, openai_label)
@@ -91,8 +97,9 @@ async def test_exchange_matches_recording(emu: httpx.AsyncClient, stem: str, tri
     headers = dict(request["headers"])
     if stem == "xai__error_invalid_key":
         headers["authorization"] = "Bearer invalid"
-    resp = await emu.post(emulator_path(request["url"]), headers=headers,
-                          json=with_trigger(request["body"], trigger))
+    resp = await emu.post(
+        emulator_path(request["url"]), headers=headers, json=with_trigger(request["body"], trigger)
+    )
     assert resp.status_code == expected["status"], resp.text
     assert resp.headers["content-type"] == expected["headers"]["content-type"]
     for name in ("retry-after", "x-should-retry"):
@@ -107,8 +114,11 @@ async def test_exchange_matches_recording(emu: httpx.AsyncClient, stem: str, tri
 
 async def test_anthropic_invalid_request_message(emu: httpx.AsyncClient) -> None:
     rec = recording("anthropic__error_invalid_request.json")
-    resp = await emu.post(emulator_path(rec["request"]["url"]), headers=rec["request"]["headers"],
-                          json=rec["request"]["body"])
+    resp = await emu.post(
+        emulator_path(rec["request"]["url"]),
+        headers=rec["request"]["headers"],
+        json=rec["request"]["body"],
+    )
     assert resp.json()["error"] == rec["response"]["body"]["error"]
     assert resp.json()["request_id"] == resp.headers["request-id"]
 

@@ -12,16 +12,25 @@ from emu_structure import sse_events
 from tokenrelay.emulator.app import AbruptClose
 
 OPENAI_LIKE = ["openai", "xai", "deepseek"]
-MODELS = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4o", "xai": "grok-4.20-non-reasoning",
-          "deepseek": "deepseek-chat", "gemini": "gemini-2.5-flash"}
+MODELS = {
+    "anthropic": "claude-sonnet-4-5",
+    "openai": "gpt-4o",
+    "xai": "grok-4.20-non-reasoning",
+    "deepseek": "deepseek-chat",
+    "gemini": "gemini-2.5-flash",
+}
 
 
-async def call(emu: httpx.AsyncClient, vendor: str, text: str, stream: bool = False,
-               **extra: object) -> httpx.Response:
+async def call(
+    emu: httpx.AsyncClient, vendor: str, text: str, stream: bool = False, **extra: object
+) -> httpx.Response:
     if vendor == "gemini":
         action = "streamGenerateContent" if stream else "generateContent"
-        return await emu.post(gemini_path(MODELS[vendor], action), headers=AUTH[vendor],
-                              json={"contents": [gemini_user(text)], **extra})
+        return await emu.post(
+            gemini_path(MODELS[vendor], action),
+            headers=AUTH[vendor],
+            json={"contents": [gemini_user(text)], **extra},
+        )
     body: dict = {"model": MODELS[vendor], "messages": [user(text)], "stream": stream, **extra}
     if vendor == "anthropic":
         body.setdefault("max_tokens", 1024)
@@ -95,8 +104,9 @@ async def test_usage_identical_stream_and_non_stream(emu: httpx.AsyncClient, ven
         assert usages[-1] == plain["usageMetadata"]
         assert plain["usageMetadata"]["cachedContentTokenCount"] > 0
         u = usages[-1]
-        assert u["totalTokenCount"] == (u["promptTokenCount"] + u["candidatesTokenCount"]
-                                        + u.get("thoughtsTokenCount", 0))
+        assert u["totalTokenCount"] == (
+            u["promptTokenCount"] + u["candidatesTokenCount"] + u.get("thoughtsTokenCount", 0)
+        )
     else:
         chunks = [d for d in events if isinstance(d, dict)]
         with_usage = [d for d in chunks if d.get("usage")]
@@ -118,7 +128,9 @@ async def test_no_usage_without_include_usage(emu: httpx.AsyncClient, vendor: st
 
 
 ERRORS = [(v, s) for v in MODELS for s in (400, 401, 429, 500, 503)] + [
-    ("anthropic", 529), ("deepseek", 402)]
+    ("anthropic", 529),
+    ("deepseek", 402),
+]
 
 
 @pytest.mark.parametrize(("vendor", "status"), ERRORS)
@@ -169,9 +181,13 @@ async def test_cut_drops_connection(emu: httpx.AsyncClient, vendor: str) -> None
 
 @pytest.mark.parametrize("vendor", list(MODELS))
 async def test_max_tokens(emu: httpx.AsyncClient, vendor: str) -> None:
-    limit = {"anthropic": {"max_tokens": 4}, "openai": {"max_completion_tokens": 4},
-             "xai": {"max_tokens": 4}, "deepseek": {"max_tokens": 4},
-             "gemini": {"generationConfig": {"maxOutputTokens": 4}}}[vendor]
+    limit = {
+        "anthropic": {"max_tokens": 4},
+        "openai": {"max_completion_tokens": 4},
+        "xai": {"max_tokens": 4},
+        "deepseek": {"max_tokens": 4},
+        "gemini": {"generationConfig": {"maxOutputTokens": 4}},
+    }[vendor]
     body = (await call(emu, vendor, "long [[words:9]]", **limit)).json()
     assert text_of(vendor, body).split() == ["w1", "w2", "w3", "w4"]
     assert finish_of(vendor, body) in ("max_tokens", "length", "MAX_TOKENS")
@@ -182,9 +198,12 @@ async def test_max_tokens(emu: httpx.AsyncClient, vendor: str) -> None:
 
 @pytest.mark.parametrize("vendor", ["anthropic", "openai", "deepseek", "gemini"])
 async def test_stop_sequence(emu: httpx.AsyncClient, vendor: str) -> None:
-    stop = {"anthropic": {"stop_sequences": ["w3"]}, "openai": {"stop": ["w3"]},
-            "deepseek": {"stop": "w3"},
-            "gemini": {"generationConfig": {"stopSequences": ["w3"]}}}[vendor]
+    stop = {
+        "anthropic": {"stop_sequences": ["w3"]},
+        "openai": {"stop": ["w3"]},
+        "deepseek": {"stop": "w3"},
+        "gemini": {"generationConfig": {"stopSequences": ["w3"]}},
+    }[vendor]
     body = (await call(emu, vendor, "go [[words:6]]", **stop)).json()
     assert text_of(vendor, body).split() == ["w1", "w2"]
     assert finish_of(vendor, body) in ("stop_sequence", "stop", "STOP")
@@ -212,10 +231,24 @@ async def test_delays(emu: httpx.AsyncClient) -> None:
     assert time.perf_counter() - start >= 0.15
 
 
-TOOLS_OA = [{"type": "function", "function": {"name": n, "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
-                                     "metric": {"type": "boolean"}},
-    "required": ["city", "days", "metric"]}}} for n in ("get_weather", "get_forecast")]
+TOOLS_OA = [
+    {
+        "type": "function",
+        "function": {
+            "name": n,
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string"},
+                    "days": {"type": "integer"},
+                    "metric": {"type": "boolean"},
+                },
+                "required": ["city", "days", "metric"],
+            },
+        },
+    }
+    for n in ("get_weather", "get_forecast")
+]
 
 
 @pytest.mark.parametrize("vendor", OPENAI_LIKE)
@@ -225,12 +258,20 @@ async def test_openai_like_parallel_tools_stream(emu: httpx.AsyncClient, vendor:
     calls = plain["choices"][0]["message"]["tool_calls"]
     assert [c["function"]["name"] for c in calls] == ["get_weather", "get_forecast"]
     import json
-    assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris", "days": 1,
-                                                            "metric": True}
+
+    assert json.loads(calls[0]["function"]["arguments"]) == {
+        "city": "Paris",
+        "days": 1,
+        "metric": True,
+    }
     assert plain["choices"][0]["finish_reason"] == "tool_calls"
-    pattern = {"openai": r"call_[A-Za-z0-9]{24}", "xai": r"call_\d{8}",
-               "deepseek": r"call_0\d_[A-Za-z0-9]{24}"}[vendor]
+    pattern = {
+        "openai": r"call_[A-Za-z0-9]{24}",
+        "xai": r"call_\d{8}",
+        "deepseek": r"call_0\d_[A-Za-z0-9]{24}",
+    }[vendor]
     import re
+
     assert all(re.fullmatch(pattern, c["id"]) for c in calls)
     raw = (await call(emu, vendor, "both [[parallel]]", stream=True, **kwargs)).content
     args: dict[int, str] = {}
@@ -239,60 +280,122 @@ async def test_openai_like_parallel_tools_stream(emu: httpx.AsyncClient, vendor:
             for tc in data["choices"][0]["delta"].get("tool_calls") or []:
                 args[tc["index"]] = args.get(tc["index"], "") + tc["function"]["arguments"]
     assert [args[0], args[1]] == [c["function"]["arguments"] for c in calls]
-    forced = (await call(emu, vendor, "x", tools=TOOLS_OA, tool_choice={
-        "type": "function", "function": {"name": "get_forecast"}})).json()
+    forced = (
+        await call(
+            emu,
+            vendor,
+            "x",
+            tools=TOOLS_OA,
+            tool_choice={"type": "function", "function": {"name": "get_forecast"}},
+        )
+    ).json()
     assert forced["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_forecast"
     none = (await call(emu, vendor, "x", tools=TOOLS_OA, tool_choice="none")).json()
     assert "tool_calls" not in none["choices"][0]["message"]
 
 
-@pytest.mark.parametrize(("vendor", "body", "status"), [
-    ("anthropic", {"model": "m", "max_tokens": 5, "messages": [
-        {"role": "system", "content": "x"}]}, 400),
-    ("anthropic", {"model": "m", "max_tokens": 5, "messages": [user("")]}, 400),
-    ("anthropic", {"model": "m", "max_tokens": 5, "temperature": 1.5, "messages": [user("a")]},
-     400),
-    ("anthropic", {"model": "m", "max_tokens": 5, "tool_choice": "auto",
-                   "messages": [user("a")]}, 400),
-    ("anthropic", {"model": "m", "max_tokens": 2000, "messages": [user("a")],
-                   "thinking": {"type": "enabled", "budget_tokens": 512}}, 400),
-    ("anthropic", {"model": "m", "max_tokens": 5, "messages": [user("a"), {
-        "role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f",
-                                          "input": {}}]}, user("b")]}, 400),
-    ("anthropic", {"model": "x-does-not-exist", "max_tokens": 5, "messages": [user("a")]}, 404),
-    ("openai", {"model": "gpt-4o"}, 400),
-    ("openai", {"model": "gpt-5", "max_tokens": 5, "messages": [user("a")]}, 400),
-    ("openai", {"model": "gpt-4o", "messages": [user("a"), {
-        "role": "tool", "tool_call_id": "call_x", "content": "r"}]}, 400),
-    ("openai", {"model": "gpt-does-not-exist", "messages": [user("a")]}, 404),
-    ("xai", {"model": "grok-3", "messages": [user("a")]}, 404),
-    ("xai", {"model": "grok-4-1-fast-reasoning", "messages": [user("a")]}, 404),
-    ("deepseek", {"model": "deepseek-does-not-exist", "messages": [user("a")]}, 404),
-])
+@pytest.mark.parametrize(
+    ("vendor", "body", "status"),
+    [
+        (
+            "anthropic",
+            {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
+            400,
+        ),
+        ("anthropic", {"model": "m", "max_tokens": 5, "messages": [user("")]}, 400),
+        (
+            "anthropic",
+            {"model": "m", "max_tokens": 5, "temperature": 1.5, "messages": [user("a")]},
+            400,
+        ),
+        (
+            "anthropic",
+            {"model": "m", "max_tokens": 5, "tool_choice": "auto", "messages": [user("a")]},
+            400,
+        ),
+        (
+            "anthropic",
+            {
+                "model": "m",
+                "max_tokens": 2000,
+                "messages": [user("a")],
+                "thinking": {"type": "enabled", "budget_tokens": 512},
+            },
+            400,
+        ),
+        (
+            "anthropic",
+            {
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [
+                    user("a"),
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}],
+                    },
+                    user("b"),
+                ],
+            },
+            400,
+        ),
+        ("anthropic", {"model": "x-does-not-exist", "max_tokens": 5, "messages": [user("a")]}, 404),
+        ("openai", {"model": "gpt-4o"}, 400),
+        ("openai", {"model": "gpt-5", "max_tokens": 5, "messages": [user("a")]}, 400),
+        (
+            "openai",
+            {
+                "model": "gpt-4o",
+                "messages": [user("a"), {"role": "tool", "tool_call_id": "call_x", "content": "r"}],
+            },
+            400,
+        ),
+        ("openai", {"model": "gpt-does-not-exist", "messages": [user("a")]}, 404),
+        ("xai", {"model": "grok-3", "messages": [user("a")]}, 404),
+        ("xai", {"model": "grok-4-1-fast-reasoning", "messages": [user("a")]}, 404),
+        ("deepseek", {"model": "deepseek-does-not-exist", "messages": [user("a")]}, 404),
+    ],
+)
 async def test_validation(emu: httpx.AsyncClient, vendor: str, body: dict, status: int) -> None:
     resp = await emu.post(PATHS[vendor], headers=AUTH[vendor], json=body)
     assert resp.status_code == status, resp.text
 
 
-@pytest.mark.parametrize(("contents", "status"), [
-    ([], 400),
-    ([{"role": "system", "parts": [{"text": "a"}]}], 400),
-    ([gemini_user("a"), {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]},
-      {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": "str"}}]}], 400),
-])
+@pytest.mark.parametrize(
+    ("contents", "status"),
+    [
+        ([], 400),
+        ([{"role": "system", "parts": [{"text": "a"}]}], 400),
+        (
+            [
+                gemini_user("a"),
+                {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]},
+                {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": "str"}}]},
+            ],
+            400,
+        ),
+    ],
+)
 async def test_gemini_validation(emu: httpx.AsyncClient, contents: list, status: int) -> None:
-    resp = await emu.post(gemini_path("gemini-2.5-flash"), headers=AUTH["gemini"],
-                          json={"contents": contents})
+    resp = await emu.post(
+        gemini_path("gemini-2.5-flash"), headers=AUTH["gemini"], json={"contents": contents}
+    )
     assert resp.status_code == status
     assert resp.json()["error"]["status"] == "INVALID_ARGUMENT"
-    nf = await emu.post(gemini_path("gemini-does-not-exist"), headers=AUTH["gemini"],
-                        json={"contents": [gemini_user("a")]})
+    nf = await emu.post(
+        gemini_path("gemini-does-not-exist"),
+        headers=AUTH["gemini"],
+        json={"contents": [gemini_user("a")]},
+    )
     assert nf.status_code == 404 and nf.json()["error"]["status"] == "NOT_FOUND"
 
 
 async def test_auth(emu: httpx.AsyncClient) -> None:
-    a = await emu.post(PATHS["anthropic"], headers={"x-api-key": "bad-1",
-                                                    "anthropic-version": "2023-06-01"}, json={})
+    a = await emu.post(
+        PATHS["anthropic"],
+        headers={"x-api-key": "bad-1", "anthropic-version": "2023-06-01"},
+        json={},
+    )
     assert a.status_code == 401 and a.json()["error"]["type"] == "authentication_error"
     v = await emu.post(PATHS["anthropic"], headers={"x-api-key": "k"}, json={})
     assert v.status_code == 400 and "anthropic-version" in v.json()["error"]["message"]
@@ -306,22 +409,29 @@ async def test_auth(emu: httpx.AsyncClient) -> None:
     g = await emu.post(gemini_path("gemini-2.5-flash") + "?key=invalid", json={})
     assert g.status_code == 400
     assert g.json()["error"]["details"][0]["reason"] == "API_KEY_INVALID"
-    q = await emu.post(gemini_path("gemini-2.5-flash") + "?key=good",
-                       json={"contents": [gemini_user("a")]})
+    q = await emu.post(
+        gemini_path("gemini-2.5-flash") + "?key=good", json={"contents": [gemini_user("a")]}
+    )
     assert q.status_code == 200
 
 
 async def test_count_tokens_match_messages(emu: httpx.AsyncClient) -> None:
-    body = {"model": "claude-sonnet-4-5", "system": "Be brief.",
-            "messages": [user("How many tokens is this prompt?")]}
-    count = await emu.post("/anthropic/v1/messages/count_tokens", headers=AUTH["anthropic"],
-                           json=body)
-    msg = await emu.post(PATHS["anthropic"], headers=AUTH["anthropic"],
-                         json={**body, "max_tokens": 10})
+    body = {
+        "model": "claude-sonnet-4-5",
+        "system": "Be brief.",
+        "messages": [user("How many tokens is this prompt?")],
+    }
+    count = await emu.post(
+        "/anthropic/v1/messages/count_tokens", headers=AUTH["anthropic"], json=body
+    )
+    msg = await emu.post(
+        PATHS["anthropic"], headers=AUTH["anthropic"], json={**body, "max_tokens": 10}
+    )
     assert count.json() == {"input_tokens": msg.json()["usage"]["input_tokens"]}
     gbody = {"contents": [gemini_user("How many tokens is this prompt?")]}
-    gc = await emu.post(gemini_path("gemini-2.5-flash", "countTokens"), headers=AUTH["gemini"],
-                        json=gbody)
+    gc = await emu.post(
+        gemini_path("gemini-2.5-flash", "countTokens"), headers=AUTH["gemini"], json=gbody
+    )
     gm = await emu.post(gemini_path("gemini-2.5-flash"), headers=AUTH["gemini"], json=gbody)
     assert gc.json()["totalTokens"] == gm.json()["usageMetadata"]["promptTokenCount"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -10,14 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from paths import RECORDINGS
 from tokenrelay import ir
 from tokenrelay.ir import BlockStart, BlockStop, Delta, Finish, Start, Usage
 from tokenrelay.vendors.gemini import GEMINI, UpstreamRequest
 from tokenrelay.vendors.gemini_schema import clean_schema
 
-RECORDINGS = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "vendor-recordings"
-if not RECORDINGS.is_dir():  # the repo checked out elsewhere: fall back to the shared path
-    RECORDINGS = Path("/work/shared/fixtures/vendor-recordings")
 BASE = "https://generativelanguage.googleapis.com"
 KEY = "AIza-test-key"
 STREAMS = sorted(p.name for p in RECORDINGS.glob("gemini__*.sse"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from paths import RECORDINGS
 from tokenrelay import ir
 from tokenrelay.errors import GatewayError
 from tokenrelay.vendors.base import UpstreamRequest, Vendor
@@ -19,16 +19,7 @@ from tokenrelay.vendors.openai import OPENAI
 
 
 def _recordings_dir() -> Path:
-    here = Path(__file__).resolve()
-    candidates = [
-        Path(os.environ.get("TOKENRELAY_RECORDINGS", "/nonexistent")),
-        here.parents[1] / "fixtures" / "vendor-recordings",
-        here.parents[3] / "shared" / "fixtures" / "vendor-recordings",
-    ]
-    for path in candidates:
-        if (path / "SOURCES.md").exists():
-            return path
-    raise FileNotFoundError("vendor recordings not found; set TOKENRELAY_RECORDINGS")
+    return RECORDINGS
 
 
 REC = _recordings_dir()
