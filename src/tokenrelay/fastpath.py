@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 
 from tokenrelay import ir
-from tokenrelay.asgi import JSON_HEADERS, SSE_HEADERS, Receive, Send, send_bytes
+from tokenrelay.asgi import JSON_HEADERS, Receive, Send, send_bytes
 from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.base import Frontend
 from tokenrelay.reasoning_cache import ReasoningCache, remember
@@ -91,22 +91,21 @@ async def _unary(
     relay: Relay, frontend: Frontend, p: Prepared, call: UpstreamRequest, send: Send
 ) -> None:
     ep, ctx = p.endpoint, p.ctx
-    try:
-        data = await relay.fetch(ep, call)
-    except GatewayError as err:
-        ctx.finish("error", err.message, complete=False)
-        await relay._send_error(frontend, send, ctx, err)
-        return
+    data = await relay.fetch(ep, call, ctx)
     events = ep.adapter.parse_response(data)
     for ev in events:
         if isinstance(ev, ir.Usage):
             ctx.apply_usage(ev)
     folded = ir.fold(events)
+    if folded.error is not None:
+        raise GatewayError.from_ir(folded.error)
     if ep.name == "deepseek":
         remember(relay.reasoning, ep.name, folded)
     ctx.finish("ok")
+    await relay.meter.settle(p)  # committed before the client can have the answer
     headers = [*JSON_HEADERS, *relay.response_headers(p), *relay.meter.cost_headers(p)]
     ctx.mark_first_byte()
+    ctx.response_started = True
     await send_bytes(send, 200, data, headers)
 
 
@@ -118,41 +117,22 @@ async def _stream(
     receive: Receive,
     send: Send,
 ) -> None:
-    from tokenrelay.relay import DisconnectWatch, upstream_unreachable
+    from tokenrelay.relay import DisconnectWatch, send_chunk
 
     ep, ctx = p.endpoint, p.ctx
-    try:
-        resp = await relay.upstreams.open(ep.name, call)
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        err = upstream_unreachable(ep.name, exc)
-        ctx.finish("error", err.message, complete=False)
-        await relay._send_error(frontend, send, ctx, err)
-        return
-    async with resp:
-        if resp.status != 200:
-            err = GatewayError.from_ir(
-                ep.adapter.parse_error(resp.status, await resp.read(), resp.headers)
-            )
-            ctx.finish("error", err.message, complete=False)
-            await relay._send_error(frontend, send, ctx, err)
-            return
+    async with await relay.open_upstream(ep, call, ctx) as resp:
         scan: _Scan = _AnthropicScan(relay, p) if ep.name == "anthropic" else _OpenAIScan(relay, p)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [*SSE_HEADERS, *relay.response_headers(p)],
-            }
-        )
+        await relay.start_stream(send, p)
         parser = SSEParser()
-        async with DisconnectWatch(receive) as watch:
+        drain = relay.settings.on_disconnect == "drain"
+        async with DisconnectWatch(receive, cancel=not drain) as watch:
             try:
                 async for chunk in resp.content.iter_any():
                     out = scan.process(parser.feed(chunk))
-                    if out:
+                    if out and not watch.disconnected:
                         ctx.mark_first_byte()
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
-                    if scan.failed or watch.disconnected:
+                        await send_chunk(send, out)
+                    if scan.failed:
                         break
                 out = scan.process(parser.flush())
             except asyncio.CancelledError:
@@ -161,24 +141,34 @@ async def _stream(
                 watch.swallow_cancel()
                 scan.settle_incomplete("cancelled", "client disconnected")
                 return
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                out = scan.process([])
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                out = b""
                 scan.failed = f"Upstream connection failed: {type(exc).__name__}"
-            if watch.disconnected:
+        if watch.disconnected:  # drained: bill the vendor's own final usage if it came
+            if scan.done:
+                ctx.finish("cancelled", "client disconnected")
+            else:
                 scan.settle_incomplete("cancelled", "client disconnected")
-                return
-            if scan.failed or not scan.done:
-                reason = scan.failed or "Upstream stream ended before completion."
-                scan.settle_incomplete("error", reason)
-                if not scan.error_forwarded:
-                    out += frontend.stream_renderer(
-                        request_id=ctx.request_id, include_usage=False
-                    ).error(GatewayError("api_error", reason, 502))
-            await send({"type": "http.response.body", "body": out, "more_body": False})
+            return
+        if scan.failed or not scan.done:
+            reason = scan.failed or "Upstream stream ended before completion."
+            scan.settle_incomplete("error", reason)
+            if not scan.error_forwarded:
+                out += frontend.stream_renderer(
+                    request_id=ctx.request_id, include_usage=False
+                ).error(GatewayError("api_error", reason, 502))
+            await send_chunk(send, out, more=False)
+            return
+        ctx.finish("ok")
+        await relay.meter.settle(p)  # committed before the client sees the end
+        await send_chunk(send, out + scan.render_tail(), more=False)
 
 
 class _Scan:
-    """Watches the vendor's events go by: usage, completion, errors; keeps raw for estimates."""
+    """Watches the vendor's events go by: usage, completion, errors; keeps raw for estimates.
+
+    From the event that carries the final usage on, events are held back in `tail`: they go
+    out (with the cost added) only after the settlement has committed."""
 
     def __init__(self, relay: Relay, p: Prepared) -> None:
         self.relay, self.p = relay, p
@@ -186,8 +176,12 @@ class _Scan:
         self.failed: str | None = None
         self.error_forwarded = False
         self.raw: list[bytes] = []
+        self.tail: list[Any] = []
 
     def process(self, events: list[Any]) -> bytes:
+        raise NotImplementedError
+
+    def render_tail(self) -> bytes:
         raise NotImplementedError
 
     def apply_usage_from(self, raw: bytes) -> None:
@@ -210,24 +204,38 @@ class _AnthropicScan(_Scan):
         out = bytearray()
         for ev in events:
             name = ev.event
-            self.raw.append(ev.raw)
-            if name == "message_delta":
-                self.apply_usage_from(ev.raw)
-                extra = self.relay.meter.extra_usage(self.p)
-                if extra:
-                    msg = orjson.loads(ev.data)
-                    msg.setdefault("usage", {}).update(extra)
-                    out += encode(orjson.dumps(msg), "message_delta")
+            if self.tail or name == "message_delta":
+                if name == "message_delta":
+                    self.apply_usage_from(ev.raw)
+                elif name == "message_stop":
+                    self.done = True
+                elif name == "error":
+                    self.failed = _error_message(ev.data)
+                    self.error_forwarded = True
+                    out += b"".join(e.raw for e in self.tail) + ev.raw
+                    self.tail.clear()
                     continue
-            elif name == "message_start":
+                self.tail.append(ev)
+                continue
+            self.raw.append(ev.raw)
+            if name == "message_start":
                 self.apply_usage_from(ev.raw)
-            elif name == "message_stop":
-                self.done = True
-                self.p.ctx.finish("ok")
             elif name == "error":
                 self.failed = _error_message(ev.data)
                 self.error_forwarded = True
             out += ev.raw
+        return bytes(out)
+
+    def render_tail(self) -> bytes:
+        out = bytearray()
+        extra = self.relay.meter.extra_usage(self.p)
+        for ev in self.tail:
+            if ev.event == "message_delta" and extra:
+                msg = orjson.loads(ev.data)
+                msg.setdefault("usage", {}).update(extra)
+                out += encode(orjson.dumps(msg), "message_delta")
+            else:
+                out += ev.raw
         return bytes(out)
 
 
@@ -252,13 +260,12 @@ class _OpenAIScan(_Scan):
                 self.done = True
                 if self.decoder is not None:
                     remember(self.relay.reasoning, "deepseek", ir.fold(self.events))
-                self.p.ctx.finish("ok")
-                out += ev.raw
+                self.tail.append(ev)
                 continue
             self.raw.append(ev.raw)
             if self.decoder is not None:
                 self.events.extend(self.decoder.feed(ev.raw))
-            if data[:9] == b'{"error":' or data.startswith(b'{"error"'):
+            if data.startswith(b'{"error"'):
                 self.failed = _error_message(data)
                 self.error_forwarded = True
                 out += ev.raw
@@ -266,15 +273,26 @@ class _OpenAIScan(_Scan):
             if b'"usage":{' in data or b'"usage": {' in data:
                 self.apply_usage_from(ev.raw)
                 usage_only = b'"choices":[]' in data or b'"choices": []' in data
-                if usage_only and not self.client_usage:
-                    continue
-                extra = self.relay.meter.extra_usage(self.p)
-                if extra:
-                    chunk = orjson.loads(data)
-                    chunk["usage"].update(extra)
-                    out += encode(orjson.dumps(chunk))
-                    continue
+                if not (usage_only and not self.client_usage):
+                    self.tail.append(ev)
+                continue
+            if self.tail:
+                self.tail.append(ev)
+                continue
             out += ev.raw
+        return bytes(out)
+
+    def render_tail(self) -> bytes:
+        out = bytearray()
+        extra = self.relay.meter.extra_usage(self.p)
+        for ev in self.tail:
+            data = ev.data
+            if extra and (b'"usage":{' in data or b'"usage": {' in data):
+                chunk = orjson.loads(data)
+                chunk["usage"].update(extra)
+                out += encode(orjson.dumps(chunk))
+            else:
+                out += ev.raw
         return bytes(out)
 
 

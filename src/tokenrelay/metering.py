@@ -55,6 +55,7 @@ class RequestContext:
     request_id: str
     client_format: str
     key_id: str | None = None
+    key: Any = None  # the authenticated ApiKeyInfo (rpm/tpm limits, balance)
     model_asked: str = ""
     model_id: str = ""
     vendor: str = ""
@@ -69,6 +70,9 @@ class RequestContext:
     vendor_reported_input: bool = False
     input_estimate: int = 0
     output_text: list[str] = field(default_factory=list)
+    attempts: int = 0
+    response_started: bool = False
+    cost_nano: int | None = None
     status: Status = "ok"
     error: str | None = None
     usage_source: Literal["vendor", "estimated"] = "vendor"

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from tokenrelay.asgi import Receive, Scope, Send, header_map, read_body, send_json
 from tokenrelay.errors import GatewayError, invalid
 from tokenrelay.frontends.anthropic import ANTHROPIC_FRONTEND
-from tokenrelay.metering import estimate_request_tokens
+from tokenrelay.metering import RequestContext, estimate_request_tokens
 from tokenrelay.relay import _client_key, new_request_id
 
 if TYPE_CHECKING:
@@ -100,7 +100,9 @@ async def count_tokens(relay: Relay, scope: Scope, receive: Receive, send: Send)
         if call is None:
             tokens, exact = estimate_request_tokens(req), False
         else:
-            tokens, exact = ep.adapter.parse_count_tokens(await relay.fetch(ep, call)), True
+            ctx = RequestContext(request_id=new_request_id(), client_format=frontend.name)
+            body = await relay.fetch(ep, call, ctx)
+            tokens, exact = ep.adapter.parse_count_tokens(body), True
     except GatewayError as err:
         status, err_body = frontend.render_error(err)
         await send_json(send, status, err_body)

@@ -43,6 +43,9 @@ from tokenrelay.upstream import NATIVE_FORMAT, Upstreams, VendorEndpoint
 
 log = logging.getLogger("tokenrelay.relay")
 
+RETRYABLE_STATUS = frozenset({500, 502, 503, 504, 529})
+RETRY_BACKOFF_S = 0.2
+
 
 def new_request_id() -> str:
     return "req_" + os.urandom(12).hex()
@@ -82,7 +85,8 @@ class Relay:
     async def serve(self, frontend: Frontend, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = RequestContext(request_id=new_request_id(), client_format=frontend.name)
         try:
-            prepared = await self._prepare(frontend, ctx, scope, receive)
+            p = await self._prepare(frontend, ctx, scope, receive)
+            await self.meter.admit(p)
         except GatewayError as err:
             await self._send_error(frontend, send, ctx, err)
             return
@@ -90,17 +94,29 @@ class Relay:
             return
         from tokenrelay import fastpath  # local: fastpath imports this module's helpers
 
-        await self.meter.reserve(prepared)
         try:
-            if NATIVE_FORMAT[prepared.endpoint.name] == frontend.name:
+            if NATIVE_FORMAT[p.endpoint.name] == frontend.name:
                 ctx.fast_path = True
-                await fastpath.serve(self, frontend, prepared, receive, send)
+                await fastpath.serve(self, frontend, p, receive, send)
             elif ctx.stream:
-                await self._stream(frontend, prepared, receive, send)
+                await self._stream(frontend, p, receive, send)
             else:
-                await self._unary(frontend, prepared, send)
+                await self._unary(frontend, p, send)
+        except GatewayError as err:  # raised before any byte of the answer went out
+            ctx.finish("error", err.message, complete=False)
+            await self._send_error(frontend, send, ctx, err)
+        except Exception:
+            log.exception("request %s failed", ctx.request_id)
+            if ctx.duration_ms is None:
+                ctx.finish("error", "internal error", complete=False)
+            if not ctx.response_started:
+                err = GatewayError("api_error", "Internal gateway error.", 500)
+                await self._send_error(frontend, send, ctx, err)
         finally:
-            await self.meter.settle(prepared)
+            if ctx.duration_ms is None:
+                ctx.finish("error", "interrupted", complete=False)
+            # Shielded: a shutdown or disconnect must not lose a settlement half-way.
+            await asyncio.shield(self.meter.settle(p))
 
     async def _prepare(
         self, frontend: Frontend, ctx: RequestContext, scope: Scope, receive: Receive
@@ -118,6 +134,7 @@ class Relay:
         if key is None:
             raise GatewayError("authentication", "Invalid or missing API key.", 401)
         ctx.key_id = key.id
+        ctx.key = key
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -155,43 +172,67 @@ class Relay:
         ctx.input_estimate = estimate_request_tokens(req)
         return Prepared(ctx, payload, headers, resolved, endpoint, req)
 
+    async def open_upstream(
+        self, ep: VendorEndpoint, call: Any, ctx: RequestContext
+    ) -> aiohttp.ClientResponse:
+        """Open the vendor call; retry connection failures and 5xx/529 before the first byte
+        reached the client. Returns a 200 response or raises the vendor's error, mapped."""
+        attempts = 1 + max(self.settings.upstream_retries, 0)
+        for attempt in range(attempts):
+            ctx.attempts = attempt + 1
+            last = attempt + 1 == attempts
+            try:
+                resp = await self.upstreams.open(ep.name, call)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if last:
+                    raise upstream_unreachable(ep.name, exc) from None
+                await asyncio.sleep(RETRY_BACKOFF_S * (2**attempt))
+                continue
+            if resp.status == 200:
+                return resp
+            async with resp:
+                body = await resp.read()
+            err = GatewayError.from_ir(ep.adapter.parse_error(resp.status, body, resp.headers))
+            if last or resp.status not in RETRYABLE_STATUS:
+                raise err
+            await asyncio.sleep(min(err.retry_after or RETRY_BACKOFF_S * (2**attempt), 2.0))
+        raise AssertionError("unreachable")
+
     # ----------------------------------------------------------------------------------------
     # translated path
 
     async def _unary(self, frontend: Frontend, p: Prepared, send: Send) -> None:
-        ep = p.endpoint
+        ep, ctx = p.endpoint, p.ctx
         restore(self.reasoning, ep.name, p.req)
         call = ep.adapter.build_request(
             p.req, p.req.model, api_key=ep.api_key, base_url=ep.base_url
         )
-        try:
-            data = await self.fetch(ep, call)
-        except GatewayError as err:
-            p.ctx.finish("error", err.message, complete=False)
-            await self._send_error(frontend, send, p.ctx, err)
-            return
+        async with await self.open_upstream(ep, call, ctx) as resp:
+            data = await resp.read()
         events = ep.adapter.parse_response(data)
         folded = ir.fold(events)
         for part in folded.content:
             if isinstance(part, ir.Text | ir.Thinking):
-                p.ctx.note_output(part.text)
+                ctx.note_output(part.text)
             elif isinstance(part, ir.ToolCall):
-                p.ctx.note_output(part.arguments)
+                ctx.note_output(part.arguments)
         for ev in events:
             if isinstance(ev, ir.Usage):
-                p.ctx.apply_usage(ev)
+                ctx.apply_usage(ev)
         if folded.error is not None:
-            p.ctx.finish("error", folded.error.message, complete=False)
-            await self._send_error(frontend, send, p.ctx, GatewayError.from_ir(folded.error))
-            return
+            raise GatewayError.from_ir(folded.error)
         remember(self.reasoning, ep.name, folded)
-        p.ctx.finish("ok")
-        extra = self.meter.extra_usage(p)
+        ctx.finish("ok")
+        await self.meter.settle(p)  # committed before the client can have the answer
         body = orjson.dumps(
-            frontend.render_response(folded, request_id=p.ctx.request_id, extra_usage=extra)
+            frontend.render_response(
+                folded, request_id=ctx.request_id, extra_usage=self.meter.extra_usage(p)
+            )
         )
-        p.ctx.mark_first_byte()
-        await send_bytes(send, 200, body, [*JSON_HEADERS, *self.response_headers(p)])
+        ctx.mark_first_byte()
+        ctx.response_started = True
+        headers = [*JSON_HEADERS, *self.response_headers(p), *self.meter.cost_headers(p)]
+        await send_bytes(send, 200, body, headers)
 
     async def _stream(self, frontend: Frontend, p: Prepared, receive: Receive, send: Send) -> None:
         ep, ctx = p.endpoint, p.ctx
@@ -199,94 +240,78 @@ class Relay:
         call = ep.adapter.build_request(
             p.req, p.req.model, api_key=ep.api_key, base_url=ep.base_url
         )
-        try:
-            resp = await self.upstreams.open(ep.name, call)
-        except aiohttp.ClientError as exc:
-            ctx.finish("error", str(exc), complete=False)
-            await self._send_error(frontend, send, ctx, upstream_unreachable(ep.name, exc))
-            return
-        async with resp:
-            if resp.status != 200:
-                err = GatewayError.from_ir(
-                    ep.adapter.parse_error(resp.status, await resp.read(), resp.headers)
-                )
-                ctx.finish("error", err.message, complete=False)
-                await self._send_error(frontend, send, ctx, err)
-                return
+        async with await self.open_upstream(ep, call, ctx) as resp:
             decoder = ep.adapter.stream_decoder(call)
             renderer = frontend.stream_renderer(
                 request_id=ctx.request_id, include_usage=_wants_usage(p.payload)
             )
+            await self.start_stream(send, p)
             collected: list[ir.Event] = []
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [*SSE_HEADERS, *self.response_headers(p)],
-                }
-            )
-            async with DisconnectWatch(receive) as watch:
-                finished = False
+            pending = bytearray()
+            drain = self.settings.on_disconnect == "drain"
+            async with DisconnectWatch(receive, cancel=not drain) as watch:
+
+                def handle(events: list[ir.Event]) -> ir.Error | bool:
+                    finished = False
+                    for ev in events:
+                        if isinstance(ev, ir.Error):
+                            return ev
+                        finished |= self._observe(ctx, ev, collected)
+                        if not watch.disconnected:
+                            pending.extend(renderer.render(ev))
+                    return finished
+
+                outcome: ir.Error | bool = False
                 try:
                     async for chunk in resp.content.iter_any():
-                        out = bytearray()
-                        for ev in decoder.feed(chunk):
-                            if isinstance(ev, ir.Error):
-                                await self._stream_failed(renderer, send, ctx, out, ev)
-                                return
-                            finished |= self._observe(ctx, ev, collected)
-                            out += renderer.render(ev)
-                        if out:
+                        outcome = handle(decoder.feed(chunk)) or outcome
+                        if isinstance(outcome, ir.Error):
+                            break
+                        if pending and not watch.disconnected:
                             ctx.mark_first_byte()
-                            await send(
-                                {
-                                    "type": "http.response.body",
-                                    "body": bytes(out),
-                                    "more_body": True,
-                                }
-                            )
-                        if watch.disconnected:
-                            raise asyncio.CancelledError
-                    out = bytearray()
-                    for ev in decoder.close():
-                        if isinstance(ev, ir.Error):
-                            await self._stream_failed(renderer, send, ctx, out, ev)
-                            return
-                        finished |= self._observe(ctx, ev, collected)
-                        out += renderer.render(ev)
+                            await send_chunk(send, bytes(pending))
+                            pending.clear()
+                    if not isinstance(outcome, ir.Error):
+                        outcome = handle(decoder.close()) or outcome
                 except asyncio.CancelledError:
                     if not watch.disconnected:
                         raise
                     watch.swallow_cancel()
                     ctx.finish("cancelled", "client disconnected", complete=False)
                     return
-                except (TimeoutError, aiohttp.ClientError) as exc:
-                    err = ir.Error(
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    outcome = ir.Error(
                         "api_error", f"Upstream connection failed: {type(exc).__name__}", 502
                     )
-                    await self._stream_failed(renderer, send, ctx, bytearray(), err)
-                    return
-                if not finished:
-                    err = ir.Error("api_error", "Upstream stream ended before completion.", 502)
-                    await self._stream_failed(renderer, send, ctx, out, err)
-                    return
-                remember(self.reasoning, ep.name, ir.fold(collected))
-                ctx.finish("ok")
-                out += renderer.end(ctx.usage, self.meter.extra_usage(p))
-                await send({"type": "http.response.body", "body": bytes(out), "more_body": False})
+            if watch.disconnected:  # drained to the vendor's own final usage
+                ctx.finish("cancelled", "client disconnected", complete=outcome is True)
+                return
+            if outcome is not True:
+                err = outcome or ir.Error("api_error", "Upstream stream ended early.", 502)
+                ctx.finish("error", err.message, complete=False)
+                pending.extend(renderer.error(GatewayError.from_ir(err)))
+                await send_chunk(send, bytes(pending), more=False)
+                return
+            remember(self.reasoning, ep.name, ir.fold(collected))
+            ctx.finish("ok")
+            await self.meter.settle(p)  # committed before the client sees the end
+            pending.extend(renderer.end(ctx.usage, self.meter.extra_usage(p)))
+            await send_chunk(send, bytes(pending), more=False)
 
-    async def fetch(self, ep: VendorEndpoint, call: Any) -> bytes:
+    async def start_stream(self, send: Send, p: Prepared) -> None:
+        p.ctx.response_started = True
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*SSE_HEADERS, *self.response_headers(p)],
+            }
+        )
+
+    async def fetch(self, ep: VendorEndpoint, call: Any, ctx: RequestContext) -> bytes:
         """A non-streaming upstream call: the 200 body, or the vendor's error as GatewayError."""
-        try:
-            async with await self.upstreams.open(ep.name, call) as resp:
-                data = await resp.read()
-                if resp.status != 200:
-                    raise GatewayError.from_ir(
-                        ep.adapter.parse_error(resp.status, data, resp.headers)
-                    )
-                return data
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise upstream_unreachable(ep.name, exc) from None
+        async with await self.open_upstream(ep, call, ctx) as resp:
+            return await resp.read()
 
     def _observe(self, ctx: RequestContext, ev: ir.Event, collected: list[ir.Event]) -> bool:
         """Meter one event; keep the ones reasoning state is made of. True on Finish."""
@@ -302,13 +327,6 @@ class Relay:
         else:
             collected.append(ev)
         return False
-
-    async def _stream_failed(
-        self, renderer: Any, send: Send, ctx: RequestContext, out: bytearray, err: ir.Error
-    ) -> None:
-        ctx.finish("error", err.message, complete=False)
-        out += renderer.error(GatewayError.from_ir(err))
-        await send({"type": "http.response.body", "body": bytes(out), "more_body": False})
 
     # ----------------------------------------------------------------------------------------
 
@@ -333,8 +351,9 @@ class DisconnectWatch:
     disconnect, so only `receive` tells us) and cancels the streaming task right away, which
     closes the upstream connection too."""
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, *, cancel: bool = True) -> None:
         self._receive = receive
+        self._cancel = cancel
         self.disconnected = False
         self._task: asyncio.Task[None] | None = None
         self._owner: asyncio.Task[Any] | None = None
@@ -349,7 +368,7 @@ class DisconnectWatch:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 self.disconnected = True
-                if self._owner is not None:
+                if self._cancel and self._owner is not None:
                     self._owner.cancel()
                 return
 
@@ -363,6 +382,10 @@ class DisconnectWatch:
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._owner = None
+
+
+async def send_chunk(send: Send, body: bytes, *, more: bool = True) -> None:
+    await send({"type": "http.response.body", "body": body, "more_body": more})
 
 
 def _client_key(headers: Mapping[str, str]) -> str:

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     emulator_url: str | None = Field(None, alias="TOKENRELAY_EMULATOR_URL")
     max_body_bytes: int = Field(32 * 1024 * 1024, alias="TOKENRELAY_MAX_BODY_BYTES")
     upstream_timeout_s: float = Field(600.0, alias="TOKENRELAY_UPSTREAM_TIMEOUT")
+    # Extra attempts on connection failures and 5xx/529, only before the first byte is sent.
+    upstream_retries: int = Field(1, alias="TOKENRELAY_UPSTREAM_RETRIES")
+    # Client gone mid-stream: "cancel" closes the upstream call (billing what was generated,
+    # estimated); "drain" reads on to the vendor's own final usage without forwarding it.
+    on_disconnect: str = Field("cancel", alias="TOKENRELAY_ON_DISCONNECT")
     reasoning_cache_ttl_s: int = Field(24 * 3600, alias="TOKENRELAY_REASONING_CACHE_TTL")
     log_level: str = Field("info", alias="TOKENRELAY_LOG_LEVEL")
 

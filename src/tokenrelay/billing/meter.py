@@ -23,11 +23,13 @@ class UsageMeter:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
 
-    async def reserve(self, p: Prepared) -> None:
+    async def admit(self, p: Prepared) -> None:
         return None
 
     def cost(self, p: Prepared) -> int:
-        return cost_nano(p.ctx.usage, p.resolved.entry.price)
+        if p.ctx.cost_nano is None:
+            return cost_nano(p.ctx.usage, p.resolved.entry.price)
+        return p.ctx.cost_nano
 
     def extra_usage(self, p: Prepared) -> dict[str, Any]:
         return {"cost_usd": usd(self.cost(p))}
@@ -37,8 +39,9 @@ class UsageMeter:
 
     async def settle(self, p: Prepared) -> None:
         ctx = p.ctx
-        if ctx.duration_ms is None:  # the relay always finishes the record; be safe anyway
-            ctx.finish("error", "unfinished", complete=False)
+        if ctx.cost_nano is not None:  # settled already: once per request
+            return
+        ctx.cost_nano = cost_nano(ctx.usage, p.resolved.entry.price)
         u = ctx.usage
         log.info(
             "usage request_id=%s key=%s model=%s vendor=%s stream=%s status=%s source=%s "
