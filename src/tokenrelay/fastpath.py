@@ -139,6 +139,7 @@ async def _stream(
                 if not watch.disconnected:
                     raise
                 watch.swallow_cancel()
+                resp.close()  # hang up on the vendor: nobody reads the rest
                 scan.settle_incomplete("cancelled", "client disconnected")
                 return
             except (aiohttp.ClientError, TimeoutError) as exc:

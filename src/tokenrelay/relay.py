@@ -277,6 +277,7 @@ class Relay:
                     if not watch.disconnected:
                         raise
                     watch.swallow_cancel()
+                    resp.close()  # hang up on the vendor: nobody reads the rest
                     ctx.finish("cancelled", "client disconnected", complete=False)
                     return
                 except (aiohttp.ClientError, TimeoutError) as exc:

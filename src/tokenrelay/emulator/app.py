@@ -21,6 +21,11 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+# Stream counters, served at GET /_stats: tests use them to prove the gateway closes the
+# upstream call when its client goes away.
+STATS = {"streams_started": 0, "streams_completed": 0, "streams_abandoned": 0, "open_streams": 0}
+
+
 class AbruptClose(Exception):
     """Raised after a [[cut]] stream so the server drops the connection without a terminator."""
 
@@ -48,7 +53,7 @@ def route(method: str, path: str) -> Callable[[Req], Resp] | None:
     prefix = next((p for p in _GEMINI_PREFIXES if path.startswith(p)), None)
     if handler is not None or method != "POST" or prefix is None:
         return handler
-    model, _, action = path[len(prefix):].rpartition(":")
+    model, _, action = path[len(prefix) :].rpartition(":")
     if not model:
         return None
     if action == "generateContent":
@@ -61,8 +66,9 @@ def route(method: str, path: str) -> Callable[[Req], Resp] | None:
 
 
 def _not_found(method: str, path: str) -> Resp:
-    return json_resp(404, {"error": {"message": f"emulator: no route for {method} {path}",
-                                     "type": "not_found"}})
+    return json_resp(
+        404, {"error": {"message": f"emulator: no route for {method} {path}", "type": "not_found"}}
+    )
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -105,15 +111,22 @@ async def _send(resp: Resp, send: Send, receive: Receive) -> None:
         frames = resp.frames or []
         if not resp.delay:  # nothing to pace: one write is far cheaper under load
             frames = [b"".join(frames)]
-        for i, frame in enumerate(frames):
-            if gone.is_set():
-                return
-            if i and resp.delay:
-                await asyncio.sleep(resp.delay)
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
-        if resp.cut:
-            raise AbruptClose("emulator [[cut]]: dropping the connection mid-stream")
-        await send({"type": "http.response.body", "body": b""})
+        STATS["streams_started"] += 1
+        STATS["open_streams"] += 1
+        try:
+            for i, frame in enumerate(frames):
+                if gone.is_set():
+                    STATS["streams_abandoned"] += 1
+                    return
+                if i and resp.delay:
+                    await asyncio.sleep(resp.delay)
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            if resp.cut:
+                raise AbruptClose("emulator [[cut]]: dropping the connection mid-stream")
+            await send({"type": "http.response.body", "body": b""})
+            STATS["streams_completed"] += 1
+        finally:
+            STATS["open_streams"] -= 1
     finally:
         if watcher is not None:
             watcher.cancel()
@@ -141,24 +154,27 @@ def create_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         path: str = scope["path"]
         root: str = scope.get("root_path", "")
         if root and path.startswith(root):  # Starlette's Mount keeps the prefix in path
-            path = path[len(root):] or "/"
+            path = path[len(root) :] or "/"
         method: str = scope["method"]
         body = await _read_body(receive)
+        if method == "GET" and path == "/_stats":
+            await _send(json_resp(200, dict(STATS)), send, receive)
+            return
         handler = route(method, path)
         if handler is None:
             await _send(_not_found(method, path), send, receive)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", [])}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         req = Req(method=method, path=path, query=query, headers=headers, body=body)
         try:
             resp = handler(req)
         except Exception as exc:  # an emulator bug must still answer like a server would
-            resp = json_resp(500, {"error": {"message": f"emulator failure: {exc!r}",
-                                             "type": "emulator_error"}})
+            resp = json_resp(
+                500, {"error": {"message": f"emulator failure: {exc!r}", "type": "emulator_error"}}
+            )
         await _send(resp, send, receive)
 
     return app
-
-
