@@ -21,18 +21,27 @@ from tokenrelay.emulator.wire import (
 )
 
 _ERROR_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-    429: "rate_limit_error", 500: "api_error", 504: "timeout_error", 529: "overloaded_error",
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
 }
 _ERROR_MESSAGES = {
-    401: "invalid x-api-key", 402: "Your credit balance is too low to access the Anthropic API.",
+    401: "invalid x-api-key",
+    402: "Your credit balance is too low to access the Anthropic API.",
     403: "Your API key does not have permission to use the specified resource.",
     429: "Number of request tokens has exceeded your per-minute rate limit "
-         "(https://docs.claude.com/en/api/rate-limits); see the response headers for current "
-         "usage. Please reduce the prompt length or the maximum tokens requested, or try again "
-         "later.",
-    500: "Internal server error", 529: "Overloaded",
+    "(https://docs.claude.com/en/api/rate-limits); see the response headers for current "
+    "usage. Please reduce the prompt length or the maximum tokens requested, or try again "
+    "later.",
+    500: "Internal server error",
+    529: "Overloaded",
 }
 _THINKING_FIRST = (
     "messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{found}`."
@@ -61,10 +70,15 @@ class Invalid(Exception):
 def error(req: Req, status: int, message: str | None = None) -> Resp:
     rid = "req_011C" + rand_id(req.seed("anthropic"), "request", 20)
     kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    body = {"type": "error",
-            "error": {"details": None, "type": kind,
-                      "message": message or _ERROR_MESSAGES.get(status, f"Emulated {kind}")},
-            "request_id": rid}
+    body = {
+        "type": "error",
+        "error": {
+            "details": None,
+            "type": kind,
+            "message": message or _ERROR_MESSAGES.get(status, f"Emulated {kind}"),
+        },
+        "request_id": rid,
+    }
     headers = [("request-id", rid)]
     if status in (429, 529) or status >= 500:
         headers.append(("x-should-retry", "true"))
@@ -105,19 +119,24 @@ def _merged(messages: list[Any]) -> list[tuple[str, list[dict[str, Any]]]]:
             raise Invalid(f"messages.{i}: Input should be a valid dictionary")
         role = msg.get("role")
         if role == "system":
-            raise Invalid('messages: Unexpected role "system". The Messages API accepts a '
-                          "top-level `system` parameter, not \"system\" as an input message role.")
+            raise Invalid(
+                'messages: Unexpected role "system". The Messages API accepts a '
+                'top-level `system` parameter, not "system" as an input message role.'
+            )
         if role not in ("user", "assistant"):
             raise Invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'")
         content = msg.get("content")
         if content == "" and not (role == "assistant" and i == len(messages) - 1):
-            raise Invalid("messages: all messages must have non-empty content except for the "
-                          "optional final assistant message")
+            raise Invalid(
+                "messages: all messages must have non-empty content except for the "
+                "optional final assistant message"
+            )
         blocks = _blocks(content)
         for j, b in enumerate(blocks):
             if b.get("type") == "text" and not b.get("text"):
-                raise Invalid(f"messages.{i}.content.{j}.text: text content blocks must be "
-                              "non-empty")
+                raise Invalid(
+                    f"messages.{i}.content.{j}.text: text content blocks must be non-empty"
+                )
         if turns and turns[-1][0] == role:
             turns[-1][1].extend(blocks)
         else:
@@ -132,10 +151,12 @@ def _check_tools(turns: list[tuple[str, list[dict[str, Any]]]]) -> None:
             wanted = {b.get("id") for b in prev if b.get("type") == "tool_use"}
             for j, b in enumerate(blocks):
                 if b.get("type") == "tool_result" and b.get("tool_use_id") not in wanted:
-                    raise Invalid(f"messages.{i}.content.{j}: unexpected `tool_use_id` found in "
-                                  f"`tool_result` blocks: {b.get('tool_use_id')}. Each "
-                                  "`tool_result` block must have a corresponding `tool_use` "
-                                  "block in the previous message.")
+                    raise Invalid(
+                        f"messages.{i}.content.{j}: unexpected `tool_use_id` found in "
+                        f"`tool_result` blocks: {b.get('tool_use_id')}. Each "
+                        "`tool_result` block must have a corresponding `tool_use` "
+                        "block in the previous message."
+                    )
             continue
         ids = [b.get("id") for b in blocks if b.get("type") == "tool_use"]
         nxt = turns[i + 1][1] if i + 1 < len(turns) else None
@@ -144,10 +165,12 @@ def _check_tools(turns: list[tuple[str, list[dict[str, Any]]]]) -> None:
         answered = {b.get("tool_use_id") for b in nxt if b.get("type") == "tool_result"}
         missing = [x for x in ids if x not in answered]
         if missing:
-            raise Invalid(f"messages.{i + 1}: `tool_use` ids were found without `tool_result` "
-                          f"blocks immediately after: {', '.join(map(str, missing))}. Each "
-                          "`tool_use` block must have a corresponding `tool_result` block in "
-                          "the next message.")
+            raise Invalid(
+                f"messages.{i + 1}: `tool_use` ids were found without `tool_result` "
+                f"blocks immediately after: {', '.join(map(str, missing))}. Each "
+                "`tool_use` block must have a corresponding `tool_result` block in "
+                "the next message."
+            )
 
 
 def _check_thinking(turns: list[tuple[str, list[dict[str, Any]]]]) -> None:
@@ -210,20 +233,24 @@ def _validate(body: dict[str, Any], counting: bool) -> list[tuple[str, list[dict
     if temp is not None and not (isinstance(temp, int | float) and 0 <= temp <= 1):
         raise Invalid("temperature: range: 0..1")
     if "tool_choice" in body and not isinstance(body["tool_choice"], dict):
-        raise Invalid("tool_choice: Input should be a valid dictionary or object to extract "
-                      "fields from")
+        raise Invalid(
+            "tool_choice: Input should be a valid dictionary or object to extract fields from"
+        )
     turns = _merged(body["messages"])
     _check_tools(turns)
     thinking = body.get("thinking")
     if isinstance(thinking, dict) and thinking.get("type") == "enabled":
         budget = thinking.get("budget_tokens")
         if not isinstance(budget, int) or budget < 1024:
-            raise Invalid("thinking.enabled.budget_tokens: Input should be greater than or "
-                          "equal to 1024")
+            raise Invalid(
+                "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+            )
         if not counting and budget >= int(body.get("max_tokens") or 0):
-            raise Invalid("`max_tokens` must be greater than `thinking.budget_tokens`. Please "
-                          "consult our documentation at https://docs.claude.com/en/docs/"
-                          "build-with-claude/extended-thinking#max-tokens-and-context-window-size")
+            raise Invalid(
+                "`max_tokens` must be greater than `thinking.budget_tokens`. Please "
+                "consult our documentation at https://docs.claude.com/en/docs/"
+                "build-with-claude/extended-thinking#max-tokens-and-context-window-size"
+            )
     if _thinking_on(body):
         _check_thinking(turns)
     return turns
@@ -235,22 +262,37 @@ def _thinking_on(body: dict[str, Any]) -> bool:
 
 
 def _turn(body: dict[str, Any], turns: list[tuple[str, list[dict[str, Any]]]]) -> script.Turn:
-    tool_uses = {b.get("id"): str(b.get("name")) for _, blocks in turns for b in blocks
-                 if b.get("type") == "tool_use"}
+    tool_uses = {
+        b.get("id"): str(b.get("name"))
+        for _, blocks in turns
+        for b in blocks
+        if b.get("type") == "tool_use"
+    }
     last = turns[-1][1] if turns and turns[-1][0] == "user" else []
-    results = [(tool_uses.get(b.get("tool_use_id"), "unknown"), _result_text(b))
-               for b in last if b.get("type") == "tool_result"]
+    results = [
+        (tool_uses.get(b.get("tool_use_id"), "unknown"), _result_text(b))
+        for b in last
+        if b.get("type") == "tool_result"
+    ]
     texts = [b.get("text", "") for b in last if b.get("type") == "text"]
     choice = body.get("tool_choice") or {}
     mode = {"none": "none", "any": "any", "tool": "any"}.get(choice.get("type"), "auto")
-    tools = [(str(t["name"]), t.get("input_schema") or {}) for t in body.get("tools") or []
-             if isinstance(t, dict) and t.get("name") and t.get("type") in (None, "custom")]
+    tools = [
+        (str(t["name"]), t.get("input_schema") or {})
+        for t in body.get("tools") or []
+        if isinstance(t, dict) and t.get("name") and t.get("type") in (None, "custom")
+    ]
     return script.Turn(
-        model=str(body["model"]), text=" ".join(texts + [r for _, r in results]),
-        tool_results=results, tools=tools, tool_mode=mode,
+        model=str(body["model"]),
+        text=" ".join(texts + [r for _, r in results]),
+        tool_results=results,
+        tools=tools,
+        tool_mode=mode,
         forced_tool=choice.get("name") if choice.get("type") == "tool" else None,
-        max_tokens=body.get("max_tokens"), stop=list(body.get("stop_sequences") or []),
-        reasoning=_thinking_on(body), preamble="I'll check that.",
+        max_tokens=body.get("max_tokens"),
+        stop=list(body.get("stop_sequences") or []),
+        reasoning=_thinking_on(body),
+        preamble="I'll check that.",
         parallel_allowed=not choice.get("disable_parallel_tool_use", False),
     )
 
@@ -264,8 +306,10 @@ def _usage(body: dict[str, Any], plan: script.Plan) -> dict[str, Any]:
         "input_tokens": total - read - create,
         "cache_creation_input_tokens": create,
         "cache_read_input_tokens": read,
-        "cache_creation": {"ephemeral_5m_input_tokens": 0 if one_hour else create,
-                           "ephemeral_1h_input_tokens": create if one_hour else 0},
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": 0 if one_hour else create,
+            "ephemeral_1h_input_tokens": create if one_hour else 0,
+        },
         "output_tokens": plan.visible_tokens + len(plan.reasoning),
         "service_tier": "standard",
         "inference_geo": "not_available",
@@ -275,13 +319,24 @@ def _usage(body: dict[str, Any], plan: script.Plan) -> dict[str, Any]:
 def _blocks_out(seed: bytes, plan: script.Plan) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if plan.reasoning:
-        out.append({"type": "thinking", "thinking": plan.reasoning_text,
-                    "signature": sign("anthropic", plan.reasoning_text)})
+        out.append(
+            {
+                "type": "thinking",
+                "thinking": plan.reasoning_text,
+                "signature": sign("anthropic", plan.reasoning_text),
+            }
+        )
     if plan.words:
         out.append({"type": "text", "text": plan.text})
     for k, call in enumerate(plan.tool_calls):
-        out.append({"type": "tool_use", "id": "toolu_01" + rand_id(seed, f"tool{k}", 22),
-                    "name": call.name, "input": call.args})
+        out.append(
+            {
+                "type": "tool_use",
+                "id": "toolu_01" + rand_id(seed, f"tool{k}", 22),
+                "name": call.name,
+                "input": call.args,
+            }
+        )
     return out
 
 
@@ -295,28 +350,54 @@ def _ev(name: str, obj: dict[str, Any]) -> bytes:
 
 def _fragments(text: str) -> list[str]:
     """input_json_delta fragments: "" first (as the API does), then short slices."""
-    return ["", *(text[i:i + 7] for i in range(0, len(text), 7))]
+    return ["", *(text[i : i + 7] for i in range(0, len(text), 7))]
 
 
-def _stream(seed: bytes, msg_id: str, model: str, plan: script.Plan, usage: dict[str, Any],
-            context_management: bool) -> list[bytes]:
+def _stream(
+    seed: bytes,
+    msg_id: str,
+    model: str,
+    plan: script.Plan,
+    usage: dict[str, Any],
+    context_management: bool,
+) -> list[bytes]:
     start_usage = {k: v for k, v in usage.items() if k != "output_tokens"}
     start_usage = {**start_usage, "output_tokens": 1}
-    frames = [_ev("message_start", {"type": "message_start", "message": {
-        "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": None, "stop_sequence": None, "usage": start_usage}})]
+    frames = [
+        _ev(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": start_usage,
+                },
+            },
+        )
+    ]
     fail = plan.midstream_error or plan.cut
     index = 0
 
     def block_start(block: dict[str, Any]) -> None:
-        frames.append(_ev("content_block_start", {"type": "content_block_start", "index": index,
-                                                  "content_block": block}))
+        frames.append(
+            _ev(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": block},
+            )
+        )
         if index == 0:
             frames.append(_PING)
 
     def delta(delta: dict[str, Any]) -> bytes:
-        return _ev("content_block_delta", {"type": "content_block_delta", "index": index,
-                                           "delta": delta})
+        return _ev(
+            "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        )
 
     def stop() -> None:
         nonlocal index
@@ -327,13 +408,17 @@ def _stream(seed: bytes, msg_id: str, model: str, plan: script.Plan, usage: dict
         block_start({"type": "thinking", "thinking": "", "signature": ""})
         frames.extend(delta({"type": "thinking_delta", "thinking": t}) for t in plan.reasoning)
         frames.append(delta({"type": "thinking_delta", "thinking": ""}))
-        frames.append(delta({"type": "signature_delta",
-                             "signature": sign("anthropic", plan.reasoning_text)}))
+        frames.append(
+            delta({"type": "signature_delta", "signature": sign("anthropic", plan.reasoning_text)})
+        )
         stop()
     if plan.words:
         block_start({"type": "text", "text": ""})
-        prefix = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
-                  + str(index).encode() + b',"delta":{"type":"text_delta","text":')
+        prefix = (
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+            + str(index).encode()
+            + b',"delta":{"type":"text_delta","text":'
+        )
         for n, word in enumerate(plan.words):
             if fail and n == plan.fail_after:
                 return frames
@@ -344,17 +429,36 @@ def _stream(seed: bytes, msg_id: str, model: str, plan: script.Plan, usage: dict
     elif fail:
         return frames
     for k, call in enumerate(plan.tool_calls):
-        block_start({"type": "tool_use", "id": "toolu_01" + rand_id(seed, f"tool{k}", 22),
-                     "name": call.name, "caller": {"type": "direct"}, "input": {}})
-        frames.extend(delta({"type": "input_json_delta", "partial_json": f})
-                      for f in _fragments(json.dumps(call.args)))
+        block_start(
+            {
+                "type": "tool_use",
+                "id": "toolu_01" + rand_id(seed, f"tool{k}", 22),
+                "name": call.name,
+                "caller": {"type": "direct"},
+                "input": {},
+            }
+        )
+        frames.extend(
+            delta({"type": "input_json_delta", "partial_json": f})
+            for f in _fragments(json.dumps(call.args))
+        )
         stop()
     if index == 0:
         frames.append(_PING)
-    final = {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens",
-                                   "cache_read_input_tokens", "output_tokens")}
-    message_delta: dict[str, Any] = {"type": "message_delta", "delta": {
-        "stop_reason": _stop(plan), "stop_sequence": plan.stop_sequence}, "usage": final}
+    final = {
+        k: usage[k]
+        for k in (
+            "input_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+            "output_tokens",
+        )
+    }
+    message_delta: dict[str, Any] = {
+        "type": "message_delta",
+        "delta": {"stop_reason": _stop(plan), "stop_sequence": plan.stop_sequence},
+        "usage": final,
+    }
     if context_management:  # the context-management beta reports what it cleared (nothing)
         message_delta["context_management"] = {"applied_edits": []}
     frames.append(_ev("message_delta", message_delta))
@@ -387,15 +491,38 @@ def messages(req: Req) -> Resp:
     if stream:
         frames = _stream(seed, msg_id, model, plan, usage, "context_management" in body)
         if plan.midstream_error:
-            frames.append(_ev("error", {"type": "error", "error": {
-                "details": None, "type": "overloaded_error", "message": "Overloaded"},
-                "request_id": rid}))
-        return Resp(frames=frames, content_type="text/event-stream; charset=utf-8",
-                    headers=[*headers, ("cache-control", "no-cache")], delay=plan.delay,
-                    first_delay=plan.first_delay, cut=plan.cut)
-    out = {"model": model, "id": msg_id, "type": "message", "role": "assistant",
-           "content": _blocks_out(seed, plan), "stop_reason": _stop(plan),
-           "stop_sequence": plan.stop_sequence, "usage": usage}
+            frames.append(
+                _ev(
+                    "error",
+                    {
+                        "type": "error",
+                        "error": {
+                            "details": None,
+                            "type": "overloaded_error",
+                            "message": "Overloaded",
+                        },
+                        "request_id": rid,
+                    },
+                )
+            )
+        return Resp(
+            frames=frames,
+            content_type="text/event-stream; charset=utf-8",
+            headers=[*headers, ("cache-control", "no-cache")],
+            delay=plan.delay,
+            first_delay=plan.first_delay,
+            cut=plan.cut,
+        )
+    out = {
+        "model": model,
+        "id": msg_id,
+        "type": "message",
+        "role": "assistant",
+        "content": _blocks_out(seed, plan),
+        "stop_reason": _stop(plan),
+        "stop_sequence": plan.stop_sequence,
+        "usage": usage,
+    }
     if "context_management" in body:
         out["context_management"] = {"applied_edits": []}
     resp = json_resp(200, out, headers)
@@ -423,6 +550,6 @@ def models(req: Req) -> Resp:
     if is_bad_key(key):
         return error(req, 401, "invalid x-api-key")
     data = [{"type": "model", "id": i, "display_name": n, "created_at": c} for i, n, c in MODELS]
-    return json_resp(200, {"data": data, "has_more": False, "first_id": data[0]["id"],
-                           "last_id": data[-1]["id"]})
-
+    return json_resp(
+        200, {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
+    )

@@ -21,16 +21,23 @@ from tokenrelay.emulator.wire import (
 
 _CT = "application/json; charset=UTF-8"
 _SENTINEL = "skip_thought_signature_validator"
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-           404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE",
-           504: "DEADLINE_EXCEEDED"}
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 _MESSAGES = {
     400: "Request contains an invalid argument.",
     401: "Request had invalid authentication credentials.",
     403: "The caller does not have permission",
     429: "You exceeded your current quota, please check your plan.",
     500: "An internal error has occurred. Please retry or report in "
-         "https://developers.generativeai.google/guide/troubleshooting",
+    "https://developers.generativeai.google/guide/troubleshooting",
     503: "The model is overloaded. Please try again later.",
     504: "Deadline expired before operation could complete.",
 }
@@ -40,12 +47,20 @@ _MISSING_SIG = (
     "performance. Additional data, function call `default_api:{name}` , position {pos}. Please "
     "refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
 )
-_FINISH = {"end": "STOP", "stop_sequence": "STOP", "tool_use": "STOP",
-           "max_tokens": "MAX_TOKENS", "refusal": "SAFETY"}
-MODELS = [("gemini-3-pro-preview", "Gemini 3 Pro Preview"), ("gemini-2.5-pro", "Gemini 2.5 Pro"),
-          ("gemini-2.5-flash", "Gemini 2.5 Flash"),
-          ("gemini-2.5-flash-lite", "Gemini 2.5 Flash-Lite"),
-          ("gemini-2.0-flash", "Gemini 2.0 Flash")]
+_FINISH = {
+    "end": "STOP",
+    "stop_sequence": "STOP",
+    "tool_use": "STOP",
+    "max_tokens": "MAX_TOKENS",
+    "refusal": "SAFETY",
+}
+MODELS = [
+    ("gemini-3-pro-preview", "Gemini 3 Pro Preview"),
+    ("gemini-2.5-pro", "Gemini 2.5 Pro"),
+    ("gemini-2.5-flash", "Gemini 2.5 Flash"),
+    ("gemini-2.5-flash-lite", "Gemini 2.5 Flash-Lite"),
+    ("gemini-2.0-flash", "Gemini 2.0 Flash"),
+]
 
 
 class Invalid(Exception):
@@ -55,14 +70,20 @@ class Invalid(Exception):
 
 
 def error(status: int, message: str | None = None, details: list[Any] | None = None) -> Resp:
-    err: dict[str, Any] = {"code": status, "message": message or _MESSAGES.get(status, "Error"),
-                           "status": _STATUS.get(status, "INTERNAL" if status >= 500 else
-                                                 "FAILED_PRECONDITION")}
+    err: dict[str, Any] = {
+        "code": status,
+        "message": message or _MESSAGES.get(status, "Error"),
+        "status": _STATUS.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION"),
+    }
     headers: list[tuple[str, str]] = []
     if status == 429 and details is None:
-        details = [{"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-                    "violations": [{"quotaId": "GenerateRequestsPerMinutePerProjectPerModel"}]},
-                   {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}]
+        details = [
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [{"quotaId": "GenerateRequestsPerMinutePerProjectPerModel"}],
+            },
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"},
+        ]
         headers.append(("retry-after", "1"))
     if details:
         err["details"] = details
@@ -72,17 +93,31 @@ def error(status: int, message: str | None = None, details: list[Any] | None = N
 def _auth(req: Req) -> Resp | None:
     key = req.headers.get("x-goog-api-key") or req.query.get("key")
     if not key:
-        return error(403, "Method doesn't allow unregistered callers (callers without "
-                          "established identity). Please use API Key or other form of API "
-                          "consumer identity to call this API.")
+        return error(
+            403,
+            "Method doesn't allow unregistered callers (callers without "
+            "established identity). Please use API Key or other form of API "
+            "consumer identity to call this API.",
+        )
     if is_bad_key(key):
         msg = "API key not valid. Please pass a valid API key."
-        return error(400, msg, [
-            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-             "domain": "googleapis.com",
-             "metadata": {"service": "generativelanguage.googleapis.com"}},
-            {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
-             "message": msg}])
+        return error(
+            400,
+            msg,
+            [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"},
+                },
+                {
+                    "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+                    "locale": "en-US",
+                    "message": msg,
+                },
+            ],
+        )
     return None
 
 
@@ -123,31 +158,39 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
 
 def _validate(model: str, body: dict[str, Any]) -> None:
     if "does-not-exist" in model:
-        raise Invalid(f"models/{model} is not found for API version v1beta, or is not supported "
-                      "for generateContent. Call ListModels to see the list of available models "
-                      "and their supported methods.", 404)
+        raise Invalid(
+            f"models/{model} is not found for API version v1beta, or is not supported "
+            "for generateContent. Call ListModels to see the list of available models "
+            "and their supported methods.",
+            404,
+        )
     contents = _get(body, "contents")
     if not isinstance(contents, list) or not contents:
         raise Invalid("* GenerateContentRequest.contents: contents is not specified\n")
     temp = _get(_get(body, "generationConfig"), "temperature")
     if temp is not None and not (isinstance(temp, int | float) and 0 <= temp <= 2):
-        raise Invalid("* GenerateContentRequest.generation_config.temperature: must be in the "
-                      "range [0.0, 2.0]\n")
+        raise Invalid(
+            "* GenerateContentRequest.generation_config.temperature: must be in the "
+            "range [0.0, 2.0]\n"
+        )
     for i, content in enumerate(contents):
         role = _get(content, "role") or "user"
         if role not in ("user", "model"):
             raise Invalid("Please use a valid role: user, model.")
         parts = _parts(content)
         if not parts:
-            raise Invalid(f"* GenerateContentRequest.contents[{i}].parts: contents.parts must "
-                          "not be empty.\n")
+            raise Invalid(
+                f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.\n"
+            )
         first_call = True
         for j, p in enumerate(parts):
             res = _get(p, "functionResponse")
             if res is not None and not isinstance(_get(res, "response"), dict):
-                raise Invalid(f"Invalid value at 'contents[{i}].parts[{j}].function_response."
-                              "response' (type.googleapis.com/google.protobuf.Struct), "
-                              f"{orjson.dumps(_get(res, 'response')).decode()}")
+                raise Invalid(
+                    f"Invalid value at 'contents[{i}].parts[{j}].function_response."
+                    "response' (type.googleapis.com/google.protobuf.Struct), "
+                    f"{orjson.dumps(_get(res, 'response')).decode()}"
+                )
             call = _get(p, "functionCall")
             if call is None or role != "model" or not model.startswith("gemini-3"):
                 continue
@@ -171,20 +214,28 @@ def _turn(model: str, body: dict[str, Any], thinks: bool) -> script.Turn:
         if res is not None:
             value = res.get("response") or {}
             single = next(iter(value.values())) if len(value) == 1 else None
-            results.append((str(res.get("name")),
-                            single if isinstance(single, str) else canonical(value)))
-    tools = [(str(fd["name"]), _get(fd, "parameters") or _get(fd, "parametersJsonSchema") or {})
-             for t in _get(body, "tools") or [] for fd in _get(t, "functionDeclarations") or []
-             if isinstance(fd, dict) and fd.get("name")]
+            results.append(
+                (str(res.get("name")), single if isinstance(single, str) else canonical(value))
+            )
+    tools = [
+        (str(fd["name"]), _get(fd, "parameters") or _get(fd, "parametersJsonSchema") or {})
+        for t in _get(body, "tools") or []
+        for fd in _get(t, "functionDeclarations") or []
+        if isinstance(fd, dict) and fd.get("name")
+    ]
     fcc = _get(_get(body, "toolConfig"), "functionCallingConfig") or {}
     mode = str(_get(fcc, "mode") or "AUTO").upper()
     allowed = _get(fcc, "allowedFunctionNames") or []
     gen = _get(body, "generationConfig") or {}
     return script.Turn(
-        model=model, text=" ".join(texts + [r for _, r in results]), tool_results=results,
-        tools=tools, tool_mode={"NONE": "none", "ANY": "any"}.get(mode, "auto"),
+        model=model,
+        text=" ".join(texts + [r for _, r in results]),
+        tool_results=results,
+        tools=tools,
+        tool_mode={"NONE": "none", "ANY": "any"}.get(mode, "auto"),
         forced_tool=allowed[0] if allowed and mode == "ANY" else None,
-        max_tokens=_get(gen, "maxOutputTokens"), stop=list(_get(gen, "stopSequences") or []),
+        max_tokens=_get(gen, "maxOutputTokens"),
+        stop=list(_get(gen, "stopSequences") or []),
         reasoning=thinks,
     )
 
@@ -214,8 +265,9 @@ def _call_parts(model: str, plan: script.Plan) -> list[dict[str, Any]]:
     return parts
 
 
-def _chunks(model: str, plan: script.Plan, prompt: int, cached: int, visible: bool,
-            tail: dict[str, Any]) -> list[dict[str, Any]]:
+def _chunks(
+    model: str, plan: script.Plan, prompt: int, cached: int, visible: bool, tail: dict[str, Any]
+) -> list[dict[str, Any]]:
     """The stream as response objects; the non-stream body is built from the same plan."""
     chunks: list[dict[str, Any]] = []
     thoughts = 0 if visible else len(plan.reasoning)
@@ -225,8 +277,13 @@ def _chunks(model: str, plan: script.Plan, prompt: int, cached: int, visible: bo
         candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
         if finish:
             candidate["finishReason"] = finish
-        chunks.append({"candidates": [candidate],
-                       "usageMetadata": _usage(prompt, cached, cand, thoughts), **tail})
+        chunks.append(
+            {
+                "candidates": [candidate],
+                "usageMetadata": _usage(prompt, cached, cand, thoughts),
+                **tail,
+            }
+        )
 
     if visible:
         for piece in plan.reasoning:
@@ -277,8 +334,13 @@ def generate(req: Req, model: str, stream: bool) -> Resp:
     cached = prompt // 2 if plan.cache else 0
     tail = {"modelVersion": model, "responseId": rand_id(req.seed("gemini"), "response", 23)}
     if plan.stop == "refusal":
-        chunks: list[dict[str, Any]] = [{"promptFeedback": {"blockReason": "SAFETY"},
-                                         "usageMetadata": _usage(prompt, cached, 0, 0), **tail}]
+        chunks: list[dict[str, Any]] = [
+            {
+                "promptFeedback": {"blockReason": "SAFETY"},
+                "usageMetadata": _usage(prompt, cached, 0, 0),
+                **tail,
+            }
+        ]
     else:
         chunks = _chunks(model, plan, prompt, cached, visible, tail)
     if stream:
@@ -286,23 +348,33 @@ def generate(req: Req, model: str, stream: bool) -> Resp:
         if sse:
             frames = [b"data: " + orjson.dumps(c) + b"\r\n\r\n" for c in chunks]
         else:  # without alt=sse the API streams one JSON array
-            frames = [(b"[" if i == 0 else b",\r\n") + orjson.dumps(c) for i, c in
-                      enumerate(chunks)]
+            frames = [
+                (b"[" if i == 0 else b",\r\n") + orjson.dumps(c) for i, c in enumerate(chunks)
+            ]
         if plan.midstream_error:
             err = {"error": {"code": 503, "message": _MESSAGES[503], "status": "UNAVAILABLE"}}
-            frames.append(b"data: " + orjson.dumps(err) + b"\r\n\r\n" if sse else
-                          b",\r\n" + orjson.dumps(err) + b"]")
+            frames.append(
+                b"data: " + orjson.dumps(err) + b"\r\n\r\n"
+                if sse
+                else b",\r\n" + orjson.dumps(err) + b"]"
+            )
         elif not sse and not plan.cut:
             frames.append(b"]")
-        return Resp(frames=frames, content_type="text/event-stream" if sse else _CT,
-                    delay=plan.delay, first_delay=plan.first_delay, cut=plan.cut)
+        return Resp(
+            frames=frames,
+            content_type="text/event-stream" if sse else _CT,
+            delay=plan.delay,
+            first_delay=plan.first_delay,
+            cut=plan.cut,
+        )
     resp = json_resp(200, _fold(model, plan, chunks, visible), content_type=_CT)
     resp.first_delay = plan.first_delay + plan.delay * max(len(plan.words) - 1, 0)
     return resp
 
 
-def _fold(model: str, plan: script.Plan, chunks: list[dict[str, Any]],
-          visible: bool) -> dict[str, Any]:
+def _fold(
+    model: str, plan: script.Plan, chunks: list[dict[str, Any]], visible: bool
+) -> dict[str, Any]:
     """Non-stream body: the stream's parts merged, with the last chunk's usage."""
     last = chunks[-1]
     if "promptFeedback" in last:
@@ -318,12 +390,19 @@ def _fold(model: str, plan: script.Plan, chunks: list[dict[str, Any]],
     parts.extend(_call_parts(model, plan))
     if not parts:
         parts.append({"text": ""})
-    candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"},
-                                 "finishReason": _FINISH[plan.stop], "index": 0}
+    candidate: dict[str, Any] = {
+        "content": {"parts": parts, "role": "model"},
+        "finishReason": _FINISH[plan.stop],
+        "index": 0,
+    }
     if plan.tool_calls:
         candidate["finishMessage"] = "Model generated function call(s)."
-    return {"candidates": [candidate], "usageMetadata": last["usageMetadata"],
-            "modelVersion": last["modelVersion"], "responseId": last["responseId"]}
+    return {
+        "candidates": [candidate],
+        "usageMetadata": last["usageMetadata"],
+        "modelVersion": last["modelVersion"],
+        "responseId": last["responseId"],
+    }
 
 
 def count_tokens(req: Req, model: str) -> Resp:
@@ -340,17 +419,31 @@ def count_tokens(req: Req, model: str) -> Resp:
     except Invalid as exc:
         return error(exc.status, str(exc))
     n = _prompt_tokens(body)
-    return json_resp(200, {"totalTokens": n,
-                           "promptTokensDetails": [{"modality": "TEXT", "tokenCount": n}]},
-                     content_type=_CT)
+    return json_resp(
+        200,
+        {"totalTokens": n, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": n}]},
+        content_type=_CT,
+    )
 
 
 def models(req: Req) -> Resp:
     if (denied := _auth(req)) is not None:
         return denied
-    data = [{"name": f"models/{m}", "version": "001", "displayName": d, "description": d,
-             "inputTokenLimit": 1_048_576, "outputTokenLimit": 65_536,
-             "supportedGenerationMethods": ["generateContent", "countTokens"],
-             "temperature": 1, "topP": 0.95, "topK": 64, "maxTemperature": 2,
-             "thinking": "2.5" in m or m.startswith("gemini-3")} for m, d in MODELS]
+    data = [
+        {
+            "name": f"models/{m}",
+            "version": "001",
+            "displayName": d,
+            "description": d,
+            "inputTokenLimit": 1_048_576,
+            "outputTokenLimit": 65_536,
+            "supportedGenerationMethods": ["generateContent", "countTokens"],
+            "temperature": 1,
+            "topP": 0.95,
+            "topK": 64,
+            "maxTemperature": 2,
+            "thinking": "2.5" in m or m.startswith("gemini-3"),
+        }
+        for m, d in MODELS
+    ]
     return json_resp(200, {"models": data}, content_type=_CT)

@@ -25,12 +25,24 @@ from tokenrelay.emulator.wire import (
     uuid_like,
 )
 
-XAI_CURRENT = ("grok-4.3", "grok-4.20-reasoning", "grok-4.20-non-reasoning", "grok-latest",
-               "grok-3-mini")
-_XAI_RETIRED = re.compile(r"^(grok-2|grok-3$|grok-4-0709|grok-4$|grok-4-fast|grok-4-1-fast|"
-                          r"grok-code-fast-1|grok-beta)")
-DEEPSEEK_MODELS = ("deepseek-chat", "deepseek-reasoner", "deepseek-v4-flash", "deepseek-v4-pro",
-                   "deepseek-flash")
+XAI_CURRENT = (
+    "grok-4.3",
+    "grok-4.20-reasoning",
+    "grok-4.20-non-reasoning",
+    "grok-latest",
+    "grok-3-mini",
+)
+_XAI_RETIRED = re.compile(
+    r"^(grok-2|grok-3$|grok-4-0709|grok-4$|grok-4-fast|grok-4-1-fast|"
+    r"grok-code-fast-1|grok-beta)"
+)
+DEEPSEEK_MODELS = (
+    "deepseek-chat",
+    "deepseek-reasoner",
+    "deepseek-v4-flash",
+    "deepseek-v4-pro",
+    "deepseek-flash",
+)
 OPENAI_MODELS = ("gpt-5", "gpt-5-mini", "gpt-4.1", "gpt-4o", "gpt-4o-mini", "o3", "o4-mini")
 _OPENAI_REASONING = re.compile(r"^(o\d|gpt-5)")
 _FRAGMENT = re.compile(r"\w+|\s+\w+|[^\w\s]+|\s+")
@@ -38,14 +50,26 @@ _DS_FINGERPRINT = "fp_eaab8d114b_prod0820_fp8_kvcache"
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 _MIDSTREAM = {
-    "openai": {"message": "The server had an error processing your request. Sorry about that! "
-                          "You can retry your request, or contact us through our help center at "
-                          "help.openai.com if you keep seeing this error.",
-               "type": "server_error", "param": None, "code": None},
-    "xai": {"message": "The service is currently unavailable", "type": "server_error",
-            "param": None, "code": None},
-    "deepseek": {"message": "Server Overloaded", "type": "server_error", "param": None,
-                 "code": "server_error"},
+    "openai": {
+        "message": "The server had an error processing your request. Sorry about that! "
+        "You can retry your request, or contact us through our help center at "
+        "help.openai.com if you keep seeing this error.",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    },
+    "xai": {
+        "message": "The service is currently unavailable",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    },
+    "deepseek": {
+        "message": "Server Overloaded",
+        "type": "server_error",
+        "param": None,
+        "code": "server_error",
+    },
 }
 
 
@@ -53,8 +77,11 @@ def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content
-                        if isinstance(p, dict) and p.get("type") in ("text", "input_text"))
+        return " ".join(
+            p.get("text", "")
+            for p in content
+            if isinstance(p, dict) and p.get("type") in ("text", "input_text")
+        )
     return ""
 
 
@@ -64,8 +91,11 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
         content = msg.get("content")
         n += tokens.count(_text(content))
         if isinstance(content, list):
-            n += tokens.IMAGE_TOKENS * sum(1 for p in content if isinstance(p, dict) and
-                                           p.get("type") in ("image_url", "file", "input_audio"))
+            n += tokens.IMAGE_TOKENS * sum(
+                1
+                for p in content
+                if isinstance(p, dict) and p.get("type") in ("image_url", "file", "input_audio")
+            )
         for call in msg.get("tool_calls") or []:
             fn = call.get("function") or {}
             n += tokens.count(str(fn.get("name", ""))) + tokens.count(str(fn.get("arguments", "")))
@@ -85,8 +115,9 @@ def _reasoning_mode(vendor: str, body: dict[str, Any]) -> tuple[bool, bool]:
             return True, True
         off = model == "grok-4.20-non-reasoning" or body.get("reasoning_effort") == "none"
         return not off, False
-    thinking = (body.get("thinking") or {}).get("type") if isinstance(body.get("thinking"),
-                                                                        dict) else None
+    thinking = (
+        (body.get("thinking") or {}).get("type") if isinstance(body.get("thinking"), dict) else None
+    )
     if model == "deepseek-reasoner":
         on = True
     elif model == "deepseek-chat":
@@ -99,65 +130,96 @@ def _reasoning_mode(vendor: str, body: dict[str, Any]) -> tuple[bool, bool]:
 def _validate(vendor: str, body: dict[str, Any]) -> None:
     model = body.get("model")
     if not model:
-        raise Invalid("you must provide a model parameter", param="model",
-                      code="missing_required_parameter")
+        raise Invalid(
+            "you must provide a model parameter", param="model", code="missing_required_parameter"
+        )
     if "messages" not in body:
-        raise Invalid("Missing required parameter: 'messages'.", param="messages",
-                      code="missing_required_parameter")
+        raise Invalid(
+            "Missing required parameter: 'messages'.",
+            param="messages",
+            code="missing_required_parameter",
+        )
     if not isinstance(body["messages"], list) or not body["messages"]:
-        raise Invalid("Invalid 'messages': empty array. Expected an array with minimum length 1,"
-                      " but got an empty array instead.", param="messages", code="empty_array")
+        raise Invalid(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1,"
+            " but got an empty array instead.",
+            param="messages",
+            code="empty_array",
+        )
     model = str(model)
     if vendor == "xai" and (model not in XAI_CURRENT or "does-not-exist" in model):
         why = " was retired on 2026-05-15; use grok-4.3" if _XAI_RETIRED.match(model) else ""
-        raise Invalid(f"The model {model}{why} does not exist or your team does not have access "
-                      "to it.", 404)
+        raise Invalid(
+            f"The model {model}{why} does not exist or your team does not have access to it.", 404
+        )
     if vendor == "deepseek" and model not in DEEPSEEK_MODELS:
         raise Invalid("Model Not Exist", 404, code="invalid_request_error")
     if vendor == "openai":
         if "does-not-exist" in model:
-            raise Invalid(f"The model `{model}` does not exist or you do not have access to it.",
-                          404, code="model_not_found")
+            raise Invalid(
+                f"The model `{model}` does not exist or you do not have access to it.",
+                404,
+                code="model_not_found",
+            )
         if _OPENAI_REASONING.match(model) and "max_tokens" in body:
-            raise Invalid("Unsupported parameter: 'max_tokens' is not supported with this model."
-                          " Use 'max_completion_tokens' instead.", param="max_tokens",
-                          code="unsupported_parameter")
+            raise Invalid(
+                "Unsupported parameter: 'max_tokens' is not supported with this model."
+                " Use 'max_completion_tokens' instead.",
+                param="max_tokens",
+                code="unsupported_parameter",
+            )
     if vendor == "xai" and _reasoning_mode(vendor, body)[0]:
         for name in ("presence_penalty", "frequency_penalty", "stop"):
             if body.get(name) is not None:
                 raise Invalid(f"Argument not supported on this model: {name}")
     temp = body.get("temperature")
     if temp is not None and not (isinstance(temp, int | float) and 0 <= temp <= 2):
-        raise Invalid(f"Invalid 'temperature': decimal above maximum value. Expected a value <= "
-                      f"2, but got {temp} instead.", param="temperature",
-                      code="decimal_above_max_value")
+        raise Invalid(
+            f"Invalid 'temperature': decimal above maximum value. Expected a value <= "
+            f"2, but got {temp} instead.",
+            param="temperature",
+            code="decimal_above_max_value",
+        )
     _check_tool_messages(body["messages"])
     if vendor == "deepseek" and _reasoning_mode(vendor, body)[0]:
         for msg in body["messages"]:
-            if (isinstance(msg, dict) and msg.get("role") == "assistant"
-                    and msg.get("tool_calls") and not msg.get("reasoning_content")):
-                raise Invalid("The `reasoning_content` in the thinking mode must be passed back "
-                              "to the API.", code="invalid_request_error")
+            if (
+                isinstance(msg, dict)
+                and msg.get("role") == "assistant"
+                and msg.get("tool_calls")
+                and not msg.get("reasoning_content")
+            ):
+                raise Invalid(
+                    "The `reasoning_content` in the thinking mode must be passed back to the API.",
+                    code="invalid_request_error",
+                )
 
 
 def _check_tool_messages(messages: list[Any]) -> None:
     pending: set[str] | None = None
     answered: set[str] = set()
     owner = 0
-    unanswered = ("An assistant message with 'tool_calls' must be followed by tool messages "
-                  "responding to each 'tool_call_id'. The following tool_call_ids did not have "
-                  "response messages: {ids}")
+    unanswered = (
+        "An assistant message with 'tool_calls' must be followed by tool messages "
+        "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+        "response messages: {ids}"
+    )
     for i, msg in enumerate(messages):
         role = msg.get("role") if isinstance(msg, dict) else None
         if role not in _ROLES:
-            raise Invalid(f"Invalid value: '{role}'. Supported values are: 'system', 'assistant',"
-                          " 'user', 'function', 'tool', and 'developer'.",
-                          param=f"messages[{i}].role", code="invalid_value")
+            raise Invalid(
+                f"Invalid value: '{role}'. Supported values are: 'system', 'assistant',"
+                " 'user', 'function', 'tool', and 'developer'.",
+                param=f"messages[{i}].role",
+                code="invalid_value",
+            )
         if role == "tool":
             if pending is None or msg.get("tool_call_id") not in pending:
-                raise Invalid("Invalid parameter: messages with role 'tool' must be a response to"
-                              " a preceeding message with 'tool_calls'.",
-                              param=f"messages.[{i}].role")
+                raise Invalid(
+                    "Invalid parameter: messages with role 'tool' must be a response to"
+                    " a preceeding message with 'tool_calls'.",
+                    param=f"messages.[{i}].role",
+                )
             answered.add(msg["tool_call_id"])
             continue
         if pending is not None and answered != pending:
@@ -174,24 +236,31 @@ def _check_tool_messages(messages: list[Any]) -> None:
 
 def _turn(vendor: str, body: dict[str, Any], reasoning: bool) -> script.Turn:
     messages = body["messages"]
-    names = {str(c.get("id")): str((c.get("function") or {}).get("name"))
-             for m in messages for c in m.get("tool_calls") or [] if isinstance(c, dict)}
+    names = {
+        str(c.get("id")): str((c.get("function") or {}).get("name"))
+        for m in messages
+        for c in m.get("tool_calls") or []
+        if isinstance(c, dict)
+    }
     results: list[tuple[str, str]] = []
     text = ""
     if messages[-1].get("role") == "tool":
         for msg in reversed(messages):
             if msg.get("role") != "tool":
                 break
-            results.insert(0, (names.get(str(msg.get("tool_call_id")), "unknown"),
-                               _text(msg.get("content"))))
+            results.insert(
+                0, (names.get(str(msg.get("tool_call_id")), "unknown"), _text(msg.get("content")))
+            )
         text = " ".join(r for _, r in results)
     else:
-        text = next((_text(m.get("content")) for m in reversed(messages)
-                     if m.get("role") == "user"), "")
-    tools = [(str(t["function"]["name"]), t["function"].get("parameters") or {})
-             for t in body.get("tools") or []
-             if isinstance(t, dict) and isinstance(t.get("function"), dict)
-             and t["function"].get("name")]
+        text = next(
+            (_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
+        )
+    tools = [
+        (str(t["function"]["name"]), t["function"].get("parameters") or {})
+        for t in body.get("tools") or []
+        if isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name")
+    ]
     choice = body.get("tool_choice", "auto")
     forced = None
     if isinstance(choice, dict):
@@ -202,9 +271,15 @@ def _turn(vendor: str, body: dict[str, Any], reasoning: bool) -> script.Turn:
     stop = body.get("stop")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     return script.Turn(
-        model=str(body["model"]), text=text, tool_results=results, tools=tools, tool_mode=mode,
-        forced_tool=forced, max_tokens=max_tokens if isinstance(max_tokens, int) else None,
-        stop=[stop] if isinstance(stop, str) else list(stop or []), reasoning=reasoning,
+        model=str(body["model"]),
+        text=text,
+        tool_results=results,
+        tools=tools,
+        tool_mode=mode,
+        forced_tool=forced,
+        max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+        stop=[stop] if isinstance(stop, str) else list(stop or []),
+        reasoning=reasoning,
         parallel_allowed=body.get("parallel_tool_calls", True) is not False,
     )
 
@@ -215,32 +290,52 @@ def _usage(vendor: str, body: dict[str, Any], plan: script.Plan, thinking: bool)
     reasoning = len(plan.reasoning)
     visible = plan.visible_tokens
     if vendor == "xai":  # completion_tokens excludes reasoning on xAI
-        return {"prompt_tokens": prompt, "completion_tokens": visible,
-                "total_tokens": prompt + visible + reasoning,
-                "prompt_tokens_details": {"text_tokens": prompt, "audio_tokens": 0,
-                                          "image_tokens": 0, "cached_tokens": cached},
-                "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
-                                              "accepted_prediction_tokens": 0,
-                                              "rejected_prediction_tokens": 0},
-                "num_sources_used": 0,
-                "cost_in_usd_ticks": (prompt - cached) * 2000 + cached * 500
-                + (visible + reasoning) * 5000}
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": visible,
+            "total_tokens": prompt + visible + reasoning,
+            "prompt_tokens_details": {
+                "text_tokens": prompt,
+                "audio_tokens": 0,
+                "image_tokens": 0,
+                "cached_tokens": cached,
+            },
+            "completion_tokens_details": {
+                "reasoning_tokens": reasoning,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+            "num_sources_used": 0,
+            "cost_in_usd_ticks": (prompt - cached) * 2000
+            + cached * 500
+            + (visible + reasoning) * 5000,
+        }
     completion = visible + reasoning
     if vendor == "deepseek":
-        usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                                 "total_tokens": prompt + completion,
-                                 "prompt_tokens_details": {"cached_tokens": cached}}
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
         if thinking:
             usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
         usage["prompt_cache_hit_tokens"] = cached
         usage["prompt_cache_miss_tokens"] = prompt - cached
         return usage
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0,
-                                          "rejected_prediction_tokens": 0}}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
 
 
 def _call_id(vendor: str, seed: bytes, k: int) -> str:
@@ -256,8 +351,13 @@ def _args(vendor: str, args: dict[str, Any]) -> str:
     return json.dumps(args) if vendor == "deepseek" else orjson.dumps(args).decode()
 
 
-_FINISH = {"end": "stop", "stop_sequence": "stop", "max_tokens": "length",
-           "tool_use": "tool_calls", "refusal": "content_filter"}
+_FINISH = {
+    "end": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
 
 
 def _message(vendor: str, seed: bytes, plan: script.Plan, visible: bool) -> dict[str, Any]:
@@ -267,8 +367,9 @@ def _message(vendor: str, seed: bytes, plan: script.Plan, visible: bool) -> dict
         if vendor == "xai":
             calls.append({"id": _call_id(vendor, seed, k), "function": fn, "type": "function"})
         elif vendor == "deepseek":
-            calls.append({"index": k, "id": _call_id(vendor, seed, k), "type": "function",
-                          "function": fn})
+            calls.append(
+                {"index": k, "id": _call_id(vendor, seed, k), "type": "function", "function": fn}
+            )
         else:
             calls.append({"id": _call_id(vendor, seed, k), "type": "function", "function": fn})
     if plan.words:
@@ -289,10 +390,17 @@ def _message(vendor: str, seed: bytes, plan: script.Plan, visible: bool) -> dict
 
 
 def _envelope(vendor: str, seed: bytes, model: str, include_usage: bool) -> dict[str, Any]:
-    cid = uuid_like(seed, "completion") if vendor != "openai" else \
-        "chatcmpl-" + rand_id(seed, "completion", 29)
-    env: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created(seed),
-                           "model": model}
+    cid = (
+        uuid_like(seed, "completion")
+        if vendor != "openai"
+        else "chatcmpl-" + rand_id(seed, "completion", 29)
+    )
+    env: dict[str, Any] = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created(seed),
+        "model": model,
+    }
     if vendor == "openai":
         env["service_tier"] = "default"
         env["system_fingerprint"] = "fp_" + hex_id(seed, "fingerprint", 10)
@@ -309,13 +417,22 @@ def _envelope(vendor: str, seed: bytes, model: str, include_usage: bool) -> dict
     return env
 
 
-def _stream(vendor: str, seed: bytes, env: dict[str, Any], plan: script.Plan, visible: bool,
-            usage: dict[str, Any], include_usage: bool, thinking: bool) -> list[bytes]:
+def _stream(
+    vendor: str,
+    seed: bytes,
+    env: dict[str, Any],
+    plan: script.Plan,
+    visible: bool,
+    usage: dict[str, Any],
+    include_usage: bool,
+    thinking: bool,
+) -> list[bytes]:
     frames: list[bytes] = []
     xai = vendor == "xai"
     extra = {} if xai else {"logprobs": None, "finish_reason": None}
-    head, tail = orjson.dumps({**env, "choices": [{"index": 0, "delta": "__D__", **extra}]}) \
-        .split(b'"__D__"')
+    head, tail = orjson.dumps({**env, "choices": [{"index": 0, "delta": "__D__", **extra}]}).split(
+        b'"__D__"'
+    )
     started = False
 
     def put(delta: dict[str, Any]) -> None:
@@ -329,33 +446,60 @@ def _stream(vendor: str, seed: bytes, env: dict[str, Any], plan: script.Plan, vi
         if vendor == "deepseek":
             put({"role": "assistant", "content": None, "reasoning_content": ""})
         for piece in plan.reasoning:
-            put({"reasoning_content": piece} if xai else
-                {"content": None, "reasoning_content": piece})
+            put(
+                {"reasoning_content": piece}
+                if xai
+                else {"content": None, "reasoning_content": piece}
+            )
     elif vendor == "deepseek":
         put({"role": "assistant", "content": ""})
     elif vendor == "openai" and (plan.words or not plan.tool_calls):
-        put({"role": "assistant", "content": None if plan.stop == "refusal" else "",
-             "refusal": None})
+        put(
+            {
+                "role": "assistant",
+                "content": None if plan.stop == "refusal" else "",
+                "refusal": None,
+            }
+        )
     fail = plan.midstream_error or plan.cut
     for n, word in enumerate(plan.words):
         if fail and n == plan.fail_after:
             break
-        put({"content": word, "reasoning_content": None} if vendor == "deepseek" and thinking
-            else {"content": word})
+        put(
+            {"content": word, "reasoning_content": None}
+            if vendor == "deepseek" and thinking
+            else {"content": word}
+        )
     if fail:
         if plan.midstream_error:
             frames.append(sse_data({"error": _MIDSTREAM[vendor]}))
         return frames
     if xai and plan.tool_calls:
-        put({"tool_calls": [{"id": _call_id(vendor, seed, k),
-                             "function": {"name": c.name, "arguments": _args(vendor, c.args)},
-                             "index": k, "type": "function"}
-                            for k, c in enumerate(plan.tool_calls)]})
+        put(
+            {
+                "tool_calls": [
+                    {
+                        "id": _call_id(vendor, seed, k),
+                        "function": {"name": c.name, "arguments": _args(vendor, c.args)},
+                        "index": k,
+                        "type": "function",
+                    }
+                    for k, c in enumerate(plan.tool_calls)
+                ]
+            }
+        )
     elif plan.tool_calls:
         for k, call in enumerate(plan.tool_calls):
-            first: dict[str, Any] = {"tool_calls": [{
-                "index": k, "id": _call_id(vendor, seed, k), "type": "function",
-                "function": {"name": call.name, "arguments": ""}}]}
+            first: dict[str, Any] = {
+                "tool_calls": [
+                    {
+                        "index": k,
+                        "id": _call_id(vendor, seed, k),
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": ""},
+                    }
+                ]
+            }
             if not started:
                 first = {"role": "assistant", "content": None, **first, "refusal": None}
             put(first)
@@ -366,11 +510,23 @@ def _stream(vendor: str, seed: bytes, env: dict[str, Any], plan: script.Plan, vi
     finish = _FINISH[plan.stop]
     if vendor == "deepseek":
         last = {"content": "", "reasoning_content": None} if thinking else {"content": ""}
-        frames.append(sse_data({**env, "choices": [{"index": 0, "delta": last, "logprobs": None,
-                                                    "finish_reason": finish}], "usage": usage}))
+        frames.append(
+            sse_data(
+                {
+                    **env,
+                    "choices": [
+                        {"index": 0, "delta": last, "logprobs": None, "finish_reason": finish}
+                    ],
+                    "usage": usage,
+                }
+            )
+        )
     else:
-        frames.append(sse_data({**env, "choices": [{"index": 0, "delta": {}, **extra,
-                                                    "finish_reason": finish}]}))
+        frames.append(
+            sse_data(
+                {**env, "choices": [{"index": 0, "delta": {}, **extra, "finish_reason": finish}]}
+            )
+        )
         if include_usage:
             frames.append(sse_data({**env, "choices": [], "usage": usage}))
     frames.append(b"data: [DONE]\n\n")
@@ -384,8 +540,12 @@ def chat(req: Req, vendor: str) -> Resp:
         body = req.json()
         _validate(vendor, body)
     except BadJSON:
-        return error(vendor, 400, "We could not parse the JSON body of your request. (HINT: This "
-                                  "likely means you aren't using your HTTP library correctly.)")
+        return error(
+            vendor,
+            400,
+            "We could not parse the JSON body of your request. (HINT: This "
+            "likely means you aren't using your HTTP library correctly.)",
+        )
     except Invalid as exc:
         return error(vendor, exc.status, str(exc), exc.param, exc.code)
     reasoning, visible = _reasoning_mode(vendor, body)
@@ -404,16 +564,27 @@ def chat(req: Req, vendor: str) -> Resp:
     keepalive = vendor == "deepseek" and plan.keepalive
     if stream:
         frames = _stream(vendor, seed, env, plan, visible, usage, include_usage, reasoning)
-        return Resp(frames=frames, content_type="text/event-stream; charset=utf-8",
-                    headers=[*headers, ("cache-control", "no-cache")], delay=plan.delay,
-                    first_delay=plan.first_delay, cut=plan.cut,
-                    preamble=b": keep-alive\n\n" if keepalive else b"")
+        return Resp(
+            frames=frames,
+            content_type="text/event-stream; charset=utf-8",
+            headers=[*headers, ("cache-control", "no-cache")],
+            delay=plan.delay,
+            first_delay=plan.first_delay,
+            cut=plan.cut,
+            preamble=b": keep-alive\n\n" if keepalive else b"",
+        )
     choice: dict[str, Any] = {"index": 0, "message": _message(vendor, seed, plan, visible)}
     if vendor != "xai":
         choice["logprobs"] = None
     choice["finish_reason"] = _FINISH[plan.stop]
-    out = {"id": env["id"], "object": "chat.completion", "created": env["created"],
-           "model": model, "choices": [choice], "usage": usage}
+    out = {
+        "id": env["id"],
+        "object": "chat.completion",
+        "created": env["created"],
+        "model": model,
+        "choices": [choice],
+        "usage": usage,
+    }
     if vendor == "openai":
         out["service_tier"] = "default"
     out["system_fingerprint"] = env["system_fingerprint"]
@@ -432,6 +603,8 @@ def models(req: Req, vendor: str) -> Resp:
         data = [{"id": m, "object": "model", "owned_by": "deepseek"} for m in DEEPSEEK_MODELS]
     else:
         names, owner = (XAI_CURRENT, "xai") if vendor == "xai" else (OPENAI_MODELS, "system")
-        data = [{"id": m, "object": "model", "created": 1_700_000_000 + 86_400 * i,
-                 "owned_by": owner} for i, m in enumerate(names)]
+        data = [
+            {"id": m, "object": "model", "created": 1_700_000_000 + 86_400 * i, "owned_by": owner}
+            for i, m in enumerate(names)
+        ]
     return json_resp(200, {"object": "list", "data": data})

@@ -7,15 +7,28 @@ from tokenrelay.emulator.wire import Req, Resp, bearer, is_bad_key, json_resp, m
 # status → (message, type, code) per vendor; xAI bodies are {"code": <status text>, "error": msg}
 _OPENAI_ERRORS = {
     400: ("Emulated bad request.", "invalid_request_error", None),
-    401: ("Incorrect API key provided. You can find your API key at "
-          "https://platform.openai.com/account/api-keys.", "invalid_request_error",
-          "invalid_api_key"),
-    403: ("Country, region, or territory not supported", "request_forbidden",
-          "unsupported_country_region_territory"),
-    429: ("Rate limit reached for requests per min (RPM): Limit 500, Used 500, Requested 1. "
-          "Please try again in 120ms.", "requests", "rate_limit_exceeded"),
-    500: ("The server had an error while processing your request. Sorry about that!",
-          "server_error", None),
+    401: (
+        "Incorrect API key provided. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+        "invalid_request_error",
+        "invalid_api_key",
+    ),
+    403: (
+        "Country, region, or territory not supported",
+        "request_forbidden",
+        "unsupported_country_region_territory",
+    ),
+    429: (
+        "Rate limit reached for requests per min (RPM): Limit 500, Used 500, Requested 1. "
+        "Please try again in 120ms.",
+        "requests",
+        "rate_limit_exceeded",
+    ),
+    500: (
+        "The server had an error while processing your request. Sorry about that!",
+        "server_error",
+        None,
+    ),
     503: ("The engine is currently overloaded, please try again later", "server_error", None),
 }
 _DEEPSEEK_ERRORS = {
@@ -28,63 +41,112 @@ _DEEPSEEK_ERRORS = {
     503: ("Server Overloaded", "server_error", "server_error"),
 }
 _XAI_CODES = {
-    400: "Client specified an invalid argument", 401: "Unauthenticated",
+    400: "Client specified an invalid argument",
+    401: "Unauthenticated",
     403: "The caller does not have permission to execute the specified operation",
-    404: "Some requested entity was not found", 422: "Failed to deserialize the JSON body",
-    429: "Some resource has been exhausted", 500: "Internal error",
+    404: "Some requested entity was not found",
+    422: "Failed to deserialize the JSON body",
+    429: "Some resource has been exhausted",
+    500: "Internal error",
     503: "The service is currently unavailable",
 }
 
 
 class Invalid(Exception):
-    def __init__(self, message: str, status: int = 400, param: str | None = None,
-                 code: str | None = None) -> None:
+    def __init__(
+        self, message: str, status: int = 400, param: str | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.param, self.code = status, param, code
 
 
-def error(vendor: str, status: int, message: str | None = None, param: str | None = None,
-          code: str | None = None, etype: str | None = None) -> Resp:
+def error(
+    vendor: str,
+    status: int,
+    message: str | None = None,
+    param: str | None = None,
+    code: str | None = None,
+    etype: str | None = None,
+) -> Resp:
     headers = [("retry-after", "1")] if status == 429 else []
     if vendor == "xai":
         text = _XAI_CODES.get(status, "Internal error" if status >= 500 else "Unknown")
-        return json_resp(status, {"code": text, "error": message or f"Emulated error {status}"},
-                         headers)
+        return json_resp(
+            status, {"code": text, "error": message or f"Emulated error {status}"}, headers
+        )
     table = _DEEPSEEK_ERRORS if vendor == "deepseek" else _OPENAI_ERRORS
-    d_msg, d_type, d_code = table.get(status, (f"Emulated error {status}",
-                                               "server_error" if status >= 500 else
-                                               "invalid_request_error", None))
-    return json_resp(status, {"error": {
-        "message": message or d_msg, "type": etype or d_type, "param": param,
-        "code": code if code is not None or message else d_code}}, headers)
+    d_msg, d_type, d_code = table.get(
+        status,
+        (
+            f"Emulated error {status}",
+            "server_error" if status >= 500 else "invalid_request_error",
+            None,
+        ),
+    )
+    return json_resp(
+        status,
+        {
+            "error": {
+                "message": message or d_msg,
+                "type": etype or d_type,
+                "param": param,
+                "code": code if code is not None or message else d_code,
+            }
+        },
+        headers,
+    )
 
 
 def auth(req: Req, vendor: str) -> Resp | None:
     key = bearer(req)
     if vendor == "xai":
         if not key:
-            return error(vendor, 400, "No API key provided. Please provide an API key in the "
-                                      "Authorization header as 'Bearer <key>'.")
+            return error(
+                vendor,
+                400,
+                "No API key provided. Please provide an API key in the "
+                "Authorization header as 'Bearer <key>'.",
+            )
         if is_bad_key(key):
-            return error(vendor, 400, f"Incorrect API key provided: {mask_key(key)}. You can "
-                                      "obtain an API key from https://console.x.ai.")
+            return error(
+                vendor,
+                400,
+                f"Incorrect API key provided: {mask_key(key)}. You can "
+                "obtain an API key from https://console.x.ai.",
+            )
         return None
     if vendor == "deepseek":
         if not key or is_bad_key(key):
-            return error(vendor, 401, "Authentication Fails, Your api key: ****"
-                                      f"{(key or '')[-4:]} is invalid", None,
-                         "invalid_request_error", "authentication_error")
+            return error(
+                vendor,
+                401,
+                f"Authentication Fails, Your api key: ****{(key or '')[-4:]} is invalid",
+                None,
+                "invalid_request_error",
+                "authentication_error",
+            )
         return None
     if not key:
-        return error(vendor, 401, "You didn't provide an API key. You need to provide your API "
-                                  "key in an Authorization header using Bearer auth (i.e. "
-                                  "Authorization: Bearer YOUR_KEY), or as the password field "
-                                  "(with blank username) if you're accessing the API from your "
-                                  "browser and are prompted for a username and password. You can "
-                                  "obtain an API key from https://platform.openai.com/account/"
-                                  "api-keys.", None, None)
+        return error(
+            vendor,
+            401,
+            "You didn't provide an API key. You need to provide your API "
+            "key in an Authorization header using Bearer auth (i.e. "
+            "Authorization: Bearer YOUR_KEY), or as the password field "
+            "(with blank username) if you're accessing the API from your "
+            "browser and are prompted for a username and password. You can "
+            "obtain an API key from https://platform.openai.com/account/"
+            "api-keys.",
+            None,
+            None,
+        )
     if is_bad_key(key):
-        return error(vendor, 401, f"Incorrect API key provided: {mask_key(key)}. You can find "
-                                  "your API key at https://platform.openai.com/account/api-keys.",
-                     None, "invalid_api_key")
+        return error(
+            vendor,
+            401,
+            f"Incorrect API key provided: {mask_key(key)}. You can find "
+            "your API key at https://platform.openai.com/account/api-keys.",
+            None,
+            "invalid_api_key",
+        )
     return None

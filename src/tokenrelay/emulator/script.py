@@ -17,9 +17,31 @@ from tokenrelay.emulator import tokens
 _MARKER = re.compile(r"\[\[([a-z-]+)(?::([^\]]*))?\]\]")
 _WORD = re.compile(r"[A-Za-z0-9']+")
 _VOCAB = (
-    "alpha", "bright", "calm", "delta", "echo", "fable", "gentle", "harbor", "island", "jasper",
-    "kettle", "lantern", "meadow", "nimble", "orbit", "pebble", "quartz", "river", "silver",
-    "timber", "umbra", "velvet", "willow", "yonder", "zephyr",
+    "alpha",
+    "bright",
+    "calm",
+    "delta",
+    "echo",
+    "fable",
+    "gentle",
+    "harbor",
+    "island",
+    "jasper",
+    "kettle",
+    "lantern",
+    "meadow",
+    "nimble",
+    "orbit",
+    "pebble",
+    "quartz",
+    "river",
+    "silver",
+    "timber",
+    "umbra",
+    "velvet",
+    "willow",
+    "yonder",
+    "zephyr",
 )
 _FAIL_AFTER = 3  # words streamed before [[midstream-error]] / [[cut]] strike
 _MAX_WORDS = 8192  # cap for [[max]] / [[words:N]] so a huge max_tokens cannot stall us
@@ -117,8 +139,21 @@ def default_reply(model: str, text: str) -> list[str]:
 
 def reasoning_for(text: str) -> list[str]:
     head = prompt_words(text)[:6] or ["nothing"]
-    return _pieces(["Considering", "the", "request", "about", *head, "-", "I", "will", "answer",
-                    "it", "briefly."])
+    return _pieces(
+        [
+            "Considering",
+            "the",
+            "request",
+            "about",
+            *head,
+            "-",
+            "I",
+            "will",
+            "answer",
+            "it",
+            "briefly.",
+        ]
+    )
 
 
 def _tool_result_reply(results: list[tuple[str, str]]) -> list[str]:
@@ -199,8 +234,9 @@ def plan(turn: Turn) -> Plan:
     if turn.reasoning:
         p.reasoning = reasoning_for(turn.text)
 
-    wants_tools = (turn.tools and turn.tool_mode != "none" and not turn.tool_results
-                   and "max" not in m)
+    wants_tools = (
+        turn.tools and turn.tool_mode != "none" and not turn.tool_results and "max" not in m
+    )
     if wants_tools:
         p.tool_calls = _tool_calls(turn, "parallel" in m)
         p.words = _pieces(turn.preamble.split()) if turn.preamble else []
@@ -219,8 +255,10 @@ def plan(turn: Turn) -> Plan:
         target = turn.max_tokens if turn.max_tokens is not None else len(words)
         target = min(target, _MAX_WORDS)
         base = words or [" w"]
-        words = [base[i % len(base)] if i < len(base) else " " + base[i % len(base)].strip()
-                 for i in range(target)]
+        words = [
+            base[i % len(base)] if i < len(base) else " " + base[i % len(base)].strip()
+            for i in range(target)
+        ]
         p.words, p.stop = words, "max_tokens"
         return p
 

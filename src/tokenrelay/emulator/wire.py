@@ -69,10 +69,15 @@ class Resp:
     cut: bool = False  # drop the connection after the frames, without a terminator
 
 
-def json_resp(status: int, obj: Any, headers: list[tuple[str, str]] | None = None,
-              content_type: str = "application/json") -> Resp:
-    return Resp(status=status, body=orjson.dumps(obj), content_type=content_type,
-                headers=headers or [])
+def json_resp(
+    status: int,
+    obj: Any,
+    headers: list[tuple[str, str]] | None = None,
+    content_type: str = "application/json",
+) -> Resp:
+    return Resp(
+        status=status, body=orjson.dumps(obj), content_type=content_type, headers=headers or []
+    )
 
 
 def b62(data: bytes, length: int) -> str:
