@@ -28,8 +28,8 @@ def count_tokens(text: str) -> int:
     return len(_encoding().encode(text)) if text else 0
 
 
-def estimate_request_tokens(req: ir.Request) -> int:
-    """A local prompt-size estimate: every text the model will read, plus per-message framing."""
+def _prompt_texts(req: ir.Request) -> tuple[list[str], int]:
+    """Every text the model will read, and how many images it will see."""
     pieces: list[str] = [t.text for t in req.system]
     for tool in req.tools:
         pieces.append(tool.name)
@@ -46,8 +46,23 @@ def estimate_request_tokens(req: ir.Request) -> int:
                 pieces.extend(c.text for c in part.content if isinstance(c, ir.Text))
             elif isinstance(part, ir.Image):
                 images += 1
-    # ~4 tokens of role framing per message; a typical image costs ~1.5k tokens.
+    return pieces, images
+
+
+def estimate_request_tokens(req: ir.Request) -> int:
+    """A local prompt-size estimate with a real BPE (off the hot path: used for count_tokens and
+    when a vendor reported no usage). ~4 tokens of role framing per message; ~1.5k per image."""
+    pieces, images = _prompt_texts(req)
     return count_tokens("\n".join(pieces)) + 4 * len(req.messages) + 1500 * images
+
+
+def bound_request_tokens(req: ir.Request) -> int:
+    """A cheap, generous bound for reserving credit before the call: UTF-8 bytes / 3 is above
+    the real count for English (~4 chars a token) and about even for CJK (3 bytes, ~1 token)
+    — without running a tokenizer over a 100k-token prompt before the first byte."""
+    pieces, images = _prompt_texts(req)
+    size = sum(len(p.encode()) for p in pieces)
+    return size // 3 + 1 + 4 * len(req.messages) + 1500 * images
 
 
 @dataclass(slots=True)
@@ -68,7 +83,8 @@ class RequestContext:
     usage: ir.UsageTotals = field(default_factory=ir.UsageTotals)
     vendor_reported_output: bool = False
     vendor_reported_input: bool = False
-    input_estimate: int = 0
+    input_bound: int = 0  # generous prompt-size bound, for the credit hold
+    request: ir.Request | None = None
     output_text: list[str] = field(default_factory=list)
     attempts: int = 0
     response_started: bool = False
@@ -102,7 +118,7 @@ class RequestContext:
         # otherwise our estimate of the delivered text (never less than what reached the client).
         estimate = count_tokens("".join(self.output_text))
         if not self.vendor_reported_input:
-            self.usage.input = self.input_estimate
+            self.usage.input = estimate_request_tokens(self.request) if self.request else 0
             self.usage_source = "estimated"
         if estimate > self.usage.output or not self.vendor_reported_output:
             self.usage.output = max(estimate, self.usage.output)

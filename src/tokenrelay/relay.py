@@ -36,7 +36,7 @@ from tokenrelay.auth import KeyStore
 from tokenrelay.catalog import Catalog, Resolved
 from tokenrelay.errors import GatewayError, invalid
 from tokenrelay.frontends.base import Frontend
-from tokenrelay.metering import RequestContext, estimate_request_tokens
+from tokenrelay.metering import RequestContext, bound_request_tokens
 from tokenrelay.reasoning_cache import ReasoningCache, remember, restore
 from tokenrelay.settings import Settings
 from tokenrelay.upstream import NATIVE_FORMAT, Upstreams, VendorEndpoint
@@ -169,7 +169,8 @@ class Relay:
             req.thinking = ir.ThinkingConfig(enabled=resolved.thinking)
         if req.max_tokens is None and endpoint.name == "anthropic":
             req.max_tokens = resolved.entry.default_max_tokens
-        ctx.input_estimate = estimate_request_tokens(req)
+        ctx.input_bound = bound_request_tokens(req)
+        ctx.request = req
         return Prepared(ctx, payload, headers, resolved, endpoint, req)
 
     async def open_upstream(
