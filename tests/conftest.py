@@ -39,7 +39,8 @@ class RunningGateway:
     def create_key(self, name: str = "test", **fields: object) -> str:
         r = httpx.post(
             self.url + "/admin/v1/keys",
-            json={"name": name, **fields},
+            # Funded: billing is on, and a key without credit gets 402 (billing_e2e tests that).
+            json={"name": name, "credits_usd": "1000.00", **fields},
             headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
         )
         assert r.status_code == 201, r.text

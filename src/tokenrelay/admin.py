@@ -1,24 +1,35 @@
-"""Admin API for customer keys: create, list, show, revoke.
+"""Admin API (keys, credits, usage, prices, ledger check) and the customer's account route.
 
 Guarded by `Authorization: Bearer $TOKENRELAY_ADMIN_TOKEN`. A plaintext key appears in exactly
-one response, the 201 of its creation; everything else shows the hint only.
+one response, the 201 of its creation; everything else shows the hint only. Money goes out as
+9-decimal USD strings (`pricing.usd`); prices per 1M tokens keep the catalog's format.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokenrelay.auth import KeyStore, usd_to_nano
+from tokenrelay.auth import NANO_PER_USD, KeyStore, usd_to_nano
+from tokenrelay.billing.pricebook import PriceError, parse_price, parse_time
+from tokenrelay.billing.pricing import usd
 from tokenrelay.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from tokenrelay.billing.engine import BillingEngine
+
 _CREATE_FIELDS = frozenset({"name", "credits_usd", "rpm", "tpm"})
+_PRICE_FIELDS = frozenset(
+    {"model", "input", "output", "cache_read", "cache_write", "cache_write_1h", "tiers"}
+    | {"effective_from", "note"}
+)
 _MAX_NAME = 200
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -33,14 +44,16 @@ class _BadRequest(Exception):
 
 def admin_routes(
     key_store: KeyStore,
-    meter: object | None = None,
+    billing: object | None = None,
     *,
     settings: Settings | None = None,
 ) -> list[Route]:
     """Routes under /admin/v1. The admin token comes from `settings` (default: the environment,
-    via get_settings()). `meter` is accepted for the billing endpoints to come (credit top-ups
-    must also reach the live balances); the key routes do not use it."""
-    del meter
+    via get_settings()). The credit, usage, price and ledger routes exist when `billing` is a
+    BillingEngine (credits must reach the live balances, not just the database)."""
+    from tokenrelay.billing.engine import BillingEngine
+
+    engine = billing if isinstance(billing, BillingEngine) else None
     secret = (settings or get_settings()).admin_token
     token = secret.get_secret_value().encode() if secret else None
 
@@ -51,8 +64,9 @@ def admin_routes(
                 return denied
             try:
                 return await handler(request)
-            except _BadRequest as exc:
-                return _error(400, "invalid_request_error", exc.message, exc.param)
+            except (_BadRequest, PriceError) as exc:
+                param = exc.param if isinstance(exc, _BadRequest) else None
+                return _error(400, "invalid_request_error", str(exc), param)
 
         return endpoint
 
@@ -70,7 +84,13 @@ def admin_routes(
         info = await key_store.get(request.path_params["key_id"])
         if info is None:
             return _not_found(request.path_params["key_id"])
-        return JSONResponse(info.public())
+        body = info.public()
+        if engine is not None:
+            summary = await engine.key_summary(info.id) or {}
+            body |= {
+                k: summary[k] for k in ("balance_usd", "spent_usd", "requests") if k in summary
+            }
+        return JSONResponse(body)
 
     async def revoke_key(request: Request) -> Response:
         info = await key_store.revoke(request.path_params["key_id"])
@@ -78,12 +98,113 @@ def admin_routes(
             return _not_found(request.path_params["key_id"])
         return JSONResponse(info.public())
 
-    return [
+    routes = [
         Route("/admin/v1/keys", guarded(create_key), methods=["POST"]),
         Route("/admin/v1/keys", guarded(list_keys), methods=["GET"]),
         Route("/admin/v1/keys/{key_id}", guarded(show_key), methods=["GET"]),
         Route("/admin/v1/keys/{key_id}", guarded(revoke_key), methods=["DELETE"]),
     ]
+    if engine is not None:
+        routes += [
+            Route(path, guarded(handler), methods=[method])
+            for path, method, handler in _billing_handlers(engine)
+        ]
+    return routes
+
+
+def _billing_handlers(billing: BillingEngine) -> list[tuple[str, str, Handler]]:
+    async def add_credits(request: Request) -> Response:
+        key_id = request.path_params["key_id"]
+        body = await _json_object(request)
+        unknown = sorted(set(body) - {"amount_usd", "note"})
+        if unknown:
+            raise _BadRequest(f"unknown field {unknown[0]!r}", unknown[0])
+        amount = signed_nano(body.get("amount_usd"), "amount_usd")
+        note = body.get("note")
+        if note is not None and not isinstance(note, str):
+            raise _BadRequest("note: must be a string", "note")
+        try:
+            balance = await billing.add_credits(key_id, amount, note)
+        except KeyError:
+            return _not_found(key_id)
+        return JSONResponse({"id": key_id, "amount_usd": usd(amount), "balance_usd": usd(balance)})
+
+    async def list_usage(request: Request) -> Response:
+        q = request.query_params
+        rows = await billing.usage(
+            q.get("key_id") or None, _since(q.get("since")), _int_param(q.get("limit"), 100)
+        )
+        return JSONResponse({"object": "list", "data": rows})
+
+    async def list_prices(request: Request) -> Response:
+        model = request.query_params.get("model") or None
+        versions = billing.prices.versions(model)
+        return JSONResponse({"object": "list", "data": [v.public() for v in versions]})
+
+    async def set_price(request: Request) -> Response:
+        body = await _json_object(request)
+        unknown = sorted(set(body) - _PRICE_FIELDS)
+        if unknown:
+            raise _BadRequest(f"unknown field {unknown[0]!r}", unknown[0])
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _BadRequest("model: a catalog model id is required", "model")
+        note = body.get("note")
+        try:
+            current = billing.price_for(model)[0]
+        except KeyError:
+            raise _BadRequest(f"model: {model!r} is not a catalog model id", "model") from None
+        version = await billing.set_price(
+            model,
+            parse_price(body, current),
+            parse_time(body.get("effective_from")),
+            note if isinstance(note, str) else None,
+        )
+        return JSONResponse(version.public(), status_code=201)
+
+    async def verify(request: Request) -> Response:
+        problems = await billing.verify()
+        return JSONResponse({"ok": not problems, "problems": problems})
+
+    return [
+        ("/admin/v1/keys/{key_id}/credits", "POST", add_credits),
+        ("/admin/v1/usage", "GET", list_usage),
+        ("/admin/v1/prices", "GET", list_prices),
+        ("/admin/v1/prices", "POST", set_price),
+        ("/admin/v1/ledger/verify", "GET", verify),
+    ]
+
+
+def account_route(billing: BillingEngine, key_store: KeyStore) -> Route:
+    """GET /api/proxy/v1/account: the caller's own balance, spend and recent usage, with the
+    customer key (x-api-key or Authorization: Bearer) as the only credential."""
+
+    async def account(request: Request) -> Response:
+        presented = request.headers.get("x-api-key", "")
+        if not presented:
+            scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+            presented = presented.strip() if scheme.lower() == "bearer" else ""
+        info = await key_store.authenticate(presented) if presented else None
+        if info is None:
+            return _error(401, "authentication_error", "invalid or missing API key")
+        summary = await billing.account(info.id)
+        if summary is None:
+            return _error(401, "authentication_error", "invalid or missing API key")
+        return JSONResponse(
+            {
+                "id": info.id,
+                "name": info.name,
+                "balance_usd": summary["balance_usd"],
+                "spent_usd": summary["spent_usd"],
+                "requests": summary["requests"],
+                "recent_usage": [
+                    {k: v for k, v in row.items() if k != "key_id"}
+                    for row in summary["recent_usage"]
+                ],
+            }
+        )
+
+    return Route("/api/proxy/v1/account", account, methods=["GET"])
 
 
 def _check_admin(request: Request, token: bytes | None) -> Response | None:
@@ -148,6 +269,37 @@ def _credits(value: Any) -> Decimal | None:
             "credits_usd",
         ) from exc
     return amount
+
+
+def signed_nano(value: Any, field: str) -> int:
+    """A signed USD amount (number or decimal string) as nano-USD; 0 is refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _BadRequest(f"{field}: must be a number or a decimal string", field)
+    try:
+        amount = Decimal(str(value).strip())
+        nano = amount * NANO_PER_USD
+        if not nano.is_finite() or nano != nano.to_integral_value() or nano == 0:
+            raise ValueError
+    except (InvalidOperation, ValueError) as exc:
+        raise _BadRequest(
+            f"{field}: a non-zero amount with at most 9 decimal places", field
+        ) from exc
+    return int(nano)
+
+
+def _since(raw: str | None) -> dt.datetime | None:
+    try:
+        return parse_time(raw, "since") if raw else None
+    except PriceError as exc:
+        raise _BadRequest(str(exc), "since") from exc
+
+
+def _int_param(raw: str | None, default: int) -> int:
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise _BadRequest("limit: a positive integer", "limit")
+    return int(raw)
 
 
 def _limit(body: dict[str, Any], field: str) -> int | None:

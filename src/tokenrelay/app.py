@@ -18,10 +18,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from tokenrelay import __version__
-from tokenrelay.admin import admin_routes
+from tokenrelay.admin import account_route, admin_routes
 from tokenrelay.asgi import Receive, Scope, Send, send_json
 from tokenrelay.auth import KeyStore
-from tokenrelay.billing.meter import build_meter
+from tokenrelay.billing.engine import BillingEngine
+from tokenrelay.billing.meter import BillingMeter
 from tokenrelay.catalog import Catalog
 from tokenrelay.frontends.anthropic import ANTHROPIC_FRONTEND
 from tokenrelay.frontends.openai import OPENAI_FRONTEND
@@ -91,9 +92,11 @@ class Gateway:
         if s.emulate != "none":
             emulator_base = s.emulator_url or f"http://127.0.0.1:{s.port}/emulator"
         upstreams = Upstreams(s, emulator_base)
-        meter = await build_meter(s, engine, catalog)
-        self.relay = Relay(s, catalog, upstreams, keys, meter)
-        self._resources = [upstreams, meter, engine]
+        billing = BillingEngine(s, engine, catalog)
+        await billing.start()
+        self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing))
+        # Closed in this order: no new upstream traffic, then the writer flushes, then the DB.
+        self._resources = [upstreams, billing, engine]
         for vendor in sorted(upstreams.emulated):
             log.warning(
                 "vendor %s has no API key: served by the built-in EMULATOR (not the real API)",
@@ -103,7 +106,8 @@ class Gateway:
             Route("/healthz", _health),
             Route(PROXY + "/models", self._models),
             Route(PROXY + "/models/{model_id:path}", self._models),
-            *admin_routes(keys, meter, settings=s),
+            account_route(billing, keys),
+            *admin_routes(keys, billing, settings=s),
             *web_routes(self),
         ]
         if upstreams.emulated and not s.emulator_url:

@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenrelay.catalog import format_usd
-from tokenrelay.store.tables import api_keys
+from tokenrelay.billing.pricing import usd
+from tokenrelay.store.tables import api_keys, ledger
 
 NANO_PER_USD = 10**9
 # Longer "keys" are not ours; refusing them early keeps junk from being hashed and cached.
@@ -50,7 +50,7 @@ class ApiKeyInfo:
 
     @property
     def balance_usd(self) -> str:
-        return format_usd(nano_to_usd(self.balance_nano))
+        return usd(self.balance_nano)
 
     def public(self) -> dict[str, Any]:
         """JSON-ready view for the admin API and the CLI: no key, no hash."""
@@ -143,6 +143,17 @@ class KeyStore:
         }
         async with self.engine.begin() as conn:
             await conn.execute(insert(api_keys).values(**row))
+            if balance:
+                # Same transaction: the balance is the sum of the ledger from the first cent.
+                await conn.execute(
+                    insert(ledger).values(
+                        key_id=row["id"],
+                        kind="credit",
+                        amount_nano=balance,
+                        note="initial credits",
+                        created_at=row["created_at"],
+                    )
+                )
         self._cache.pop(key_hash, None)
         return _info(row), plaintext
 

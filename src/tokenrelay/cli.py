@@ -1,4 +1,4 @@
-"""`tokenrelay` command line: serve, migrate, keys, models.
+"""`tokenrelay` command line: serve, migrate, keys, credits, usage, prices, ledger, models.
 
 Every command that touches the database migrates it first, so a fresh install works with no
 separate setup step. A key's plaintext is printed once, by `keys create`, and never again.
@@ -111,11 +111,19 @@ def keys_list(as_json: bool) -> None:
 @keys.command("show")
 @click.argument("key_id")
 def keys_show(key_id: str) -> None:
-    """Show one key as JSON."""
-    info = _with_store(lambda s: s.get(key_id))
-    if info is None:
+    """Show one key as JSON, with its spend and request count."""
+
+    async def op(billing: Any, store: Any) -> dict[str, Any] | None:
+        info = await store.get(key_id)
+        if info is None:
+            return None
+        summary = await billing.key_summary(key_id) or {}
+        return {**info.public(), **{k: summary[k] for k in ("spent_usd", "requests")}}
+
+    body = _with_billing(op)
+    if body is None:
         raise click.ClickException(f"no key with id {key_id!r}")
-    click.echo(json.dumps(info.public(), indent=2))
+    click.echo(json.dumps(body, indent=2))
 
 
 @keys.command("revoke")
@@ -126,6 +134,185 @@ def keys_revoke(key_id: str) -> None:
     if info is None:
         raise click.ClickException(f"no key with id {key_id!r}")
     click.echo(f"revoked {info.id} ({info.name}) at {info.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
+
+
+@main.group()
+def credits() -> None:
+    """Add credits to a key (or, with a negative amount, adjust its balance)."""
+
+
+@credits.command("add")
+@click.argument("key_id")
+@click.argument("amount")
+@click.option("--note", default=None, help="Why, for the ledger.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def credits_add(key_id: str, amount: str, note: str | None, as_json: bool) -> None:
+    """Add AMOUNT USD (e.g. 10.00) to KEY_ID; a negative amount (after --) is an adjustment."""
+    from tokenrelay.admin import _BadRequest, signed_nano
+    from tokenrelay.billing.pricing import usd
+
+    try:
+        nano = signed_nano(amount.strip().replace("$", ""), "AMOUNT")
+    except _BadRequest as exc:
+        raise click.BadParameter(exc.message, param_hint="AMOUNT") from exc
+
+    async def op(billing: Any, _store: Any) -> int | None:
+        try:
+            return int(await billing.add_credits(key_id, nano, note))
+        except KeyError:
+            return None
+
+    balance = _with_billing(op)
+    if balance is None:
+        raise click.ClickException(f"no key with id {key_id!r}")
+    if as_json:
+        click.echo(json.dumps({"id": key_id, "amount_usd": usd(nano), "balance_usd": usd(balance)}))
+        return
+    sign = "+" if nano > 0 else "-"
+    click.echo(f"{key_id}: {sign}${usd(abs(nano))}, balance ${usd(balance)}")
+
+
+@main.command()
+@click.option("--key", "key_id", default=None, help="Only this key id.")
+@click.option("--since", default=None, help="ISO 8601 time, e.g. 2026-01-01T00:00:00Z")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def usage(key_id: str | None, since: str | None, limit: int, as_json: bool) -> None:
+    """Usage records, newest first."""
+    from tokenrelay.billing.pricebook import PriceError, parse_time
+
+    try:
+        since_at = parse_time(since, "--since")
+    except PriceError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    rows = _with_billing(lambda b, _s: b.usage(key_id, since_at, limit))
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("no usage yet")
+        return
+    header = ("STARTED", "REQUEST", "KEY", "MODEL", "STATUS", "IN", "OUT", "SOURCE", "COST USD")
+    lines = [
+        (
+            r["started_at"][:19],
+            r["request_id"],
+            r["key_id"],
+            r["model"],
+            r["status"],
+            str(r["input_tokens"]),
+            str(r["output_tokens"]),
+            r["usage_source"],
+            r["cost_usd"],
+        )
+        for r in rows
+    ]
+    _table([header, *lines])
+
+
+@main.group()
+def ledger() -> None:
+    """Check the ledger."""
+
+
+@ledger.command("verify")
+def ledger_verify() -> None:
+    """Balances = sum of the ledger; exactly one debit per usage record. Exit 1 if not."""
+    problems = _with_billing(lambda b, _s: b.verify())
+    if problems:
+        for line in problems:
+            click.echo(line)
+        click.echo(f"ledger: {len(problems)} problem(s)", err=True)
+        sys.exit(1)
+    click.echo("ledger ok: every balance is the sum of its ledger, every request billed once")
+
+
+@main.group()
+def prices() -> None:
+    """The versioned price book (USD per 1M tokens)."""
+
+
+@prices.command("list")
+@click.option("--model", default=None, help="Only this model id.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def prices_list(model: str | None, as_json: bool) -> None:
+    """Every price version: the catalog's ("catalog") and the operator's, by effective date."""
+    rows = _with_billing(lambda b, _s: _versions(b, model))
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    header = ("MODEL", "VERSION", "EFFECTIVE FROM", "INPUT", "OUTPUT", "CACHE READ", "CACHE WRITE")
+    lines = [
+        (
+            r["model"],
+            r["id"],
+            "-" if r["id"] == "catalog" else r["effective_from"][:19],
+            r["input"],
+            r["output"],
+            r["cache_read"],
+            r["cache_write"],
+        )
+        for r in rows
+    ]
+    _table([header, *lines])
+
+
+@prices.command("set")
+@click.argument("model")
+@click.option("--input", "input_", required=True, help="USD per 1M input tokens.")
+@click.option("--output", required=True, help="USD per 1M output tokens.")
+@click.option("--cache-read", default=None, help="USD per 1M cache-read tokens [default: kept].")
+@click.option(
+    "--cache-write", default=None, help="USD per 1M 5-minute cache writes [default: kept]."
+)
+@click.option(
+    "--cache-write-1h", default=None, help="USD per 1M 1-hour cache writes [default: kept]."
+)
+@click.option("--effective-from", default=None, help="ISO 8601 time [default: now].")
+@click.option("--note", default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def prices_set(
+    model: str,
+    input_: str,
+    output: str,
+    cache_read: str | None,
+    cache_write: str | None,
+    cache_write_1h: str | None,
+    effective_from: str | None,
+    note: str | None,
+    as_json: bool,
+) -> None:
+    """Add a price version for MODEL; running gateways pick it up without a restart."""
+    from tokenrelay.billing.pricebook import PriceError, parse_price, parse_time
+
+    body = {"input": input_, "output": output, "cache_read": cache_read}
+    body |= {"cache_write": cache_write, "cache_write_1h": cache_write_1h}
+    try:
+        start = parse_time(effective_from, "--effective-from")
+    except PriceError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+    async def op(billing: Any, _store: Any) -> dict[str, Any]:
+        try:
+            current = billing.price_for(model)[0] if billing.prices.catalog.get(model) else None
+            # Unset cache rates keep the values in force today.
+            version = await billing.set_price(model, parse_price(body, current), start, note)
+        except PriceError as exc:  # not a database problem: say it plainly
+            raise click.ClickException(str(exc)) from exc
+        return dict(version.public())
+
+    row = _with_billing(op)
+    if as_json:
+        click.echo(json.dumps(row))
+        return
+    click.echo(
+        f"{row['id']}: {model} input ${row['input']} output ${row['output']} per 1M, "
+        f"effective from {row['effective_from']}"
+    )
+
+
+async def _versions(billing: Any, model: str | None) -> list[dict[str, Any]]:
+    return [v.public() for v in billing.prices.versions(model)]
 
 
 @main.command()
@@ -175,6 +362,34 @@ def _with_store(op: Callable[[Any], Awaitable[T]]) -> T:
             await migrate_async(engine)
             return await op(KeyStore(engine, prefix=settings.key_prefix))
         finally:
+            await engine.dispose()
+
+    return _or_exit(lambda: asyncio.run(run()))
+
+
+def _with_billing(op: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """Run `op(BillingEngine, KeyStore)` against the configured database (and Redis, if set:
+    credits then reach the live balances of running gateways)."""
+    from tokenrelay.auth import KeyStore
+    from tokenrelay.billing.engine import BillingEngine
+    from tokenrelay.catalog import Catalog, CatalogError
+    from tokenrelay.store import create_engine, migrate_async
+
+    settings = get_settings()
+    try:
+        catalog = Catalog.load(settings.catalog_path)
+    except CatalogError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    async def run() -> T:
+        engine = create_engine(settings.database_url)
+        billing = BillingEngine(settings, engine, catalog)
+        try:
+            await migrate_async(engine)
+            await billing.start(serving=False)
+            return await op(billing, KeyStore(engine, prefix=settings.key_prefix))
+        finally:
+            await billing.close()
             await engine.dispose()
 
     return _or_exit(lambda: asyncio.run(run()))

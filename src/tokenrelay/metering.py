@@ -87,7 +87,9 @@ class RequestContext:
     request: ir.Request | None = None
     output_text: list[str] = field(default_factory=list)
     attempts: int = 0
+    upstream_answered: bool = False  # a vendor attempt returned 200: its tokens are billable
     response_started: bool = False
+    admission: Any = None  # the billing engine's hold for this request
     cost_nano: int | None = None
     status: Status = "ok"
     error: str | None = None

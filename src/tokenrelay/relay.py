@@ -190,6 +190,7 @@ class Relay:
                 await asyncio.sleep(RETRY_BACKOFF_S * (2**attempt))
                 continue
             if resp.status == 200:
+                ctx.upstream_answered = True
                 return resp
             async with resp:
                 body = await resp.read()

@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     on_disconnect: str = Field("cancel", alias="TOKENRELAY_ON_DISCONNECT")
     reasoning_cache_ttl_s: int = Field(24 * 3600, alias="TOKENRELAY_REASONING_CACHE_TTL")
     log_level: str = Field("info", alias="TOKENRELAY_LOG_LEVEL")
+    # Billing: "on" reserves, settles and records every request; "off" only prices responses.
+    billing: str = Field("on", alias="TOKENRELAY_BILLING")
+    # The settlement writer waits this long for more records before committing a batch.
+    writer_batch_ms: float = Field(2.0, alias="TOKENRELAY_WRITER_BATCH_MS")
+    # Prefix of every Redis key the gateway writes (holds, rate limits, price notices).
+    redis_prefix: str = Field("tokenrelay:", alias="TOKENRELAY_REDIS_PREFIX")
+    # Worker processes (as uvicorn/gunicorn read it): more than one needs Redis for billing.
+    workers: int = Field(1, alias="WEB_CONCURRENCY")
 
     anthropic_api_key: SecretStr | None = Field(None, alias="ANTHROPIC_API_KEY")
     openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")

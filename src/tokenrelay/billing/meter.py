@@ -1,7 +1,8 @@
-"""The billing seam the relay calls: reserve before the upstream call, settle after it.
+"""The billing seam the relay calls: admit before the upstream call, settle after it.
 
-`UsageMeter` prices every request from its metered usage (the cost shown to the client in the
-`x-tokenrelay-cost-usd` header and the final stream event) and logs the usage record.
+`BillingMeter` adapts the relay's per-request context to the format-free BillingEngine: it holds
+the worst case at admission, turns the finished context into one usage record, and renders the
+settled cost for the client (the `x-tokenrelay-cost-usd` header and the final stream event).
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from tokenrelay.billing.pricing import cost_nano, usd
-from tokenrelay.catalog import Catalog
-from tokenrelay.settings import Settings
+from tokenrelay.billing.engine import Admission, BillingEngine, UsageRecord
+from tokenrelay.billing.pricing import usd
+from tokenrelay.ir import UsageTotals
 
 if TYPE_CHECKING:
     from tokenrelay.relay import Prepared
@@ -19,16 +20,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("tokenrelay.usage")
 
 
-class UsageMeter:
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
+class BillingMeter:
+    def __init__(self, engine: BillingEngine) -> None:
+        self.engine = engine
 
     async def admit(self, p: Prepared) -> None:
-        return None
+        """Rate limits and the credit hold; raises GatewayError (429/402) before any upstream
+        call. Without a max_tokens the vendor may write up to the model's output limit."""
+        ctx = p.ctx
+        max_output = p.req.max_tokens or p.resolved.entry.max_output
+        ctx.admission = await self.engine.admit(
+            ctx.key, ctx.request_id, p.resolved.entry.id, ctx.input_bound, max_output
+        )
 
     def cost(self, p: Prepared) -> int:
         if p.ctx.cost_nano is None:
-            return cost_nano(p.ctx.usage, p.resolved.entry.price)
+            raise RuntimeError("cost asked before the request was settled")
         return p.ctx.cost_nano
 
     def extra_usage(self, p: Prepared) -> dict[str, Any]:
@@ -38,33 +45,29 @@ class UsageMeter:
         return [(b"x-tokenrelay-cost-usd", usd(self.cost(p)).encode())]
 
     async def settle(self, p: Prepared) -> None:
+        """Bill the request once (later calls are no-ops). A request the vendor refused (no
+        200 ever came back) costs nothing: its record shows the error at zero tokens."""
         ctx = p.ctx
-        if ctx.cost_nano is not None:  # settled already: once per request
+        admission: Admission | None = ctx.admission
+        if admission is None or ctx.cost_nano is not None:
             return
-        ctx.cost_nano = cost_nano(ctx.usage, p.resolved.entry.price)
-        u = ctx.usage
-        log.info(
-            "usage request_id=%s key=%s model=%s vendor=%s stream=%s status=%s source=%s "
-            "in=%d out=%d cache_read=%d cache_write=%d reasoning=%d cost_usd=%s ms=%.1f",
-            ctx.request_id,
-            ctx.key_id,
-            ctx.model_id,
-            ctx.vendor,
-            ctx.stream,
-            ctx.status,
-            ctx.usage_source,
-            u.input,
-            u.output,
-            u.cache_read,
-            u.cache_write,
-            u.reasoning,
-            usd(self.cost(p)),
-            ctx.duration_ms or 0.0,
-        )
+        if not ctx.upstream_answered:
+            ctx.usage = UsageTotals()
+            ctx.usage_source = "vendor"
+        record = UsageRecord.from_context(ctx, attempts=max(ctx.attempts, 1))
+        ctx.cost_nano = await self.engine.settle(admission, record)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "usage request_id=%s key=%s model=%s status=%s source=%s in=%d out=%d cost=%s",
+                ctx.request_id,
+                ctx.key_id,
+                ctx.model_id,
+                ctx.status,
+                ctx.usage_source,
+                record.input_tokens,
+                record.output_tokens,
+                usd(ctx.cost_nano),
+            )
 
     async def close(self) -> None:
-        return None
-
-
-async def build_meter(settings: Settings, engine: Any, catalog: Catalog) -> UsageMeter:
-    return UsageMeter(catalog)
+        await self.engine.close()

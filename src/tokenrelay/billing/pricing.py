@@ -36,7 +36,9 @@ def worst_case_nano(input_tokens: int, max_output: int, price: Price) -> int:
 
 
 def usd(nano: int) -> str:
-    """Decimal string with 9 places, e.g. 1234 → "0.000001234"."""
+    """Exact decimal string, at least two places, no trailing zeros beyond them:
+    5_250_000_000 → "5.25", 1234 → "0.000001234"."""
     sign = "-" if nano < 0 else ""
     whole, frac = divmod(abs(nano), NANO_PER_USD)
-    return f"{sign}{whole}.{frac:09d}"
+    digits = f"{frac:09d}".rstrip("0")
+    return f"{sign}{whole}.{digits.ljust(2, '0')}"

@@ -1,14 +1,30 @@
 """Table definitions (SQLAlchemy Core). Schema changes go through an Alembic migration.
 
 Money is integer nano-USD (1e-9 USD) in BIGINT columns: exact, and 2^63 nano-USD is 9.2 billion
-dollars. `api_keys.balance_nano` is the key's spendable balance; when the append-only ledger
-arrives it becomes the running total of that key's ledger rows, updated in the same transaction
-as each insert, so reading a balance never sums the ledger.
+dollars. `api_keys.balance_nano` is the key's balance: the running total of its ledger rows,
+updated in the same transaction as each insert, so reading a balance never sums the ledger.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; BIGINT there would need explicit ids.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 # Explicit constraint names: identical on SQLite and Postgres, so later migrations can drop or
 # alter them by name on both.
@@ -37,4 +53,67 @@ api_keys = Table(
     Column("balance_nano", BigInteger, nullable=False, server_default=text("0")),
     Column("rpm", Integer, nullable=True),  # requests per minute; NULL = no limit
     Column("tpm", Integer, nullable=True),  # tokens per minute; NULL = no limit
+)
+
+# Append-only: every change to a balance is one row here, and `api_keys.balance_nano` is their
+# running sum, updated in the same transaction (`tokenrelay ledger verify` checks it).
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("key_id", String(32), ForeignKey("api_keys.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # credit | debit | adjustment
+    Column("amount_nano", BigInteger, nullable=False),  # signed: debits are negative
+    # Set on debits only; UNIQUE is the idempotency guard (NULLs never collide).
+    Column("request_id", String(100), nullable=True, unique=True),
+    Column("note", String(500), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_ledger_key_id", "key_id"),
+)
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("request_id", String(100), primary_key=True),
+    Column("key_id", String(32), ForeignKey("api_keys.id"), nullable=False),
+    Column("model", String(200), nullable=False),  # catalog id
+    Column("model_asked", String(200), nullable=False),  # what the client sent
+    Column("vendor", String(32), nullable=False),
+    Column("stream", Boolean, nullable=False),
+    Column("fast_path", Boolean, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),  # includes reasoning
+    Column("cache_read_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),  # includes the 1h writes
+    Column("cache_write_1h_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("usage_source", String(16), nullable=False),  # vendor | estimated
+    Column("cost_nano", BigInteger, nullable=False),
+    Column("price_version_id", String(32), nullable=False),  # "catalog" or price_versions.id
+    Column("status", String(16), nullable=False),  # ok | error | cancelled
+    Column("error", String(500), nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("duration_ms", Integer, nullable=True),
+    Column("ttft_ms", Integer, nullable=True),
+    Index("ix_usage_records_key_id_started_at", "key_id", "started_at"),
+)
+
+# Operator prices; the catalog's own prices are the implicit version "catalog". Rates are
+# decimal strings (USD per 1M tokens): exact on every backend, unlike SQLite's NUMERIC.
+price_versions = Table(
+    "price_versions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("model_id", String(200), nullable=False),
+    Column("effective_from", DateTime(timezone=True), nullable=False),
+    Column("input", String(40), nullable=False),
+    Column("output", String(40), nullable=False),
+    Column("cache_read", String(40), nullable=False),
+    Column("cache_write", String(40), nullable=False),
+    Column("cache_write_1h", String(40), nullable=False),
+    Column("tiers", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("note", Text, nullable=True),
+    Index("ix_price_versions_model_id", "model_id"),
 )

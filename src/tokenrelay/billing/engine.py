@@ -1,0 +1,334 @@
+"""BillingEngine: the one object the relay and the admin surfaces talk to about money.
+
+Request path: `admit` (rate limit, worst-case hold; no database round trip once a key's balance
+is cached) → upstream call → `settle` (cost at the admission's price version, group-committed
+by the writer, then the hold is settled) or `release` (the vendor was never reached).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tokenrelay import ir
+from tokenrelay.auth import ApiKeyInfo
+from tokenrelay.billing import ledger
+from tokenrelay.billing.holds import Holds, MemoryHolds, RedisHolds
+from tokenrelay.billing.pricebook import PriceBook, PriceVersion
+from tokenrelay.billing.pricing import cost_nano, usd, worst_case_nano
+from tokenrelay.billing.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from tokenrelay.billing.writer import SettlementWriter, UsageRecord
+from tokenrelay.catalog import Catalog, Price
+from tokenrelay.errors import GatewayError
+from tokenrelay.settings import Settings
+
+log = logging.getLogger("tokenrelay.billing")
+
+__all__ = ["Admission", "BillingConfigError", "BillingEngine", "UsageRecord"]
+
+_PRICE_POLL_S = 10.0
+_REFRESH_S = 2.0
+
+
+class BillingConfigError(RuntimeError):
+    """A configuration that would break a billing guarantee; the message says what to change."""
+
+
+@dataclass(slots=True)
+class Admission:
+    """What `admit` decided for one request; hand it back to `settle` or `release`."""
+
+    key_id: str
+    request_id: str
+    model_id: str
+    tpm: int | None
+    price: Price
+    price_version_id: str
+    hold_nano: int  # 0 when billing is off
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    cost_nano: int | None = None  # set once settled
+    released: bool = False
+
+
+class BillingEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        catalog: Catalog,
+        *,
+        redis: Any | None = None,
+    ) -> None:
+        if settings.billing not in ("on", "off"):
+            raise BillingConfigError("TOKENRELAY_BILLING must be 'on' or 'off'")
+        self.settings = settings
+        self.engine = engine
+        self.enabled = settings.billing == "on"
+        self.prices = PriceBook(catalog, engine)
+        self._redis = redis
+        self._own_redis = False
+        self._prefix = settings.redis_prefix
+        self.writer = SettlementWriter(engine, settings.writer_batch_ms)
+        self.holds: Holds
+        self.limiter: RateLimiter
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    async def start(self, *, serving: bool = True) -> None:
+        """Load prices and connect. `serving=False` (CLI) skips the background tasks and the
+        multi-worker check; admin operations still reach Redis when it is configured."""
+        s = self.settings
+        if serving and self.enabled and s.workers > 1 and not s.redis_url and not self._redis:
+            raise BillingConfigError(
+                f"WEB_CONCURRENCY={s.workers} with in-memory balance holds would let each "
+                "worker spend the same balance: set TOKENRELAY_REDIS_URL (and a PostgreSQL "
+                "TOKENRELAY_DATABASE_URL), run one worker, or set TOKENRELAY_BILLING=off"
+            )
+        if self._redis is None and s.redis_url:
+            from redis.asyncio import Redis
+
+            self._redis = Redis.from_url(s.redis_url)
+            self._own_redis = True
+        loader = self._load_balance
+        if self._redis is not None:
+            self.holds = RedisHolds(self._redis, loader, prefix=self._prefix)
+            self.limiter = RedisRateLimiter(self._redis, prefix=self._prefix)
+        else:
+            self.holds = MemoryHolds(loader)
+            self.limiter = MemoryRateLimiter()
+        await self.prices.load()
+        self.writer.start()
+        if serving:
+            self._spawn(self._poll_prices())
+            if self._redis is not None:
+                self._spawn(self._listen_prices())
+            elif self.enabled:
+                self._spawn(self._refresh_balances())
+        self._started = True
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.writer.close()  # flushes every queued settlement
+        if self._own_redis and self._redis is not None:
+            await self._redis.aclose()
+        self._started = False
+
+    # ---------------------------------------------------------------- request path
+
+    def price_for(self, model_id: str, at: dt.datetime | None = None) -> tuple[Price, str]:
+        return self.prices.price_for(model_id, at)
+
+    async def admit(
+        self,
+        key: ApiKeyInfo,
+        request_id: str,
+        model_id: str,
+        input_estimate: int,
+        max_output_tokens: int,
+    ) -> Admission:
+        """Rate-limit and hold the worst case. Raises GatewayError 429 (retry_after set) or
+        402 before anything reaches a vendor."""
+        now = dt.datetime.now(dt.UTC)
+        price, version = self.prices.price_for(model_id, now)
+        if not self.enabled:
+            return Admission(key.id, request_id, model_id, key.tpm, price, version, 0, now)
+        if key.rpm or key.tpm:
+            wait = await self.limiter.check(key.id, key.rpm, key.tpm, input_estimate)
+            if wait is not None:
+                raise GatewayError(
+                    "rate_limit",
+                    f"Rate limit reached for this key ({_limits(key)}); retry in "
+                    f"{math.ceil(wait)} s",
+                    429,
+                    retry_after=float(math.ceil(wait)),
+                )
+        # Local estimates undercount other vendors' tokenizers: hold for a margin more.
+        prompt = math.ceil(input_estimate * 1.25) + 16
+        worst = _worst_case(prompt, max(max_output_tokens, 0), price)
+        if not await self.holds.reserve(key.id, request_id, worst):
+            available = max(await self.holds.available(key.id), 0)
+            raise GatewayError(
+                "billing",
+                f"Insufficient balance: ${usd(available)} available, this request may cost up "
+                f"to ${usd(worst)} (lower max_tokens or add credits)",
+                402,
+            )
+        return Admission(key.id, request_id, model_id, key.tpm, price, version, worst, now)
+
+    async def settle(self, admission: Admission, record: UsageRecord) -> int:
+        """Bill `record` once (idempotent by request id); returns its cost in nano-USD. Returns
+        after the record committed; caller cancellation does not stop the settlement."""
+        if admission.cost_nano is not None:
+            return admission.cost_nano
+        price, version = admission.price, admission.price_version_id
+        if record.model and record.model != admission.model_id:  # a fallback model answered
+            price, version = self.prices.price_for(record.model, admission.started_at)
+        cost = cost_nano(_totals(record), price)
+        record.cost_nano, record.price_version_id = cost, version
+        record.request_id, record.key_id = admission.request_id, admission.key_id
+        record.started_at = record.started_at or admission.started_at
+        if self.enabled and not admission.released:
+            await asyncio.shield(self._settle(admission, record))
+        admission.cost_nano = cost
+        return cost
+
+    async def _settle(self, admission: Admission, record: UsageRecord) -> None:
+        key_id = admission.key_id
+        tracker = (
+            self.holds.changing(key_id)
+            if isinstance(self.holds, MemoryHolds)
+            else contextlib.nullcontext()
+        )
+        with tracker:
+            try:
+                fresh = await self.writer.submit(record)
+            except BaseException:
+                await self.holds.release(key_id, admission.request_id)
+                raise
+            if fresh:
+                await self.holds.settle(key_id, admission.request_id, record.cost_nano)
+            else:  # recorded before (a retry): billed then, only the hold goes
+                await self.holds.release(key_id, admission.request_id)
+        tokens = record.input_tokens + record.cache_read_tokens + record.cache_write_tokens
+        await self.limiter.consume_tokens(key_id, admission.tpm, tokens + record.output_tokens)
+
+    async def release(self, admission: Admission) -> None:
+        """Drop the hold of a request that never reached a vendor (nothing is billed)."""
+        if admission.released or admission.cost_nano is not None:
+            return
+        admission.released = True
+        if self.enabled:
+            await self.holds.release(admission.key_id, admission.request_id)
+
+    # ---------------------------------------------------------------- admin
+
+    async def add_credits(self, key_id: str, amount_nano: int, note: str | None = None) -> int:
+        """Credit (or, negative, adjust) a key; returns the new balance. KeyError if unknown."""
+        tracker = (
+            self.holds.changing(key_id)
+            if isinstance(self.holds, MemoryHolds)
+            else contextlib.nullcontext()
+        )
+        with tracker:
+            balance = await ledger.add_ledger_entry(self.engine, key_id, amount_nano, note)
+            if balance is None:
+                raise KeyError(key_id)
+            await self.holds.credit(key_id, amount_nano)
+        return balance
+
+    async def key_summary(self, key_id: str) -> dict[str, Any] | None:
+        return await ledger.key_summary(self.engine, key_id)
+
+    async def usage(
+        self, key_id: str | None = None, since: dt.datetime | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        return await ledger.usage(self.engine, key_id, since, limit)
+
+    async def account(self, key_id: str) -> dict[str, Any] | None:
+        summary = await self.key_summary(key_id)
+        if summary is None:
+            return None
+        return {**summary, "recent_usage": await self.usage(key_id, None, 20)}
+
+    async def verify(self) -> list[str]:
+        return await ledger.verify(self.engine)
+
+    async def set_price(
+        self,
+        model_id: str,
+        price: Price,
+        effective_from: dt.datetime | None = None,
+        note: str | None = None,
+    ) -> PriceVersion:
+        version = await self.prices.add(model_id, price, effective_from, note)
+        if self._redis is not None:
+            try:
+                await self._redis.publish(f"{self._prefix}prices", version.id)
+            except Exception as exc:  # the poll picks it up anyway
+                log.warning("price change notice not published: %s", exc)
+        return version
+
+    # ---------------------------------------------------------------- background
+
+    async def _load_balance(self, key_id: str) -> int:
+        return await ledger.load_balance(self.engine, key_id)
+
+    def _spawn(self, coro: Any) -> None:
+        self._tasks.append(asyncio.create_task(coro))
+
+    async def _poll_prices(self) -> None:
+        while True:
+            await asyncio.sleep(_PRICE_POLL_S)
+            try:
+                await self.prices.load()
+            except Exception as exc:
+                log.warning("price book reload failed: %s", exc)
+
+    async def _listen_prices(self) -> None:
+        assert self._redis is not None
+        while True:
+            try:
+                pubsub = self._redis.pubsub()
+                await pubsub.subscribe(f"{self._prefix}prices")
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        await self.prices.load()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("price notices: %s; reconnecting", exc)
+                await asyncio.sleep(1.0)
+
+    async def _refresh_balances(self) -> None:
+        """In-memory holds adopt DB balances of quiet keys: credits added by the CLI (another
+        process) show up within seconds, without a restart."""
+        assert isinstance(self.holds, MemoryHolds)
+        while True:
+            await asyncio.sleep(_REFRESH_S)
+            try:
+                snap = self.holds.snapshot()
+                balances = await ledger.load_balances(self.engine, list(snap))
+                for key_id, balance in balances.items():
+                    self.holds.refresh(key_id, balance, snap[key_id])
+            except Exception as exc:
+                log.warning("balance refresh failed: %s", exc)
+
+
+def _totals(r: UsageRecord) -> ir.UsageTotals:
+    return ir.UsageTotals(
+        input=r.input_tokens,
+        output=r.output_tokens,
+        cache_read=r.cache_read_tokens,
+        cache_write=r.cache_write_tokens,
+        cache_write_1h=r.cache_write_1h_tokens,
+        reasoning=r.reasoning_tokens,
+    )
+
+
+def _worst_case(prompt: int, max_output: int, price: Price) -> int:
+    """The prompt billed at its dearest possible rate (uncached, or all written to a cache,
+    which costs more than input on some vendors) plus every allowed output token."""
+    uncached = worst_case_nano(prompt, max_output, price)
+    all_written = ir.UsageTotals(cache_write=prompt, cache_write_1h=prompt, output=max_output)
+    all_5m = ir.UsageTotals(cache_write=prompt, output=max_output)
+    return max(uncached, cost_nano(all_written, price), cost_nano(all_5m, price))
+
+
+def _limits(key: ApiKeyInfo) -> str:
+    parts = [
+        f"{key.rpm} requests/min" if key.rpm else "",
+        f"{key.tpm} tokens/min" if key.tpm else "",
+    ]
+    return ", ".join(p for p in parts if p)

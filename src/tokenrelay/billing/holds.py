@@ -1,0 +1,298 @@
+"""Balance holds: reserve a request's worst case before the upstream call, settle it after.
+
+available = balance − held. A reserve succeeds only if the whole hold fits, atomically, so
+concurrent requests on one key can overshoot the final balance by at most what was held (the
+difference between worst case and actual cost is released). Balances are loaded from the
+database once per key and then kept here (one process) or in Redis (every replica).
+
+Both backends let a hold be settled or released exactly once, and debit a request's cost at
+most once (a settled marker per request id), whatever the caller retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+BalanceLoader = Callable[[str], Awaitable[int]]
+# A request's hold outlives any request (upstream timeout is 600 s by default); past this, the
+# hold of a crashed replica stops blocking the key's balance.
+DEFAULT_HOLD_TTL_S = 1800
+_SETTLED_MEMORY = 200_000
+
+
+class Holds(Protocol):
+    async def reserve(self, key_id: str, request_id: str, amount_nano: int) -> bool: ...
+    async def settle(self, key_id: str, request_id: str, cost_nano: int) -> bool: ...
+    async def release(self, key_id: str, request_id: str) -> bool: ...
+    async def credit(self, key_id: str, amount_nano: int) -> None: ...
+    async def available(self, key_id: str) -> int: ...
+    async def close(self) -> None: ...
+
+
+class MemoryHolds:
+    """One process's holds. No await between check and update: atomic on one event loop."""
+
+    def __init__(self, loader: BalanceLoader) -> None:
+        self._loader = loader
+        self._balance: dict[str, int] = {}
+        self._held: dict[str, int] = {}
+        self._holds: dict[str, tuple[str, int]] = {}  # request id -> (key id, amount)
+        self._settled: OrderedDict[str, None] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[int]] = {}
+        # For refresh(): changes in flight between a DB commit and the matching cache update,
+        # and a counter of cache changes, so a DB read racing with one is thrown away.
+        self._pending: dict[str, int] = {}
+        self._generation: dict[str, int] = {}
+
+    async def _ensure(self, key_id: str) -> None:
+        if key_id in self._balance:
+            return
+        pending = self._loading.get(key_id)
+        if pending is None:  # single flight: one DB read per key, however many callers
+            pending = asyncio.get_running_loop().create_future()
+            self._loading[key_id] = pending
+            try:
+                value = await self._loader(key_id)
+            except BaseException as exc:
+                pending.set_exception(exc)
+                pending.exception()  # consumed here; waiters re-raise it
+                raise
+            finally:
+                self._loading.pop(key_id, None)
+            if key_id not in self._balance:
+                self._balance[key_id] = value
+                self._held.setdefault(key_id, 0)
+            pending.set_result(value)
+        else:
+            await asyncio.shield(pending)
+
+    async def reserve(self, key_id: str, request_id: str, amount_nano: int) -> bool:
+        await self._ensure(key_id)
+        if request_id in self._holds or request_id in self._settled:
+            return request_id in self._holds  # a retried reserve is not a second hold
+        if self._balance[key_id] - self._held[key_id] < amount_nano:
+            return False
+        self._held[key_id] += amount_nano
+        self._holds[request_id] = (key_id, amount_nano)
+        return True
+
+    async def settle(self, key_id: str, request_id: str, cost_nano: int) -> bool:
+        """Release the hold (if any) and debit `cost_nano`; False if already settled."""
+        if request_id in self._settled:
+            return False
+        self._drop_hold(request_id)
+        self._settled[request_id] = None
+        if len(self._settled) > _SETTLED_MEMORY:
+            self._settled.popitem(last=False)
+        # Settled after the DB commit: a balance not loaded yet will be read with the debit in.
+        if key_id in self._balance:
+            self._balance[key_id] -= cost_nano
+            self._bump(key_id)
+        return True
+
+    async def release(self, key_id: str, request_id: str) -> bool:
+        return self._drop_hold(request_id)
+
+    async def credit(self, key_id: str, amount_nano: int) -> None:
+        if key_id in self._balance:  # not loaded yet: the first load reads the new balance
+            self._balance[key_id] += amount_nano
+            self._bump(key_id)
+
+    async def available(self, key_id: str) -> int:
+        await self._ensure(key_id)
+        return self._balance[key_id] - self._held[key_id]
+
+    async def close(self) -> None:
+        return None
+
+    def held(self, key_id: str) -> int:
+        return self._held.get(key_id, 0)
+
+    # -------------------------------------------------- reconciliation with the database
+
+    @contextmanager
+    def changing(self, key_id: str) -> Iterator[None]:
+        """Wrap a DB write whose cache update follows (settle, credit): refresh() waits."""
+        self._pending[key_id] = self._pending.get(key_id, 0) + 1
+        try:
+            yield
+        finally:
+            self._pending[key_id] -= 1
+            if not self._pending[key_id]:
+                del self._pending[key_id]
+            self._bump(key_id)
+
+    def loaded(self) -> list[str]:
+        return list(self._balance)
+
+    def snapshot(self) -> dict[str, int]:
+        """Generation per loaded key that has no write in flight: refresh candidates."""
+        return {k: self._generation.get(k, 0) for k in self._balance if k not in self._pending}
+
+    def refresh(self, key_id: str, db_balance: int, generation: int) -> bool:
+        """Adopt the DB balance (credits written by the CLI or a lost update) if nothing
+        touched the key since `snapshot()`."""
+        if key_id in self._pending or self._generation.get(key_id, 0) != generation:
+            return False
+        if self._balance.get(key_id) != db_balance:
+            self._balance[key_id] = db_balance
+            self._bump(key_id)
+        return True
+
+    def _drop_hold(self, request_id: str) -> bool:
+        hold = self._holds.pop(request_id, None)
+        if hold is None:
+            return False
+        self._held[hold[0]] -= hold[1]
+        return True
+
+    def _bump(self, key_id: str) -> None:
+        self._generation[key_id] = self._generation.get(key_id, 0) + 1
+
+
+# Keys share the `{key_id}` hash tag: one cluster slot per key, so each script is atomic.
+# KEYS: 1 bal hash {balance, held}, 2 holds hash (request id -> amount), 3 hold expiry zset.
+_PURGE = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now_ms)
+for _, rid in ipairs(expired) do
+  local amt = redis.call('HGET', KEYS[2], rid)
+  if amt then
+    redis.call('HINCRBY', KEYS[1], 'held', -tonumber(amt))
+    redis.call('HDEL', KEYS[2], rid)
+  end
+  redis.call('ZREM', KEYS[3], rid)
+end
+"""
+
+# ARGV: request id, amount, ttl ms. Returns 1 held, 0 insufficient, -1 balance not loaded.
+_RESERVE = (
+    _PURGE
+    + """
+if redis.call('HEXISTS', KEYS[1], 'balance') == 0 then return -1 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 1 end
+if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+local bal = tonumber(redis.call('HGET', KEYS[1], 'balance'))
+local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
+local amt = tonumber(ARGV[2])
+if bal - held < amt then return 0 end
+redis.call('HINCRBY', KEYS[1], 'held', amt)
+redis.call('HSET', KEYS[2], ARGV[1], amt)
+redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[3]), ARGV[1])
+return 1
+"""
+)
+
+# KEYS 4: settled marker. ARGV: request id, cost (or '' to release only), marker ttl s.
+# Returns 1 if this call settled (or released) the request, 0 if it was done before.
+_SETTLE = (
+    _PURGE
+    + """
+local amt = redis.call('HGET', KEYS[2], ARGV[1])
+if amt then
+  redis.call('HINCRBY', KEYS[1], 'held', -tonumber(amt))
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
+if ARGV[2] == '' then
+  if amt then return 1 end
+  return 0
+end
+if redis.call('SET', KEYS[4], '1', 'NX', 'EX', tonumber(ARGV[3])) == false then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'balance') == 1 then
+  redis.call('HINCRBY', KEYS[1], 'balance', -tonumber(ARGV[2]))
+end
+return 1
+"""
+)
+
+_CREDIT = """
+if redis.call('HEXISTS', KEYS[1], 'balance') == 1 then
+  redis.call('HINCRBY', KEYS[1], 'balance', tonumber(ARGV[1]))
+end
+return 1
+"""
+
+_AVAILABLE = (
+    _PURGE
+    + """
+if redis.call('HEXISTS', KEYS[1], 'balance') == 0 then return false end
+return tonumber(redis.call('HGET', KEYS[1], 'balance'))
+  - tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
+"""
+)
+
+
+class RedisHolds:
+    """Holds shared by every replica. A hold's amount lives in a per-key hash with its expiry
+    in a sorted set; every script first purges expired holds (server time), so a crashed
+    replica's holds stop counting after `hold_ttl_s` — a plain TTL'd key could not give the
+    amount back to the key's `held` total when it expires."""
+
+    def __init__(
+        self,
+        redis: Any,
+        loader: BalanceLoader,
+        *,
+        prefix: str = "tokenrelay:",
+        hold_ttl_s: int = DEFAULT_HOLD_TTL_S,
+        settled_ttl_s: int = 7 * 24 * 3600,
+    ) -> None:
+        self._redis = redis
+        self._loader = loader
+        self._prefix = prefix
+        self._hold_ttl_ms = hold_ttl_s * 1000
+        self._settled_ttl_s = settled_ttl_s
+        self._reserve = redis.register_script(_RESERVE)
+        self._settle = redis.register_script(_SETTLE)
+        self._credit = redis.register_script(_CREDIT)
+        self._available = redis.register_script(_AVAILABLE)
+
+    def _keys(self, key_id: str) -> list[str]:
+        p, tag = self._prefix, "{" + key_id + "}"
+        return [f"{p}bal:{tag}", f"{p}holds:{tag}", f"{p}holdexp:{tag}"]
+
+    def _marker(self, key_id: str, request_id: str) -> str:
+        return f"{self._prefix}settled:{{{key_id}}}:{request_id}"
+
+    async def _init_balance(self, key_id: str) -> None:
+        # HSETNX: the first replica to load wins; later loads never overwrite live state.
+        balance = await self._loader(key_id)
+        await self._redis.hsetnx(self._keys(key_id)[0], "balance", balance)
+
+    async def reserve(self, key_id: str, request_id: str, amount_nano: int) -> bool:
+        keys = [*self._keys(key_id), self._marker(key_id, request_id)]
+        args = [request_id, amount_nano, self._hold_ttl_ms]
+        result = int(await self._reserve(keys=keys, args=args))
+        if result == -1:
+            await self._init_balance(key_id)
+            result = int(await self._reserve(keys=keys, args=args))
+        return result == 1
+
+    async def settle(self, key_id: str, request_id: str, cost_nano: int) -> bool:
+        keys = [*self._keys(key_id), self._marker(key_id, request_id)]
+        args = [request_id, cost_nano, self._settled_ttl_s]
+        return int(await self._settle(keys=keys, args=args)) == 1
+
+    async def release(self, key_id: str, request_id: str) -> bool:
+        keys = [*self._keys(key_id), self._marker(key_id, request_id)]
+        return int(await self._settle(keys=keys, args=[request_id, "", 0])) == 1
+
+    async def credit(self, key_id: str, amount_nano: int) -> None:
+        # Only a loaded balance is adjusted; an unloaded one is read fresh from the DB later.
+        await self._credit(keys=self._keys(key_id)[:1], args=[amount_nano])
+
+    async def available(self, key_id: str) -> int:
+        value = await self._available(keys=self._keys(key_id))
+        if value is None:
+            await self._init_balance(key_id)
+            value = await self._available(keys=self._keys(key_id))
+        return int(value)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,198 @@
+"""Ledger reads and admin writes: credits, summaries, usage listings and `ledger verify`.
+
+None of this is on the request path; every function is one short transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tokenrelay.billing.pricing import usd
+from tokenrelay.store.tables import api_keys, ledger, usage_records
+
+MAX_USAGE_LIMIT = 1000
+
+
+async def load_balance(engine: AsyncEngine, key_id: str) -> int:
+    """The committed balance; 0 for an unknown key (which then can reserve nothing)."""
+    async with engine.connect() as conn:
+        value = await conn.scalar(select(api_keys.c.balance_nano).where(api_keys.c.id == key_id))
+    return int(value or 0)
+
+
+async def load_balances(engine: AsyncEngine, key_ids: list[str]) -> dict[str, int]:
+    if not key_ids:
+        return {}
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(api_keys.c.id, api_keys.c.balance_nano).where(api_keys.c.id.in_(key_ids))
+        )
+        return {r.id: int(r.balance_nano) for r in rows}
+
+
+async def add_ledger_entry(
+    engine: AsyncEngine, key_id: str, amount_nano: int, note: str | None
+) -> int | None:
+    """A credit (amount > 0) or adjustment (< 0) with its balance update, in one transaction.
+    Returns the new balance, or None if there is no such key."""
+    kind = "credit" if amount_nano >= 0 else "adjustment"
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id)
+            .values(balance_nano=api_keys.c.balance_nano + amount_nano)
+            .returning(api_keys.c.balance_nano)
+        )
+        balance = result.scalar()
+        if balance is None:
+            return None
+        await conn.execute(
+            insert(ledger).values(
+                key_id=key_id,
+                kind=kind,
+                amount_nano=amount_nano,
+                note=(note or None) and note[:500],
+                created_at=dt.datetime.now(dt.UTC),
+            )
+        )
+    return int(balance)
+
+
+async def key_summary(engine: AsyncEngine, key_id: str) -> dict[str, Any] | None:
+    async with engine.connect() as conn:
+        balance = await conn.scalar(select(api_keys.c.balance_nano).where(api_keys.c.id == key_id))
+        if balance is None:
+            return None
+        spent, requests = (
+            await conn.execute(
+                select(func.coalesce(func.sum(usage_records.c.cost_nano), 0), func.count()).where(
+                    usage_records.c.key_id == key_id
+                )
+            )
+        ).one()
+    return {
+        "balance_nano": int(balance),
+        "spent_nano": int(spent),
+        "requests": int(requests),
+        "balance_usd": usd(int(balance)),
+        "spent_usd": usd(int(spent)),
+    }
+
+
+async def usage(
+    engine: AsyncEngine,
+    key_id: str | None = None,
+    since: dt.datetime | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Newest first."""
+    query = select(usage_records).order_by(
+        usage_records.c.started_at.desc(), usage_records.c.request_id
+    )
+    if key_id is not None:
+        query = query.where(usage_records.c.key_id == key_id)
+    if since is not None:
+        query = query.where(usage_records.c.started_at >= since)
+    query = query.limit(max(1, min(limit, MAX_USAGE_LIMIT)))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [usage_json(r._mapping) for r in rows]
+
+
+def usage_json(row: Any) -> dict[str, Any]:
+    started = row["started_at"]
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=dt.UTC)
+    return {
+        "request_id": row["request_id"],
+        "key_id": row["key_id"],
+        "model": row["model"],
+        "model_asked": row["model_asked"],
+        "vendor": row["vendor"],
+        "stream": bool(row["stream"]),
+        "fast_path": bool(row["fast_path"]),
+        "input_tokens": row["input_tokens"],
+        "output_tokens": row["output_tokens"],
+        "cache_read_tokens": row["cache_read_tokens"],
+        "cache_write_tokens": row["cache_write_tokens"],
+        "cache_write_1h_tokens": row["cache_write_1h_tokens"],
+        "reasoning_tokens": row["reasoning_tokens"],
+        "usage_source": row["usage_source"],
+        "cost_usd": usd(int(row["cost_nano"])),
+        "price_version": row["price_version_id"],
+        "status": row["status"],
+        "error": row["error"],
+        "attempts": row["attempts"],
+        "started_at": started.isoformat(),
+        "duration_ms": row["duration_ms"],
+        "ttft_ms": row["ttft_ms"],
+    }
+
+
+async def verify(engine: AsyncEngine) -> list[str]:
+    """Every inconsistency between balances, ledger and usage records; [] when clean."""
+    problems: list[str] = []
+    sums = (
+        select(ledger.c.key_id, func.sum(ledger.c.amount_nano).label("total"))
+        .group_by(ledger.c.key_id)
+        .subquery()
+    )
+    debits = select(ledger).where(ledger.c.kind == "debit").subquery()
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(api_keys.c.id, api_keys.c.balance_nano, sums.c.total).outerjoin(
+                sums, sums.c.key_id == api_keys.c.id
+            )
+        )
+        for key_id, balance, total in rows:
+            bal, tot = int(balance), int(total or 0)
+            if bal != tot:
+                problems.append(f"key {key_id}: balance {usd(bal)} != ledger sum {usd(tot)}")
+        orphans = await conn.execute(
+            select(ledger.c.key_id, ledger.c.kind, ledger.c.id).where(
+                ~ledger.c.key_id.in_(select(api_keys.c.id))
+            )
+        )
+        problems += [f"ledger row {i} ({kind}): unknown key {k}" for k, kind, i in orphans]
+        unbilled = await conn.execute(
+            select(usage_records.c.request_id, usage_records.c.key_id)
+            .outerjoin(debits, debits.c.request_id == usage_records.c.request_id)
+            .where(debits.c.id.is_(None))
+        )
+        problems += [f"usage {rid} (key {k}): no debit in the ledger" for rid, k in unbilled]
+        stray = await conn.execute(
+            select(debits.c.id, debits.c.request_id)
+            .outerjoin(usage_records, usage_records.c.request_id == debits.c.request_id)
+            .where(usage_records.c.request_id.is_(None))
+        )
+        problems += [f"debit {i} (request {rid}): no usage record" for i, rid in stray]
+        mismatched = await conn.execute(
+            select(
+                usage_records.c.request_id,
+                usage_records.c.key_id,
+                usage_records.c.cost_nano,
+                debits.c.key_id,
+                debits.c.amount_nano,
+            )
+            .join(debits, debits.c.request_id == usage_records.c.request_id)
+            .where(
+                (debits.c.amount_nano != -usage_records.c.cost_nano)
+                | (debits.c.key_id != usage_records.c.key_id)
+            )
+        )
+        problems += [
+            f"usage {rid}: cost {usd(int(cost))} (key {k}) but debit {usd(int(amt))} (key {dk})"
+            for rid, k, cost, dk, amt in mismatched
+        ]
+        bad_kind = await conn.execute(
+            select(ledger.c.id, ledger.c.kind).where(
+                ledger.c.kind.not_in(["credit", "debit", "adjustment"])
+                | ((ledger.c.kind == "debit") & ledger.c.request_id.is_(None))
+            )
+        )
+        problems += [f"ledger row {i}: invalid {kind!r} entry" for i, kind in bad_kind]
+    return problems

@@ -1,0 +1,220 @@
+"""The versioned price book: catalog prices as version "catalog", operator versions on top.
+
+Lookups (`price_for`) are served from memory: the hot path never reads the database. Versions
+are reloaded after every change made through this process, every `poll_s` seconds (a change
+made by the CLI or another replica), and at once on a Redis `<prefix>prices` notice.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import logging
+import secrets
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tokenrelay.catalog import Catalog, Price, PriceTier, format_usd
+from tokenrelay.store.tables import price_versions
+
+log = logging.getLogger("tokenrelay.billing")
+
+CATALOG_VERSION = "catalog"
+RATE_FIELDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class PriceError(ValueError):
+    """An invalid price or an unknown model; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class PriceVersion:
+    id: str
+    model_id: str
+    effective_from: dt.datetime
+    price: Price
+    created_at: dt.datetime
+    note: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        p = self.price
+        return {
+            "id": self.id,
+            "model": self.model_id,
+            "effective_from": self.effective_from.isoformat(),
+            **{f: format_usd(getattr(p, f)) for f in RATE_FIELDS},
+            "tiers": [_tier_json(t) for t in p.tiers],
+            "created_at": self.created_at.isoformat(),
+            "note": self.note,
+        }
+
+
+class PriceBook:
+    def __init__(self, catalog: Catalog, engine: AsyncEngine) -> None:
+        self.catalog = catalog
+        self.engine = engine
+        # model id -> versions sorted by (effective_from, created_at); parallel key list for bisect
+        self._versions: dict[str, list[PriceVersion]] = {}
+        self._starts: dict[str, list[dt.datetime]] = {}
+
+    async def load(self) -> None:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(price_versions))).all()
+        versions: dict[str, list[PriceVersion]] = {}
+        for row in rows:
+            try:
+                v = _from_row(row._mapping)
+            except PriceError as exc:  # one bad row must not take every price down
+                log.error("ignoring price version %s: %s", row.id, exc)
+                continue
+            versions.setdefault(v.model_id, []).append(v)
+        for vs in versions.values():
+            vs.sort(key=lambda v: (v.effective_from, v.created_at, v.id))
+        # Swap both maps at once: readers never see half a reload (no await in between).
+        self._versions = versions
+        self._starts = {m: [v.effective_from for v in vs] for m, vs in versions.items()}
+
+    def price_for(self, model_id: str, at: dt.datetime | None = None) -> tuple[Price, str]:
+        """(price, version id) in force for `model_id` at `at` (default now). KeyError if the
+        model is neither in the catalog nor in the book."""
+        at = at or dt.datetime.now(dt.UTC)
+        starts = self._starts.get(model_id)
+        if starts:
+            i = bisect.bisect_right(starts, at)
+            if i:
+                v = self._versions[model_id][i - 1]
+                return v.price, v.id
+        entry = self.catalog.get(model_id)
+        if entry is None:
+            raise KeyError(model_id)
+        return entry.price, CATALOG_VERSION
+
+    def versions(self, model_id: str | None = None) -> list[PriceVersion]:
+        """Every version, the catalog's included, by model then effective date."""
+        out: list[PriceVersion] = []
+        models = [model_id] if model_id else [e.id for e in self.catalog.entries()]
+        models += sorted(m for m in self._versions if m not in models and not model_id)
+        for m in models:
+            entry = self.catalog.get(m)
+            if entry is not None:
+                out.append(PriceVersion(CATALOG_VERSION, m, _EPOCH, entry.price, _EPOCH))
+            out.extend(self._versions.get(m, []))
+        return out
+
+    async def add(
+        self,
+        model_id: str,
+        price: Price,
+        effective_from: dt.datetime | None = None,
+        note: str | None = None,
+    ) -> PriceVersion:
+        if self.catalog.get(model_id) is None:
+            raise PriceError(f"model: {model_id!r} is not a catalog model id")
+        now = dt.datetime.now(dt.UTC)
+        start = effective_from or now
+        if start.tzinfo is None:
+            raise PriceError("effective_from: needs a timezone, e.g. 2026-01-01T00:00:00Z")
+        version = PriceVersion(
+            f"pv_{secrets.token_hex(6)}", model_id, start.astimezone(dt.UTC), price, now, note
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(price_versions).values(
+                    id=version.id,
+                    model_id=model_id,
+                    effective_from=version.effective_from,
+                    **{f: str(getattr(price, f)) for f in RATE_FIELDS},
+                    tiers=[_tier_json(t) for t in price.tiers],
+                    created_at=now,
+                    note=note,
+                )
+            )
+        await self.load()
+        return version
+
+
+def parse_price(body: dict[str, Any], base: Price | None = None) -> Price:
+    """A Price from {input, output, cache_read?, cache_write?, cache_write_1h?, tiers?}.
+    Unset cache rates come from `base` (the price in force) when given, else cache read 0,
+    cache write = input and 1h write = cache write, so a two-number price is complete."""
+    rates = {f: _rate(body.get(f), f) for f in RATE_FIELDS}
+    if rates["input"] is None or rates["output"] is None:
+        raise PriceError("input and output: both are required (USD per 1M tokens)")
+    for f in ("cache_read", "cache_write", "cache_write_1h"):
+        if rates[f] is None and base is not None:
+            rates[f] = getattr(base, f)
+    if rates["cache_read"] is None:
+        rates["cache_read"] = Decimal(0)
+    if rates["cache_write"] is None:
+        rates["cache_write"] = rates["input"]
+    if rates["cache_write_1h"] is None:
+        rates["cache_write_1h"] = rates["cache_write"]
+    raw_tiers = body.get("tiers") or []
+    if not isinstance(raw_tiers, list):
+        raise PriceError("tiers: must be a list")
+    tiers: list[PriceTier] = []
+    for i, t in enumerate(raw_tiers):
+        if not isinstance(t, dict):
+            raise PriceError(f"tiers[{i}]: must be an object")
+        above = t.get("above_prompt_tokens")
+        if isinstance(above, bool) or not isinstance(above, int) or above < 0:
+            raise PriceError(f"tiers[{i}].above_prompt_tokens: a non-negative integer")
+        tp = parse_price({k: v for k, v in t.items() if k != "above_prompt_tokens"})
+        tiers.append(PriceTier(above, *(getattr(tp, f) for f in RATE_FIELDS)))
+    tiers.sort(key=lambda t: t.above_prompt_tokens)
+    return Price(*(rates[f] for f in RATE_FIELDS), tiers=tuple(tiers))  # type: ignore[arg-type]
+
+
+def parse_time(value: Any, field: str = "effective_from") -> dt.datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PriceError(f"{field}: an ISO 8601 timestamp string")
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise PriceError(f"{field}: not an ISO 8601 timestamp: {value!r}") from exc
+    # A timestamp without zone is taken as UTC: everything the gateway stores is UTC.
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _rate(value: Any, field: str) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise PriceError(f"{field}: a number or decimal string (USD per 1M tokens)")
+    try:
+        rate = Decimal(str(value).strip())  # str() first: no binary float noise
+    except InvalidOperation as exc:
+        raise PriceError(f"{field}: not a decimal number: {value!r}") from exc
+    if not rate.is_finite() or rate < 0:
+        raise PriceError(f"{field}: must be a finite, non-negative number")
+    return rate
+
+
+def _tier_json(t: PriceTier) -> dict[str, Any]:
+    return {
+        "above_prompt_tokens": t.above_prompt_tokens,
+        **{f: str(getattr(t, f)) for f in RATE_FIELDS},
+    }
+
+
+def _from_row(row: Any) -> PriceVersion:
+    price = parse_price({f: row[f] for f in RATE_FIELDS} | {"tiers": row["tiers"]})
+    return PriceVersion(
+        row["id"],
+        row["model_id"],
+        _utc(row["effective_from"]),
+        price,
+        _utc(row["created_at"]),
+        row["note"],
+    )
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

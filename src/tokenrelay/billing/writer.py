@@ -1,0 +1,245 @@
+"""The settlement writer: one task that group-commits usage records, debits and balances.
+
+Callers `await submit(record)` and resume once the transaction holding their record committed.
+A batch is one transaction: usage rows inserted with ON CONFLICT DO NOTHING (the request id is
+the primary key), debit ledger rows for the rows that were new, and one balance update per key.
+A request id already in the database is never debited again, so settlement is idempotent —
+also across a crash, where the relay retries nothing and the database keeps what committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tokenrelay.store.tables import api_keys, ledger, usage_records
+
+if TYPE_CHECKING:
+    from tokenrelay.metering import RequestContext
+
+log = logging.getLogger("tokenrelay.billing")
+
+_MAX_BATCH = 500  # 22 columns × 500 rows stays far below SQLite's bound-parameter limit
+_MAX_BACKOFF_S = 2.0
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    """One request's usage, as the relay fills it in; the engine adds cost and price version.
+    `output_tokens` includes reasoning; `cache_write_tokens` includes the 1-hour writes."""
+
+    request_id: str
+    key_id: str
+    model: str  # catalog id that served the request
+    model_asked: str = ""
+    vendor: str = ""
+    stream: bool = False
+    fast_path: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    usage_source: Literal["vendor", "estimated"] = "vendor"
+    status: Literal["ok", "error", "cancelled"] = "ok"
+    error: str | None = None  # short and secret-free: a category or vendor message
+    attempts: int = 1
+    started_at: dt.datetime | None = None  # default: now
+    duration_ms: int | None = None
+    ttft_ms: int | None = None
+    cost_nano: int = 0  # set by BillingEngine.settle
+    price_version_id: str = ""  # set by BillingEngine.settle
+
+    @classmethod
+    def from_context(cls, ctx: RequestContext, *, attempts: int = 1) -> UsageRecord:
+        u = ctx.usage
+        return cls(
+            request_id=ctx.request_id,
+            key_id=ctx.key_id or "",
+            model=ctx.model_id,
+            model_asked=ctx.model_asked,
+            vendor=ctx.vendor,
+            stream=ctx.stream,
+            fast_path=ctx.fast_path,
+            input_tokens=u.input,
+            output_tokens=u.output,
+            cache_read_tokens=u.cache_read,
+            cache_write_tokens=u.cache_write,
+            cache_write_1h_tokens=u.cache_write_1h,
+            reasoning_tokens=u.reasoning,
+            usage_source=ctx.usage_source,
+            status=ctx.status,
+            error=ctx.error,
+            attempts=attempts,
+            started_at=dt.datetime.fromtimestamp(ctx.started_at, dt.UTC),
+            duration_ms=round(ctx.duration_ms) if ctx.duration_ms is not None else None,
+            ttft_ms=round(ctx.first_byte_ms) if ctx.first_byte_ms is not None else None,
+        )
+
+    def row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["started_at"] = self.started_at or dt.datetime.now(dt.UTC)
+        row["model_asked"] = (self.model_asked or self.model)[:200]
+        row["error"] = self.error[:500] if self.error else None
+        return row
+
+
+@dataclass(slots=True)
+class _Item:
+    record: UsageRecord
+    done: asyncio.Future[bool]
+
+
+class SettlementWriter:
+    def __init__(self, engine: AsyncEngine, batch_ms: float = 2.0) -> None:
+        self.engine = engine
+        self.batch_s = max(batch_ms, 0.0) / 1000.0
+        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches = 0  # committed transactions, for tests and metrics
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="tokenrelay-settlement-writer")
+
+    async def submit(self, record: UsageRecord) -> bool:
+        """Queue `record`; True once it committed as new, False if the request id was already
+        recorded (nothing written). Raises if the record itself can never be written."""
+        if self._closing or self._task is None:
+            raise RuntimeError("the settlement writer is not running")
+        item = _Item(record, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(item)
+        # Shielded: a cancelled caller (client gone) must not un-bill a queued record.
+        return await asyncio.shield(item.done)
+
+    async def close(self) -> None:
+        """Commit everything queued, then stop."""
+        if self._task is None or self._closing:
+            return
+        self._closing = True
+        self._queue.put_nowait(None)
+        await self._task
+
+    async def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = await self._queue.get()
+            batch: list[_Item] = []
+            if first is None:
+                stop = True
+            else:
+                batch.append(first)
+                if self.batch_s:
+                    await asyncio.sleep(self.batch_s)  # let concurrent settlements join
+            while len(batch) < _MAX_BATCH and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stop = True
+                else:
+                    batch.append(item)
+            if batch:
+                await self._commit_with_retry(batch)
+
+    async def _commit_with_retry(self, batch: list[_Item]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                inserted = await self._commit(batch)
+            except (OperationalError, OSError, TimeoutError, ConnectionError) as exc:
+                # The database is away: keep the records and retry; callers keep waiting.
+                log.warning("settlement batch of %d failed, retrying: %s", len(batch), _brief(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF_S)
+                continue
+            except DBAPIError as exc:
+                if exc.connection_invalidated:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _MAX_BACKOFF_S)
+                    continue
+                self._isolate(batch, exc)
+                if len(batch) > 1:  # find the bad record; the others commit alone
+                    for item in batch:
+                        await self._commit_with_retry([item])
+                    return
+                log.error(
+                    "usage record %s cannot be written: %s", batch[0].record.request_id, _brief(exc)
+                )
+                if not batch[0].done.done():
+                    batch[0].done.set_exception(exc)
+                return
+            except Exception as exc:  # a bug: fail the callers loudly rather than hang them
+                log.exception("settlement batch failed")
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(exc)
+                return
+            self.batches += 1
+            for item in batch:
+                if not item.done.done():
+                    item.done.set_result(item.record.request_id in inserted)
+            return
+
+    def _isolate(self, batch: list[_Item], exc: Exception) -> None:
+        if len(batch) > 1:
+            log.warning(
+                "settlement batch of %d rejected, committing one by one: %s",
+                len(batch),
+                _brief(exc),
+            )
+
+    async def _commit(self, batch: list[_Item]) -> set[str]:
+        # First record per request id wins; later duplicates in the same batch report False.
+        rows: dict[str, dict[str, Any]] = {}
+        for item in batch:
+            rows.setdefault(item.record.request_id, item.record.row())
+        async with self.engine.begin() as conn:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            stmt = (
+                dialect.insert(usage_records)
+                .values(list(rows.values()))
+                .on_conflict_do_nothing(index_elements=["request_id"])
+                .returning(usage_records.c.request_id)
+            )
+            inserted = {r[0] for r in await conn.execute(stmt)}
+            if not inserted:
+                return inserted
+            now = dt.datetime.now(dt.UTC)
+            debits = [
+                {
+                    "key_id": rows[rid]["key_id"],
+                    "kind": "debit",
+                    "amount_nano": -rows[rid]["cost_nano"],
+                    "request_id": rid,
+                    "note": None,
+                    "created_at": now,
+                }
+                for rid in inserted
+            ]
+            await conn.execute(insert(ledger), debits)
+            per_key: dict[str, int] = {}
+            for rid in inserted:
+                key = rows[rid]["key_id"]
+                per_key[key] = per_key.get(key, 0) + rows[rid]["cost_nano"]
+            # Sorted: concurrent writers (replicas) lock key rows in one order, no deadlock.
+            await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == bindparam("k_id"))
+                .values(balance_nano=api_keys.c.balance_nano - bindparam("k_cost")),
+                [{"k_id": k, "k_cost": c} for k, c in sorted(per_key.items())],
+            )
+        return inserted
+
+
+def _brief(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:300]
