@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{', '.join(names)}")  # fmt: skip
         try:
             for name in names:
-                c = cmod.make(name)
+                c = cmod.make(name, args.quick)
                 entry: dict[str, Any] = {"scenarios": {}}
                 results["contenders"][name] = entry
                 log(f"{name}: starting")

@@ -24,6 +24,7 @@ ANTHROPIC_VERSION = "2023-06-01"
 #   anthropic:  Anthropic client -> Anthropic vendor (same format; fast path)
 #   translated: OpenAI client -> Anthropic vendor (format translation)
 SCENARIOS = ("openai", "anthropic", "translated")
+PHASES = ("latency", "ttfc", "rps", "streams")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Ctx:
 class Contender(ABC):
     name: str
     scenarios: tuple[str, ...] = SCENARIOS
+    phases: tuple[str, ...] = PHASES
     notes: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
 
@@ -262,15 +264,22 @@ def billing_switch_exists() -> bool:
 ALL = ("direct", "nginx", "litellm", "tokenrelay", "tokenrelay-nobilling")
 
 
-def make(name: str) -> Contender:
+def make(name: str, quick: bool) -> Contender:
+    """A contender; quick mode drops what no target ratio needs (LiteLLM's translated path,
+    the billing-off variant's stream phases)."""
     if name == "direct":
         return Direct(name)
     if name == "nginx":
         return Nginx(name)
     if name == "litellm":
-        return LiteLLM(name)
+        return LiteLLM(name, scenarios=("openai", "anthropic") if quick else SCENARIOS)
     if name == "tokenrelay":
         return TokenRelay(name)
     if name == "tokenrelay-nobilling":
-        return TokenRelay(name, billing=False)
+        return TokenRelay(
+            name,
+            scenarios=("openai", "anthropic") if quick else SCENARIOS,
+            phases=("latency", "rps") if quick else PHASES,
+            billing=False,
+        )
     raise ValueError(f"unknown contender {name!r}; known: {', '.join(ALL)}")

@@ -69,6 +69,8 @@ def run_scenario(
     loadgen.streams(t, 8, total=50)
 
     def phase(name: str, run: Callable[[], dict[str, Any]]) -> None:
+        if name not in c.phases:
+            return
         res = measured(pid, mock_pid, run)
         out[name] = res
         log(f"    {name:<10} {_brief(res)}")
