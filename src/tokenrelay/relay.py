@@ -115,8 +115,9 @@ class Relay:
         finally:
             if ctx.duration_ms is None:
                 ctx.finish("error", "interrupted", complete=False)
-            # Shielded: a shutdown or disconnect must not lose a settlement half-way.
-            await asyncio.shield(self.meter.settle(p))
+            if p.ctx.cost_nano is None:  # not settled on the way out (error, disconnect)
+                # Shielded: a shutdown or disconnect must not lose a settlement half-way.
+                await asyncio.shield(self.meter.settle(p))
 
     async def _prepare(
         self, frontend: Frontend, ctx: RequestContext, scope: Scope, receive: Receive

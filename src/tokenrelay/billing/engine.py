@@ -21,6 +21,7 @@ from tokenrelay import ir
 from tokenrelay.auth import ApiKeyInfo
 from tokenrelay.billing import ledger
 from tokenrelay.billing.holds import Holds, MemoryHolds, RedisHolds
+from tokenrelay.billing.journal import JournalWriter, try_lock_journal
 from tokenrelay.billing.pricebook import PriceBook, PriceVersion
 from tokenrelay.billing.pricing import cost_nano, usd, worst_case_nano
 from tokenrelay.billing.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -75,11 +76,14 @@ class BillingEngine:
         self._redis = redis
         self._own_redis = False
         self._prefix = settings.redis_prefix
-        self.writer = SettlementWriter(engine, settings.writer_batch_ms)
+        self.writer: SettlementWriter | JournalWriter = SettlementWriter(
+            engine, settings.writer_batch_ms
+        )
         self.holds: Holds
         self.limiter: RateLimiter
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+        self._inline = False
 
     async def start(self, *, serving: bool = True) -> None:
         """Load prices and connect. `serving=False` (CLI) skips the background tasks and the
@@ -104,7 +108,17 @@ class BillingEngine:
             self.holds = MemoryHolds(loader)
             self.limiter = MemoryRateLimiter()
         await self.prices.load()
+        db_path = _sqlite_file(self.engine)
+        # The journal belongs to the one serving process that holds its lock; the CLI and a
+        # second worker on the same file commit directly instead.
+        if serving and db_path and try_lock_journal(db_path):
+            self.writer = JournalWriter(db_path)
         self.writer.start()
+        # Journal + in-process holds and limits: settlement never waits on I/O, so it needs
+        # no shielding task (a task per request costs a loop round trip).
+        self._inline = isinstance(self.writer, JournalWriter) and isinstance(
+            self.holds, MemoryHolds
+        )
         if serving:
             self._spawn(self._poll_prices())
             if self._redis is not None:
@@ -180,7 +194,10 @@ class BillingEngine:
         record.request_id, record.key_id = admission.request_id, admission.key_id
         record.started_at = record.started_at or admission.started_at
         if self.enabled and not admission.released:
-            await asyncio.shield(self._settle(admission, record))
+            if self._inline:  # nothing in _settle suspends: it cannot be cancelled half-way
+                await self._settle(admission, record)
+            else:
+                await asyncio.shield(self._settle(admission, record))
         admission.cost_nano = cost
         return cost
 
@@ -229,11 +246,13 @@ class BillingEngine:
         return balance
 
     async def key_summary(self, key_id: str) -> dict[str, Any] | None:
+        await self.writer.flush()  # reads see every request this process settled
         return await ledger.key_summary(self.engine, key_id)
 
     async def usage(
         self, key_id: str | None = None, since: dt.datetime | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
+        await self.writer.flush()
         return await ledger.usage(self.engine, key_id, since, limit)
 
     async def account(self, key_id: str) -> dict[str, Any] | None:
@@ -243,6 +262,7 @@ class BillingEngine:
         return {**summary, "recent_usage": await self.usage(key_id, None, 20)}
 
     async def verify(self) -> list[str]:
+        await self.writer.flush()
         return await ledger.verify(self.engine)
 
     async def set_price(
@@ -298,12 +318,21 @@ class BillingEngine:
         while True:
             await asyncio.sleep(_REFRESH_S)
             try:
-                snap = self.holds.snapshot()
+                # Keys with journaled debits not yet committed would read a stale balance.
+                unsettled = getattr(self.writer, "uncommitted", {})
+                snap = {k: g for k, g in self.holds.snapshot().items() if k not in unsettled}
                 balances = await ledger.load_balances(self.engine, list(snap))
                 for key_id, balance in balances.items():
                     self.holds.refresh(key_id, balance, snap[key_id])
             except Exception as exc:
                 log.warning("balance refresh failed: %s", exc)
+
+
+def _sqlite_file(engine: AsyncEngine) -> str | None:
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return str(url.database)
 
 
 def _totals(r: UsageRecord) -> ir.UsageTotals:

@@ -8,6 +8,7 @@ have a fraction (e.g. $0.0375/1M), so the sum is taken in Decimal and rounded on
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 
 from tokenrelay import ir
 from tokenrelay.catalog import Price
@@ -19,14 +20,43 @@ _PER_TOKEN = Decimal(NANO_PER_USD) / Decimal(1_000_000)
 def cost_nano(usage: ir.UsageTotals, price: Price) -> int:
     rates = price.for_prompt(usage.prompt_total)
     cache_write_5m = max(usage.cache_write - usage.cache_write_1h, 0)
-    total = (
+    femto = _femto_rates(rates)
+    if femto is not None:  # integer arithmetic, same result as the Decimal sum below
+        total = (
+            usage.input * femto[0]
+            + usage.output * femto[1]
+            + usage.cache_read * femto[2]
+            + cache_write_5m * femto[3]
+            + usage.cache_write_1h * femto[4]
+        )
+        nano, rest = divmod(total, _FEMTO_PER_NANO)
+        return nano + (1 if 2 * rest >= _FEMTO_PER_NANO else 0)  # half-up, as below
+    exact = (
         usage.input * rates.input
         + usage.output * rates.output
         + usage.cache_read * rates.cache_read
         + cache_write_5m * rates.cache_write
         + usage.cache_write_1h * rates.cache_write_1h
     ) * _PER_TOKEN
-    return int(total.to_integral_value(rounding=ROUND_HALF_UP))
+    return int(exact.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+# A rate in USD per 1M tokens × 10^9 = femto-USD (1e-15) per token: an exact integer for any
+# rate with at most 9 decimals, which turns pricing into integer arithmetic (~10x faster than
+# Decimal, and it runs twice per request).
+_FEMTO_PER_RATE = Decimal(10**9)
+_FEMTO_PER_NANO = 10**6
+
+
+@lru_cache(maxsize=4096)
+def _femto_rates(p: Price) -> tuple[int, int, int, int, int] | None:
+    femto = []
+    for rate in (p.input, p.output, p.cache_read, p.cache_write, p.cache_write_1h):
+        scaled = rate * _FEMTO_PER_RATE
+        if scaled != scaled.to_integral_value() or scaled < 0:
+            return None
+        femto.append(int(scaled))
+    return femto[0], femto[1], femto[2], femto[3], femto[4]
 
 
 def worst_case_nano(input_tokens: int, max_output: int, price: Price) -> int:

@@ -1,0 +1,346 @@
+"""Settlement for the embedded SQLite store: a write-ahead journal, then batched commits.
+
+Awaiting a database commit per response cost 3-5 ms and half the throughput through
+SQLAlchemy + aiosqlite (bench/). Here the durable step is one `os.write` of the usage record
+to an append-only journal beside the database file — a few microseconds, and like a WAL commit
+under `synchronous=NORMAL` it survives SIGKILL (the page cache outlives the process). A thread
+with its own stdlib `sqlite3` connection then commits the records in batches: usage row
+(idempotent by request id), debit, balance. At start, whatever the journal holds is committed
+again before the first request — records already in the database are skipped, so nothing is
+billed twice and nothing completed is lost.
+
+The journal lives in the same directory as the database, so it shares its fate: a volume that
+keeps the database keeps the journal. Segments rotate at `SEGMENT_BYTES` and are deleted once
+every record in them committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from tokenrelay.billing.writer import UsageRecord
+from tokenrelay.store.tables import usage_records
+
+log = logging.getLogger("tokenrelay.billing")
+
+SEGMENT_BYTES = 8 * 1024 * 1024
+# How often the thread commits what was journaled (sooner when someone flushes).
+COMMIT_INTERVAL_S = 0.02
+_MAX_BATCH = 1000
+_MAX_BACKOFF_S = 2.0
+_COLUMNS = [c.name for c in usage_records.columns]
+_INSERT_USAGE = (
+    f"INSERT INTO usage_records ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_COLUMNS))}) ON CONFLICT (request_id) DO NOTHING"
+)
+_INSERT_DEBIT = (
+    "INSERT INTO ledger (key_id, kind, amount_nano, request_id, note, created_at) "
+    "VALUES (?, 'debit', ?, ?, NULL, ?)"
+)
+_UPDATE_BALANCE = "UPDATE api_keys SET balance_nano = balance_nano - ? WHERE id = ?"
+# SQLAlchemy's own bind processors: rows written here read back exactly like rows it wrote.
+_DIALECT = sqlite_dialect.dialect()
+_CONVERT = [
+    (i, proc)
+    for i, c in enumerate(usage_records.columns)
+    if (proc := c.type.dialect_impl(_DIALECT).bind_processor(_DIALECT)) is not None
+]
+_DATETIME = usage_records.c.started_at.type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
+
+
+def journal_prefix(db_path: str) -> Path:
+    return Path(db_path + "-settle")
+
+
+_LOCKS: dict[str, int] = {}
+
+
+def try_lock_journal(db_path: str) -> bool:
+    """Take the journal of `db_path` for this process (flock, released when it exits). False
+    if another process serves it: two writers would replay each other's live records."""
+    import fcntl
+
+    if db_path in _LOCKS:
+        return True
+    fd = os.open(str(journal_prefix(db_path)) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _LOCKS[db_path] = fd
+    return True
+
+
+class JournalWriter:
+    """Same contract as SettlementWriter (`submit` returns once the record is durable) but
+    durable means journaled, not committed; `flush()` waits for the commit."""
+
+    def __init__(self, db_path: str) -> None:
+        self.db_path = db_path
+        self.prefix = journal_prefix(db_path)
+        self.batches = 0
+        # Appending to a deque wakes nobody: the thread commits on its own clock, so requests
+        # never hand the GIL to it one record at a time (that cost ~8% of a core at 10k req/s).
+        self._pending: deque[tuple[int, dict[str, Any]]] = deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd = -1
+        self._segment = 0
+        self._segment_bytes = 0
+        self._sealed: list[tuple[int, int]] = []  # (segment number, its last sequence)
+        self._appended = 0  # sequence of the last journaled record
+        self._committed = 0  # every record up to this sequence is in the database
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.uncommitted: dict[str, int] = {}  # key id -> records journaled, not yet committed
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        replayed = self._replay()
+        if replayed:
+            log.warning("settlement journal: %d record(s) recovered and committed", replayed)
+        self._open_segment(0)
+        self._thread = threading.Thread(
+            target=self._run, name="tokenrelay-settlement-journal", daemon=True
+        )
+        self._thread.start()
+
+    async def close(self) -> None:
+        if self._thread is None or self._closing:
+            return
+        await self.flush()
+        self._closing = True
+        self._stop = True
+        self._wake.set()
+        await asyncio.to_thread(self._thread.join)
+        os.close(self._fd)
+        self._fd = -1
+        for path in self._segments():
+            path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ request path
+
+    async def submit(self, record: UsageRecord) -> bool:
+        """Journal `record` (durable on return) and queue it for the database. Always True:
+        request ids are unique per request; the database skips a replayed one."""
+        if self._closing or self._thread is None:
+            raise RuntimeError("the settlement writer is not running")
+        row = record.row()
+        line = orjson.dumps(row) + b"\n"
+        os.write(self._fd, line)
+        self._appended += 1
+        self._segment_bytes += len(line)
+        self.uncommitted[record.key_id] = self.uncommitted.get(record.key_id, 0) + 1
+        self._pending.append((self._appended, row))
+        if self._segment_bytes >= SEGMENT_BYTES:
+            self._sealed.append((self._segment, self._appended))
+            os.close(self._fd)
+            self._open_segment(self._segment + 1)
+        return True
+
+    async def flush(self) -> None:
+        """Wait until every record submitted so far is committed to the database."""
+        target = self._appended
+        if self._committed >= target or self._thread is None:
+            return
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        self._waiters.append((target, fut))
+        self._wake.set()
+        await fut
+
+    # ------------------------------------------------------------------ loop thread callbacks
+
+    def _on_commit(self, last_seq: int, key_counts: dict[str, int]) -> None:
+        self._committed = last_seq
+        self.batches += 1
+        for key_id, n in key_counts.items():
+            left = self.uncommitted.get(key_id, 0) - n
+            if left > 0:
+                self.uncommitted[key_id] = left
+            else:
+                self.uncommitted.pop(key_id, None)
+        while self._sealed and self._sealed[0][1] <= last_seq:
+            self._path(self._sealed.pop(0)[0]).unlink(missing_ok=True)
+        # No await between this check and the truncate: no append can slip in between.
+        if last_seq == self._appended and self._segment_bytes and self._fd >= 0:
+            os.ftruncate(self._fd, 0)
+            self._segment_bytes = 0
+        still: list[tuple[int, asyncio.Future[None]]] = []
+        for target, fut in self._waiters:
+            if target <= last_seq:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                still.append((target, fut))
+        self._waiters = still
+
+    # ------------------------------------------------------------------ journal files
+
+    def _path(self, segment: int) -> Path:
+        return self.prefix.with_name(f"{self.prefix.name}.{segment}")
+
+    def _segments(self) -> list[Path]:
+        found = []
+        for path in self.prefix.parent.glob(self.prefix.name + ".*"):
+            suffix = path.name.rsplit(".", 1)[-1]
+            if suffix.isdigit():
+                found.append((int(suffix), path))
+        return [p for _, p in sorted(found)]
+
+    def _open_segment(self, segment: int) -> None:
+        self._segment = segment
+        self._segment_bytes = 0
+        self._fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def _replay(self) -> int:
+        """Commit whatever a previous process journaled; runs before the first request."""
+        records: list[dict[str, Any]] = []
+        segments = self._segments()
+        for path in segments:
+            for number, line in enumerate(path.read_bytes().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(_from_json(orjson.loads(line)))
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                    log.error("settlement journal %s line %d unreadable: %s", path, number, exc)
+        if records:
+            conn = _connect(self.db_path)
+            try:
+                for start in range(0, len(records), _MAX_BATCH):
+                    _commit(conn, records[start : start + _MAX_BATCH])
+            finally:
+                conn.close()
+        for path in segments:
+            path.unlink(missing_ok=True)
+        return len(records)
+
+    # ------------------------------------------------------------------ writer thread
+
+    def _run(self) -> None:
+        conn = _connect(self.db_path)
+        try:
+            while True:
+                self._wake.wait(COMMIT_INTERVAL_S)
+                self._wake.clear()
+                while self._pending:
+                    batch = []
+                    while self._pending and len(batch) < _MAX_BATCH:
+                        batch.append(self._pending.popleft())
+                    self._commit_with_retry(conn, batch)
+                if self._stop:
+                    break
+        finally:
+            conn.close()
+
+    def _commit_with_retry(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        rows = [item[1] for item in batch]
+        delay = 0.05
+        while True:
+            try:
+                _commit(conn, rows)
+                break
+            except sqlite3.IntegrityError as exc:
+                # One bad record must not block the rest: commit them one by one.
+                log.error("settlement batch rejected (%s): committing one by one", exc)
+                for row in rows:
+                    try:
+                        _commit(conn, [row])
+                    except sqlite3.IntegrityError as one:
+                        log.error(
+                            "usage record %s cannot be written (%s): %s",
+                            row["request_id"],
+                            one,
+                            orjson.dumps(row, default=str).decode(),
+                        )
+                break
+            except sqlite3.Error as exc:  # locked, disk full, ...: the journal keeps them
+                log.warning("settlement batch of %d failed, retrying: %s", len(rows), exc)
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF_S)
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["key_id"]] = counts.get(row["key_id"], 0) + 1
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting any more
+            self._loop.call_soon_threadsafe(self._on_commit, batch[-1][0], counts)
+
+
+def _connect(db_path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+def _commit(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> int:
+    """One transaction: new usage rows, their debits, the balances. Returns rows inserted.
+    Fresh request ids (every live request) go in with one executemany; a batch in which some
+    id exists already (a replay) is redone row by row so that only new rows are debited."""
+    assert _DATETIME is not None
+    now = _DATETIME(dt.datetime.now(dt.UTC))
+    values = [_values(row) for row in rows]
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        cursor = conn.executemany(_INSERT_USAGE, values)
+        if cursor.rowcount == len(rows):
+            fresh = rows
+        else:
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            fresh = [
+                row
+                for row, v in zip(rows, values, strict=True)
+                if conn.execute(_INSERT_USAGE, v).rowcount == 1
+            ]
+        if fresh:
+            per_key: dict[str, int] = {}
+            for row in fresh:
+                per_key[row["key_id"]] = per_key.get(row["key_id"], 0) + row["cost_nano"]
+            conn.executemany(
+                _INSERT_DEBIT,
+                [(r["key_id"], -r["cost_nano"], r["request_id"], now) for r in fresh],
+            )
+            # Sorted: writers lock key rows in one order.
+            conn.executemany(_UPDATE_BALANCE, [(c, k) for k, c in sorted(per_key.items())])
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return len(fresh)
+
+
+def _values(row: dict[str, Any]) -> list[Any]:
+    values = [row[name] for name in _COLUMNS]
+    for i, proc in _CONVERT:
+        values[i] = proc(values[i])
+    return values
+
+
+def _from_json(raw: dict[str, Any]) -> dict[str, Any]:
+    row = {name: raw[name] for name in _COLUMNS}
+    row["started_at"] = dt.datetime.fromisoformat(row["started_at"])
+    return row

@@ -1,0 +1,116 @@
+"""The SQLite settlement journal: a record journaled before a crash is billed exactly once.
+
+The crash is real: a child process journals records while the database is locked (so none can
+commit), reports, and is SIGKILLed. The next writer on that database replays the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from decimal import Decimal
+from pathlib import Path
+
+from tokenrelay.auth import KeyStore
+from tokenrelay.billing import ledger
+from tokenrelay.billing.journal import JournalWriter, journal_prefix
+from tokenrelay.billing.writer import UsageRecord
+from tokenrelay.store import create_engine, migrate_async
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from tokenrelay.billing.journal import JournalWriter
+    from tokenrelay.billing.writer import UsageRecord
+
+    async def main(db, key_id):
+        writer = JournalWriter(db)
+        writer.start()
+        for i in range(5):
+            await writer.submit(UsageRecord(f"req_crash{i}", key_id, "gpt-4o", input_tokens=10,
+                                            output_tokens=5, cost_nano=1_000 + i))
+        print("journaled", flush=True)
+        await asyncio.sleep(60)  # killed here, the records still uncommitted
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+async def _new_key(db: str) -> str:
+    engine = create_engine(f"sqlite:///{db}")
+    await migrate_async(engine)
+    info, _ = await KeyStore(engine, "sk-test-").create("crash", Decimal("1.00"))
+    await engine.dispose()
+    return info.id
+
+
+async def _state(db: str, key_id: str) -> tuple[list[str], int, list[str]]:
+    engine = create_engine(f"sqlite:///{db}")
+    try:
+        rows = await ledger.usage(engine, key_id, None, 100)
+        balance = await ledger.load_balance(engine, key_id)
+        problems = await ledger.verify(engine)
+    finally:
+        await engine.dispose()
+    return sorted(r["request_id"] for r in rows), balance, problems
+
+
+def test_records_journaled_before_sigkill_are_billed_once_after_restart(tmp_path: Path) -> None:
+    db = str(tmp_path / "gw.db")
+    key_id = asyncio.run(_new_key(db))
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # the child's writer thread cannot commit anything
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, db, key_id], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "journaled"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert asyncio.run(_state(db, key_id))[0] == []  # nothing reached the database
+    assert any(p.stat().st_size > 0 for p in tmp_path.glob(journal_prefix(db).name + ".*"))
+
+    async def restart() -> None:
+        writer = JournalWriter(db)
+        writer.start()  # replays before it accepts anything
+        await writer.close()
+
+    asyncio.run(restart())
+    ids, balance, problems = asyncio.run(_state(db, key_id))
+    assert ids == [f"req_crash{i}" for i in range(5)]
+    assert balance == 1_000_000_000 - sum(1_000 + i for i in range(5))
+    assert problems == []
+
+    asyncio.run(restart())  # a second replay finds nothing and bills nothing again
+    assert asyncio.run(_state(db, key_id))[1] == balance
+
+
+def test_flush_makes_submitted_records_readable_and_empties_the_journal(tmp_path: Path) -> None:
+    db = str(tmp_path / "gw.db")
+    key_id = asyncio.run(_new_key(db))
+
+    async def run() -> None:
+        writer = JournalWriter(db)
+        writer.start()
+        for i in range(50):
+            await writer.submit(UsageRecord(f"req_{i}", key_id, "gpt-4o", cost_nano=7))
+        await writer.flush()
+        assert writer.uncommitted == {}
+        ids, balance, problems = await _state(db, key_id)
+        assert len(ids) == 50 and balance == 1_000_000_000 - 350 and problems == []
+        segments = list(tmp_path.glob(journal_prefix(db).name + ".*"))
+        assert all(p.stat().st_size == 0 for p in segments if p.suffix != ".lock")
+        await writer.close()
+
+    asyncio.run(run())
+    assert os.path.exists(db)
