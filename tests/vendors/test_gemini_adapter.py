@@ -68,21 +68,24 @@ def gusage(prompt: int, candidates: int, thoughts: int) -> Usage:
     return Usage(input=prompt, output=candidates + thoughts, cache_read=0, reasoning=thoughts)
 
 
+# Each chunk's usageMetadata comes before its parts: counts are cumulative, and the prompt size
+# must be known by the time a renderer opens the message (Anthropic message_start).
 GOLDEN: dict[str, list[ir.Event]] = {
     "gemini__text_stream.sse": [
         Start("bH6LaZW8Fp_3nsEPqtaSwQ4", "gemini-3-pro-preview"),
+        gusage(9, 5, 185),
         BlockStart(0, "text"),
         Delta(0, "text", "There are **3**"),
-        gusage(9, 5, 185),
+        gusage(9, 23, 185),
         Delta(0, "text", ' "r"s in strawberry.\n\nst**r**awbe**rr**y'),
-        gusage(9, 23, 185),
         # the last chunk's empty text part carries only a thoughtSignature: no event
-        BlockStop(0),
         gusage(9, 23, 185),
+        BlockStop(0),
         Finish("end_turn"),
     ],
     "gemini__tool_call_stream.sse": [
         Start("b36LacjwM668nsEP2tbsgQQ", "gemini-3-pro-preview"),
+        gusage(29, 15, 45),
         BlockStart(
             0,
             "tool_call",
@@ -93,32 +96,31 @@ GOLDEN: dict[str, list[ir.Event]] = {
         Delta(0, "arguments", '{"location":"San Francisco"}'),
         BlockStop(0),
         gusage(29, 15, 45),
-        gusage(29, 15, 45),
         Finish("tool_use"),  # Gemini says STOP; the functionCall makes it tool_use
     ],
     "gemini__thinking_stream.sse": [
         Start("kTsLaf3xK4-o1MkPzJ2R8Qs", "gemini-2.5-flash"),
+        gusage(12, 0, 214),
         BlockStart(0, "thinking"),
         Delta(0, "thinking", THOUGHT_1),
-        gusage(12, 0, 214),
-        Delta(0, "thinking", THOUGHT_2),
         gusage(12, 0, 389),
+        Delta(0, "thinking", THOUGHT_2),
+        gusage(12, 9, 389),
         BlockStop(0),
         BlockStart(1, "text"),
         Delta(1, "text", 'There are **3** r\'s in the word "strawberry"'),
-        gusage(12, 9, 389),
+        gusage(12, 21, 389),
         Delta(1, "text", ": st**r**awbe**rr**y."),
         BlockStop(1),
-        gusage(12, 21, 389),
         Finish("end_turn"),
     ],
     "gemini__midstream_error.sse": [
         Start("p9QLacTq7Lz2xN8PlYKt0Ak", "gemini-2.5-flash"),
+        gusage(11, 14, 198),
         BlockStart(0, "text"),
         Delta(0, "text", "Once upon a time, on a rocky point above a restless sea,"),
-        gusage(11, 14, 198),
-        Delta(0, "text", " there lived an old lighthouse keeper named Elias who"),
         gusage(11, 25, 198),
+        Delta(0, "text", " there lived an old lighthouse keeper named Elias who"),
         ir.Error("overloaded", "The model is overloaded. Please try again later.", 503),
     ],
 }
@@ -180,6 +182,7 @@ def test_parse_text_response() -> None:
     body = orjson.dumps(exchange("gemini__text.json")["response"]["body"])
     assert GEMINI.parse_response(body) == [
         Start("Un6LacrVMcjUxs0PmJfWoQc", "gemini-3-pro-preview"),
+        gusage(9, 28, 244),
         BlockStart(0, "text"),
         Delta(
             0,
@@ -187,7 +190,6 @@ def test_parse_text_response() -> None:
             "There are **3** r's in strawberry.\n\nHere is the breakdown: st**r**awbe**rr**y.",
         ),
         BlockStop(0),
-        gusage(9, 28, 244),
         Finish("end_turn"),
     ]
 

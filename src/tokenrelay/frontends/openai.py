@@ -64,14 +64,17 @@ def _completion_id(upstream_id: str) -> str:
     return upstream_id if upstream_id.startswith("chatcmpl-") else "chatcmpl-" + uuid.uuid4().hex
 
 
-def _usage(u: ir.UsageTotals, extra: Mapping[str, Any]) -> dict[str, Any]:
+def _usage(u: ir.UsageTotals, extra: Mapping[str, Any], *, thought: bool) -> dict[str, Any]:
+    """`thought`: the answer had reasoning. A vendor that reasoned without counting it apart
+    (Anthropic) reports 0 reasoning tokens; that means "unknown" then, so it is left out."""
     prompt = u.prompt_total
+    details = {"reasoning_tokens": u.reasoning} if u.reasoning or not thought else {}
     return {
         "prompt_tokens": prompt,
         "completion_tokens": u.output,
         "total_tokens": prompt + u.output,
         "prompt_tokens_details": {"cached_tokens": u.cache_read},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning},
+        "completion_tokens_details": details,
         **extra,
     }
 
@@ -88,8 +91,10 @@ class OpenAIStreamRenderer:
         "_id",
         "_include_usage",
         "_model",
+        "_role_sent",
         "_started",
         "_tail",
+        "_thought",
     )
 
     def __init__(self, *, request_id: str, include_usage: bool, created: int | None = None) -> None:
@@ -104,6 +109,8 @@ class OpenAIStreamRenderer:
             + b"}\n\n"
         )
         self._started = False
+        self._role_sent = False
+        self._thought = False  # a reasoning block was rendered
         self._finished = False
         self._calls = 0  # tool_calls[].index: counts calls, independent of IR block indexes
         self._blocks: dict[int, tuple[bytes, bytes]] = {}  # IR index → delta prefix, suffix
@@ -139,7 +146,7 @@ class OpenAIStreamRenderer:
                 "created": self._created,
                 "model": self._model,
                 "choices": [],
-                "usage": _usage(usage, extra_usage),
+                "usage": _usage(usage, extra_usage, thought=self._thought),
             }
             out += b"data: " + orjson.dumps(chunk) + b"\n\n"
         return out + _DONE
@@ -162,12 +169,31 @@ class OpenAIStreamRenderer:
             + orjson.dumps(model)
             + b',"choices":[{"index":0,"delta":'
         )
-        return self._head + b'{"role":"assistant","content":""}' + self._tail
+        return b""
+
+    def _role(self, first_kind: str | None) -> bytes:
+        """The opening role chunk, sent with the first block: OpenAI opens a text answer with
+        `content: ""` and a tool-call or reasoning answer with `content: null`, and SDKs keep
+        that value when no text follows."""
+        if self._role_sent:
+            return b""
+        self._role_sent = True
+        if first_kind == "text":
+            return self._head + b'{"role":"assistant","content":""}' + self._tail
+        if first_kind == "thinking":
+            delta = b'{"role":"assistant","content":null,"reasoning_content":""}'
+            return self._head + delta + self._tail
+        return self._head + b'{"role":"assistant","content":null}' + self._tail
 
     def _block_start(self, ev: ir.BlockStart) -> bytes:
+        role = self._role(ev.kind)
+        return role + self._open_block(ev) if role else self._open_block(ev)
+
+    def _open_block(self, ev: ir.BlockStart) -> bytes:
         if ev.kind == "text":
             self._blocks[ev.index] = (self._head + b'{"content":', b"}" + self._tail)
         elif ev.kind == "thinking":
+            self._thought = True
             self._blocks[ev.index] = (self._head + b'{"reasoning_content":', b"}" + self._tail)
         elif ev.kind == "tool_call":
             k = self._calls
@@ -194,7 +220,8 @@ class OpenAIStreamRenderer:
         reason = finish_reason(stop_reason).encode()
         usage = b',"usage":null' if self._include_usage else b""
         return (
-            self._head
+            self._role(None)
+            + self._head
             + b'{},"logprobs":null,"finish_reason":"'
             + reason
             + b'"}]'
@@ -248,7 +275,11 @@ class OpenAIFrontend:
                     "finish_reason": finish_reason(resp.stop_reason),
                 }
             ],
-            "usage": _usage(resp.usage, extra_usage),
+            "usage": _usage(
+                resp.usage,
+                extra_usage,
+                thought=any(isinstance(p, ir.Thinking) and p.text for p in resp.content),
+            ),
         }
 
     def render_error(self, err: GatewayError) -> tuple[int, dict[str, Any]]:

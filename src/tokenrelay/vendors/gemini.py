@@ -356,6 +356,11 @@ class GeminiStreamDecoder:
             self._started = True
             self._response_id = obj.get("responseId") or ""
             out.append(ir.Start(self._response_id, obj.get("modelVersion") or ""))
+        # Usage first: the counts are cumulative, and a client that reads the prompt size from
+        # the first event it gets (Anthropic message_start) must see it there.
+        usage = obj.get("usageMetadata")
+        if usage:
+            out.append(usage_from(usage))
         finish: str | None = None
         if candidates:
             cand = candidates[0]
@@ -366,10 +371,6 @@ class GeminiStreamDecoder:
             finish = "SAFETY"  # the prompt was blocked: no candidates, a refusal
         if finish:
             self.close_block(out)
-        usage = obj.get("usageMetadata")
-        if usage:
-            out.append(usage_from(usage))
-        if finish:
             out.append(ir.Finish(stop_reason(finish, self._had_call)))
 
     def end_body(self, out: list[ir.Event]) -> None:
