@@ -54,8 +54,9 @@ _OPENAI_EFFORTS = frozenset({"none", "minimal", "low", "medium", "high", "xhigh"
 # `stream_options` is built by us (include_usage must stay on for billing).
 _BLOCKED_EXTRAS = frozenset({"metadata", "stream_options"})
 
-# Vendors echo partial keys ("xa***ED", "sk-abc...xyz") in messages; never pass them on.
-_KEY_LIKE = re.compile(r"\b(?:sk|xai)-\S+|\S*\*{3,}\S*")
+# Vendors echo partial keys ("xa***ED", "sk-abc...xyz") and the operator's organization id
+# ("org-...", in OpenAI rate-limit messages) in messages; never pass them on.
+_KEY_LIKE = re.compile(r"\b(?:sk|xai)-\S+|\borg-\w+|\S*\*{3,}\S*")
 
 
 def effort_level(cfg: ir.ThinkingConfig | None) -> str | None:
