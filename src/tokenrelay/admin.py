@@ -31,6 +31,9 @@ _PRICE_FIELDS = frozenset(
     | {"effective_from", "note"}
 )
 _MAX_NAME = 200
+# Balances are BIGINT nano-USD (at most ~$9.2 billion). Larger amounts used to reach the
+# database and fail there: a 500 (PostgreSQL: out of int64 range; SQLite: OverflowError).
+MAX_AMOUNT_NANO = 10**18  # $1,000,000,000 per key creation or credit
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -262,10 +265,12 @@ def _credits(value: Any) -> Decimal | None:
     try:
         # str() first: Decimal(0.1) would carry the float's binary error into the balance.
         amount = Decimal(str(value).strip())
-        usd_to_nano(amount)
+        if usd_to_nano(amount) > MAX_AMOUNT_NANO:
+            raise ValueError("too large")
     except (InvalidOperation, ValueError) as exc:
         raise _BadRequest(
-            "credits_usd: must be a non-negative amount with at most 9 decimal places",
+            "credits_usd: must be a non-negative amount up to 1000000000 with at most 9 "
+            "decimal places",
             "credits_usd",
         ) from exc
     return amount
@@ -280,9 +285,11 @@ def signed_nano(value: Any, field: str) -> int:
         nano = amount * NANO_PER_USD
         if not nano.is_finite() or nano != nano.to_integral_value() or nano == 0:
             raise ValueError
+        if abs(nano) > MAX_AMOUNT_NANO:
+            raise ValueError
     except (InvalidOperation, ValueError) as exc:
         raise _BadRequest(
-            f"{field}: a non-zero amount with at most 9 decimal places", field
+            f"{field}: a non-zero amount up to 1000000000 with at most 9 decimal places", field
         ) from exc
     return int(nano)
 

@@ -412,14 +412,17 @@ def _or_exit(fn: Callable[[], T]) -> T:
 def _parse_credits(raw: str | None) -> Decimal | None:
     if raw is None:
         return None
+    from tokenrelay.admin import MAX_AMOUNT_NANO
     from tokenrelay.auth import usd_to_nano
 
     try:
         amount = Decimal(raw.strip().lstrip("$"))
-        usd_to_nano(amount)
+        # Bounded like the admin API: a larger amount overflowed the BIGINT balance column.
+        if usd_to_nano(amount) > MAX_AMOUNT_NANO:
+            raise ValueError("too large")
     except (InvalidOperation, ValueError) as exc:
         raise click.BadParameter(
-            "a non-negative USD amount with at most 9 decimals, e.g. 5.00",
+            "a non-negative USD amount up to 1000000000 with at most 9 decimals, e.g. 5.00",
             param_hint="--credits",
         ) from exc
     return amount

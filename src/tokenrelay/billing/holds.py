@@ -156,14 +156,21 @@ class MemoryHolds:
 
 # Keys share the `{key_id}` hash tag: one cluster slot per key, so each script is atomic.
 # KEYS: 1 bal hash {balance, held}, 2 holds hash (request id -> amount), 3 hold expiry zset.
+# `decr` subtracts an amount with HINCRBY: a plain `-tonumber(x)` of 0 is Lua's -0, sent as
+# "-0", which Redis refuses as an integer — settling a zero-cost request (refused by the
+# vendor, or a free model's zero hold) then failed and its usage record was never written.
 _PURGE = """
+local function decr(key, field, amount)
+  local n = tonumber(amount)
+  if n ~= 0 then redis.call('HINCRBY', key, field, -n) end
+end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now_ms)
 for _, rid in ipairs(expired) do
   local amt = redis.call('HGET', KEYS[2], rid)
   if amt then
-    redis.call('HINCRBY', KEYS[1], 'held', -tonumber(amt))
+    decr(KEYS[1], 'held', amt)
     redis.call('HDEL', KEYS[2], rid)
   end
   redis.call('ZREM', KEYS[3], rid)
@@ -195,7 +202,7 @@ _SETTLE = (
     + """
 local amt = redis.call('HGET', KEYS[2], ARGV[1])
 if amt then
-  redis.call('HINCRBY', KEYS[1], 'held', -tonumber(amt))
+  decr(KEYS[1], 'held', amt)
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
 end
@@ -205,7 +212,7 @@ if ARGV[2] == '' then
 end
 if redis.call('SET', KEYS[4], '1', 'NX', 'EX', tonumber(ARGV[3])) == false then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'balance') == 1 then
-  redis.call('HINCRBY', KEYS[1], 'balance', -tonumber(ARGV[2]))
+  decr(KEYS[1], 'balance', ARGV[2])
 end
 return 1
 """
