@@ -7,7 +7,6 @@ have no key.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,7 +28,7 @@ from tokenrelay.frontends.openai import OPENAI_FRONTEND
 from tokenrelay.model_routes import count_tokens, list_models
 from tokenrelay.relay import Relay
 from tokenrelay.settings import Settings, get_settings
-from tokenrelay.store.db import create_engine, migrate
+from tokenrelay.store.db import create_engine, migrate_in_child, schema_is_current
 from tokenrelay.upstream import Upstreams
 from tokenrelay.web import web_routes
 
@@ -84,8 +83,9 @@ class Gateway:
 
     async def startup(self) -> None:
         s = self.settings
-        await asyncio.to_thread(migrate, s.database_url)
         engine = create_engine(s.database_url)
+        if not await schema_is_current(engine):
+            await migrate_in_child(s.database_url)
         keys = KeyStore(engine, s.key_prefix)
         catalog = Catalog.load(s.catalog_path)
         emulator_base = None

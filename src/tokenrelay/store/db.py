@@ -3,23 +3,30 @@
 Operators write plain URLs (`sqlite:///./tokenrelay.db`, `postgres://user@host/db`); this module
 picks the async driver so nobody has to know SQLAlchemy's `+aiosqlite` / `+asyncpg` spelling.
 Alembic is configured in code (no alembic.ini at runtime) and runs through the same async
-drivers, so Postgres needs no second, synchronous driver.
+drivers, so Postgres needs no second, synchronous driver. It is imported only when a migration
+is due: a database already at `SCHEMA_HEAD` is checked with one query, and the server runs a
+due migration in a child process, so Alembic's ~12 MB never stay in the serving process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The newest revision in migrations/versions (a test holds it equal to Alembic's own head).
+SCHEMA_HEAD = "0002"
 # Any constant works; it only has to be the same in every replica.
 _PG_MIGRATION_LOCK = 0x746F6B72  # "tokr"
 
@@ -104,6 +111,8 @@ async def migrate_async(target: str | AsyncEngine) -> None:
     """Upgrade to head. `target` is a database URL or an engine (which is left open)."""
     engine = create_engine(target) if isinstance(target, str) else target
     try:
+        if await schema_is_current(engine):
+            return
         async with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # Replicas starting together must not race to create the same tables; the lock
@@ -117,8 +126,38 @@ async def migrate_async(target: str | AsyncEngine) -> None:
             await engine.dispose()
 
 
+async def schema_is_current(engine: AsyncEngine) -> bool:
+    """One query: is the database at SCHEMA_HEAD? False for a new, empty database."""
+    try:
+        async with engine.connect() as conn:
+            versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+    except Exception:  # no alembic_version table yet
+        return False
+    return [v[0] for v in versions] == [SCHEMA_HEAD]
+
+
+async def migrate_in_child(url: str) -> None:
+    """Migrate in a child process (the server's own memory never holds Alembic). The URL goes
+    through the environment: a command line is visible to every user of the machine."""
+    code = "import os; from tokenrelay.store.db import migrate; migrate(os.environ['_TR_DB'])"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        env={**os.environ, "_TR_DB": url},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        lines = err.decode(errors="replace").strip().splitlines()
+        raise RuntimeError(f"database migration failed: {lines[-1] if lines else proc.returncode}")
+
+
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic config for our scripts; pass `connection` to run commands on it."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("path_separator", "os")
@@ -128,4 +167,6 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def _upgrade(connection: Connection) -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(connection), "head")
