@@ -206,3 +206,20 @@ async def test_memory_sqlite_keeps_one_database() -> None:
     store.clear_cache()
     assert await store.authenticate(plaintext) is not None
     await eng.dispose()
+
+
+async def test_a_burst_on_a_cold_key_makes_one_query(engine: AsyncEngine) -> None:
+    from sqlalchemy import event
+
+    store = KeyStore(engine, "sk-test-")
+    _, plaintext = await store.create("burst")
+    store.clear_cache()
+    queries: list[str] = []
+    listener = lambda *args: queries.append(args[2])  # noqa: E731 (conn, cursor, statement, ...)
+    event.listen(engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        found = await asyncio.gather(*(store.authenticate(plaintext) for _ in range(50)))
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", listener)
+    assert all(f is not None and f.name == "burst" for f in found)
+    assert len([q for q in queries if "api_keys" in q]) == 1, queries
