@@ -7,6 +7,7 @@ commit), reports, and is SIGKILLed. The next writer on that database replays the
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 import sqlite3
@@ -15,6 +16,9 @@ import sys
 import textwrap
 from decimal import Decimal
 from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tokenrelay.auth import KeyStore
 from tokenrelay.billing import ledger
@@ -114,3 +118,28 @@ def test_flush_makes_submitted_records_readable_and_empties_the_journal(tmp_path
 
     asyncio.run(run())
     assert os.path.exists(db)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    started=st.datetimes(timezones=st.just(dt.UTC)),
+    stream=st.booleans(),
+    fast=st.booleans(),
+)
+def test_rows_are_bound_exactly_as_sqlalchemy_binds_them(
+    started: dt.datetime, stream: bool, fast: bool
+) -> None:
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from tokenrelay.billing.journal import _COLUMNS, _values
+    from tokenrelay.store.tables import usage_records
+
+    dialect = sqlite_dialect.dialect()
+    record = UsageRecord("req_1", "key_1", "gpt-4o", stream=stream, fast_path=fast)
+    record.started_at = started
+    row = record.row()
+    expected = []
+    for name, column in zip(_COLUMNS, usage_records.columns, strict=True):
+        bind = column.type.dialect_impl(dialect).bind_processor(dialect)
+        expected.append(bind(row[name]) if bind else row[name])
+    assert _values(row) == expected

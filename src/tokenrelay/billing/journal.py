@@ -25,11 +25,11 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from tokenrelay.billing.writer import UsageRecord
 from tokenrelay.store.tables import usage_records
@@ -51,14 +51,15 @@ _INSERT_DEBIT = (
     "VALUES (?, 'debit', ?, ?, NULL, ?)"
 )
 _UPDATE_BALANCE = "UPDATE api_keys SET balance_nano = balance_nano - ? WHERE id = ?"
-# SQLAlchemy's own bind processors: rows written here read back exactly like rows it wrote.
-_DIALECT = sqlite_dialect.dialect()
-_CONVERT = [
-    (i, proc)
-    for i, c in enumerate(usage_records.columns)
-    if (proc := c.type.dialect_impl(_DIALECT).bind_processor(_DIALECT)) is not None
-]
-_DATETIME = usage_records.c.started_at.type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
+# Values are bound the way SQLAlchemy binds them on SQLite (booleans as 0/1, datetimes as
+# "YYYY-MM-DD HH:MM:SS.ffffff"), so its readers see these rows like its own; a test holds the
+# two equal. Its bind processors cost 12 µs a row, on the same core as the requests.
+_ROW = itemgetter(*_COLUMNS)
+_STREAM, _FAST_PATH, _STARTED_AT = (
+    _COLUMNS.index("stream"),
+    _COLUMNS.index("fast_path"),
+    _COLUMNS.index("started_at"),
+)
 
 
 def journal_prefix(db_path: str) -> Path:
@@ -299,8 +300,7 @@ def _commit(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> int:
     """One transaction: new usage rows, their debits, the balances. Returns rows inserted.
     Fresh request ids (every live request) go in with one executemany; a batch in which some
     id exists already (a replay) is redone row by row so that only new rows are debited."""
-    assert _DATETIME is not None
-    now = _DATETIME(dt.datetime.now(dt.UTC))
+    now = sqlite_datetime(dt.datetime.now(dt.UTC))
     values = [_values(row) for row in rows]
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -334,10 +334,19 @@ def _commit(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> int:
 
 
 def _values(row: dict[str, Any]) -> list[Any]:
-    values = [row[name] for name in _COLUMNS]
-    for i, proc in _CONVERT:
-        values[i] = proc(values[i])
+    values = list(_ROW(row))
+    values[_STREAM] = int(values[_STREAM])
+    values[_FAST_PATH] = int(values[_FAST_PATH])
+    values[_STARTED_AT] = sqlite_datetime(values[_STARTED_AT])
     return values
+
+
+def sqlite_datetime(d: dt.datetime) -> str:
+    """SQLAlchemy's SQLite storage format (UTC wall time; the offset is not stored)."""
+    return (
+        f"{d.year:04d}-{d.month:02d}-{d.day:02d} "
+        f"{d.hour:02d}:{d.minute:02d}:{d.second:02d}.{d.microsecond:06d}"
+    )
 
 
 def _from_json(raw: dict[str, Any]) -> dict[str, Any]:
