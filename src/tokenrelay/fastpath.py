@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from tokenrelay import ir
@@ -142,7 +141,7 @@ async def _stream(
                 resp.close()  # hang up on the vendor: nobody reads the rest
                 scan.settle_incomplete("cancelled", "client disconnected")
                 return
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except OSError as exc:  # connection failures and timeouts
                 out = b""
                 scan.failed = f"Upstream connection failed: {type(exc).__name__}"
         if watch.disconnected:  # drained: bill the vendor's own final usage if it came

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from tokenrelay import ir
@@ -36,6 +35,7 @@ from tokenrelay.auth import KeyStore
 from tokenrelay.catalog import Catalog, Resolved
 from tokenrelay.errors import GatewayError, invalid
 from tokenrelay.frontends.base import Frontend
+from tokenrelay.http_client import Response
 from tokenrelay.metering import RequestContext, bound_request_tokens
 from tokenrelay.reasoning_cache import ReasoningCache, remember, restore
 from tokenrelay.settings import Settings
@@ -174,9 +174,7 @@ class Relay:
         ctx.request = req
         return Prepared(ctx, payload, headers, resolved, endpoint, req)
 
-    async def open_upstream(
-        self, ep: VendorEndpoint, call: Any, ctx: RequestContext
-    ) -> aiohttp.ClientResponse:
+    async def open_upstream(self, ep: VendorEndpoint, call: Any, ctx: RequestContext) -> Response:
         """Open the vendor call; retry connection failures and 5xx/529 before the first byte
         reached the client. Returns a 200 response or raises the vendor's error, mapped."""
         attempts = 1 + max(self.settings.upstream_retries, 0)
@@ -185,7 +183,7 @@ class Relay:
             last = attempt + 1 == attempts
             try:
                 resp = await self.upstreams.open(ep.name, call)
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except OSError as exc:  # connection failures and timeouts
                 if last:
                     raise upstream_unreachable(ep.name, exc) from None
                 await asyncio.sleep(RETRY_BACKOFF_S * (2**attempt))
@@ -283,7 +281,7 @@ class Relay:
                     resp.close()  # hang up on the vendor: nobody reads the rest
                     ctx.finish("cancelled", "client disconnected", complete=False)
                     return
-                except (aiohttp.ClientError, TimeoutError) as exc:
+                except OSError as exc:  # connection failures and timeouts
                     outcome = ir.Error(
                         "api_error", f"Upstream connection failed: {type(exc).__name__}", 502
                     )
@@ -408,7 +406,7 @@ def _wants_usage(payload: Mapping[str, Any]) -> bool:
 
 
 def upstream_unreachable(vendor: str, exc: BaseException) -> GatewayError:
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+    if isinstance(exc, TimeoutError):
         return GatewayError("timeout", f"Upstream {vendor} timed out.", 504)
     return GatewayError(
         "api_error", f"Upstream {vendor} is unreachable ({type(exc).__name__}).", 502

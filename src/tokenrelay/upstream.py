@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import aiohttp
-
+from tokenrelay.http_client import HttpClient, Response
 from tokenrelay.settings import EMULATOR_PATHS, VENDORS, Settings
 from tokenrelay.vendors.anthropic import ANTHROPIC
 from tokenrelay.vendors.base import UpstreamRequest, Vendor
@@ -47,7 +46,7 @@ class VendorEndpoint:
 
 
 class Upstreams:
-    """One keep-alive connection pool per vendor; created in the app's lifespan."""
+    """Keep-alive connection pools to the vendors (one per host); created in the lifespan."""
 
     def __init__(self, settings: Settings, emulator_base: str | None) -> None:
         self.endpoints: dict[str, VendorEndpoint] = {}
@@ -62,37 +61,16 @@ class Upstreams:
                 base = settings.vendor_base_url(name)
                 key = settings.vendor_key(name) or ""
             self.endpoints[name] = VendorEndpoint(name, ADAPTERS[name], base, key, emulated)
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=10, sock_read=settings.upstream_timeout_s
-        )
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self.client = HttpClient(connect_timeout=10.0, read_timeout=settings.upstream_timeout_s)
 
     @property
     def emulated(self) -> set[str]:
         return {n for n, e in self.endpoints.items() if e.emulated}
 
-    def session(self, vendor: str) -> aiohttp.ClientSession:
-        session = self._sessions.get(vendor)
-        if session is None or session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=0, ttl_dns_cache=300, keepalive_timeout=60, enable_cleanup_closed=True
-            )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-            )
-            self._sessions[vendor] = session
-        return session
-
-    async def open(self, vendor: str, call: UpstreamRequest) -> aiohttp.ClientResponse:
+    async def open(self, vendor: str, call: UpstreamRequest) -> Response:
+        """Send `call`; returns once the vendor's status and headers arrived."""
         headers = {"accept-encoding": "identity", **call.headers}
-        return await self.session(vendor).request(
-            call.method, call.url, data=call.body, headers=headers
-        )
+        return await self.client.request(call.method, call.url, headers, call.body)
 
     async def close(self) -> None:
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
+        await self.client.close()

@@ -96,9 +96,12 @@ class BillingEngine:
                 "TOKENRELAY_DATABASE_URL), run one worker, or set TOKENRELAY_BILLING=off"
             )
         if self._redis is None and s.redis_url:
-            from redis.asyncio import Redis
+            from redis.asyncio import BlockingConnectionPool, Redis
 
-            self._redis = Redis.from_url(s.redis_url)
+            # Blocking: a burst beyond the pool waits for a connection (redis-py's default pool
+            # raises "Too many connections" at 100, which turned a burst into 500s).
+            pool = BlockingConnectionPool.from_url(s.redis_url, max_connections=256, timeout=10)
+            self._redis = Redis.from_pool(pool)  # owns the pool: aclose() closes it
             self._own_redis = True
         loader = self._load_balance
         if self._redis is not None:

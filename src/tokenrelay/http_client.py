@@ -1,0 +1,391 @@
+"""A lean HTTP/1.1 client for the upstream hop: keep-alive pools, streamed bodies, TLS.
+
+aiohttp cost 380 µs of CPU and 600 µs of wall time per sequential request to a local mock on
+this machine; this client, an asyncio Protocol around httptools' C parser, costs 80 µs and
+230 µs (bench/). It does only what the upstream hop needs: one request per connection at a
+time, `content-length` request bodies, responses framed by length, chunking or close,
+gzip/deflate decoding should a vendor ignore `accept-encoding: identity`, a connect timeout
+and an idle-read timeout, and one silent retry when a pooled connection turns out to have been
+closed by the server before it answered (the usual keep-alive race).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import zlib
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import httptools
+
+_MAX_BUFFER = 1 << 20  # pause reading from the vendor when this much is unread
+_IDLE_POOL = 256  # idle connections kept per host
+
+
+class UpstreamConnectionError(ConnectionError):
+    """The vendor could not be reached, or the connection broke before the answer ended."""
+
+
+class Headers(Mapping[str, str]):
+    """Response headers, case-insensitive (stored lower-case; repeated names joined by ', ')."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: dict[str, str]) -> None:
+        self._items = items
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name.lower()]
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self._items.get(name.lower(), default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; httptools calls back into it as bytes arrive."""
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.response: Response | None = None
+        self.closed = False
+        self.reused = False
+        self._header_name = b""
+        self._headers: dict[str, str] = {}
+
+    # asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamConnectionError("unexpected protocol upgrade"))
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamConnectionError(f"malformed HTTP response: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        resp = self.response
+        if resp is not None and not resp.complete:
+            if resp.status and resp.close_delimited:
+                resp.finish()  # a body framed by the end of the connection
+            else:
+                resp.fail(UpstreamConnectionError("connection closed before the response ended"))
+
+    def pause_writing(self) -> None:  # request bodies are small: nothing to pause
+        pass
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+
+    def on_headers_complete(self) -> None:
+        resp = self.response
+        if resp is None:
+            return
+        resp.start(self.parser.get_status_code(), Headers(self._headers))
+        self._headers = {}
+
+    def on_body(self, body: bytes) -> None:
+        if self.response is not None:
+            self.response.feed(body)
+
+    def on_message_complete(self) -> None:
+        resp = self.response
+        if resp is not None:
+            resp.keep_alive = self.parser.should_keep_alive()
+            resp.finish()
+
+    # ours
+    def send(self, head: bytes, body: bytes, response: Response) -> None:
+        assert self.transport is not None
+        self.response = response
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            self.transport.write(body)
+
+    def _fail(self, exc: Exception) -> None:
+        if self.response is not None:
+            self.response.fail(exc)
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+        self.pool.forget(self)
+
+
+class Response:
+    """The vendor's answer: status and headers once `request` returns; the body streams."""
+
+    def __init__(self, conn: _Connection, read_timeout: float | None) -> None:
+        self._conn = conn
+        self._loop = asyncio.get_running_loop()
+        self._read_timeout = read_timeout
+        self.status = 0
+        self.headers: Headers = Headers({})
+        self.keep_alive = False
+        self.complete = False
+        self.close_delimited = False
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._head_waiter: asyncio.Future[None] = self._loop.create_future()
+        self._decoder: Any = None
+        self._released = False
+
+    # protocol side
+    def start(self, status: int, headers: Headers) -> None:
+        self.status, self.headers = status, headers
+        framed = "content-length" in headers or "chunked" in headers.get("transfer-encoding", "")
+        self.close_delimited = not framed
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if encoding in ("gzip", "x-gzip"):
+            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._decoder = zlib.decompressobj()
+        if not self._head_waiter.done():
+            self._head_waiter.set_result(None)
+
+    def feed(self, data: bytes) -> None:
+        if self._decoder is not None:
+            data = self._decoder.decompress(data)
+            if not data:
+                return
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > _MAX_BUFFER and not self._paused and self._conn.transport:
+            self._paused = True
+            self._conn.transport.pause_reading()
+        self._wake()
+
+    def finish(self) -> None:
+        if self._decoder is not None:
+            tail = self._decoder.flush()
+            if tail:
+                self._chunks.append(tail)
+        self.complete = True
+        if not self._head_waiter.done():  # a response without a body callback order quirk
+            self._head_waiter.set_result(None)
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if self.complete:
+            return
+        self._error = exc
+        if not self._head_waiter.done():
+            self._head_waiter.set_exception(exc)
+            self._head_waiter.exception()  # retrieved: the caller re-raises from wait_head
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # caller side
+    async def wait_head(self, timeout: float | None) -> None:
+        if self._head_waiter.done():
+            return self._head_waiter.result()
+        # A timer, not asyncio.wait_for: that would cost a task per request.
+        timer = self._loop.call_later(timeout, self._timed_out) if timeout else None
+        try:
+            await self._head_waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def _next(self) -> bytes | None:
+        while True:
+            if self._chunks:
+                data = self._chunks.popleft()
+                self._buffered -= len(data)
+                if self._paused and self._buffered < _MAX_BUFFER // 2:
+                    self._paused = False
+                    if self._conn.transport is not None:
+                        self._conn.transport.resume_reading()
+                return data
+            if self.complete:
+                return None
+            if self._error is not None:
+                raise self._error
+            self._waiter = self._loop.create_future()
+            timer = (
+                self._loop.call_later(self._read_timeout, self._timed_out)
+                if self._read_timeout
+                else None
+            )
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+
+    def _timed_out(self) -> None:
+        self.fail(TimeoutError("the vendor sent nothing within the read timeout"))
+        self._conn.close()
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive (aiohttp's `content.iter_any()` contract)."""
+        while True:
+            data = await self._next()
+            if data is None:
+                return
+            yield data
+
+    @property
+    def content(self) -> Response:  # `resp.content.iter_any()`, as with aiohttp
+        return self
+
+    async def read(self) -> bytes:
+        parts = []
+        while (data := await self._next()) is not None:
+            parts.append(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def close(self) -> None:
+        """Hang up: the rest of the body is not wanted."""
+        self._released = True
+        self._conn.close()
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        conn = self._conn
+        if self.complete and self.keep_alive and self._error is None and not conn.closed:
+            conn.response = None
+            conn.reused = True
+            conn.pool.put(conn)
+        else:
+            conn.close()
+
+    async def __aenter__(self) -> Response:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
+class _Pool:
+    def __init__(self, client: HttpClient, scheme: str, host: str, port: int) -> None:
+        self.client = client
+        self.host, self.port = host, port
+        self.ssl = client.ssl_context if scheme == "https" else None
+        default = 443 if scheme == "https" else 80
+        self.host_header = host if port == default else f"{host}:{port}"
+        self.idle: deque[_Connection] = deque()
+
+    def put(self, conn: _Connection) -> None:
+        if len(self.idle) < _IDLE_POOL:
+            self.idle.append(conn)
+        else:
+            conn.close()
+
+    def forget(self, conn: _Connection) -> None:
+        with contextlib.suppress(ValueError):
+            self.idle.remove(conn)
+
+    async def connect(self) -> _Connection:
+        while self.idle:
+            conn = self.idle.pop()  # most recently used: the least likely to be stale
+            if not conn.closed:
+                return conn
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Connection(self),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.host if self.ssl else None,
+                ),
+                self.client.connect_timeout,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        return conn
+
+
+class HttpClient:
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float | None = 600.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._ssl_context = ssl_context
+        self._pools: dict[tuple[str, str, int], _Pool] = {}
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The system's CA store, verified hostnames; loaded on the first HTTPS vendor."""
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
+    async def request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> Response:
+        """Send the request; return once the status and headers arrived."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise UpstreamConnectionError(f"unsupported URL {url!r}")
+        port = parts.port or (443 if scheme == "https" else 80)
+        key = (scheme, parts.hostname, port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _Pool(self, scheme, parts.hostname, port)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        lines = [f"{method} {target} HTTP/1.1", f"host: {pool.host_header}"]
+        lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() != "host"]
+        lines.append(f"content-length: {len(body)}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        for attempt in (0, 1):
+            conn = await pool.connect()
+            resp = Response(conn, self.read_timeout)
+            conn.send(head, body, resp)
+            try:
+                await resp.wait_head(self.read_timeout)
+            except UpstreamConnectionError:
+                conn.close()
+                if conn.reused and attempt == 0:
+                    continue  # the server closed an idle connection as we reused it
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            return resp
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            while pool.idle:
+                pool.idle.pop().close()
+        self._pools.clear()

@@ -1,0 +1,215 @@
+"""The upstream HTTP client against real sockets: keep-alive reuse, the stale-connection race,
+streamed chunked bodies, bodies framed by close, gzip, timeouts, refused connections, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from tokenrelay.http_client import HttpClient, UpstreamConnectionError
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def server(
+    handler: Handler, ssl_ctx: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[str, list[int]]]:
+    """A raw HTTP server on a free port; yields its base URL and a list of connection ids."""
+    connections: list[int] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(id(writer))
+        try:
+            await handler(reader, writer)
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=ssl_ctx)
+    port = srv.sockets[0].getsockname()[1]
+    scheme = "https" if ssl_ctx else "http"
+    try:
+        yield f"{scheme}://localhost:{port}", connections
+    finally:
+        srv.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes] | None:
+    head = await reader.readuntil(b"\r\n\r\n") if not reader.at_eof() else b""
+    if not head:
+        return None
+    lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if line)
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return lines[0], headers, body
+
+
+def json_response(body: bytes, extra: str = "") -> bytes:
+    return (
+        f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        f"{extra}\r\n"
+    ).encode() + body
+
+
+async def keep_alive_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        try:
+            req = await read_request(reader)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        if req is None:
+            return
+        line, _, body = req
+        writer.write(json_response(b'{"line":"%s","len":%d}' % (line.encode(), len(body))))
+        await writer.drain()
+
+
+async def test_requests_reuse_one_keep_alive_connection() -> None:
+    client = HttpClient()
+    async with server(keep_alive_echo) as (url, conns):
+        for i in range(5):
+            async with await client.request(
+                "POST", f"{url}/v1/x?q={i}", {"a": "b"}, b"hello"
+            ) as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"] == "application/json"
+                assert await resp.read() == b'{"line":"POST /v1/x?q=%d HTTP/1.1","len":5}' % i
+    assert len(conns) == 1
+    await client.close()
+
+
+async def test_a_pooled_connection_the_server_closed_is_retried_on_a_new_one() -> None:
+    async def one_request_then_close(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(json_response(b"{}"))  # says keep-alive, then hangs up anyway
+        await w.drain()
+
+    client = HttpClient()
+    async with server(one_request_then_close) as (url, conns):
+        for _ in range(3):
+            async with await client.request("GET", url + "/", {}) as resp:
+                assert await resp.read() == b"{}"
+            await asyncio.sleep(0.05)
+    assert len(conns) == 3
+    await client.close()
+
+
+async def test_chunked_stream_arrives_chunk_by_chunk() -> None:
+    release = asyncio.Event()
+
+    async def sse(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
+        w.write(b"transfer-encoding: chunked\r\n\r\n")
+        for i in range(3):
+            data = b"data: %d\n\n" % i
+            w.write(b"%x\r\n%s\r\n" % (len(data), data))
+            await w.drain()
+            if i == 0:
+                await release.wait()  # the client must have the first event before the rest
+        w.write(b"0\r\n\r\n")
+        await w.drain()
+
+    client = HttpClient()
+    async with server(sse) as (url, _):
+        resp = await client.request("POST", url + "/stream", {}, b"{}")
+        got = []
+        async with resp:
+            async for chunk in resp.content.iter_any():
+                got.append(chunk)
+                release.set()
+        assert b"".join(got) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+        assert got[0] == b"data: 0\n\n"
+    await client.close()
+
+
+async def test_body_framed_by_close_and_gzip_are_read_whole() -> None:
+    payload = b'{"ok":true}' * 100
+
+    async def close_framed(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\nconnection: close\r\n\r\n")
+        w.write(gzip.compress(payload))
+        await w.drain()
+
+    client = HttpClient()
+    async with server(close_framed) as (url, _):
+        resp = await client.request("GET", url + "/", {})
+        async with resp:
+            assert await resp.read() == payload
+    await client.close()
+
+
+async def test_error_status_bodies_are_readable() -> None:
+    async def too_many(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        body = b'{"error":{"type":"rate_limit_error"}}'
+        w.write(
+            b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\ncontent-length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+        await w.drain()
+
+    client = HttpClient()
+    async with server(too_many) as (url, _):
+        resp = await client.request("POST", url + "/", {}, b"{}")
+        async with resp:
+            assert resp.status == 429 and resp.headers.get("Retry-After") == "7"
+            assert b"rate_limit_error" in await resp.read()
+    await client.close()
+
+
+async def test_silence_past_the_read_timeout_is_a_timeout() -> None:
+    async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await w.drain()
+        await asyncio.sleep(5)
+
+    client = HttpClient(read_timeout=0.2)
+    async with server(silent) as (url, _):
+        resp = await client.request("POST", url + "/", {}, b"{}")
+        with pytest.raises(TimeoutError):
+            await resp.read()
+    await client.close()
+
+
+async def test_refused_connection_is_an_upstream_connection_error() -> None:
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    client = HttpClient(connect_timeout=2)
+    with pytest.raises(UpstreamConnectionError):
+        await client.request("GET", f"http://127.0.0.1:{port}/", {})
+
+
+async def test_tls_with_hostname_verification(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=DNS:localhost"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    async with server(keep_alive_echo, server_ctx) as (url, _):
+        client = HttpClient(ssl_context=trusting)
+        async with await client.request("POST", url + "/tls", {}, b"abc") as resp:
+            assert await resp.read() == b'{"line":"POST /tls HTTP/1.1","len":3}'
+        await client.close()
+        stranger = HttpClient()  # the system CA store does not know our certificate
+        with pytest.raises(UpstreamConnectionError):
+            await stranger.request("POST", url + "/tls", {}, b"abc")
