@@ -131,7 +131,7 @@ def test_rows_are_bound_exactly_as_sqlalchemy_binds_them(
 ) -> None:
     from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-    from tokenrelay.billing.journal import _COLUMNS, _values
+    from tokenrelay.billing.journal import _COLUMNS, record_values
     from tokenrelay.store.tables import usage_records
 
     dialect = sqlite_dialect.dialect()
@@ -142,4 +142,4 @@ def test_rows_are_bound_exactly_as_sqlalchemy_binds_them(
     for name, column in zip(_COLUMNS, usage_records.columns, strict=True):
         bind = column.type.dialect_impl(dialect).bind_processor(dialect)
         expected.append(bind(row[name]) if bind else row[name])
-    assert _values(row) == expected
+    assert record_values(record) == expected

@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from operator import itemgetter
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +54,11 @@ _UPDATE_BALANCE = "UPDATE api_keys SET balance_nano = balance_nano - ? WHERE id 
 # Values are bound the way SQLAlchemy binds them on SQLite (booleans as 0/1, datetimes as
 # "YYYY-MM-DD HH:MM:SS.ffffff"), so its readers see these rows like its own; a test holds the
 # two equal. Its bind processors cost 12 µs a row, on the same core as the requests.
-_ROW = itemgetter(*_COLUMNS)
+_ATTRS = attrgetter(*_COLUMNS)
+_REQUEST_ID, _KEY_ID, _COST = (_COLUMNS.index(c) for c in ("request_id", "key_id", "cost_nano"))
+_MODEL_ASKED, _ERROR = _COLUMNS.index("model_asked"), _COLUMNS.index("error")
 _STREAM, _FAST_PATH, _STARTED_AT = (
-    _COLUMNS.index("stream"),
-    _COLUMNS.index("fast_path"),
-    _COLUMNS.index("started_at"),
+    _COLUMNS.index(c) for c in ("stream", "fast_path", "started_at")
 )
 
 
@@ -96,7 +96,7 @@ class JournalWriter:
         self.batches = 0
         # Appending to a deque wakes nobody: the thread commits on its own clock, so requests
         # never hand the GIL to it one record at a time (that cost ~8% of a core at 10k req/s).
-        self._pending: deque[tuple[int, dict[str, Any]]] = deque()
+        self._pending: deque[tuple[int, list[Any]]] = deque()
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -146,13 +146,15 @@ class JournalWriter:
         request ids are unique per request; the database skips a replayed one."""
         if self._closing or self._thread is None:
             raise RuntimeError("the settlement writer is not running")
-        row = record.row()
-        line = orjson.dumps(row) + b"\n"
+        # Bound values, in column order, built here: the thread then holds the GIL only for
+        # sqlite3's binding, not for Python work the requests would wait behind.
+        values = record_values(record)
+        line = orjson.dumps(values) + b"\n"
         os.write(self._fd, line)
         self._appended += 1
         self._segment_bytes += len(line)
         self.uncommitted[record.key_id] = self.uncommitted.get(record.key_id, 0) + 1
-        self._pending.append((self._appended, row))
+        self._pending.append((self._appended, values))
         if self._segment_bytes >= SEGMENT_BYTES:
             self._sealed.append((self._segment, self._appended))
             os.close(self._fd)
@@ -216,7 +218,7 @@ class JournalWriter:
 
     def _replay(self) -> int:
         """Commit whatever a previous process journaled; runs before the first request."""
-        records: list[dict[str, Any]] = []
+        records: list[list[Any]] = []
         segments = self._segments()
         for path in segments:
             for number, line in enumerate(path.read_bytes().splitlines(), 1):
@@ -269,11 +271,12 @@ class JournalWriter:
                     try:
                         _commit(conn, [row])
                     except sqlite3.IntegrityError as one:
+                        record = dict(zip(_COLUMNS, row, strict=True))
                         log.error(
                             "usage record %s cannot be written (%s): %s",
-                            row["request_id"],
+                            row[_REQUEST_ID],
                             one,
-                            orjson.dumps(row, default=str).decode(),
+                            orjson.dumps(record, default=str).decode(),
                         )
                 break
             except sqlite3.Error as exc:  # locked, disk full, ...: the journal keeps them
@@ -282,7 +285,7 @@ class JournalWriter:
                 delay = min(delay * 2, _MAX_BACKOFF_S)
         counts: dict[str, int] = {}
         for row in rows:
-            counts[row["key_id"]] = counts.get(row["key_id"], 0) + 1
+            counts[row[_KEY_ID]] = counts.get(row[_KEY_ID], 0) + 1
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting any more
             self._loop.call_soon_threadsafe(self._on_commit, batch[-1][0], counts)
@@ -296,32 +299,27 @@ def _connect(db_path: str) -> sqlite3.Connection:
     return conn
 
 
-def _commit(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> int:
-    """One transaction: new usage rows, their debits, the balances. Returns rows inserted.
-    Fresh request ids (every live request) go in with one executemany; a batch in which some
-    id exists already (a replay) is redone row by row so that only new rows are debited."""
+def _commit(conn: sqlite3.Connection, rows: list[list[Any]]) -> int:
+    """One transaction: new usage rows (bound values, column order), their debits, the
+    balances. Returns rows inserted. Fresh request ids (every live request) go in with one
+    executemany; a batch in which some id exists already (a replay) is redone row by row so
+    that only new rows are debited."""
     now = sqlite_datetime(dt.datetime.now(dt.UTC))
-    values = [_values(row) for row in rows]
     conn.execute("BEGIN IMMEDIATE")
     try:
-        cursor = conn.executemany(_INSERT_USAGE, values)
+        cursor = conn.executemany(_INSERT_USAGE, rows)
         if cursor.rowcount == len(rows):
             fresh = rows
         else:
             conn.execute("ROLLBACK")
             conn.execute("BEGIN IMMEDIATE")
-            fresh = [
-                row
-                for row, v in zip(rows, values, strict=True)
-                if conn.execute(_INSERT_USAGE, v).rowcount == 1
-            ]
+            fresh = [row for row in rows if conn.execute(_INSERT_USAGE, row).rowcount == 1]
         if fresh:
             per_key: dict[str, int] = {}
             for row in fresh:
-                per_key[row["key_id"]] = per_key.get(row["key_id"], 0) + row["cost_nano"]
+                per_key[row[_KEY_ID]] = per_key.get(row[_KEY_ID], 0) + row[_COST]
             conn.executemany(
-                _INSERT_DEBIT,
-                [(r["key_id"], -r["cost_nano"], r["request_id"], now) for r in fresh],
+                _INSERT_DEBIT, [(r[_KEY_ID], -r[_COST], r[_REQUEST_ID], now) for r in fresh]
             )
             # Sorted: writers lock key rows in one order.
             conn.executemany(_UPDATE_BALANCE, [(c, k) for k, c in sorted(per_key.items())])
@@ -333,11 +331,15 @@ def _commit(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> int:
     return len(fresh)
 
 
-def _values(row: dict[str, Any]) -> list[Any]:
-    values = list(_ROW(row))
-    values[_STREAM] = int(values[_STREAM])
-    values[_FAST_PATH] = int(values[_FAST_PATH])
-    values[_STARTED_AT] = sqlite_datetime(values[_STARTED_AT])
+def record_values(r: UsageRecord) -> list[Any]:
+    """The usage_records row of `r`, bound for SQLite, in column order (what UsageRecord.row
+    gives, as SQLAlchemy would bind it; a test holds the two equal)."""
+    values = list(_ATTRS(r))
+    values[_MODEL_ASKED] = (r.model_asked or r.model)[:200]
+    values[_ERROR] = r.error[:500] if r.error else None
+    values[_STREAM] = int(r.stream)
+    values[_FAST_PATH] = int(r.fast_path)
+    values[_STARTED_AT] = sqlite_datetime(r.started_at or dt.datetime.now(dt.UTC))
     return values
 
 
@@ -349,7 +351,13 @@ def sqlite_datetime(d: dt.datetime) -> str:
     )
 
 
-def _from_json(raw: dict[str, Any]) -> dict[str, Any]:
+def _from_json(raw: Any) -> list[Any]:
+    """A journal line: bound values in column order (or, from an older gateway, an object)."""
+    if isinstance(raw, list):
+        if len(raw) != len(_COLUMNS):
+            raise ValueError(f"{len(raw)} values for {len(_COLUMNS)} columns")
+        return raw
     row = {name: raw[name] for name in _COLUMNS}
-    row["started_at"] = dt.datetime.fromisoformat(row["started_at"])
-    return row
+    started = dt.datetime.fromisoformat(row["started_at"])
+    record = UsageRecord(**{**row, "started_at": started})
+    return record_values(record)
