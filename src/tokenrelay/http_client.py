@@ -86,9 +86,6 @@ class _Connection(asyncio.Protocol):
             else:
                 resp.fail(UpstreamConnectionError("connection closed before the response ended"))
 
-    def pause_writing(self) -> None:  # request bodies are small: nothing to pause
-        pass
-
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
