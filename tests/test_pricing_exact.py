@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenrelay import ir
-from tokenrelay.billing.pricing import cost_nano
+from tokenrelay.billing.pricing import cost_nano, worst_case_nano
 from tokenrelay.catalog import Catalog, Price
 
 PRICES = [e.price for e in Catalog.load().entries()]
@@ -52,3 +52,26 @@ def test_cost_equals_decimal_arithmetic(
         cache_write_1h=int(written * written_1h_share),
     )
     assert cost_nano(usage, price) == decimal_cost(usage, price)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    price=st.sampled_from(PRICES),
+    parts=st.lists(st.integers(min_value=0, max_value=300_000), min_size=4, max_size=4),
+    out=st.integers(min_value=0, max_value=128_000),
+)
+def test_the_hold_covers_any_way_the_prompt_is_billed(
+    price: Price, parts: list[int], out: int
+) -> None:
+    """However the vendor splits the prompt (uncached, cache read, 5-minute or 1-hour cache
+    write) and however many of the allowed output tokens it writes, the bill fits the hold."""
+    inp, read, written_5m, written_1h = parts
+    prompt = inp + read + written_5m + written_1h
+    usage = ir.UsageTotals(
+        input=inp,
+        output=out,
+        cache_read=read,
+        cache_write=written_5m + written_1h,
+        cache_write_1h=written_1h,
+    )
+    assert cost_nano(usage, price) <= worst_case_nano(prompt, out, price)

@@ -173,7 +173,7 @@ class BillingEngine:
                 )
         # Local estimates undercount other vendors' tokenizers: hold for a margin more.
         prompt = math.ceil(input_estimate * 1.25) + 16
-        worst = _worst_case(prompt, max(max_output_tokens, 0), price)
+        worst = worst_case_nano(prompt, max(max_output_tokens, 0), price)
         if not await self.holds.reserve(key.id, request_id, worst):
             available = max(await self.holds.available(key.id), 0)
             raise GatewayError(
@@ -347,15 +347,6 @@ def _totals(r: UsageRecord) -> ir.UsageTotals:
         cache_write_1h=r.cache_write_1h_tokens,
         reasoning=r.reasoning_tokens,
     )
-
-
-def _worst_case(prompt: int, max_output: int, price: Price) -> int:
-    """The prompt billed at its dearest possible rate (uncached, or all written to a cache,
-    which costs more than input on some vendors) plus every allowed output token."""
-    uncached = worst_case_nano(prompt, max_output, price)
-    all_written = ir.UsageTotals(cache_write=prompt, cache_write_1h=prompt, output=max_output)
-    all_5m = ir.UsageTotals(cache_write=prompt, output=max_output)
-    return max(uncached, cost_nano(all_written, price), cost_nano(all_5m, price))
 
 
 def _limits(key: ApiKeyInfo) -> str:

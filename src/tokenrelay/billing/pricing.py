@@ -7,6 +7,7 @@ have a fraction (e.g. $0.0375/1M), so the sum is taken in Decimal and rounded on
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
@@ -59,10 +60,14 @@ def _femto_rates(p: Price) -> tuple[int, int, int, int, int] | None:
     return femto[0], femto[1], femto[2], femto[3], femto[4]
 
 
-def worst_case_nano(input_tokens: int, max_output: int, price: Price) -> int:
-    """The most a request can cost: its whole prompt uncached plus every allowed output token."""
-    usage = ir.UsageTotals(input=input_tokens, output=max_output)
-    return cost_nano(usage, price)
+def worst_case_nano(prompt_tokens: int, max_output: int, price: Price) -> int:
+    """The most a request can cost: its whole prompt at the dearest prompt rate (uncached, or
+    all written to a 5-minute or 1-hour cache, which costs more than input on some vendors)
+    plus every allowed output token."""
+    rates = price.for_prompt(prompt_tokens)
+    dearest = max(rates.input, rates.cache_write, rates.cache_write_1h)
+    usage = ir.UsageTotals(input=prompt_tokens, output=max_output)
+    return cost_nano(usage, replace(rates, input=dearest))
 
 
 def usd(nano: int) -> str:
