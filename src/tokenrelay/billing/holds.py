@@ -21,7 +21,10 @@ BalanceLoader = Callable[[str], Awaitable[int]]
 # A request's hold outlives any request (upstream timeout is 600 s by default); past this, the
 # hold of a crashed replica stops blocking the key's balance.
 DEFAULT_HOLD_TTL_S = 1800
-_SETTLED_MEMORY = 200_000
+# Request ids settled lately, so a repeated settle cannot debit twice. The engine already settles
+# each request once; this is the second line of defence, and it only needs to outlast a retry,
+# not a day's traffic (200k ids took 33 MB of RSS, reached a few minutes into a soak).
+_SETTLED_MEMORY = 10_000
 
 
 class Holds(Protocol):
