@@ -237,6 +237,10 @@ class Error:
     code: str | None = None  # the vendor's machine-readable code (OpenAI `code`)
 
 
+# Error.code of a vendor refusing the gateway's own key or account (an operator problem): the
+# client gets a 502 that its SDK must not retry — another attempt meets the same refusal.
+UPSTREAM_ACCOUNT_ERROR = "upstream_account_error"
+
 Event = Start | BlockStart | Delta | BlockStop | Usage | Finish | Error
 
 

@@ -344,7 +344,9 @@ class Relay:
         if err.retry_after is not None:
             headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
         if status >= 500:
-            headers.append((b"x-should-retry", b"true"))
+            # The SDKs retry 5xx; not when the vendor refused the gateway's own account.
+            retry = b"false" if err.code == ir.UPSTREAM_ACCOUNT_ERROR else b"true"
+            headers.append((b"x-should-retry", retry))
         await send_bytes(send, status, orjson.dumps(body), headers)
 
 

@@ -171,3 +171,36 @@ def test_errors_never_leak_vendor_or_customer_keys(gateway, api_key) -> None:
     )
     assert r.status_code == 502  # the vendor rejected the gateway's key: not the client's fault
     assert api_key not in r.text and "emulated-vendor-key" not in r.text
+
+
+@pytest.mark.parametrize(
+    "model", ["claude-sonnet-4-6", "gpt-4o", "gemini-2.5-flash", "grok-4.3", "deepseek-chat"]
+)
+def test_vendor_refusing_the_gateway_key_is_a_502_the_sdks_do_not_retry(gateway, model) -> None:
+    """The operator's vendor key or account failing is not the client's fault (502) and not
+    transient: SDKs with retries on must give up after one attempt, not hammer the vendor."""
+    import time
+
+    key = gateway.create_key("refused")
+    prompt = [{"role": "user", "content": "[[error:401]]"}]
+    claude = anthropic.Anthropic(api_key=key, base_url=gateway.proxy, max_retries=2)
+    gpt = openai.OpenAI(api_key=key, base_url=gateway.proxy + "/v1", max_retries=2)
+    with pytest.raises(anthropic.APIStatusError) as a:
+        claude.messages.create(model=model, max_tokens=50, messages=prompt)
+    with pytest.raises(openai.APIStatusError) as o:
+        gpt.chat.completions.create(model=model, messages=prompt)
+    for exc in (a.value, o.value):
+        assert exc.status_code == 502
+        assert exc.response.headers["x-should-retry"] == "false"
+        assert key not in str(exc.body)
+    deadline = time.monotonic() + 5
+    while True:  # error records land just after the response
+        account = httpx.get(
+            f"{gateway.proxy}/v1/account", headers={"authorization": f"Bearer {key}"}
+        ).json()
+        if account["requests"] >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert account["requests"] == 2, account  # one attempt per SDK call, not three
+    assert all(r["status"] == "error" for r in account["recent_usage"])
+    assert account["spent_usd"] == "0.00"

@@ -66,4 +66,5 @@ def test_deepseek_out_of_balance_is_a_gateway_error_not_the_clients() -> None:
         status=502,
         error_type="server_error",
         exc=openai.InternalServerError,
+        code="upstream_account_error",  # the relay tells SDKs not to retry it
     )

@@ -59,6 +59,10 @@ def test_xai_rejecting_the_gateways_key_is_a_gateway_error_not_the_clients() -> 
     # xAI says HTTP 400 "Incorrect API key"; the client's key was fine (VENDORS.md §6.3 #28),
     # and the vendor's partial key ("xa***ED") never reaches the client.
     cell.check_error(
-        "error_invalid_key", status=502, error_type="server_error", exc=openai.InternalServerError
+        "error_invalid_key",
+        status=502,
+        error_type="server_error",
+        exc=openai.InternalServerError,
+        code="upstream_account_error",  # the relay tells SDKs not to retry it
     )
     assert b"xa***ED" not in cell.render("error_invalid_key").body

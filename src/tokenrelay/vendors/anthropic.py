@@ -481,6 +481,7 @@ class AnthropicVendor:
                 f"The gateway's upstream {what} for vendor anthropic were rejected "
                 f"(HTTP {status}); this is not a problem with your request or key.",
                 502,
+                code=ir.UPSTREAM_ACCOUNT_ERROR,
             )
         try:
             data = orjson.loads(body)

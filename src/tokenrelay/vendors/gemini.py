@@ -274,6 +274,7 @@ def _credentials_error(status: int | str) -> ir.Error:
         f"The gateway's upstream credentials for vendor gemini were rejected ({status}); "
         "this is not a problem with your request or key.",
         502,
+        code=ir.UPSTREAM_ACCOUNT_ERROR,
     )
 
 

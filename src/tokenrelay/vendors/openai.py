@@ -361,9 +361,9 @@ class OpenAICompatible:
         """The client-facing error for a vendor status + body. The gateway's own key or account
         failing is never the client's fault: api_error 502 without the vendor's wording."""
         if self.credentials_rejected(status, info):
-            return ir.Error("api_error", CREDENTIALS_REJECTED, 502)
+            return ir.Error("api_error", CREDENTIALS_REJECTED, 502, code=ir.UPSTREAM_ACCOUNT_ERROR)
         if self.account_exhausted(status, info):
-            return ir.Error("api_error", UPSTREAM_ACCOUNT, 502)
+            return ir.Error("api_error", UPSTREAM_ACCOUNT, 502, code=ir.UPSTREAM_ACCOUNT_ERROR)
         message = scrub(info.message or f"The upstream provider answered HTTP {status}.")
         if status == 404:
             return ir.Error("not_found", message, 404)
