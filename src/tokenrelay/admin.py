@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokenrelay.auth import NANO_PER_USD, KeyStore, usd_to_nano
+from tokenrelay.auth import NANO_PER_USD, KeyStore, presented_key, usd_to_nano
 from tokenrelay.billing.pricebook import PriceError, parse_price, parse_time
 from tokenrelay.billing.pricing import usd
 from tokenrelay.settings import Settings, get_settings
@@ -183,10 +183,7 @@ def account_route(billing: BillingEngine, key_store: KeyStore) -> Route:
     customer key (x-api-key or Authorization: Bearer) as the only credential."""
 
     async def account(request: Request) -> Response:
-        presented = request.headers.get("x-api-key", "")
-        if not presented:
-            scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-            presented = presented.strip() if scheme.lower() == "bearer" else ""
+        presented = presented_key(request.headers)
         info = await key_store.authenticate(presented) if presented else None
         if info is None:
             return _error(401, "authentication_error", "invalid or missing API key")

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -259,3 +259,15 @@ def _info(row: Any) -> ApiKeyInfo:
 def _utc(value: dt.datetime) -> dt.datetime:
     # SQLite hands back naive datetimes; everything we write is UTC.
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def presented_key(headers: Mapping[str, str]) -> str:
+    """The customer key a request presents: `x-api-key` (Anthropic SDK) or
+    `Authorization: Bearer` (OpenAI SDK); "" when there is none."""
+    key = headers.get("x-api-key")
+    if key:
+        return key.strip()
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return ""

@@ -11,10 +11,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tokenrelay.asgi import Receive, Scope, Send, header_map, read_body, send_json
+from tokenrelay.auth import presented_key
 from tokenrelay.errors import GatewayError, invalid
 from tokenrelay.frontends.anthropic import ANTHROPIC_FRONTEND
 from tokenrelay.metering import RequestContext, estimate_request_tokens
-from tokenrelay.relay import _client_key, new_request_id
+from tokenrelay.relay import new_request_id
 
 if TYPE_CHECKING:
     from tokenrelay.relay import Relay
@@ -77,7 +78,7 @@ async def count_tokens(relay: Relay, scope: Scope, receive: Receive, send: Send)
     try:
         body = await read_body(receive, relay.settings.max_body_bytes)
         headers = header_map(scope)
-        if await relay.keys.authenticate(_client_key(headers)) is None:
+        if await relay.keys.authenticate(presented_key(headers)) is None:
             raise GatewayError("authentication", "Invalid or missing API key.", 401)
         try:
             payload = orjson.loads(body)

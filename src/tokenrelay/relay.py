@@ -31,7 +31,7 @@ from tokenrelay.asgi import (
     read_body,
     send_bytes,
 )
-from tokenrelay.auth import KeyStore
+from tokenrelay.auth import KeyStore, presented_key
 from tokenrelay.catalog import Catalog, Resolved
 from tokenrelay.errors import GatewayError, invalid
 from tokenrelay.frontends.base import Frontend
@@ -131,7 +131,7 @@ class Relay:
                 413,
             ) from None
         headers = header_map(scope)
-        key = await self.keys.authenticate(_client_key(headers))
+        key = await self.keys.authenticate(presented_key(headers))
         if key is None:
             raise GatewayError("authentication", "Invalid or missing API key.", 401)
         ctx.key_id = key.id
@@ -390,16 +390,6 @@ class DisconnectWatch:
 
 async def send_chunk(send: Send, body: bytes, *, more: bool = True) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": more})
-
-
-def _client_key(headers: Mapping[str, str]) -> str:
-    key = headers.get("x-api-key")
-    if key:
-        return key.strip()
-    auth = headers.get("authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    return ""
 
 
 def _wants_usage(payload: Mapping[str, Any]) -> bool:
