@@ -206,12 +206,7 @@ class BillingEngine:
 
     async def _settle(self, admission: Admission, record: UsageRecord) -> None:
         key_id = admission.key_id
-        tracker = (
-            self.holds.changing(key_id)
-            if isinstance(self.holds, MemoryHolds)
-            else contextlib.nullcontext()
-        )
-        with tracker:
+        with self._changing(key_id):
             try:
                 fresh = await self.writer.submit(record)
             except BaseException:
@@ -223,6 +218,13 @@ class BillingEngine:
                 await self.holds.release(key_id, admission.request_id)
         tokens = record.input_tokens + record.cache_read_tokens + record.cache_write_tokens
         await self.limiter.consume_tokens(key_id, admission.tpm, tokens + record.output_tokens)
+
+    def _changing(self, key_id: str) -> contextlib.AbstractContextManager[None]:
+        """Marks a DB write whose in-memory twin follows, so the balance refresh skips the key
+        meanwhile (Redis holds need no such care: they are never refreshed from the DB)."""
+        if isinstance(self.holds, MemoryHolds):
+            return self.holds.changing(key_id)
+        return contextlib.nullcontext()
 
     async def release(self, admission: Admission) -> None:
         """Drop the hold of a request that never reached a vendor (nothing is billed)."""
@@ -236,12 +238,7 @@ class BillingEngine:
 
     async def add_credits(self, key_id: str, amount_nano: int, note: str | None = None) -> int:
         """Credit (or, negative, adjust) a key; returns the new balance. KeyError if unknown."""
-        tracker = (
-            self.holds.changing(key_id)
-            if isinstance(self.holds, MemoryHolds)
-            else contextlib.nullcontext()
-        )
-        with tracker:
+        with self._changing(key_id):
             balance = await ledger.add_ledger_entry(self.engine, key_id, amount_nano, note)
             if balance is None:
                 raise KeyError(key_id)
