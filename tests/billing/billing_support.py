@@ -5,107 +5,27 @@ No conftest.py here on purpose: the suite imports `from conftest import ...` (te
 in prepend import mode, and a second top-level `conftest` module would shadow it. Each test
 module declares its fixtures with the context managers below.
 
-The storage set-up mirrors tests/billing_e2e/backends.py (not importable from this directory).
+The storage set-ups themselves are tests/backends.py, shared with tests/billing_e2e.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from backends import Backend, backend
 from conftest import ADMIN_TOKEN, RunningGateway, start_gateway
 
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/13"
-BACKENDS = ["sqlite", "postgres+redis"]
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 # One pooled client for the admin calls: a new httpx client per call costs tens of ms.
 http = httpx.Client(timeout=30)
-
-
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    database_url: str
-    redis_url: str | None
-
-
-def _unavailable(what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} must be running for the billing suite in CI")
-    pytest.skip(f"{what} not reachable")
-
-
-async def _pg(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def _run(coro: Any) -> Any:
-    """Run a coroutine to completion from sync code, also when called inside a running loop
-    (async fixtures of the session loop): on a helper thread then."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    result: list[Any] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(asyncio.run(coro))
-        except BaseException as exc:
-            error.append(exc)
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join()
-    if error:
-        raise error[0]
-    return result[0]
-
-
-@contextmanager
-def backend(name: str, tmp_dir: str | Path) -> Iterator[Backend]:
-    """A fresh database (and, for postgres+redis, a flushed Redis db 13) for one test scope."""
-    if name == "sqlite":
-        yield Backend("sqlite", f"sqlite:///{tmp_dir}/billing.db", None)
-        return
-    db = "tokenrelay_test_" + uuid.uuid4().hex[:10]
-    try:
-        _run(_pg(f'CREATE DATABASE "{db}"'))
-    except OSError:
-        _unavailable("PostgreSQL at 127.0.0.1:5432")
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.flushdb()
-    except redis.ConnectionError:
-        _unavailable("Redis at 127.0.0.1:6379")
-    try:
-        yield Backend("postgres+redis", f"postgresql://postgres@127.0.0.1:5432/{db}", REDIS_URL)
-    finally:
-        client.flushdb()
-        client.close()
-        _run(_pg(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
 
 
 @contextmanager

@@ -10,8 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from billing_support import ADMIN, BACKENDS, create_key, http, key_summary, running_gateway
+from billing_support import ADMIN, create_key, http, key_summary, running_gateway
 
+from backends import BACKENDS
 from conftest import RunningGateway
 
 

@@ -24,7 +24,6 @@ import openai
 import pytest
 import uvicorn
 from billing_support import (
-    BACKENDS,
     create_key,
     expected_cost,
     key_summary,
@@ -33,6 +32,7 @@ from billing_support import (
     wait_for_record,
 )
 
+from backends import BACKENDS
 from conftest import RunningGateway, free_port
 from tokenrelay.emulator import create_app as create_emulator
 

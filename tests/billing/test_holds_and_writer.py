@@ -17,10 +17,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from billing_support import BACKENDS, REDIS_URL, Backend, backend
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backends import BACKENDS, Backend, backend, redis_namespace
 from tokenrelay.auth import ApiKeyInfo, KeyStore
 from tokenrelay.billing import ledger
 from tokenrelay.billing.engine import BillingEngine
@@ -51,22 +51,8 @@ async def make_holds(request: pytest.FixtureRequest) -> AsyncIterator[HoldsFacto
     if request.param == "memory":
         yield lambda **_: MemoryHolds(loader)
         return
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except OSError:
-        await client.aclose()
-        pytest.skip("Redis at 127.0.0.1:6379 not reachable")
-    prefix = f"test-holds-{uuid.uuid4().hex[:8]}:"
-    try:
+    async with redis_namespace("holds") as (client, prefix):
         yield lambda **kw: RedisHolds(client, loader, prefix=prefix, **kw)
-    finally:
-        keys = [k async for k in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 def _key() -> str:

@@ -24,9 +24,6 @@ import openai
 import pytest
 from billing_support import (
     ADMIN,
-    BACKENDS,
-    Backend,
-    backend,
     cli_env,
     create_key,
     expected_cost,
@@ -36,6 +33,7 @@ from billing_support import (
     running_gateway,
 )
 
+from backends import BACKENDS, Backend, backend
 from conftest import RunningGateway
 from tokenrelay import ir
 from tokenrelay.billing import engine as billing_engine

@@ -18,8 +18,9 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from billing_support import BACKENDS, REDIS_URL, create_key, key_summary, running_gateway
+from billing_support import create_key, key_summary, running_gateway
 
+from backends import BACKENDS, redis_namespace
 from conftest import RunningGateway
 from tokenrelay.billing.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 
@@ -151,26 +152,12 @@ async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[Limiter]:
 
         yield Limiter(MemoryRateLimiter(clock=clock), tick)
         return
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(REDIS_URL)
-    prefix = f"test-rl-{uuid.uuid4().hex[:8]}:"
-    try:
-        await client.ping()
-    except OSError:
-        await client.aclose()
-        pytest.skip("Redis at 127.0.0.1:6379 not reachable")
 
     async def sleep(seconds: float) -> None:  # Redis buckets run on the server's clock
         await asyncio.sleep(seconds)
 
-    try:
+    async with redis_namespace("rl") as (client, prefix):
         yield Limiter(RedisRateLimiter(client, prefix=prefix), sleep)
-    finally:
-        keys = [k async for k in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 def _key() -> str:
