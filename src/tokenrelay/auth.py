@@ -8,7 +8,6 @@ lets the database find a key by an indexed lookup of its hash in one step.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import hmac
@@ -23,6 +22,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.billing.pricing import usd
+from tokenrelay.single_flight import SingleFlight
 from tokenrelay.store.tables import api_keys, ledger
 
 NANO_PER_USD = 10**9
@@ -118,7 +118,7 @@ class KeyStore:
         self._negative_ttl = negative_ttl
         self._max_entries = max_cache_entries
         self._clock = clock
-        self._inflight: dict[str, asyncio.Future[ApiKeyInfo | None]] = {}
+        self._lookups: SingleFlight[str, ApiKeyInfo | None] = SingleFlight()
         # key hash -> (expires at, key or None for "no such key / revoked")
         self._cache: dict[str, tuple[float, ApiKeyInfo | None]] = {}
 
@@ -196,23 +196,14 @@ class KeyStore:
         cached = self._cache.get(key_hash)
         if cached is not None and cached[0] > now:
             return cached[1]
-        # Single flight: a burst on a cold (or just expired) key makes one query, not one each.
-        pending = self._inflight.get(key_hash)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[ApiKeyInfo | None] = asyncio.get_running_loop().create_future()
-        self._inflight[key_hash] = future
-        try:
+
+        async def load() -> ApiKeyInfo | None:
             info = await self._lookup(key_hash)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved here; waiters re-raise it
-            raise
-        finally:
-            del self._inflight[key_hash]
-        self._remember(key_hash, info, now)
-        future.set_result(info)
-        return info
+            self._remember(key_hash, info, now)
+            return info
+
+        # A burst on a cold (or just expired) key makes one query, not one each.
+        return await self._lookups.run(key_hash, load)
 
     def invalidate(self, key_hash: str) -> None:
         """Drop one key from the cache (after revoke, or on a cross-replica notice)."""

@@ -11,11 +11,12 @@ most once (a settled marker per request id), whatever the caller retries.
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
+
+from tokenrelay.single_flight import SingleFlight
 
 BalanceLoader = Callable[[str], Awaitable[int]]
 # A request's hold outlives any request (upstream timeout is 600 s by default); past this, the
@@ -45,7 +46,7 @@ class MemoryHolds:
         self._held: dict[str, int] = {}
         self._holds: dict[str, tuple[str, int]] = {}  # request id -> (key id, amount)
         self._settled: OrderedDict[str, None] = OrderedDict()
-        self._loading: dict[str, asyncio.Future[int]] = {}
+        self._loading: SingleFlight[str, None] = SingleFlight()
         # For refresh(): changes in flight between a DB commit and the matching cache update,
         # and a counter of cache changes, so a DB read racing with one is thrown away.
         self._pending: dict[str, int] = {}
@@ -54,24 +55,14 @@ class MemoryHolds:
     async def _ensure(self, key_id: str) -> None:
         if key_id in self._balance:
             return
-        pending = self._loading.get(key_id)
-        if pending is None:  # single flight: one DB read per key, however many callers
-            pending = asyncio.get_running_loop().create_future()
-            self._loading[key_id] = pending
-            try:
-                value = await self._loader(key_id)
-            except BaseException as exc:
-                pending.set_exception(exc)
-                pending.exception()  # consumed here; waiters re-raise it
-                raise
-            finally:
-                self._loading.pop(key_id, None)
+
+        async def load() -> None:
+            value = await self._loader(key_id)
             if key_id not in self._balance:
                 self._balance[key_id] = value
                 self._held.setdefault(key_id, 0)
-            pending.set_result(value)
-        else:
-            await asyncio.shield(pending)
+
+        await self._loading.run(key_id, load)  # one DB read per key, however many callers
 
     async def reserve(self, key_id: str, request_id: str, amount_nano: int) -> bool:
         await self._ensure(key_id)
