@@ -68,6 +68,3 @@ class BillingMeter:
                 record.output_tokens,
                 usd(ctx.cost_nano),
             )
-
-    async def close(self) -> None:
-        await self.engine.close()

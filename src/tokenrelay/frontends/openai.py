@@ -186,8 +186,7 @@ class OpenAIStreamRenderer:
         return self._head + b'{"role":"assistant","content":null}' + self._tail
 
     def _block_start(self, ev: ir.BlockStart) -> bytes:
-        role = self._role(ev.kind)
-        return role + self._open_block(ev) if role else self._open_block(ev)
+        return self._role(ev.kind) + self._open_block(ev)
 
     def _open_block(self, ev: ir.BlockStart) -> bytes:
         if ev.kind == "text":
