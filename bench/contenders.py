@@ -213,9 +213,9 @@ class TokenRelay(Contender):
     key: str = ""
 
     def start(self, ctx: Ctx) -> None:
-        db = Path("/tmp/bench-tokenrelay.db")
-        for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
-            p.unlink(missing_ok=True)
+        d = ctx.workdir / self.name
+        d.mkdir(parents=True, exist_ok=True)
+        db = d / "tokenrelay.db"  # its own file: variants may run side by side (cpu_cost)
         port = proc.free_port()
         env = {
             "TOKENRELAY_OPENAI_BASE_URL": f"http://127.0.0.1:{ctx.mock_port}/v1",
@@ -231,8 +231,6 @@ class TokenRelay(Contender):
             env["TOKENRELAY_BILLING"] = "off"
             if not billing_switch_exists():
                 self.notes.append("TOKENRELAY_BILLING is not a known setting yet: billing stays on")
-        d = ctx.workdir / self.name
-        d.mkdir(parents=True, exist_ok=True)
         log = d / "stdout.log"
         cmd = [str(REPO / ".venv" / "bin" / "tokenrelay"), "serve", "--port", str(port)]
         self.process = proc.spawn(cmd, proc.GATEWAY_CORE, log, env=env, cwd=d)

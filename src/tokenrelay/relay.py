@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +49,11 @@ RETRY_BACKOFF_S = 0.2
 
 
 def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+    """`req_` + milliseconds since the epoch + 64 random bits, ULID-style. Time-ordered ids
+    land at the right edge of the usage and ledger indexes: a batch of settlements touches a
+    few index pages instead of one per row (random ids made SQLite write several times the
+    data per commit)."""
+    return f"req_{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
 
 
 @dataclass(slots=True)

@@ -21,8 +21,8 @@ import httpx
 import openai
 import orjson
 import pytest
-from backends import Backend, backend
 
+from backends import Backend, backend
 from conftest import ADMIN_TOKEN, RunningGateway, free_port, start_gateway
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}

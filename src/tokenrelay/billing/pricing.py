@@ -65,6 +65,11 @@ def worst_case_nano(prompt_tokens: int, max_output: int, price: Price) -> int:
     all written to a 5-minute or 1-hour cache, which costs more than input on some vendors)
     plus every allowed output token."""
     rates = price.for_prompt(prompt_tokens)
+    femto = _femto_rates(rates)
+    if femto is not None:  # what the Decimal form below gives, without building a Price
+        total = prompt_tokens * max(femto[0], femto[3], femto[4]) + max_output * femto[1]
+        nano, rest = divmod(total, _FEMTO_PER_NANO)
+        return nano + (1 if 2 * rest >= _FEMTO_PER_NANO else 0)
     dearest = max(rates.input, rates.cache_write, rates.cache_write_1h)
     usage = ir.UsageTotals(input=prompt_tokens, output=max_output)
     return cost_nano(usage, replace(rates, input=dearest))
