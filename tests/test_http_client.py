@@ -181,6 +181,32 @@ async def test_silence_past_the_read_timeout_is_a_timeout() -> None:
     await client.close()
 
 
+async def test_a_stream_slower_overall_than_the_read_timeout_but_never_silent_that_long() -> None:
+    """The read timeout bounds each silence, not the whole body: chunks 0.1 s apart over
+    ~1 s pass a 0.25 s timeout; then 0.6 s of silence fails it."""
+
+    async def trickle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(10):
+            w.write(b"1\r\nx\r\n")
+            await w.drain()
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.6)
+        w.write(b"0\r\n\r\n")
+        await w.drain()
+
+    client = HttpClient(read_timeout=0.25)
+    async with server(trickle) as (url, _):
+        resp = await client.request("POST", url + "/", {}, b"{}")
+        got = b""
+        with pytest.raises(TimeoutError):
+            async for chunk in resp.content.iter_any():
+                got += chunk
+        assert got == b"x" * 10
+    await client.close()
+
+
 async def test_refused_connection_is_an_upstream_connection_error() -> None:
     probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = probe.sockets[0].getsockname()[1]

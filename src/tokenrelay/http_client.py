@@ -148,6 +148,10 @@ class Response:
         self._paused = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        # Read timeout: one timer per response, re-armed only when it fires early, instead of
+        # a timer set and cancelled around every chunk (~2 µs a chunk, at 50k chunks/s).
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._wait_started = 0.0
         self._head_waiter: asyncio.Future[None] = self._loop.create_future()
         self._decoder: Any = None
         self._released = False
@@ -183,6 +187,7 @@ class Response:
             if tail:
                 self._chunks.append(tail)
         self.complete = True
+        self._stop_idle_timer()
         if not self._head_waiter.done():  # a response without a body callback order quirk
             self._head_waiter.set_result(None)
         self._wake()
@@ -191,6 +196,7 @@ class Response:
         if self.complete:
             return
         self._error = exc
+        self._stop_idle_timer()
         if not self._head_waiter.done():
             self._head_waiter.set_exception(exc)
             self._head_waiter.exception()  # retrieved: the caller re-raises from wait_head
@@ -228,17 +234,32 @@ class Response:
             if self._error is not None:
                 raise self._error
             self._waiter = self._loop.create_future()
-            timer = (
-                self._loop.call_later(self._read_timeout, self._timed_out)
-                if self._read_timeout
-                else None
-            )
+            if self._read_timeout:
+                self._wait_started = self._loop.time()
+                if self._idle_timer is None:
+                    due = self._wait_started + self._read_timeout
+                    self._idle_timer = self._loop.call_at(due, self._check_idle)
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-                if timer is not None:
-                    timer.cancel()
+
+    def _check_idle(self) -> None:
+        """The read timeout: fails the response if the current wait for data started a whole
+        timeout ago; otherwise waits again, for the rest of it (the next wait re-arms)."""
+        self._idle_timer = None
+        if self._waiter is None or self.complete or self._read_timeout is None:
+            return
+        due = self._wait_started + self._read_timeout
+        if self._loop.time() >= due - 0.001:  # timers may fire a hair early
+            self._timed_out()
+        else:
+            self._idle_timer = self._loop.call_at(due, self._check_idle)
+
+    def _stop_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
 
     def _timed_out(self) -> None:
         self.fail(TimeoutError("the vendor sent nothing within the read timeout"))
@@ -265,12 +286,14 @@ class Response:
     def close(self) -> None:
         """Hang up: the rest of the body is not wanted."""
         self._released = True
+        self._stop_idle_timer()
         self._conn.close()
 
     def release(self) -> None:
         if self._released:
             return
         self._released = True
+        self._stop_idle_timer()
         conn = self._conn
         if self.complete and self.keep_alive and self._error is None and not conn.closed:
             conn.response = None

@@ -22,8 +22,10 @@ def serve(host: str | None = None, port: int | None = None) -> None:
     )
     from tokenrelay.app import create_app
 
+    app = create_app(settings)
+    app.freeze_heap_after_startup = True
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
