@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,8 +52,9 @@ def new_request_id() -> str:
     """`req_` + milliseconds since the epoch + 64 random bits, ULID-style. Time-ordered ids
     land at the right edge of the usage and ledger indexes: a batch of settlements touches a
     few index pages instead of one per row (random ids made SQLite write several times the
-    data per commit)."""
-    return f"req_{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
+    data per commit). `random` (reseeded from the OS at start and in every forked worker)
+    rather than os.urandom: no syscall, which would hand the GIL to the journal thread."""
+    return f"req_{time.time_ns() // 1_000_000:012x}{random.getrandbits(64):016x}"
 
 
 @dataclass(slots=True)
