@@ -226,7 +226,8 @@ class JournalWriter:
                 self.uncommitted.pop(key_id, None)
         while self._sealed and self._sealed[0][1] <= last_seq:
             self._path(self._sealed.pop(0)[0]).unlink(missing_ok=True)
-        # No await between this check and the truncate: no append can slip in between.
+        # All committed: zero the segment for reuse. No await between this check and the
+        # zeroing, so no append can slip in between.
         if last_seq == self._appended and self._segment_bytes and self._map is not None:
             self._map[: self._segment_bytes] = bytes(self._segment_bytes)
             self._segment_bytes = 0
