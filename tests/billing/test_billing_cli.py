@@ -8,13 +8,15 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
 import openai
 import pytest
-from billing_support import cli_env
+from billing_support import ADMIN, cli_env, http
 
 from conftest import start_gateway
 
@@ -104,3 +106,63 @@ def test_keys_credits_usage_show_and_ledger_verify(env: dict[str, str], tmp_path
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert key_id in broken.stdout and "ledger sum" in broken.stdout
     assert "1 problem" in broken.stderr
+
+
+def test_cli_credits_reach_a_key_the_gateway_is_busy_serving(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A key in constant use always has debits on their way to the database, so the gateway
+    never sees it quiet enough to re-read its balance; credits the operator adds from the CLI
+    (another process) must reach it all the same, within seconds."""
+    gw, thread = start_gateway(tmp_path, database_url=env["TOKENRELAY_DATABASE_URL"])
+    stop = threading.Event()
+    busy: list[threading.Thread] = []
+    try:
+        r = http.post(
+            f"{gw.url}/admin/v1/keys", headers=ADMIN, json={"name": "busy", "credits_usd": "0.05"}
+        )
+        assert r.status_code == 201, r.text
+        key_id, plaintext = r.json()["id"], r.json()["key"]
+        client = openai.OpenAI(api_key=plaintext, base_url=gw.proxy + "/v1", max_retries=0)
+        # Its worst case (16k output tokens of gpt-4o, $0.16) is more than the key holds.
+        big = {
+            "model": "gpt-4o",
+            "max_tokens": 16_000,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(**big)
+        assert refused.value.status_code == 402
+
+        def keep_busy() -> None:
+            c = openai.OpenAI(api_key=plaintext, base_url=gw.proxy + "/v1", max_retries=0)
+            while not stop.is_set():
+                c.chat.completions.create(
+                    model="gpt-4o-mini",
+                    max_tokens=5,
+                    messages=[{"role": "user", "content": "[[words:2]] hi"}],
+                )
+
+        busy = [threading.Thread(target=keep_busy, daemon=True) for _ in range(4)]
+        for t in busy:
+            t.start()
+        time.sleep(2.5)  # a balance refresh round passes with the key busy
+        added = cli(env, "credits", "add", key_id, "5.00")
+        assert added.returncode == 0, added.stderr
+
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.chat.completions.create(**big)
+                break
+            except openai.APIStatusError as exc:
+                assert exc.status_code == 402, exc
+                assert time.monotonic() < deadline, "the CLI's credit never reached the gateway"
+                time.sleep(0.2)
+        assert all(t.is_alive() for t in busy)  # still busy: no quiet moment let it through
+    finally:
+        stop.set()
+        for t in busy:
+            t.join(timeout=10)
+        gw.server.should_exit = True
+        thread.join(timeout=10)

@@ -84,6 +84,15 @@ class BillingEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._inline = False
+        # In-memory balances follow credits that other processes (the CLI) write: the ledger
+        # is read on from `_credit_mark`; `_marks` holds, per loaded key, the newest entry its
+        # balance already includes; `_own` the entries this process wrote (already applied).
+        self._follow_credits = False
+        self._credit_mark = 0
+        self._marks: dict[str, int] = {}
+        self._own: set[int] = set()
+        self._crediting = 0  # own credits between their commit and `_own`
+        self._loading: set[str] = set()  # keys whose balance is being read
 
     async def start(self, *, serving: bool = True) -> None:
         """Load prices and connect. `serving=False` (CLI) skips the background tasks and the
@@ -127,6 +136,12 @@ class BillingEngine:
             if self._redis is not None:
                 self._spawn(self._listen_prices())
             elif self.enabled:
+                # SQLite commits one writer at a time, so ledger ids appear in commit order and
+                # reading on from the newest one seen misses nothing. (PostgreSQL hands out ids
+                # before commit; in-memory balances there still adopt quiet keys' balances.)
+                if self.engine.url.get_backend_name() == "sqlite":
+                    self._follow_credits = True
+                    self._credit_mark = await ledger.newest_entry_id(self.engine)
                 self._spawn(self._refresh_balances())
         self._started = True
 
@@ -238,11 +253,18 @@ class BillingEngine:
 
     async def add_credits(self, key_id: str, amount_nano: int, note: str | None = None) -> int:
         """Credit (or, negative, adjust) a key; returns the new balance. KeyError if unknown."""
-        with self._changing(key_id):
-            balance = await ledger.add_ledger_entry(self.engine, key_id, amount_nano, note)
-            if balance is None:
-                raise KeyError(key_id)
-            await self.holds.credit(key_id, amount_nano)
+        self._crediting += 1
+        try:
+            with self._changing(key_id):
+                entry = await ledger.add_ledger_entry(self.engine, key_id, amount_nano, note)
+                if entry is None:
+                    raise KeyError(key_id)
+                balance, entry_id = entry
+                if self._follow_credits:
+                    self._own.add(entry_id)
+                await self.holds.credit(key_id, amount_nano)
+        finally:
+            self._crediting -= 1
         return balance
 
     async def key_summary(self, key_id: str) -> dict[str, Any] | None:
@@ -283,7 +305,15 @@ class BillingEngine:
     # ---------------------------------------------------------------- background
 
     async def _load_balance(self, key_id: str) -> int:
-        return await ledger.load_balance(self.engine, key_id)
+        if not self._follow_credits:
+            return await ledger.load_balance(self.engine, key_id)
+        self._loading.add(key_id)
+        try:
+            balance, mark = await ledger.load_balance_marked(self.engine, key_id)
+        finally:
+            self._loading.discard(key_id)
+        self._marks[key_id] = mark
+        return balance
 
     def _spawn(self, coro: Any) -> None:
         self._tasks.append(asyncio.create_task(coro))
@@ -312,20 +342,40 @@ class BillingEngine:
                 await asyncio.sleep(1.0)
 
     async def _refresh_balances(self) -> None:
-        """In-memory holds adopt DB balances of quiet keys: credits added by the CLI (another
-        process) show up within seconds, without a restart."""
+        """Credits that another process (the CLI) wrote reach the in-memory balances within
+        seconds, without a restart: read on along the ledger. Quiet keys also adopt their DB
+        balance outright (a busy key always has debits on their way to the database, so it
+        never is quiet: before the ledger was followed, its CLI credits never arrived)."""
         assert isinstance(self.holds, MemoryHolds)
         while True:
             await asyncio.sleep(_REFRESH_S)
             try:
+                if self._follow_credits:
+                    await self._apply_new_credits()
                 # Keys with journaled debits not yet committed would read a stale balance.
                 unsettled = getattr(self.writer, "uncommitted", {})
                 snap = {k: g for k, g in self.holds.snapshot().items() if k not in unsettled}
                 balances = await ledger.load_balances(self.engine, list(snap))
-                for key_id, balance in balances.items():
-                    self.holds.refresh(key_id, balance, snap[key_id])
+                for key_id, (balance, mark) in balances.items():
+                    if self.holds.refresh(key_id, balance, snap[key_id]):
+                        self._marks[key_id] = mark
             except Exception as exc:
                 log.warning("balance refresh failed: %s", exc)
+
+    async def _apply_new_credits(self) -> None:
+        if self._crediting:  # an own credit may be committed but not yet in `_own`
+            return
+        entries = await ledger.credits_since(self.engine, self._credit_mark)
+        if self._crediting:
+            return
+        for entry_id, key_id, amount in entries:
+            if key_id in self._loading:
+                return  # its balance may or may not include this entry: next round
+            if entry_id in self._own:
+                self._own.discard(entry_id)
+            elif entry_id > self._marks.get(key_id, entry_id):  # loaded before this entry
+                await self.holds.credit(key_id, amount)
+            self._credit_mark = entry_id
 
 
 def _sqlite_file(engine: AsyncEngine) -> str | None:

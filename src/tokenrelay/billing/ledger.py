@@ -24,21 +24,55 @@ async def load_balance(engine: AsyncEngine, key_id: str) -> int:
     return int(value or 0)
 
 
-async def load_balances(engine: AsyncEngine, key_ids: list[str]) -> dict[str, int]:
+def _newest_entry() -> Any:
+    return select(func.coalesce(func.max(ledger.c.id), 0)).scalar_subquery()
+
+
+async def load_balance_marked(engine: AsyncEngine, key_id: str) -> tuple[int, int]:
+    """(committed balance, id of the newest ledger entry), read in one statement so that the
+    balance includes exactly the entries up to that id."""
+    balance = select(api_keys.c.balance_nano).where(api_keys.c.id == key_id).scalar_subquery()
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(balance, _newest_entry()))).one()
+    return int(row[0] or 0), int(row[1])
+
+
+async def load_balances(engine: AsyncEngine, key_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """Key id -> (committed balance, id of the newest ledger entry then), one statement."""
     if not key_ids:
         return {}
     async with engine.connect() as conn:
         rows = await conn.execute(
-            select(api_keys.c.id, api_keys.c.balance_nano).where(api_keys.c.id.in_(key_ids))
+            select(api_keys.c.id, api_keys.c.balance_nano, _newest_entry()).where(
+                api_keys.c.id.in_(key_ids)
+            )
         )
-        return {r.id: int(r.balance_nano) for r in rows}
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+
+async def newest_entry_id(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(select(_newest_entry())) or 0)
+
+
+async def credits_since(engine: AsyncEngine, after_id: int) -> list[tuple[int, str, int]]:
+    """(entry id, key id, amount) of the credits and adjustments after `after_id`, oldest
+    first: what another process (the CLI) did to balances this one keeps in memory."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(ledger.c.id, ledger.c.key_id, ledger.c.amount_nano)
+            .where(ledger.c.id > after_id, ledger.c.kind != "debit")
+            .order_by(ledger.c.id)
+            .limit(10_000)
+        )
+        return [(int(r[0]), r[1], int(r[2])) for r in rows]
 
 
 async def add_ledger_entry(
     engine: AsyncEngine, key_id: str, amount_nano: int, note: str | None
-) -> int | None:
+) -> tuple[int, int] | None:
     """A credit (amount > 0) or adjustment (< 0) with its balance update, in one transaction.
-    Returns the new balance, or None if there is no such key."""
+    Returns (the new balance, the entry's id), or None if there is no such key."""
     kind = "credit" if amount_nano >= 0 else "adjustment"
     async with engine.begin() as conn:
         result = await conn.execute(
@@ -50,16 +84,18 @@ async def add_ledger_entry(
         balance = result.scalar()
         if balance is None:
             return None
-        await conn.execute(
-            insert(ledger).values(
+        entry_id = await conn.scalar(
+            insert(ledger)
+            .values(
                 key_id=key_id,
                 kind=kind,
                 amount_nano=amount_nano,
                 note=(note or None) and note[:500],
                 created_at=dt.datetime.now(dt.UTC),
             )
+            .returning(ledger.c.id)
         )
-    return int(balance)
+    return int(balance), int(entry_id)
 
 
 async def key_summary(engine: AsyncEngine, key_id: str) -> dict[str, Any] | None:
