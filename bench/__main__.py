@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import contenders as cmod
-from bench import install, phases, proc, report
+from bench import cpu_cost, install, phases, proc, report
 
 REPO = cmod.REPO
 
@@ -93,7 +93,8 @@ def write(results: dict[str, Any], out: Path, final: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results["figures"] = report.figures(results["contenders"])
     results["ratios"] = [
-        r.as_dict() for r in report.ratios(results["figures"], results.get("soak"))
+        r.as_dict()
+        for r in report.ratios(results["figures"], results.get("soak"), results.get("billing_ab"))
     ]
     suffix = "" if final else ".tmp"
     (out / f"results.json{suffix}").write_text(json.dumps(results, indent=2) + "\n")
@@ -144,6 +145,16 @@ def main(argv: list[str] | None = None) -> int:
                     entry["notes"] = c.notes
                     results["notes"].extend(f"{name}: {n}" for n in c.notes)
                     c.stop()
+                write(results, args.out, final=False)
+            if "tokenrelay" in names and "tokenrelay-nobilling" in names:
+                # The sequential phases run billing on and off minutes apart (the soak in
+                # between), and this VM's CPU steal drifts by ±25% over minutes: the on ÷ off
+                # target is taken from interleaved rounds instead.
+                results["billing_ab"] = {}
+                for scen in ("openai", "anthropic"):
+                    results["billing_ab"][scen] = cpu_cost.compare(
+                        ctx, scen, 3 if args.quick else 5, budget.rps_s / 4, log
+                    )
                 write(results, args.out, final=False)
         finally:
             proc.stop(mock)

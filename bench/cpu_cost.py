@@ -13,6 +13,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import contenders as cmod
@@ -45,6 +46,38 @@ def measure(c: cmod.Contender, scenario: str, seconds: float) -> Sample:
     return used * 1e6 / n, main_used * 1e6 / n, res["rps"]
 
 
+def compare(
+    ctx: cmod.Ctx, scenario: str, rounds: int, seconds: float, log: Callable[[str], None] = print
+) -> dict[str, dict[str, float]]:
+    """Billing on and off, started side by side, wrk rounds alternating between them (so the
+    VM's drifting CPU steal hits both alike); medians per variant."""
+    variants = [cmod.make("tokenrelay", True), cmod.make("tokenrelay-nobilling", True)]
+    for v in variants:
+        v.name += f"-ab-{scenario}"  # its own database file beside the main run's
+    samples: dict[str, list[Sample]] = {v.name: [] for v in variants}
+    try:
+        for v in variants:
+            v.start(ctx)
+            loadgen.wrk(v.target(scenario), 64, 2)  # warm-up
+        for i in range(rounds):
+            for v in variants:
+                samples[v.name].append(measure(v, scenario, seconds))
+                time.sleep(0.5)
+            log(f"    billing A/B [{scenario}] round {i + 1}/{rounds}")
+    finally:
+        for v in variants:
+            v.stop()
+    out: dict[str, dict[str, float]] = {}
+    for v, label in zip(variants, ("on", "off"), strict=True):
+        xs = samples[v.name]
+        out[label] = {
+            "cpu_us_per_request": round(statistics.median(x[0] for x in xs), 1),
+            "main_thread_cpu_us_per_request": round(statistics.median(x[1] for x in xs), 1),
+            "rps": round(statistics.median(x[2] for x in xs), 1),
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.cpu_cost", description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
@@ -53,29 +86,23 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tokenrelay-cpu-") as tmp:
         mock, port = phases.start_mock(Path(tmp))
-        ctx = cmod.Ctx(mock_port=port, workdir=Path(tmp))
-        variants = [cmod.make("tokenrelay", True), cmod.make("tokenrelay-nobilling", True)]
-        samples: dict[str, list[Sample]] = {v.name: [] for v in variants}
         try:
-            for v in variants:
-                v.start(ctx)
-                loadgen.wrk(v.target(args.scenario), 64, 2)  # warm-up
-            for _ in range(args.rounds):
-                for v in variants:
-                    samples[v.name].append(measure(v, args.scenario, args.seconds))
-                    time.sleep(0.5)
+            ctx = cmod.Ctx(mock_port=port, workdir=Path(tmp))
+            med = compare(ctx, args.scenario, args.rounds, args.seconds, log=lambda _: None)
         finally:
-            for v in variants:
-                v.stop()
             proc.stop(mock)
-    med = {n: [statistics.median(s[i] for s in xs) for i in range(3)] for n, xs in samples.items()}
-    for name, (us, main_us, rps) in med.items():
+    for label, m in med.items():
         print(
-            f"{name:22s} {us:7.1f} µs CPU/request ({main_us:.1f} in the event loop's thread)"
-            f"   {rps:8.0f} req/s   ({args.scenario})"
+            f"billing {label:3s} {m['cpu_us_per_request']:7.1f} µs CPU/request "
+            f"({m['main_thread_cpu_us_per_request']:.1f} in the event loop's thread)"
+            f"   {m['rps']:8.0f} req/s   ({args.scenario})"
         )
-    on, off = med["tokenrelay"][0], med["tokenrelay-nobilling"][0]
-    print(f"billing costs {on - off:.1f} µs/request: on÷off req/s at equal CPU = {off / on:.3f}")
+    on, off = med["on"]["cpu_us_per_request"], med["off"]["cpu_us_per_request"]
+    rps_ratio = med["on"]["rps"] / med["off"]["rps"]
+    print(
+        f"billing costs {on - off:.1f} µs/request; on÷off req/s {rps_ratio:.3f}"
+        f" (at equal CPU {off / on:.3f})"
+    )
 
 
 if __name__ == "__main__":
