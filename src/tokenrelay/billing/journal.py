@@ -299,7 +299,7 @@ class JournalWriter:
                 self._wake.wait(COMMIT_INTERVAL_S)
                 self._wake.clear()
                 while self._pending:
-                    batch = []
+                    batch: list[_Pending] = []
                     while self._pending and len(batch) < _MAX_BATCH:
                         batch.append(self._pending.popleft())
                     self._commit_with_retry(conn, batch)
