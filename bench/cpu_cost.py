@@ -9,7 +9,6 @@ gateway core), wrk at c=64 on the other core, several short rounds, medians repo
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -18,18 +17,7 @@ from pathlib import Path
 
 from bench import contenders as cmod
 from bench import loadgen, phases, proc
-from bench.procstats import tree_cpu_s
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def main_thread_cpu_s(pid: int) -> float:
-    """CPU seconds of the process's main thread (the event loop; the rest is helper threads,
-    such as the settlement journal's commit thread)."""
-    with open(f"/proc/{pid}/task/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
+from bench.procstats import cpu_s, tree_cpu_s
 
 Sample = tuple[float, float, float]  # CPU µs per request: all, main thread; req/s
 
@@ -37,9 +25,11 @@ Sample = tuple[float, float, float]  # CPU µs per request: all, main thread; re
 def measure(c: cmod.Contender, scenario: str, seconds: float) -> Sample:
     """One wrk run against `c`."""
     assert c.pid is not None
-    before, main_before = tree_cpu_s(c.pid), main_thread_cpu_s(c.pid)
+    # The main thread (its id is the pid) runs the event loop; the others are helpers, such
+    # as the settlement journal's commit thread.
+    before, main_before = tree_cpu_s(c.pid), cpu_s(c.pid, c.pid)
     res = loadgen.wrk(c.target(scenario), 64, seconds)
-    used, main_used = tree_cpu_s(c.pid) - before, main_thread_cpu_s(c.pid) - main_before
+    used, main_used = tree_cpu_s(c.pid) - before, cpu_s(c.pid, c.pid) - main_before
     if res["errors"]:
         raise RuntimeError(f"{c.name}: {res['errors']} errors: {res['error_kinds']}")
     n = max(res["requests"], 1)

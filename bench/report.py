@@ -128,17 +128,12 @@ def ratios(
         k = "gw_rss_peak_mb_streams"
         rows.append(Row(f"1000 streams gateway RSS {tag}", TR, LL, v(TR, s, k), v(LL, s, k), "<=",
                         0.25))  # fmt: skip
-        ab = (billing_ab or {}).get(s)
-        if ab:  # interleaved rounds (bench/cpu_cost.py): drift-free
-            rows.append(
-                Row(f"req/s c=64 billing on ÷ off, interleaved {tag}", TR, TR_OFF,
-                    ab["on"]["rps"], ab["off"]["rps"], ">=", 0.9)
-            )  # fmt: skip
-        else:
-            rows.append(
-                Row(f"req/s c=64 billing on ÷ off {tag}", TR, TR_OFF, v(TR, s, "rps"),
-                    v(TR_OFF, s, "rps"), ">=", 0.9)
-            )  # fmt: skip
+        ab = (billing_ab or {}).get(s)  # interleaved rounds (bench/cpu_cost.py): drift-free
+        on, off = (
+            (ab["on"]["rps"], ab["off"]["rps"]) if ab else (v(TR, s, "rps"), v(TR_OFF, s, "rps"))
+        )
+        label = "billing on ÷ off, interleaved" if ab else "billing on ÷ off"
+        rows.append(Row(f"req/s c=64 {label} {tag}", TR, TR_OFF, on, off, ">=", 0.9))
     fast, tr = "tokenrelay[openai]", "tokenrelay[translated]"
     for k, label, op, tgt in (
         ("added_lat_p50_ms", "added latency p50, c=1", "<=", 1.5),

@@ -30,8 +30,7 @@ def cost_nano(usage: ir.UsageTotals, price: Price) -> int:
             + cache_write_5m * femto[3]
             + usage.cache_write_1h * femto[4]
         )
-        nano, rest = divmod(total, _FEMTO_PER_NANO)
-        return nano + (1 if 2 * rest >= _FEMTO_PER_NANO else 0)  # half-up, as below
+        return _femto_to_nano(total)
     exact = (
         usage.input * rates.input
         + usage.output * rates.output
@@ -47,6 +46,12 @@ def cost_nano(usage: ir.UsageTotals, price: Price) -> int:
 # Decimal, and it runs twice per request).
 _FEMTO_PER_RATE = Decimal(10**9)
 _FEMTO_PER_NANO = 10**6
+
+
+def _femto_to_nano(total: int) -> int:
+    """Femto-USD to nano-USD, rounded half-up as the Decimal path of cost_nano rounds."""
+    nano, rest = divmod(total, _FEMTO_PER_NANO)
+    return nano + (1 if 2 * rest >= _FEMTO_PER_NANO else 0)
 
 
 @lru_cache(maxsize=4096)
@@ -67,9 +72,8 @@ def worst_case_nano(prompt_tokens: int, max_output: int, price: Price) -> int:
     rates = price.for_prompt(prompt_tokens)
     femto = _femto_rates(rates)
     if femto is not None:  # what the Decimal form below gives, without building a Price
-        total = prompt_tokens * max(femto[0], femto[3], femto[4]) + max_output * femto[1]
-        nano, rest = divmod(total, _FEMTO_PER_NANO)
-        return nano + (1 if 2 * rest >= _FEMTO_PER_NANO else 0)
+        dearest_femto = max(femto[0], femto[3], femto[4])
+        return _femto_to_nano(prompt_tokens * dearest_femto + max_output * femto[1])
     dearest = max(rates.input, rates.cache_write, rates.cache_write_1h)
     usage = ir.UsageTotals(input=prompt_tokens, output=max_output)
     return cost_nano(usage, replace(rates, input=dearest))
