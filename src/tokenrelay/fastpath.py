@@ -20,6 +20,7 @@ from tokenrelay.frontends.base import Frontend
 from tokenrelay.reasoning_cache import ReasoningCache, remember
 from tokenrelay.sse import SSEParser, encode
 from tokenrelay.vendors.base import UpstreamRequest
+from tokenrelay.vendors.openai import choice_count
 
 if TYPE_CHECKING:
     from tokenrelay.relay import Prepared, Relay
@@ -37,14 +38,27 @@ def native_call(p: Prepared, cache: ReasoningCache) -> UpstreamRequest:
             "content-type": "application/json",
             **p.req.passthrough_headers,
         }
-        return UpstreamRequest("POST", ep.base_url + "/v1/messages", headers, orjson.dumps(body))
+        return UpstreamRequest(
+            "POST",
+            ep.base_url + "/v1/messages",
+            headers,
+            orjson.dumps(body),
+            max_output=p.req.max_tokens,
+        )
     if body.get("stream") is True:
         opts = body.get("stream_options")
         body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
     if ep.name == "deepseek":
         _deepseek_overrides(p, body, cache)
     headers = {"authorization": "Bearer " + ep.api_key, "content-type": "application/json"}
-    return UpstreamRequest("POST", ep.base_url + "/chat/completions", headers, orjson.dumps(body))
+    return UpstreamRequest(
+        "POST",
+        ep.base_url + "/chat/completions",
+        headers,
+        orjson.dumps(body),
+        max_output=p.req.max_tokens,
+        choices=choice_count(body),
+    )
 
 
 def _deepseek_overrides(p: Prepared, body: dict[str, Any], cache: ReasoningCache) -> None:
@@ -79,7 +93,8 @@ def _deepseek_overrides(p: Prepared, body: dict[str, Any], cache: ReasoningCache
 async def serve(
     relay: Relay, frontend: Frontend, p: Prepared, receive: Receive, send: Send
 ) -> None:
-    call = native_call(p, relay.reasoning)
+    call = p.call
+    assert call is not None
     if not p.ctx.stream:
         await _unary(relay, frontend, p, call, send)
     else:

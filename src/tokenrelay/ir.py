@@ -159,6 +159,9 @@ class Request:
     extras_format: str | None = None
     # Headers the client sent that a vendor understands (anthropic-beta, ...), lower-case names.
     passthrough_headers: dict[str, str] = field(default_factory=dict)
+    # Tools the vendor runs itself (web search, code execution): several sampling passes, each
+    # billed, inside one request.
+    server_tools: bool = False
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ OpenAI BPE encoding, and the record says `estimated`.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -16,6 +17,8 @@ from tokenrelay import ir
 
 Status = Literal["ok", "error", "cancelled"]
 
+log = logging.getLogger("tokenrelay.metering")
+
 
 @lru_cache(maxsize=1)
 def _encoding() -> Any:
@@ -24,8 +27,32 @@ def _encoding() -> Any:
     return bpe_openai.get_encoding("o200k_base")
 
 
+# bpe_openai refuses long inputs ("Input too long to encode safely", from ~1M characters).
+_SLICE_CHARS = 200_000
+
+
 def count_tokens(text: str) -> int:
-    return len(_encoding().encode(text)) if text else 0
+    """BPE tokens in `text`. A long text is counted a slice at a time, each cut at a space so
+    that hardly a token straddles a cut. Should the tokenizer fail anyway, the UTF-8 byte count
+    stands in: never below the token count (a token covers at least one byte), never zero."""
+    if not text:
+        return 0
+    try:
+        encode = _encoding().encode
+        if len(text) <= _SLICE_CHARS:
+            return len(encode(text))
+        total, start = 0, 0
+        while start < len(text):
+            end = min(start + _SLICE_CHARS, len(text))
+            if end < len(text):
+                cut = text.rfind(" ", start + _SLICE_CHARS // 2, end)
+                end = cut if cut > start else end
+            total += len(encode(text[start:end]))
+            start = end
+        return total
+    except Exception as exc:  # what is billed on this count must still be billed
+        log.warning("token count fell back to bytes (%s)", type(exc).__name__)
+        return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _prompt_texts(req: ir.Request) -> tuple[list[str], int]:
@@ -54,15 +81,6 @@ def estimate_request_tokens(req: ir.Request) -> int:
     when a vendor reported no usage). ~4 tokens of role framing per message; ~1.5k per image."""
     pieces, images = _prompt_texts(req)
     return count_tokens("\n".join(pieces)) + 4 * len(req.messages) + 1500 * images
-
-
-def bound_request_tokens(req: ir.Request) -> int:
-    """A cheap, generous bound for reserving credit before the call: UTF-8 bytes / 3 is above
-    the real count for English (~4 chars a token) and about even for CJK (3 bytes, ~1 token)
-    — without running a tokenizer over a 100k-token prompt before the first byte."""
-    pieces, images = _prompt_texts(req)
-    size = sum(len(p.encode()) for p in pieces)
-    return size // 3 + 1 + 4 * len(req.messages) + 1500 * images
 
 
 @dataclass(slots=True)
@@ -114,8 +132,8 @@ class RequestContext:
         self.duration_ms = (time.perf_counter() - self._t0) * 1000
         self.status = status
         self.error = error
-        if complete and self.vendor_reported_output:
-            return
+        if (complete and self.vendor_reported_output) or not self.upstream_answered:
+            return  # nothing to estimate: the vendor's count, or nothing billable at all
         # Bill what was generated: the vendor's own count if it is at least what we saw,
         # otherwise our estimate of the delivered text (never less than what reached the client).
         estimate = count_tokens("".join(self.output_text))

@@ -37,10 +37,12 @@ from tokenrelay.catalog import Catalog, Resolved
 from tokenrelay.errors import GatewayError, invalid
 from tokenrelay.frontends.base import Frontend
 from tokenrelay.http_client import Response
-from tokenrelay.metering import RequestContext, bound_request_tokens
+from tokenrelay.metering import RequestContext
+from tokenrelay.prompt_bound import prompt_bound
 from tokenrelay.reasoning_cache import ReasoningCache, remember, restore
 from tokenrelay.settings import Settings
 from tokenrelay.upstream import NATIVE_FORMAT, Upstreams, VendorEndpoint
+from tokenrelay.vendors.base import UpstreamRequest
 
 log = logging.getLogger("tokenrelay.relay")
 
@@ -67,6 +69,9 @@ class Prepared:
     resolved: Resolved
     endpoint: VendorEndpoint
     req: ir.Request
+    fast: bool = False  # the client speaks the vendor's own format: bytes pass through
+    # The vendor call as it will be sent, built before the hold so the hold prices exactly it.
+    call: UpstreamRequest | None = None
 
 
 class Relay:
@@ -101,8 +106,7 @@ class Relay:
         from tokenrelay import fastpath  # local: fastpath imports this module's helpers
 
         try:
-            if NATIVE_FORMAT[p.endpoint.name] == frontend.name:
-                ctx.fast_path = True
+            if p.fast:
                 await fastpath.serve(self, frontend, p, receive, send)
             elif ctx.stream:
                 await self._stream(frontend, p, receive, send)
@@ -176,9 +180,29 @@ class Relay:
             req.thinking = ir.ThinkingConfig(enabled=resolved.thinking)
         if req.max_tokens is None and endpoint.name == "anthropic":
             req.max_tokens = resolved.entry.default_max_tokens
-        ctx.input_bound = bound_request_tokens(req)
         ctx.request = req
-        return Prepared(ctx, payload, headers, resolved, endpoint, req)
+        p = Prepared(ctx, payload, headers, resolved, endpoint, req)
+        p.fast = ctx.fast_path = NATIVE_FORMAT[endpoint.name] == frontend.name
+        p.call = self._build_call(p)
+        ctx.input_bound = prompt_bound(
+            req,
+            p.call.body,
+            max_image_tokens=endpoint.adapter.max_image_tokens,
+            url_media_bounded=endpoint.adapter.url_media_bounded,
+            context_window=resolved.entry.context_window,
+        )
+        return p
+
+    def _build_call(self, p: Prepared) -> UpstreamRequest:
+        if p.fast:
+            from tokenrelay import fastpath
+
+            return fastpath.native_call(p, self.reasoning)
+        restore(self.reasoning, p.endpoint.name, p.req)
+        ep = p.endpoint
+        return ep.adapter.build_request(
+            p.req, p.req.model, api_key=ep.api_key, base_url=ep.base_url
+        )
 
     async def open_upstream(self, ep: VendorEndpoint, call: Any, ctx: RequestContext) -> Response:
         """Open the vendor call; retry connection failures and 5xx/529 before the first byte
@@ -209,11 +233,8 @@ class Relay:
     # translated path
 
     async def _unary(self, frontend: Frontend, p: Prepared, send: Send) -> None:
-        ep, ctx = p.endpoint, p.ctx
-        restore(self.reasoning, ep.name, p.req)
-        call = ep.adapter.build_request(
-            p.req, p.req.model, api_key=ep.api_key, base_url=ep.base_url
-        )
+        ep, ctx, call = p.endpoint, p.ctx, p.call
+        assert call is not None
         async with await self.open_upstream(ep, call, ctx) as resp:
             data = await resp.read()
         events = ep.adapter.parse_response(data)
@@ -242,11 +263,8 @@ class Relay:
         await send_bytes(send, 200, body, headers)
 
     async def _stream(self, frontend: Frontend, p: Prepared, receive: Receive, send: Send) -> None:
-        ep, ctx = p.endpoint, p.ctx
-        restore(self.reasoning, ep.name, p.req)
-        call = ep.adapter.build_request(
-            p.req, p.req.model, api_key=ep.api_key, base_url=ep.base_url
-        )
+        ep, ctx, call = p.endpoint, p.ctx, p.call
+        assert call is not None
         async with await self.open_upstream(ep, call, ctx) as resp:
             decoder = ep.adapter.stream_decoder(call)
             renderer = frontend.stream_renderer(

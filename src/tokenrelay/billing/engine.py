@@ -167,17 +167,20 @@ class BillingEngine:
         key: ApiKeyInfo,
         request_id: str,
         model_id: str,
-        input_estimate: int,
+        prompt_bound: int,
         max_output_tokens: int,
     ) -> Admission:
-        """Rate-limit and hold the worst case. Raises GatewayError 429 (retry_after set) or
-        402 before anything reaches a vendor."""
+        """Rate-limit and hold the worst case: `prompt_bound` is an upper bound of the prompt
+        tokens the vendor can bill (prompt_bound.py), `max_output_tokens` of its output. Raises
+        GatewayError 429 (retry_after set) or 402 before anything reaches a vendor."""
         now = dt.datetime.now(dt.UTC)
         price, version = self.prices.price_for(model_id, now)
         if not self.enabled:
             return Admission(key.id, request_id, model_id, key.tpm, price, version, 0, now)
         if key.rpm or key.tpm:
-            wait = await self.limiter.check(key.id, key.rpm, key.tpm, input_estimate)
+            # The bucket takes the real count at settlement; up front, a typical ~4 bytes a
+            # token (the bound counts one a byte) keeps big prompts from false 429s.
+            wait = await self.limiter.check(key.id, key.rpm, key.tpm, prompt_bound // 4)
             if wait is not None:
                 raise GatewayError(
                     "rate_limit",
@@ -186,9 +189,7 @@ class BillingEngine:
                     429,
                     retry_after=float(math.ceil(wait)),
                 )
-        # Local estimates undercount other vendors' tokenizers: hold for a margin more.
-        prompt = math.ceil(input_estimate * 1.25) + 16
-        worst = worst_case_nano(prompt, max(max_output_tokens, 0), price)
+        worst = worst_case_nano(prompt_bound, max(max_output_tokens, 0), price)
         if not await self.holds.reserve(key.id, request_id, worst):
             available = max(await self.holds.available(key.id), 0)
             raise GatewayError(

@@ -26,9 +26,11 @@ class BillingMeter:
 
     async def admit(self, p: Prepared) -> None:
         """Rate limits and the credit hold; raises GatewayError (429/402) before any upstream
-        call. Without a max_tokens the vendor may write up to the model's output limit."""
-        ctx = p.ctx
-        max_output = p.req.max_tokens or p.resolved.entry.max_output
+        call. The hold prices the vendor call as it will be sent: its prompt bound, and its
+        output cap (the model's output limit where the call sets none) for every choice."""
+        ctx, call = p.ctx, p.call
+        assert call is not None
+        max_output = (call.max_output or p.resolved.entry.max_output) * call.choices
         ctx.admission = await self.engine.admit(
             ctx.key, ctx.request_id, p.resolved.entry.id, ctx.input_bound, max_output
         )

@@ -95,6 +95,7 @@ def _parse(data: JSONObject, headers: Mapping[str, str]) -> ir.Request:
         req.tools, has_server_tools = _tools(data["tools"])
         if has_server_tools:
             req.extras["tools"] = data["tools"]
+            req.server_tools = True
     if data.get("tool_choice") is not None:
         req.tool_choice = _tool_choice(data["tool_choice"])
     if data.get("thinking") is not None:

@@ -99,6 +99,7 @@ def parse_chat_request(body: Any, headers: Mapping[str, str]) -> ir.Request:
     user = opt_string(data, "user")  # deprecated by OpenAI in favour of safety_identifier
     req.user = opt_string(data, "safety_identifier") or user
     req.extras.update((k, v) for k, v in data.items() if k not in _MODELED)
+    req.server_tools = data.get("web_search_options") is not None  # search runs vendor-side
     return req
 
 

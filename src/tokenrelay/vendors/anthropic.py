@@ -447,6 +447,9 @@ class AnthropicStreamDecoder:
 
 class AnthropicVendor:
     name = "anthropic"
+    # Images are scaled to fit ~1.15 MP (≈1,600 tokens); newer models read up to ~3.75 MP.
+    max_image_tokens = 5_000
+    url_media_bounded = True
 
     def build_request(
         self, req: ir.Request, upstream_model: str, *, api_key: str, base_url: str
@@ -457,6 +460,7 @@ class AnthropicVendor:
             base_url.rstrip("/") + "/v1/messages",
             _headers(req, api_key),
             orjson.dumps(body),
+            max_output=body["max_tokens"],  # thinking may have raised it above the client's
         )
 
     def parse_response(self, body: bytes) -> list[ir.Event]:

@@ -21,6 +21,10 @@ class UpstreamRequest:
     body: bytes
     # Metadata the decoder may need (e.g. Gemini: the response id prefix for synthesised ids).
     meta: dict[str, str] = field(default_factory=dict)
+    # What the vendor may write, as sent: the output cap per choice (None: the model's own
+    # limit) and how many choices it generates. The credit hold prices exactly this.
+    max_output: int | None = None
+    choices: int = 1
 
 
 class StreamDecoder(Protocol):
@@ -37,6 +41,11 @@ class StreamDecoder(Protocol):
 
 class Vendor(Protocol):
     name: str  # anthropic | openai | gemini | xai | deepseek
+    # The most prompt tokens one image can cost on this vendor, whatever its size.
+    max_image_tokens: int
+    # False where a media URL may be any media (Gemini fileUri: video, audio, PDFs), which only
+    # the context window bounds.
+    url_media_bounded: bool
 
     def build_request(
         self, req: ir.Request, upstream_model: str, *, api_key: str, base_url: str

@@ -426,6 +426,10 @@ class GeminiStreamDecoder:
 
 class GeminiVendor:
     name = "gemini"
+    # An image is 258 tokens per 768-px tile (media_resolution up to ~1,120 an image on Gemini 3);
+    # a fileUri may name a video or a PDF, which only the context window bounds.
+    max_image_tokens = 16_384
+    url_media_bounded = False
 
     def build_request(
         self, req: ir.Request, upstream_model: str, *, api_key: str, base_url: str
@@ -434,7 +438,8 @@ class GeminiVendor:
             url = _model_url(base_url, upstream_model, "streamGenerateContent") + "?alt=sse"
         else:
             url = _model_url(base_url, upstream_model, "generateContent")
-        return UpstreamRequest("POST", url, _headers(api_key), orjson.dumps(build_body(req)))
+        body = orjson.dumps(build_body(req))
+        return UpstreamRequest("POST", url, _headers(api_key), body, max_output=req.max_tokens)
 
     def parse_response(self, body: bytes) -> list[ir.Event]:
         try:

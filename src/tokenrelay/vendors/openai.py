@@ -135,10 +135,19 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+def choice_count(body: JSON) -> int:
+    """How many completions the body asks for (`n`): each is billed up to the output cap."""
+    n = body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+
 class OpenAICompatible:
     """The OpenAI Chat Completions adapter; subclass attributes/hooks for compatible vendors."""
 
     name = "openai"
+    # gpt-4o-mini bills a 2048×2048 image as 2,833 + 4 × 5,667 tokens: the dearest known.
+    max_image_tokens = 25_600
+    url_media_bounded = True
     # OpenAI reasoning models reject the legacy `max_tokens` (openai__error_unsupported_parameter).
     max_tokens_field = "max_completion_tokens"
     # xAI reports reasoning tokens outside completion_tokens (VENDORS.md §4); the others inside.
@@ -149,11 +158,14 @@ class OpenAICompatible:
     def build_request(
         self, req: ir.Request, upstream_model: str, *, api_key: str, base_url: str
     ) -> UpstreamRequest:
+        body = self.build_body(req, upstream_model)
         return UpstreamRequest(
             method="POST",
             url=base_url.rstrip("/") + "/chat/completions",
             headers={"authorization": f"Bearer {api_key}", "content-type": "application/json"},
-            body=orjson.dumps(self.build_body(req, upstream_model)),
+            body=orjson.dumps(body),
+            max_output=req.max_tokens,
+            choices=choice_count(body),
         )
 
     def build_body(self, req: ir.Request, model: str) -> JSON:
