@@ -175,7 +175,12 @@ async def _stream(
             await send_chunk(send, out, more=False)
             return
         ctx.finish("ok")
-        await relay.meter.settle(p)  # committed before the client sees the end
+        try:
+            await relay.meter.settle(p)  # committed before the client sees the end
+        except GatewayError as err:  # not billed: the client must not get a whole answer
+            renderer = frontend.stream_renderer(request_id=ctx.request_id, include_usage=False)
+            await send_chunk(send, out + renderer.error(err), more=False)
+            return
         await send_chunk(send, out + scan.render_tail(), more=False)
 
 

@@ -10,6 +10,7 @@ becomes the client format's error event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -127,7 +128,8 @@ class Relay:
                 ctx.finish("error", "interrupted", complete=False)
             if p.ctx.cost_nano is None:  # not settled on the way out (error, disconnect)
                 # Shielded: a shutdown or disconnect must not lose a settlement half-way.
-                await asyncio.shield(self.meter.settle(p))
+                with contextlib.suppress(GatewayError):  # logged; nothing was billed
+                    await asyncio.shield(self.meter.settle(p))
 
     async def _prepare(
         self, frontend: Frontend, ctx: RequestContext, scope: Scope, receive: Receive
@@ -320,7 +322,12 @@ class Relay:
                 return
             remember(self.reasoning, ep.name, ir.fold(collected))
             ctx.finish("ok")
-            await self.meter.settle(p)  # committed before the client sees the end
+            try:
+                await self.meter.settle(p)  # committed before the client sees the end
+            except GatewayError as err:  # not billed: the client must not get a whole answer
+                pending.extend(renderer.error(err))
+                await send_chunk(send, bytes(pending), more=False)
+                return
             pending.extend(renderer.end(ctx.usage, self.meter.extra_usage(p)))
             await send_chunk(send, bytes(pending), more=False)
 

@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,11 @@ class BillingEngine:
         self._own: set[int] = set()
         self._crediting = 0  # own credits between their commit and `_own`
         self._loading: set[str] = set()  # keys whose balance is being read
+        # Balance-cache steps of committed settlements that Redis refused: request id ->
+        # (key id, cost or None for a release, the Redis run id they were meant for).
+        self._deferred: dict[str, tuple[str, int | None, str | None]] = {}
+        self._redis_run_id: str | None = None
+        self._refused_logged_at = -1e9
 
     async def start(self, *, serving: bool = True) -> None:
         """Load prices and connect. `serving=False` (CLI) skips the background tasks and the
@@ -109,7 +115,15 @@ class BillingEngine:
 
             # Blocking: a burst beyond the pool waits for a connection (redis-py's default pool
             # raises "Too many connections" at 100, which turned a burst into 500s).
-            pool = BlockingConnectionPool.from_url(s.redis_url, max_connections=256, timeout=10)
+            # Socket timeouts: a Redis that hangs (paused, partitioned) fails requests in
+            # seconds (503, nothing charged) instead of holding them for the OS's minutes.
+            pool = BlockingConnectionPool.from_url(
+                s.redis_url,
+                max_connections=256,
+                timeout=10,
+                socket_timeout=5,
+                socket_connect_timeout=2,
+            )
             self._redis = Redis.from_pool(pool)  # owns the pool: aclose() closes it
             self._own_redis = True
         loader = self._load_balance
@@ -135,6 +149,7 @@ class BillingEngine:
             self._spawn(self._poll_prices())
             if self._redis is not None:
                 self._spawn(self._listen_prices())
+                self._spawn(self._replay_deferred())
             elif self.enabled:
                 # SQLite commits one writer at a time, so ledger ids appear in commit order and
                 # reading on from the newest one seen misses nothing. (PostgreSQL hands out ids
@@ -172,11 +187,32 @@ class BillingEngine:
     ) -> Admission:
         """Rate-limit and hold the worst case: `prompt_bound` is an upper bound of the prompt
         tokens the vendor can bill (prompt_bound.py), `max_output_tokens` of its output. Raises
-        GatewayError 429 (retry_after set) or 402 before anything reaches a vendor."""
+        GatewayError 429 (retry_after set) or 402 before anything reaches a vendor, 503 when
+        the balance cache (Redis) cannot be reached: fail closed, in the client's format."""
         now = dt.datetime.now(dt.UTC)
         price, version = self.prices.price_for(model_id, now)
         if not self.enabled:
             return Admission(key.id, request_id, model_id, key.tpm, price, version, 0, now)
+        try:
+            worst = await self._hold(key, request_id, prompt_bound, max_output_tokens, price)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            now_s = time.monotonic()
+            if now_s - self._refused_logged_at > 5.0:  # one line per outage, not per request
+                self._refused_logged_at = now_s
+                log.warning("admissions answer 503: balance cache unreachable (%s)", _reason(exc))
+            raise GatewayError(
+                "api_error",
+                "Billing is briefly unavailable; nothing was charged. Retry in a moment.",
+                503,
+                retry_after=1.0,
+            ) from None
+        return Admission(key.id, request_id, model_id, key.tpm, price, version, worst, now)
+
+    async def _hold(
+        self, key: ApiKeyInfo, request_id: str, prompt_bound: int, max_output: int, price: Price
+    ) -> int:
         if key.rpm or key.tpm:
             # The bucket takes the real count at settlement; up front, a typical ~4 bytes a
             # token (the bound counts one a byte) keeps big prompts from false 429s.
@@ -189,7 +225,7 @@ class BillingEngine:
                     429,
                     retry_after=float(math.ceil(wait)),
                 )
-        worst = worst_case_nano(prompt_bound, max(max_output_tokens, 0), price)
+        worst = worst_case_nano(prompt_bound, max(max_output, 0), price)
         if not await self.holds.reserve(key.id, request_id, worst):
             available = max(await self.holds.available(key.id), 0)
             raise GatewayError(
@@ -198,7 +234,7 @@ class BillingEngine:
                 f"to ${usd(worst)} (lower max_tokens or add credits)",
                 402,
             )
-        return Admission(key.id, request_id, model_id, key.tpm, price, version, worst, now)
+        return worst
 
     async def settle(self, admission: Admission, record: UsageRecord) -> int:
         """Bill `record` once (idempotent by request id); returns its cost in nano-USD. Returns
@@ -226,14 +262,31 @@ class BillingEngine:
             try:
                 fresh = await self.writer.submit(record)
             except BaseException:
-                await self.holds.release(key_id, admission.request_id)
+                await self._update_holds(key_id, admission.request_id, None)
                 raise
-            if fresh:
-                await self.holds.settle(key_id, admission.request_id, record.cost_nano)
-            else:  # recorded before (a retry): billed then, only the hold goes
-                await self.holds.release(key_id, admission.request_id)
+            # Recorded before (a retry): billed then, only the hold goes.
+            cost = record.cost_nano if fresh else None
+            await self._update_holds(key_id, admission.request_id, cost)
         tokens = record.input_tokens + record.cache_read_tokens + record.cache_write_tokens
-        await self.limiter.consume_tokens(key_id, admission.tpm, tokens + record.output_tokens)
+        try:
+            await self.limiter.consume_tokens(key_id, admission.tpm, tokens + record.output_tokens)
+        except Exception as exc:  # a token bucket missing one request loses no money
+            log.debug("token bucket not charged: %s", _reason(exc))
+
+    async def _update_holds(self, key_id: str, request_id: str, cost: int | None) -> None:
+        """The balance cache's half of a settlement: debit `cost` and drop the hold (None: drop
+        the hold only). The ledger is the truth and has committed, so an unreachable Redis must
+        not fail the request: the step waits in `_deferred` and is replayed when Redis answers
+        again (idempotent by request id)."""
+        try:
+            if cost is None:
+                await self.holds.release(key_id, request_id)
+            else:
+                await self.holds.settle(key_id, request_id, cost)
+        except Exception as exc:
+            if not self._deferred:
+                log.warning("balance cache unreachable (%s): settlements queue", _reason(exc))
+            self._deferred[request_id] = (key_id, cost, self._redis_run_id)
 
     def _changing(self, key_id: str) -> contextlib.AbstractContextManager[None]:
         """Marks a DB write whose in-memory twin follows, so the balance refresh skips the key
@@ -248,7 +301,7 @@ class BillingEngine:
             return
         admission.released = True
         if self.enabled:
-            await self.holds.release(admission.key_id, admission.request_id)
+            await self._update_holds(admission.key_id, admission.request_id, None)
 
     # ---------------------------------------------------------------- admin
 
@@ -342,6 +395,28 @@ class BillingEngine:
                 log.warning("price notices: %s; reconnecting", exc)
                 await asyncio.sleep(1.0)
 
+    async def _replay_deferred(self) -> None:
+        """Bring Redis level with the ledger once it answers again. A restarted Redis (a new
+        run id) lost its balances, which reload from the ledger, debits included: its steps
+        are dropped, not replayed on top."""
+        assert self._redis is not None
+        while True:
+            try:
+                run_id = str((await self._redis.info("server"))["run_id"])
+                self._redis_run_id = run_id
+                for request_id, (key_id, cost, meant_for) in list(self._deferred.items()):
+                    if meant_for in (None, run_id):
+                        if cost is None:
+                            await self.holds.release(key_id, request_id)
+                        else:
+                            await self.holds.settle(key_id, request_id, cost)
+                    del self._deferred[request_id]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("balance cache still unreachable: %s", _reason(exc))
+            await asyncio.sleep(0.5 if self._deferred else 5.0)
+
     async def _refresh_balances(self) -> None:
         """Credits that another process (the CLI) wrote reach the in-memory balances within
         seconds, without a restart: read on along the ledger. Quiet keys also adopt their DB
@@ -377,6 +452,11 @@ class BillingEngine:
             elif entry_id > self._marks.get(key_id, entry_id):  # loaded before this entry
                 await self.holds.credit(key_id, amount)
             self._credit_mark = entry_id
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for the log: the exception's type and message, no traceback."""
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _sqlite_file(engine: AsyncEngine) -> str | None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokenrelay.billing.engine import Admission, BillingEngine, UsageRecord
 from tokenrelay.billing.pricing import usd
+from tokenrelay.errors import GatewayError
 from tokenrelay.ir import UsageTotals
 
 if TYPE_CHECKING:
@@ -57,7 +58,13 @@ class BillingMeter:
             ctx.usage = UsageTotals()
             ctx.usage_source = "vendor"
         record = UsageRecord.from_context(ctx, attempts=max(ctx.attempts, 1))
-        ctx.cost_nano = await self.engine.settle(admission, record)
+        try:
+            ctx.cost_nano = await self.engine.settle(admission, record)
+        except Exception as exc:  # the ledger did not commit: nothing is billed
+            log.error("request %s not settled: %s", ctx.request_id, type(exc).__name__)
+            raise GatewayError(
+                "api_error", "Billing is briefly unavailable; this request was not charged.", 503
+            ) from None
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "usage request_id=%s key=%s model=%s status=%s source=%s in=%d out=%d cost=%s",
