@@ -90,6 +90,7 @@ class Gateway:
         if not await schema_is_current(engine):
             await migrate_in_child(s.database_url)
         keys = KeyStore(engine, s.key_prefix)
+        keys.start()
         catalog = Catalog.load(s.catalog_path)
         emulator_base = None
         if s.emulate != "none":
@@ -99,7 +100,7 @@ class Gateway:
         await billing.start()
         self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing))
         # Closed in this order: no new upstream traffic, then the writer flushes, then the DB.
-        self._resources = [upstreams, billing, engine]
+        self._resources = [upstreams, keys, billing, engine]
         for vendor in sorted(upstreams.emulated):
             log.warning(
                 "vendor %s has no API key: served by the built-in EMULATOR (not the real API)",

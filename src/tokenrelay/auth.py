@@ -8,9 +8,12 @@ lets the database find a key by an indexed lookup of its hash in one step.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -25,7 +28,11 @@ from tokenrelay.billing.pricing import usd
 from tokenrelay.single_flight import SingleFlight
 from tokenrelay.store.tables import api_keys, ledger
 
+log = logging.getLogger("tokenrelay.auth")
+
 NANO_PER_USD = 10**9
+_REVOCATION_POLL_S = 0.5
+_REVOCATION_WINDOW_S = 600
 # Longer "keys" are not ours; refusing them early keeps junk from being hashed and cached.
 _MAX_KEY_LENGTH = 256
 
@@ -98,8 +105,9 @@ def nano_to_usd(nano: int) -> Decimal:
 class KeyStore:
     """Keys in the database, with a read-through cache for `authenticate` (the hot path).
 
-    The cache is per process: a revoke here takes effect at once in this process and within
-    `cache_ttl` seconds in other replicas (until Redis invalidation is wired in).
+    The cache is per process: a revoke here takes effect at once in this process, and
+    `watch_revocations` carries a revoke made anywhere else (the CLI, another replica) to this
+    process within half a second.
     """
 
     def __init__(
@@ -121,6 +129,7 @@ class KeyStore:
         self._lookups: SingleFlight[str, ApiKeyInfo | None] = SingleFlight()
         # key hash -> (expires at, key or None for "no such key / revoked")
         self._cache: dict[str, tuple[float, ApiKeyInfo | None]] = {}
+        self._watch: asyncio.Task[None] | None = None
 
     async def create(
         self,
@@ -211,6 +220,39 @@ class KeyStore:
 
     def clear_cache(self) -> None:
         self._cache.clear()
+
+    def start(self) -> None:
+        """Start following revocations written by other processes (see `watch_revocations`)."""
+        if self._watch is None:
+            self._watch = asyncio.create_task(self.watch_revocations())
+
+    async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+
+    async def watch_revocations(self, interval_s: float = _REVOCATION_POLL_S) -> None:
+        """Drop cached keys that were revoked lately, by whichever process. One query of a
+        small table twice a second is cheaper than any pub/sub to keep, works the
+        same on SQLite and PostgreSQL, and needs no Redis. The window is wide so that clock
+        skew between replicas cannot hide a revocation."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=_REVOCATION_WINDOW_S)
+                async with self.engine.connect() as conn:
+                    result = await conn.execute(
+                        select(api_keys.c.key_hash).where(api_keys.c.revoked_at > since)
+                    )
+                    revoked = [row[0] for row in result]
+                for key_hash in revoked:
+                    cached = self._cache.get(key_hash)
+                    if cached is not None and cached[1] is not None:
+                        del self._cache[key_hash]
+            except Exception as exc:  # the next round tries again; cache entries expire anyway
+                log.warning("revocation check failed: %s", type(exc).__name__)
 
     async def _lookup(self, key_hash: str) -> ApiKeyInfo | None:
         async with self.engine.connect() as conn:
