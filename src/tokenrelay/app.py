@@ -121,6 +121,8 @@ class Gateway:
         self._other = Starlette(routes=routes)
 
     async def shutdown(self) -> None:
+        if self.relay is not None:  # cancelled streams end and settle before billing closes
+            await self.relay.drained(timeout_s=10.0)
         for resource in self._resources:
             close = getattr(resource, "close", None) or getattr(resource, "dispose", None)
             if close is not None:

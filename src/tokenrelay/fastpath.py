@@ -131,7 +131,7 @@ async def _stream(
     receive: Receive,
     send: Send,
 ) -> None:
-    from tokenrelay.relay import DisconnectWatch, send_chunk
+    from tokenrelay.relay import SHUTTING_DOWN, DisconnectWatch, send_chunk
 
     ep, ctx = p.endpoint, p.ctx
     async with await relay.open_upstream(ep, call, ctx) as resp:
@@ -150,11 +150,16 @@ async def _stream(
                         break
                 out = scan.process(parser.flush())
             except asyncio.CancelledError:
-                if not watch.disconnected:
-                    raise
                 watch.swallow_cancel()
                 resp.close()  # hang up on the vendor: nobody reads the rest
-                scan.settle_incomplete("cancelled", "client disconnected")
+                if watch.disconnected:
+                    scan.settle_incomplete("cancelled", "client disconnected")
+                    return
+                # The server's shutdown grace ran out: end the stream the format's way (after
+                # what was delivered, which is billed).
+                scan.settle_incomplete("cancelled", "gateway shutting down")
+                renderer = frontend.stream_renderer(request_id=ctx.request_id, include_usage=False)
+                await send_chunk(send, renderer.error(SHUTTING_DOWN), more=False)
                 return
             except OSError as exc:  # connection failures and timeouts
                 out = b""

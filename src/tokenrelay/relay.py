@@ -49,6 +49,10 @@ log = logging.getLogger("tokenrelay.relay")
 
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504, 529})
 RETRY_BACKOFF_S = 0.2
+INTERNAL = GatewayError("api_error", "Internal gateway error.", 500)
+SHUTTING_DOWN = GatewayError(
+    "overloaded", "The gateway is restarting; retry the request.", 503, retry_after=1.0
+)
 
 
 def new_request_id() -> str:
@@ -90,11 +94,27 @@ class Relay:
         self.keys = keys
         self.meter = meter
         self.reasoning = ReasoningCache(ttl_s=settings.reasoning_cache_ttl_s)
+        self.active = 0  # requests in flight, for a shutdown that lets them finish
 
     # ----------------------------------------------------------------------------------------
     # entry point
 
     async def serve(self, frontend: Frontend, scope: Scope, receive: Receive, send: Send) -> None:
+        self.active += 1
+        try:
+            await self._serve(frontend, scope, receive, send)
+        finally:
+            self.active -= 1
+
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait (at most `timeout_s`) for the requests in flight to finish and settle; the
+        server cancels what outlives its shutdown grace, which ends and bills them."""
+        deadline = time.monotonic() + timeout_s
+        while self.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return not self.active
+
+    async def _serve(self, frontend: Frontend, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = RequestContext(request_id=new_request_id(), client_format=frontend.name)
         try:
             p = await self._prepare(frontend, ctx, scope, receive)
@@ -103,6 +123,10 @@ class Relay:
             await self._send_error(frontend, send, ctx, err)
             return
         except ClientDisconnected:
+            return
+        except Exception:
+            log.exception("request %s failed before the vendor call", ctx.request_id)
+            await self._send_error(frontend, send, ctx, INTERNAL)
             return
         from tokenrelay import fastpath  # local: fastpath imports this module's helpers
 
@@ -116,13 +140,23 @@ class Relay:
         except GatewayError as err:  # raised before any byte of the answer went out
             ctx.finish("error", err.message, complete=False)
             await self._send_error(frontend, send, ctx, err)
+        except asyncio.CancelledError:
+            # Only the server cancels a request outside a stream: its shutdown grace ran out.
+            # Nothing reached the client, so nothing is billed; it hears why, and may retry.
+            if ctx.response_started:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            ctx.upstream_answered = False
+            ctx.finish("cancelled", "gateway shutting down", complete=False)
+            await self._send_error(frontend, send, ctx, SHUTTING_DOWN)
         except Exception:
             log.exception("request %s failed", ctx.request_id)
             if ctx.duration_ms is None:
                 ctx.finish("error", "internal error", complete=False)
             if not ctx.response_started:
-                err = GatewayError("api_error", "Internal gateway error.", 500)
-                await self._send_error(frontend, send, ctx, err)
+                await self._send_error(frontend, send, ctx, INTERNAL)
         finally:
             if ctx.duration_ms is None:
                 ctx.finish("error", "interrupted", complete=False)
@@ -301,11 +335,16 @@ class Relay:
                     if not isinstance(outcome, ir.Error):
                         outcome = handle(decoder.close()) or outcome
                 except asyncio.CancelledError:
-                    if not watch.disconnected:
-                        raise
                     watch.swallow_cancel()
                     resp.close()  # hang up on the vendor: nobody reads the rest
-                    ctx.finish("cancelled", "client disconnected", complete=False)
+                    if watch.disconnected:
+                        ctx.finish("cancelled", "client disconnected", complete=False)
+                        return
+                    # The server's shutdown grace ran out: end the stream the format's way;
+                    # what was delivered is billed.
+                    ctx.finish("cancelled", "gateway shutting down", complete=False)
+                    pending.extend(renderer.error(SHUTTING_DOWN))
+                    await send_chunk(send, bytes(pending), more=False)
                     return
                 except OSError as exc:  # connection failures and timeouts
                     outcome = ir.Error(
