@@ -209,6 +209,105 @@ def test_concurrent_requests_on_one_key_never_overspend(gw: RunningGateway) -> N
     assert Decimal(summary["balance_usd"]) >= 0
 
 
+PDF = "JVBERi0xLjQK"  # "%PDF-1.4": the vendor renders pages, whatever the bytes say
+CRAFTED: list[tuple[str, dict[str, Any]]] = [
+    (
+        "/v1/messages",
+        {
+            "model": "claude-haiku-4-5",
+            "max_tokens": 16,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "document",
+                            "source": {
+                                "type": "base64",
+                                "media_type": "application/pdf",
+                                "data": PDF,
+                            },
+                        }
+                    ]
+                    * 2000
+                    + [{"type": "text", "text": "[[words:3]]"}],
+                }
+            ],
+        },
+    ),
+    (
+        "/v1/messages",
+        {
+            "model": "claude-haiku-4-5",
+            "max_tokens": 16,
+            "tools": [{"type": "web_search_20250305", "name": "web_search", "x": "a" * 4_000_000}],
+            "messages": [{"role": "user", "content": "[[words:3]]"}],
+        },
+    ),
+    (
+        "/v1/chat/completions",
+        {
+            "model": "gpt-4o-mini",
+            "max_tokens": 16,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "file",
+                            "file": {
+                                "filename": "a.pdf",
+                                "file_data": f"data:application/pdf;base64,{PDF}",
+                            },
+                        }
+                    ]
+                    * 2000
+                    + [{"type": "text", "text": "[[words:3]]"}],
+                }
+            ],
+        },
+    ),
+    (  # a plain request that fits: it spends the cent down while the others try
+        "/v1/chat/completions",
+        {
+            "model": "gpt-4.1-nano",
+            "max_tokens": 16,
+            "messages": [{"role": "user", "content": "[[words:3]]"}],
+        },
+    ),
+]
+
+
+def test_crafted_requests_on_a_one_cent_key_never_overspend(gw: RunningGateway) -> None:
+    """50 concurrent requests crafted to cost more than their text shows (2,000 documents,
+    a 4 MB server-tool field, 2,000 files) against $0.01 of credit: the balance never goes
+    below zero."""
+    key_id, key = create_key(gw.url, "0.01")
+    headers = {
+        "x-api-key": key,
+        "authorization": f"Bearer {key}",
+        "anthropic-version": "2023-06-01",
+    }
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64), timeout=60) as c:
+
+            async def one_call(i: int) -> int:
+                path, body = CRAFTED[i % len(CRAFTED)]
+                resp = await c.post(gw.proxy + path, json=body, headers=headers)
+                return resp.status_code
+
+            return await asyncio.gather(*(one_call(i) for i in range(50)))
+
+    statuses = asyncio.run(burst())
+    assert set(statuses) <= {200, 402}, statuses
+    crafted = [st for i, st in enumerate(statuses) if i % len(CRAFTED) != len(CRAFTED) - 1]
+    assert set(crafted) == {402}  # each one's hold alone is more than the cent
+    balance = Decimal(key_summary(gw.url, key_id)["balance_usd"])
+    print(f"\n$0.01 key after 50 crafted concurrent requests: balance ${balance}")
+    assert balance >= 0
+
+
 def test_insufficient_balance_is_402_before_any_upstream_call(gw: RunningGateway) -> None:
     _, key = create_key(gw.url, "0.000001")
     claude = anthropic.Anthropic(api_key=key, base_url=gw.proxy, max_retries=0)
