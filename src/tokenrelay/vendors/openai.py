@@ -425,14 +425,18 @@ class ChatStreamDecoder:
     i → tool call j) closes the open block and opens the next. Only choice 0 is decoded: the IR
     carries one choice (n > 1 must be refused or fanned out before it reaches an adapter).
 
-    A tool-call fragment for a call whose block is already closed cannot be emitted without
-    breaking the sequential-block rule; it is dropped with a warning. No vendor is known to do
-    this (OpenAI sends call 0 whole, then call 1; xAI sends whole calls).
+    A tool call's block stays open until the next call starts or the choice finishes: text and
+    reasoning that arrive meanwhile (DeepSeek may send a call's id and name, then reasoning,
+    then its arguments) are held and follow the call, so no argument byte is lost whatever the
+    order. A fragment of a call whose block has closed (parallel calls interleaved, which no
+    known vendor does: OpenAI sends call 0 whole, then call 1) cannot be placed and is dropped
+    with a warning.
     """
 
     __slots__ = (
         "_calls",
         "_done",
+        "_held",
         "_next",
         "_open",
         "_open_key",
@@ -455,6 +459,7 @@ class ChatStreamDecoder:
         self._open: int | None = None  # the open IR block index
         self._open_key: str | int | None = None  # "text" | "thinking" | tool call index
         self._calls: dict[int, int] = {}  # vendor tool call index → IR block index
+        self._held: list[tuple[ir.DeltaKind, str]] = []  # text/reasoning behind an open call
         self._refused = False
 
     def feed(self, chunk: bytes) -> list[ir.Event]:
@@ -506,6 +511,7 @@ class ChatStreamDecoder:
             reason = choice.get("finish_reason") or reason
         if reason is not None:
             self._close_open()
+            self._release_held()
         usage = obj.get("usage")
         if usage:  # OpenAI/xAI: a final `choices: []` chunk; DeepSeek: with finish_reason
             self._out.append(self._vendor.usage(usage))
@@ -533,6 +539,9 @@ class ChatStreamDecoder:
                 self._tool_fragment(fragment)
 
     def _text(self, kind: ir.DeltaKind, value: str) -> None:
+        if isinstance(self._open_key, int):  # a tool call is open: its arguments may follow
+            self._held.append((kind, value))
+            return
         if self._open_key != kind:
             self._open_block(kind, ir.BlockStart(self._next, kind))  # type: ignore[arg-type]
         self._out.append(ir.Delta(self._next - 1, kind, value))
@@ -544,6 +553,9 @@ class ChatStreamDecoder:
         fn = fragment.get("function") or {}
         block = self._calls.get(call)
         if block is None:
+            if self._held:  # text held behind the previous call goes before this one
+                self._close_open()
+                self._release_held()
             block = self._calls[call] = self._next
             call_id = fragment.get("id") or f"call_{self._response_id}_{call}"
             self._open_block(
@@ -562,6 +574,11 @@ class ChatStreamDecoder:
         self._out.append(start)
         self._open, self._open_key = start.index, key
         self._next = start.index + 1
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        for kind, value in held:
+            self._text(kind, value)
 
     def _close_open(self) -> None:
         if self._open is not None:
