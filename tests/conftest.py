@@ -14,7 +14,8 @@ import httpx
 import pytest
 import uvicorn
 
-from tokenrelay.app import create_app
+from tokenrelay.app import Gateway, create_app
+from tokenrelay.server import uvicorn_config
 from tokenrelay.settings import Settings
 
 ADMIN_TOKEN = "test-admin-token"
@@ -35,6 +36,13 @@ class RunningGateway:
     @property
     def proxy(self) -> str:
         return self.url + "/api/proxy"
+
+    @property
+    def emulator_url(self) -> str:
+        """The vendor emulator the gateway's upstreams use (never on the gateway's port)."""
+        app = self.server.config.app
+        assert isinstance(app, Gateway) and app.emulator_url is not None
+        return app.emulator_url
 
     def create_key(self, name: str = "test", **fields: object) -> str:
         r = httpx.post(
@@ -58,15 +66,8 @@ def start_gateway(tmp: Path, **overrides: object) -> tuple[RunningGateway, threa
         **overrides,
     }
     settings = Settings(**values)  # type: ignore[arg-type]
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        loop="asyncio",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-    )
+    # The production server setup (connection limits, timeouts), on the plain asyncio loop.
+    config = uvicorn_config(create_app(settings), settings, loop="asyncio", log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
