@@ -45,14 +45,13 @@ def serve(host: str | None = None, port: int | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    # aiosqlite's DEBUG lines repr every call with its SQL parameters: noise, and key hashes.
-    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.root.level))
     from tokenrelay.app import create_app
 
     app = create_app(settings)
     app.freeze_heap_after_startup = True
     config = uvicorn_config(app, settings, loop="uvloop", log_level=settings.log_level.lower())
-    # After uvicorn.Config, which installs uvicorn's own handlers.
+    # After uvicorn.Config, which installs uvicorn's own handlers. At DEBUG, aiosqlite reprs
+    # every call with its SQL parameters (key hashes): the filter blanks those.
     log_redaction.install(settings)
     server = uvicorn.Server(config)
     server.run()
