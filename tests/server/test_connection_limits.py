@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import RunningGateway, start_gateway
+from gateway_support import RunningGateway, start_gateway
 
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 3.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from conftest import RunningGateway
+from gateway_support import RunningGateway
 
 
 def test_emulator_is_not_served_on_the_gateway_port(gateway: RunningGateway) -> None:

@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import ADMIN_TOKEN, RunningGateway
+from gateway_support import ADMIN_TOKEN, RunningGateway
 
 
 @pytest.mark.parametrize(

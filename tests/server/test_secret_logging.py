@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port
+from gateway_support import free_port
 from tokenrelay.auth import KeyStore
 from tokenrelay.store.db import create_engine, migrate_async
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import start_gateway
+from gateway_support import start_gateway
 
 GRACE = 1
 SLACK = 8.0  # CI has two slow, shared cores
