@@ -2,80 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 
-from tokenrelay.app import create_app
-from tokenrelay.settings import Settings
+# Re-exported: tests in directories sorted before tests/emulator import them from here.
+from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, start_gateway
 
-ADMIN_TOKEN = "test-admin-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class RunningGateway:
-    url: str
-    settings: Settings
-    server: uvicorn.Server
-
-    @property
-    def proxy(self) -> str:
-        return self.url + "/api/proxy"
-
-    def create_key(self, name: str = "test", **fields: object) -> str:
-        r = httpx.post(
-            self.url + "/admin/v1/keys",
-            # Funded: billing is on, and a key without credit gets 402 (billing_e2e tests that).
-            json={"name": name, "credits_usd": "1000.00", **fields},
-            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
-        )
-        assert r.status_code == 201, r.text
-        return str(r.json()["key"])
-
-
-def start_gateway(tmp: Path, **overrides: object) -> tuple[RunningGateway, threading.Thread]:
-    port = free_port()
-    values: dict[str, object] = {
-        "host": "127.0.0.1",
-        "port": port,
-        "database_url": f"sqlite:///{tmp / 'gateway.db'}",
-        "admin_token": ADMIN_TOKEN,
-        "emulate": "all",
-        **overrides,
-    }
-    settings = Settings(**values)  # type: ignore[arg-type]
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        loop="asyncio",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("gateway did not start")
-        time.sleep(0.02)
-    return RunningGateway(f"http://127.0.0.1:{port}", settings, server), thread
+__all__ = ["ADMIN_TOKEN", "RunningGateway", "free_port", "start_gateway"]
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,11 @@
 """The ASGI application: proxy routes on raw ASGI (hot path), everything else on Starlette.
 
 The lifespan opens what the gateway needs for its whole life — database (migrated at start),
-key cache, catalog, vendor connection pools — and mounts the vendor emulator for vendors that
-have no key.
+key cache, catalog, vendor connection pools — and, for vendors that have no key, starts the vendor
+emulator as a second server on 127.0.0.1 (never on the gateway's own, public, port).
+
+Every error the gateway itself answers (unknown path, wrong method) is JSON, in the shape the
+path's clients parse: the Anthropic or OpenAI error under /api/proxy, the admin API's elsewhere.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 from tokenrelay import __version__
 from tokenrelay.admin import account_route, admin_routes
@@ -24,11 +28,14 @@ from tokenrelay.auth import KeyStore
 from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.billing.meter import BillingMeter
 from tokenrelay.catalog import Catalog
+from tokenrelay.embedded_emulator import EmbeddedEmulator
+from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.anthropic import ANTHROPIC_FRONTEND
 from tokenrelay.frontends.openai import OPENAI_FRONTEND
+from tokenrelay.ir import ErrorKind
 from tokenrelay.model_routes import count_tokens, list_models
 from tokenrelay.relay import Relay
-from tokenrelay.settings import Settings, get_settings
+from tokenrelay.settings import VENDORS, Settings, get_settings
 from tokenrelay.store.db import create_engine, migrate_in_child, schema_is_current
 from tokenrelay.upstream import Upstreams
 from tokenrelay.web import web_routes
@@ -53,6 +60,8 @@ class Gateway:
         }
         self._other: Starlette | None = None
         self._resources: list[Any] = []
+        # Base URL of the emulator the upstreams use (None: no vendor is emulated).
+        self.emulator_url: str | None = None
         # Set by `tokenrelay serve` (the process is the gateway's alone, unlike a test's).
         self.freeze_heap_after_startup = False
 
@@ -92,15 +101,18 @@ class Gateway:
         keys = KeyStore(engine, s.key_prefix)
         keys.start()
         catalog = Catalog.load(s.catalog_path)
-        emulator_base = None
-        if s.emulate != "none":
-            emulator_base = s.emulator_url or f"http://127.0.0.1:{s.port}/emulator"
-        upstreams = Upstreams(s, emulator_base)
+        emulator = None
+        if any(s.is_emulated(v) for v in VENDORS) and not s.emulator_url:
+            emulator = await EmbeddedEmulator.start(s.emulator_port)
+            log.warning("vendor emulator listening on %s (local only)", emulator.url)
+        self.emulator_url = emulator.url if emulator else s.emulator_url
+        upstreams = Upstreams(s, self.emulator_url)
         billing = BillingEngine(s, engine, catalog)
         await billing.start()
         self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing))
-        # Closed in this order: no new upstream traffic, then the writer flushes, then the DB.
-        self._resources = [upstreams, keys, billing, engine]
+        # Closed in this order: no new upstream traffic, then the writer flushes, then the DB,
+        # then the emulator (upstream connections to it are closed by then).
+        self._resources = [upstreams, keys, billing, engine, *([emulator] if emulator else [])]
         for vendor in sorted(upstreams.emulated):
             log.warning(
                 "vendor %s has no API key: served by the built-in EMULATOR (not the real API)",
@@ -114,11 +126,10 @@ class Gateway:
             *admin_routes(keys, billing, settings=s),
             *web_routes(self),
         ]
-        if upstreams.emulated and not s.emulator_url:
-            from tokenrelay.emulator.app import create_app as create_emulator
-
-            routes.append(Mount("/emulator", app=create_emulator()))
-        self._other = Starlette(routes=routes)
+        self._other = Starlette(
+            routes=routes,
+            exception_handlers={HTTPException: self._http_error, Exception: _server_error},
+        )
 
     async def shutdown(self) -> None:
         if self.relay is not None:  # cancelled streams end and settle before billing closes
@@ -149,6 +160,47 @@ class Gateway:
     async def _models(self, request: Request) -> Response:
         assert self.relay is not None
         return await list_models(self.relay, request)
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        status, headers, path = exc.status_code, dict(exc.headers or {}), request.url.path
+        # The hot-path routes never reach the router: another method on them lands here as 404.
+        allowed = sorted(m for m, p in self._routes if p == path)
+        if status == 404 and allowed:
+            status, headers["allow"] = 405, ", ".join(allowed)
+        if status == 405:
+            message = f"method {request.method} not allowed on {path}"
+        elif status == 404:
+            message = f"no route for {request.method} {path}"
+        else:
+            message = exc.detail
+        return error_response(request, status, message, headers)
+
+
+_PROXY_ERROR_KINDS: dict[int, ErrorKind] = {404: "not_found", 405: "invalid_request"}
+
+
+def error_response(
+    request: Request, status: int, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    """`status` as JSON in the error shape the path's clients parse (both SDKs raise their own
+    NotFoundError etc. from it)."""
+    path = request.url.path
+    if path.startswith("/api/proxy/"):
+        anthropic = "anthropic-version" in request.headers or "/messages" in path
+        frontend = ANTHROPIC_FRONTEND if anthropic else OPENAI_FRONTEND
+        kind = _PROXY_ERROR_KINDS.get(status, "api_error")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(status)
+        _, body = frontend.render_error(GatewayError(kind, message, status, code=code))
+    else:  # the admin API's shape
+        error_type = {404: "not_found_error", 405: "invalid_request_error"}.get(status, "api_error")
+        body = {"error": {"type": error_type, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the log (Starlette logs it), never to the client.
+    return error_response(request, 500, "internal server error")
 
 
 async def _health(request: Request) -> Response:

@@ -4,10 +4,35 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from typing import Any
 
 import uvicorn
 
-from tokenrelay.settings import get_settings
+from tokenrelay import log_redaction
+from tokenrelay.http_guard import Limits, guarded_protocol
+from tokenrelay.settings import Settings, get_settings
+
+
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """The gateway's server: httptools with header/body deadlines and a per-IP connection cap
+    (http_guard), keep-alive and SIGTERM grace from the settings. Tests serve through it too."""
+    limits = Limits(
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_per_ip=settings.max_connections_per_ip,
+    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "http": guarded_protocol(limits),
+        "lifespan": "on",
+        "access_log": False,
+        "timeout_keep_alive": settings.keepalive_timeout_s,
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
+        **overrides,
+    }
+    return uvicorn.Config(app, **options)
 
 
 def serve(host: str | None = None, port: int | None = None) -> None:
@@ -24,14 +49,11 @@ def serve(host: str | None = None, port: int | None = None) -> None:
 
     app = create_app(settings)
     app.freeze_heap_after_startup = True
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level=settings.log_level.lower(),
-        timeout_keep_alive=30,
-    )
+    config = uvicorn_config(app, settings, loop="uvloop", log_level=settings.log_level.lower())
+    # After uvicorn.Config, which installs uvicorn's own handlers. At DEBUG, aiosqlite reprs
+    # every call with its SQL parameters (key hashes): the filter blanks those.
+    log_redaction.install(settings)
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn.run's exit status for a failed startup

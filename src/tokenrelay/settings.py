@@ -40,8 +40,10 @@ class Settings(BaseSettings):
     # "auto": vendors without a key are served by the built-in emulator; "none": never;
     # "all": every vendor is emulated even when a key is set (demo, tests).
     emulate: str = Field("auto", alias="TOKENRELAY_EMULATE")
-    # Where the emulator runs; empty = mounted in the gateway itself under /emulator.
+    # Where the emulator runs; empty = the gateway starts it itself, as a second server in its
+    # process on 127.0.0.1:TOKENRELAY_EMULATOR_PORT (0 = any free port), never on its own port.
     emulator_url: str | None = Field(None, alias="TOKENRELAY_EMULATOR_URL")
+    emulator_port: int = Field(0, alias="TOKENRELAY_EMULATOR_PORT")
     max_body_bytes: int = Field(32 * 1024 * 1024, alias="TOKENRELAY_MAX_BODY_BYTES")
     upstream_timeout_s: float = Field(600.0, alias="TOKENRELAY_UPSTREAM_TIMEOUT")
     # Extra attempts on connection failures and 5xx/529, only before the first byte is sent.
@@ -51,6 +53,17 @@ class Settings(BaseSettings):
     on_disconnect: str = Field("cancel", alias="TOKENRELAY_ON_DISCONNECT")
     reasoning_cache_ttl_s: int = Field(24 * 3600, alias="TOKENRELAY_REASONING_CACHE_TTL")
     log_level: str = Field("info", alias="TOKENRELAY_LOG_LEVEL")
+    # Client connection bounds (tokenrelay.http_guard): a request's headers must arrive within
+    # header_timeout_s of the connection or of their first byte, its body within body_timeout_s
+    # of the headers; an idle keep-alive connection is closed after keepalive_timeout_s. The
+    # response is never timed (streams run as long as the vendor does).
+    header_timeout_s: float = Field(10.0, alias="TOKENRELAY_HEADER_TIMEOUT_S")
+    body_timeout_s: float = Field(60.0, alias="TOKENRELAY_BODY_TIMEOUT_S")
+    keepalive_timeout_s: int = Field(30, alias="TOKENRELAY_KEEPALIVE_TIMEOUT_S")
+    # Open connections per client IP; one more is answered 429 and closed.
+    max_connections_per_ip: int = Field(256, alias="TOKENRELAY_MAX_CONNECTIONS_PER_IP")
+    # On SIGTERM: stop accepting, then let requests in flight finish for up to this long.
+    shutdown_grace_s: int = Field(30, alias="TOKENRELAY_SHUTDOWN_GRACE_S")
     # Billing: "on" reserves, settles and records every request; "off" only prices responses.
     billing: str = Field("on", alias="TOKENRELAY_BILLING")
     # The settlement writer waits this long for more records before committing a batch.

@@ -360,7 +360,7 @@ def test_client_disconnect_cancels_upstream_and_bills_what_was_sent(
     gw: RunningGateway, model: str, api: str
 ) -> None:
     key_id, key = create_key(gw.url, "5.00")
-    stats = f"{gw.url}/emulator/_stats"
+    stats = f"{gw.emulator_url}/_stats"
     before = httpx.get(stats).json()
     prompt = [{"role": "user", "content": "[[words:60]] [[delay:50]]"}]
     if api == "openai":

@@ -64,7 +64,9 @@ def is_memory_sqlite(url: URL) -> bool:
 def create_engine(url: str, *, schema: str | None = None, echo: bool = False) -> AsyncEngine:
     """Engine for `url`. `schema` (Postgres only) sets the search_path, e.g. to isolate tests."""
     target = async_url(url)
-    kwargs: dict[str, Any] = {"echo": echo}
+    # Parameters include key hashes: never in logs (echo, or sqlalchemy.engine at INFO/DEBUG)
+    # nor in exception messages.
+    kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if target.get_backend_name() == "sqlite":
         if schema:
             raise ValueError("schema= is only supported on PostgreSQL")

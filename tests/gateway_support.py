@@ -1,0 +1,81 @@
+"""A real gateway server for tests (uvicorn on a free port, SQLite, emulated vendors).
+
+Its own module, not conftest: `from conftest import` finds whichever conftest pytest imported
+last (tests/emulator has one too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from tokenrelay.app import Gateway, create_app
+from tokenrelay.server import uvicorn_config
+from tokenrelay.settings import Settings
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    settings: Settings
+    server: uvicorn.Server
+
+    @property
+    def proxy(self) -> str:
+        return self.url + "/api/proxy"
+
+    @property
+    def emulator_url(self) -> str:
+        """The vendor emulator the gateway's upstreams use (never on the gateway's port)."""
+        app = self.server.config.app
+        assert isinstance(app, Gateway) and app.emulator_url is not None
+        return app.emulator_url
+
+    def create_key(self, name: str = "test", **fields: object) -> str:
+        r = httpx.post(
+            self.url + "/admin/v1/keys",
+            # Funded: billing is on, and a key without credit gets 402 (billing_e2e tests that).
+            json={"name": name, "credits_usd": "1000.00", **fields},
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["key"])
+
+
+def start_gateway(tmp: Path, **overrides: object) -> tuple[RunningGateway, threading.Thread]:
+    port = free_port()
+    values: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "database_url": f"sqlite:///{tmp / 'gateway.db'}",
+        "admin_token": ADMIN_TOKEN,
+        "emulate": "all",
+        **overrides,
+    }
+    settings = Settings(**values)  # type: ignore[arg-type]
+    # The production server setup (connection limits, timeouts), on the plain asyncio loop.
+    config = uvicorn_config(create_app(settings), settings, loop="asyncio", log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("gateway did not start")
+        time.sleep(0.02)
+    return RunningGateway(f"http://127.0.0.1:{port}", settings, server), thread

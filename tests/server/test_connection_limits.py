@@ -1,0 +1,157 @@
+"""Slow or greedy clients can't hold the gateway's connections: header and body deadlines, a cap
+per client IP. Normal keep-alive clients and long responses are never cut."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from gateway_support import RunningGateway, start_gateway
+
+HEADER_TIMEOUT = 1.0
+BODY_TIMEOUT = 3.0
+PER_IP = 4
+SLACK = 5.0  # CI has two slow, shared cores
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    gateway, thread = start_gateway(
+        tmp_path_factory.mktemp("limits"),
+        header_timeout_s=HEADER_TIMEOUT,
+        body_timeout_s=BODY_TIMEOUT,
+        keepalive_timeout_s=60,
+        max_connections_per_ip=PER_IP,
+    )
+    yield gateway
+    gateway.server.should_exit = True
+    thread.join(timeout=10)
+
+
+def connect(gw: RunningGateway) -> socket.socket:
+    url = httpx.URL(gw.url)
+    sock = socket.create_connection((url.host, url.port), timeout=BODY_TIMEOUT + 2 * SLACK)
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> tuple[bytes, float]:
+    """Everything the server sends until it closes; and how long that took."""
+    start, data = time.monotonic(), b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data, time.monotonic() - start
+
+
+def get_health(sock: socket.socket) -> bytes:
+    """One keep-alive GET /healthz on `sock`; the response's body."""
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return body
+
+
+@pytest.mark.parametrize("partial", [b"", b"GET /healthz HT", b"GET /healthz HTTP/1.1\r\nhost: x"])
+def test_stalled_headers_are_closed_after_header_timeout(
+    gw: RunningGateway, partial: bytes
+) -> None:
+    with connect(gw) as sock:
+        sock.sendall(partial)
+        data, elapsed = read_until_closed(sock)
+    assert elapsed < HEADER_TIMEOUT + SLACK
+    assert data.startswith(b"HTTP/1.1 408"), data
+
+
+def test_trickled_body_is_closed_after_body_timeout(gw: RunningGateway) -> None:
+    key = gw.create_key("trickle")
+    head = (
+        "POST /api/proxy/v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
+        f"authorization: Bearer {key}\r\ncontent-type: application/json\r\n"
+        "content-length: 10000\r\n\r\n"
+    )
+    with connect(gw) as sock:
+        sock.sendall(head.encode())
+        start = time.monotonic()
+        sock.settimeout(0.2)
+        closed = False
+        while time.monotonic() - start < BODY_TIMEOUT + SLACK and not closed:
+            try:
+                sock.sendall(b" ")
+                closed = sock.recv(65536) == b""
+            except TimeoutError:
+                continue
+            except OSError:  # reset: closed with our bytes unread
+                closed = True
+        elapsed = time.monotonic() - start
+    assert closed
+    # The header deadline stopped at the headers; the body's own one closed it.
+    assert HEADER_TIMEOUT < elapsed < BODY_TIMEOUT + SLACK
+
+
+def test_connections_over_the_per_ip_cap_are_refused(gw: RunningGateway) -> None:
+    held = [connect(gw) for _ in range(PER_IP)]
+    try:
+        for sock in held:
+            assert get_health(sock)  # served, then idle in keep-alive
+        with connect(gw) as extra:
+            data, _ = read_until_closed(extra)
+        assert data.startswith(b"HTTP/1.1 429"), data
+        assert b'"too many connections from this address"' in data
+        held.pop().close()
+        deadline = time.monotonic() + SLACK
+        while True:  # the server sees the close a moment later
+            with connect(gw) as again:
+                try:
+                    assert get_health(again)
+                    break
+                except (AssertionError, OSError):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_idle_keep_alive_connection_outlives_header_and_body_timeouts(gw: RunningGateway) -> None:
+    with connect(gw) as sock:
+        for _ in range(4):  # 4 requests spread over more than both timeouts
+            assert get_health(sock)
+            time.sleep(HEADER_TIMEOUT + 0.5)
+        assert get_health(sock)
+
+
+def test_a_stream_longer_than_every_timeout_is_not_cut(gw: RunningGateway) -> None:
+    key = gw.create_key("stream")
+    prompt = "[[words:40]] [[delay:125]]"  # ~5 s of stream
+    start = time.monotonic()
+    with httpx.Client(timeout=60) as client:
+        r = client.post(
+            gw.proxy + "/v1/chat/completions",
+            headers={"authorization": f"Bearer {key}"},
+            json={
+                "model": "gpt-4o",
+                "stream": True,
+                "messages": [{"role": "user", "content": prompt}],
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert time.monotonic() - start > BODY_TIMEOUT
+        assert r.text.rstrip().endswith("data: [DONE]")
+        # The same connection serves the next request after it.
+        assert client.get(gw.url + "/healthz").status_code == 200
