@@ -37,6 +37,7 @@ from tokenrelay.catalog import Catalog, Resolved
 from tokenrelay.errors import GatewayError, invalid
 from tokenrelay.frontends.base import Frontend
 from tokenrelay.http_client import Response
+from tokenrelay.jsonbody import parse_object
 from tokenrelay.metering import RequestContext, bound_request_tokens
 from tokenrelay.reasoning_cache import ReasoningCache, remember, restore
 from tokenrelay.settings import Settings
@@ -142,12 +143,7 @@ class Relay:
             raise GatewayError("authentication", "Invalid or missing API key.", 401)
         ctx.key_id = key.id
         ctx.key = key
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise invalid(f"Request body is not valid JSON: {exc}") from None
-        if not isinstance(payload, dict):
-            raise invalid("Request body must be a JSON object.")
+        payload = parse_object(body)
         model = payload.get("model")
         if not isinstance(model, str) or not model:
             raise invalid("model: Field required (a model name string)", "model")
