@@ -29,6 +29,7 @@ class ClientDisconnected(Exception):
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body; BodyTooLarge past `limit` bytes (after draining, see below)."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -39,11 +40,27 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         if chunk:
             size += len(chunk)
             if size > limit:
+                if message.get("more_body", False):
+                    await _drain(receive, limit)
                 raise BodyTooLarge
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop up to `budget` more body bytes. A client still uploading when the
+    server answers and closes may get a connection reset instead of the 413 (the unread
+    bytes make the kernel send RST), so the rest of a moderately oversized body is
+    swallowed first; past the budget the client is on its own."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def header_map(scope: Scope) -> dict[str, str]:

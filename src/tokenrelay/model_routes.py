@@ -3,22 +3,25 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tokenrelay.asgi import Receive, Scope, Send, header_map, read_body, send_json
+from tokenrelay.asgi import ClientDisconnected, Receive, Scope, Send, header_map, send_json
 from tokenrelay.auth import presented_key
-from tokenrelay.errors import GatewayError, invalid
+from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.anthropic import ANTHROPIC_FRONTEND
+from tokenrelay.jsonbody import parse_object, read_limited
 from tokenrelay.metering import RequestContext, estimate_request_tokens
 from tokenrelay.relay import new_request_id
 
 if TYPE_CHECKING:
     from tokenrelay.relay import Relay
+
+log = logging.getLogger("tokenrelay.model_routes")
 
 
 async def list_models(relay: Relay, request: Request) -> Response:
@@ -76,16 +79,11 @@ def _anthropic_model(m: dict[str, Any]) -> dict[str, Any]:
 async def count_tokens(relay: Relay, scope: Scope, receive: Receive, send: Send) -> None:
     frontend = ANTHROPIC_FRONTEND
     try:
-        body = await read_body(receive, relay.settings.max_body_bytes)
+        body = await read_limited(receive, relay.settings.max_body_bytes)
         headers = header_map(scope)
         if await relay.keys.authenticate(presented_key(headers)) is None:
             raise GatewayError("authentication", "Invalid or missing API key.", 401)
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise invalid("Request body is not valid JSON.") from None
-        if not isinstance(payload, dict):
-            raise invalid("Request body must be a JSON object.")
+        payload = parse_object(body)
         model = payload.get("model")
         resolved = relay.catalog.resolve(model) if isinstance(model, str) else None
         if resolved is None:
@@ -106,6 +104,15 @@ async def count_tokens(relay: Relay, scope: Scope, receive: Receive, send: Send)
             tokens, exact = ep.adapter.parse_count_tokens(body), True
     except GatewayError as err:
         status, err_body = frontend.render_error(err)
+        await send_json(send, status, err_body)
+        return
+    except ClientDisconnected:
+        return
+    except Exception:  # a bug: the client gets a 500 in its format, never the exception text
+        log.exception("count_tokens failed")
+        status, err_body = frontend.render_error(
+            GatewayError("api_error", "Internal gateway error.", 500)
+        )
         await send_json(send, status, err_body)
         return
     await send_json(

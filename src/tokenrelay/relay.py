@@ -24,13 +24,11 @@ from tokenrelay import ir
 from tokenrelay.asgi import (
     JSON_HEADERS,
     SSE_HEADERS,
-    BodyTooLarge,
     ClientDisconnected,
     Receive,
     Scope,
     Send,
     header_map,
-    read_body,
     send_bytes,
 )
 from tokenrelay.auth import KeyStore, presented_key
@@ -38,6 +36,7 @@ from tokenrelay.catalog import Catalog, Resolved
 from tokenrelay.errors import GatewayError, invalid
 from tokenrelay.frontends.base import Frontend
 from tokenrelay.http_client import Response
+from tokenrelay.jsonbody import parse_object, read_limited
 from tokenrelay.metering import RequestContext
 from tokenrelay.prompt_bound import prompt_bound
 from tokenrelay.reasoning_cache import ReasoningCache, remember, restore
@@ -168,26 +167,14 @@ class Relay:
     async def _prepare(
         self, frontend: Frontend, ctx: RequestContext, scope: Scope, receive: Receive
     ) -> Prepared:
-        try:
-            body = await read_body(receive, self.settings.max_body_bytes)
-        except BodyTooLarge:
-            raise GatewayError(
-                "request_too_large",
-                f"Request body exceeds {self.settings.max_body_bytes} bytes.",
-                413,
-            ) from None
+        body = await read_limited(receive, self.settings.max_body_bytes)
         headers = header_map(scope)
         key = await self.keys.authenticate(presented_key(headers))
         if key is None:
             raise GatewayError("authentication", "Invalid or missing API key.", 401)
         ctx.key_id = key.id
         ctx.key = key
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise invalid(f"Request body is not valid JSON: {exc}") from None
-        if not isinstance(payload, dict):
-            raise invalid("Request body must be a JSON object.")
+        payload = parse_object(body)
         model = payload.get("model")
         if not isinstance(model, str) or not model:
             raise invalid("model: Field required (a model name string)", "model")

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from backends import Backend, backend
-from conftest import ADMIN_TOKEN, RunningGateway, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 # One pooled client for the admin calls: a new httpx client per call costs tens of ms.

@@ -13,7 +13,7 @@ import pytest
 from billing_support import ADMIN, create_key, http, key_summary, running_gateway
 
 from backends import BACKENDS
-from conftest import RunningGateway
+from gateway_support import RunningGateway
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -18,7 +18,7 @@ import openai
 import pytest
 from billing_support import ADMIN, cli_env, http
 
-from conftest import start_gateway
+from gateway_support import start_gateway
 
 TOKENRELAY = Path(sys.executable).with_name("tokenrelay")
 

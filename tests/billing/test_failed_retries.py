@@ -33,7 +33,7 @@ from billing_support import (
 )
 
 from backends import BACKENDS
-from conftest import RunningGateway, free_port
+from gateway_support import RunningGateway, free_port
 from tokenrelay.emulator import create_app as create_emulator
 
 _FLAKY = re.compile(rb"\[\[flaky:(\d+):([a-z0-9]+)\]\]")

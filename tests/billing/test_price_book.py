@@ -34,7 +34,7 @@ from billing_support import (
 )
 
 from backends import BACKENDS, Backend, backend
-from conftest import RunningGateway
+from gateway_support import RunningGateway
 from tokenrelay import ir
 from tokenrelay.billing import engine as billing_engine
 from tokenrelay.billing.pricebook import CATALOG_VERSION, PriceBook, PriceError, parse_price

@@ -21,7 +21,7 @@ import pytest
 from billing_support import create_key, key_summary, running_gateway
 
 from backends import BACKENDS, redis_namespace
-from conftest import RunningGateway
+from gateway_support import RunningGateway
 from tokenrelay.billing.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 
 HI = [{"role": "user", "content": "hi"}]

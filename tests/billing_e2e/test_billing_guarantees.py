@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from backends import Backend, backend
-from conftest import ADMIN_TOKEN, RunningGateway, free_port, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, start_gateway
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 VENDOR_MODELS = ["claude-sonnet-4-6", "gpt-4o", "gemini-2.5-flash", "grok-4.3", "deepseek-chat"]

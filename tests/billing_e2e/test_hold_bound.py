@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ADMIN_TOKEN, RunningGateway
+from gateway_support import ADMIN_TOKEN, RunningGateway
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 # Models without price tiers, one short and one long context window per format.

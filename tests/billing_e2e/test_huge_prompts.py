@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import ADMIN_TOKEN, RunningGateway
+from gateway_support import ADMIN_TOKEN, RunningGateway
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 MODEL = "gpt-4.1-mini"  # a 1M-token context: the vendor takes such a prompt

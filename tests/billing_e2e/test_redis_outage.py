@@ -27,7 +27,7 @@ import pytest
 import redis
 
 from backends import _pg, _run
-from conftest import ADMIN_TOKEN, RunningGateway, free_port, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, start_gateway
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 OUTAGE_S = float(os.environ.get("TOKENRELAY_OUTAGE_S", "6"))  # past the 5 s socket timeout

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from backends import _pg, _run
-from conftest import ADMIN_TOKEN, RunningGateway, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 # The target is 1 s; the assertion leaves room for a slow CI core, the figure is printed.

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from tokenrelay.emulator import script, tokens
+from tokenrelay.emulator.shape import Mismatch, Path, items, need, opt
 from tokenrelay.emulator.wire import (
     BadJSON,
     Req,
@@ -218,6 +219,55 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
     return max(n, 1)
 
 
+# Content block type → its fields the emulator reads, with their types.
+_BLOCK_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "text": (("text", "string"),),
+    "image": (("source", "object"),),
+    "document": (("source", "object"),),
+    "tool_use": (("id", "string"), ("name", "string"), ("input", "object")),
+    "tool_result": (("tool_use_id", "string"),),
+    "thinking": (("thinking", "string"), ("signature", "string")),
+    "redacted_thinking": (("data", "string"),),
+}
+
+
+def _shape(body: dict[str, Any]) -> None:
+    """Types of every field the emulator reads (the real API checks them all first)."""
+    need(body["model"], "string", ("model",))
+    opt(body, "max_tokens", "integer", ())
+    for i, msg in enumerate(items(body["messages"], "object", ("messages",))):
+        content = msg.get("content")
+        if not isinstance(content, str):
+            _shape_blocks(content, ("messages", i, "content"))
+    system = opt(body, "system", "string|array", ())
+    if isinstance(system, list):
+        _shape_blocks(system, ("system",))
+    for i, tool in enumerate(items(body.get("tools") or [], "object", ("tools",))):
+        if tool.get("type") in (None, "custom"):
+            need(tool.get("name"), "string", ("tools", i, "name"))
+            need(tool.get("input_schema"), "object", ("tools", i, "input_schema"))
+    choice = opt(body, "tool_choice", "object", ())
+    if choice is not None:
+        opt(choice, "type", "string", ("tool_choice",))
+        opt(choice, "name", "string", ("tool_choice",))
+    stop = opt(body, "stop_sequences", "array", ())
+    if stop is not None:
+        items(stop, "string", ("stop_sequences",))
+    opt(body, "stream", "boolean", ())
+    opt(body, "thinking", "object", ())
+
+
+def _shape_blocks(blocks: Any, path: Path) -> None:
+    for j, block in enumerate(items(blocks, "object", path)):
+        where = (*path, j)
+        kind = need(block.get("type"), "string", (*where, "type"))
+        for field, expected in _BLOCK_FIELDS.get(kind, ()):
+            need(block.get(field), expected, (*where, field))
+        content = block.get("content")
+        if kind == "tool_result" and content is not None and not isinstance(content, str):
+            _shape_blocks(content, (*where, "content"))
+
+
 def _validate(body: dict[str, Any], counting: bool) -> list[tuple[str, list[dict[str, Any]]]]:
     if not body.get("model"):
         raise Invalid("model: Field required")
@@ -227,6 +277,12 @@ def _validate(body: dict[str, Any], counting: bool) -> list[tuple[str, list[dict
         raise Invalid("messages: Field required")
     if not isinstance(body["messages"], list):
         raise Invalid("messages: Input should be a valid list")
+    try:
+        _shape(body)
+    except Mismatch as exc:
+        where = ".".join(map(str, exc.path))
+        expected = {"object": "dictionary", "array": "list"}.get(exc.expected, exc.expected)
+        raise Invalid(f"{where}: Input should be a valid {expected.replace('|', ' or ')}") from None
     if "does-not-exist" in str(body["model"]):
         raise Invalid(f"model: {body['model']}", 404)
     temp = body.get("temperature")

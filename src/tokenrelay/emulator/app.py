@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from tokenrelay.emulator import anthropic, gemini, openai_compat
 from tokenrelay.emulator.wire import Req, Resp, json_resp
+
+log = logging.getLogger("tokenrelay.emulator")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -171,9 +174,11 @@ def create_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         req = Req(method=method, path=path, query=query, headers=headers, body=body)
         try:
             resp = handler(req)
-        except Exception as exc:  # an emulator bug must still answer like a server would
+        except Exception:  # an emulator bug must still answer like a server would
+            log.exception("emulator: %s %s failed", method, path)
+            # The generic 500 every vendor can give; never the exception text.
             resp = json_resp(
-                500, {"error": {"message": f"emulator failure: {exc!r}", "type": "emulator_error"}}
+                500, {"error": {"message": "Internal server error", "type": "api_error"}}
             )
         await _send(resp, send, receive)
 

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from tokenrelay.emulator import script, tokens
+from tokenrelay.emulator.shape import Mismatch, Path, items, need
 from tokenrelay.emulator.wire import (
     BadJSON,
     Req,
@@ -156,6 +157,58 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
     return max(n, 1)
 
 
+_PROTO_TYPES = {"string": "TYPE_STRING", "integer": "TYPE_INT32", "number": "TYPE_FLOAT"}
+
+
+def _shape(body: dict[str, Any]) -> None:
+    """Types of every field the emulator reads (the real API parses into protobufs first)."""
+    system = _get(body, "systemInstruction")
+    for i, content in enumerate(items(_get(body, "contents"), "object", ("contents",))):
+        _shape_content(content, ("contents", i))
+    if system is not None:
+        _shape_content(need(system, "object", ("system_instruction",)), ("system_instruction",))
+    for i, tool in enumerate(items(_get(body, "tools") or [], "object", ("tools",))):
+        decls = _get(tool, "functionDeclarations") or []
+        for k, fd in enumerate(items(decls, "object", ("tools", i, "function_declarations"))):
+            need(fd.get("name"), "string", ("tools", i, "function_declarations", k, "name"))
+    fcc = _get(_get(body, "toolConfig"), "functionCallingConfig")
+    if fcc is not None:
+        where: Path = ("tool_config", "function_calling_config")
+        need(fcc, "object", where)
+        mode = _get(fcc, "mode")
+        if mode is not None:
+            need(mode, "string", (*where, "mode"))
+        items(_get(fcc, "allowedFunctionNames") or [], "string", (*where, "allowed_function_names"))
+    gen = _get(body, "generationConfig")
+    if gen is not None:
+        need(gen, "object", ("generation_config",))
+        limit = _get(gen, "maxOutputTokens")
+        if limit is not None:
+            need(limit, "integer", ("generation_config", "max_output_tokens"))
+        items(_get(gen, "stopSequences") or [], "string", ("generation_config", "stop_sequences"))
+        thinking = _get(gen, "thinkingConfig")
+        if thinking is not None:
+            need(thinking, "object", ("generation_config", "thinking_config"))
+
+
+def _shape_content(content: Any, path: Path) -> None:
+    need(content, "object", path)
+    role = _get(content, "role")
+    if role is not None:
+        need(role, "string", (*path, "role"))
+    for j, part in enumerate(items(_get(content, "parts") or [], "object", (*path, "parts"))):
+        where = (*path, "parts", j)
+        if "text" in part:
+            need(part["text"], "string", (*where, "text"))
+        call = _get(part, "functionCall")
+        if call is not None:
+            need(call, "object", (*where, "function_call"))
+            need(call.get("name"), "string", (*where, "function_call", "name"))
+        res = _get(part, "functionResponse")
+        if res is not None:
+            need(res, "object", (*where, "function_response"))
+
+
 def _validate(model: str, body: dict[str, Any]) -> None:
     if "does-not-exist" in model:
         raise Invalid(
@@ -167,6 +220,15 @@ def _validate(model: str, body: dict[str, Any]) -> None:
     contents = _get(body, "contents")
     if not isinstance(contents, list) or not contents:
         raise Invalid("* GenerateContentRequest.contents: contents is not specified\n")
+    try:
+        _shape(body)
+    except Mismatch as exc:
+        where = ".".join(f"{p}" if isinstance(p, str) else f"[{p}]" for p in exc.path)
+        proto = _PROTO_TYPES.get(exc.expected, "type.googleapis.com/google.protobuf.Struct")
+        raise Invalid(
+            f"Invalid value at '{where.replace('.[', '[')}' ({proto}), "
+            f"{orjson.dumps(exc.got).decode()}"
+        ) from None
     temp = _get(_get(body, "generationConfig"), "temperature")
     if temp is not None and not (isinstance(temp, int | float) and 0 <= temp <= 2):
         raise Invalid(

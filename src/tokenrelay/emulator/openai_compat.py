@@ -10,6 +10,7 @@ import orjson
 
 from tokenrelay.emulator import script, tokens
 from tokenrelay.emulator.openai_errors import Invalid, auth, error
+from tokenrelay.emulator.shape import Mismatch, Path, items, kind, need, opt
 from tokenrelay.emulator.wire import (
     BadJSON,
     Req,
@@ -146,6 +147,10 @@ def _validate(vendor: str, body: dict[str, Any]) -> None:
             param="messages",
             code="empty_array",
         )
+    try:
+        _shape(body)
+    except Mismatch as exc:
+        raise _type_error(vendor, exc) from None
     model = str(model)
     if vendor == "xai" and (model not in XAI_CURRENT or "does-not-exist" in model):
         why = " was retired on 2026-05-15; use grok-4.3" if _XAI_RETIRED.match(model) else ""
@@ -193,6 +198,82 @@ def _validate(vendor: str, body: dict[str, Any]) -> None:
                     "The `reasoning_content` in the thinking mode must be passed back to the API.",
                     code="invalid_request_error",
                 )
+
+
+def _shape(body: dict[str, Any]) -> None:
+    """Types of every field the emulator reads (the real APIs check them all first)."""
+    need(body["model"], "string", ("model",))
+    for i, msg in enumerate(items(body["messages"], "object", ("messages",))):
+        path: Path = ("messages", i)
+        role = msg.get("role")
+        content = msg.get("content")
+        if content is not None and not isinstance(content, str):
+            for j, part in enumerate(items(content, "object", (*path, "content"))):
+                ptype = need(part.get("type"), "string", (*path, "content", j, "type"))
+                if ptype in ("text", "refusal"):
+                    need(part.get(ptype), "string", (*path, "content", j, ptype))
+        opt(msg, "name", "string", path)
+        opt(msg, "reasoning_content", "string", path)
+        if role == "tool":
+            need(msg.get("tool_call_id"), "string", (*path, "tool_call_id"))
+        if msg.get("tool_calls") is None:
+            continue
+        if role != "assistant":
+            raise Invalid(
+                f"Additional properties are not allowed ('tool_calls' was unexpected)"
+                f" - 'messages.{i}'",
+                param=f"messages[{i}]",
+                code="additionalProperties",
+            )
+        for k, call in enumerate(items(msg["tool_calls"], "object", (*path, "tool_calls"))):
+            where = (*path, "tool_calls", k)
+            need(call.get("id"), "string", (*where, "id"))
+            fn = need(call.get("function"), "object", (*where, "function"))
+            need(fn.get("name"), "string", (*where, "function", "name"))
+            opt(fn, "arguments", "string", (*where, "function"))
+    for i, tool in enumerate(items(body.get("tools") or [], "object", ("tools",))):
+        fn = opt(tool, "function", "object", ("tools", i))
+        if fn is not None:
+            opt(fn, "name", "string", ("tools", i, "function"))
+            opt(fn, "parameters", "object", ("tools", i, "function"))
+    choice = opt(body, "tool_choice", "string|object", ())
+    if isinstance(choice, dict):
+        fn = opt(choice, "function", "object", ("tool_choice",))
+        if fn is not None:
+            opt(fn, "name", "string", ("tool_choice", "function"))
+    stop = opt(body, "stop", "string|array", ())
+    if isinstance(stop, list):
+        items(stop, "string", ("stop",))
+    for key in ("max_tokens", "max_completion_tokens"):
+        opt(body, key, "integer", ())
+    opt(body, "stream", "boolean", ())
+    options = opt(body, "stream_options", "object", ())
+    if options is not None:
+        opt(options, "include_usage", "boolean", ("stream_options",))
+    opt(body, "reasoning_effort", "string", ())
+    opt(body, "thinking", "object", ())
+
+
+def _type_error(vendor: str, exc: Mismatch) -> Invalid:
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path).lstrip(".")
+    got = kind(exc.got)
+    if vendor == "openai":
+        expected = " or ".join(exc.expected.split("|"))
+        return Invalid(
+            f"Invalid type for '{where}': expected {_a(expected)}, but got {_a(got)} instead.",
+            param=where,
+            code="invalid_type",
+        )
+    # xAI and DeepSeek deserialise with serde: a 422 naming the first field that failed.
+    return Invalid(
+        "Failed to deserialize the JSON body into the target type: "
+        f"{where}: invalid type: {got}, expected {exc.expected.replace('|', ' or ')}",
+        422,
+    )
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
 
 
 def _check_tool_messages(messages: list[Any]) -> None:

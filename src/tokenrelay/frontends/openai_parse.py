@@ -133,6 +133,9 @@ class _Conversation:
 
     def add(self, msg: JSONObject, path: str) -> None:
         role = one_of(required(msg, "role", path), at(path, "role"), _ROLES)
+        if role != "assistant" and msg.get("tool_calls") is not None:
+            # OpenAI refuses it too; dropping it would answer a request the client did not make.
+            raise fail(at(path, "tool_calls"), f"not allowed on a '{role}' message")
         content_path = at(path, "content")
         if role in ("system", "developer"):
             self.system += _texts(required(msg, "content", path), content_path)
