@@ -27,7 +27,7 @@ _ERROR = {
         }
     },
 }
-_KEY = {
+_KEY: dict[str, Any] = {
     "type": "object",
     "required": ["id", "name", "key_hint", "balance_usd", "rpm", "tpm", "created_at"],
     "properties": {
@@ -42,6 +42,11 @@ _KEY = {
         "created_at": _TIME_OUT,
         "revoked_at": {"type": ["string", "null"]},
     },
+}
+# The creation's answer is the only one with the key itself.
+_CREATED_KEY = _KEY | {
+    "required": [*_KEY["required"], "key"],
+    "properties": {**_KEY["properties"], "key": {"type": "string"}},
 }
 _RATES = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
 # Money in: a JSON number or a decimal string, exponent form included ("1E+2" is 100). The
@@ -152,12 +157,7 @@ def admin_openapi(*, billing: bool = True, models: list[str] | None = None) -> d
                         },
                     }
                 ),
-                "responses": _responses(
-                    "201",
-                    {**_KEY, "required": [*_KEY["required"], "key"]}
-                    | {"properties": {**_KEY["properties"], "key": {"type": "string"}}},
-                    400,
-                ),
+                "responses": _responses("201", _CREATED_KEY, 400),
             },
             "get": {"summary": "Every key", "responses": _responses("200", _list_of(_KEY))},
         },
