@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenrelay.auth import KeyStore, generate_key, usd_to_nano
+from tokenrelay.auth import KeyStore, generate_key
+from tokenrelay.money import parse_nano
 from tokenrelay.store.db import async_url, create_engine, migrate, migrate_async
 
 PG_URL = os.environ.get("TOKENRELAY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -79,12 +80,12 @@ def test_generate_key_shape() -> None:
     assert generate_key("x-")[0] != generate_key("x-")[0]
 
 
-def test_usd_to_nano() -> None:
-    assert usd_to_nano(Decimal("5.00")) == 5_000_000_000
-    assert usd_to_nano("0.000000001") == 1
-    for bad in ("-1", "NaN", "Infinity", "0.0000000001", "abc"):
+def test_parse_nano() -> None:
+    assert parse_nano(Decimal("5.00")) == 5_000_000_000
+    assert parse_nano("0.000000001") == 1
+    for bad in ("-1", "NaN", "Infinity", "0.0000000001", "abc", "1e999999", 1e308, "1000000001"):
         with pytest.raises(ValueError):
-            usd_to_nano(bad)
+            parse_nano(bad)
 
 
 async def test_create_authenticate_revoke(engine: AsyncEngine) -> None:

@@ -2,24 +2,29 @@
 
 Guarded by `Authorization: Bearer $TOKENRELAY_ADMIN_TOKEN`. A plaintext key appears in exactly
 one response, the 201 of its creation; everything else shows the hint only. Money goes out as
-9-decimal USD strings (`pricing.usd`); prices per 1M tokens keep the catalog's format.
+9-decimal USD strings (`money.usd`); prices per 1M tokens keep the catalog's format. Every
+input is checked before anything is written: a bad one is a 400 naming the field, never a 500
+(tests/fuzz runs schemathesis on the OpenAPI document served at /admin/v1/openapi.json).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hmac
+import json
 from collections.abc import Awaitable, Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokenrelay.auth import NANO_PER_USD, KeyStore, presented_key, usd_to_nano
+from tokenrelay.admin_openapi import admin_openapi
+from tokenrelay.auth import KeyStore, presented_key
+from tokenrelay.billing.ledger import MAX_USAGE_LIMIT, BalanceOverflow, IdempotencyConflict
 from tokenrelay.billing.pricebook import PriceError, parse_price, parse_time
-from tokenrelay.billing.pricing import usd
+from tokenrelay.money import MAX_AMOUNT_NANO, MoneyError, parse_nano, usd
 from tokenrelay.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -31,9 +36,9 @@ _PRICE_FIELDS = frozenset(
     | {"effective_from", "note"}
 )
 _MAX_NAME = 200
-# Balances are BIGINT nano-USD (at most ~$9.2 billion). Larger amounts used to reach the
-# database and fail there: a 500 (PostgreSQL: out of int64 range; SQLite: OverflowError).
-MAX_AMOUNT_NANO = 10**18  # $1,000,000,000 per key creation or credit
+_MAX_NOTE = 500  # the ledger's note column; price notes are cut there too
+_MAX_ID = 200
+_MAX_IDEMPOTENCY_KEY = 200
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -70,6 +75,8 @@ def admin_routes(
             except (_BadRequest, PriceError) as exc:
                 param = exc.param if isinstance(exc, _BadRequest) else None
                 return _error(400, "invalid_request_error", str(exc), param)
+            except IdempotencyConflict as exc:
+                return _error(409, "idempotency_error", str(exc), "Idempotency-Key")
 
         return endpoint
 
@@ -84,7 +91,7 @@ def admin_routes(
         return JSONResponse({"object": "list", "data": [k.public() for k in keys]})
 
     async def show_key(request: Request) -> Response:
-        info = await key_store.get(request.path_params["key_id"])
+        info = await key_store.get(key_id) if (key_id := _key_id(request)) else None
         if info is None:
             return _not_found(request.path_params["key_id"])
         body = info.public()
@@ -96,12 +103,19 @@ def admin_routes(
         return JSONResponse(body)
 
     async def revoke_key(request: Request) -> Response:
-        info = await key_store.revoke(request.path_params["key_id"])
+        info = await key_store.revoke(key_id) if (key_id := _key_id(request)) else None
         if info is None:
             return _not_found(request.path_params["key_id"])
         return JSONResponse(info.public())
 
+    models = [e.id for e in engine.prices.catalog.entries()] if engine else None
+    document = admin_openapi(billing=engine is not None, models=models)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
     routes = [
+        Route("/admin/v1/openapi.json", guarded(openapi), methods=["GET"]),
         Route("/admin/v1/keys", guarded(create_key), methods=["POST"]),
         Route("/admin/v1/keys", guarded(list_keys), methods=["GET"]),
         Route("/admin/v1/keys/{key_id}", guarded(show_key), methods=["GET"]),
@@ -117,30 +131,32 @@ def admin_routes(
 
 def _billing_handlers(billing: BillingEngine) -> list[tuple[str, str, Handler]]:
     async def add_credits(request: Request) -> Response:
-        key_id = request.path_params["key_id"]
+        idempotency_key = _idempotency_key(request)
         body = await _json_object(request)
         unknown = sorted(set(body) - {"amount_usd", "note"})
         if unknown:
             raise _BadRequest(f"unknown field {unknown[0]!r}", unknown[0])
         amount = signed_nano(body.get("amount_usd"), "amount_usd")
-        note = body.get("note")
-        if note is not None and not isinstance(note, str):
-            raise _BadRequest("note: must be a string", "note")
+        note = _text(body.get("note"), "note", _MAX_NOTE)
+        key_id = _key_id(request)
+        if key_id is None:
+            return _not_found(request.path_params["key_id"])
         try:
-            balance = await billing.add_credits(key_id, amount, note)
+            balance = await billing.add_credits(key_id, amount, note, idempotency_key)
         except KeyError:
             return _not_found(key_id)
+        except BalanceOverflow as exc:
+            raise _BadRequest(f"amount_usd: {exc}", "amount_usd") from exc
         return JSONResponse({"id": key_id, "amount_usd": usd(amount), "balance_usd": usd(balance)})
 
     async def list_usage(request: Request) -> Response:
         q = request.query_params
-        rows = await billing.usage(
-            q.get("key_id") or None, _since(q.get("since")), _int_param(q.get("limit"), 100)
-        )
+        key_id = _text(q.get("key_id") or None, "key_id", _MAX_ID)
+        rows = await billing.usage(key_id, _since(q.get("since")), _limit_param(q.get("limit")))
         return JSONResponse({"object": "list", "data": rows})
 
     async def list_prices(request: Request) -> Response:
-        model = request.query_params.get("model") or None
+        model = _text(request.query_params.get("model") or None, "model", _MAX_ID)
         versions = billing.prices.versions(model)
         return JSONResponse({"object": "list", "data": [v.public() for v in versions]})
 
@@ -152,16 +168,13 @@ def _billing_handlers(billing: BillingEngine) -> list[tuple[str, str, Handler]]:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise _BadRequest("model: a catalog model id is required", "model")
-        note = body.get("note")
+        note = _text(body.get("note"), "note", _MAX_NOTE)
         try:
             current = billing.price_for(model)[0]
         except KeyError:
-            raise _BadRequest(f"model: {model!r} is not a catalog model id", "model") from None
+            raise _BadRequest(f"model: {model[:80]!r} is not a catalog model id", "model") from None
         version = await billing.set_price(
-            model,
-            parse_price(body, current),
-            parse_time(body.get("effective_from")),
-            note if isinstance(note, str) else None,
+            model, parse_price(body, current), parse_time(body.get("effective_from")), note
         )
         return JSONResponse(version.public(), status_code=201)
 
@@ -227,9 +240,12 @@ def _check_admin(request: Request, token: bytes | None) -> Response | None:
 
 async def _json_object(request: Request) -> dict[str, Any]:
     try:
-        body = await request.json()
-    except ValueError as exc:
-        raise _BadRequest("request body must be a JSON object") from exc
+        body = json.loads(await request.body())
+        # A lone surrogate ("\ud800") is valid JSON but no UTF-8 text: the database driver
+        # failed on it (a 500). Encoding the whole body back finds one anywhere in it.
+        json.dumps(body, ensure_ascii=False).encode()
+    except (ValueError, RecursionError) as exc:  # UnicodeError is a ValueError
+        raise _BadRequest("request body must be a JSON object of UTF-8 text") from exc
     if not isinstance(body, dict):
         raise _BadRequest("request body must be a JSON object")
     return body
@@ -240,11 +256,9 @@ def _parse_create(body: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         # A typo such as "credits" would otherwise silently create a key with $0.
         raise _BadRequest(f"unknown field {unknown[0]!r}", unknown[0])
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip():
+    name = _text(body.get("name"), "name", _MAX_NAME)
+    if name is None or not name.strip():
         raise _BadRequest("name: a non-empty string is required", "name")
-    if len(name) > _MAX_NAME:
-        raise _BadRequest(f"name: at most {_MAX_NAME} characters", "name")
     return {
         "name": name.strip(),
         "credits_usd": _credits(body.get("credits_usd")),
@@ -256,39 +270,27 @@ def _parse_create(body: dict[str, Any]) -> dict[str, Any]:
 def _credits(value: Any) -> Decimal | None:
     if value is None:
         return None
-    # bool is an int in Python; `true` dollars is a client bug, not $1.
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise _BadRequest("credits_usd: must be a number or a decimal string", "credits_usd")
     try:
-        # str() first: Decimal(0.1) would carry the float's binary error into the balance.
-        amount = Decimal(str(value).strip())
-        if usd_to_nano(amount) > MAX_AMOUNT_NANO:
-            raise ValueError("too large")
-    except (InvalidOperation, ValueError) as exc:
+        nano = parse_nano(value)
+    except MoneyError as exc:
         raise _BadRequest(
-            "credits_usd: must be a non-negative amount up to 1000000000 with at most 9 "
-            "decimal places",
+            f"credits_usd: {exc}; a non-negative amount up to {usd(MAX_AMOUNT_NANO)} with at "
+            "most 9 decimal places",
             "credits_usd",
         ) from exc
-    return amount
+    return Decimal(nano).scaleb(-9)
 
 
 def signed_nano(value: Any, field: str) -> int:
     """A signed USD amount (number or decimal string) as nano-USD; 0 is refused."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise _BadRequest(f"{field}: must be a number or a decimal string", field)
     try:
-        amount = Decimal(str(value).strip())
-        nano = amount * NANO_PER_USD
-        if not nano.is_finite() or nano != nano.to_integral_value() or nano == 0:
-            raise ValueError
-        if abs(nano) > MAX_AMOUNT_NANO:
-            raise ValueError
-    except (InvalidOperation, ValueError) as exc:
+        return parse_nano(value, signed=True, allow_zero=False)
+    except MoneyError as exc:
         raise _BadRequest(
-            f"{field}: a non-zero amount up to 1000000000 with at most 9 decimal places", field
+            f"{field}: {exc}; a non-zero amount up to {usd(MAX_AMOUNT_NANO)} with at most 9 "
+            "decimal places",
+            field,
         ) from exc
-    return int(nano)
 
 
 def _since(raw: str | None) -> dt.datetime | None:
@@ -298,12 +300,54 @@ def _since(raw: str | None) -> dt.datetime | None:
         raise _BadRequest(str(exc), "since") from exc
 
 
-def _int_param(raw: str | None, default: int) -> int:
+def _limit_param(raw: str | None) -> int:
     if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise _BadRequest("limit: a positive integer", "limit")
+        return 100
+    # ASCII digits only: str.isdigit() also accepts "²", which int() then refuses.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 0 < int(raw) <= 1000:
+        raise _BadRequest(f"limit: an integer from 1 to {MAX_USAGE_LIMIT}", "limit")
     return int(raw)
+
+
+def _text(value: Any, field: str, max_len: int) -> str | None:
+    """An optional text field the database can store: a string of at most `max_len`
+    characters, without NUL (PostgreSQL refuses it) or lone surrogates (not UTF-8)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _BadRequest(f"{field}: must be a string", field)
+    if len(value) > max_len:
+        raise _BadRequest(f"{field}: at most {max_len} characters", field)
+    if "\x00" in value or not _utf8(value):
+        raise _BadRequest(f"{field}: must be UTF-8 text without NUL characters", field)
+    return value
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeError:
+        return False
+    return True
+
+
+def _key_id(request: Request) -> str | None:
+    """The path's key id, or None for one no key can have (the caller answers 404)."""
+    raw = request.path_params["key_id"]
+    ok = 0 < len(raw) <= _MAX_ID and raw.isascii() and raw.isprintable()
+    return raw if ok else None
+
+
+def _idempotency_key(request: Request) -> str | None:
+    raw = request.headers.get("idempotency-key")
+    if raw is None:
+        return None
+    if not 0 < len(raw) <= _MAX_IDEMPOTENCY_KEY or not (raw.isascii() and raw.isprintable()):
+        raise _BadRequest(
+            f"Idempotency-Key: 1 to {_MAX_IDEMPOTENCY_KEY} printable ASCII characters",
+            "Idempotency-Key",
+        )
+    return raw
 
 
 def _limit(body: dict[str, Any], field: str) -> int | None:
@@ -316,7 +360,7 @@ def _limit(body: dict[str, Any], field: str) -> int | None:
 
 
 def _not_found(key_id: str) -> Response:
-    return _error(404, "not_found_error", f"no key with id {key_id!r}")
+    return _error(404, "not_found_error", f"no key with id {key_id[:80]!r}")
 
 
 def _error(status: int, kind: str, message: str, param: str | None = None) -> Response:

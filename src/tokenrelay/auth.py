@@ -18,19 +18,18 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenrelay.billing.pricing import usd
+from tokenrelay.money import parse_nano, usd
 from tokenrelay.single_flight import SingleFlight
 from tokenrelay.store.tables import api_keys, ledger
 
 log = logging.getLogger("tokenrelay.auth")
 
-NANO_PER_USD = 10**9
 _REVOCATION_POLL_S = 0.5
 _REVOCATION_WINDOW_S = 600
 # Longer "keys" are not ours; refusing them early keeps junk from being hashed and cached.
@@ -84,24 +83,6 @@ def generate_key(prefix: str = "sk-aic-") -> tuple[str, str, str]:
     return plaintext, hash_key(plaintext), f"{prefix}...{plaintext[-4:]}"
 
 
-def usd_to_nano(amount: Decimal | int | str) -> int:
-    """Exact USD -> nano-USD; refuses negatives, NaN and sub-nano fractions."""
-    try:
-        value = Decimal(amount)
-    except (InvalidOperation, TypeError, ValueError) as exc:
-        raise ValueError(f"not a decimal amount: {amount!r}") from exc
-    if not value.is_finite() or value < 0:
-        raise ValueError("amount must be a finite, non-negative number")
-    nano = value * NANO_PER_USD
-    if nano != nano.to_integral_value():
-        raise ValueError("amount has more than 9 decimal places")
-    return int(nano)
-
-
-def nano_to_usd(nano: int) -> Decimal:
-    return Decimal(nano) / NANO_PER_USD
-
-
 class KeyStore:
     """Keys in the database, with a read-through cache for `authenticate` (the hot path).
 
@@ -138,8 +119,9 @@ class KeyStore:
         rpm: int | None = None,
         tpm: int | None = None,
     ) -> tuple[ApiKeyInfo, str]:
-        """Create a key; returns (record, plaintext). The plaintext exists only in this return."""
-        balance = usd_to_nano(credits_usd) if credits_usd is not None else 0
+        """Create a key; returns (record, plaintext). The plaintext exists only in this return.
+        MoneyError (a ValueError) if `credits_usd` is negative, too large or below a nano."""
+        balance = parse_nano(credits_usd) if credits_usd is not None else 0
         plaintext, key_hash, hint = generate_key(self.prefix)
         row = {
             "id": f"key_{secrets.token_hex(6)}",

@@ -10,11 +10,12 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import click
 
+from tokenrelay.money import MAX_AMOUNT_NANO, MoneyError, parse_nano, usd
 from tokenrelay.settings import VENDORS, get_settings
 
 T = TypeVar("T")
@@ -145,22 +146,35 @@ def credits() -> None:
 @click.argument("key_id")
 @click.argument("amount")
 @click.option("--note", default=None, help="Why, for the ledger.")
+@click.option(
+    "--idempotency-key",
+    default=None,
+    help="Run again with the same key (and amount, note), the credit is applied only once.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def credits_add(key_id: str, amount: str, note: str | None, as_json: bool) -> None:
+def credits_add(
+    key_id: str, amount: str, note: str | None, idempotency_key: str | None, as_json: bool
+) -> None:
     """Add AMOUNT USD (e.g. 10.00) to KEY_ID; a negative amount (after --) is an adjustment."""
-    from tokenrelay.admin import _BadRequest, signed_nano
-    from tokenrelay.billing.pricing import usd
+    from tokenrelay.billing.ledger import BalanceOverflow, IdempotencyConflict
 
     try:
-        nano = signed_nano(amount.strip().replace("$", ""), "AMOUNT")
-    except _BadRequest as exc:
-        raise click.BadParameter(exc.message, param_hint="AMOUNT") from exc
+        nano = parse_nano(amount.strip().replace("$", ""), signed=True, allow_zero=False)
+    except MoneyError as exc:
+        raise click.BadParameter(
+            f"{exc}; a non-zero USD amount up to {usd(MAX_AMOUNT_NANO)} with at most 9 decimals",
+            param_hint="AMOUNT",
+        ) from exc
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
+        raise click.BadParameter("1 to 200 characters", param_hint="--idempotency-key")
 
     async def op(billing: Any, _store: Any) -> int | None:
         try:
-            return int(await billing.add_credits(key_id, nano, note))
+            return int(await billing.add_credits(key_id, nano, note, idempotency_key))
         except KeyError:
             return None
+        except (BalanceOverflow, IdempotencyConflict) as exc:  # not a database problem
+            raise click.ClickException(str(exc)) from exc
 
     balance = _with_billing(op)
     if balance is None:
@@ -268,6 +282,15 @@ def prices_list(model: str | None, as_json: bool) -> None:
 @click.option(
     "--cache-write-1h", default=None, help="USD per 1M 1-hour cache writes [default: kept]."
 )
+@click.option(
+    "--tier",
+    "tiers",
+    multiple=True,
+    metavar="above=N,input=X,output=Y[,cache_read=..]",
+    help="A long-context tier: these rates when the prompt exceeds N tokens. Repeatable; "
+    "replaces the model's tiers [default: its tiers in force are kept].",
+)
+@click.option("--no-tiers", is_flag=True, help="Drop the model's tiers: flat rates only.")
 @click.option("--effective-from", default=None, help="ISO 8601 time [default: now].")
 @click.option("--note", default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -278,15 +301,20 @@ def prices_set(
     cache_read: str | None,
     cache_write: str | None,
     cache_write_1h: str | None,
+    tiers: tuple[str, ...],
+    no_tiers: bool,
     effective_from: str | None,
     note: str | None,
     as_json: bool,
 ) -> None:
     """Add a price version for MODEL; running gateways pick it up without a restart."""
-    from tokenrelay.billing.pricebook import PriceError, parse_price, parse_time
+    from tokenrelay.billing.pricebook import PriceError, parse_price, parse_time, tier_json
 
-    body = {"input": input_, "output": output, "cache_read": cache_read}
+    if tiers and no_tiers:
+        raise click.BadParameter("--tier and --no-tiers contradict each other")
+    body: dict[str, Any] = {"input": input_, "output": output, "cache_read": cache_read}
     body |= {"cache_write": cache_write, "cache_write_1h": cache_write_1h}
+    new_tiers = [_parse_tier(raw) for raw in tiers]
     try:
         start = parse_time(effective_from, "--effective-from")
     except PriceError as exc:
@@ -295,7 +323,12 @@ def prices_set(
     async def op(billing: Any, _store: Any) -> dict[str, Any]:
         try:
             current = billing.price_for(model)[0] if billing.prices.catalog.get(model) else None
-            # Unset cache rates keep the values in force today.
+            # Unset cache rates and tiers keep the values in force today: a price change
+            # for short prompts must not silently drop the long-context tier.
+            if tiers or no_tiers:
+                body["tiers"] = new_tiers
+            elif current is not None:
+                body["tiers"] = [tier_json(t) for t in current.tiers]
             version = await billing.set_price(model, parse_price(body, current), start, note)
         except PriceError as exc:  # not a database problem: say it plainly
             raise click.ClickException(str(exc)) from exc
@@ -305,10 +338,30 @@ def prices_set(
     if as_json:
         click.echo(json.dumps(row))
         return
+    above = "".join(
+        f", above {t['above_prompt_tokens']} tokens: {t['input']}/{t['output']}"
+        for t in row["tiers"]
+    )
     click.echo(
-        f"{row['id']}: {model} input ${row['input']} output ${row['output']} per 1M, "
+        f"{row['id']}: {model} input ${row['input']} output ${row['output']} per 1M{above}, "
         f"effective from {row['effective_from']}"
     )
+
+
+def _parse_tier(raw: str) -> dict[str, Any]:
+    """`above=200000,input=2.5,output=15[,cache_read=..]` as a tier of the admin API's form."""
+    tier: dict[str, Any] = {}
+    for part in raw.split(","):
+        name, sep, value = part.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise click.BadParameter(f"{part!r}: expected name=value", param_hint="--tier")
+        tier["above_prompt_tokens" if name == "above" else name] = value.strip()
+    above = tier.get("above_prompt_tokens", "")
+    if not (above.isascii() and above.isdigit() and len(above) <= 10):
+        raise click.BadParameter("above=N (prompt tokens) is required", param_hint="--tier")
+    tier["above_prompt_tokens"] = int(above)
+    return tier
 
 
 async def _versions(billing: Any, model: str | None) -> list[dict[str, Any]]:
@@ -412,20 +465,16 @@ def _or_exit(fn: Callable[[], T]) -> T:
 def _parse_credits(raw: str | None) -> Decimal | None:
     if raw is None:
         return None
-    from tokenrelay.admin import MAX_AMOUNT_NANO
-    from tokenrelay.auth import usd_to_nano
-
     try:
-        amount = Decimal(raw.strip().lstrip("$"))
         # Bounded like the admin API: a larger amount overflowed the BIGINT balance column.
-        if usd_to_nano(amount) > MAX_AMOUNT_NANO:
-            raise ValueError("too large")
-    except (InvalidOperation, ValueError) as exc:
+        nano = parse_nano(raw.strip().lstrip("$"))
+    except MoneyError as exc:
         raise click.BadParameter(
-            "a non-negative USD amount up to 1000000000 with at most 9 decimals, e.g. 5.00",
+            f"{exc}; a non-negative USD amount up to {usd(MAX_AMOUNT_NANO)} with at most 9 "
+            "decimals, e.g. 5.00",
             param_hint="--credits",
         ) from exc
-    return amount
+    return Decimal(nano).scaleb(-9)
 
 
 def _dash(value: object) -> str:

@@ -106,3 +106,18 @@ def expected_cost(record: dict[str, Any], input_rate: str, output_rate: str) -> 
         + Decimal(record["output_tokens"]) * Decimal(output_rate)
     ) * 1000
     return nano.to_integral_value(rounding=ROUND_HALF_UP) / Decimal(10**9)
+
+
+def module_gateway() -> Any:
+    """A module-scoped `gw` fixture (assign it: `gw = module_gateway()`): a real gateway on
+    each storage set-up in turn."""
+    from backends import BACKENDS
+
+    @pytest.fixture(scope="module", params=BACKENDS)
+    def gw(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[RunningGateway]:
+        with running_gateway(request.param, tmp_path_factory) as (gateway, _store):
+            yield gateway
+
+    return gw

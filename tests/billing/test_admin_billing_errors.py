@@ -4,24 +4,16 @@ of them moves money (the balance and `ledger verify` are unchanged afterwards)."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from billing_support import ADMIN, create_key, http, key_summary, running_gateway
+from billing_support import ADMIN, create_key, http, key_summary, module_gateway
 
-from backends import BACKENDS
 from gateway_support import RunningGateway
 
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def gw(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningGateway]:
-    with running_gateway(request.param, tmp_path_factory) as (gateway, _store):
-        yield gateway
+gw = module_gateway()
 
 
 def _credits(gw: RunningGateway, key_id: str, body: Any, **kw: Any) -> httpx.Response:

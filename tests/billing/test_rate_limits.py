@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -18,21 +18,16 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from billing_support import create_key, key_summary, running_gateway
+from billing_support import create_key, key_summary, module_gateway
 
-from backends import BACKENDS, redis_namespace
+from backends import redis_namespace
 from gateway_support import RunningGateway
 from tokenrelay.billing.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 
 HI = [{"role": "user", "content": "hi"}]
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def gw(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningGateway]:
-    with running_gateway(request.param, tmp_path_factory) as (gateway, _store):
-        yield gateway
+gw = module_gateway()
 
 
 def _call(gw: RunningGateway, key: str, sdk: str, prompt: str = "hi", stream: bool = False) -> Any:

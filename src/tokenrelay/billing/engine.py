@@ -305,15 +305,27 @@ class BillingEngine:
 
     # ---------------------------------------------------------------- admin
 
-    async def add_credits(self, key_id: str, amount_nano: int, note: str | None = None) -> int:
-        """Credit (or, negative, adjust) a key; returns the new balance. KeyError if unknown."""
+    async def add_credits(
+        self,
+        key_id: str,
+        amount_nano: int,
+        note: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """Credit (or, negative, adjust) a key; returns the new balance. KeyError if unknown;
+        ledger.BalanceOverflow, ledger.IdempotencyConflict (see ledger.add_ledger_entry). A
+        repeat under the same idempotency key returns the first call's balance, moving nothing."""
         self._crediting += 1
         try:
             with self._changing(key_id):
-                entry = await ledger.add_ledger_entry(self.engine, key_id, amount_nano, note)
+                entry = await ledger.add_ledger_entry(
+                    self.engine, key_id, amount_nano, note, idempotency_key
+                )
                 if entry is None:
                     raise KeyError(key_id)
-                balance, entry_id = entry
+                balance, entry_id, fresh = entry
+                if not fresh:  # a replay: the first call updated the live balance
+                    return balance
                 if self._follow_credits:
                     self._own.add(entry_id)
                 await self.holds.credit(key_id, amount_nano)

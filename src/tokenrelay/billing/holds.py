@@ -150,13 +150,26 @@ class MemoryHolds:
 
 # Keys share the `{key_id}` hash tag: one cluster slot per key, so each script is atomic.
 # KEYS: 1 bal hash {balance, held}, 2 holds hash (request id -> amount), 3 hold expiry zset.
-# `decr` subtracts an amount with HINCRBY: a plain `-tonumber(x)` of 0 is Lua's -0, sent as
-# "-0", which Redis refuses as an integer — settling a zero-cost request (refused by the
-# vendor, or a free model's zero hold) then failed and its usage record was never written.
+# Amounts stay decimal integer strings end to end (ARGV, hash fields, HINCRBY arguments): a
+# Lua number is a double, which drops digits above 2^53 nano-USD (~$9M) and is sent to Redis
+# as "1e+17" from $100M on, which HINCRBY refuses (a credit then failed after its commit).
+# `decr` negates the string: `-tonumber("0")` is Lua's -0, which Redis refuses as an integer.
 _PURGE = """
 local function decr(key, field, amount)
-  local n = tonumber(amount)
-  if n ~= 0 then redis.call('HINCRBY', key, field, -n) end
+  if amount == '0' then return end
+  if string.sub(amount, 1, 1) == '-' then
+    redis.call('HINCRBY', key, field, string.sub(amount, 2))
+  else
+    redis.call('HINCRBY', key, field, '-' .. amount)
+  end
+end
+-- a < b for canonical integer strings (no '+', no leading zeros), exact at any size.
+local function lt(a, b)
+  local na, nb = string.sub(a, 1, 1) == '-', string.sub(b, 1, 1) == '-'
+  if na ~= nb then return na end
+  if na then a, b = string.sub(b, 2), string.sub(a, 2) end
+  if #a ~= #b then return #a < #b end
+  return a < b
 end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -172,17 +185,25 @@ end
 """
 
 # ARGV: request id, amount, ttl ms. Returns 1 held, 0 insufficient, -1 balance not loaded.
+# The hold is added first and taken back if the balance does not cover it: comparing the
+# exact integers Redis keeps, not doubles.
 _RESERVE = (
     _PURGE
     + """
 if redis.call('HEXISTS', KEYS[1], 'balance') == 0 then return -1 end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 1 end
 if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
-local bal = tonumber(redis.call('HGET', KEYS[1], 'balance'))
-local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
-local amt = tonumber(ARGV[2])
-if bal - held < amt then return 0 end
-redis.call('HINCRBY', KEYS[1], 'held', amt)
+local amt = ARGV[2]
+local bal = redis.call('HGET', KEYS[1], 'balance')
+if lt(bal, amt) then return 0 end
+if amt ~= '0' then
+  local added = redis.pcall('HINCRBY', KEYS[1], 'held', amt)
+  if type(added) == 'table' and added.err then return 0 end
+end
+if lt(bal, redis.call('HGET', KEYS[1], 'held') or '0') then
+  decr(KEYS[1], 'held', amt)
+  return 0
+end
 redis.call('HSET', KEYS[2], ARGV[1], amt)
 redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[3]), ARGV[1])
 return 1
@@ -213,18 +234,18 @@ return 1
 )
 
 _CREDIT = """
-if redis.call('HEXISTS', KEYS[1], 'balance') == 1 then
-  redis.call('HINCRBY', KEYS[1], 'balance', tonumber(ARGV[1]))
+if ARGV[1] ~= '0' and redis.call('HEXISTS', KEYS[1], 'balance') == 1 then
+  redis.call('HINCRBY', KEYS[1], 'balance', ARGV[1])
 end
 return 1
 """
 
+# {balance, held} as strings, subtracted in Python: a Lua subtraction would be a double.
 _AVAILABLE = (
     _PURGE
     + """
 if redis.call('HEXISTS', KEYS[1], 'balance') == 0 then return false end
-return tonumber(redis.call('HGET', KEYS[1], 'balance'))
-  - tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
+return {redis.call('HGET', KEYS[1], 'balance'), redis.call('HGET', KEYS[1], 'held') or '0'}
 """
 )
 
@@ -268,7 +289,7 @@ class RedisHolds:
 
     async def reserve(self, key_id: str, request_id: str, amount_nano: int) -> bool:
         keys = [*self._keys(key_id), self._marker(key_id, request_id)]
-        args = [request_id, amount_nano, self._hold_ttl_ms]
+        args = [request_id, str(int(amount_nano)), self._hold_ttl_ms]
         result = int(await self._reserve(keys=keys, args=args))
         if result == -1:
             await self._init_balance(key_id)
@@ -277,7 +298,7 @@ class RedisHolds:
 
     async def settle(self, key_id: str, request_id: str, cost_nano: int) -> bool:
         keys = [*self._keys(key_id), self._marker(key_id, request_id)]
-        args = [request_id, cost_nano, self._settled_ttl_s]
+        args = [request_id, str(int(cost_nano)), self._settled_ttl_s]
         return int(await self._settle(keys=keys, args=args)) == 1
 
     async def release(self, key_id: str, request_id: str) -> bool:
@@ -286,14 +307,15 @@ class RedisHolds:
 
     async def credit(self, key_id: str, amount_nano: int) -> None:
         # Only a loaded balance is adjusted; an unloaded one is read fresh from the DB later.
-        await self._credit(keys=self._keys(key_id)[:1], args=[amount_nano])
+        await self._credit(keys=self._keys(key_id)[:1], args=[str(int(amount_nano))])
 
     async def available(self, key_id: str) -> int:
         value = await self._available(keys=self._keys(key_id))
         if value is None:
             await self._init_balance(key_id)
             value = await self._available(keys=self._keys(key_id))
-        return int(value)
+        balance, held = value
+        return int(balance) - int(held)
 
     async def close(self) -> None:
         return None

@@ -9,12 +9,21 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenrelay.billing.pricing import usd
-from tokenrelay.store.tables import api_keys, ledger, usage_records
+from tokenrelay.money import MAX_BALANCE_NANO, usd
+from tokenrelay.store.tables import api_keys, idempotency_keys, ledger, usage_records
 
 MAX_USAGE_LIMIT = 1000
+
+
+class BalanceOverflow(ValueError):
+    """The credit would take the balance beyond what its BIGINT column holds."""
+
+
+class IdempotencyConflict(ValueError):
+    """The idempotency key was used before, for a different credit."""
 
 
 async def load_balance(engine: AsyncEngine, key_id: str) -> int:
@@ -69,33 +78,98 @@ async def credits_since(engine: AsyncEngine, after_id: int) -> list[tuple[int, s
 
 
 async def add_ledger_entry(
-    engine: AsyncEngine, key_id: str, amount_nano: int, note: str | None
-) -> tuple[int, int] | None:
+    engine: AsyncEngine,
+    key_id: str,
+    amount_nano: int,
+    note: str | None,
+    idempotency_key: str | None = None,
+) -> tuple[int, int, bool] | None:
     """A credit (amount > 0) or adjustment (< 0) with its balance update, in one transaction.
-    Returns (the new balance, the entry's id), or None if there is no such key."""
+    Returns (the new balance, the entry's id, True), or None if there is no such key.
+
+    With `idempotency_key`, a repeat of the same credit (key, amount, note) writes nothing and
+    returns the first call's (balance, entry id, False); IdempotencyConflict if the key was
+    used for another credit. BalanceOverflow if the new balance would not fit."""
     kind = "credit" if amount_nano >= 0 else "adjustment"
-    async with engine.begin() as conn:
-        result = await conn.execute(
-            update(api_keys)
-            .where(api_keys.c.id == key_id)
-            .values(balance_nano=api_keys.c.balance_nano + amount_nano)
-            .returning(api_keys.c.balance_nano)
-        )
-        balance = result.scalar()
-        if balance is None:
-            return None
-        entry_id = await conn.scalar(
-            insert(ledger)
-            .values(
-                key_id=key_id,
-                kind=kind,
-                amount_nano=amount_nano,
-                note=(note or None) and note[:500],
-                created_at=dt.datetime.now(dt.UTC),
+    note = (note or None) and note[:500]
+    if idempotency_key is not None:
+        first = await _replay(engine, idempotency_key, key_id, amount_nano, note)
+        if first is not None:
+            return first
+    # The bound is computed here, not in SQL: `balance + amount` could itself overflow there
+    # (PostgreSQL: an error; SQLite: silently a float). Checked by the UPDATE that writes.
+    if amount_nano >= 0:
+        fits = api_keys.c.balance_nano <= MAX_BALANCE_NANO - amount_nano
+    else:
+        fits = api_keys.c.balance_nano >= -MAX_BALANCE_NANO - amount_nano
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, fits)
+                .values(balance_nano=api_keys.c.balance_nano + amount_nano)
+                .returning(api_keys.c.balance_nano)
             )
-            .returning(ledger.c.id)
+            balance = result.scalar()
+            if balance is None:
+                found = await conn.scalar(select(api_keys.c.id).where(api_keys.c.id == key_id))
+                if found is None:
+                    return None
+                raise BalanceOverflow(f"the balance would exceed {usd(MAX_BALANCE_NANO)} USD")
+            now = dt.datetime.now(dt.UTC)
+            entry_id = await conn.scalar(
+                insert(ledger)
+                .values(
+                    key_id=key_id, kind=kind, amount_nano=amount_nano, note=note, created_at=now
+                )
+                .returning(ledger.c.id)
+            )
+            if idempotency_key is not None:
+                await conn.execute(
+                    insert(idempotency_keys).values(
+                        key=idempotency_key,
+                        ledger_id=entry_id,
+                        balance_nano=balance,
+                        created_at=now,
+                    )
+                )
+    except IntegrityError:
+        # A concurrent call with the same idempotency key committed first: this one rolled
+        # back, and answers as that one did.
+        if idempotency_key is None:
+            raise
+        first = await _replay(engine, idempotency_key, key_id, amount_nano, note)
+        if first is None:
+            raise
+        return first
+    return int(balance), int(entry_id), True
+
+
+async def _replay(
+    engine: AsyncEngine, idempotency_key: str, key_id: str, amount_nano: int, note: str | None
+) -> tuple[int, int, bool] | None:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(
+                    idempotency_keys.c.balance_nano,
+                    ledger.c.id,
+                    ledger.c.key_id,
+                    ledger.c.amount_nano,
+                    ledger.c.note,
+                )
+                .join(ledger, ledger.c.id == idempotency_keys.c.ledger_id)
+                .where(idempotency_keys.c.key == idempotency_key)
+            )
+        ).first()
+    if row is None:
+        return None
+    if (row.key_id, int(row.amount_nano), row.note) != (key_id, amount_nano, note):
+        raise IdempotencyConflict(
+            "this Idempotency-Key was already used for a different request "
+            f"(key {row.key_id}, amount {usd(int(row.amount_nano))})"
         )
-    return int(balance), int(entry_id)
+    return int(row.balance_nano), int(row.id), False
 
 
 async def key_summary(engine: AsyncEngine, key_id: str) -> dict[str, Any] | None:

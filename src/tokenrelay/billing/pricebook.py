@@ -12,13 +12,14 @@ import datetime as dt
 import logging
 import secrets
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.catalog import Catalog, Price, PriceTier, format_usd
+from tokenrelay.money import MoneyError, parse_rate
 from tokenrelay.store.tables import price_versions
 
 log = logging.getLogger("tokenrelay.billing")
@@ -26,6 +27,9 @@ log = logging.getLogger("tokenrelay.billing")
 CATALOG_VERSION = "catalog"
 RATE_FIELDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MAX_TIERS = 16
+_MAX_TIER_TOKENS = 10**9
+_TIER_FIELDS = frozenset({"above_prompt_tokens", *RATE_FIELDS})
 
 
 class PriceError(ValueError):
@@ -48,7 +52,7 @@ class PriceVersion:
             "model": self.model_id,
             "effective_from": self.effective_from.isoformat(),
             **{f: format_usd(getattr(p, f)) for f in RATE_FIELDS},
-            "tiers": [_tier_json(t) for t in p.tiers],
+            "tiers": [tier_json(t) for t in p.tiers],
             "created_at": self.created_at.isoformat(),
             "note": self.note,
         }
@@ -69,7 +73,7 @@ class PriceBook:
         for row in rows:
             try:
                 v = _from_row(row._mapping)
-            except PriceError as exc:  # one bad row must not take every price down
+            except Exception as exc:  # one bad row must not take every price down
                 log.error("ignoring price version %s: %s", row.id, exc)
                 continue
             versions.setdefault(v.model_id, []).append(v)
@@ -119,21 +123,24 @@ class PriceBook:
         start = effective_from or now
         if start.tzinfo is None:
             raise PriceError("effective_from: needs a timezone, e.g. 2026-01-01T00:00:00Z")
-        version = PriceVersion(
-            f"pv_{secrets.token_hex(6)}", model_id, start.astimezone(dt.UTC), price, now, note
-        )
+        try:
+            start = start.astimezone(dt.UTC)
+        except OverflowError as exc:
+            raise PriceError("effective_from: out of range") from exc
+        row = {
+            "id": f"pv_{secrets.token_hex(6)}",
+            "model_id": model_id,
+            "effective_from": start,
+            **{f: str(getattr(price, f)) for f in RATE_FIELDS},
+            "tiers": [tier_json(t) for t in price.tiers],
+            "created_at": now,
+            "note": note,
+        }
+        # The row goes through the loader before it is written: a version that could not be
+        # loaded back (or shown) is refused here, never stored to break the model for good.
+        version = _from_row(row)
         async with self.engine.begin() as conn:
-            await conn.execute(
-                insert(price_versions).values(
-                    id=version.id,
-                    model_id=model_id,
-                    effective_from=version.effective_from,
-                    **{f: str(getattr(price, f)) for f in RATE_FIELDS},
-                    tiers=[_tier_json(t) for t in price.tiers],
-                    created_at=now,
-                    note=note,
-                )
-            )
+            await conn.execute(insert(price_versions).values(**row))
         await self.load()
         return version
 
@@ -155,18 +162,28 @@ def parse_price(body: dict[str, Any], base: Price | None = None) -> Price:
     if rates["cache_write_1h"] is None:
         rates["cache_write_1h"] = rates["cache_write"]
     raw_tiers = body.get("tiers") or []
-    if not isinstance(raw_tiers, list):
-        raise PriceError("tiers: must be a list")
+    if not isinstance(raw_tiers, list) or len(raw_tiers) > _MAX_TIERS:
+        raise PriceError(f"tiers: must be a list of at most {_MAX_TIERS} tiers")
     tiers: list[PriceTier] = []
     for i, t in enumerate(raw_tiers):
         if not isinstance(t, dict):
             raise PriceError(f"tiers[{i}]: must be an object")
+        unknown = sorted(set(t) - _TIER_FIELDS, key=str)
+        if unknown:
+            raise PriceError(f"tiers[{i}]: unknown field {unknown[0]!r}")
         above = t.get("above_prompt_tokens")
         if isinstance(above, bool) or not isinstance(above, int) or above < 0:
             raise PriceError(f"tiers[{i}].above_prompt_tokens: a non-negative integer")
-        tp = parse_price({k: v for k, v in t.items() if k != "above_prompt_tokens"})
+        if above > _MAX_TIER_TOKENS:
+            raise PriceError(f"tiers[{i}].above_prompt_tokens: at most {_MAX_TIER_TOKENS}")
+        try:
+            tp = parse_price({k: v for k, v in t.items() if k != "above_prompt_tokens"})
+        except PriceError as exc:
+            raise PriceError(f"tiers[{i}].{exc}") from exc
         tiers.append(PriceTier(above, *(getattr(tp, f) for f in RATE_FIELDS)))
     tiers.sort(key=lambda t: t.above_prompt_tokens)
+    if len({t.above_prompt_tokens for t in tiers}) != len(tiers):
+        raise PriceError("tiers: two tiers have the same above_prompt_tokens")
     return Price(*(rates[f] for f in RATE_FIELDS), tiers=tuple(tiers))  # type: ignore[arg-type]
 
 
@@ -177,27 +194,23 @@ def parse_time(value: Any, field: str = "effective_from") -> dt.datetime | None:
         raise PriceError(f"{field}: an ISO 8601 timestamp string")
     try:
         parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise PriceError(f"{field}: not an ISO 8601 timestamp: {value!r}") from exc
-    # A timestamp without zone is taken as UTC: everything the gateway stores is UTC.
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+        # A timestamp without zone is taken as UTC: everything the gateway stores is UTC.
+        # Converted here: year 1 at +14:00 or year 9999 at -12:00 has no UTC datetime.
+        return parsed.astimezone(dt.UTC) if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    except (ValueError, OverflowError) as exc:
+        raise PriceError(f"{field}: not an ISO 8601 timestamp: {value[:40]!r}") from exc
 
 
 def _rate(value: Any, field: str) -> Decimal | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise PriceError(f"{field}: a number or decimal string (USD per 1M tokens)")
     try:
-        rate = Decimal(str(value).strip())  # str() first: no binary float noise
-    except InvalidOperation as exc:
-        raise PriceError(f"{field}: not a decimal number: {value!r}") from exc
-    if not rate.is_finite() or rate < 0:
-        raise PriceError(f"{field}: must be a finite, non-negative number")
-    return rate
+        return parse_rate(value)
+    except MoneyError as exc:
+        raise PriceError(f"{field}: {exc} (USD per 1M tokens)") from exc
 
 
-def _tier_json(t: PriceTier) -> dict[str, Any]:
+def tier_json(t: PriceTier) -> dict[str, Any]:
     return {
         "above_prompt_tokens": t.above_prompt_tokens,
         **{f: str(getattr(t, f)) for f in RATE_FIELDS},
@@ -206,7 +219,7 @@ def _tier_json(t: PriceTier) -> dict[str, Any]:
 
 def _from_row(row: Any) -> PriceVersion:
     price = parse_price({f: row[f] for f in RATE_FIELDS} | {"tiers": row["tiers"]})
-    return PriceVersion(
+    version = PriceVersion(
         row["id"],
         row["model_id"],
         _utc(row["effective_from"]),
@@ -214,6 +227,8 @@ def _from_row(row: Any) -> PriceVersion:
         _utc(row["created_at"]),
         row["note"],
     )
+    version.public()  # what GET /admin/v1/prices shows must render too
+    return version
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

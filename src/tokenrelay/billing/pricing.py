@@ -8,13 +8,14 @@ have a fraction (e.g. $0.0375/1M), so the sum is taken in Decimal and rounded on
 from __future__ import annotations
 
 from dataclasses import replace
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from functools import lru_cache
 
 from tokenrelay import ir
 from tokenrelay.catalog import Price
+from tokenrelay.money import NANO_PER_USD, div_half_up, round_half_up, usd
 
-NANO_PER_USD = 1_000_000_000
+__all__ = ["NANO_PER_USD", "cost_nano", "usd", "worst_case_nano"]
 _PER_TOKEN = Decimal(NANO_PER_USD) / Decimal(1_000_000)
 
 
@@ -38,7 +39,7 @@ def cost_nano(usage: ir.UsageTotals, price: Price) -> int:
         + cache_write_5m * rates.cache_write
         + usage.cache_write_1h * rates.cache_write_1h
     ) * _PER_TOKEN
-    return int(exact.to_integral_value(rounding=ROUND_HALF_UP))
+    return round_half_up(exact)
 
 
 # A rate in USD per 1M tokens × 10^9 = femto-USD (1e-15) per token: an exact integer for any
@@ -50,8 +51,7 @@ _FEMTO_PER_NANO = 10**6
 
 def _femto_to_nano(total: int) -> int:
     """Femto-USD to nano-USD, rounded half-up as the Decimal path of cost_nano rounds."""
-    nano, rest = divmod(total, _FEMTO_PER_NANO)
-    return nano + (1 if 2 * rest >= _FEMTO_PER_NANO else 0)
+    return div_half_up(total, _FEMTO_PER_NANO)
 
 
 @lru_cache(maxsize=4096)
@@ -77,12 +77,3 @@ def worst_case_nano(prompt_tokens: int, max_output: int, price: Price) -> int:
     dearest = max(rates.input, rates.cache_write, rates.cache_write_1h)
     usage = ir.UsageTotals(input=prompt_tokens, output=max_output)
     return cost_nano(usage, replace(rates, input=dearest))
-
-
-def usd(nano: int) -> str:
-    """Exact decimal string, at least two places, no trailing zeros beyond them:
-    5_250_000_000 → "5.25", 1234 → "0.000001234"."""
-    sign = "-" if nano < 0 else ""
-    whole, frac = divmod(abs(nano), NANO_PER_USD)
-    digits = f"{frac:09d}".rstrip("0")
-    return f"{sign}{whole}.{digits.ljust(2, '0')}"

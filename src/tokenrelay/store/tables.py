@@ -117,3 +117,15 @@ price_versions = Table(
     Column("note", Text, nullable=True),
     Index("ix_price_versions_model_id", "model_id"),
 )
+
+# Admin credits sent with an `Idempotency-Key`: a retry (the answer was lost, or the Redis
+# update failed after the commit) replays the first answer instead of crediting twice. The
+# primary key is the guard: of two concurrent retries one insert wins, the other rolls back.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("ledger_id", BigId, ForeignKey("ledger.id"), nullable=False),
+    Column("balance_nano", BigInteger, nullable=False),  # the balance the first answer showed
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
