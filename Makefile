@@ -22,7 +22,8 @@ lint: setup
 bench: setup
 	$(UV) run --frozen python -m bench
 
-# Hypothesis over both client APIs and count_tokens against a live gateway: 2,500 examples
-# for each of the 8 tests (20,000 bodies). The summary line counts bodies and 5xx.
+# Hypothesis over both client APIs and count_tokens against a live gateway (2,500 examples for
+# each of the 8 tests: 20,000 bodies; the summary line counts bodies and 5xx), and schemathesis
+# over the admin API's OpenAPI document (2,500 per operation, both storage backends).
 fuzz: setup
 	TOKENRELAY_FUZZ_EXAMPLES=2500 $(UV) run --frozen pytest tests/fuzz -p no:randomly --timeout 0

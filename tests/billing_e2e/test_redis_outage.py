@@ -208,3 +208,41 @@ def test_redis_outage_bills_only_what_was_delivered(
             break
         time.sleep(0.2)
     assert Decimal(int(cached[b"balance"])) / 10**9 == Decimal(account["balance_usd"])
+
+
+def test_a_credit_during_an_outage_reaches_redis_once_when_it_returns(
+    outage_gateway: tuple[RunningGateway, PrivateRedis, str],
+) -> None:
+    gw, server, _ = outage_gateway
+    r = httpx.post(gw.url + "/admin/v1/keys", headers=ADMIN, json={"name": "c", "credits_usd": "1"})
+    key_id, key = r.json()["id"], r.json()["key"]
+    ok = httpx.post(
+        gw.proxy + "/v1/messages",
+        headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+        json={
+            "model": "claude-haiku-4-5",
+            "max_tokens": 20,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    )
+    assert ok.status_code == 200  # the balance now lives in Redis
+    credit = {**ADMIN, "idempotency-key": "outage-credit-1"}
+    url = f"{gw.url}/admin/v1/keys/{key_id}/credits"
+    server.signal(signal.SIGSTOP)
+    try:
+        r = httpx.post(url, headers=credit, json={"amount_usd": "5"}, timeout=30)
+    finally:
+        server.signal(signal.SIGCONT)
+    assert r.status_code == 200, r.text  # the ledger has it: the admin hears so
+    again = httpx.post(url, headers=credit, json={"amount_usd": "5"}, timeout=30)
+    assert again.status_code == 200 and again.json()["balance_usd"] == r.json()["balance_usd"]
+    client = redis.Redis.from_url(server.url)
+    expected = Decimal(r.json()["balance_usd"]) * 10**9
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if Decimal(int(client.hget(f"tokenrelay:bal:{{{key_id}}}", "balance"))) == expected:
+            break
+        time.sleep(0.2)
+    assert Decimal(int(client.hget(f"tokenrelay:bal:{{{key_id}}}", "balance"))) == expected
+    time.sleep(1.5)  # a second replay round must not add it again
+    assert Decimal(int(client.hget(f"tokenrelay:bal:{{{key_id}}}", "balance"))) == expected

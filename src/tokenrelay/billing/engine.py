@@ -98,6 +98,8 @@ class BillingEngine:
         # (key id, cost or None for a release, the Redis run id they were meant for).
         self._deferred: dict[str, tuple[str, int | None, str | None]] = {}
         self._redis_run_id: str | None = None
+        # Committed credits Redis refused: ledger entry id -> (key id, amount, Redis run id).
+        self._deferred_credits: dict[int, tuple[str, int, str | None]] = {}
         self._refused_logged_at = -1e9
 
     async def start(self, *, serving: bool = True) -> None:
@@ -328,7 +330,11 @@ class BillingEngine:
                     return balance
                 if self._follow_credits:
                     self._own.add(entry_id)
-                await self.holds.credit(key_id, amount_nano)
+                try:
+                    await self.holds.credit(key_id, amount_nano, entry_id)
+                except Exception as exc:  # the ledger has it: Redis gets it when it returns
+                    log.warning("credit queued for the balance cache: %s", _reason(exc))
+                    self._deferred_credits[entry_id] = (key_id, amount_nano, self._redis_run_id)
         finally:
             self._crediting -= 1
         return balance
@@ -423,11 +429,15 @@ class BillingEngine:
                         else:
                             await self.holds.settle(key_id, request_id, cost)
                     del self._deferred[request_id]
+                for entry_id, (key_id, amount, meant_for) in list(self._deferred_credits.items()):
+                    if meant_for in (None, run_id):
+                        await self.holds.credit(key_id, amount, entry_id)
+                    del self._deferred_credits[entry_id]
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.debug("balance cache still unreachable: %s", _reason(exc))
-            await asyncio.sleep(0.5 if self._deferred else 5.0)
+            await asyncio.sleep(0.5 if self._deferred or self._deferred_credits else 5.0)
 
     async def _refresh_balances(self) -> None:
         """Credits that another process (the CLI) wrote reach the in-memory balances within

@@ -32,7 +32,7 @@ class Holds(Protocol):
     async def reserve(self, key_id: str, request_id: str, amount_nano: int) -> bool: ...
     async def settle(self, key_id: str, request_id: str, cost_nano: int) -> bool: ...
     async def release(self, key_id: str, request_id: str) -> bool: ...
-    async def credit(self, key_id: str, amount_nano: int) -> None: ...
+    async def credit(self, key_id: str, amount_nano: int, entry_id: int | None = None) -> None: ...
     async def available(self, key_id: str) -> int: ...
     async def close(self) -> None: ...
 
@@ -91,7 +91,7 @@ class MemoryHolds:
     async def release(self, key_id: str, request_id: str) -> bool:
         return self._drop_hold(request_id)
 
-    async def credit(self, key_id: str, amount_nano: int) -> None:
+    async def credit(self, key_id: str, amount_nano: int, entry_id: int | None = None) -> None:
         if key_id in self._balance:  # not loaded yet: the first load reads the new balance
             self._balance[key_id] += amount_nano
             self._bump(key_id)
@@ -233,7 +233,11 @@ return 1
 """
 )
 
+# KEYS 2: the credit's applied marker (its ledger entry): a replayed credit is not added twice.
 _CREDIT = """
+if ARGV[3] == '1' and redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[2])) == false then
+  return 0
+end
 if ARGV[1] ~= '0' and redis.call('HEXISTS', KEYS[1], 'balance') == 1 then
   redis.call('HINCRBY', KEYS[1], 'balance', ARGV[1])
 end
@@ -305,9 +309,13 @@ class RedisHolds:
         keys = [*self._keys(key_id), self._marker(key_id, request_id)]
         return int(await self._settle(keys=keys, args=[request_id, "", 0])) == 1
 
-    async def credit(self, key_id: str, amount_nano: int) -> None:
-        # Only a loaded balance is adjusted; an unloaded one is read fresh from the DB later.
-        await self._credit(keys=self._keys(key_id)[:1], args=[str(int(amount_nano))])
+    async def credit(self, key_id: str, amount_nano: int, entry_id: int | None = None) -> None:
+        """Only a loaded balance is adjusted (an unloaded one is read fresh from the DB later),
+        once per ledger entry: a credit replayed after an outage is not added twice."""
+        marker = f"{self._prefix}credited:{{{key_id}}}:{entry_id}"
+        keys = [self._keys(key_id)[0], marker]
+        once = "1" if entry_id is not None else "0"
+        await self._credit(keys=keys, args=[str(int(amount_nano)), self._settled_ttl_s, once])
 
     async def available(self, key_id: str) -> int:
         value = await self._available(keys=self._keys(key_id))
