@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tokenrelay.catalog import Catalog, CatalogError, format_usd
-from tokenrelay.settings import VENDORS
+from tokenrelay.vendors import BUILTIN_NAMES as VENDORS
 
 SEED_NAMES = [
     "claude-sonnet-4-6",

@@ -35,9 +35,10 @@ from tokenrelay.frontends.openai import OPENAI_FRONTEND
 from tokenrelay.ir import ErrorKind
 from tokenrelay.model_routes import count_tokens, list_models
 from tokenrelay.relay import Relay
-from tokenrelay.settings import VENDORS, Settings, get_settings
+from tokenrelay.settings import Settings, get_settings
 from tokenrelay.store.db import create_engine, migrate_in_child, schema_is_current
 from tokenrelay.upstream import Upstreams
+from tokenrelay.vendors import registry
 from tokenrelay.web import web_routes
 
 log = logging.getLogger("tokenrelay")
@@ -102,11 +103,12 @@ class Gateway:
         keys.start()
         catalog = Catalog.load(s.catalog_path)
         emulator = None
-        if any(s.is_emulated(v) for v in VENDORS) and not s.emulator_url:
+        vendors = registry(catalog.upstreams)
+        if any(s.is_emulated(v.api_key()) for v in vendors.values()) and not s.emulator_url:
             emulator = await EmbeddedEmulator.start(s.emulator_port)
             log.warning("vendor emulator listening on %s (local only)", emulator.url)
         self.emulator_url = emulator.url if emulator else s.emulator_url
-        upstreams = Upstreams(s, self.emulator_url)
+        upstreams = Upstreams(s, vendors, self.emulator_url)
         billing = BillingEngine(s, engine, catalog)
         await billing.start()
         self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing))

@@ -8,6 +8,7 @@ are validated once at load; lookups on the hot path are a single dict access.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -16,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tokenrelay.settings import VENDORS
+from tokenrelay.vendors import BUILTIN_NAMES, CompatibleUpstream
 
 # Default for `default_max_tokens`: see the header of models.toml for why 8192.
 DEFAULT_MAX_TOKENS_CAP = 8192
@@ -42,6 +43,9 @@ _TIER_FIELDS = frozenset({"above_prompt_tokens", *_PRICE_FIELDS})
 _CAPABILITY_FIELDS = ("vision", "tools", "thinking")
 _ALIAS_FIELDS = frozenset({"target", "thinking"})
 _GEMINI_PREFIX = "models/"
+_UPSTREAM_FIELDS = frozenset({"base_url", "api_key_env", "format", "max_tokens_field"})
+_UPSTREAM_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
 class CatalogError(ValueError):
@@ -129,9 +133,16 @@ class Resolved:
 
 
 class Catalog:
-    def __init__(self, entries: Iterable[ModelEntry], index: Mapping[str, Resolved]) -> None:
+    def __init__(
+        self,
+        entries: Iterable[ModelEntry],
+        index: Mapping[str, Resolved],
+        upstreams: Iterable[CompatibleUpstream] = (),
+    ) -> None:
         self._entries = tuple(entries)
         self._index = dict(index)
+        # OpenAI-compatible upstreams the operator declared: vendors of their own, no code.
+        self.upstreams = tuple(upstreams)
 
     @classmethod
     def load(cls, extra_path: str | Path | None = None) -> Catalog:
@@ -152,14 +163,17 @@ class Catalog:
         models: dict[str, dict[str, Any]] = {}
         aliases: dict[str, dict[str, Any]] = {}
         origin: dict[str, str] = {}
+        upstreams: dict[str, CompatibleUpstream] = {}
         for label, text in sources:
             try:
                 # Decimal, never float: 0.1 as float is not 0.1 and money must add up exactly.
                 doc = tomllib.loads(text, parse_float=Decimal)
             except tomllib.TOMLDecodeError as exc:
                 raise CatalogError(f"{label}: not valid TOML: {exc}") from exc
+            for name, body in _table(label, doc.pop("upstreams", {}), "upstreams").items():
+                upstreams[name] = _upstream(label, name, body)
             _merge(label, doc, models, aliases, origin)
-        return _build(models, aliases, origin)
+        return _build(models, aliases, origin, upstreams)
 
     def resolve(self, name: str) -> Resolved | None:
         """Exact id or alias (case-sensitive); Gemini's `models/` prefix is accepted."""
@@ -251,10 +265,39 @@ def _table(label: str, value: Any, key: str) -> dict[str, Any]:
     return value
 
 
+def _upstream(label: str, name: str, body: Any) -> CompatibleUpstream:
+    """`[upstreams.<name>]`: an OpenAI-compatible server (Mistral, Groq, Together, vLLM, Ollama,
+    ...) that the catalog's models can name as their vendor."""
+    where = f"{label}: upstream {name!r}"
+    if not isinstance(body, dict):
+        raise CatalogError(f"{where}: must be a table")
+    bad = set(body) - _UPSTREAM_FIELDS
+    if bad:
+        raise CatalogError(f"{where}: unknown field(s) {sorted(bad)}")
+    if not _UPSTREAM_NAME.fullmatch(name) or name in BUILTIN_NAMES:
+        raise CatalogError(
+            f"{where}: the name must be lower-case letters, digits and '-', and not a built-in "
+            f"vendor ({', '.join(sorted(BUILTIN_NAMES))})"
+        )
+    if body.get("format", "openai") != "openai":
+        raise CatalogError(f'{where}: `format` must be "openai" (OpenAI Chat Completions)')
+    base_url = body.get("base_url")
+    if not isinstance(base_url, str) or not base_url.startswith(("https://", "http://")):
+        raise CatalogError(f"{where}: `base_url` must be an http(s) URL (the API root, .../v1)")
+    key_env = body.get("api_key_env")
+    if not isinstance(key_env, str) or not _ENV_NAME.fullmatch(key_env):
+        raise CatalogError(f"{where}: `api_key_env` must name an environment variable")
+    field = body.get("max_tokens_field", "max_tokens")
+    if field not in ("max_tokens", "max_completion_tokens"):
+        raise CatalogError(f"{where}: `max_tokens_field` is max_tokens or max_completion_tokens")
+    return CompatibleUpstream(name, base_url, key_env, field)
+
+
 def _build(
     models: dict[str, dict[str, Any]],
     aliases: dict[str, dict[str, Any]],
     origin: dict[str, str],
+    upstreams: dict[str, CompatibleUpstream],
 ) -> Catalog:
     # Alias name -> (target id, thinking override, where it was defined) — collected first so
     # each entry can list every name that reaches it.
@@ -294,24 +337,32 @@ def _build(
     for name, (target, _, _) in routes.items():
         by_target.setdefault(target, []).append(name)
 
+    vendors = BUILTIN_NAMES | set(upstreams)
     entries = [
-        _entry(model_id, body, tuple(by_target.get(model_id, ())), origin)
+        _entry(model_id, body, tuple(by_target.get(model_id, ())), origin, vendors)
         for model_id, body in models.items()
     ]
     index: dict[str, Resolved] = {e.id: Resolved(e, e.id) for e in entries}
     by_id = {e.id: e for e in entries}
     for name, (target, thinking, _) in routes.items():
         index[name] = Resolved(by_id[target], name, thinking)
-    return Catalog(entries, index)
+    return Catalog(entries, index, upstreams.values())
 
 
 def _entry(
-    model_id: str, body: dict[str, Any], aliases: tuple[str, ...], origin: dict[str, str]
+    model_id: str,
+    body: dict[str, Any],
+    aliases: tuple[str, ...],
+    origin: dict[str, str],
+    vendors: set[str] | frozenset[str],
 ) -> ModelEntry:
     where = f"{origin.get(model_id, 'catalog')}: model {model_id!r}"
     vendor = body.get("vendor")
-    if vendor not in VENDORS:
-        raise CatalogError(f"{where}: unknown vendor {vendor!r} (expected one of {VENDORS})")
+    if vendor not in vendors:
+        raise CatalogError(
+            f"{where}: unknown vendor {vendor!r} (expected one of {sorted(vendors)}, or an "
+            "[upstreams.<name>] table)"
+        )
     context_window = _positive_int(body, "context_window", where)
     max_output = _positive_int(body, "max_output", where)
     default_max = body.get("default_max_tokens", min(max_output, DEFAULT_MAX_TOKENS_CAP))

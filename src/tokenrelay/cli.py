@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import click
 
 from tokenrelay.money import MAX_AMOUNT_NANO, MoneyError, parse_nano, usd
-from tokenrelay.settings import VENDORS, get_settings
+from tokenrelay.settings import get_settings
+from tokenrelay.vendors import registry
 
 T = TypeVar("T")
 
@@ -380,7 +381,8 @@ def models(as_json: bool) -> None:
     except CatalogError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
-        emulated = {v for v in VENDORS if settings.is_emulated(v)}
+        vendors = registry(catalog.upstreams).values()
+        emulated = {v.name for v in vendors if settings.is_emulated(v.api_key())}
         click.echo(json.dumps(catalog.to_openai_list(emulated), indent=2))
         return
     header = ("MODEL", "VENDOR", "CONTEXT", "INPUT", "OUTPUT", "CACHE READ", "ALIASES")

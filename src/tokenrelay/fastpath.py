@@ -1,331 +1,90 @@
-"""Same-format pass-through: the client speaks the vendor's own API.
+"""The fast path: the client speaks the vendor's own API, so the vendor's bytes go through.
 
-Bytes go through unchanged except the model name (rewritten to the upstream id) and, for
-OpenAI-format streams, `stream_options.include_usage` (always asked for, for billing; the extra
-usage chunk is dropped again when the client did not ask). Usage is read with a cheap scan: only
-the few events that carry it are parsed. Vendor fields the IR does not know survive untouched.
+The vendor's adapter builds the call from the client's own body (the model name rewritten,
+usage asked for) and scans the stream for the few events that carry usage; the extra usage
+chunk billing asks for is dropped again when the client did not. Vendor fields the IR does not
+know survive untouched. Nothing here knows a vendor.
 """
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any
-
-import orjson
+from collections.abc import Mapping
+from typing import Any
 
 from tokenrelay import ir
-from tokenrelay.asgi import JSON_HEADERS, Receive, Send, send_bytes
 from tokenrelay.errors import GatewayError
-from tokenrelay.frontends.base import Frontend
-from tokenrelay.reasoning_cache import ReasoningCache, remember
-from tokenrelay.sse import SSEParser, encode
-from tokenrelay.vendors.base import UpstreamRequest
-from tokenrelay.vendors.openai import choice_count
-
-if TYPE_CHECKING:
-    from tokenrelay.relay import Prepared, Relay
-
-ANTHROPIC_VERSION = "2023-06-01"
+from tokenrelay.exchange import ExchangeBase
+from tokenrelay.reasoning_cache import remember
+from tokenrelay.sse import SSEParser
+from tokenrelay.vendors.base import PassthroughScan, UpstreamRequest
 
 
-def native_call(p: Prepared, cache: ReasoningCache) -> UpstreamRequest:
-    ep, body = p.endpoint, dict(p.payload)
-    body["model"] = p.req.model
-    if ep.name == "anthropic":
-        headers = {
-            "x-api-key": ep.api_key,
-            "anthropic-version": p.headers.get("anthropic-version", ANTHROPIC_VERSION),
-            "content-type": "application/json",
-            **p.req.passthrough_headers,
-        }
-        return UpstreamRequest(
-            "POST",
-            ep.base_url + "/v1/messages",
-            headers,
-            orjson.dumps(body),
-            max_output=p.req.max_tokens,
-        )
-    if body.get("stream") is True:
-        opts = body.get("stream_options")
-        body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
-    if ep.name == "deepseek":
-        _deepseek_overrides(p, body, cache)
-    headers = {"authorization": "Bearer " + ep.api_key, "content-type": "application/json"}
-    return UpstreamRequest(
-        "POST",
-        ep.base_url + "/chat/completions",
-        headers,
-        orjson.dumps(body),
-        max_output=p.req.max_tokens,
-        choices=choice_count(body),
-    )
+class PassthroughExchange(ExchangeBase):
+    _data = b""
+    _scan: PassthroughScan | None = None
 
+    # ------------------------------------------------------------------------------ unary
 
-def _deepseek_overrides(p: Prepared, body: dict[str, Any], cache: ReasoningCache) -> None:
-    """deepseek-reasoner → thinking on; replay reasoning_content the client dropped."""
-    if p.resolved.thinking is not None and "thinking" not in body:
-        body["thinking"] = {"type": "enabled" if p.resolved.thinking else "disabled"}
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        return
-    restored = []
-    for msg in messages:
-        if (
-            isinstance(msg, dict)
-            and msg.get("role") == "assistant"
-            and msg.get("tool_calls")
-            and not msg.get("reasoning_content")
-        ):
-            calls = msg["tool_calls"]
-            state = None
-            for call in calls if isinstance(calls, list) else []:
-                if isinstance(call, dict) and isinstance(call.get("id"), str):
-                    state = cache.get(call["id"])
-                    if state is not None:
-                        break
-            if state is not None and state.vendor == "deepseek":
-                text = "".join(t.text for t in state.thinking if isinstance(t, ir.Thinking))
-                msg = {**msg, "reasoning_content": text}
-        restored.append(msg)
-    body["messages"] = restored
-
-
-async def serve(
-    relay: Relay, frontend: Frontend, p: Prepared, receive: Receive, send: Send
-) -> None:
-    call = p.call
-    assert call is not None
-    if not p.ctx.stream:
-        await _unary(relay, frontend, p, call, send)
-    else:
-        await _stream(relay, frontend, p, call, receive, send)
-
-
-async def _unary(
-    relay: Relay, frontend: Frontend, p: Prepared, call: UpstreamRequest, send: Send
-) -> None:
-    ep, ctx = p.endpoint, p.ctx
-    data = await relay.fetch(ep, call, ctx)
-    events = ep.adapter.parse_response(data)
-    for ev in events:
-        if isinstance(ev, ir.Usage):
-            ctx.apply_usage(ev)
-    folded = ir.fold(events)
-    if folded.error is not None:
-        raise GatewayError.from_ir(folded.error)
-    if ep.name == "deepseek":
-        remember(relay.reasoning, ep.name, folded)
-    ctx.finish("ok")
-    await relay.meter.settle(p)  # committed before the client can have the answer
-    headers = [*JSON_HEADERS, *relay.response_headers(p), *relay.meter.cost_headers(p)]
-    ctx.mark_first_byte()
-    ctx.response_started = True
-    await send_bytes(send, 200, data, headers)
-
-
-async def _stream(
-    relay: Relay,
-    frontend: Frontend,
-    p: Prepared,
-    call: UpstreamRequest,
-    receive: Receive,
-    send: Send,
-) -> None:
-    from tokenrelay.relay import SHUTTING_DOWN, DisconnectWatch, send_chunk
-
-    ep, ctx = p.endpoint, p.ctx
-    async with await relay.open_upstream(ep, call, ctx) as resp:
-        scan: _Scan = _AnthropicScan(relay, p) if ep.name == "anthropic" else _OpenAIScan(relay, p)
-        await relay.start_stream(send, p)
-        parser = SSEParser()
-        drain = relay.settings.on_disconnect == "drain"
-        async with DisconnectWatch(receive, cancel=not drain) as watch:
-            try:
-                async for chunk in resp.content.iter_any():
-                    out = scan.process(parser.feed(chunk))
-                    if out and not watch.disconnected:
-                        ctx.mark_first_byte()
-                        await send_chunk(send, out)
-                    if scan.failed:
-                        break
-                out = scan.process(parser.flush())
-            except asyncio.CancelledError:
-                watch.swallow_cancel()
-                resp.close()  # hang up on the vendor: nobody reads the rest
-                if watch.disconnected:
-                    scan.settle_incomplete("cancelled", "client disconnected")
-                    return
-                # The server's shutdown grace ran out: end the stream the format's way (after
-                # what was delivered, which is billed).
-                scan.settle_incomplete("cancelled", "gateway shutting down")
-                renderer = frontend.stream_renderer(request_id=ctx.request_id, include_usage=False)
-                await send_chunk(send, renderer.error(SHUTTING_DOWN), more=False)
-                return
-            except OSError as exc:  # connection failures and timeouts
-                out = b""
-                scan.failed = f"Upstream connection failed: {type(exc).__name__}"
-        if watch.disconnected:  # drained: bill the vendor's own final usage if it came
-            if scan.done:
-                ctx.finish("cancelled", "client disconnected")
-            else:
-                scan.settle_incomplete("cancelled", "client disconnected")
-            return
-        if scan.failed or not scan.done:
-            reason = scan.failed or "Upstream stream ended before completion."
-            scan.settle_incomplete("error", reason)
-            if not scan.error_forwarded:
-                out += frontend.stream_renderer(
-                    request_id=ctx.request_id, include_usage=False
-                ).error(GatewayError("api_error", reason, 502))
-            await send_chunk(send, out, more=False)
-            return
-        ctx.finish("ok")
-        try:
-            await relay.meter.settle(p)  # committed before the client sees the end
-        except GatewayError as err:  # not billed: the client must not get a whole answer
-            renderer = frontend.stream_renderer(request_id=ctx.request_id, include_usage=False)
-            await send_chunk(send, out + renderer.error(err), more=False)
-            return
-        await send_chunk(send, out + scan.render_tail(), more=False)
-
-
-class _Scan:
-    """Watches the vendor's events go by: usage, completion, errors; keeps raw for estimates.
-
-    From the event that carries the final usage on, events are held back in `tail`: they go
-    out (with the cost added) only after the settlement has committed."""
-
-    def __init__(self, relay: Relay, p: Prepared) -> None:
-        self.relay, self.p = relay, p
-        self.done = False
-        self.failed: str | None = None
-        self.error_forwarded = False
-        self.raw: list[bytes] = []
-        self.tail: list[Any] = []
-
-    def process(self, events: list[Any]) -> bytes:
-        raise NotImplementedError
-
-    def render_tail(self) -> bytes:
-        raise NotImplementedError
-
-    def apply_usage_from(self, raw: bytes) -> None:
-        decoder = self.p.endpoint.adapter.stream_decoder(UpstreamRequest("POST", "", {}, b""))
-        for ev in decoder.feed(raw):
+    def read_unary(self, data: bytes) -> None:
+        events = self._vendor.parse_response(data)
+        for ev in events:
             if isinstance(ev, ir.Usage):
-                self.p.ctx.apply_usage(ev)
+                self._ctx.apply_usage(ev)
+        folded = ir.fold(events)
+        if folded.error is not None:
+            raise GatewayError.from_ir(folded.error)
+        if self._vendor.remembers_reasoning:
+            remember(self._reasoning, self._vendor.name, folded)
+        self._data = data
 
-    def settle_incomplete(self, status: Any, reason: str) -> None:
-        """Recover the generated text from what passed by, so the estimate can bill it."""
-        decoder = self.p.endpoint.adapter.stream_decoder(UpstreamRequest("POST", "", {}, b""))
-        for ev in decoder.feed(b"".join(self.raw)):
-            if isinstance(ev, ir.Delta) and ev.kind != "signature":
-                self.p.ctx.note_output(ev.value)
-        self.p.ctx.finish(status, reason, complete=False)
+    def unary_body(self, extra_usage: Mapping[str, Any]) -> bytes:
+        return self._data  # the cost goes in a header: the vendor's body stays as it was
 
+    # ------------------------------------------------------------------------------ stream
 
-class _AnthropicScan(_Scan):
-    def process(self, events: list[Any]) -> bytes:
-        out = bytearray()
-        for ev in events:
-            name = ev.event
-            if self.tail or name == "message_delta":
-                if name == "message_delta":
-                    self.apply_usage_from(ev.raw)
-                elif name == "message_stop":
-                    self.done = True
-                elif name == "error":
-                    self.failed = _error_message(ev.data)
-                    self.error_forwarded = True
-                    out += b"".join(e.raw for e in self.tail) + ev.raw
-                    self.tail.clear()
-                    continue
-                self.tail.append(ev)
-                continue
-            self.raw.append(ev.raw)
-            if name == "message_start":
-                self.apply_usage_from(ev.raw)
-            elif name == "error":
-                self.failed = _error_message(ev.data)
-                self.error_forwarded = True
-            out += ev.raw
-        return bytes(out)
-
-    def render_tail(self) -> bytes:
-        out = bytearray()
-        extra = self.relay.meter.extra_usage(self.p)
-        for ev in self.tail:
-            if ev.event == "message_delta" and extra:
-                msg = orjson.loads(ev.data)
-                msg.setdefault("usage", {}).update(extra)
-                out += encode(orjson.dumps(msg), "message_delta")
-            else:
-                out += ev.raw
-        return bytes(out)
-
-
-class _OpenAIScan(_Scan):
-    def __init__(self, relay: Relay, p: Prepared) -> None:
-        super().__init__(relay, p)
-        opts = p.payload.get("stream_options")
-        self.client_usage = isinstance(opts, dict) and opts.get("include_usage") is True
-        # DeepSeek's reasoning must be remembered for its next tool turn: decode it all.
-        self.decoder = (
-            p.endpoint.adapter.stream_decoder(UpstreamRequest("POST", "", {}, b""))
-            if p.endpoint.name == "deepseek"
-            else None
+    def start(self, call: UpstreamRequest) -> None:
+        self._parser = SSEParser()
+        self._scan = self._vendor.passthrough_scan(
+            self._ctx.apply_usage, client_usage=self._req.include_usage
         )
-        self.events: list[ir.Event] = []
 
-    def process(self, events: list[Any]) -> bytes:
-        out = bytearray()
-        for ev in events:
-            data = ev.data
-            if data == b"[DONE]":
-                self.done = True
-                if self.decoder is not None:
-                    remember(self.relay.reasoning, "deepseek", ir.fold(self.events))
-                self.tail.append(ev)
-                continue
-            self.raw.append(ev.raw)
-            if self.decoder is not None:
-                self.events.extend(self.decoder.feed(ev.raw))
-            if data.startswith(b'{"error"'):
-                self.failed = _error_message(data)
-                self.error_forwarded = True
-                out += ev.raw
-                continue
-            if b'"usage":{' in data or b'"usage": {' in data:
-                self.apply_usage_from(ev.raw)
-                usage_only = b'"choices":[]' in data or b'"choices": []' in data
-                if not (usage_only and not self.client_usage):
-                    self.tail.append(ev)
-                continue
-            if self.tail:
-                self.tail.append(ev)
-                continue
-            out += ev.raw
-        return bytes(out)
+    @property
+    def done(self) -> bool:
+        return self._scan is not None and self._scan.done
 
-    def render_tail(self) -> bytes:
-        out = bytearray()
-        extra = self.relay.meter.extra_usage(self.p)
-        for ev in self.tail:
-            data = ev.data
-            if extra and (b'"usage":{' in data or b'"usage": {' in data):
-                chunk = orjson.loads(data)
-                chunk["usage"].update(extra)
-                out += encode(orjson.dumps(chunk))
-            else:
-                out += ev.raw
-        return bytes(out)
+    @property
+    def error_forwarded(self) -> bool:
+        return self._scan is not None and self._scan.error_forwarded
 
+    def feed(self, chunk: bytes) -> bytes:
+        assert self._scan is not None
+        out = self._scan.process(self._parser.feed(chunk))
+        if self._scan.failed is not None:
+            self.failure = ir.Error("api_error", self._scan.failed, 502)
+        return out
 
-def _error_message(data: bytes) -> str:
-    try:
-        err = orjson.loads(data).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        return "upstream error"
-    if isinstance(err, dict):
-        return str(err.get("message") or err.get("type") or "upstream error")
-    return str(err or "upstream error")
+    def close(self) -> bytes:
+        assert self._scan is not None
+        return self._scan.process(self._parser.flush())
+
+    def incomplete(self) -> None:
+        """Recover the generated text from what went by, so the estimate can bill it."""
+        assert self._scan is not None
+        for ev in self._scan.generated():
+            if isinstance(ev, ir.Delta) and ev.kind != "signature":
+                self._ctx.note_output(ev.value)
+
+    def completed(self) -> None:
+        if self._vendor.remembers_reasoning:
+            assert self._scan is not None
+            remember(self._reasoning, self._vendor.name, ir.fold(self._scan.generated()))
+
+    def error(self, err: GatewayError) -> bytes:
+        renderer = self._frontend.stream_renderer(
+            request_id=self._ctx.request_id, include_usage=False
+        )
+        return renderer.error(err)
+
+    def tail(self, extra_usage: Mapping[str, Any]) -> bytes:
+        assert self._scan is not None
+        return self._scan.render_tail(extra_usage)

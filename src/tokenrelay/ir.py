@@ -153,6 +153,9 @@ class Request:
     response_format: dict[str, Any] | None = None
     user: str | None = None
     stream: bool = False
+    # The client wants the usage chunk at the end of a stream (OpenAI's
+    # `stream_options.include_usage`; Anthropic streams always carry usage).
+    include_usage: bool = False
     # Vendor-specific fields the IR does not model. Keys are wire names of the *client* format;
     # `extras_format` says which ("anthropic" | "openai"). Adapters of that format pass them on.
     extras: dict[str, Any] = field(default_factory=dict)

@@ -12,7 +12,9 @@ import logging
 import re
 from collections.abc import Iterable
 
-from tokenrelay.settings import VENDORS, Settings
+from tokenrelay.catalog import Catalog, CatalogError
+from tokenrelay.settings import Settings
+from tokenrelay.vendors import registry
 
 REDACTED = "[redacted]"
 _SHAPES = [r"sk-[A-Za-z0-9_\-]{6,}", r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{64}(?![0-9A-Fa-f])"]
@@ -43,7 +45,11 @@ class RedactSecrets(logging.Filter):
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    values = [settings.vendor_key(v) for v in VENDORS]
+    try:  # the operator's own upstreams have keys too; a bad catalog fails startup anyway
+        upstreams = Catalog.load(settings.catalog_path).upstreams
+    except CatalogError:
+        upstreams = ()
+    values = [spec.api_key() for spec in registry(upstreams).values()]
     if settings.admin_token is not None:
         values.append(settings.admin_token.get_secret_value())
     return [v for v in values if v]

@@ -78,28 +78,22 @@ def _anthropic_model(m: dict[str, Any]) -> dict[str, Any]:
 
 async def count_tokens(relay: Relay, scope: Scope, receive: Receive, send: Send) -> None:
     frontend = ANTHROPIC_FRONTEND
+    ctx = RequestContext(request_id=new_request_id(), client_format=frontend.name)
     try:
         body = await read_limited(receive, relay.settings.max_body_bytes)
         headers = header_map(scope)
         if await relay.keys.authenticate(presented_key(headers)) is None:
             raise GatewayError("authentication", "Invalid or missing API key.", 401)
+        # The same intake as a request: model, aliases, vendor and validation all agree.
         payload = parse_object(body)
-        model = payload.get("model")
-        resolved = relay.catalog.resolve(model) if isinstance(model, str) else None
-        if resolved is None:
-            raise GatewayError("not_found", f"model: '{model}' is not available here.", 404)
-        req = frontend.parse_count_tokens(payload, headers)
-        req.model = resolved.entry.upstream
-        ep = relay.upstreams.endpoints.get(resolved.entry.vendor)
-        if ep is None:
-            raise GatewayError("api_error", "Vendor not configured.", 503)
+        it = await relay.intake(frontend, ctx, payload, headers, parse=frontend.parse_count_tokens)
+        ep, req = it.endpoint, it.req
         call = ep.adapter.build_count_tokens(
             req, req.model, api_key=ep.api_key, base_url=ep.base_url
         )
         if call is None:
             tokens, exact = estimate_request_tokens(req), False
         else:
-            ctx = RequestContext(request_id=new_request_id(), client_format=frontend.name)
             body = await relay.fetch(ep, call, ctx)
             tokens, exact = ep.adapter.parse_count_tokens(body), True
     except GatewayError as err:
@@ -121,6 +115,6 @@ async def count_tokens(relay: Relay, scope: Scope, receive: Receive, send: Send)
         {"input_tokens": tokens},
         [
             (b"x-tokenrelay-count", b"exact" if exact else b"estimated"),
-            (b"x-request-id", new_request_id().encode()),
+            (b"x-request-id", ctx.request_id.encode()),
         ],
     )

@@ -1,10 +1,13 @@
-"""The pipeline: authenticate, resolve the model, call the vendor, stream back, meter.
+"""The pipeline: authenticate, decide the request, hold its worst case, call the vendor, carry
+the answer back, settle.
 
-Two ways through: the *translated* path (client format ≠ vendor format) goes frontend → IR →
-vendor adapter and back as IR events; the *fast path* (same format) passes the vendor's bytes
-through with only the model name rewritten and usage read on the side (see fastpath.py).
-Retries happen only before the first byte reaches the client; after that an upstream failure
-becomes the client format's error event.
+Two ways through, one driver: the *translated* path (client format ≠ vendor format: frontend →
+IR → vendor adapter and back as IR events, translated.py) and the *fast path* (the client
+speaks the vendor's own API: its bytes pass through, usage read on the side, fastpath.py).
+Everything else is here, once: the request is decided before the hold (vendor defaults and the
+call as it will be sent, so the hold prices exactly it); retries happen only before the first
+byte reaches the client; after that an upstream failure becomes the client format's error
+event; a response is settled before its end reaches the client.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,17 +35,21 @@ from tokenrelay.asgi import (
     send_bytes,
 )
 from tokenrelay.auth import KeyStore, presented_key
+from tokenrelay.billing.meter import BillingMeter
 from tokenrelay.catalog import Catalog, Resolved
 from tokenrelay.errors import GatewayError, invalid
+from tokenrelay.exchange import Exchange
+from tokenrelay.fastpath import PassthroughExchange
 from tokenrelay.frontends.base import Frontend
 from tokenrelay.http_client import Response
 from tokenrelay.jsonbody import parse_object, read_limited
 from tokenrelay.metering import RequestContext
 from tokenrelay.prompt_bound import prompt_bound
-from tokenrelay.reasoning_cache import ReasoningCache, remember, restore
+from tokenrelay.reasoning_cache import ReasoningCache, restore
 from tokenrelay.settings import Settings
-from tokenrelay.upstream import NATIVE_FORMAT, Upstreams, VendorEndpoint
-from tokenrelay.vendors.base import UpstreamRequest
+from tokenrelay.translated import TranslatedExchange
+from tokenrelay.upstream import Upstreams, VendorEndpoint
+from tokenrelay.vendors.base import Passthrough, UpstreamRequest
 
 log = logging.getLogger("tokenrelay.relay")
 
@@ -64,8 +71,8 @@ def new_request_id() -> str:
 
 
 @dataclass(slots=True)
-class Prepared:
-    """A validated request, routed to its vendor."""
+class Intake:
+    """A validated request, routed to its vendor (what count_tokens needs too)."""
 
     ctx: RequestContext
     payload: dict[str, Any]
@@ -73,9 +80,28 @@ class Prepared:
     resolved: Resolved
     endpoint: VendorEndpoint
     req: ir.Request
-    fast: bool = False  # the client speaks the vendor's own format: bytes pass through
-    # The vendor call as it will be sent, built before the hold so the hold prices exactly it.
-    call: UpstreamRequest | None = None
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A request decided: the vendor call as it will be sent, and what may come back."""
+
+    intake: Intake
+    call: UpstreamRequest
+    exchange: Exchange
+    max_output: int  # every output token the call allows, over all its choices
+
+    @property
+    def ctx(self) -> RequestContext:
+        return self.intake.ctx
+
+    @property
+    def endpoint(self) -> VendorEndpoint:
+        return self.intake.endpoint
+
+    @property
+    def resolved(self) -> Resolved:
+        return self.intake.resolved
 
 
 class Relay:
@@ -85,7 +111,7 @@ class Relay:
         catalog: Catalog,
         upstreams: Upstreams,
         keys: KeyStore,
-        meter: Any,
+        meter: BillingMeter,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -117,7 +143,7 @@ class Relay:
         ctx = RequestContext(request_id=new_request_id(), client_format=frontend.name)
         try:
             p = await self._prepare(frontend, ctx, scope, receive)
-            await self.meter.admit(p)
+            await self.meter.admit(ctx, p.resolved.entry.id, p.max_output)
         except GatewayError as err:
             await self._send_error(frontend, send, ctx, err)
             return
@@ -127,15 +153,11 @@ class Relay:
             log.exception("request %s failed before the vendor call", ctx.request_id)
             await self._send_error(frontend, send, ctx, INTERNAL)
             return
-        from tokenrelay import fastpath  # local: fastpath imports this module's helpers
-
         try:
-            if p.fast:
-                await fastpath.serve(self, frontend, p, receive, send)
-            elif ctx.stream:
-                await self._stream(frontend, p, receive, send)
+            if ctx.stream:
+                await self._stream(p, receive, send)
             else:
-                await self._unary(frontend, p, send)
+                await self._unary(p, send)
         except GatewayError as err:  # raised before any byte of the answer went out
             ctx.finish("error", err.message, complete=False)
             await self._send_error(frontend, send, ctx, err)
@@ -159,22 +181,22 @@ class Relay:
         finally:
             if ctx.duration_ms is None:
                 ctx.finish("error", "interrupted", complete=False)
-            if p.ctx.cost_nano is None:  # not settled on the way out (error, disconnect)
+            if ctx.cost_nano is None:  # not settled on the way out (error, disconnect)
                 # Shielded: a shutdown or disconnect must not lose a settlement half-way.
                 with contextlib.suppress(GatewayError):  # logged; nothing was billed
-                    await asyncio.shield(self.meter.settle(p))
+                    await asyncio.shield(self.meter.settle(ctx))
 
-    async def _prepare(
-        self, frontend: Frontend, ctx: RequestContext, scope: Scope, receive: Receive
-    ) -> Prepared:
-        body = await read_limited(receive, self.settings.max_body_bytes)
-        headers = header_map(scope)
-        key = await self.keys.authenticate(presented_key(headers))
-        if key is None:
-            raise GatewayError("authentication", "Invalid or missing API key.", 401)
-        ctx.key_id = key.id
-        ctx.key = key
-        payload = parse_object(body)
+    async def intake(
+        self,
+        frontend: Frontend,
+        ctx: RequestContext,
+        payload: dict[str, Any],
+        headers: dict[str, str],
+        *,
+        parse: Callable[[Any, Mapping[str, str]], ir.Request] | None = None,
+    ) -> Intake:
+        """Resolve the model and its vendor, validate the body into the IR (`parse`: the
+        frontend's parser for another shape of the same body, e.g. count_tokens')."""
         model = payload.get("model")
         if not isinstance(model, str) or not model:
             raise invalid("model: Field required (a model name string)", "model")
@@ -193,39 +215,53 @@ class Relay:
                 f"Vendor '{resolved.entry.vendor}' is not configured on this gateway.",
                 503,
             )
-        req = frontend.parse_request(payload, headers)
+        req = (parse or frontend.parse_request)(payload, headers)
         ctx.model_asked = model
         ctx.model_id = resolved.entry.id
         ctx.vendor = endpoint.name
         ctx.stream = req.stream
+        ctx.request = req
         req.model = resolved.entry.upstream
         if resolved.thinking is not None and (req.thinking is None or req.thinking.enabled is None):
             req.thinking = ir.ThinkingConfig(enabled=resolved.thinking)
-        if req.max_tokens is None and endpoint.name == "anthropic":
-            req.max_tokens = resolved.entry.default_max_tokens
-        ctx.request = req
-        p = Prepared(ctx, payload, headers, resolved, endpoint, req)
-        p.fast = ctx.fast_path = NATIVE_FORMAT[endpoint.name] == frontend.name
-        p.call = self._build_call(p)
+        return Intake(ctx, payload, headers, resolved, endpoint, req)
+
+    async def _prepare(
+        self, frontend: Frontend, ctx: RequestContext, scope: Scope, receive: Receive
+    ) -> Prepared:
+        body = await read_limited(receive, self.settings.max_body_bytes)
+        headers = header_map(scope)
+        key = await self.keys.authenticate(presented_key(headers))
+        if key is None:
+            raise GatewayError("authentication", "Invalid or missing API key.", 401)
+        ctx.key_id = key.id
+        ctx.key = key
+        it = await self.intake(frontend, ctx, parse_object(body), headers)
+        ep, req, entry = it.endpoint, it.req, it.resolved.entry
+        exchange: Exchange
+        if ep.adapter.native_format == frontend.name:
+            ctx.fast_path = True
+            # The client's own body goes on: what it asks is what the vendor is asked.
+            via = Passthrough(headers, ep.api_key, ep.base_url, self.reasoning)
+            call = ep.adapter.passthrough_request(it.payload, req, via)
+            exchange = PassthroughExchange(frontend, ep.adapter, ctx, req, self.reasoning)
+        else:
+            ep.adapter.finalize(req, entry.default_max_tokens)
+            restore(self.reasoning, ep.name, req)
+            call = ep.adapter.build_request(
+                req, req.model, api_key=ep.api_key, base_url=ep.base_url
+            )
+            exchange = TranslatedExchange(frontend, ep.adapter, ctx, req, self.reasoning)
         ctx.input_bound = prompt_bound(
             req,
-            p.call.body,
-            max_image_tokens=endpoint.adapter.max_image_tokens,
-            url_media_bounded=endpoint.adapter.url_media_bounded,
-            context_window=resolved.entry.context_window,
+            call.body,
+            max_image_tokens=ep.adapter.max_image_tokens,
+            url_media_bounded=ep.adapter.url_media_bounded,
+            context_window=entry.context_window,
         )
-        return p
-
-    def _build_call(self, p: Prepared) -> UpstreamRequest:
-        if p.fast:
-            from tokenrelay import fastpath
-
-            return fastpath.native_call(p, self.reasoning)
-        restore(self.reasoning, p.endpoint.name, p.req)
-        ep = p.endpoint
-        return ep.adapter.build_request(
-            p.req, p.req.model, api_key=ep.api_key, base_url=ep.base_url
-        )
+        # Without a cap of its own the vendor may write up to the model's output limit.
+        max_output = (call.max_output or entry.max_output) * call.choices
+        return Prepared(it, call, exchange, max_output)
 
     async def open_upstream(self, ep: VendorEndpoint, call: Any, ctx: RequestContext) -> Response:
         """Open the vendor call; retry connection failures and 5xx/529 before the first byte
@@ -253,117 +289,86 @@ class Relay:
         raise AssertionError("unreachable")
 
     # ----------------------------------------------------------------------------------------
-    # translated path
+    # the driver: one for both paths
 
-    async def _unary(self, frontend: Frontend, p: Prepared, send: Send) -> None:
-        ep, ctx, call = p.endpoint, p.ctx, p.call
-        assert call is not None
-        async with await self.open_upstream(ep, call, ctx) as resp:
+    async def _unary(self, p: Prepared, send: Send) -> None:
+        ctx = p.ctx
+        async with await self.open_upstream(p.endpoint, p.call, ctx) as resp:
             data = await resp.read()
-        events = ep.adapter.parse_response(data)
-        folded = ir.fold(events)
-        for part in folded.content:
-            if isinstance(part, ir.Text | ir.Thinking):
-                ctx.note_output(part.text)
-            elif isinstance(part, ir.ToolCall):
-                ctx.note_output(part.arguments)
-        for ev in events:
-            if isinstance(ev, ir.Usage):
-                ctx.apply_usage(ev)
-        if folded.error is not None:
-            raise GatewayError.from_ir(folded.error)
-        remember(self.reasoning, ep.name, folded)
+        p.exchange.read_unary(data)
         ctx.finish("ok")
-        await self.meter.settle(p)  # committed before the client can have the answer
-        body = orjson.dumps(
-            frontend.render_response(
-                folded, request_id=ctx.request_id, extra_usage=self.meter.extra_usage(p)
-            )
-        )
+        await self.meter.settle(ctx)  # committed before the client can have the answer
+        body = p.exchange.unary_body(self.meter.extra_usage(ctx))
         ctx.mark_first_byte()
         ctx.response_started = True
-        headers = [*JSON_HEADERS, *self.response_headers(p), *self.meter.cost_headers(p)]
+        headers = [*JSON_HEADERS, *self.response_headers(ctx), *self.meter.cost_headers(ctx)]
         await send_bytes(send, 200, body, headers)
 
-    async def _stream(self, frontend: Frontend, p: Prepared, receive: Receive, send: Send) -> None:
-        ep, ctx, call = p.endpoint, p.ctx, p.call
-        assert call is not None
-        async with await self.open_upstream(ep, call, ctx) as resp:
-            decoder = ep.adapter.stream_decoder(call)
-            renderer = frontend.stream_renderer(
-                request_id=ctx.request_id, include_usage=_wants_usage(p.payload)
-            )
-            await self.start_stream(send, p)
-            collected: list[ir.Event] = []
-            pending = bytearray()
+    async def _stream(self, p: Prepared, receive: Receive, send: Send) -> None:
+        ctx, ex = p.ctx, p.exchange
+        async with await self.open_upstream(p.endpoint, p.call, ctx) as resp:
+            ex.start(p.call)
+            await self.start_stream(send, ctx)
+            out = b""
             drain = self.settings.on_disconnect == "drain"
             async with DisconnectWatch(receive, cancel=not drain) as watch:
-
-                def handle(events: list[ir.Event]) -> ir.Error | bool:
-                    finished = False
-                    for ev in events:
-                        if isinstance(ev, ir.Error):
-                            return ev
-                        finished |= self._observe(ctx, ev, collected)
-                        if not watch.disconnected:
-                            pending.extend(renderer.render(ev))
-                    return finished
-
-                outcome: ir.Error | bool = False
                 try:
                     async for chunk in resp.content.iter_any():
-                        outcome = handle(decoder.feed(chunk)) or outcome
-                        if isinstance(outcome, ir.Error):
-                            break
-                        if pending and not watch.disconnected:
+                        out = ex.feed(chunk)
+                        if out and not watch.disconnected:
                             ctx.mark_first_byte()
-                            await send_chunk(send, bytes(pending))
-                            pending.clear()
-                    if not isinstance(outcome, ir.Error):
-                        outcome = handle(decoder.close()) or outcome
+                            await send_chunk(send, out)
+                        out = b""
+                        if ex.failure is not None:
+                            break
+                    else:
+                        out = ex.close()
                 except asyncio.CancelledError:
                     watch.swallow_cancel()
                     resp.close()  # hang up on the vendor: nobody reads the rest
+                    ex.incomplete()
                     if watch.disconnected:
                         ctx.finish("cancelled", "client disconnected", complete=False)
                         return
                     # The server's shutdown grace ran out: end the stream the format's way;
                     # what was delivered is billed.
                     ctx.finish("cancelled", "gateway shutting down", complete=False)
-                    pending.extend(renderer.error(SHUTTING_DOWN))
-                    await send_chunk(send, bytes(pending), more=False)
+                    await send_chunk(send, ex.error(SHUTTING_DOWN), more=False)
                     return
                 except OSError as exc:  # connection failures and timeouts
-                    outcome = ir.Error(
-                        "api_error", f"Upstream connection failed: {type(exc).__name__}", 502
-                    )
-            if watch.disconnected:  # drained to the vendor's own final usage
-                ctx.finish("cancelled", "client disconnected", complete=outcome is True)
-                return
-            if outcome is not True:
-                err = outcome or ir.Error("api_error", "Upstream stream ended early.", 502)
-                ctx.finish("error", err.message, complete=False)
-                pending.extend(renderer.error(GatewayError.from_ir(err)))
-                await send_chunk(send, bytes(pending), more=False)
-                return
-            remember(self.reasoning, ep.name, ir.fold(collected))
-            ctx.finish("ok")
-            try:
-                await self.meter.settle(p)  # committed before the client sees the end
-            except GatewayError as err:  # not billed: the client must not get a whole answer
-                pending.extend(renderer.error(err))
-                await send_chunk(send, bytes(pending), more=False)
-                return
-            pending.extend(renderer.end(ctx.usage, self.meter.extra_usage(p)))
-            await send_chunk(send, bytes(pending), more=False)
+                    reason = f"Upstream connection failed: {type(exc).__name__}"
+                    ex.failure = ir.Error("api_error", reason, 502)
+        if watch.disconnected:  # drained: the vendor's own final usage, if it came
+            if not ex.done:
+                ex.incomplete()
+            ctx.finish("cancelled", "client disconnected", complete=ex.done)
+            return
+        if ex.failure is not None or not ex.done:
+            err = ex.failure or ir.Error(
+                "api_error", "Upstream stream ended before completion.", 502
+            )
+            ex.incomplete()
+            ctx.finish("error", err.message, complete=False)
+            if not ex.error_forwarded:
+                out += ex.error(GatewayError.from_ir(err))
+            await send_chunk(send, out, more=False)
+            return
+        ex.completed()
+        ctx.finish("ok")
+        try:
+            await self.meter.settle(ctx)  # committed before the client sees the end
+        except GatewayError as err:  # not billed: the client must not get a whole answer
+            await send_chunk(send, out + ex.error(err), more=False)
+            return
+        await send_chunk(send, out + ex.tail(self.meter.extra_usage(ctx)), more=False)
 
-    async def start_stream(self, send: Send, p: Prepared) -> None:
-        p.ctx.response_started = True
+    async def start_stream(self, send: Send, ctx: RequestContext) -> None:
+        ctx.response_started = True
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*SSE_HEADERS, *self.response_headers(p)],
+                "headers": [*SSE_HEADERS, *self.response_headers(ctx)],
             }
         )
 
@@ -372,25 +377,10 @@ class Relay:
         async with await self.open_upstream(ep, call, ctx) as resp:
             return await resp.read()
 
-    def _observe(self, ctx: RequestContext, ev: ir.Event, collected: list[ir.Event]) -> bool:
-        """Meter one event; keep the ones reasoning state is made of. True on Finish."""
-        if isinstance(ev, ir.Delta):
-            if ev.kind != "signature":
-                ctx.note_output(ev.value)
-            collected.append(ev)
-        elif isinstance(ev, ir.Usage):
-            ctx.apply_usage(ev)
-        elif isinstance(ev, ir.Finish):
-            collected.append(ev)
-            return True
-        else:
-            collected.append(ev)
-        return False
-
     # ----------------------------------------------------------------------------------------
 
-    def response_headers(self, p: Prepared) -> list[tuple[bytes, bytes]]:
-        rid = p.ctx.request_id.encode()
+    def response_headers(self, ctx: RequestContext) -> list[tuple[bytes, bytes]]:
+        rid = ctx.request_id.encode()
         return [(b"x-request-id", rid), (b"request-id", rid)]
 
     async def _send_error(
@@ -447,11 +437,6 @@ class DisconnectWatch:
 
 async def send_chunk(send: Send, body: bytes, *, more: bool = True) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": more})
-
-
-def _wants_usage(payload: Mapping[str, Any]) -> bool:
-    opts = payload.get("stream_options")
-    return isinstance(opts, dict) and opts.get("include_usage") is True
 
 
 def upstream_unreachable(vendor: str, exc: BaseException) -> GatewayError:

@@ -7,25 +7,6 @@ from functools import lru_cache
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-VENDORS = ("anthropic", "openai", "gemini", "xai", "deepseek")
-
-DEFAULT_BASE_URLS = {
-    "anthropic": "https://api.anthropic.com",
-    "openai": "https://api.openai.com/v1",
-    "gemini": "https://generativelanguage.googleapis.com",
-    "xai": "https://api.x.ai/v1",
-    "deepseek": "https://api.deepseek.com",
-}
-
-# Where each vendor lives on the emulator app (appended to the emulator's own base URL).
-EMULATOR_PATHS = {
-    "anthropic": "/anthropic",
-    "openai": "/openai/v1",
-    "gemini": "/gemini",
-    "xai": "/xai/v1",
-    "deepseek": "/deepseek",
-}
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
@@ -73,36 +54,16 @@ class Settings(BaseSettings):
     # Worker processes (as uvicorn/gunicorn read it): more than one needs Redis for billing.
     workers: int = Field(1, alias="WEB_CONCURRENCY")
 
-    anthropic_api_key: SecretStr | None = Field(None, alias="ANTHROPIC_API_KEY")
-    openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
-    gemini_api_key: SecretStr | None = Field(None, alias="GEMINI_API_KEY")
-    xai_api_key: SecretStr | None = Field(None, alias="XAI_API_KEY")
-    deepseek_api_key: SecretStr | None = Field(None, alias="DEEPSEEK_API_KEY")
+    # Vendor keys and base-URL overrides are read where the vendor registry names them
+    # (tokenrelay.vendors: ANTHROPIC_API_KEY, TOKENRELAY_ANTHROPIC_BASE_URL, ...).
 
-    anthropic_base_url: str = Field(
-        DEFAULT_BASE_URLS["anthropic"], alias="TOKENRELAY_ANTHROPIC_BASE_URL"
-    )
-    openai_base_url: str = Field(DEFAULT_BASE_URLS["openai"], alias="TOKENRELAY_OPENAI_BASE_URL")
-    gemini_base_url: str = Field(DEFAULT_BASE_URLS["gemini"], alias="TOKENRELAY_GEMINI_BASE_URL")
-    xai_base_url: str = Field(DEFAULT_BASE_URLS["xai"], alias="TOKENRELAY_XAI_BASE_URL")
-    deepseek_base_url: str = Field(
-        DEFAULT_BASE_URLS["deepseek"], alias="TOKENRELAY_DEEPSEEK_BASE_URL"
-    )
-
-    def vendor_key(self, vendor: str) -> str | None:
-        secret: SecretStr | None = getattr(self, f"{vendor}_api_key")
-        return secret.get_secret_value() if secret else None
-
-    def vendor_base_url(self, vendor: str) -> str:
-        url: str = getattr(self, f"{vendor}_base_url")
-        return url.rstrip("/")
-
-    def is_emulated(self, vendor: str) -> bool:
+    def is_emulated(self, api_key: str | None) -> bool:
+        """Whether a vendor with this key (None: not set) is served by the emulator."""
         if self.emulate == "all":
             return True
         if self.emulate == "none":
             return False
-        return self.vendor_key(vendor) is None
+        return api_key is None
 
 
 @lru_cache(maxsize=1)

@@ -6,32 +6,11 @@ import logging
 from dataclasses import dataclass
 
 from tokenrelay.http_client import HttpClient, Response
-from tokenrelay.settings import EMULATOR_PATHS, VENDORS, Settings
-from tokenrelay.vendors.anthropic import ANTHROPIC
+from tokenrelay.settings import Settings
+from tokenrelay.vendors import VendorSpec
 from tokenrelay.vendors.base import UpstreamRequest, Vendor
-from tokenrelay.vendors.deepseek import DEEPSEEK
-from tokenrelay.vendors.gemini import GEMINI
-from tokenrelay.vendors.openai import OPENAI
-from tokenrelay.vendors.xai import XAI
 
 log = logging.getLogger("tokenrelay")
-
-ADAPTERS: dict[str, Vendor] = {
-    "anthropic": ANTHROPIC,
-    "openai": OPENAI,
-    "gemini": GEMINI,
-    "xai": XAI,
-    "deepseek": DEEPSEEK,
-}
-
-# The client formats each vendor speaks natively (same-format requests take the fast path).
-NATIVE_FORMAT = {
-    "anthropic": "anthropic",
-    "openai": "openai",
-    "xai": "openai",
-    "deepseek": "openai",
-    "gemini": "gemini",
-}
 
 EMULATED_KEY = "emulated-vendor-key"
 
@@ -48,19 +27,20 @@ class VendorEndpoint:
 class Upstreams:
     """Keep-alive connection pools to the vendors (one per host); created in the lifespan."""
 
-    def __init__(self, settings: Settings, emulator_base: str | None) -> None:
+    def __init__(
+        self, settings: Settings, vendors: dict[str, VendorSpec], emulator_base: str | None
+    ) -> None:
         self.endpoints: dict[str, VendorEndpoint] = {}
-        for name in VENDORS:
-            emulated = settings.is_emulated(name)
-            if emulated:
+        for name, spec in vendors.items():
+            key = spec.api_key()
+            if settings.is_emulated(key):
                 if emulator_base is None:
                     continue  # TOKENRELAY_EMULATE=none and no key: the vendor is unavailable
-                base = emulator_base.rstrip("/") + EMULATOR_PATHS[name]
-                key = EMULATED_KEY
+                base, key = emulator_base.rstrip("/") + spec.emulator_path, EMULATED_KEY
+                emulated = True
             else:
-                base = settings.vendor_base_url(name)
-                key = settings.vendor_key(name) or ""
-            self.endpoints[name] = VendorEndpoint(name, ADAPTERS[name], base, key, emulated)
+                base, emulated = spec.endpoint_url(), False
+            self.endpoints[name] = VendorEndpoint(name, spec.adapter, base, key or "", emulated)
         self.client = HttpClient(connect_timeout=10.0, read_timeout=settings.upstream_timeout_s)
 
     @property

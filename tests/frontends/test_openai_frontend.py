@@ -163,6 +163,7 @@ def expected_full_request() -> ir.Request:
         },
         user="u-7",
         stream=True,
+        include_usage=True,
         extras={
             "stream_options": {"include_usage": True},
             "n": 1,

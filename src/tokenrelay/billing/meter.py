@@ -1,22 +1,21 @@
 """The billing seam the relay calls: admit before the upstream call, settle after it.
 
-`BillingMeter` adapts the relay's per-request context to the format-free BillingEngine: it holds
-the worst case at admission, turns the finished context into one usage record, and renders the
-settled cost for the client (the `x-tokenrelay-cost-usd` header and the final stream event).
+`BillingMeter` adapts the per-request accounting context (metering.RequestContext: usage, how
+it ended) to the format-free BillingEngine: it holds the worst case at admission, turns the
+finished context into one usage record, and renders the settled cost for the client (the
+`x-tokenrelay-cost-usd` header and the final stream event). It knows nothing of the relay.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tokenrelay.billing.engine import Admission, BillingEngine, UsageRecord
 from tokenrelay.billing.pricing import usd
 from tokenrelay.errors import GatewayError
 from tokenrelay.ir import UsageTotals
-
-if TYPE_CHECKING:
-    from tokenrelay.relay import Prepared
+from tokenrelay.metering import RequestContext
 
 log = logging.getLogger("tokenrelay.usage")
 
@@ -25,32 +24,28 @@ class BillingMeter:
     def __init__(self, engine: BillingEngine) -> None:
         self.engine = engine
 
-    async def admit(self, p: Prepared) -> None:
-        """Rate limits and the credit hold; raises GatewayError (429/402) before any upstream
-        call. The hold prices the vendor call as it will be sent: its prompt bound, and its
-        output cap (the model's output limit where the call sets none) for every choice."""
-        ctx, call = p.ctx, p.call
-        assert call is not None
-        max_output = (call.max_output or p.resolved.entry.max_output) * call.choices
+    async def admit(self, ctx: RequestContext, model_id: str, max_output: int) -> None:
+        """Rate limits and the credit hold; raises GatewayError (429/402/503) before any
+        upstream call. The hold prices the vendor call as it will be sent: `ctx.input_bound`
+        for its prompt, `max_output` for every output token it allows."""
         ctx.admission = await self.engine.admit(
-            ctx.key, ctx.request_id, p.resolved.entry.id, ctx.input_bound, max_output
+            ctx.key, ctx.request_id, model_id, ctx.input_bound, max_output
         )
 
-    def cost(self, p: Prepared) -> int:
-        if p.ctx.cost_nano is None:
+    def cost(self, ctx: RequestContext) -> int:
+        if ctx.cost_nano is None:
             raise RuntimeError("cost asked before the request was settled")
-        return p.ctx.cost_nano
+        return ctx.cost_nano
 
-    def extra_usage(self, p: Prepared) -> dict[str, Any]:
-        return {"cost_usd": usd(self.cost(p))}
+    def extra_usage(self, ctx: RequestContext) -> dict[str, Any]:
+        return {"cost_usd": usd(self.cost(ctx))}
 
-    def cost_headers(self, p: Prepared) -> list[tuple[bytes, bytes]]:
-        return [(b"x-tokenrelay-cost-usd", usd(self.cost(p)).encode())]
+    def cost_headers(self, ctx: RequestContext) -> list[tuple[bytes, bytes]]:
+        return [(b"x-tokenrelay-cost-usd", usd(self.cost(ctx)).encode())]
 
-    async def settle(self, p: Prepared) -> None:
+    async def settle(self, ctx: RequestContext) -> None:
         """Bill the request once (later calls are no-ops). A request the vendor refused (no
         200 ever came back) costs nothing: its record shows the error at zero tokens."""
-        ctx = p.ctx
         admission: Admission | None = ctx.admission
         if admission is None or ctx.cost_nano is not None:
             return

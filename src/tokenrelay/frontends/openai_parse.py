@@ -96,6 +96,7 @@ def parse_chat_request(body: Any, headers: Mapping[str, str]) -> ir.Request:
         opt_boolean(
             obj(data["stream_options"], "stream_options"), "include_usage", "stream_options"
         )
+        req.include_usage = client_wants_usage(data)
     user = opt_string(data, "user")  # deprecated by OpenAI in favour of safety_identifier
     req.user = opt_string(data, "safety_identifier") or user
     req.extras.update((k, v) for k, v in data.items() if k not in _MODELED)

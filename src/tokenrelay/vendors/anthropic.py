@@ -14,8 +14,14 @@ from typing import Any
 import orjson
 
 from tokenrelay import ir
-from tokenrelay.sse import SSEEvent, SSEParser
-from tokenrelay.vendors.base import UpstreamRequest
+from tokenrelay.sse import SSEEvent, SSEParser, encode
+from tokenrelay.vendors.base import (
+    Passthrough,
+    PassthroughScan,
+    UpstreamRequest,
+    UsageSink,
+    error_message,
+)
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -445,8 +451,52 @@ class AnthropicStreamDecoder:
 # The adapter
 
 
+class AnthropicScan(PassthroughScan):
+    """Usage rides on `message_start` (input) and `message_delta` (output, final); the stream
+    ends with `message_stop`, or an `error` event."""
+
+    def process(self, events: list[SSEEvent]) -> bytes:
+        out = bytearray()
+        for ev in events:
+            name = ev.event
+            if self.tail or name == "message_delta":
+                if name == "message_delta":
+                    self.apply_usage_from(ev.raw)
+                elif name == "message_stop":
+                    self.done = True
+                elif name == "error":
+                    self.failed = error_message(ev.data)
+                    self.error_forwarded = True
+                    out += b"".join(e.raw for e in self.tail) + ev.raw
+                    self.tail.clear()
+                    continue
+                self.tail.append(ev)
+                continue
+            self.raw.append(ev.raw)
+            if name == "message_start":
+                self.apply_usage_from(ev.raw)
+            elif name == "error":
+                self.failed = error_message(ev.data)
+                self.error_forwarded = True
+            out += ev.raw
+        return bytes(out)
+
+    def render_tail(self, extra_usage: Mapping[str, Any]) -> bytes:
+        out = bytearray()
+        for ev in self.tail:
+            if ev.event == "message_delta" and extra_usage:
+                msg = orjson.loads(ev.data)
+                msg.setdefault("usage", {}).update(extra_usage)
+                out += encode(orjson.dumps(msg), "message_delta")
+            else:
+                out += ev.raw
+        return bytes(out)
+
+
 class AnthropicVendor:
     name = "anthropic"
+    native_format = "anthropic"
+    remembers_reasoning = False  # same-format clients replay their own signed thinking
     # Images are scaled to fit ~1.15 MP (≈1,600 tokens); newer models read up to ~3.75 MP.
     max_image_tokens = 5_000
     url_media_bounded = True
@@ -462,6 +512,33 @@ class AnthropicVendor:
             orjson.dumps(body),
             max_output=body["max_tokens"],  # thinking may have raised it above the client's
         )
+
+    def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
+        """max_tokens is required; a thinking budget below the API's floor raises it."""
+        if req.max_tokens is None:
+            req.max_tokens = default_max_tokens
+        thinking, req.max_tokens = _thinking(req.thinking, req.max_tokens)
+        if thinking is not None and req.thinking is not None and "budget_tokens" in thinking:
+            req.thinking.budget_tokens = thinking["budget_tokens"]
+
+    def passthrough_request(self, body: Json, req: ir.Request, via: Passthrough) -> UpstreamRequest:
+        headers = {
+            **req.passthrough_headers,
+            "x-api-key": via.api_key,
+            "anthropic-version": via.client_headers.get("anthropic-version", API_VERSION),
+            "content-type": "application/json",
+        }
+        return UpstreamRequest(
+            "POST",
+            via.base_url.rstrip("/") + "/v1/messages",
+            headers,
+            orjson.dumps({**body, "model": req.model}),
+            max_output=req.max_tokens,
+        )
+
+    def passthrough_scan(self, on_usage: UsageSink, *, client_usage: bool) -> AnthropicScan:
+        decoder = self.stream_decoder
+        return AnthropicScan(lambda raw: decoder(_NO_CALL).feed(raw), on_usage)
 
     def parse_response(self, body: bytes) -> list[ir.Event]:
         try:
@@ -527,4 +604,5 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None  # an HTTP date: rare from this vendor, and the SDKs back off anyway
 
 
+_NO_CALL = UpstreamRequest("POST", "", {}, b"")
 ANTHROPIC = AnthropicVendor()

@@ -6,11 +6,15 @@ Adapters are stateless singletons; per-stream state lives in the `StreamDecoder`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
 
 from tokenrelay import ir
+from tokenrelay.reasoning_cache import ReasoningCache
+from tokenrelay.sse import SSEEvent
 
 
 @dataclass(slots=True)
@@ -74,3 +78,95 @@ class Vendor(Protocol):
         ...
 
     def parse_count_tokens(self, body: bytes) -> int: ...
+
+    # The fast path: a client that speaks this vendor's own format.
+    native_format: str  # the client format whose bodies pass through: anthropic | openai | gemini
+    # DeepSeek needs its reasoning replayed on tool turns that OpenAI clients drop: the fast path
+    # decodes what went by to remember it.
+    remembers_reasoning: bool
+
+    def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
+        """Decide what the vendor will be asked before the hold prices it: defaults the vendor
+        needs (Anthropic: max_tokens) and raises it applies (a thinking budget's floor)."""
+        ...
+
+    def passthrough_request(
+        self, body: dict[str, Any], req: ir.Request, via: Passthrough
+    ) -> UpstreamRequest:
+        """The client's own body, sent on: `req.model` as the model, and what billing needs
+        (usage in streams) or the vendor requires (replayed reasoning) added."""
+        ...
+
+    def passthrough_scan(self, on_usage: UsageSink, *, client_usage: bool) -> PassthroughScan:
+        """A scan for one same-format stream; `client_usage`: the client asked for the usage
+        chunk (OpenAI `stream_options.include_usage`) that billing always asks for."""
+        ...
+
+
+UsageSink = Callable[[ir.Usage], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Passthrough:
+    """Where a same-format body goes, and what the adapter may need to send it."""
+
+    client_headers: Mapping[str, str]
+    api_key: str
+    base_url: str
+    reasoning: ReasoningCache
+
+
+class NoPassthrough:
+    """For a vendor no client format speaks natively yet: every request is translated."""
+
+    def passthrough_request(
+        self, body: dict[str, Any], req: ir.Request, via: Passthrough
+    ) -> UpstreamRequest:
+        raise NotImplementedError(f"no client speaks {type(self).__name__}'s format")
+
+    def passthrough_scan(self, on_usage: UsageSink, *, client_usage: bool) -> PassthroughScan:
+        raise NotImplementedError(f"no client speaks {type(self).__name__}'s format")
+
+
+class PassthroughScan:
+    """Watches a same-format stream go by on the fast path: the vendor's bytes go to the client
+    unchanged while usage, completion and errors are read from the few events that carry them.
+
+    From the event that carries the final usage on, events are held back in `tail`: they go out
+    (with the cost added) only after the settlement has committed. Subclasses (one per wire
+    format, in its adapter) say which events those are."""
+
+    def __init__(self, decode: Callable[[bytes], list[ir.Event]], on_usage: UsageSink) -> None:
+        self._decode = decode
+        self._on_usage = on_usage
+        self.done = False
+        self.failed: str | None = None
+        self.error_forwarded = False
+        self.raw: list[bytes] = []  # what reached the client, for estimates and reasoning memory
+        self.tail: list[SSEEvent] = []
+
+    def process(self, events: list[SSEEvent]) -> bytes:
+        raise NotImplementedError
+
+    def render_tail(self, extra_usage: Mapping[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    def apply_usage_from(self, raw: bytes) -> None:
+        for ev in self._decode(raw):
+            if isinstance(ev, ir.Usage):
+                self._on_usage(ev)
+
+    def generated(self) -> list[ir.Event]:
+        """The IR events of everything that went by (decoded only when asked)."""
+        return self._decode(b"".join(self.raw))
+
+
+def error_message(data: bytes) -> str:
+    """The message of a vendor's `{"error": ...}` event, for the usage record."""
+    try:
+        err = orjson.loads(data).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "upstream error"
+    if isinstance(err, dict):
+        return str(err.get("message") or err.get("type") or "upstream error")
+    return str(err or "upstream error")

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from tokenrelay import ir
+from tokenrelay.reasoning_cache import ReasoningCache
 from tokenrelay.vendors.openai import JSON, OpenAICompatible
 
 CAPACITY_CUT = (
@@ -25,6 +26,17 @@ CAPACITY_CUT = (
 class DeepSeekVendor(OpenAICompatible):
     name = "deepseek"
     max_tokens_field = "max_tokens"
+    remembers_reasoning = True  # OpenAI-format clients drop reasoning_content on tool turns
+
+    def passthrough_body(self, body: JSON, req: ir.Request, reasoning: ReasoningCache) -> None:
+        """Thinking as the model name asks (deepseek-reasoner); reasoning_content the client
+        dropped from a tool-call turn, put back from memory (the API refuses the turn without)."""
+        cfg = req.thinking
+        if cfg is not None and cfg.enabled is not None and "thinking" not in body:
+            body["thinking"] = {"type": "enabled" if cfg.enabled else "disabled"}
+        messages = body.get("messages")
+        if isinstance(messages, list):
+            body["messages"] = [_with_reasoning(m, reasoning) for m in messages]
 
     def adjust_for_model(self, body: JSON, req: ir.Request, model: str) -> None:
         cfg = req.thinking
@@ -49,6 +61,26 @@ class DeepSeekVendor(OpenAICompatible):
         if reason == "insufficient_system_resource":
             return ir.Error("overloaded", CAPACITY_CUT, 503)
         return super().finish(reason, refused=refused)
+
+
+def _with_reasoning(msg: object, reasoning: ReasoningCache) -> object:
+    if not (
+        isinstance(msg, dict)
+        and msg.get("role") == "assistant"
+        and msg.get("tool_calls")
+        and not msg.get("reasoning_content")
+    ):
+        return msg
+    calls = msg["tool_calls"]
+    for call in calls if isinstance(calls, list) else []:
+        if isinstance(call, dict) and isinstance(call.get("id"), str):
+            state = reasoning.get(call["id"])
+            if state is not None:
+                if state.vendor != DeepSeekVendor.name:
+                    return msg
+                text = "".join(t.text for t in state.thinking if isinstance(t, ir.Thinking))
+                return {**msg, "reasoning_content": text}
+    return msg
 
 
 DEEPSEEK = DeepSeekVendor()

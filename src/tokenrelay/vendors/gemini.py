@@ -17,7 +17,7 @@ import orjson
 
 from tokenrelay import ir
 from tokenrelay.sse import SSEParser
-from tokenrelay.vendors.base import UpstreamRequest
+from tokenrelay.vendors.base import NoPassthrough, UpstreamRequest
 from tokenrelay.vendors.gemini_schema import clean_schema
 
 Json = dict[str, Any]
@@ -424,8 +424,10 @@ class GeminiStreamDecoder:
 # The adapter
 
 
-class GeminiVendor:
+class GeminiVendor(NoPassthrough):
     name = "gemini"
+    native_format = "gemini"  # no Gemini-format client yet: always the translated path
+    remembers_reasoning = False
     # An image is 258 tokens per 768-px tile (media_resolution up to ~1,120 an image on Gemini 3);
     # a fileUri may name a video or a PDF, which only the context window bounds.
     max_image_tokens = 16_384
@@ -440,6 +442,9 @@ class GeminiVendor:
             url = _model_url(base_url, upstream_model, "generateContent")
         body = orjson.dumps(build_body(req))
         return UpstreamRequest("POST", url, _headers(api_key), body, max_output=req.max_tokens)
+
+    def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
+        """Nothing to decide: the vendor defaults the output cap to the model's limit."""
 
     def parse_response(self, body: bytes) -> list[ir.Event]:
         try:

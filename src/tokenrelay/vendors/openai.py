@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +18,15 @@ import orjson
 
 from tokenrelay import ir
 from tokenrelay.errors import invalid
-from tokenrelay.sse import SSEParser
-from tokenrelay.vendors.base import UpstreamRequest
+from tokenrelay.reasoning_cache import ReasoningCache
+from tokenrelay.sse import SSEEvent, SSEParser, encode
+from tokenrelay.vendors.base import (
+    Passthrough,
+    PassthroughScan,
+    UpstreamRequest,
+    UsageSink,
+    error_message,
+)
 
 JSON = dict[str, Any]
 
@@ -141,10 +148,65 @@ def choice_count(body: JSON) -> int:
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
+def _has_usage(data: bytes) -> bool:
+    return b'"usage":{' in data or b'"usage": {' in data
+
+
+class ChatScan(PassthroughScan):
+    """Usage rides on the last chunk (`choices: []` on OpenAI and xAI, the finish chunk on
+    DeepSeek); `[DONE]` ends the stream. Billing always asks for the usage chunk; a client that
+    did not ask does not get the usage-only one."""
+
+    def __init__(
+        self, decode: Callable[[bytes], list[ir.Event]], on_usage: UsageSink, client_usage: bool
+    ) -> None:
+        super().__init__(decode, on_usage)
+        self.client_usage = client_usage
+
+    def process(self, events: list[SSEEvent]) -> bytes:
+        out = bytearray()
+        for ev in events:
+            data = ev.data
+            if data == b"[DONE]":
+                self.done = True
+                self.tail.append(ev)
+                continue
+            self.raw.append(ev.raw)
+            if data.startswith(b'{"error"'):
+                self.failed = error_message(data)
+                self.error_forwarded = True
+                out += ev.raw
+                continue
+            if _has_usage(data):
+                self.apply_usage_from(ev.raw)
+                usage_only = b'"choices":[]' in data or b'"choices": []' in data
+                if not (usage_only and not self.client_usage):
+                    self.tail.append(ev)
+                continue
+            if self.tail:
+                self.tail.append(ev)
+                continue
+            out += ev.raw
+        return bytes(out)
+
+    def render_tail(self, extra_usage: Mapping[str, Any]) -> bytes:
+        out = bytearray()
+        for ev in self.tail:
+            if extra_usage and _has_usage(ev.data):
+                chunk = orjson.loads(ev.data)
+                chunk["usage"].update(extra_usage)
+                out += encode(orjson.dumps(chunk))
+            else:
+                out += ev.raw
+        return bytes(out)
+
+
 class OpenAICompatible:
     """The OpenAI Chat Completions adapter; subclass attributes/hooks for compatible vendors."""
 
     name = "openai"
+    native_format = "openai"
+    remembers_reasoning = False
     # gpt-4o-mini bills a 2048×2048 image as 2,833 + 4 × 5,667 tokens: the dearest known.
     max_image_tokens = 25_600
     url_media_bounded = True
@@ -152,6 +214,14 @@ class OpenAICompatible:
     max_tokens_field = "max_completion_tokens"
     # xAI reports reasoning tokens outside completion_tokens (VENDORS.md §4); the others inside.
     reasoning_in_completion = True
+
+    def __init__(self, *, name: str | None = None, max_tokens_field: str | None = None) -> None:
+        """Defaults are the class's; an operator's compatible upstream sets its own name (and
+        the output-cap field, where its server does not take OpenAI's)."""
+        if name is not None:
+            self.name = name
+        if max_tokens_field is not None:
+            self.max_tokens_field = max_tokens_field
 
     # ---------------------------------------------------------------- request
 
@@ -167,6 +237,34 @@ class OpenAICompatible:
             max_output=req.max_tokens,
             choices=choice_count(body),
         )
+
+    def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
+        """Nothing to decide: the vendor defaults the output cap to the model's limit."""
+
+    def passthrough_request(self, body: JSON, req: ir.Request, via: Passthrough) -> UpstreamRequest:
+        body = {**body, "model": req.model}
+        if body.get("stream") is True:
+            opts = body.get("stream_options")
+            body["stream_options"] = {
+                **(opts if isinstance(opts, dict) else {}),
+                "include_usage": True,
+            }
+        self.passthrough_body(body, req, via.reasoning)
+        return UpstreamRequest(
+            "POST",
+            via.base_url.rstrip("/") + "/chat/completions",
+            {"authorization": "Bearer " + via.api_key, "content-type": "application/json"},
+            orjson.dumps(body),
+            max_output=req.max_tokens,
+            choices=choice_count(body),
+        )
+
+    def passthrough_body(self, body: JSON, req: ir.Request, reasoning: ReasoningCache) -> None:
+        """Hook: what this vendor needs added to a same-format body."""
+
+    def passthrough_scan(self, on_usage: UsageSink, *, client_usage: bool) -> ChatScan:
+        decoder = self.stream_decoder
+        return ChatScan(lambda raw: decoder(_NO_CALL).feed(raw), on_usage, client_usage)
 
     def build_body(self, req: ir.Request, model: str) -> JSON:
         body: JSON = {"model": model, "messages": self.build_messages(req)}
@@ -685,3 +783,6 @@ def _int(value: object) -> int:
 
 
 OPENAI = OpenAICompatible()
+
+
+_NO_CALL = UpstreamRequest("POST", "", {}, b"")
