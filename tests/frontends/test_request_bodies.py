@@ -4,9 +4,10 @@ too deep to re-serialise, too large, not JSON."""
 from __future__ import annotations
 
 import httpx
+import orjson
 import pytest
 
-from tokenrelay.jsonbody import MAX_DEPTH, nested_deeper
+from tokenrelay.jsonbody import MAX_DEPTH, ORJSON_MAX_LEVELS, nested_deeper
 
 ROUTES = {
     "messages": ("/v1/messages", "anthropic"),
@@ -62,14 +63,28 @@ def test_json_at_the_depth_limit_is_served(gateway, api_key, route) -> None:
     assert r.status_code == 200, r.text
 
 
-def test_nested_deeper_counts_levels_without_recursion() -> None:
+def test_nested_deeper_counts_levels_exactly() -> None:
     assert not nested_deeper({"a": [{"b": []}]}, 4)
     assert nested_deeper({"a": [{"b": []}]}, 3)
-    assert not nested_deeper("scalar", 0)
+    assert not nested_deeper("scalar", 1)
     deep: list[object] = []
+    for _ in range(MAX_DEPTH - 1):
+        deep = [deep]
+    assert not nested_deeper(deep, MAX_DEPTH)  # MAX_DEPTH levels: fine
+    assert nested_deeper([deep], MAX_DEPTH)  # one more: too deep
     for _ in range(100_000):  # far past the interpreter's recursion limit
         deep = [deep]
     assert nested_deeper(deep, MAX_DEPTH)
+
+
+def test_orjson_still_serialises_exactly_254_levels() -> None:
+    """nested_deeper relies on it; an orjson upgrade that moves the limit must fail here."""
+    value: list[object] = []
+    for _ in range(ORJSON_MAX_LEVELS - 1):
+        value = [value]
+    orjson.dumps(value)
+    with pytest.raises(orjson.JSONEncodeError):
+        orjson.dumps([value])
 
 
 @pytest.mark.parametrize("route", ROUTES)
