@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -15,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+
+from gateway_support import free_port
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/13"
@@ -79,7 +84,6 @@ def backend(name: str, tmp_dir: str | Path) -> Iterator[Backend]:
         _run(_pg(f'CREATE DATABASE "{db}"'))
     except OSError:
         _unavailable("PostgreSQL at 127.0.0.1:5432")
-    import redis
 
     client = redis.Redis.from_url(REDIS_URL)
     try:
@@ -113,3 +117,53 @@ async def redis_namespace(label: str) -> AsyncIterator[tuple[Any, str]]:
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+class PrivateRedis:
+    """A Redis server of one test's own, on a free port: one it may pause, kill and restart
+    (the shared one is never stopped)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.tmp = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis did not start")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()

@@ -33,6 +33,7 @@ from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.anthropic import ANTHROPIC_FRONTEND
 from tokenrelay.frontends.openai import OPENAI_FRONTEND
 from tokenrelay.ir import ErrorKind
+from tokenrelay.metrics import metrics_endpoint
 from tokenrelay.model_routes import count_tokens, list_models
 from tokenrelay.relay import Relay
 from tokenrelay.settings import Settings, get_settings
@@ -54,6 +55,7 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.relay: Relay | None = None
+        self._billing: BillingEngine | None = None
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", PROXY + "/messages"): self._messages,
             ("POST", PROXY + "/chat/completions"): self._chat,
@@ -112,6 +114,7 @@ class Gateway:
         billing = BillingEngine(s, engine, catalog)
         await billing.start()
         self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing))
+        self._billing = billing
         # Closed in this order: no new upstream traffic, then the writer flushes, then the DB,
         # then the emulator (upstream connections to it are closed by then).
         self._resources = [upstreams, keys, billing, engine, *([emulator] if emulator else [])]
@@ -122,6 +125,8 @@ class Gateway:
             )
         routes: list[Any] = [
             Route("/healthz", _health),
+            Route("/readyz", self._ready),
+            Route("/metrics", metrics_endpoint),
             Route(PROXY + "/models", self._models),
             Route(PROXY + "/models/{model_id:path}", self._models),
             account_route(billing, keys),
@@ -158,6 +163,33 @@ class Gateway:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _ready(self, request: Request) -> Response:
+        """Ready to serve: the database answers, Redis too when configured, and every vendor
+        the catalog routes to has an upstream."""
+        assert self.relay is not None and self._billing is not None
+        checks: dict[str, Any] = {}
+        try:
+            await self._billing.ping()
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"failing: {type(exc).__name__}"
+        if self.settings.redis_url:
+            try:
+                await self._billing.ping_redis()
+                checks["redis"] = "ok"
+            except Exception as exc:
+                checks["redis"] = f"failing: {type(exc).__name__}"
+        endpoints = self.relay.upstreams.endpoints
+        used = {e.vendor for e in self.relay.catalog.entries() if not e.retired}
+        checks["vendors"] = {v: "ok" if v in endpoints else "no upstream" for v in sorted(used)}
+        ok = all(v == "ok" for k, v in checks.items() if k != "vendors") and all(
+            v == "ok" for v in checks["vendors"].values()
+        )
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "checks": checks},
+            status_code=200 if ok else 503,
+        )
 
     async def _models(self, request: Request) -> Response:
         assert self.relay is not None

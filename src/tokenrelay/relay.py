@@ -44,6 +44,7 @@ from tokenrelay.frontends.base import Frontend
 from tokenrelay.http_client import Response
 from tokenrelay.jsonbody import parse_object, read_limited
 from tokenrelay.metering import RequestContext
+from tokenrelay.metrics import IN_FLIGHT, observe
 from tokenrelay.prompt_bound import prompt_bound
 from tokenrelay.reasoning_cache import ReasoningCache, restore
 from tokenrelay.settings import Settings
@@ -126,10 +127,14 @@ class Relay:
 
     async def serve(self, frontend: Frontend, scope: Scope, receive: Receive, send: Send) -> None:
         self.active += 1
+        IN_FLIGHT.inc()
+        ctx = RequestContext(request_id=new_request_id(), client_format=frontend.name)
         try:
-            await self._serve(frontend, scope, receive, send)
+            await self._serve(frontend, ctx, scope, receive, send)
         finally:
             self.active -= 1
+            IN_FLIGHT.dec()
+            observe(ctx)
 
     async def drained(self, timeout_s: float) -> bool:
         """Wait (at most `timeout_s`) for the requests in flight to finish and settle; the
@@ -139,15 +144,18 @@ class Relay:
             await asyncio.sleep(0.05)
         return not self.active
 
-    async def _serve(self, frontend: Frontend, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx = RequestContext(request_id=new_request_id(), client_format=frontend.name)
+    async def _serve(
+        self, frontend: Frontend, ctx: RequestContext, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         try:
             p = await self._prepare(frontend, ctx, scope, receive)
             await self.meter.admit(ctx, p.resolved.entry.id, p.max_output)
         except GatewayError as err:
+            ctx.finish("error", err.message, complete=False)
             await self._send_error(frontend, send, ctx, err)
             return
         except ClientDisconnected:
+            ctx.finish("cancelled", "client disconnected", complete=False)
             return
         except Exception:
             log.exception("request %s failed before the vendor call", ctx.request_id)

@@ -339,6 +339,15 @@ class BillingEngine:
             self._crediting -= 1
         return balance
 
+    async def ping(self) -> None:
+        """Raises unless the database answers (readiness)."""
+        await ledger.ping(self.engine)
+
+    async def ping_redis(self) -> None:
+        """Raises unless Redis answers (readiness)."""
+        if self._redis is not None:
+            await self._redis.ping()
+
     async def key_summary(self, key_id: str) -> dict[str, Any] | None:
         await self.writer.flush()  # reads see every request this process settled
         return await ledger.key_summary(self.engine, key_id)

@@ -306,3 +306,8 @@ async def verify(engine: AsyncEngine) -> list[str]:
         )
         problems += [f"ledger row {i}: invalid {kind!r} entry" for i, kind in bad_kind]
     return problems
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(select(1))
