@@ -18,6 +18,7 @@ test: setup
 lint: setup
 	$(UV) run --frozen ruff check src tests bench
 	$(UV) run --frozen ruff format --check src tests bench
+	$(UV) run --frozen lint-imports
 
 bench: setup
 	$(UV) run --frozen python -m bench

@@ -131,7 +131,7 @@ class Gateway:
             Route(PROXY + "/models/{model_id:path}", self._models),
             account_route(billing, keys),
             *admin_routes(keys, billing, settings=s),
-            *web_routes(self),
+            *web_routes(self.relay),
         ]
         self._other = Starlette(
             routes=routes,

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from tokenrelay import ir
+from tokenrelay.codec import Frontend
 from tokenrelay.errors import GatewayError
-from tokenrelay.frontends.base import Frontend
 from tokenrelay.metering import RequestContext
 from tokenrelay.reasoning_cache import ReasoningCache
 from tokenrelay.vendors.base import UpstreamRequest, Vendor

@@ -37,10 +37,10 @@ from tokenrelay.asgi import (
 from tokenrelay.auth import KeyStore, presented_key
 from tokenrelay.billing.meter import BillingMeter
 from tokenrelay.catalog import Catalog, Resolved
+from tokenrelay.codec import Frontend
 from tokenrelay.errors import GatewayError, invalid
 from tokenrelay.exchange import Exchange
 from tokenrelay.fastpath import PassthroughExchange
-from tokenrelay.frontends.base import Frontend
 from tokenrelay.http_client import Response
 from tokenrelay.jsonbody import parse_object, read_limited
 from tokenrelay.metering import RequestContext

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 
 from tokenrelay import ir
+from tokenrelay.codec import StreamRenderer
 from tokenrelay.errors import GatewayError
 from tokenrelay.exchange import ExchangeBase
-from tokenrelay.frontends.base import StreamRenderer
 from tokenrelay.reasoning_cache import remember
 from tokenrelay.vendors.base import StreamDecoder, UpstreamRequest
 

@@ -10,7 +10,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 if TYPE_CHECKING:
-    from tokenrelay.app import Gateway
+    from tokenrelay.relay import Relay
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>tokenrelay</title><meta name="viewport" content="width=device-width,initial-scale=1">
@@ -34,10 +34,9 @@ for chunk in client.chat.completions.create(model="gemini-2.5-flash", stream=Tru
 <th>aliases</th></tr>{rows}</table></body></html>"""
 
 
-def web_routes(gateway: Gateway) -> list[Route]:
+def web_routes(relay: Relay) -> list[Route]:
     async def index(request: Request) -> HTMLResponse:
-        assert gateway.relay is not None
-        listing = gateway.relay.catalog.to_openai_list(gateway.relay.upstreams.emulated)
+        listing = relay.catalog.to_openai_list(relay.upstreams.emulated)
         rows = "".join(_row(m) for m in listing["data"])
         base = str(request.base_url).rstrip("/")
         return HTMLResponse(PAGE.format(base=html.escape(base), rows=rows))

@@ -1,50 +1,6 @@
-"""What every client-facing API codec offers the relay.
+"""The Frontend/StreamRenderer Protocols, re-exported: they live in `tokenrelay.codec`, below
+the relay, because the relay calls them and the frontends (above the relay) implement them."""
 
-A frontend parses its API's request body into the IR (validating once, with errors that name
-the field) and renders IR events back as that API's SSE stream or JSON body. It never knows
-which vendor answers.
-"""
+from tokenrelay.codec import Frontend, StreamRenderer
 
-from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import Any, Protocol
-
-from tokenrelay import ir
-from tokenrelay.errors import GatewayError
-
-
-class StreamRenderer(Protocol):
-    def render(self, ev: ir.Event) -> bytes:
-        """SSE bytes for one IR event (b"" when the event produces nothing yet).
-
-        Usage events are remembered, not rendered; `Error` is rendered via `error`."""
-        ...
-
-    def end(self, usage: ir.UsageTotals, extra_usage: Mapping[str, Any]) -> bytes:
-        """The successful end of the stream: final usage (with `extra_usage` fields such as
-        cost_usd merged into the usage object) and the terminator."""
-        ...
-
-    def error(self, err: GatewayError) -> bytes:
-        """A mid-stream failure in this API's error-event shape. Nothing follows it (no fake
-        message_stop / [DONE])."""
-        ...
-
-
-class Frontend(Protocol):
-    name: str  # anthropic | openai
-
-    def parse_request(self, body: Any, headers: Mapping[str, str]) -> ir.Request:
-        """Validate and convert; raise GatewayError(invalid_request, 400, param=...)."""
-        ...
-
-    def stream_renderer(self, *, request_id: str, include_usage: bool) -> StreamRenderer: ...
-
-    def render_response(
-        self, resp: ir.Response, *, request_id: str, extra_usage: Mapping[str, Any]
-    ) -> dict[str, Any]: ...
-
-    def render_error(self, err: GatewayError) -> tuple[int, dict[str, Any]]:
-        """HTTP status and JSON body for an error before any byte of the answer was sent."""
-        ...
+__all__ = ["Frontend", "StreamRenderer"]
