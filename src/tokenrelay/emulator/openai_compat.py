@@ -269,7 +269,7 @@ def _shape(body: dict[str, Any]) -> None:
 def _type_error(vendor: str, exc: Mismatch) -> Invalid:
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path).lstrip(".")
     got = kind(exc.got)
-    if vendor == "openai":
+    if vendor in ("openai", COMPATIBLE):  # a compatible server answers like OpenAI (vLLM: 400)
         expected = " or ".join(exc.expected.split("|"))
         return Invalid(
             f"Invalid type for '{where}': expected {_a(expected)}, but got {_a(got)} instead.",
