@@ -9,6 +9,7 @@ import pytest
 
 from tokenrelay.catalog import Catalog, CatalogError, format_usd
 from tokenrelay.vendors import BUILTIN_NAMES as VENDORS
+from tokenrelay.vendors import registry
 
 SEED_NAMES = [
     "claude-sonnet-4-6",
@@ -37,6 +38,34 @@ max_output = 100
 input = 1
 output = 2
 """
+
+UPSTREAM = """
+[upstreams.acme-llm]
+base_url = "https://api.acme-llm.example/v1"
+api_key_env = "ACME_LLM_API_KEY"
+"""
+UPSTREAM_MODEL = MINIMAL_MODEL.replace('"openai"', '"acme-llm"')
+# An `[upstreams.<name>]` table: each mistake names the upstream (or model) and the field.
+UPSTREAM_ERRORS = [
+    (UPSTREAM + "timeout = 5\n", "upstream 'acme-llm': unknown field(s) ['timeout']"),
+    (UPSTREAM.replace("acme-llm]", "openai]"), "not a built-in vendor"),
+    (UPSTREAM.replace("acme-llm]", "deepseek]"), "not a built-in vendor"),
+    (UPSTREAM.replace("acme-llm]", '"Acme_LLM"]'), "lower-case letters, digits and '-'"),
+    (UPSTREAM.replace("https://api.acme-llm.example/v1", "api.acme.example/v1"), "http(s)"),
+    (UPSTREAM.replace("https://api.acme-llm.example", "ftp://acme.example"), "http(s)"),
+    (UPSTREAM.replace("api.acme-llm.example", ""), "http(s) URL of the API root"),
+    (UPSTREAM.replace("/v1", "/v1?key=1"), "takes no query or fragment"),
+    (UPSTREAM.replace("https://", "https://u:secret@"), "must not hold credentials"),
+    (UPSTREAM.replace('"ACME_LLM_API_KEY"', '"acme key"'), "`api_key_env` must name"),
+    (UPSTREAM.replace('api_key_env = "ACME_LLM_API_KEY"', ""), "`api_key_env` must name"),
+    (UPSTREAM.replace("https://api.acme-llm.example/v1", ""), "`base_url` must be"),
+    (UPSTREAM + 'format = "anthropic"\n', '`format` must be "openai"'),
+    (UPSTREAM + 'max_tokens_field = "max_new_tokens"\n', "`max_tokens_field` is"),
+    ("upstreams = 3\n", "`upstreams` must be a table"),
+    ("[upstreams]\nacme-llm = 1\n", "upstream 'acme-llm': must be a table"),
+    (UPSTREAM_MODEL, "unknown vendor 'acme-llm'"),  # the model, not its upstream
+    (UPSTREAM + UPSTREAM_MODEL.replace('"acme-llm"', '"acme"'), "[upstreams.<name>]"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +252,7 @@ def test_operator_can_turn_an_alias_into_a_model() -> None:
         ("[pricing]\n", "unknown top-level key(s) ['pricing']"),
         (MINIMAL_MODEL + "capabilities = { vision = 1 }\n", "capability values"),
         (MINIMAL_MODEL + "released = 2025\n", "`released` must be a TOML date"),
+        *UPSTREAM_ERRORS,
     ],
 )
 def test_invalid_operator_files_give_clear_errors(text: str, message: str) -> None:
@@ -241,3 +271,39 @@ def test_duplicate_alias_across_two_operator_models() -> None:
 def test_missing_operator_file(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="cannot read catalog file"):
         Catalog.load(tmp_path / "missing.toml")
+
+
+# ------------------------------------------------------------------ operator-declared upstreams
+
+
+def test_an_upstream_table_makes_a_vendor() -> None:
+    catalog = load_text(
+        UPSTREAM + 'format = "openai"\nmax_tokens_field = "max_completion_tokens"\n'
+        "[upstreams.local]\n"
+        'base_url = "http://127.0.0.1:8000/v1"\napi_key_env = "LOCAL_KEY"\n'
+        + UPSTREAM_MODEL
+        + 'upstream = "acme/chat-1"\n'
+    )
+    (acme, local) = catalog.upstreams
+    assert (acme.name, acme.base_url, acme.key_env) == (
+        "acme-llm",
+        "https://api.acme-llm.example/v1",
+        "ACME_LLM_API_KEY",
+    )
+    assert acme.max_tokens_field == "max_completion_tokens"
+    assert local.max_tokens_field == "max_tokens"  # the default
+    hit = catalog.resolve("acme-1")
+    assert hit is not None and hit.vendor == "acme-llm" and hit.upstream == "acme/chat-1"
+    specs = registry(catalog.upstreams)
+    assert set(specs) == {*VENDORS, "acme-llm", "local"}
+    spec = specs["acme-llm"]
+    assert spec.base_url_env == "TOKENRELAY_ACME_LLM_BASE_URL"
+    assert spec.emulator_path == "/compat/acme-llm/v1"
+    assert spec.endpoint_url({}) == "https://api.acme-llm.example/v1"
+    assert spec.endpoint_url({spec.base_url_env: "http://h/v1/"}) == "http://h/v1"
+    assert spec.api_key({}) is None and spec.api_key({"ACME_LLM_API_KEY": "k"}) == "k"
+    assert spec.adapter.name == "acme-llm" and spec.adapter.native_format == "openai"
+
+
+def test_the_packaged_catalog_declares_no_upstream(catalog: Catalog) -> None:
+    assert catalog.upstreams == ()

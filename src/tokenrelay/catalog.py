@@ -16,6 +16,7 @@ from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tokenrelay.vendors import BUILTIN_NAMES, CompatibleUpstream
 
@@ -281,9 +282,7 @@ def _upstream(label: str, name: str, body: Any) -> CompatibleUpstream:
         )
     if body.get("format", "openai") != "openai":
         raise CatalogError(f'{where}: `format` must be "openai" (OpenAI Chat Completions)')
-    base_url = body.get("base_url")
-    if not isinstance(base_url, str) or not base_url.startswith(("https://", "http://")):
-        raise CatalogError(f"{where}: `base_url` must be an http(s) URL (the API root, .../v1)")
+    base_url = _base_url(body.get("base_url"), where)
     key_env = body.get("api_key_env")
     if not isinstance(key_env, str) or not _ENV_NAME.fullmatch(key_env):
         raise CatalogError(f"{where}: `api_key_env` must name an environment variable")
@@ -291,6 +290,26 @@ def _upstream(label: str, name: str, body: Any) -> CompatibleUpstream:
     if field not in ("max_tokens", "max_completion_tokens"):
         raise CatalogError(f"{where}: `max_tokens_field` is max_tokens or max_completion_tokens")
     return CompatibleUpstream(name, base_url, key_env, field)
+
+
+def _base_url(value: Any, where: str) -> str:
+    """The API root the adapter appends `/chat/completions` to: scheme, host and path only
+    (credentials belong in the `api_key_env` variable, never in the file)."""
+    what = f"{where}: `base_url` must be an http(s) URL of the API root, e.g. https://host/v1"
+    if not isinstance(value, str) or any(c.isspace() for c in value):
+        raise CatalogError(what)
+    try:
+        url = urlsplit(value)
+        url.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise CatalogError(what) from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise CatalogError(what)
+    if url.username is not None or url.password is not None:
+        raise CatalogError(f"{where}: `base_url` must not hold credentials (use `api_key_env`)")
+    if url.query or url.fragment or value.endswith(("?", "#")):
+        raise CatalogError(f"{where}: `base_url` takes no query or fragment: {value!r}")
+    return value
 
 
 def _build(

@@ -17,6 +17,7 @@ AUTH = {
     "openai": {"authorization": "Bearer sk-test"},
     "xai": {"authorization": "Bearer xai-test"},
     "deepseek": {"authorization": "Bearer sk-test"},
+    "compat": {"authorization": "Bearer any-key"},  # an operator's own compatible server
     "gemini": {"x-goog-api-key": "test-key"},
 }
 PATHS = {
@@ -24,6 +25,7 @@ PATHS = {
     "openai": "/openai/v1/chat/completions",
     "xai": "/xai/v1/chat/completions",
     "deepseek": "/deepseek/chat/completions",
+    "compat": "/compat/acme-llm/v1/chat/completions",
 }
 
 

@@ -12,7 +12,12 @@ from emu_helpers import AUTH, PATHS, gemini_path
 
 from tokenrelay.emulator.app import create_app
 
-OPENAI_LIKE = {"openai": "gpt-4o", "xai": "grok-4.3", "deepseek": "deepseek-chat"}
+OPENAI_LIKE = {
+    "openai": "gpt-4o",
+    "xai": "grok-4.3",
+    "deepseek": "deepseek-chat",
+    "compat": "acme/chat-1",
+}
 _CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
 USER = {"role": "user", "content": "hi"}
 

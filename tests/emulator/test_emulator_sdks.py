@@ -100,7 +100,12 @@ async def test_anthropic_sdk_stream_equals_create() -> None:
 
 @pytest.mark.parametrize(
     ("base", "model"),
-    [("openai/v1", "gpt-4o"), ("xai/v1", "grok-3-mini"), ("deepseek", "deepseek-reasoner")],
+    [
+        ("openai/v1", "gpt-4o"),
+        ("xai/v1", "grok-3-mini"),
+        ("deepseek", "deepseek-reasoner"),
+        ("compat/acme-llm/v1", "acme/chat-1"),  # an operator's own compatible server
+    ],
 )
 async def test_openai_sdk_against_each_dialect(base: str, model: str) -> None:
     client = openai.AsyncOpenAI(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import httpx
@@ -11,12 +12,13 @@ from emu_structure import sse_events
 
 from tokenrelay.emulator.app import AbruptClose
 
-OPENAI_LIKE = ["openai", "xai", "deepseek"]
+OPENAI_LIKE = ["openai", "xai", "deepseek", "compat"]
 MODELS = {
     "anthropic": "claude-sonnet-4-5",
     "openai": "gpt-4o",
     "xai": "grok-4.20-non-reasoning",
     "deepseek": "deepseek-chat",
+    "compat": "acme/chat-1",
     "gemini": "gemini-2.5-flash",
 }
 
@@ -186,6 +188,7 @@ async def test_max_tokens(emu: httpx.AsyncClient, vendor: str) -> None:
         "openai": {"max_completion_tokens": 4},
         "xai": {"max_tokens": 4},
         "deepseek": {"max_tokens": 4},
+        "compat": {"max_tokens": 4},
         "gemini": {"generationConfig": {"maxOutputTokens": 4}},
     }[vendor]
     body = (await call(emu, vendor, "long [[words:9]]", **limit)).json()
@@ -196,12 +199,13 @@ async def test_max_tokens(emu: httpx.AsyncClient, vendor: str) -> None:
     assert finish_of(vendor, forced) == finish_of(vendor, body)
 
 
-@pytest.mark.parametrize("vendor", ["anthropic", "openai", "deepseek", "gemini"])
+@pytest.mark.parametrize("vendor", ["anthropic", "openai", "deepseek", "compat", "gemini"])
 async def test_stop_sequence(emu: httpx.AsyncClient, vendor: str) -> None:
     stop = {
         "anthropic": {"stop_sequences": ["w3"]},
         "openai": {"stop": ["w3"]},
         "deepseek": {"stop": "w3"},
+        "compat": {"stop": ["w3"]},
         "gemini": {"generationConfig": {"stopSequences": ["w3"]}},
     }[vendor]
     body = (await call(emu, vendor, "go [[words:6]]", **stop)).json()
@@ -269,6 +273,7 @@ async def test_openai_like_parallel_tools_stream(emu: httpx.AsyncClient, vendor:
         "openai": r"call_[A-Za-z0-9]{24}",
         "xai": r"call_\d{8}",
         "deepseek": r"call_0\d_[A-Za-z0-9]{24}",
+        "compat": r"chatcmpl-tool-[0-9a-f]{32}",
     }[vendor]
     import re
 
@@ -446,3 +451,30 @@ async def test_models_and_keepalive(emu: httpx.AsyncClient) -> None:
     assert raw.startswith(b": keep-alive\n\ndata: ")
     plain = await call(emu, "deepseek", "hi [[keepalive]]")
     assert plain.content.startswith(b"\n\n{") and plain.json()["choices"]
+
+
+async def test_compatible_server_under_any_name(emu: httpx.AsyncClient) -> None:
+    """/compat/<name>/v1 serves any upstream name; the request log fingerprints the key."""
+    listed = (await emu.get("/compat/my-vllm/v1/models", headers=AUTH["compat"])).json()
+    assert listed["object"] == "list" and listed["data"][0]["owned_by"] == "my-vllm"
+    body = {"model": "any/model-name", "messages": [user("hi [[words:2]]")]}
+    r = await emu.post("/compat/my-vllm/v1/chat/completions", headers=AUTH["compat"], json=body)
+    assert r.status_code == 200 and r.json()["model"] == "any/model-name"
+    for bad in ("/compat/My_VLLM/v1/models", "/compat/my-vllm/v2/models", "/compat/my-vllm/v1"):
+        assert (await emu.get(bad, headers=AUTH["compat"])).status_code == 404
+    denied = await emu.post("/compat/my-vllm/v1/chat/completions", json=body)
+    assert denied.status_code == 401 and denied.json()["error"]["code"] == "invalid_api_key"
+    missing = await emu.post(
+        "/compat/my-vllm/v1/chat/completions",
+        headers=AUTH["compat"],
+        json={**body, "model": "does-not-exist"},
+    )
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+    log = (await emu.get("/_requests")).json()["data"]
+    assert log[-1] == {
+        "method": "POST",
+        "path": "/compat/my-vllm/v1/chat/completions",
+        "bearer_sha256": hashlib.sha256(b"any-key").hexdigest()[:16],
+    }
+    assert log[-2]["bearer_sha256"] is None  # the call without a key
+    assert "any-key" not in str(log)

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import re
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from tokenrelay.emulator import anthropic, gemini, openai_compat
-from tokenrelay.emulator.wire import Req, Resp, json_resp
+from tokenrelay.emulator.openai_errors import COMPATIBLE
+from tokenrelay.emulator.wire import Req, Resp, bearer, json_resp
 
 log = logging.getLogger("tokenrelay.emulator")
 
@@ -27,6 +31,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 # Stream counters, served at GET /_stats: tests use them to prove the gateway closes the
 # upstream call when its client goes away.
 STATS = {"streams_started": 0, "streams_completed": 0, "streams_abandoned": 0, "open_streams": 0}
+# The latest routed requests, served at GET /_requests: method, path and a fingerprint of the
+# bearer key (never the key), so tests can see which key reached which upstream path.
+REQUESTS: deque[dict[str, str | None]] = deque(maxlen=64)
 
 
 class AbruptClose(Exception):
@@ -49,10 +56,25 @@ _ROUTES: dict[tuple[str, str], Callable[[Req], Resp]] = {
     ("GET", "/gemini/v1/models"): gemini.models,
 }
 _GEMINI_PREFIXES = ("/gemini/v1beta/models/", "/gemini/v1/models/")
+# Any OpenAI-compatible upstream an operator declares: /compat/<name>/v1/...
+_COMPAT = re.compile(r"/compat/([a-z][a-z0-9-]{0,39})/v1/(chat/completions|models)")
+
+
+def _compat_route(method: str, path: str) -> Callable[[Req], Resp] | None:
+    match = _COMPAT.fullmatch(path)
+    if match is None:
+        return None
+    name, endpoint = match.groups()
+    if (method, endpoint) == ("POST", "chat/completions"):
+        return lambda r: openai_compat.chat(r, COMPATIBLE)
+    if (method, endpoint) == ("GET", "models"):
+        return lambda r: openai_compat.models(r, COMPATIBLE, name)
+    return None
 
 
 def route(method: str, path: str) -> Callable[[Req], Resp] | None:
-    handler = _ROUTES.get((method, path.rstrip("/") or "/"))
+    bare = path.rstrip("/") or "/"
+    handler = _ROUTES.get((method, bare)) or _compat_route(method, bare)
     prefix = next((p for p in _GEMINI_PREFIXES if path.startswith(p)), None)
     if handler is not None or method != "POST" or prefix is None:
         return handler
@@ -163,6 +185,9 @@ def create_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         if method == "GET" and path == "/_stats":
             await _send(json_resp(200, dict(STATS)), send, receive)
             return
+        if method == "GET" and path == "/_requests":
+            await _send(json_resp(200, {"data": list(REQUESTS)}), send, receive)
+            return
         handler = route(method, path)
         if handler is None:
             await _send(_not_found(method, path), send, receive)
@@ -172,6 +197,9 @@ def create_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         }
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         req = Req(method=method, path=path, query=query, headers=headers, body=body)
+        key = bearer(req)
+        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
+        REQUESTS.append({"method": method, "path": path, "bearer_sha256": fingerprint})
         try:
             resp = handler(req)
         except Exception:  # an emulator bug must still answer like a server would

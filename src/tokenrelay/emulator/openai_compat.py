@@ -1,4 +1,6 @@
-"""OpenAI Chat Completions and its dialects: OpenAI, xAI and DeepSeek (differences inline)."""
+"""OpenAI Chat Completions and its dialects: OpenAI, xAI, DeepSeek and a generic compatible server
+(vLLM, Ollama, Mistral, ... under any name: plain Chat Completions without the vendors' quirks).
+Differences inline."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 import orjson
 
 from tokenrelay.emulator import script, tokens
-from tokenrelay.emulator.openai_errors import Invalid, auth, error
+from tokenrelay.emulator.openai_errors import COMPATIBLE, Invalid, auth, error
 from tokenrelay.emulator.shape import Mismatch, Path, items, kind, need, opt
 from tokenrelay.emulator.wire import (
     BadJSON,
@@ -71,6 +73,12 @@ _MIDSTREAM = {
         "param": None,
         "code": "server_error",
     },
+    COMPATIBLE: {
+        "message": "Internal server error",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    },
 }
 
 
@@ -108,6 +116,8 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
 def _reasoning_mode(vendor: str, body: dict[str, Any]) -> tuple[bool, bool]:
     """(reasons at all, reasoning text visible)."""
     model = str(body.get("model"))
+    if vendor == COMPATIBLE:  # a plain chat model: no reasoning fields
+        return False, False
     if vendor == "openai":
         on = bool(_OPENAI_REASONING.match(model)) and body.get("reasoning_effort") != "none"
         return on, False
@@ -159,6 +169,8 @@ def _validate(vendor: str, body: dict[str, Any]) -> None:
         )
     if vendor == "deepseek" and model not in DEEPSEEK_MODELS:
         raise Invalid("Model Not Exist", 404, code="invalid_request_error")
+    if vendor == COMPATIBLE and "does-not-exist" in model:  # serves any other name
+        raise Invalid(f"The model `{model}` does not exist.", 404, code="model_not_found")
     if vendor == "openai":
         if "does-not-exist" in model:
             raise Invalid(
@@ -257,7 +269,7 @@ def _shape(body: dict[str, Any]) -> None:
 def _type_error(vendor: str, exc: Mismatch) -> Invalid:
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path).lstrip(".")
     got = kind(exc.got)
-    if vendor == "openai":
+    if vendor in ("openai", COMPATIBLE):  # a compatible server answers like OpenAI (vLLM: 400)
         expected = " or ".join(exc.expected.split("|"))
         return Invalid(
             f"Invalid type for '{where}': expected {_a(expected)}, but got {_a(got)} instead.",
@@ -405,6 +417,15 @@ def _usage(vendor: str, body: dict[str, Any], plan: script.Plan, thinking: bool)
         usage["prompt_cache_hit_tokens"] = cached
         usage["prompt_cache_miss_tokens"] = prompt - cached
         return usage
+    if vendor == COMPATIBLE:  # the three counts; cache details only when there is a hit
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        if cached:
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        return usage
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -424,6 +445,8 @@ def _call_id(vendor: str, seed: bytes, k: int) -> str:
         return "call_" + str(int.from_bytes(derive(seed, f"tool{k}")[:8], "big") % 10**8).zfill(8)
     if vendor == "deepseek":
         return f"call_{k:02d}_" + rand_id(seed, f"tool{k}", 24)
+    if vendor == COMPATIBLE:  # vLLM's form
+        return "chatcmpl-tool-" + hex_id(seed, f"tool{k}", 32)
     return "call_" + rand_id(seed, f"tool{k}", 24)
 
 
@@ -456,7 +479,8 @@ def _message(vendor: str, seed: bytes, plan: script.Plan, visible: bool) -> dict
     if plan.words:
         content: str | None = plan.text
     else:
-        content = None if vendor == "openai" and (calls or plan.stop == "refusal") else ""
+        quiet = calls or plan.stop == "refusal"
+        content = None if vendor in ("openai", COMPATIBLE) and quiet else ""
     msg: dict[str, Any] = {"role": "assistant", "content": content}
     if visible and plan.reasoning:
         msg["reasoning_content"] = plan.reasoning_text
@@ -471,18 +495,21 @@ def _message(vendor: str, seed: bytes, plan: script.Plan, visible: bool) -> dict
 
 
 def _envelope(vendor: str, seed: bytes, model: str, include_usage: bool) -> dict[str, Any]:
-    cid = (
-        uuid_like(seed, "completion")
-        if vendor != "openai"
-        else "chatcmpl-" + rand_id(seed, "completion", 29)
-    )
+    if vendor == "openai":
+        cid = "chatcmpl-" + rand_id(seed, "completion", 29)
+    elif vendor == COMPATIBLE:
+        cid = "chatcmpl-" + hex_id(seed, "completion", 32)
+    else:
+        cid = uuid_like(seed, "completion")
     env: dict[str, Any] = {
         "id": cid,
         "object": "chat.completion.chunk",
         "created": created(seed),
         "model": model,
     }
-    if vendor == "openai":
+    if vendor == COMPATIBLE:  # no fingerprint, and usage only on the last chunk
+        env["choices"] = []
+    elif vendor == "openai":
         env["service_tier"] = "default"
         env["system_fingerprint"] = "fp_" + hex_id(seed, "fingerprint", 10)
         env["choices"] = []
@@ -532,7 +559,7 @@ def _stream(
                 if xai
                 else {"content": None, "reasoning_content": piece}
             )
-    elif vendor == "deepseek":
+    elif vendor in ("deepseek", COMPATIBLE):
         put({"role": "assistant", "content": ""})
     elif vendor == "openai" and (plan.words or not plan.tool_calls):
         put(
@@ -668,7 +695,8 @@ def chat(req: Req, vendor: str) -> Resp:
     }
     if vendor == "openai":
         out["service_tier"] = "default"
-    out["system_fingerprint"] = env["system_fingerprint"]
+    if "system_fingerprint" in env:
+        out["system_fingerprint"] = env["system_fingerprint"]
     resp = json_resp(200, out, headers)
     resp.first_delay = plan.first_delay + plan.delay * max(len(plan.words) - 1, 0)
     if keepalive:
@@ -676,11 +704,18 @@ def chat(req: Req, vendor: str) -> Resp:
     return resp
 
 
-def models(req: Req, vendor: str) -> Resp:
+def models(req: Req, vendor: str, owner: str | None = None) -> Resp:
+    """The vendor's model list; a compatible server (`owner`: its name) serves any model name
+    and lists one placeholder, like a single-model vLLM server."""
     key = bearer(req)
     if not key or is_bad_key(key):
         return auth(req, vendor) or error(vendor, 401)
-    if vendor == "deepseek":
+    if vendor == COMPATIBLE:
+        name = owner or COMPATIBLE
+        data = [
+            {"id": f"{name}-model", "object": "model", "created": 1_700_000_000, "owned_by": name}
+        ]
+    elif vendor == "deepseek":
         data = [{"id": m, "object": "model", "owned_by": "deepseek"} for m in DEEPSEEK_MODELS]
     else:
         names, owner = (XAI_CURRENT, "xai") if vendor == "xai" else (OPENAI_MODELS, "system")

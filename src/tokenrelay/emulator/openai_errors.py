@@ -1,4 +1,5 @@
-"""Errors of the OpenAI-compatible vendors: OpenAI and DeepSeek share a shape, xAI has its own."""
+"""Errors of the OpenAI-compatible vendors: OpenAI, DeepSeek and a generic compatible server share
+a shape (messages differ), xAI has its own."""
 
 from __future__ import annotations
 
@@ -40,6 +41,19 @@ _DEEPSEEK_ERRORS = {
     500: ("Server Error", "server_error", "server_error"),
     503: ("Server Overloaded", "server_error", "server_error"),
 }
+# The dialect of a generic compatible server (vLLM, Ollama, Mistral, ...) under any name:
+# OpenAI's error shape, neutral messages.
+COMPATIBLE = "compatible"
+_COMPATIBLE_ERRORS = {
+    400: ("Bad request", "invalid_request_error", None),
+    401: ("Invalid API key", "invalid_request_error", "invalid_api_key"),
+    403: ("Forbidden", "permission_error", None),
+    404: ("Not found", "invalid_request_error", None),
+    429: ("Too many requests", "rate_limit_error", "rate_limit_exceeded"),
+    500: ("Internal server error", "server_error", None),
+    503: ("Service unavailable", "server_error", None),
+}
+_TABLES = {"deepseek": _DEEPSEEK_ERRORS, COMPATIBLE: _COMPATIBLE_ERRORS}
 _XAI_CODES = {
     400: "Client specified an invalid argument",
     401: "Unauthenticated",
@@ -74,7 +88,7 @@ def error(
         return json_resp(
             status, {"code": text, "error": message or f"Emulated error {status}"}, headers
         )
-    table = _DEEPSEEK_ERRORS if vendor == "deepseek" else _OPENAI_ERRORS
+    table = _TABLES.get(vendor, _OPENAI_ERRORS)
     d_msg, d_type, d_code = table.get(
         status,
         (
@@ -125,6 +139,11 @@ def auth(req: Req, vendor: str) -> Resp | None:
                 "invalid_request_error",
                 "authentication_error",
             )
+        return None
+    if vendor == COMPATIBLE:
+        if not key or is_bad_key(key):
+            message = "Invalid API key" if key else "Missing API key"
+            return error(vendor, 401, message, None, "invalid_api_key")
         return None
     if not key:
         return error(
