@@ -161,6 +161,17 @@ class PassthroughScan:
         return self._decode(b"".join(self.raw))
 
 
+def rate_limit_named(*texts: str | None) -> ir.RateLimit | None:
+    """Which per-minute limit a vendor's 429 wording names (OpenAI "tokens per min (TPM)",
+    Anthropic "request tokens ... per-minute", Gemini quota ids "...InputTokensPer..."), if any."""
+    text = " ".join(t for t in texts if t).lower()
+    if "token" in text or "tpm" in text:
+        return "tokens"
+    if "request" in text or "rpm" in text:
+        return "requests"
+    return None
+
+
 def error_message(data: bytes) -> str:
     """The message of a vendor's `{"error": ...}` event, for the usage record."""
     try:
