@@ -521,6 +521,9 @@ class AnthropicVendor:
             max_output=body["max_tokens"],  # thinking may have raised it above the client's
         )
 
+    def enforces_stop(self, model: str) -> bool:
+        return True
+
     def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
         """max_tokens is required; a thinking budget below the API's floor raises it."""
         if req.max_tokens is None:

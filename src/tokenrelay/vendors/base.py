@@ -85,6 +85,11 @@ class Vendor(Protocol):
     # decodes what went by to remember it.
     remembers_reasoning: bool
 
+    def enforces_stop(self, model: str) -> bool:
+        """Whether `model` takes stop sequences. Where it refuses them (xAI reasoning models),
+        the gateway sends the call without and cuts the answer at them itself."""
+        ...
+
     def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
         """Decide what the vendor will be asked before the hold prices it: defaults the vendor
         needs (Anthropic: max_tokens) and raises it applies (a thinking budget's floor)."""

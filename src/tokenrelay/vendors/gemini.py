@@ -458,6 +458,9 @@ class GeminiVendor(NoPassthrough):
         body = orjson.dumps(build_body(req))
         return UpstreamRequest("POST", url, _headers(api_key), body, max_output=req.max_tokens)
 
+    def enforces_stop(self, model: str) -> bool:
+        return True
+
     def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
         """Nothing to decide: the vendor defaults the output cap to the model's limit."""
 

@@ -239,6 +239,9 @@ class OpenAICompatible:
             choices=choice_count(body),
         )
 
+    def enforces_stop(self, model: str) -> bool:
+        return True
+
     def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
         """Nothing to decide: the vendor defaults the output cap to the model's limit."""
 
