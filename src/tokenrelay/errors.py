@@ -6,7 +6,7 @@ are the IR's `ErrorKind` so that no layer below the frontends knows any client f
 
 from __future__ import annotations
 
-from tokenrelay.ir import Error, ErrorKind
+from tokenrelay.ir import Error, ErrorKind, RateLimit
 
 
 class GatewayError(Exception):
@@ -19,6 +19,7 @@ class GatewayError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        limit: RateLimit | None = None,
     ) -> None:
         super().__init__(message)
         self.kind: ErrorKind = kind
@@ -27,6 +28,7 @@ class GatewayError(Exception):
         self.param = param
         self.code = code
         self.retry_after = retry_after
+        self.limit: RateLimit | None = limit  # rate_limit: which limit (requests | tokens)
 
     @classmethod
     def from_ir(cls, err: Error) -> GatewayError:
@@ -37,10 +39,19 @@ class GatewayError(Exception):
             param=err.param,
             code=err.code,
             retry_after=err.retry_after,
+            limit=err.limit,
         )
 
     def to_ir(self) -> Error:
-        return Error(self.kind, self.message, self.status, self.retry_after, self.param, self.code)
+        return Error(
+            self.kind,
+            self.message,
+            self.status,
+            self.retry_after,
+            self.param,
+            self.code,
+            self.limit,
+        )
 
 
 def invalid(message: str, param: str | None = None) -> GatewayError:

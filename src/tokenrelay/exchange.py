@@ -33,6 +33,9 @@ class Exchange(Protocol):
     done: bool  # the vendor's stream completed
     failure: ir.Error | None  # the vendor failed mid-stream (error event, malformed data)
     error_forwarded: bool  # ... and its own error event already reached the client
+    # The gateway ended the answer itself (a stop sequence it enforces): stop reading the vendor,
+    # whose final usage will not come.
+    cut: bool
 
     def start(self, call: UpstreamRequest) -> None: ...
 

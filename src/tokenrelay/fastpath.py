@@ -20,6 +20,7 @@ from tokenrelay.vendors.base import PassthroughScan, UpstreamRequest
 
 
 class PassthroughExchange(ExchangeBase):
+    cut = False  # the vendor's bytes are never cut
     _data = b""
     _scan: PassthroughScan | None = None
 

@@ -232,6 +232,8 @@ ErrorKind = Literal[
     "api_error",
 ]
 
+RateLimit = Literal["requests", "tokens"]
+
 
 @dataclass(slots=True)
 class Error:
@@ -241,6 +243,8 @@ class Error:
     retry_after: float | None = None
     param: str | None = None  # the offending request field, when the vendor names one
     code: str | None = None  # the vendor's machine-readable code (OpenAI `code`)
+    # rate_limit: which per-minute limit refused — requests or tokens (OpenAI's 429 `type`).
+    limit: RateLimit | None = None
 
 
 # Error.code of a vendor refusing the gateway's own key or account (an operator problem): the

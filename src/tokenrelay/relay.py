@@ -247,7 +247,10 @@ class Relay:
         it = await self.intake(frontend, ctx, parse_object(body), headers)
         ep, req, entry = it.endpoint, it.req, it.resolved.entry
         exchange: Exchange
-        if ep.adapter.native_format == frontend.name:
+        # Stop sequences the model refuses (a 400) are sent without and enforced here, on the
+        # translated path, which sees the text as IR deltas.
+        own_stop = bool(req.stop) and not ep.adapter.enforces_stop(req.model)
+        if ep.adapter.native_format == frontend.name and not own_stop:
             ctx.fast_path = True
             # The client's own body goes on: what it asks is what the vendor is asked.
             via = Passthrough(headers, ep.api_key, ep.base_url, self.reasoning)
@@ -256,10 +259,17 @@ class Relay:
         else:
             ep.adapter.finalize(req, entry.default_max_tokens)
             restore(self.reasoning, ep.name, req)
+            stops = req.stop
+            if own_stop:
+                req.stop = []
             call = ep.adapter.build_request(
                 req, req.model, api_key=ep.api_key, base_url=ep.base_url
             )
-            exchange = TranslatedExchange(frontend, ep.adapter, ctx, req, self.reasoning)
+            req.stop = stops
+            translated = TranslatedExchange(frontend, ep.adapter, ctx, req, self.reasoning)
+            if own_stop:
+                translated.enforce_stop(req.stop)
+            exchange = translated
         ctx.input_bound = prompt_bound(
             req,
             call.body,
@@ -327,6 +337,9 @@ class Relay:
                             ctx.mark_first_byte()
                             await send_chunk(send, out)
                         out = b""
+                        if ex.cut:  # the gateway ended it (a stop sequence)
+                            resp.close()  # hang up: the rest is not wanted
+                            break
                         if ex.failure is not None:
                             break
                     else:
@@ -362,7 +375,7 @@ class Relay:
             await send_chunk(send, out, more=False)
             return
         ex.completed()
-        ctx.finish("ok")
+        ctx.finish("ok", complete=not ex.cut)  # cut: what was delivered is billed
         try:
             await self.meter.settle(ctx)  # committed before the client sees the end
         except GatewayError as err:  # not billed: the client must not get a whole answer

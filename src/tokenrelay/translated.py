@@ -13,21 +13,31 @@ from tokenrelay.codec import StreamRenderer
 from tokenrelay.errors import GatewayError
 from tokenrelay.exchange import ExchangeBase
 from tokenrelay.reasoning_cache import remember
+from tokenrelay.stop_sequences import StopFilter
 from tokenrelay.vendors.base import StreamDecoder, UpstreamRequest
 
 
 class TranslatedExchange(ExchangeBase):
     done = False
+    cut = False
     error_forwarded = False  # the vendor's error events are ours to render
     _folded: ir.Response | None = None
     _decoder: StreamDecoder | None = None
     _renderer: StreamRenderer | None = None
+    # Stop sequences the gateway enforces for a model that refuses them (None: no filter, the
+    # usual case, which costs nothing).
+    _stops: StopFilter | None = None
+
+    def enforce_stop(self, stops: list[str]) -> None:
+        self._stops = StopFilter(stops)
 
     # ------------------------------------------------------------------------------ unary
 
     def read_unary(self, data: bytes) -> None:
         events = self._vendor.parse_response(data)
-        folded = ir.fold(events)
+        # The vendor's usage stands: it generated (and bills) the whole answer before the cut.
+        cut = events if self._stops is None else self._stops.process(events)
+        folded = ir.fold(cut)
         for part in folded.content:
             if isinstance(part, ir.Text | ir.Thinking):
                 self._ctx.note_output(part.text)
@@ -36,6 +46,8 @@ class TranslatedExchange(ExchangeBase):
         for ev in events:
             if isinstance(ev, ir.Usage):
                 self._ctx.apply_usage(ev)
+        if cut is not events:  # the cut dropped the vendor's usage events: the record has them
+            folded.usage = self._ctx.usage
         if folded.error is not None:
             raise GatewayError.from_ir(folded.error)
         remember(self._reasoning, self._vendor.name, folded)
@@ -67,6 +79,9 @@ class TranslatedExchange(ExchangeBase):
 
     def _handle(self, events: list[ir.Event]) -> bytes:
         assert self._renderer is not None
+        if self._stops is not None:
+            events = self._stops.process(events)
+            self.cut = self._stops.hit is not None
         out = bytearray()
         ctx = self._ctx
         for ev in events:

@@ -52,13 +52,15 @@ def _call(gw: RunningGateway, key: str, sdk: str, prompt: str = "hi", stream: bo
     )
 
 
-def _assert_rate_limited(sdk: str, exc: pytest.ExceptionInfo[Any]) -> int:
-    """The refusal is in the client's own format; returns the retry-after seconds."""
+def _assert_rate_limited(sdk: str, exc: pytest.ExceptionInfo[Any], limit: str) -> int:
+    """The refusal is in the client's own format (OpenAI's says which limit: `limit`, requests
+    or tokens); returns the retry-after seconds."""
     err = exc.value
     assert err.status_code == 429
     if sdk == "openai":
         assert isinstance(err, openai.RateLimitError)
         assert err.code == "rate_limit_exceeded"
+        assert err.type == limit
     else:
         assert isinstance(err, anthropic.RateLimitError)
         assert err.body["error"]["type"] == "rate_limit_error"
@@ -79,11 +81,11 @@ def test_third_request_in_a_minute_on_an_rpm_2_key_is_refused_with_retry_after(
     with pytest.raises(exc_type) as refused:
         _call(gw, key, sdk)
     # The bucket refills 2/min: the next whole request is about 30 s away.
-    assert 1 <= _assert_rate_limited(sdk, refused) <= 30
+    assert 1 <= _assert_rate_limited(sdk, refused, "requests") <= 30
     # A streaming request is refused up front too, as an exception, not a broken stream.
     with pytest.raises(exc_type) as refused_stream:
         _call(gw, key, sdk, stream=True)
-    _assert_rate_limited(sdk, refused_stream)
+    _assert_rate_limited(sdk, refused_stream, "requests")
     # Refused requests cost nothing and leave no usage record.
     summary = key_summary(gw.url, key_id)
     assert summary["requests"] == 2
@@ -114,9 +116,22 @@ def test_tpm_key_is_refused_after_a_request_that_used_its_minute_of_tokens(
     with pytest.raises(exc_type) as refused:
         _call(gw, key, sdk, "hi")
     # ~100 tokens over the budget at 100 tokens/min: more than a minute to wait.
-    assert _assert_rate_limited(sdk, refused) > 60
+    assert _assert_rate_limited(sdk, refused, "tokens") > 60
     assert "tokens/min" in str(refused.value)
     assert key_summary(gw.url, key_id)["requests"] == 1
+
+
+def test_a_key_with_both_limits_is_told_which_one_refused(gw: RunningGateway) -> None:
+    _, key = create_key(gw.url, "10.00", rpm=1, tpm=100_000)
+    assert _call(gw, key, "openai").status_code == 200
+    with pytest.raises(openai.RateLimitError) as refused:
+        _call(gw, key, "openai")
+    _assert_rate_limited("openai", refused, "requests")
+    _, key = create_key(gw.url, "10.00", rpm=100, tpm=100)
+    assert _call(gw, key, "openai", "[[words:200]] go").status_code == 200
+    with pytest.raises(openai.RateLimitError) as refused:
+        _call(gw, key, "openai")
+    _assert_rate_limited("openai", refused, "tokens")
 
 
 # --------------------------------------------------------------------------------------------

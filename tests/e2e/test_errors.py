@@ -204,3 +204,38 @@ def test_vendor_refusing_the_gateway_key_is_a_502_the_sdks_do_not_retry(gateway,
     assert account["requests"] == 2, account  # one attempt per SDK call, not three
     assert all(r["status"] == "error" for r in account["recent_usage"])
     assert account["spent_usd"] == "0.00"
+
+
+@pytest.mark.parametrize("status", [503, 529])
+@pytest.mark.parametrize(
+    "model", ["claude-sonnet-4-6", "gpt-4o", "gemini-2.5-flash", "grok-4.3", "deepseek-chat"]
+)
+def test_vendor_overload_keeps_its_class_and_status(claude, gpt, model, status) -> None:
+    """A vendor 503 or 529 is an overload, not a 500: Anthropic clients get `overloaded_error`
+    with the vendor's own status (their SDKs and dashboards tell 529 from 503), OpenAI clients
+    a 503."""
+    prompt = [{"role": "user", "content": f"[[error:{status}]]"}]
+    with pytest.raises(anthropic.APIStatusError) as a:
+        claude.messages.create(model=model, max_tokens=50, messages=prompt)
+    assert a.value.status_code == status
+    assert a.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    if status == 529:
+        assert isinstance(a.value, anthropic.OverloadedError)
+    with pytest.raises(openai.InternalServerError) as o:
+        gpt.chat.completions.create(model=model, messages=prompt)
+    assert o.value.status_code == 503
+    assert o.value.type == "server_error"
+
+
+@pytest.mark.parametrize(
+    ("model", "limit"),
+    [("gpt-4o", "requests"), ("claude-sonnet-4-6", "tokens"), ("deepseek-chat", None)],
+)
+def test_vendor_429_says_which_limit_to_openai_clients(gpt, model, limit) -> None:
+    """OpenAI's 429 `type` tells a tokens-per-minute limit from a requests-per-minute one; a
+    vendor that says which (OpenAI's own type, Anthropic's wording) is passed on."""
+    prompt = [{"role": "user", "content": "[[error:429]]"}]
+    with pytest.raises(openai.RateLimitError) as o:
+        gpt.chat.completions.create(model=model, messages=prompt)
+    assert o.value.code == "rate_limit_exceeded"
+    assert o.value.type == (limit or "requests")

@@ -63,12 +63,12 @@ def test_midstream_error_is_an_error_chunk_without_done() -> None:
 
 
 def test_rate_limit_keeps_status_code_and_retry_after() -> None:
-    # The IR keeps no rate-limit dimension: OpenAI said type "tokens", the client gets
-    # "requests" — both are OpenAI's 429 types (VENDORS.md §2.5); the code is what SDKs read.
+    # The IR keeps the rate-limit dimension: OpenAI said type "tokens" (TPM), so does the client
+    # (VENDORS.md §2.5: "tokens" and "requests" are OpenAI's 429 types).
     cell.check_error(
         "error_rate_limit",
         status=429,
-        error_type="requests",
+        error_type="tokens",
         exc=openai.RateLimitError,
         retry_after=3.0,
         code="rate_limit_exceeded",

@@ -628,7 +628,11 @@ def test_recorded_429() -> None:
     resp = exchange("gemini__error_429.json")["response"]
     err = GEMINI.parse_error(429, orjson.dumps(resp["body"]), resp["headers"])
     assert err == ir.Error(
-        "rate_limit", "You exceeded your current quota, please check your plan.", 429, 34.4
+        "rate_limit",
+        "You exceeded your current quota, please check your plan.",
+        429,
+        34.4,
+        limit="requests",  # its quota id: GenerateRequestsPerMinute...
     )
 
 

@@ -515,3 +515,17 @@ def test_no_count_tokens_endpoint() -> None:
     assert OPENAI.build_count_tokens(req, "gpt-4o", api_key="k", base_url="https://u") is None
     with pytest.raises(NotImplementedError):
         OPENAI.parse_count_tokens(b"{}")
+
+
+@pytest.mark.parametrize(
+    ("error", "limit"),
+    [
+        ({"type": "tokens", "message": "Rate limit reached on tokens per min (TPM)"}, "tokens"),
+        ({"type": "requests", "message": "Rate limit reached for requests per min"}, "requests"),
+        ({"message": "Rate limit reached for gpt-4o on tokens per min (TPM)"}, "tokens"),
+        ({"message": "Slow down"}, None),
+    ],
+)
+def test_429_says_which_limit(error: dict[str, Any], limit: str | None) -> None:
+    err = OPENAI.parse_error(429, orjson.dumps({"error": error}), {})
+    assert (err.kind, err.http_status, err.limit) == ("rate_limit", 429, limit)

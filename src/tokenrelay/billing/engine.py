@@ -220,12 +220,20 @@ class BillingEngine:
             # token (the bound counts one a byte) keeps big prompts from false 429s.
             wait = await self.limiter.check(key.id, key.rpm, key.tpm, prompt_bound // 4)
             if wait is not None:
+                # Which limit refused (OpenAI clients are told): with both set, ask the token
+                # bucket alone — a check without rpm takes nothing from it.
+                tokens = bool(key.tpm) and (
+                    not key.rpm
+                    or await self.limiter.check(key.id, None, key.tpm, prompt_bound // 4)
+                    is not None
+                )
                 raise GatewayError(
                     "rate_limit",
                     f"Rate limit reached for this key ({_limits(key)}); retry in "
                     f"{math.ceil(wait)} s",
                     429,
                     retry_after=float(math.ceil(wait)),
+                    limit="tokens" if tokens else "requests",
                 )
         worst = worst_case_nano(prompt_bound, max(max_output, 0), price)
         if not await self.holds.reserve(key.id, request_id, worst):

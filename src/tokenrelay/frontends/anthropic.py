@@ -41,6 +41,8 @@ _MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
 def _error_type_and_status(err: GatewayError) -> tuple[str, int]:
     error_type, status = _ERRORS.get(err.kind, ("api_error", None))
+    if err.kind == "overloaded" and err.status == 503:
+        return error_type, 503  # a 503 stays a 503; any other overload is Anthropic's 529
     return error_type, status if status is not None else max(err.status, 500)
 
 

@@ -56,6 +56,8 @@ def finish_reason(stop_reason: str | None) -> str:
 def _error_status_and_body(err: GatewayError) -> tuple[int, dict[str, Any]]:
     status, error_type, code = _ERRORS.get(err.kind, (None, "server_error", None))
     code = err.code or code
+    if err.limit is not None and err.kind == "rate_limit":
+        error_type = err.limit  # OpenAI's 429 type: "tokens" (TPM) or "requests" (RPM)
     error = {"message": err.message, "type": error_type, "param": err.param, "code": code}
     return (status if status is not None else max(err.status, 500)), {"error": error}
 

@@ -21,6 +21,7 @@ from tokenrelay.vendors.base import (
     UpstreamRequest,
     UsageSink,
     error_message,
+    rate_limit_named,
 )
 
 API_VERSION = "2023-06-01"
@@ -284,9 +285,13 @@ STATUS_ERRORS: dict[int, tuple[ir.ErrorKind, int]] = {
     413: ("request_too_large", 413),
     429: ("rate_limit", 429),
     500: ("api_error", 500),
+    503: ("overloaded", 503),
     504: ("timeout", 504),
     529: ("overloaded", 529),
 }
+# An overload keeps its own status, whatever the body's error type says (a 503 from a proxy in
+# front of the API carries `api_error`): clients' retry logic and dashboards tell them apart.
+OVERLOAD_STATUSES = frozenset({503, 529})
 DELTA_FIELDS: dict[str, tuple[str, ir.DeltaKind]] = {
     "text_delta": ("text", "text"),
     "input_json_delta": ("partial_json", "arguments"),
@@ -321,11 +326,14 @@ def error_from(err: Any, status: int | None = None) -> ir.Error:
     if not isinstance(message, str) or not message:
         message = f"anthropic error ({etype or status or 'unknown'})"
     kind, client_status = ERROR_TYPES.get(str(etype), ("api_error", 502))
-    if status is not None and etype not in ERROR_TYPES:
+    if status in OVERLOAD_STATUSES:
+        kind, client_status = "overloaded", status
+    elif status is not None and etype not in ERROR_TYPES:
         kind, client_status = STATUS_ERRORS.get(
             status, ("invalid_request", 400) if 400 <= status < 500 else ("api_error", 502)
         )
-    return ir.Error(kind, message, client_status)
+    limit = rate_limit_named(message) if kind == "rate_limit" else None
+    return ir.Error(kind, message, client_status, limit=limit)
 
 
 def _block_events(index: int, block: Mapping[str, Any], *, stream: bool = False) -> list[ir.Event]:
@@ -512,6 +520,9 @@ class AnthropicVendor:
             orjson.dumps(body),
             max_output=body["max_tokens"],  # thinking may have raised it above the client's
         )
+
+    def enforces_stop(self, model: str) -> bool:
+        return True
 
     def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
         """max_tokens is required; a thinking budget below the API's floor raises it."""

@@ -85,6 +85,11 @@ class Vendor(Protocol):
     # decodes what went by to remember it.
     remembers_reasoning: bool
 
+    def enforces_stop(self, model: str) -> bool:
+        """Whether `model` takes stop sequences. Where it refuses them (xAI reasoning models),
+        the gateway sends the call without and cuts the answer at them itself."""
+        ...
+
     def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
         """Decide what the vendor will be asked before the hold prices it: defaults the vendor
         needs (Anthropic: max_tokens) and raises it applies (a thinking budget's floor)."""
@@ -159,6 +164,17 @@ class PassthroughScan:
     def generated(self) -> list[ir.Event]:
         """The IR events of everything that went by (decoded only when asked)."""
         return self._decode(b"".join(self.raw))
+
+
+def rate_limit_named(*texts: str | None) -> ir.RateLimit | None:
+    """Which per-minute limit a vendor's 429 wording names (OpenAI "tokens per min (TPM)",
+    Anthropic "request tokens ... per-minute", Gemini quota ids "...InputTokensPer..."), if any."""
+    text = " ".join(t for t in texts if t).lower()
+    if "token" in text or "tpm" in text:
+        return "tokens"
+    if "request" in text or "rpm" in text:
+        return "requests"
+    return None
 
 
 def error_message(data: bytes) -> str:

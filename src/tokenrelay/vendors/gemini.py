@@ -17,7 +17,7 @@ import orjson
 
 from tokenrelay import ir
 from tokenrelay.sse import SSEParser
-from tokenrelay.vendors.base import NoPassthrough, UpstreamRequest
+from tokenrelay.vendors.base import NoPassthrough, UpstreamRequest, rate_limit_named
 from tokenrelay.vendors.gemini_schema import clean_schema
 
 Json = dict[str, Any]
@@ -227,6 +227,7 @@ STATUS_CODES: dict[int, tuple[ir.ErrorKind, int]] = {
     500: ("api_error", 500),
     503: ("overloaded", 503),
     504: ("timeout", 504),
+    529: ("overloaded", 529),
 }
 CREDENTIAL_STATUSES = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED"})
 
@@ -289,10 +290,24 @@ def error_from(err: Mapping[str, Any], http_status: int | None = None) -> ir.Err
     kind, client_status = STATUS_NAMES.get(status) or STATUS_CODES.get(
         code or 0, ("invalid_request", 400) if code and 400 <= code < 500 else ("api_error", 502)
     )
+    if code in (503, 529):  # an overload keeps its own status
+        kind, client_status = "overloaded", code
     message = err.get("message")
     if not isinstance(message, str) or not message:
         message = f"gemini error ({status or code or 'unknown'})"
-    return ir.Error(kind, message.strip(), client_status, _retry_delay(details))
+    limit = rate_limit_named(*_quota_ids(details)) if kind == "rate_limit" else None
+    return ir.Error(kind, message.strip(), client_status, _retry_delay(details), limit=limit)
+
+
+def _quota_ids(details: Any) -> list[str]:
+    """The quota ids of a RESOURCE_EXHAUSTED error's QuotaFailure violations
+    (`GenerateContentInputTokensPerModelPerMinute...`, `GenerateRequestsPerMinute...`)."""
+    ids: list[str] = []
+    for d in details if isinstance(details, list) else ():
+        for v in d.get("violations", ()) if isinstance(d, dict) else ():
+            if isinstance(v, dict) and isinstance(v.get("quotaId"), str):
+                ids.append(v["quotaId"])
+    return ids
 
 
 class GeminiStreamDecoder:
@@ -442,6 +457,9 @@ class GeminiVendor(NoPassthrough):
             url = _model_url(base_url, upstream_model, "generateContent")
         body = orjson.dumps(build_body(req))
         return UpstreamRequest("POST", url, _headers(api_key), body, max_output=req.max_tokens)
+
+    def enforces_stop(self, model: str) -> bool:
+        return True
 
     def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
         """Nothing to decide: the vendor defaults the output cap to the model's limit."""

@@ -26,6 +26,7 @@ from tokenrelay.vendors.base import (
     UpstreamRequest,
     UsageSink,
     error_message,
+    rate_limit_named,
 )
 
 JSON = dict[str, Any]
@@ -237,6 +238,9 @@ class OpenAICompatible:
             max_output=req.max_tokens,
             choices=choice_count(body),
         )
+
+    def enforces_stop(self, model: str) -> bool:
+        return True
 
     def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
         """Nothing to decide: the vendor defaults the output cap to the model's limit."""
@@ -455,7 +459,7 @@ class OpenAICompatible:
         if "overloaded" in text or "unavailable" in text:
             return ir.Error("overloaded", message, 503)
         if "rate_limit" in text or info.type in ("tokens", "requests"):
-            return ir.Error("rate_limit", message, 429)
+            return ir.Error("rate_limit", message, 429, limit=rate_limit_named(info.type, message))
         if "timeout" in text:
             return ir.Error("timeout", message, 504)
         if info.type == "invalid_request_error":
@@ -480,11 +484,13 @@ class OpenAICompatible:
         if status == 413:
             return ir.Error("request_too_large", message, 413)
         if status == 429:
-            return ir.Error("rate_limit", message, 429, wait)
+            limit = info.type if info.type in ("tokens", "requests") else None
+            limit = limit or rate_limit_named(info.message)
+            return ir.Error("rate_limit", message, 429, wait, limit=limit)
         if status in (408, 504):
             return ir.Error("timeout", message, 504, wait)
-        if status in (503, 529):
-            return ir.Error("overloaded", message, 503, wait)
+        if status in (503, 529):  # the status stays: the Anthropic frontend renders both
+            return ir.Error("overloaded", message, status, wait)
         if status == 500:
             return ir.Error("api_error", message, 500, wait)
         if status >= 500 or status < 400:

@@ -2,8 +2,9 @@
 
 - `completion_tokens` excludes reasoning: billable output = completion + reasoning tokens.
 - Reasoning models (grok-3-mini, grok-4*, grok-code*) reject `stop`, `presence_penalty` and
-  `frequency_penalty`; `reasoning_effort` is accepted only by grok-3-mini (low|high) and
-  grok-4.3 (none|low|medium|high), a 400 elsewhere.
+  `frequency_penalty` (the gateway enforces stop sequences itself: stop_sequences.py);
+  `reasoning_effort` is accepted only by grok-3-mini (low|high) and grok-4.3
+  (none|low|medium|high), a 400 elsewhere.
 - `max_tokens` is the field sent for the output limit: it is what the Vercel AI SDK's live-tested
   xAI provider sends, while `max_completion_tokens` is not documented in VENDORS.md for xAI.
 - Thinking parts are not replayed: Chat Completions on xAI has no field for them.
@@ -44,6 +45,9 @@ class XAIVendor(OpenAICompatible):
     name = "xai"
     max_tokens_field = "max_tokens"
     reasoning_in_completion = False
+
+    def enforces_stop(self, model: str) -> bool:
+        return not is_reasoning_model(model)  # the gateway cuts at them instead
 
     def adjust_for_model(self, body: JSON, req: ir.Request, model: str) -> None:
         if is_reasoning_model(model):
