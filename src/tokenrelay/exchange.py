@@ -30,9 +30,17 @@ class Exchange(Protocol):
         ...
 
     # A stream.
-    done: bool  # the vendor's stream completed
     failure: ir.Error | None  # the vendor failed mid-stream (error event, malformed data)
-    error_forwarded: bool  # ... and its own error event already reached the client
+
+    @property
+    def done(self) -> bool:
+        """The vendor's stream completed."""
+        ...
+
+    @property
+    def error_forwarded(self) -> bool:
+        """The vendor's own error event already reached the client."""
+        ...
     # The gateway ended the answer itself (a stop sequence it enforces): stop reading the vendor,
     # whose final usage will not come.
     cut: bool
