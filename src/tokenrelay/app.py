@@ -117,7 +117,8 @@ class Gateway:
         self._billing = billing
         # Closed in this order: no new upstream traffic, then the writer flushes, then the DB,
         # then the emulator (upstream connections to it are closed by then).
-        self._resources = [upstreams, keys, billing, engine, *([emulator] if emulator else [])]
+        self._resources = [upstreams, keys, billing, engine, self.relay.reasoning]
+        self._resources += [emulator] if emulator else []
         for vendor in sorted(upstreams.emulated):
             log.warning(
                 "vendor %s has no API key: served by the built-in EMULATOR (not the real API)",

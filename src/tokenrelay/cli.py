@@ -36,16 +36,27 @@ def main() -> None:
     is_flag=True,
     help="On a database with no keys yet, create one (with $5.00 of credit) and print it once.",
 )
-def serve(host: str | None, port: int | None, quickstart_key: bool) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes, one per core; more than one needs Redis and PostgreSQL "
+    "[default: WEB_CONCURRENCY or 1]",
+)
+def serve(host: str | None, port: int | None, quickstart_key: bool, workers: int | None) -> None:
     """Run the gateway."""
+    from tokenrelay.server import multi_worker_problem
     from tokenrelay.server import serve as run_server  # the server pulls in the whole app
 
     settings = get_settings()
+    problem = multi_worker_problem(settings, workers or settings.workers)
+    if problem:
+        raise click.ClickException(problem)
     if quickstart_key and not _with_store(lambda s: s.list()):
         info, plaintext = _with_store(lambda s: s.create("quickstart", Decimal("5.00"), None, None))
         click.echo(f"Quick-start API key ({info.id}, ${info.balance_usd} of credit), shown once:")
         click.echo(f"  {plaintext}")
-    run_server(host or settings.host, port or settings.port)
+    run_server(host or settings.host, port or settings.port, workers)
 
 
 @main.command()

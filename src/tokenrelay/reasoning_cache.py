@@ -5,15 +5,33 @@ its `thoughtSignature` on the function call, DeepSeek its `reasoning_content` on
 The OpenAI Chat Completions format has no field for the first two, and OpenAI-SDK clients tend
 to drop the third; so the gateway remembers them, keyed by tool-call id (ids are unique per
 response), and restores them when the client sends the conversation back.
+
+One process keeps them in memory. Several (workers, replicas) share them through Redis when
+TOKENRELAY_REDIS_URL is set, so the next turn of a tool loop may land on any of them: the
+memory stays as a near cache, a state is written to Redis before the client has the answer
+(`flush`) and read back on a miss before the request is built (`prefetch`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from tokenrelay import ir
+from tokenrelay.settings import Settings
+
+log = logging.getLogger("tokenrelay.reasoning")
+
+# A state larger than this stays in the process that saw it (a loop continuing elsewhere then
+# fails as it would without the gateway's memory): Redis holds balances too, and a value this
+# size is already ~500k tokens of thinking.
+MAX_SHARED_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -27,10 +45,16 @@ class ReasoningState:
 class ReasoningCache:
     """An in-process TTL + LRU map. Bounded, so a flood of tool calls cannot exhaust memory."""
 
+    shared = False  # the relay awaits `prefetch` only when True
+    # (tool-call ids, encoded state) put but not yet in Redis; the relay awaits `flush` when
+    # non-empty. Always empty here.
+    pending: list[tuple[list[str], bytes]]
+
     def __init__(self, ttl_s: float = 24 * 3600, max_entries: int = 100_000) -> None:
         self._ttl = ttl_s
         self._max = max_entries
         self._items: OrderedDict[str, tuple[float, ReasoningState]] = OrderedDict()
+        self.pending = []
 
     def put(self, tool_call_ids: list[str], state: ReasoningState) -> None:
         expires = time.monotonic() + self._ttl
@@ -49,6 +73,117 @@ class ReasoningCache:
             del self._items[tool_call_id]
             return None
         return state
+
+    async def prefetch(self, req: ir.Request) -> None:
+        """Nothing to fetch: this process saw every state it has."""
+
+    async def flush(self) -> None:
+        """Nothing to write."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+
+class SharedReasoningCache(ReasoningCache):
+    """The in-process map in front of Redis (`prefix` + "rs:" + tool-call id, with the TTL).
+    Redis trouble costs a warning, never the request: the loop then continues only on the
+    process that remembers it."""
+
+    shared = True
+
+    def __init__(
+        self, redis: Any, prefix: str, ttl_s: float = 24 * 3600, max_entries: int = 100_000
+    ) -> None:
+        super().__init__(ttl_s, max_entries)
+        self._redis = redis
+        self._prefix = prefix + "rs:"
+
+    def put(self, tool_call_ids: list[str], state: ReasoningState) -> None:
+        super().put(tool_call_ids, state)
+        blob = encode(state)
+        if len(blob) > MAX_SHARED_BYTES:
+            log.warning("reasoning state of %d bytes kept in this process only", len(blob))
+            return
+        self.pending.append((tool_call_ids, blob))
+
+    async def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        ttl = max(int(self._ttl), 1)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for ids, blob in pending:
+                    for call_id in ids:
+                        pipe.set(self._prefix + call_id, blob, ex=ttl)
+                await pipe.execute()
+        except Exception as exc:  # Redis down or slow: the answer goes out all the same
+            log.warning("reasoning state not shared (Redis: %s)", type(exc).__name__)
+
+    async def prefetch(self, req: ir.Request) -> None:
+        missing = [
+            p.id
+            for m in req.messages
+            if m.role == "assistant"
+            for p in m.parts
+            if isinstance(p, ir.ToolCall) and self.get(p.id) is None
+        ]
+        if not missing:
+            return
+        try:
+            blobs = await self._redis.mget([self._prefix + i for i in missing])
+        except Exception as exc:
+            log.warning("reasoning state not read (Redis: %s)", type(exc).__name__)
+            return
+        for call_id, blob in zip(missing, blobs, strict=True):
+            if blob is not None:
+                # A value this version cannot read (another wrote it) is a miss.
+                with contextlib.suppress(ValueError, TypeError, KeyError, IndexError):
+                    super().put([call_id], decode(blob))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def encode(state: ReasoningState) -> bytes:
+    """Compact: {"v": vendor, "m": model, "t": [["t", text, signature] | ["r", data]],
+    "s": {tool-call id: signature}}."""
+    thinking = [
+        ["t", p.text, p.signature] if isinstance(p, ir.Thinking) else ["r", p.data]
+        for p in state.thinking
+    ]
+    return orjson.dumps(
+        {"v": state.vendor, "m": state.model, "t": thinking, "s": state.tool_signatures}
+    )
+
+
+def decode(blob: bytes) -> ReasoningState:
+    raw = orjson.loads(blob)
+    thinking: list[ir.Thinking | ir.RedactedThinking] = [
+        ir.Thinking(str(t[1]), t[2]) if t[0] == "t" else ir.RedactedThinking(str(t[1]))
+        for t in raw["t"]
+    ]
+    signatures = {str(k): str(v) for k, v in dict(raw["s"]).items()}
+    return ReasoningState(str(raw["v"]), str(raw["m"]), thinking, signatures)
+
+
+def reasoning_cache_for(settings: Settings) -> ReasoningCache:
+    """Shared through Redis when the gateway has one; in this process otherwise."""
+    if not settings.redis_url:
+        return ReasoningCache(ttl_s=settings.reasoning_cache_ttl_s)
+    from redis.asyncio import BlockingConnectionPool, Redis
+
+    # Short timeouts: a hung Redis delays a tool turn by seconds at worst, then it goes on.
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=64,
+        timeout=2,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+    )
+    return SharedReasoningCache(
+        Redis.from_pool(pool), settings.redis_prefix, ttl_s=settings.reasoning_cache_ttl_s
+    )
 
 
 def remember(cache: ReasoningCache, vendor: str, resp: ir.Response) -> None:

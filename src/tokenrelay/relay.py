@@ -46,7 +46,7 @@ from tokenrelay.jsonbody import parse_object, read_limited
 from tokenrelay.metering import RequestContext
 from tokenrelay.metrics import IN_FLIGHT, observe
 from tokenrelay.prompt_bound import prompt_bound
-from tokenrelay.reasoning_cache import ReasoningCache, restore
+from tokenrelay.reasoning_cache import reasoning_cache_for, restore
 from tokenrelay.settings import Settings
 from tokenrelay.translated import TranslatedExchange
 from tokenrelay.upstream import Upstreams, VendorEndpoint
@@ -119,7 +119,7 @@ class Relay:
         self.upstreams = upstreams
         self.keys = keys
         self.meter = meter
-        self.reasoning = ReasoningCache(ttl_s=settings.reasoning_cache_ttl_s)
+        self.reasoning = reasoning_cache_for(settings)  # shared through Redis when set
         self.active = 0  # requests in flight, for a shutdown that lets them finish
 
     # ----------------------------------------------------------------------------------------
@@ -246,6 +246,8 @@ class Relay:
         ctx.key = key
         it = await self.intake(frontend, ctx, parse_object(body), headers)
         ep, req, entry = it.endpoint, it.req, it.resolved.entry
+        if self.reasoning.shared:  # the previous turn may have been answered by another replica
+            await self.reasoning.prefetch(req)
         exchange: Exchange
         # Stop sequences the model refuses (a 400) are sent without and enforced here, on the
         # translated path, which sees the text as IR deltas.
@@ -314,6 +316,8 @@ class Relay:
         async with await self.open_upstream(p.endpoint, p.call, ctx) as resp:
             data = await resp.read()
         p.exchange.read_unary(data)
+        if self.reasoning.pending:  # shared before the client can send the next turn
+            await self.reasoning.flush()
         ctx.finish("ok")
         await self.meter.settle(ctx)  # committed before the client can have the answer
         body = p.exchange.unary_body(self.meter.extra_usage(ctx))
@@ -375,6 +379,8 @@ class Relay:
             await send_chunk(send, out, more=False)
             return
         ex.completed()
+        if self.reasoning.pending:
+            await self.reasoning.flush()
         ctx.finish("ok", complete=not ex.cut)  # cut: what was delivered is billed
         try:
             await self.meter.settle(ctx)  # committed before the client sees the end
