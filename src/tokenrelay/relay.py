@@ -302,7 +302,11 @@ class Relay:
     async def _unary(self, p: Prepared, send: Send) -> None:
         ctx = p.ctx
         async with await self.open_upstream(p.endpoint, p.call, ctx) as resp:
-            data = await resp.read()
+            try:
+                data = await resp.read()
+            except OSError as exc:  # the body stalled (idle, total) or broke: nothing delivered
+                ctx.upstream_answered = False
+                raise upstream_unreachable(p.endpoint.name, exc, started=True) from None
         p.exchange.read_unary(data)
         ctx.finish("ok")
         await self.meter.settle(ctx)  # committed before the client can have the answer
@@ -343,9 +347,8 @@ class Relay:
                     ctx.finish("cancelled", "gateway shutting down", complete=False)
                     await send_chunk(send, ex.error(SHUTTING_DOWN), more=False)
                     return
-                except OSError as exc:  # connection failures and timeouts
-                    reason = f"Upstream connection failed: {type(exc).__name__}"
-                    ex.failure = ir.Error("api_error", reason, 502)
+                except OSError as exc:  # connection failures and timeouts (idle, total)
+                    ex.failure = upstream_unreachable(p.endpoint.name, exc, started=True).to_ir()
         if watch.disconnected:  # drained: the vendor's own final usage, if it came
             if not ex.done:
                 ex.incomplete()
@@ -447,9 +450,13 @@ async def send_chunk(send: Send, body: bytes, *, more: bool = True) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": more})
 
 
-def upstream_unreachable(vendor: str, exc: BaseException) -> GatewayError:
+def upstream_unreachable(vendor: str, exc: BaseException, started: bool = False) -> GatewayError:
+    """`started`: the vendor had begun its answer (the connection failed, or a timeout ran
+    out, while reading it)."""
     if isinstance(exc, TimeoutError):
-        return GatewayError("timeout", f"Upstream {vendor} timed out.", 504)
+        return GatewayError("timeout", f"Upstream {vendor} timed out ({exc}).", 504)
+    if started:
+        return GatewayError("api_error", f"Upstream connection failed: {type(exc).__name__}", 502)
     return GatewayError(
         "api_error", f"Upstream {vendor} is unreachable ({type(exc).__name__}).", 502
     )
