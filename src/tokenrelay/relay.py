@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 
 from tokenrelay import ir
+from tokenrelay.access_log import enable as enable_access_log
+from tokenrelay.access_log import log_request
 from tokenrelay.asgi import (
     JSON_HEADERS,
     SSE_HEADERS,
@@ -121,6 +123,9 @@ class Relay:
         self.meter = meter
         self.reasoning = ReasoningCache(ttl_s=settings.reasoning_cache_ttl_s)
         self.active = 0  # requests in flight, for a shutdown that lets them finish
+        self.access_log = settings.access_log == "on"
+        if self.access_log:
+            enable_access_log()
 
     # ----------------------------------------------------------------------------------------
     # entry point
@@ -135,6 +140,8 @@ class Relay:
             self.active -= 1
             IN_FLIGHT.dec()
             observe(ctx)
+            if self.access_log:
+                log_request(ctx)
 
     async def drained(self, timeout_s: float) -> bool:
         """Wait (at most `timeout_s`) for the requests in flight to finish and settle; the
@@ -313,6 +320,7 @@ class Relay:
         body = p.exchange.unary_body(self.meter.extra_usage(ctx))
         ctx.mark_first_byte()
         ctx.response_started = True
+        ctx.http_status = 200
         headers = [*JSON_HEADERS, *self.response_headers(ctx), *self.meter.cost_headers(ctx)]
         await send_bytes(send, 200, body, headers)
 
@@ -375,6 +383,7 @@ class Relay:
 
     async def start_stream(self, send: Send, ctx: RequestContext) -> None:
         ctx.response_started = True
+        ctx.http_status = 200
         await send(
             {
                 "type": "http.response.start",
@@ -398,6 +407,7 @@ class Relay:
         self, frontend: Frontend, send: Send, ctx: RequestContext, err: GatewayError
     ) -> None:
         status, body = frontend.render_error(err)
+        ctx.http_status = status
         headers = [*JSON_HEADERS, (b"x-request-id", ctx.request_id.encode())]
         if err.retry_after is not None:
             headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
