@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tokenrelay.catalog import Catalog, CatalogError, format_usd
+from tokenrelay.settings import Settings, Timeouts
 from tokenrelay.vendors import BUILTIN_NAMES as VENDORS
 from tokenrelay.vendors import registry
 
@@ -307,3 +308,53 @@ def test_an_upstream_table_makes_a_vendor() -> None:
 
 def test_the_packaged_catalog_declares_no_upstream(catalog: Catalog) -> None:
     assert catalog.upstreams == ()
+
+
+def test_timeouts_per_vendor_override_the_settings_defaults() -> None:
+    """`[timeouts.<vendor>]`, for built-in and configured vendors; later files win per field;
+    0 removes a bound."""
+    defaults = Timeouts(connect_s=10, first_byte_s=120, idle_s=120, total_s=600)
+    upstream = '[upstreams.acme]\nbase_url = "https://acme.example/v1"\napi_key_env = "ACME_KEY"\n'
+    cat = load_text(
+        upstream + "[timeouts.anthropic]\nfirst_byte_s = 60\nidle_s = 30\n"
+        "[timeouts.acme]\nconnect_s = 2.5\ntotal_s = 0\n"
+    )
+    assert cat.timeouts_for("anthropic", defaults) == Timeouts(10, 60, 30, 600)
+    assert cat.timeouts_for("acme", defaults) == Timeouts(2.5, 120, 120, None)
+    assert cat.timeouts_for("openai", defaults) is defaults
+    later = Catalog.from_sources(
+        [("b", "[timeouts.gemini]\nidle_s = 5\nfirst_byte_s = 7\n"),
+         ("c", "[timeouts.gemini]\nidle_s = 9\n")]
+    )  # fmt: skip
+    assert later.timeouts_for("gemini", defaults) == Timeouts(10, 7, 9, 600)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[timeouts.nobody]\nidle_s = 5\n", "[timeouts.nobody]: no such vendor"),
+        ("[timeouts.openai]\nread_s = 5\n", "unknown field(s) ['read_s']"),
+        ("[timeouts.openai]\nidle_s = -1\n", "`idle_s` must be a number of seconds"),
+        ('[timeouts.openai]\nidle_s = "5"\n', "`idle_s` must be a number of seconds"),
+        ("[timeouts.openai]\nconnect_s = 0\n", "`connect_s` must be more than 0"),
+        ("timeouts = 5\n", "`timeouts` must be a table"),
+    ],
+)
+def test_invalid_timeouts_tables(text: str, message: str) -> None:
+    with pytest.raises(CatalogError) as caught:
+        load_text(text)
+    assert message in str(caught.value)
+
+
+def test_timeout_settings_and_the_deprecated_single_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("CONNECT", "FIRST_BYTE", "IDLE", "TOTAL"):
+        monkeypatch.delenv(f"TOKENRELAY_{name}_TIMEOUT_S", raising=False)
+    monkeypatch.delenv("TOKENRELAY_UPSTREAM_TIMEOUT", raising=False)
+    assert Settings().timeouts() == Timeouts(10, 120, 120, 600)
+    monkeypatch.setenv("TOKENRELAY_UPSTREAM_TIMEOUT", "30")  # the old per-read timeout
+    assert Settings().timeouts() == Timeouts(10, 30, 30, 600)
+    monkeypatch.setenv("TOKENRELAY_IDLE_TIMEOUT_S", "0")  # the new variables win; 0: none
+    monkeypatch.setenv("TOKENRELAY_CONNECT_TIMEOUT_S", "3")
+    assert Settings().timeouts() == Timeouts(3, 30, None, 600)

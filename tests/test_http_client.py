@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tokenrelay.http_client import HttpClient, UpstreamConnectionError
+from tokenrelay.http_client import HttpClient, UpstreamConnectionError, UpstreamTimeout
+from tokenrelay.settings import Timeouts
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -204,6 +205,52 @@ async def test_a_stream_slower_overall_than_the_read_timeout_but_never_silent_th
             async for chunk in resp.content.iter_any():
                 got += chunk
         assert got == b"x" * 10
+    await client.close()
+
+
+async def test_first_byte_timeout_covers_the_first_body_bytes_not_only_the_headers() -> None:
+    """A vendor that sends 200 and its headers, then nothing: `request` itself fails (where the
+    relay may still retry), not the first read after it."""
+
+    async def headers_only(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        await w.drain()
+        await asyncio.sleep(5)
+
+    client = HttpClient(timeouts=Timeouts(connect_s=2, first_byte_s=0.3, idle_s=5, total_s=None))
+    async with server(headers_only) as (url, _):
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(UpstreamTimeout) as caught:
+            await client.request("POST", url + "/", {}, b"{}")
+        assert caught.value.which == "first_byte" and loop.time() - start < 2
+        # Per request, the call's own timeouts win over the client's.
+        quick = Timeouts(connect_s=2, first_byte_s=0.1, idle_s=None, total_s=None)
+        start = loop.time()
+        with pytest.raises(UpstreamTimeout):
+            await client.request("POST", url + "/", {}, b"{}", quick)
+        assert loop.time() - start < 0.25
+    await client.close()
+
+
+async def test_total_timeout_ends_a_body_that_never_goes_silent() -> None:
+    async def endless(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(100):
+            w.write(b"1\r\nx\r\n")
+            await w.drain()
+            await asyncio.sleep(0.05)
+
+    client = HttpClient(timeouts=Timeouts(connect_s=2, first_byte_s=1, idle_s=0.5, total_s=0.6))
+    async with server(endless) as (url, _):
+        resp = await client.request("POST", url + "/", {}, b"{}")
+        got = b""
+        with pytest.raises(UpstreamTimeout) as caught:
+            async for chunk in resp.content.iter_any():
+                got += chunk
+        assert caught.value.which == "total" and 3 <= len(got) < 100
     await client.close()
 
 

@@ -110,7 +110,8 @@ class Gateway:
             emulator = await EmbeddedEmulator.start(s.emulator_port)
             log.warning("vendor emulator listening on %s (local only)", emulator.url)
         self.emulator_url = emulator.url if emulator else s.emulator_url
-        upstreams = Upstreams(s, vendors, self.emulator_url)
+        timeouts = {name: catalog.timeouts_for(name, s.timeouts()) for name in vendors}
+        upstreams = Upstreams(s, vendors, self.emulator_url, timeouts)
         billing = BillingEngine(s, engine, catalog)
         await billing.start()
         self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tokenrelay.settings import Timeouts
 from tokenrelay.vendors import BUILTIN_NAMES, CompatibleUpstream
 
 # Default for `default_max_tokens`: see the header of models.toml for why 8192.
@@ -144,6 +145,8 @@ class Catalog:
         self._index = dict(index)
         # OpenAI-compatible upstreams the operator declared: vendors of their own, no code.
         self.upstreams = tuple(upstreams)
+        # `[timeouts.<vendor>]`: the fields of settings.Timeouts a vendor sets for itself.
+        self.timeouts: dict[str, dict[str, float | None]] = {}
 
     @classmethod
     def load(cls, extra_path: str | Path | None = None) -> Catalog:
@@ -165,6 +168,7 @@ class Catalog:
         aliases: dict[str, dict[str, Any]] = {}
         origin: dict[str, str] = {}
         upstreams: dict[str, CompatibleUpstream] = {}
+        timeouts: dict[str, dict[str, float | None]] = {}
         for label, text in sources:
             try:
                 # Decimal, never float: 0.1 as float is not 0.1 and money must add up exactly.
@@ -173,8 +177,23 @@ class Catalog:
                 raise CatalogError(f"{label}: not valid TOML: {exc}") from exc
             for name, body in _table(label, doc.pop("upstreams", {}), "upstreams").items():
                 upstreams[name] = _upstream(label, name, body)
+            for name, body in _table(label, doc.pop("timeouts", {}), "timeouts").items():
+                timeouts.setdefault(name, {}).update(_timeouts(label, name, body))
             _merge(label, doc, models, aliases, origin)
-        return _build(models, aliases, origin, upstreams)
+        catalog = _build(models, aliases, origin, upstreams)
+        unknown = set(timeouts) - BUILTIN_NAMES - set(upstreams)
+        if unknown:
+            raise CatalogError(
+                f"[timeouts.{sorted(unknown)[0]}]: no such vendor (a built-in one, "
+                f"{', '.join(sorted(BUILTIN_NAMES))}, or an [upstreams.<name>] table)"
+            )
+        catalog.timeouts = timeouts
+        return catalog
+
+    def timeouts_for(self, vendor: str, defaults: Timeouts) -> Timeouts:
+        """The vendor's call timeouts: `defaults` (the settings') with its table's fields."""
+        override = self.timeouts.get(vendor)
+        return replace(defaults, **override) if override else defaults
 
     def resolve(self, name: str) -> Resolved | None:
         """Exact id or alias (case-sensitive); Gemini's `models/` prefix is accepted."""
@@ -290,6 +309,24 @@ def _upstream(label: str, name: str, body: Any) -> CompatibleUpstream:
     if field not in ("max_tokens", "max_completion_tokens"):
         raise CatalogError(f"{where}: `max_tokens_field` is max_tokens or max_completion_tokens")
     return CompatibleUpstream(name, base_url, key_env, field)
+
+
+def _timeouts(label: str, vendor: str, body: Any) -> dict[str, float | None]:
+    """`[timeouts.<vendor>]`: connect_s, first_byte_s, idle_s, total_s (seconds; 0 = none)."""
+    where = f"{label}: [timeouts.{vendor}]"
+    if not isinstance(body, dict):
+        raise CatalogError(f"{where}: must be a table")
+    bad = set(body) - set(Timeouts.FIELDS)
+    if bad:
+        raise CatalogError(f"{where}: unknown field(s) {sorted(bad)}; {', '.join(Timeouts.FIELDS)}")
+    out: dict[str, float | None] = {}
+    for field, value in body.items():
+        if isinstance(value, bool) or not isinstance(value, int | Decimal) or value < 0:
+            raise CatalogError(f"{where}: `{field}` must be a number of seconds, 0 or more")
+        if field == "connect_s" and not value:
+            raise CatalogError(f"{where}: `connect_s` must be more than 0")
+        out[field] = float(value) or None
+    return out
 
 
 def _base_url(value: Any, where: str) -> str:

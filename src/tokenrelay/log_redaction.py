@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 
 from tokenrelay.catalog import Catalog, CatalogError
+from tokenrelay.log_format import Fields
 from tokenrelay.settings import Settings
 from tokenrelay.vendors import registry
 
@@ -31,6 +32,12 @@ class RedactSecrets(logging.Filter):
         return self._pattern.sub(REDACTED, text)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        if msg.__class__ is Fields and not record.args:  # only its text values can hold one
+            for name, value in msg.items():
+                if value.__class__ is str and self._pattern.search(value):
+                    msg[name] = self.redact(value)
+            return True
         message = record.getMessage()
         clean = self.redact(message)
         if clean != message:

@@ -107,11 +107,15 @@ class RequestContext:
     attempts: int = 0
     upstream_answered: bool = False  # a vendor attempt returned 200: its tokens are billable
     response_started: bool = False
+    http_status: int | None = None  # what the client was answered (the access log's)
     admission: Any = None  # the billing engine's hold for this request
     cost_nano: int | None = None
     status: Status = "ok"
     error: str | None = None
     usage_source: Literal["vendor", "estimated"] = "vendor"
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self._t0) * 1000
 
     def mark_first_byte(self) -> None:
         if self.first_byte_ms is None:

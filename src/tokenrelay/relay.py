@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 
 from tokenrelay import ir
+from tokenrelay.access_log import enable as enable_access_log
+from tokenrelay.access_log import log_request
 from tokenrelay.asgi import (
     JSON_HEADERS,
     SSE_HEADERS,
@@ -121,6 +123,9 @@ class Relay:
         self.meter = meter
         self.reasoning = reasoning_cache_for(settings)  # shared through Redis when set
         self.active = 0  # requests in flight, for a shutdown that lets them finish
+        self.access_log = settings.access_log == "on"
+        if self.access_log:
+            enable_access_log()
 
     # ----------------------------------------------------------------------------------------
     # entry point
@@ -135,6 +140,8 @@ class Relay:
             self.active -= 1
             IN_FLIGHT.dec()
             observe(ctx)
+            if self.access_log:
+                log_request(ctx)
 
     async def drained(self, timeout_s: float) -> bool:
         """Wait (at most `timeout_s`) for the requests in flight to finish and settle; the
@@ -314,7 +321,11 @@ class Relay:
     async def _unary(self, p: Prepared, send: Send) -> None:
         ctx = p.ctx
         async with await self.open_upstream(p.endpoint, p.call, ctx) as resp:
-            data = await resp.read()
+            try:
+                data = await resp.read()
+            except OSError as exc:  # the body stalled (idle, total) or broke: nothing delivered
+                ctx.upstream_answered = False
+                raise upstream_unreachable(p.endpoint.name, exc, started=True) from None
         p.exchange.read_unary(data)
         if self.reasoning.pending:  # shared before the client can send the next turn
             await self.reasoning.flush()
@@ -323,6 +334,7 @@ class Relay:
         body = p.exchange.unary_body(self.meter.extra_usage(ctx))
         ctx.mark_first_byte()
         ctx.response_started = True
+        ctx.http_status = 200
         headers = [*JSON_HEADERS, *self.response_headers(ctx), *self.meter.cost_headers(ctx)]
         await send_bytes(send, 200, body, headers)
 
@@ -360,9 +372,8 @@ class Relay:
                     ctx.finish("cancelled", "gateway shutting down", complete=False)
                     await send_chunk(send, ex.error(SHUTTING_DOWN), more=False)
                     return
-                except OSError as exc:  # connection failures and timeouts
-                    reason = f"Upstream connection failed: {type(exc).__name__}"
-                    ex.failure = ir.Error("api_error", reason, 502)
+                except OSError as exc:  # connection failures and timeouts (idle, total)
+                    ex.failure = upstream_unreachable(p.endpoint.name, exc, started=True).to_ir()
         if watch.disconnected:  # drained: the vendor's own final usage, if it came
             if not ex.done:
                 ex.incomplete()
@@ -391,6 +402,7 @@ class Relay:
 
     async def start_stream(self, send: Send, ctx: RequestContext) -> None:
         ctx.response_started = True
+        ctx.http_status = 200
         await send(
             {
                 "type": "http.response.start",
@@ -414,6 +426,7 @@ class Relay:
         self, frontend: Frontend, send: Send, ctx: RequestContext, err: GatewayError
     ) -> None:
         status, body = frontend.render_error(err)
+        ctx.http_status = status
         headers = [*JSON_HEADERS, (b"x-request-id", ctx.request_id.encode())]
         if err.retry_after is not None:
             headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
@@ -466,9 +479,13 @@ async def send_chunk(send: Send, body: bytes, *, more: bool = True) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": more})
 
 
-def upstream_unreachable(vendor: str, exc: BaseException) -> GatewayError:
+def upstream_unreachable(vendor: str, exc: BaseException, started: bool = False) -> GatewayError:
+    """`started`: the vendor had begun its answer (the connection failed, or a timeout ran
+    out, while reading it)."""
     if isinstance(exc, TimeoutError):
-        return GatewayError("timeout", f"Upstream {vendor} timed out.", 504)
+        return GatewayError("timeout", f"Upstream {vendor} timed out ({exc}).", 504)
+    if started:
+        return GatewayError("api_error", f"Upstream connection failed: {type(exc).__name__}", 502)
     return GatewayError(
         "api_error", f"Upstream {vendor} is unreachable ({type(exc).__name__}).", 502
     )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from tokenrelay import log_redaction
+from tokenrelay import log_format, log_redaction
 from tokenrelay.http_guard import Limits, guarded_protocol
 from tokenrelay.settings import Settings, get_settings
 
@@ -138,7 +138,8 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
     app.freeze_heap_after_startup = True
     config = uvicorn_config(app, settings, loop="uvloop", log_level=settings.log_level.lower())
     # After uvicorn.Config, which installs uvicorn's own handlers. At DEBUG, aiosqlite reprs
-    # every call with its SQL parameters (key hashes): the filter blanks those.
+    # every call with its SQL parameters (key hashes): the filter blanks those, in either format.
+    log_format.install(settings.log_format, log_redaction.LOGGERS)
     log_redaction.install(settings)
     server = uvicorn.Server(config)
     server.run()

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import ClassVar
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Bounds on one vendor call, in seconds; None: unbounded. `connect_s`: the TCP (and TLS)
+    connection; `first_byte_s`: from sending the request to the status, headers and first
+    body bytes; `idle_s`: any silence after that; `total_s`: the whole call, connect included."""
+
+    connect_s: float = 10.0
+    first_byte_s: float | None = 120.0
+    idle_s: float | None = 120.0
+    total_s: float | None = 600.0
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("connect_s", "first_byte_s", "idle_s", "total_s")
 
 
 class Settings(BaseSettings):
@@ -26,7 +42,17 @@ class Settings(BaseSettings):
     emulator_url: str | None = Field(None, alias="TOKENRELAY_EMULATOR_URL")
     emulator_port: int = Field(0, alias="TOKENRELAY_EMULATOR_PORT")
     max_body_bytes: int = Field(32 * 1024 * 1024, alias="TOKENRELAY_MAX_BODY_BYTES")
-    upstream_timeout_s: float = Field(600.0, alias="TOKENRELAY_UPSTREAM_TIMEOUT")
+    # Vendor call timeouts (tokenrelay.settings.Timeouts), the defaults for every vendor; the
+    # catalog's `[timeouts.<vendor>]` tables override them per vendor. 0 = no limit (but
+    # connect). A timeout before the answer's first byte is retried, then answered 504; a
+    # stalled stream ends with the client format's error event, billed for what was delivered.
+    connect_timeout_s: float = Field(10.0, alias="TOKENRELAY_CONNECT_TIMEOUT_S", gt=0)
+    first_byte_timeout_s: float = Field(120.0, alias="TOKENRELAY_FIRST_BYTE_TIMEOUT_S", ge=0)
+    idle_timeout_s: float = Field(120.0, alias="TOKENRELAY_IDLE_TIMEOUT_S", ge=0)
+    total_timeout_s: float = Field(600.0, alias="TOKENRELAY_TOTAL_TIMEOUT_S", ge=0)
+    # Deprecated, the one timeout of old (each read from the vendor): when set, the default of
+    # the first-byte and idle timeouts that are not set themselves.
+    upstream_timeout_s: float | None = Field(None, alias="TOKENRELAY_UPSTREAM_TIMEOUT", ge=0)
     # Extra attempts on connection failures and 5xx/529, only before the first byte is sent.
     upstream_retries: int = Field(1, alias="TOKENRELAY_UPSTREAM_RETRIES")
     # Client gone mid-stream: "cancel" closes the upstream call (billing what was generated,
@@ -34,6 +60,10 @@ class Settings(BaseSettings):
     on_disconnect: str = Field("cancel", alias="TOKENRELAY_ON_DISCONNECT")
     reasoning_cache_ttl_s: int = Field(24 * 3600, alias="TOKENRELAY_REASONING_CACHE_TTL")
     log_level: str = Field("info", alias="TOKENRELAY_LOG_LEVEL")
+    # "text" or "json" (one JSON object a line: time, level, logger, message, fields).
+    log_format: str = Field("text", alias="TOKENRELAY_LOG_FORMAT", pattern="^(text|json)$")
+    # "on": one line per finished request on the `tokenrelay.access` logger.
+    access_log: str = Field("off", alias="TOKENRELAY_ACCESS_LOG", pattern="^(on|off)$")
     # Client connection bounds (tokenrelay.http_guard): a request's headers must arrive within
     # header_timeout_s of the connection or of their first byte, its body within body_timeout_s
     # of the headers; an idle keep-alive connection is closed after keepalive_timeout_s. The
@@ -56,6 +86,18 @@ class Settings(BaseSettings):
 
     # Vendor keys and base-URL overrides are read where the vendor registry names them
     # (tokenrelay.vendors: ANTHROPIC_API_KEY, TOKENRELAY_ANTHROPIC_BASE_URL, ...).
+
+    def timeouts(self) -> Timeouts:
+        """The vendor call timeouts every vendor has unless the catalog says otherwise."""
+        first_byte, idle = self.first_byte_timeout_s, self.idle_timeout_s
+        if self.upstream_timeout_s is not None:  # the deprecated variable, where not overridden
+            if "first_byte_timeout_s" not in self.model_fields_set:
+                first_byte = self.upstream_timeout_s
+            if "idle_timeout_s" not in self.model_fields_set:
+                idle = self.upstream_timeout_s
+        return Timeouts(
+            self.connect_timeout_s, first_byte or None, idle or None, self.total_timeout_s or None
+        )
 
     def is_emulated(self, api_key: str | None) -> bool:
         """Whether a vendor with this key (None: not set) is served by the emulator."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tokenrelay.http_client import HttpClient, Response
-from tokenrelay.settings import Settings
+from tokenrelay.settings import Settings, Timeouts
 from tokenrelay.vendors import VendorSpec
 from tokenrelay.vendors.base import UpstreamRequest, Vendor
 
@@ -28,8 +29,13 @@ class Upstreams:
     """Keep-alive connection pools to the vendors (one per host); created in the lifespan."""
 
     def __init__(
-        self, settings: Settings, vendors: dict[str, VendorSpec], emulator_base: str | None
+        self,
+        settings: Settings,
+        vendors: dict[str, VendorSpec],
+        emulator_base: str | None,
+        timeouts: Mapping[str, Timeouts] | None = None,
     ) -> None:
+        """`timeouts`: per vendor, where not the settings' defaults (the catalog's tables)."""
         self.endpoints: dict[str, VendorEndpoint] = {}
         for name, spec in vendors.items():
             key = spec.api_key()
@@ -41,7 +47,8 @@ class Upstreams:
             else:
                 base, emulated = spec.endpoint_url(), False
             self.endpoints[name] = VendorEndpoint(name, spec.adapter, base, key or "", emulated)
-        self.client = HttpClient(connect_timeout=10.0, read_timeout=settings.upstream_timeout_s)
+        self.client = HttpClient(timeouts=settings.timeouts())
+        self.timeouts = dict(timeouts or {})
 
     @property
     def emulated(self) -> set[str]:
@@ -50,7 +57,8 @@ class Upstreams:
     async def open(self, vendor: str, call: UpstreamRequest) -> Response:
         """Send `call`; returns once the vendor's status and headers arrived."""
         headers = {"accept-encoding": "identity", **call.headers}
-        return await self.client.request(call.method, call.url, headers, call.body)
+        timeouts = self.timeouts.get(vendor)
+        return await self.client.request(call.method, call.url, headers, call.body, timeouts)
 
     async def close(self) -> None:
         await self.client.close()

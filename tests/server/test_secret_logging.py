@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +24,11 @@ ADMIN = "admin-secret-7f3e9c"
 VENDOR_KEYS = {"OPENAI_API_KEY": "sk-proj-vendorsecret123", "GEMINI_API_KEY": "AIzaVendorSecret456"}
 
 
-def test_debug_logging_of_a_served_gateway_holds_no_secrets(tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_debug_logging_of_a_served_gateway_holds_no_secrets(
+    tmp_path: Path, log_format: str
+) -> None:
+    """In JSON (with the access log on) every line is a JSON object, and just as clean."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENRELAY_")}
     env.update(
@@ -31,6 +37,8 @@ def test_debug_logging_of_a_served_gateway_holds_no_secrets(tmp_path: Path) -> N
         TOKENRELAY_ADMIN_TOKEN=ADMIN,
         TOKENRELAY_EMULATE="all",
         TOKENRELAY_DATABASE_URL=f"sqlite:///{tmp_path / 'gw.db'}",
+        TOKENRELAY_LOG_FORMAT=log_format,
+        TOKENRELAY_ACCESS_LOG="on" if log_format == "json" else "off",
     )
     log_path = tmp_path / "gateway.log"
     # `tokenrelay serve`, with SQL logging on as an operator debugging the database would.
@@ -46,7 +54,7 @@ def test_debug_logging_of_a_served_gateway_holds_no_secrets(tmp_path: Path) -> N
             stderr=log_file,
         )
         try:
-            key = exercise(f"http://127.0.0.1:{port}", proc)
+            key, key_id = exercise(f"http://127.0.0.1:{port}", proc)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
@@ -55,10 +63,24 @@ def test_debug_logging_of_a_served_gateway_holds_no_secrets(tmp_path: Path) -> N
     assert "sqlalchemy.engine" in log and "SELECT" in log and "aiosqlite" in log
     for secret in [key, hashlib.sha256(key.encode()).hexdigest(), ADMIN, *VENDOR_KEYS.values()]:
         assert secret not in log
+    assert not re.search(
+        r"sk-aic-[A-Za-z0-9_\-]{6,}", log
+    )  # no key at all (hints are "sk-aic-...")
+    if log_format == "json":
+        lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+        assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+        assert any(line["message"].startswith("Uvicorn running") for line in lines)
+        access = [line for line in lines if line["logger"] == "tokenrelay.access"]
+        assert [(a["key_id"], a["http_status"], a["stream"]) for a in access] == [
+            (key_id, 200, False),
+            (key_id, 200, True),
+            (None, 401, False),  # the revoked key: refused before it is known
+        ]
+        assert all(a["model"] == "gpt-4o" and a["output_tokens"] > 0 for a in access[:2])
 
 
-def exercise(url: str, proc: subprocess.Popen[bytes]) -> str:
-    """Create a key, use it, revoke it, try it again; returns the key."""
+def exercise(url: str, proc: subprocess.Popen[bytes]) -> tuple[str, str]:
+    """Create a key, use it, revoke it, try it again; returns the key and its id."""
     deadline = time.monotonic() + 60
     while True:
         assert proc.poll() is None, "gateway exited"
@@ -85,7 +107,7 @@ def exercise(url: str, proc: subprocess.Popen[bytes]) -> str:
     assert httpx.delete(f"{url}/admin/v1/keys/{key_id}", headers=admin).status_code == 200
     r = httpx.post(url + "/api/proxy/v1/chat/completions", headers=auth, json=chat)
     assert r.status_code == 401
-    return str(key)
+    return str(key), str(key_id)
 
 
 async def test_sql_parameters_are_never_logged(
