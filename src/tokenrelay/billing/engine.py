@@ -57,6 +57,8 @@ class Admission:
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     cost_nano: int | None = None  # set once settled
     released: bool = False
+    extra_hold_id: str | None = None  # a fallback's dearer worst case, held beside the first
+    extra_hold_nano: int = 0
 
 
 class BillingEngine:
@@ -238,6 +240,43 @@ class BillingEngine:
             )
         return worst
 
+    async def rehold(
+        self, admission: Admission, model_id: str, prompt_bound: int, max_output_tokens: int
+    ) -> None:
+        """Another model (a fallback) answers the admitted request: price it from now on, and
+        hold the difference when its worst case is dearer than what is held (under a second
+        hold id, dropped with the first at settlement). Raises GatewayError 402 when the
+        balance does not cover it. No rate limit is charged again: it is the same request."""
+        price, version = self.prices.price_for(model_id, admission.started_at)
+        if self.enabled:
+            worst = worst_case_nano(prompt_bound, max(max_output_tokens, 0), price)
+            base = admission.hold_nano - admission.extra_hold_nano
+            extra = worst - base
+            if extra > admission.extra_hold_nano:
+                hold_id = f"{admission.request_id}:fallback:{model_id}"
+                if not await self.holds.reserve(admission.key_id, hold_id, extra):
+                    available = max(await self.holds.available(admission.key_id), 0)
+                    raise GatewayError(
+                        "billing",
+                        f"Insufficient balance for the fallback model {model_id}: "
+                        f"${usd(available)} available, it may cost up to ${usd(worst)}",
+                        402,
+                    )
+                await self._drop_extra(admission)
+                admission.extra_hold_id, admission.extra_hold_nano = hold_id, extra
+                admission.hold_nano = worst
+        admission.model_id, admission.price, admission.price_version_id = model_id, price, version
+
+    async def _drop_extra(self, admission: Admission) -> None:
+        hold_id, admission.extra_hold_id = admission.extra_hold_id, None
+        admission.hold_nano -= admission.extra_hold_nano
+        admission.extra_hold_nano = 0
+        if hold_id is not None:
+            try:
+                await self.holds.release(admission.key_id, hold_id)
+            except Exception as exc:  # expires with its TTL (Redis); nothing is billed by it
+                log.warning("fallback hold %s not released: %s", hold_id, _reason(exc))
+
     async def settle(self, admission: Admission, record: UsageRecord) -> int:
         """Bill `record` once (idempotent by request id); returns its cost in nano-USD. Returns
         after the record committed; caller cancellation does not stop the settlement."""
@@ -255,6 +294,8 @@ class BillingEngine:
                 await self._settle(admission, record)
             else:
                 await asyncio.shield(self._settle(admission, record))
+        if admission.extra_hold_id is not None:
+            await self._drop_extra(admission)
         admission.cost_nano = cost
         return cost
 
@@ -304,6 +345,7 @@ class BillingEngine:
         admission.released = True
         if self.enabled:
             await self._update_holds(admission.key_id, admission.request_id, None)
+            await self._drop_extra(admission)
 
     # ---------------------------------------------------------------- admin
 
