@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = Field(600.0, alias="TOKENRELAY_UPSTREAM_TIMEOUT")
     # Extra attempts on connection failures, 5xx/529 and (on another deployment) 429, only
     # before the first byte is sent; all of a request's attempts end within the budget.
-    upstream_retries: int = Field(2, alias="TOKENRELAY_UPSTREAM_RETRIES")
+    upstream_retries: int = Field(1, alias="TOKENRELAY_UPSTREAM_RETRIES")
     upstream_retry_budget_s: float = Field(30.0, alias="TOKENRELAY_UPSTREAM_RETRY_BUDGET_S")
     # A failed deployment rests for this long, doubling per failure in a row up to the max.
     upstream_cooldown_s: float = Field(1.0, alias="TOKENRELAY_UPSTREAM_COOLDOWN_S")

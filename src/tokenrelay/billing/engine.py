@@ -230,15 +230,19 @@ class BillingEngine:
                     retry_after=float(math.ceil(wait)),
                 )
         worst = worst_case_nano(prompt_bound, max(max_output, 0), price)
-        if not await self.holds.reserve(key.id, request_id, worst):
-            available = max(await self.holds.available(key.id), 0)
+        await self._reserve(key.id, request_id, worst, worst, "")
+        return worst
+
+    async def _reserve(self, key_id: str, hold_id: str, amount: int, worst: int, what: str) -> None:
+        """Hold `amount` under `hold_id`, or raise 402 naming the request's `worst` case."""
+        if not await self.holds.reserve(key_id, hold_id, amount):
+            available = max(await self.holds.available(key_id), 0)
             raise GatewayError(
                 "billing",
-                f"Insufficient balance: ${usd(available)} available, this request may cost up "
-                f"to ${usd(worst)} (lower max_tokens or add credits)",
+                f"Insufficient balance{what}: ${usd(available)} available, this request may "
+                f"cost up to ${usd(worst)} (lower max_tokens or add credits)",
                 402,
             )
-        return worst
 
     async def rehold(
         self, admission: Admission, model_id: str, prompt_bound: int, max_output_tokens: int
@@ -254,14 +258,8 @@ class BillingEngine:
             extra = worst - base
             if extra > admission.extra_hold_nano:
                 hold_id = f"{admission.request_id}:fallback:{model_id}"
-                if not await self.holds.reserve(admission.key_id, hold_id, extra):
-                    available = max(await self.holds.available(admission.key_id), 0)
-                    raise GatewayError(
-                        "billing",
-                        f"Insufficient balance for the fallback model {model_id}: "
-                        f"${usd(available)} available, it may cost up to ${usd(worst)}",
-                        402,
-                    )
+                what = f" for the fallback model {model_id}"
+                await self._reserve(admission.key_id, hold_id, extra, worst, what)
                 await self._drop_extra(admission)
                 admission.extra_hold_id, admission.extra_hold_nano = hold_id, extra
                 admission.hold_nano = worst

@@ -251,9 +251,10 @@ def create_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         req.deployment = deployment
         key = bearer(req)
         fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
-        REQUESTS.append(
-            {"method": method, "path": path, "bearer_sha256": fingerprint, "deployment": deployment}
-        )
+        entry = {"method": method, "path": path, "bearer_sha256": fingerprint}
+        if deployment is not None:
+            entry["deployment"] = deployment
+        REQUESTS.append(entry)
         try:
             resp = handler(req) if fault is None else _fault(req, *fault)
         except Exception:  # an emulator bug must still answer like a server would
