@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
+import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from tokenrelay.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from tokenrelay.billing.engine import BillingEngine
+    from tokenrelay.upstream import Upstreams
 
 _CREATE_FIELDS = frozenset({"name", "credits_usd", "rpm", "tpm"})
 _PRICE_FIELDS = frozenset(
@@ -55,6 +57,7 @@ def admin_routes(
     billing: object | None = None,
     *,
     settings: Settings | None = None,
+    upstreams: Upstreams | None = None,
 ) -> list[Route]:
     """Routes under /admin/v1. The admin token comes from `settings` (default: the environment,
     via get_settings()). The credit, usage, price and ledger routes exist when `billing` is a
@@ -111,6 +114,28 @@ def admin_routes(
     models = [e.id for e in engine.prices.catalog.entries()] if engine else None
     document = admin_openapi(billing=engine is not None, models=models)
 
+    async def list_deployments(request: Request) -> Response:
+        assert upstreams is not None
+        now = time.monotonic()
+        data = [d.snapshot(now) for pool in upstreams.pools.values() for d in pool.deployments]
+        return JSONResponse({"object": "list", "data": data})
+
+    def deployment_action(action: str) -> Handler:
+        async def handler(request: Request) -> Response:
+            assert upstreams is not None
+            dep_id = f"{request.path_params['vendor']}/{request.path_params['name']}"
+            found = upstreams.deployment(dep_id)
+            if found is None:
+                return _error(404, "not_found_error", f"No deployment {dep_id!r}.", "id")
+            pool, d = found
+            if action == "drain":
+                pool.drain(d)
+            else:
+                pool.restore(d)
+            return JSONResponse(d.snapshot(time.monotonic()))
+
+        return handler
+
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
 
@@ -120,6 +145,23 @@ def admin_routes(
         Route("/admin/v1/keys", guarded(list_keys), methods=["GET"]),
         Route("/admin/v1/keys/{key_id}", guarded(show_key), methods=["GET"]),
         Route("/admin/v1/keys/{key_id}", guarded(revoke_key), methods=["DELETE"]),
+        *(
+            [
+                Route("/admin/v1/deployments", guarded(list_deployments), methods=["GET"]),
+                Route(
+                    "/admin/v1/deployments/{vendor}/{name}/drain",
+                    guarded(deployment_action("drain")),
+                    methods=["POST"],
+                ),
+                Route(
+                    "/admin/v1/deployments/{vendor}/{name}/restore",
+                    guarded(deployment_action("restore")),
+                    methods=["POST"],
+                ),
+            ]
+            if upstreams is not None
+            else []
+        ),
     ]
     if engine is not None:
         routes += [

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -106,12 +107,14 @@ class Gateway:
         catalog = Catalog.load(s.catalog_path)
         emulator = None
         vendors = registry(catalog.upstreams)
-        if any(s.is_emulated(v.api_key()) for v in vendors.values()) and not s.emulator_url:
+        keys_env = [v.api_key() for v in vendors.values()]
+        keys_env += [os.environ.get(d.api_key_env) or None for d in catalog.deployments]
+        if any(s.is_emulated(k) for k in keys_env) and not s.emulator_url:
             emulator = await EmbeddedEmulator.start(s.emulator_port)
             log.warning("vendor emulator listening on %s (local only)", emulator.url)
         self.emulator_url = emulator.url if emulator else s.emulator_url
         timeouts = {name: catalog.timeouts_for(name, s.timeouts()) for name in vendors}
-        upstreams = Upstreams(s, vendors, self.emulator_url, timeouts)
+        upstreams = Upstreams(s, vendors, self.emulator_url, catalog.deployments, timeouts)
         billing = BillingEngine(s, engine, catalog)
         await billing.start()
         self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing))
@@ -132,7 +135,7 @@ class Gateway:
             Route(PROXY + "/models", self._models),
             Route(PROXY + "/models/{model_id:path}", self._models),
             account_route(billing, keys),
-            *admin_routes(keys, billing, settings=s),
+            *admin_routes(keys, billing, settings=s, upstreams=upstreams),
             *web_routes(self.relay),
         ]
         self._other = Starlette(

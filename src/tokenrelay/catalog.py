@@ -38,6 +38,7 @@ _MODEL_FIELDS = frozenset(
         "retired",
         "aliases",
         "tiers",
+        "fallbacks",
         *_PRICE_FIELDS,
     }
 )
@@ -46,12 +47,33 @@ _CAPABILITY_FIELDS = ("vision", "tools", "thinking")
 _ALIAS_FIELDS = frozenset({"target", "thinking"})
 _GEMINI_PREFIX = "models/"
 _UPSTREAM_FIELDS = frozenset({"base_url", "api_key_env", "format", "max_tokens_field"})
+_DEPLOYMENT_FIELDS = frozenset({"name", "base_url", "api_key_env", "weight", "region", "models"})
 _UPSTREAM_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
+_DEPLOYMENT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
 class CatalogError(ValueError):
     """The catalog files are invalid; the message names the file, the model and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentSpec:
+    """One deployment of a vendor (`[[deployments.<vendor>]]`): another base URL and key for
+    the same API, e.g. a second region or account. Without any, a vendor has the one endpoint
+    of the registry."""
+
+    vendor: str
+    name: str  # unique within the vendor; the deployment's id is `<vendor>/<name>`
+    base_url: str
+    api_key_env: str
+    weight: int = 1
+    region: str | None = None
+    models: tuple[str, ...] = ()  # catalog model ids this deployment serves (empty: all)
+
+    @property
+    def id(self) -> str:
+        return f"{self.vendor}/{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +137,8 @@ class ModelEntry:
     aliases: tuple[str, ...] = ()
     retired: bool = False
     created: int = 0  # unix seconds of the release date, for GET /v1/models
+    # Models (ids) tried in order when no deployment of this one can take a request.
+    fallbacks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +164,7 @@ class Catalog:
         entries: Iterable[ModelEntry],
         index: Mapping[str, Resolved],
         upstreams: Iterable[CompatibleUpstream] = (),
+        deployments: Iterable[DeploymentSpec] = (),
     ) -> None:
         self._entries = tuple(entries)
         self._index = dict(index)
@@ -147,6 +172,8 @@ class Catalog:
         self.upstreams = tuple(upstreams)
         # `[timeouts.<vendor>]`: the fields of settings.Timeouts a vendor sets for itself.
         self.timeouts: dict[str, dict[str, float | None]] = {}
+        # Deployments per vendor (`[[deployments.<vendor>]]`), in file order.
+        self.deployments = tuple(deployments)
 
     @classmethod
     def load(cls, extra_path: str | Path | None = None) -> Catalog:
@@ -169,6 +196,8 @@ class Catalog:
         origin: dict[str, str] = {}
         upstreams: dict[str, CompatibleUpstream] = {}
         timeouts: dict[str, dict[str, float | None]] = {}
+        deployments: dict[str, list[tuple[str, Any]]] = {}  # a later file replaces a vendor's
+        fallbacks: dict[str, tuple[str, Any]] = {}
         for label, text in sources:
             try:
                 # Decimal, never float: 0.1 as float is not 0.1 and money must add up exactly.
@@ -179,14 +208,29 @@ class Catalog:
                 upstreams[name] = _upstream(label, name, body)
             for name, body in _table(label, doc.pop("timeouts", {}), "timeouts").items():
                 timeouts.setdefault(name, {}).update(_timeouts(label, name, body))
+            for vendor, items in _table(label, doc.pop("deployments", {}), "deployments").items():
+                if not isinstance(items, list):
+                    raise CatalogError(
+                        f"{label}: `deployments.{vendor}` must be an array of tables "
+                        f"([[deployments.{vendor}]])"
+                    )
+                deployments[vendor] = [(label, item) for item in items]
+            for model, chain in _table(label, doc.pop("fallbacks", {}), "fallbacks").items():
+                fallbacks[model] = (label, chain)
             _merge(label, doc, models, aliases, origin)
-        catalog = _build(models, aliases, origin, upstreams)
+        for model, (label, chain) in fallbacks.items():
+            if model not in models:
+                raise CatalogError(f"{label}: fallbacks: {model!r} is not a model in the catalog")
+            models[model] = {**models[model], "fallbacks": chain}
+        built = _build(models, aliases, origin, upstreams)
         unknown = set(timeouts) - BUILTIN_NAMES - set(upstreams)
         if unknown:
             raise CatalogError(
                 f"[timeouts.{sorted(unknown)[0]}]: no such vendor (a built-in one, "
                 f"{', '.join(sorted(BUILTIN_NAMES))}, or an [upstreams.<name>] table)"
             )
+        specs = _deployments(deployments, built)
+        catalog = Catalog(built.entries(), built._index, built.upstreams, specs)
         catalog.timeouts = timeouts
         return catalog
 
@@ -203,6 +247,9 @@ class Catalog:
             if hit is not None:
                 hit = replace(hit, requested=name)
         return hit
+
+    def deployments_of(self, vendor: str) -> tuple[DeploymentSpec, ...]:
+        return tuple(d for d in self.deployments if d.vendor == vendor)
 
     def get(self, model_id: str) -> ModelEntry | None:
         hit = self._index.get(model_id)
@@ -402,7 +449,73 @@ def _build(
     by_id = {e.id: e for e in entries}
     for name, (target, thinking, _) in routes.items():
         index[name] = Resolved(by_id[target], name, thinking)
+    for i, e in enumerate(entries):
+        if not e.fallbacks:
+            continue
+        where = f"{origin.get(e.id, 'catalog')}: model {e.id!r}"
+        chain: list[str] = []
+        for name in e.fallbacks:
+            hit = index.get(name)
+            if hit is None:
+                raise CatalogError(f"{where}: fallback {name!r} is not a model in the catalog")
+            if hit.entry.id == e.id or hit.entry.id in chain:
+                raise CatalogError(f"{where}: fallback {name!r} repeats a model of the chain")
+            chain.append(hit.entry.id)
+        entries[i] = replace(e, fallbacks=tuple(chain))
+    if any(e.fallbacks for e in entries):
+        by_id = {e.id: e for e in entries}
+        for name, hit in list(index.items()):
+            index[name] = replace(hit, entry=by_id[hit.entry.id])
     return Catalog(entries, index, upstreams.values())
+
+
+def _deployments(
+    declared: dict[str, list[tuple[str, Any]]], catalog: Catalog
+) -> list[DeploymentSpec]:
+    """`[[deployments.<vendor>]]` tables: base URL, key variable, optional name, weight,
+    region and the models (ids or aliases) the deployment serves."""
+    vendors = BUILTIN_NAMES | {u.name for u in catalog.upstreams}
+    specs: list[DeploymentSpec] = []
+    for vendor, items in declared.items():
+        names: set[str] = set()
+        for i, (label, body) in enumerate(items):
+            where = f"{label}: deployment {i + 1} of {vendor!r}"
+            if vendor not in vendors:
+                raise CatalogError(f"{where}: unknown vendor (expected one of {sorted(vendors)})")
+            if not isinstance(body, dict):
+                raise CatalogError(f"{where}: must be a table")
+            bad = set(body) - _DEPLOYMENT_FIELDS
+            if bad:
+                raise CatalogError(f"{where}: unknown field(s) {sorted(bad)}")
+            name = body.get("name", str(i + 1))
+            if not isinstance(name, str) or not _DEPLOYMENT_NAME.fullmatch(name) or name in names:
+                raise CatalogError(
+                    f"{where}: `name` must be unique, lower-case letters, digits and '-'"
+                )
+            names.add(name)
+            key_env = body.get("api_key_env")
+            if not isinstance(key_env, str) or not _ENV_NAME.fullmatch(key_env):
+                raise CatalogError(f"{where}: `api_key_env` must name an environment variable")
+            weight = body.get("weight", 1)
+            if isinstance(weight, bool) or not isinstance(weight, int) or not 0 < weight <= 1000:
+                raise CatalogError(f"{where}: `weight` must be an integer in 1..1000")
+            region = body.get("region")
+            if region is not None and not isinstance(region, str):
+                raise CatalogError(f"{where}: `region` must be a string")
+            raw_models = body.get("models", [])
+            if not isinstance(raw_models, list):
+                raise CatalogError(f"{where}: `models` must be a list of model names")
+            models: list[str] = []
+            for m in raw_models:
+                hit = catalog.resolve(m) if isinstance(m, str) else None
+                if hit is None or hit.entry.vendor != vendor:
+                    raise CatalogError(f"{where}: {m!r} is not a {vendor} model of the catalog")
+                models.append(hit.entry.id)
+            base_url = _base_url(body.get("base_url"), where)
+            specs.append(
+                DeploymentSpec(vendor, name, base_url, key_env, weight, region, tuple(models))
+            )
+    return specs
 
 
 def _entry(
@@ -436,6 +549,9 @@ def _entry(
         raise CatalogError(f"{where}: `upstream` and `display_name` must be strings")
     if not isinstance(retired, bool):
         raise CatalogError(f"{where}: `retired` must be true or false")
+    fallbacks = body.get("fallbacks", [])
+    if not isinstance(fallbacks, list) or not all(isinstance(f, str) for f in fallbacks):
+        raise CatalogError(f"{where}: `fallbacks` must be a list of model names")
     return ModelEntry(
         id=model_id,
         vendor=vendor,
@@ -449,6 +565,7 @@ def _entry(
         aliases=aliases,
         retired=retired,
         created=_created(body.get("released"), where),
+        fallbacks=tuple(fallbacks),
     )
 
 

@@ -41,6 +41,7 @@ class Exchange(Protocol):
     def error_forwarded(self) -> bool:
         """The vendor's own error event already reached the client."""
         ...
+
     # The gateway ended the answer itself (a stop sequence it enforces): stop reading the vendor,
     # whose final usage will not come.
     cut: bool

@@ -104,7 +104,10 @@ class RequestContext:
     input_bound: int = 0  # generous prompt-size bound, for the credit hold
     request: ir.Request | None = None
     output_text: list[str] = field(default_factory=list)
-    attempts: int = 0
+    attempts: int = 0  # vendor calls made, over every deployment and fallback model
+    lease: Any = None  # (pool, deployment) the open vendor call holds (pools.Pool.release)
+    deployment: str = ""  # the deployment that answered
+    fallback_from: str = ""  # the model asked when a fallback model answered
     upstream_answered: bool = False  # a vendor attempt returned 200: its tokens are billable
     response_started: bool = False
     http_status: int | None = None  # what the client was answered (the access log's)

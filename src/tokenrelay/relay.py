@@ -47,17 +47,20 @@ from tokenrelay.http_client import Response
 from tokenrelay.jsonbody import parse_object, read_limited
 from tokenrelay.metering import RequestContext
 from tokenrelay.metrics import IN_FLIGHT, observe
+from tokenrelay.pools import Deployment, Pool, VendorEndpoint, affinity_key, retarget
 from tokenrelay.prompt_bound import prompt_bound
 from tokenrelay.reasoning_cache import reasoning_cache_for, restore
 from tokenrelay.settings import Settings
 from tokenrelay.translated import TranslatedExchange
-from tokenrelay.upstream import Upstreams, VendorEndpoint
+from tokenrelay.upstream import Upstreams
 from tokenrelay.vendors.base import Passthrough, UpstreamRequest
 
 log = logging.getLogger("tokenrelay.relay")
 
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504, 529})
 RETRY_BACKOFF_S = 0.2
+RETRY_SLEEP_MAX_S = 2.0  # the longest pause between two attempts on a lone deployment
+NO_FALLBACK_HEADER = "x-tokenrelay-no-fallback"
 INTERNAL = GatewayError("api_error", "Internal gateway error.", 500)
 SHUTTING_DOWN = GatewayError(
     "overloaded", "The gateway is restarting; retry the request.", 503, retry_after=1.0
@@ -93,6 +96,7 @@ class Prepared:
     call: UpstreamRequest
     exchange: Exchange
     max_output: int  # every output token the call allows, over all its choices
+    frontend: Frontend
 
     @property
     def ctx(self) -> RequestContext:
@@ -194,6 +198,7 @@ class Relay:
             if not ctx.response_started:
                 await self._send_error(frontend, send, ctx, INTERNAL)
         finally:
+            self.release(ctx)
             if ctx.duration_ms is None:
                 ctx.finish("error", "interrupted", complete=False)
             if ctx.cost_nano is None:  # not settled on the way out (error, disconnect)
@@ -252,6 +257,12 @@ class Relay:
         ctx.key_id = key.id
         ctx.key = key
         it = await self.intake(frontend, ctx, parse_object(body), headers)
+        return await self._decide(frontend, it)
+
+    async def _decide(self, frontend: Frontend, it: Intake) -> Prepared:
+        """The vendor call for a request taken in, as it will be sent (to the vendor's first
+        deployment: `open_upstream` retargets it to the one chosen)."""
+        ctx = it.ctx
         ep, req, entry = it.endpoint, it.req, it.resolved.entry
         if self.reasoning.shared:  # the previous turn may have been answered by another replica
             await self.reasoning.prefetch(req)
@@ -262,7 +273,7 @@ class Relay:
         if ep.adapter.native_format == frontend.name and not own_stop:
             ctx.fast_path = True
             # The client's own body goes on: what it asks is what the vendor is asked.
-            via = Passthrough(headers, ep.api_key, ep.base_url, self.reasoning)
+            via = Passthrough(it.headers, ep.api_key, ep.base_url, self.reasoning)
             call = ep.adapter.passthrough_request(it.payload, req, via)
             exchange = PassthroughExchange(frontend, ep.adapter, ctx, req, self.reasoning)
         else:
@@ -288,44 +299,171 @@ class Relay:
         )
         # Without a cap of its own the vendor may write up to the model's output limit.
         max_output = (call.max_output or entry.max_output) * call.choices
-        return Prepared(it, call, exchange, max_output)
+        return Prepared(it, call, exchange, max_output, frontend)
 
-    async def open_upstream(self, ep: VendorEndpoint, call: Any, ctx: RequestContext) -> Response:
-        """Open the vendor call; retry connection failures and 5xx/529 before the first byte
-        reached the client. Returns a 200 response or raises the vendor's error, mapped."""
-        attempts = 1 + max(self.settings.upstream_retries, 0)
-        for attempt in range(attempts):
-            ctx.attempts = attempt + 1
-            last = attempt + 1 == attempts
+    async def open_upstream(
+        self,
+        ep: VendorEndpoint,
+        call: Any,
+        ctx: RequestContext,
+        *,
+        affinity: int | None = None,
+        fall_back: bool = False,
+    ) -> Response:
+        """Open the vendor call on one of the vendor's deployments (pools.Pool.pick), before
+        any byte reached the client: a deployment that fails (connection, 5xx/529, 429) is
+        cooled down and the next attempt goes to another one when there is one (otherwise,
+        after a jittered backoff that honours `retry-after`, to the same); one whose key is
+        refused is taken out. At most 1 + upstream_retries attempts within the retry budget.
+        Returns a 200 response (its deployment leased in `ctx.lease`: `release` it), or raises
+        the vendor's error, mapped; `Exhausted` instead when `fall_back` and the failure was
+        the deployments', not the request's."""
+        pool = self.upstreams.pools[ep.name]
+        s = self.settings
+        attempts = 1 + max(s.upstream_retries, 0)
+        deadline = time.monotonic() + s.upstream_retry_budget_s
+        tried: list[Deployment] = []
+        err: GatewayError | None = None
+        for n in range(attempts):
+            d = pool.pick(ctx.model_id, affinity, tried)
+            if d is None:
+                if fall_back:
+                    raise Exhausted(err or no_deployment(ep.name))
+                d = pool.last_resort(ctx.model_id)
+                if d is None:
+                    raise err or no_deployment(ep.name)
+                if err is not None:  # waiting for the same deployment again
+                    if err.status == 429 or (err.code == ir.UPSTREAM_ACCOUNT_ERROR):
+                        raise err  # the vendor's word for this deployment: not soon
+                    wait = backoff_s(n, err.retry_after)
+                    if time.monotonic() + wait > deadline:
+                        raise err
+                    await asyncio.sleep(wait)
+            elif n and time.monotonic() > deadline:
+                raise err or no_deployment(ep.name)
+            ctx.attempts += 1
+            sent = call if d.endpoint is ep else retarget(call, ep, d.endpoint)
+            pool.acquire(d)
+            ctx.lease = (pool, d)
             try:
-                resp = await self.upstreams.open(ep.name, call)
+                resp = await self.upstreams.open(ep.name, sent)
             except OSError as exc:  # connection failures and timeouts
-                if last:
-                    raise upstream_unreachable(ep.name, exc) from None
-                await asyncio.sleep(RETRY_BACKOFF_S * (2**attempt))
+                self.release(ctx)
+                err = upstream_unreachable(ep.name, exc)
+                pool.failed(d, type(exc).__name__)
+                tried.append(d)
                 continue
+            except BaseException:
+                self.release(ctx)
+                raise
             if resp.status == 200:
+                pool.succeeded(d)
+                ctx.deployment = d.id
                 ctx.upstream_answered = True
                 return resp
-            async with resp:
-                body = await resp.read()
+            try:
+                async with resp:
+                    body = await resp.read()
+            finally:
+                self.release(ctx)
             err = GatewayError.from_ir(ep.adapter.parse_error(resp.status, body, resp.headers))
-            if last or resp.status not in RETRYABLE_STATUS:
-                raise err
-            await asyncio.sleep(min(err.retry_after or RETRY_BACKOFF_S * (2**attempt), 2.0))
-        raise AssertionError("unreachable")
+            if err.code == ir.UPSTREAM_ACCOUNT_ERROR:
+                if not pool.reject_key(d, f"HTTP {resp.status}: {err.message[:200]}"):
+                    raise err  # the vendor's last deployment: its answer goes to the client
+            elif resp.status == 429 or resp.status in RETRYABLE_STATUS:
+                pool.failed(d, f"HTTP {resp.status}", err.retry_after)
+            else:
+                raise err  # the request's own fault: no other deployment answers otherwise
+            tried.append(d)
+        assert err is not None
+        if fall_back and not pool.any_available(ctx.model_id):
+            raise Exhausted(err)
+        raise err
+
+    def release(self, ctx: RequestContext) -> None:
+        """The request is done with its deployment (its response ended, or the attempt)."""
+        lease = ctx.lease
+        if lease is not None:
+            ctx.lease = None
+            Pool.release(lease[1])
+
+    async def _open(self, p: Prepared) -> tuple[Response, Prepared]:
+        """Open `p`'s call; when no deployment of its model can take it, the model's fallbacks
+        in order (unless the client opted out). Returns the response and what it answers."""
+        ctx, it = p.ctx, p.intake
+        chain = it.resolved.entry.fallbacks
+        if chain and it.headers.get(NO_FALLBACK_HEADER, "").strip().lower() in ("1", "true"):
+            chain = ()
+        pool = self.upstreams.pools[p.endpoint.name]
+        affinity = self._affinity(pool, it)
+        try:
+            resp = await self.open_upstream(
+                p.endpoint, p.call, ctx, affinity=affinity, fall_back=bool(chain)
+            )
+            return resp, p
+        except Exhausted as exc:
+            last = exc.error
+        first = ctx.model_id
+        for i, model in enumerate(chain):
+            try:
+                q = await self._fallback(p, model)
+            except GatewayError as err:
+                log.warning(
+                    "request %s: fallback %s from %s unusable: %s",
+                    ctx.request_id,
+                    model,
+                    first,
+                    err.message,
+                )
+                continue
+            log.info("request %s: %s unavailable, falling back to %s", ctx.request_id, first, model)
+            ctx.fallback_from = first
+            pool = self.upstreams.pools[q.endpoint.name]
+            affinity = self._affinity(pool, it)
+            try:
+                resp = await self.open_upstream(
+                    q.endpoint, q.call, ctx, affinity=affinity, fall_back=i + 1 < len(chain)
+                )
+                return resp, q
+            except Exhausted as exc:
+                last = exc.error
+        raise last
+
+    def _affinity(self, pool: Pool, it: Intake) -> int | None:
+        if pool.single or not self.settings.upstream_affinity:
+            return None
+        return affinity_key(it.headers, it.payload)
+
+    async def _fallback(self, p: Prepared, model: str) -> Prepared:
+        """`p`'s request decided for another model (any vendor), its credit hold grown to the
+        fallback's worst case when that is dearer."""
+        ctx, it = p.ctx, p.intake
+        asked, ctx.fast_path = ctx.model_asked, False
+        payload = orjson.loads(orjson.dumps(it.payload))
+        payload["model"] = model
+        try:
+            taken = await self.intake(p.frontend, ctx, payload, it.headers)
+            q = await self._decide(p.frontend, taken)
+        finally:
+            ctx.model_asked = asked
+        await self.meter.rehold(ctx, q.resolved.entry.id, q.max_output)
+        return q
 
     # ----------------------------------------------------------------------------------------
     # the driver: one for both paths
 
     async def _unary(self, p: Prepared, send: Send) -> None:
         ctx = p.ctx
-        async with await self.open_upstream(p.endpoint, p.call, ctx) as resp:
-            try:
-                data = await resp.read()
-            except OSError as exc:  # the body stalled (idle, total) or broke: nothing delivered
-                ctx.upstream_answered = False
-                raise upstream_unreachable(p.endpoint.name, exc, started=True) from None
+        resp, p = await self._open(p)
+        try:
+            async with resp:
+                try:
+                    data = await resp.read()
+                except OSError as exc:  # the body stalled (idle, total) or broke: not delivered
+                    ctx.upstream_answered = False
+                    raise upstream_unreachable(p.endpoint.name, exc, started=True) from None
+        finally:
+            self.release(ctx)
         p.exchange.read_unary(data)
         if self.reasoning.pending:  # shared before the client can send the next turn
             await self.reasoning.flush()
@@ -339,8 +477,10 @@ class Relay:
         await send_bytes(send, 200, body, headers)
 
     async def _stream(self, p: Prepared, receive: Receive, send: Send) -> None:
-        ctx, ex = p.ctx, p.exchange
-        async with await self.open_upstream(p.endpoint, p.call, ctx) as resp:
+        ctx = p.ctx
+        resp, p = await self._open(p)
+        ex = p.exchange
+        async with resp:
             ex.start(p.call)
             await self.start_stream(send, ctx)
             out = b""
@@ -413,14 +553,21 @@ class Relay:
 
     async def fetch(self, ep: VendorEndpoint, call: Any, ctx: RequestContext) -> bytes:
         """A non-streaming upstream call: the 200 body, or the vendor's error as GatewayError."""
-        async with await self.open_upstream(ep, call, ctx) as resp:
-            return await resp.read()
+        try:
+            async with await self.open_upstream(ep, call, ctx) as resp:
+                return await resp.read()
+        finally:
+            self.release(ctx)
 
     # ----------------------------------------------------------------------------------------
 
     def response_headers(self, ctx: RequestContext) -> list[tuple[bytes, bytes]]:
         rid = ctx.request_id.encode()
-        return [(b"x-request-id", rid), (b"request-id", rid)]
+        headers = [(b"x-request-id", rid), (b"request-id", rid)]
+        if ctx.fallback_from:  # another model answered: which one
+            headers.append((b"x-tokenrelay-model", ctx.model_id.encode()))
+            headers.append((b"x-tokenrelay-fallback-from", ctx.fallback_from.encode()))
+        return headers
 
     async def _send_error(
         self, frontend: Frontend, send: Send, ctx: RequestContext, err: GatewayError
@@ -477,6 +624,32 @@ class DisconnectWatch:
 
 async def send_chunk(send: Send, body: bytes, *, more: bool = True) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": more})
+
+
+class Exhausted(Exception):
+    """No deployment of the model could take the request: its fallbacks may."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def backoff_s(attempt: int, retry_after: float | None) -> float:
+    """The pause before attempt `attempt` (1 = the first retry) on the same deployment:
+    the vendor's `retry-after` when it gave one, else a jittered exponential backoff."""
+    if retry_after is not None:
+        return min(retry_after, RETRY_SLEEP_MAX_S)
+    base = RETRY_BACKOFF_S * 2 ** max(attempt - 1, 0)
+    return min(base * (0.5 + random.random()), RETRY_SLEEP_MAX_S)
+
+
+def no_deployment(vendor: str) -> GatewayError:
+    return GatewayError(
+        "overloaded",
+        f"Every deployment of {vendor} is cooling down or out; retry shortly.",
+        503,
+        retry_after=1.0,
+    )
 
 
 def upstream_unreachable(vendor: str, exc: BaseException, started: bool = False) -> GatewayError:

@@ -53,8 +53,15 @@ class Settings(BaseSettings):
     # Deprecated, the one timeout of old (each read from the vendor): when set, the default of
     # the first-byte and idle timeouts that are not set themselves.
     upstream_timeout_s: float | None = Field(None, alias="TOKENRELAY_UPSTREAM_TIMEOUT", ge=0)
-    # Extra attempts on connection failures and 5xx/529, only before the first byte is sent.
+    # Extra attempts on connection failures, 5xx/529 and (on another deployment) 429, only
+    # before the first byte is sent; all of a request's attempts end within the budget.
     upstream_retries: int = Field(1, alias="TOKENRELAY_UPSTREAM_RETRIES")
+    upstream_retry_budget_s: float = Field(30.0, alias="TOKENRELAY_UPSTREAM_RETRY_BUDGET_S")
+    # A failed deployment rests for this long, doubling per failure in a row up to the max.
+    upstream_cooldown_s: float = Field(1.0, alias="TOKENRELAY_UPSTREAM_COOLDOWN_S")
+    upstream_cooldown_max_s: float = Field(60.0, alias="TOKENRELAY_UPSTREAM_COOLDOWN_MAX_S")
+    # A conversation sticks to one deployment of a vendor while it is healthy (its prompt cache).
+    upstream_affinity: bool = Field(True, alias="TOKENRELAY_UPSTREAM_AFFINITY")
     # Client gone mid-stream: "cancel" closes the upstream call (billing what was generated,
     # estimated); "drain" reads on to the vendor's own final usage without forwarding it.
     on_disconnect: str = Field("cancel", alias="TOKENRELAY_ON_DISCONNECT")

@@ -3,41 +3,70 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+import os
+from collections.abc import Iterable, Mapping
 
+from tokenrelay.catalog import DeploymentSpec
 from tokenrelay.http_client import HttpClient, Response
+from tokenrelay.pools import Deployment, Pool, VendorEndpoint
 from tokenrelay.settings import Settings, Timeouts
 from tokenrelay.vendors import VendorSpec
-from tokenrelay.vendors.base import UpstreamRequest, Vendor
+from tokenrelay.vendors.base import UpstreamRequest
 
 log = logging.getLogger("tokenrelay")
 
 EMULATED_KEY = "emulated-vendor-key"
-
-
-@dataclass(slots=True, frozen=True)
-class VendorEndpoint:
-    name: str
-    adapter: Vendor
-    base_url: str
-    api_key: str
-    emulated: bool
+# Where the emulator serves a declared deployment of a vendor it emulates: its own prefix,
+# so each deployment keeps its own state there (prompt cache, faults).
+EMULATOR_DEPLOYMENT_PREFIX = "/_d/"
 
 
 class Upstreams:
-    """Keep-alive connection pools to the vendors (one per host); created in the lifespan."""
+    """Keep-alive connection pools to the vendors (one per host) and each vendor's deployments
+    (`pools`); created in the lifespan. `endpoints` holds each vendor's first deployment: the
+    one a request's call is built for (pools.retarget moves it to another)."""
 
     def __init__(
         self,
         settings: Settings,
         vendors: dict[str, VendorSpec],
         emulator_base: str | None,
+        deployments: Iterable[DeploymentSpec] = (),
         timeouts: Mapping[str, Timeouts] | None = None,
     ) -> None:
         """`timeouts`: per vendor, where not the settings' defaults (the catalog's tables)."""
         self.endpoints: dict[str, VendorEndpoint] = {}
+        self.pools: dict[str, Pool] = {}
+        declared: dict[str, list[DeploymentSpec]] = {}
+        for d in deployments:
+            declared.setdefault(d.vendor, []).append(d)
+        cooldown = {
+            "cooldown_s": settings.upstream_cooldown_s,
+            "cooldown_max_s": settings.upstream_cooldown_max_s,
+        }
         for name, spec in vendors.items():
+            if name in declared:
+                members = []
+                for d in declared[name]:
+                    key = os.environ.get(d.api_key_env) or None
+                    if settings.is_emulated(key):
+                        if emulator_base is None:
+                            continue
+                        base = emulator_base.rstrip("/") + EMULATOR_DEPLOYMENT_PREFIX + d.name
+                        ep = VendorEndpoint(
+                            name, spec.adapter, base + spec.emulator_path, EMULATED_KEY, True
+                        )
+                    else:
+                        ep = VendorEndpoint(
+                            name, spec.adapter, d.base_url.rstrip("/"), key or "", False
+                        )
+                    members.append(
+                        Deployment(d.name, ep, weight=d.weight, region=d.region, models=d.models)
+                    )
+                if members:
+                    self.pools[name] = Pool(name, members, **cooldown)
+                    self.endpoints[name] = members[0].endpoint
+                continue
             key = spec.api_key()
             if settings.is_emulated(key):
                 if emulator_base is None:
@@ -46,13 +75,24 @@ class Upstreams:
                 emulated = True
             else:
                 base, emulated = spec.endpoint_url(), False
-            self.endpoints[name] = VendorEndpoint(name, spec.adapter, base, key or "", emulated)
+            ep = VendorEndpoint(name, spec.adapter, base, key or "", emulated)
+            self.endpoints[name] = ep
+            self.pools[name] = Pool(name, [Deployment("default", ep)], **cooldown)
         self.client = HttpClient(timeouts=settings.timeouts())
         self.timeouts = dict(timeouts or {})
 
     @property
     def emulated(self) -> set[str]:
         return {n for n, e in self.endpoints.items() if e.emulated}
+
+    def deployment(self, deployment_id: str) -> tuple[Pool, Deployment] | None:
+        vendor, _, _name = deployment_id.partition("/")
+        pool = self.pools.get(vendor)
+        if pool is not None:
+            for d in pool.deployments:
+                if d.id == deployment_id:
+                    return pool, d
+        return None
 
     async def open(self, vendor: str, call: UpstreamRequest) -> Response:
         """Send `call`; returns once the vendor's status and headers arrived."""

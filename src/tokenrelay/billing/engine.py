@@ -57,6 +57,8 @@ class Admission:
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     cost_nano: int | None = None  # set once settled
     released: bool = False
+    extra_hold_id: str | None = None  # a fallback's dearer worst case, held beside the first
+    extra_hold_nano: int = 0
 
 
 class BillingEngine:
@@ -236,15 +238,50 @@ class BillingEngine:
                     limit="tokens" if tokens else "requests",
                 )
         worst = worst_case_nano(prompt_bound, max(max_output, 0), price)
-        if not await self.holds.reserve(key.id, request_id, worst):
-            available = max(await self.holds.available(key.id), 0)
+        await self._reserve(key.id, request_id, worst, worst, "")
+        return worst
+
+    async def _reserve(self, key_id: str, hold_id: str, amount: int, worst: int, what: str) -> None:
+        """Hold `amount` under `hold_id`, or raise 402 naming the request's `worst` case."""
+        if not await self.holds.reserve(key_id, hold_id, amount):
+            available = max(await self.holds.available(key_id), 0)
             raise GatewayError(
                 "billing",
-                f"Insufficient balance: ${usd(available)} available, this request may cost up "
-                f"to ${usd(worst)} (lower max_tokens or add credits)",
+                f"Insufficient balance{what}: ${usd(available)} available, this request may "
+                f"cost up to ${usd(worst)} (lower max_tokens or add credits)",
                 402,
             )
-        return worst
+
+    async def rehold(
+        self, admission: Admission, model_id: str, prompt_bound: int, max_output_tokens: int
+    ) -> None:
+        """Another model (a fallback) answers the admitted request: price it from now on, and
+        hold the difference when its worst case is dearer than what is held (under a second
+        hold id, dropped with the first at settlement). Raises GatewayError 402 when the
+        balance does not cover it. No rate limit is charged again: it is the same request."""
+        price, version = self.prices.price_for(model_id, admission.started_at)
+        if self.enabled:
+            worst = worst_case_nano(prompt_bound, max(max_output_tokens, 0), price)
+            base = admission.hold_nano - admission.extra_hold_nano
+            extra = worst - base
+            if extra > admission.extra_hold_nano:
+                hold_id = f"{admission.request_id}:fallback:{model_id}"
+                what = f" for the fallback model {model_id}"
+                await self._reserve(admission.key_id, hold_id, extra, worst, what)
+                await self._drop_extra(admission)
+                admission.extra_hold_id, admission.extra_hold_nano = hold_id, extra
+                admission.hold_nano = worst
+        admission.model_id, admission.price, admission.price_version_id = model_id, price, version
+
+    async def _drop_extra(self, admission: Admission) -> None:
+        hold_id, admission.extra_hold_id = admission.extra_hold_id, None
+        admission.hold_nano -= admission.extra_hold_nano
+        admission.extra_hold_nano = 0
+        if hold_id is not None:
+            try:
+                await self.holds.release(admission.key_id, hold_id)
+            except Exception as exc:  # expires with its TTL (Redis); nothing is billed by it
+                log.warning("fallback hold %s not released: %s", hold_id, _reason(exc))
 
     async def settle(self, admission: Admission, record: UsageRecord) -> int:
         """Bill `record` once (idempotent by request id); returns its cost in nano-USD. Returns
@@ -263,6 +300,8 @@ class BillingEngine:
                 await self._settle(admission, record)
             else:
                 await asyncio.shield(self._settle(admission, record))
+        if admission.extra_hold_id is not None:
+            await self._drop_extra(admission)
         admission.cost_nano = cost
         return cost
 
@@ -312,6 +351,7 @@ class BillingEngine:
         admission.released = True
         if self.enabled:
             await self._update_holds(admission.key_id, admission.request_id, None)
+            await self._drop_extra(admission)
 
     # ---------------------------------------------------------------- admin
 

@@ -32,6 +32,12 @@ class BillingMeter:
             ctx.key, ctx.request_id, model_id, ctx.input_bound, max_output
         )
 
+    async def rehold(self, ctx: RequestContext, model_id: str, max_output: int) -> None:
+        """A fallback model will answer: hold its worst case too when that is dearer (raises
+        GatewayError 402 when the balance does not cover it)."""
+        if ctx.admission is not None:
+            await self.engine.rehold(ctx.admission, model_id, ctx.input_bound, max_output)
+
     def cost(self, ctx: RequestContext) -> int:
         if ctx.cost_nano is None:
             raise RuntimeError("cost asked before the request was settled")

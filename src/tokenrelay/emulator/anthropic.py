@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from tokenrelay.emulator import script, tokens
+from tokenrelay.emulator import prefix_cache, script, tokens
 from tokenrelay.emulator.shape import Mismatch, Path, items, need, opt
 from tokenrelay.emulator.wire import (
     BadJSON,
@@ -353,9 +353,21 @@ def _turn(body: dict[str, Any], turns: list[tuple[str, list[dict[str, Any]]]]) -
     )
 
 
-def _usage(body: dict[str, Any], plan: script.Plan) -> dict[str, Any]:
+def _usage(
+    body: dict[str, Any], plan: script.Plan, deployment: str | None = None
+) -> dict[str, Any]:
     total = _prompt_tokens(body)
     read = total // 2 if plan.cache else 0
+    if deployment is not None and not plan.cache:  # that deployment's own prompt cache
+        segments: list[tuple[Any, int]] = [
+            (
+                [body.get("system"), body.get("tools")],
+                _prompt_tokens({"system": body.get("system")}),
+            )
+        ]
+        for msg in body.get("messages") or []:
+            segments.append((msg, _prompt_tokens({"messages": [msg]})))
+        read = min(prefix_cache.cached_tokens(deployment, str(body.get("model")), segments), total)
     create = (total - read) // 2 if _has_cache_control(body) else 0
     one_hour = b'"1h"' in orjson.dumps(body) if create else False
     return {
@@ -541,7 +553,7 @@ def messages(req: Req) -> Resp:
     seed = req.seed("anthropic")
     rid = "req_011C" + rand_id(seed, "request", 20)
     msg_id = "msg_01" + rand_id(seed, "message", 22)
-    usage = _usage(body, plan)
+    usage = _usage(body, plan, req.deployment)
     model = str(body["model"])
     headers = [("request-id", rid)]
     if stream:

@@ -17,7 +17,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tokenrelay.emulator import anthropic, gemini, openai_compat
+import orjson
+
+from tokenrelay.emulator import anthropic, gemini, openai_compat, openai_errors
 from tokenrelay.emulator.openai_errors import COMPATIBLE
 from tokenrelay.emulator.wire import Req, Resp, bearer, json_resp
 
@@ -34,6 +36,15 @@ STATS = {"streams_started": 0, "streams_completed": 0, "streams_abandoned": 0, "
 # The latest routed requests, served at GET /_requests: method, path and a fingerprint of the
 # bearer key (never the key), so tests can see which key reached which upstream path.
 REQUESTS: deque[dict[str, str | None]] = deque(maxlen=64)
+
+
+# Deployments: `/_d/<name>/<vendor path>` serves the same vendor wire as one deployment of
+# many, with state of its own (its prompt cache). A fault in the name fails every request:
+# `/_d/<name>~503/...`, `/_d/<name>~429r2/...` (429 with retry-after: 2), `/_d/<name>~401/...`.
+# POST /_faults {"deployment": name, "status": 503, "retry_after": 2} sets (status 0 clears)
+# the same at run time, for a deployment that fails and then comes back.
+_DEPLOYMENT = re.compile(r"/_d/([a-z0-9-]{1,40})(?:~(\d{3})(?:r(\d{1,4}))?)?(/.*)")
+FAULTS: dict[str, tuple[int, str | None]] = {}
 
 
 class AbruptClose(Exception):
@@ -159,6 +170,37 @@ async def _send(resp: Resp, send: Send, receive: Receive) -> None:
                 await watcher
 
 
+def _fault(req: Req, status: int, retry_after: str | None) -> Resp:
+    """The vendor's own error for `status`, as a failing deployment of it answers."""
+    if req.path.startswith("/anthropic/"):
+        resp = anthropic.error(req, status)
+    elif req.path.startswith("/gemini/"):
+        resp = gemini.error(status)
+    else:
+        vendor = req.path.split("/")[1]
+        resp = openai_errors.error(
+            vendor if vendor in ("openai", "xai", "deepseek") else COMPATIBLE, status
+        )
+    if retry_after is not None:
+        resp.headers = [(k, v) for k, v in resp.headers if k != "retry-after"]
+        resp.headers.append(("retry-after", retry_after))
+    return resp
+
+
+def _set_fault(body: bytes) -> Resp:
+    try:
+        spec = orjson.loads(body or b"{}")
+        name, status = str(spec["deployment"]), int(spec.get("status") or 0)
+        retry_after = spec.get("retry_after")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return json_resp(400, {"error": "expected {deployment, status, retry_after?}"})
+    if status:
+        FAULTS[name] = (status, None if retry_after is None else str(retry_after))
+    else:
+        FAULTS.pop(name, None)
+    return json_resp(200, {"faults": {k: v[0] for k, v in FAULTS.items()}})
+
+
 async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
@@ -188,6 +230,15 @@ def create_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         if method == "GET" and path == "/_requests":
             await _send(json_resp(200, {"data": list(REQUESTS)}), send, receive)
             return
+        if method == "POST" and path == "/_faults":
+            await _send(_set_fault(body), send, receive)
+            return
+        deployment: str | None = None
+        fault: tuple[int, str | None] | None = None
+        match = _DEPLOYMENT.fullmatch(path)
+        if match is not None:
+            deployment, status, retry_after, path = match.groups()
+            fault = (int(status), retry_after) if status else FAULTS.get(deployment)
         handler = route(method, path)
         if handler is None:
             await _send(_not_found(method, path), send, receive)
@@ -197,11 +248,15 @@ def create_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         }
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         req = Req(method=method, path=path, query=query, headers=headers, body=body)
+        req.deployment = deployment
         key = bearer(req)
         fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
-        REQUESTS.append({"method": method, "path": path, "bearer_sha256": fingerprint})
+        entry = {"method": method, "path": path, "bearer_sha256": fingerprint}
+        if deployment is not None:
+            entry["deployment"] = deployment
+        REQUESTS.append(entry)
         try:
-            resp = handler(req)
+            resp = handler(req) if fault is None else _fault(req, *fault)
         except Exception:  # an emulator bug must still answer like a server would
             log.exception("emulator: %s %s failed", method, path)
             # The generic 500 every vendor can give; never the exception text.

@@ -28,6 +28,7 @@ class Req:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     _json: Any = None
+    deployment: str | None = None  # served as one deployment of many (`/_d/<name>/...`)
 
     def json(self) -> dict[str, Any]:
         if self._json is None:
