@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -91,3 +92,45 @@ async def send_json(
     extra_headers: Iterable[tuple[bytes, bytes]] = (),
 ) -> None:
     await send_bytes(send, status, orjson.dumps(payload), [*JSON_HEADERS, *extra_headers])
+
+
+class DisconnectWatch:
+    """Notices the client going away while we stream (uvicorn drops sends silently after a
+    disconnect, so only `receive` tells us) and cancels the streaming task right away, which
+    closes the upstream connection too."""
+
+    def __init__(self, receive: Receive, *, cancel: bool = True) -> None:
+        self._receive = receive
+        self._cancel = cancel
+        self.disconnected = False
+        self._task: asyncio.Task[None] | None = None
+        self._owner: asyncio.Task[Any] | None = None
+
+    async def __aenter__(self) -> DisconnectWatch:
+        self._owner = asyncio.current_task()
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def _watch(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                if self._cancel and self._owner is not None:
+                    self._owner.cancel()
+                return
+
+    def swallow_cancel(self) -> None:
+        """We cancelled our own task to stop streaming; undo it so cleanup can await."""
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._owner = None
+
+
+async def send_chunk(send: Send, body: bytes, *, more: bool = True) -> None:
+    await send({"type": "http.response.body", "body": body, "more_body": more})

@@ -29,7 +29,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 class Limits:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
-    max_per_ip: int = 256
+    max_per_ip: int = 2048
 
 
 def _canned(status: bytes, error_type: str, message: str) -> bytes:
@@ -66,7 +66,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         ip = self.client[0] if self.client else None
         if ip is not None:
             count = self.open_per_ip.get(ip, 0)
-            if count >= self.limits.max_per_ip:
+            if 0 < self.limits.max_per_ip <= count:  # 0: no cap (behind a proxy)
                 transport.write(TOO_MANY_CONNECTIONS)
                 transport.close()
                 return

@@ -30,11 +30,13 @@ from tokenrelay.asgi import (
     JSON_HEADERS,
     SSE_HEADERS,
     ClientDisconnected,
+    DisconnectWatch,
     Receive,
     Scope,
     Send,
     header_map,
     send_bytes,
+    send_chunk,
 )
 from tokenrelay.auth import KeyStore, presented_key
 from tokenrelay.billing.meter import BillingMeter
@@ -52,14 +54,18 @@ from tokenrelay.prompt_bound import prompt_bound
 from tokenrelay.reasoning_cache import reasoning_cache_for, restore
 from tokenrelay.settings import Settings
 from tokenrelay.translated import TranslatedExchange
-from tokenrelay.upstream import Upstreams
+from tokenrelay.upstream import (
+    RETRYABLE_STATUS,
+    Exhausted,
+    Upstreams,
+    backoff_s,
+    no_deployment,
+    upstream_unreachable,
+)
 from tokenrelay.vendors.base import Passthrough, UpstreamRequest
 
 log = logging.getLogger("tokenrelay.relay")
 
-RETRYABLE_STATUS = frozenset({500, 502, 503, 504, 529})
-RETRY_BACKOFF_S = 0.2
-RETRY_SLEEP_MAX_S = 2.0  # the longest pause between two attempts on a lone deployment
 NO_FALLBACK_HEADER = "x-tokenrelay-no-fallback"
 INTERNAL = GatewayError("api_error", "Internal gateway error.", 500)
 SHUTTING_DOWN = GatewayError(
@@ -582,83 +588,3 @@ class Relay:
             retry = b"false" if err.code == ir.UPSTREAM_ACCOUNT_ERROR else b"true"
             headers.append((b"x-should-retry", retry))
         await send_bytes(send, status, orjson.dumps(body), headers)
-
-
-class DisconnectWatch:
-    """Notices the client going away while we stream (uvicorn drops sends silently after a
-    disconnect, so only `receive` tells us) and cancels the streaming task right away, which
-    closes the upstream connection too."""
-
-    def __init__(self, receive: Receive, *, cancel: bool = True) -> None:
-        self._receive = receive
-        self._cancel = cancel
-        self.disconnected = False
-        self._task: asyncio.Task[None] | None = None
-        self._owner: asyncio.Task[Any] | None = None
-
-    async def __aenter__(self) -> DisconnectWatch:
-        self._owner = asyncio.current_task()
-        self._task = asyncio.create_task(self._watch())
-        return self
-
-    async def _watch(self) -> None:
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                self.disconnected = True
-                if self._cancel and self._owner is not None:
-                    self._owner.cancel()
-                return
-
-    def swallow_cancel(self) -> None:
-        """We cancelled our own task to stop streaming; undo it so cleanup can await."""
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        self._owner = None
-
-
-async def send_chunk(send: Send, body: bytes, *, more: bool = True) -> None:
-    await send({"type": "http.response.body", "body": body, "more_body": more})
-
-
-class Exhausted(Exception):
-    """No deployment of the model could take the request: its fallbacks may."""
-
-    def __init__(self, error: GatewayError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-def backoff_s(attempt: int, retry_after: float | None) -> float:
-    """The pause before attempt `attempt` (1 = the first retry) on the same deployment:
-    the vendor's `retry-after` when it gave one, else a jittered exponential backoff."""
-    if retry_after is not None:
-        return min(retry_after, RETRY_SLEEP_MAX_S)
-    base = RETRY_BACKOFF_S * 2 ** max(attempt - 1, 0)
-    return min(base * (0.5 + random.random()), RETRY_SLEEP_MAX_S)
-
-
-def no_deployment(vendor: str) -> GatewayError:
-    return GatewayError(
-        "overloaded",
-        f"Every deployment of {vendor} is cooling down or out; retry shortly.",
-        503,
-        retry_after=1.0,
-    )
-
-
-def upstream_unreachable(vendor: str, exc: BaseException, started: bool = False) -> GatewayError:
-    """`started`: the vendor had begun its answer (the connection failed, or a timeout ran
-    out, while reading it)."""
-    if isinstance(exc, TimeoutError):
-        return GatewayError("timeout", f"Upstream {vendor} timed out ({exc}).", 504)
-    if started:
-        return GatewayError("api_error", f"Upstream connection failed: {type(exc).__name__}", 502)
-    return GatewayError(
-        "api_error", f"Upstream {vendor} is unreachable ({type(exc).__name__}).", 502
-    )

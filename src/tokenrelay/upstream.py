@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Iterable, Mapping
 
 from tokenrelay.catalog import DeploymentSpec
+from tokenrelay.errors import GatewayError
 from tokenrelay.http_client import HttpClient, Response
 from tokenrelay.pools import Deployment, Pool, VendorEndpoint
 from tokenrelay.settings import Settings, Timeouts
@@ -16,6 +18,9 @@ from tokenrelay.vendors.base import UpstreamRequest
 log = logging.getLogger("tokenrelay")
 
 EMULATED_KEY = "emulated-vendor-key"
+RETRYABLE_STATUS = frozenset({500, 502, 503, 504, 529})
+RETRY_BACKOFF_S = 0.2
+RETRY_SLEEP_MAX_S = 2.0  # the longest pause between two attempts on a lone deployment
 # Where the emulator serves a declared deployment of a vendor it emulates: its own prefix,
 # so each deployment keeps its own state there (prompt cache, faults).
 EMULATOR_DEPLOYMENT_PREFIX = "/_d/"
@@ -102,3 +107,41 @@ class Upstreams:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+class Exhausted(Exception):
+    """No deployment of the model could take the request: its fallbacks may."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def backoff_s(attempt: int, retry_after: float | None) -> float:
+    """The pause before attempt `attempt` (1 = the first retry) on the same deployment:
+    the vendor's `retry-after` when it gave one, else a jittered exponential backoff."""
+    if retry_after is not None:
+        return min(retry_after, RETRY_SLEEP_MAX_S)
+    base = RETRY_BACKOFF_S * 2 ** max(attempt - 1, 0)
+    return min(base * (0.5 + random.random()), RETRY_SLEEP_MAX_S)
+
+
+def no_deployment(vendor: str) -> GatewayError:
+    return GatewayError(
+        "overloaded",
+        f"Every deployment of {vendor} is cooling down or out; retry shortly.",
+        503,
+        retry_after=1.0,
+    )
+
+
+def upstream_unreachable(vendor: str, exc: BaseException, started: bool = False) -> GatewayError:
+    """`started`: the vendor had begun its answer (the connection failed, or a timeout ran
+    out, while reading it)."""
+    if isinstance(exc, TimeoutError):
+        return GatewayError("timeout", f"Upstream {vendor} timed out ({exc}).", 504)
+    if started:
+        return GatewayError("api_error", f"Upstream connection failed: {type(exc).__name__}", 502)
+    return GatewayError(
+        "api_error", f"Upstream {vendor} is unreachable ({type(exc).__name__}).", 502
+    )
