@@ -48,7 +48,7 @@ from tokenrelay.fastpath import PassthroughExchange
 from tokenrelay.http_client import Response
 from tokenrelay.jsonbody import parse_object, read_limited
 from tokenrelay.metering import RequestContext
-from tokenrelay.metrics import IN_FLIGHT, observe
+from tokenrelay.metrics import observe, request_started
 from tokenrelay.pools import Deployment, Pool, VendorEndpoint, affinity_key, retarget
 from tokenrelay.prompt_bound import prompt_bound
 from tokenrelay.reasoning_cache import reasoning_cache_for, restore
@@ -142,13 +142,12 @@ class Relay:
 
     async def serve(self, frontend: Frontend, scope: Scope, receive: Receive, send: Send) -> None:
         self.active += 1
-        IN_FLIGHT.inc()
+        request_started()
         ctx = RequestContext(request_id=new_request_id(), client_format=frontend.name)
         try:
             await self._serve(frontend, ctx, scope, receive, send)
         finally:
             self.active -= 1
-            IN_FLIGHT.dec()
             observe(ctx)
             if self.access_log:
                 log_request(ctx)
