@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from importlib import resources
@@ -304,12 +304,7 @@ def _merge(
             body["aliases"] = [a for a in body["aliases"] if a not in redefined]
 
     for model_id, body in new_models.items():
-        where = f"{label}: model {model_id!r}"
-        if not isinstance(body, dict):
-            raise CatalogError(f"{where}: must be a table")
-        bad = set(body) - _MODEL_FIELDS
-        if bad:
-            raise CatalogError(f"{where}: unknown field(s) {sorted(bad)}")
+        _fields(f"{label}: model {model_id!r}", body, _MODEL_FIELDS)
         if model_id in models:
             merged = {**models[model_id], **body}
             merged["aliases"] = [*models[model_id].get("aliases", []), *body.get("aliases", [])]
@@ -326,6 +321,18 @@ def _merge(
         aliases[name] = {**body, "_label": label}
 
 
+def _fields(where: str, body: Any, allowed: Collection[str], *, hint: str = "") -> dict[str, Any]:
+    """A TOML table whose keys are all in `allowed` (`hint`: what they may be)."""
+    if not isinstance(body, dict):
+        raise CatalogError(f"{where}: must be a table")
+    bad = set(body) - set(allowed)
+    if bad:
+        raise CatalogError(
+            f"{where}: unknown field(s) {sorted(bad)}" + (f"; {hint}" if hint else "")
+        )
+    return body
+
+
 def _table(label: str, value: Any, key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise CatalogError(f"{label}: `{key}` must be a table")
@@ -336,11 +343,7 @@ def _upstream(label: str, name: str, body: Any) -> CompatibleUpstream:
     """`[upstreams.<name>]`: an OpenAI-compatible server (Mistral, Groq, Together, vLLM, Ollama,
     ...) that the catalog's models can name as their vendor."""
     where = f"{label}: upstream {name!r}"
-    if not isinstance(body, dict):
-        raise CatalogError(f"{where}: must be a table")
-    bad = set(body) - _UPSTREAM_FIELDS
-    if bad:
-        raise CatalogError(f"{where}: unknown field(s) {sorted(bad)}")
+    body = _fields(where, body, _UPSTREAM_FIELDS)
     if not _UPSTREAM_NAME.fullmatch(name) or name in BUILTIN_NAMES:
         raise CatalogError(
             f"{where}: the name must be lower-case letters, digits and '-', and not a built-in "
@@ -361,11 +364,7 @@ def _upstream(label: str, name: str, body: Any) -> CompatibleUpstream:
 def _timeouts(label: str, vendor: str, body: Any) -> dict[str, float | None]:
     """`[timeouts.<vendor>]`: connect_s, first_byte_s, idle_s, total_s (seconds; 0 = none)."""
     where = f"{label}: [timeouts.{vendor}]"
-    if not isinstance(body, dict):
-        raise CatalogError(f"{where}: must be a table")
-    bad = set(body) - set(Timeouts.FIELDS)
-    if bad:
-        raise CatalogError(f"{where}: unknown field(s) {sorted(bad)}; {', '.join(Timeouts.FIELDS)}")
+    body = _fields(where, body, Timeouts.FIELDS, hint=", ".join(Timeouts.FIELDS))
     out: dict[str, float | None] = {}
     for field, value in body.items():
         if isinstance(value, bool) or not isinstance(value, int | Decimal) or value < 0:
@@ -482,11 +481,7 @@ def _deployments(
             where = f"{label}: deployment {i + 1} of {vendor!r}"
             if vendor not in vendors:
                 raise CatalogError(f"{where}: unknown vendor (expected one of {sorted(vendors)})")
-            if not isinstance(body, dict):
-                raise CatalogError(f"{where}: must be a table")
-            bad = set(body) - _DEPLOYMENT_FIELDS
-            if bad:
-                raise CatalogError(f"{where}: unknown field(s) {sorted(bad)}")
+            body = _fields(where, body, _DEPLOYMENT_FIELDS)
             name = body.get("name", str(i + 1))
             if not isinstance(name, str) or not _DEPLOYMENT_NAME.fullmatch(name) or name in names:
                 raise CatalogError(
