@@ -328,14 +328,17 @@ class BillingEngine:
         not fail the request: the step waits in `_deferred` and is replayed when Redis answers
         again (idempotent by request id)."""
         try:
-            if cost is None:
-                await self.holds.release(key_id, request_id)
-            else:
-                await self.holds.settle(key_id, request_id, cost)
+            await self._hold_step(key_id, request_id, cost)
         except Exception as exc:
             if not self._deferred:
                 log.warning("balance cache unreachable (%s): settlements queue", _reason(exc))
             self._deferred[request_id] = (key_id, cost, self._redis_run_id)
+
+    async def _hold_step(self, key_id: str, request_id: str, cost: int | None) -> None:
+        if cost is None:
+            await self.holds.release(key_id, request_id)
+        else:
+            await self.holds.settle(key_id, request_id, cost)
 
     def _changing(self, key_id: str) -> contextlib.AbstractContextManager[None]:
         """Marks a DB write whose in-memory twin follows, so the balance refresh skips the key
@@ -481,10 +484,7 @@ class BillingEngine:
                 self._redis_run_id = run_id
                 for request_id, (key_id, cost, meant_for) in list(self._deferred.items()):
                     if meant_for in (None, run_id):
-                        if cost is None:
-                            await self.holds.release(key_id, request_id)
-                        else:
-                            await self.holds.settle(key_id, request_id, cost)
+                        await self._hold_step(key_id, request_id, cost)
                     del self._deferred[request_id]
                 for entry_id, (key_id, amount, meant_for) in list(self._deferred_credits.items()):
                     if meant_for in (None, run_id):
