@@ -399,39 +399,37 @@ class Relay:
         chain = it.resolved.entry.fallbacks
         if chain and it.headers.get(NO_FALLBACK_HEADER, "").strip().lower() in ("1", "true"):
             chain = ()
-        pool = self.upstreams.pools[p.endpoint.name]
-        affinity = self._affinity(pool, it)
-        try:
-            resp = await self.open_upstream(
-                p.endpoint, p.call, ctx, affinity=affinity, fall_back=bool(chain)
-            )
-            return resp, p
-        except Exhausted as exc:
-            last = exc.error
         first = ctx.model_id
-        for i, model in enumerate(chain):
-            try:
-                q = await self._fallback(p, model)
-            except GatewayError as err:
-                log.warning(
-                    "request %s: fallback %s from %s unusable: %s",
-                    ctx.request_id,
-                    model,
-                    first,
-                    err.message,
+        # The model itself, then its fallbacks: each decided only when the one before is out.
+        candidates: list[str | None] = [None, *chain]
+        last: GatewayError | None = None
+        for i, model in enumerate(candidates):
+            q = p
+            if model is not None:
+                try:
+                    q = await self._fallback(p, model)
+                except GatewayError as err:
+                    log.warning(
+                        "request %s: fallback %s from %s unusable: %s",
+                        ctx.request_id,
+                        model,
+                        first,
+                        err.message,
+                    )
+                    continue
+                log.info(
+                    "request %s: %s unavailable, falling back to %s", ctx.request_id, first, model
                 )
-                continue
-            log.info("request %s: %s unavailable, falling back to %s", ctx.request_id, first, model)
-            ctx.fallback_from = first
-            pool = self.upstreams.pools[q.endpoint.name]
-            affinity = self._affinity(pool, it)
+                ctx.fallback_from = first
+            affinity = self._affinity(self.upstreams.pools[q.endpoint.name], it)
             try:
                 resp = await self.open_upstream(
-                    q.endpoint, q.call, ctx, affinity=affinity, fall_back=i + 1 < len(chain)
+                    q.endpoint, q.call, ctx, affinity=affinity, fall_back=i + 1 < len(candidates)
                 )
                 return resp, q
             except Exhausted as exc:
                 last = exc.error
+        assert last is not None  # the model itself was tried, or it raised
         raise last
 
     def _affinity(self, pool: Pool, it: Intake) -> int | None:
