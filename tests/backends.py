@@ -22,7 +22,8 @@ import redis
 from gateway_support import free_port
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/13"
+# Parallel runs (several checkouts on one machine) each set their own db; CI uses 13.
+REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('TOKENRELAY_TEST_REDIS_DB', '13')}"
 BACKENDS = ["sqlite", "postgres+redis"]
 
 
