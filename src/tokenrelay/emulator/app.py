@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from tokenrelay.emulator import anthropic, gemini, openai_compat, openai_errors
+from tokenrelay.emulator import anthropic, gemini, openai_compat, openai_errors, openai_responses
 from tokenrelay.emulator.openai_errors import COMPATIBLE
 from tokenrelay.emulator.wire import Req, Resp, bearer, json_resp
 
@@ -56,6 +56,7 @@ _ROUTES: dict[tuple[str, str], Callable[[Req], Resp]] = {
     ("POST", "/anthropic/v1/messages/count_tokens"): anthropic.count_tokens,
     ("GET", "/anthropic/v1/models"): anthropic.models,
     ("POST", "/openai/v1/chat/completions"): lambda r: openai_compat.chat(r, "openai"),
+    ("POST", "/openai/v1/responses"): openai_responses.responses,
     ("GET", "/openai/v1/models"): lambda r: openai_compat.models(r, "openai"),
     ("POST", "/xai/v1/chat/completions"): lambda r: openai_compat.chat(r, "xai"),
     ("GET", "/xai/v1/models"): lambda r: openai_compat.models(r, "xai"),
