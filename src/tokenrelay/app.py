@@ -33,6 +33,7 @@ from tokenrelay.embedded_emulator import EmbeddedEmulator
 from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.anthropic import ANTHROPIC_FRONTEND
 from tokenrelay.frontends.openai import OPENAI_FRONTEND
+from tokenrelay.frontends.responses import RESPONSES_FRONTEND
 from tokenrelay.ir import ErrorKind
 from tokenrelay.metrics import metrics_endpoint
 from tokenrelay.model_routes import count_tokens, list_models
@@ -60,6 +61,7 @@ class Gateway:
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", PROXY + "/messages"): self._messages,
             ("POST", PROXY + "/chat/completions"): self._chat,
+            ("POST", PROXY + "/responses"): self._responses,
             ("POST", PROXY + "/messages/count_tokens"): self._count_tokens,
         }
         self._other: Starlette | None = None
@@ -90,6 +92,10 @@ class Gateway:
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.relay is not None
         await self.relay.serve(OPENAI_FRONTEND, scope, receive, send)
+
+    async def _responses(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.relay is not None
+        await self.relay.serve(RESPONSES_FRONTEND, scope, receive, send)
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.relay is not None

@@ -165,6 +165,9 @@ class Request:
     # Tools the vendor runs itself (web search, code execution): several sampling passes, each
     # billed, inside one request.
     server_tools: bool = False
+    # (param, what) of features only the client format's own vendor runs (OpenAI's built-in
+    # tools for a Responses client): its fast path passes them on, a translation refuses them.
+    native_only: list[tuple[str, str]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------

@@ -275,13 +275,21 @@ class Relay:
         # Stop sequences the model refuses (a 400) are sent without and enforced here, on the
         # translated path, which sees the text as IR deltas.
         own_stop = bool(req.stop) and not ep.adapter.enforces_stop(req.model)
-        if ep.adapter.native_format == frontend.name and not own_stop:
+        fast = None if own_stop else ep.adapter.passthrough(frontend.name)
+        if fast is not None:
             ctx.fast_path = True
             # The client's own body goes on: what it asks is what the vendor is asked.
             via = Passthrough(it.headers, ep.api_key, ep.base_url, self.reasoning)
-            call = ep.adapter.passthrough_request(it.payload, req, via)
-            exchange = PassthroughExchange(frontend, ep.adapter, ctx, req, self.reasoning)
+            call = fast.passthrough_request(it.payload, req, via)
+            exchange = PassthroughExchange(frontend, fast, ctx, req, self.reasoning)
         else:
+            if req.native_only:  # what only the client format's own vendor runs
+                param, what = req.native_only[0]
+                raise invalid(
+                    f"{param}: {what} is not available on model '{ctx.model_asked}' "
+                    f"(vendor {ep.name})",
+                    param,
+                )
             ep.adapter.finalize(req, entry.default_max_tokens)
             restore(self.reasoning, ep.name, req)
             stops = req.stop

@@ -53,7 +53,7 @@ def finish_reason(stop_reason: str | None) -> str:
     return _FINISH_REASONS.get(stop_reason or "end_turn", "stop")
 
 
-def _error_status_and_body(err: GatewayError) -> tuple[int, dict[str, Any]]:
+def error_status_and_body(err: GatewayError) -> tuple[int, dict[str, Any]]:
     status, error_type, code = _ERRORS.get(err.kind, (None, "server_error", None))
     code = err.code or code
     if err.limit is not None and err.kind == "rate_limit":
@@ -154,7 +154,7 @@ class OpenAIStreamRenderer:
         return out + _DONE
 
     def error(self, err: GatewayError) -> bytes:
-        _, body = _error_status_and_body(err)
+        _, body = error_status_and_body(err)
         return b"data: " + orjson.dumps(body) + b"\n\n"
 
     def _start(self, upstream_id: str, model: str) -> bytes:
@@ -284,7 +284,7 @@ class OpenAIFrontend:
         }
 
     def render_error(self, err: GatewayError) -> tuple[int, dict[str, Any]]:
-        return _error_status_and_body(err)
+        return error_status_and_body(err)
 
 
 OPENAI_FRONTEND = OpenAIFrontend()

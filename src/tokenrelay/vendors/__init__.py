@@ -21,7 +21,8 @@ from tokenrelay.vendors.anthropic import ANTHROPIC
 from tokenrelay.vendors.base import Vendor
 from tokenrelay.vendors.deepseek import DEEPSEEK
 from tokenrelay.vendors.gemini import GEMINI
-from tokenrelay.vendors.openai import OPENAI, OpenAICompatible
+from tokenrelay.vendors.openai import OpenAICompatible
+from tokenrelay.vendors.openai_responses import OPENAI_VENDOR
 from tokenrelay.vendors.xai import XAI
 
 # The emulator serves any config-defined OpenAI-compatible upstream under this path + its name.
@@ -52,7 +53,7 @@ class VendorSpec:
 
 BUILTIN: tuple[VendorSpec, ...] = (
     VendorSpec(ANTHROPIC, "https://api.anthropic.com", "ANTHROPIC_API_KEY", "/anthropic"),
-    VendorSpec(OPENAI, "https://api.openai.com/v1", "OPENAI_API_KEY", "/openai/v1"),
+    VendorSpec(OPENAI_VENDOR, "https://api.openai.com/v1", "OPENAI_API_KEY", "/openai/v1"),
     VendorSpec(GEMINI, "https://generativelanguage.googleapis.com", "GEMINI_API_KEY", "/gemini"),
     VendorSpec(XAI, "https://api.x.ai/v1", "XAI_API_KEY", "/xai/v1"),
     VendorSpec(DEEPSEEK, "https://api.deepseek.com", "DEEPSEEK_API_KEY", "/deepseek"),

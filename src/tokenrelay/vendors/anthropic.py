@@ -532,6 +532,9 @@ class AnthropicVendor:
         if thinking is not None and req.thinking is not None and "budget_tokens" in thinking:
             req.thinking.budget_tokens = thinking["budget_tokens"]
 
+    def passthrough(self, client_format: str) -> AnthropicVendor | None:
+        return self if client_format == self.native_format else None
+
     def passthrough_request(self, body: Json, req: ir.Request, via: Passthrough) -> UpstreamRequest:
         headers = {
             **req.passthrough_headers,

@@ -80,7 +80,7 @@ class Vendor(Protocol):
     def parse_count_tokens(self, body: bytes) -> int: ...
 
     # The fast path: a client that speaks this vendor's own format.
-    native_format: str  # the client format whose bodies pass through: anthropic | openai | gemini
+    native_format: str  # the vendor's own client format: anthropic | openai | gemini
     # DeepSeek needs its reasoning replayed on tool turns that OpenAI clients drop: the fast path
     # decodes what went by to remember it.
     remembers_reasoning: bool
@@ -93,6 +93,11 @@ class Vendor(Protocol):
     def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
         """Decide what the vendor will be asked before the hold prices it: defaults the vendor
         needs (Anthropic: max_tokens) and raises it applies (a thinking budget's floor)."""
+        ...
+
+    def passthrough(self, client_format: str) -> Vendor | None:
+        """The adapter that passes `client_format` bodies through to this vendor (itself for
+        its native format; OpenAI's Responses side for Responses clients), or None: translate."""
         ...
 
     def passthrough_request(
@@ -123,6 +128,9 @@ class Passthrough:
 
 class NoPassthrough:
     """For a vendor no client format speaks natively yet: every request is translated."""
+
+    def passthrough(self, client_format: str) -> Vendor | None:
+        return None
 
     def passthrough_request(
         self, body: dict[str, Any], req: ir.Request, via: Passthrough

@@ -25,6 +25,7 @@ from tokenrelay.vendors.base import (
     PassthroughScan,
     UpstreamRequest,
     UsageSink,
+    Vendor,
     error_message,
     rate_limit_named,
 )
@@ -244,6 +245,9 @@ class OpenAICompatible:
 
     def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
         """Nothing to decide: the vendor defaults the output cap to the model's limit."""
+
+    def passthrough(self, client_format: str) -> Vendor | None:
+        return self if client_format == self.native_format else None
 
     def passthrough_request(self, body: JSON, req: ir.Request, via: Passthrough) -> UpstreamRequest:
         body = {**body, "model": req.model}
