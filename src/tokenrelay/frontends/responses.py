@@ -324,12 +324,18 @@ class ResponsesStreamRenderer:
         return out + self._event(final, {"response": response})
 
     def error(self, err: GatewayError) -> bytes:
-        """`response.failed`, with what was complete so far: the SDKs end the stream on it."""
-        _, body = error_status_and_body(err)
-        error = {"code": body["error"]["code"] or body["error"]["type"], "message": err.message}
-        out = self._start()
-        response = self._items.envelope("failed", error=error)
-        return out + self._event("response.failed", {"response": response})
+        """`response.failed` (with what was complete so far) once the response was announced;
+        before that (or after the vendor's own bytes, on the fast path) OpenAI's top-level
+        `error` event. The SDKs end the stream on either."""
+        if not self._started:
+            _, body = error_status_and_body(err)
+            code = body["error"]["code"] or body["error"]["type"]
+            fields = {"code": code, "message": err.message, "param": err.param}
+            return self._event("error", fields)
+        # A failed response's code is one of OpenAI's few: a rate limit, or the server's fault.
+        code = "rate_limit_exceeded" if err.kind == "rate_limit" else "server_error"
+        response = self._items.envelope("failed", error={"code": code, "message": err.message})
+        return self._event("response.failed", {"response": response})
 
 
 def _render(resp: ir.Response, items: _Items) -> None:
