@@ -86,7 +86,7 @@ _SKIPPED_ITEMS = frozenset({"web_search_call"})  # OpenAI-run search: its answer
 class Echo:
     """What the response object repeats of the request, and what shapes the output."""
 
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=lambda: _echo_fields({}))
     summary: bool = False  # reasoning.summary asked: reasoning text streams as a summary
     encrypted: bool = False  # include: reasoning.encrypted_content
     namespaces: frozenset[str] = frozenset()
