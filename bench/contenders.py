@@ -24,6 +24,8 @@ ANTHROPIC_VERSION = "2023-06-01"
 #   anthropic:  Anthropic client -> Anthropic vendor (same format; fast path)
 #   translated: OpenAI client -> Anthropic vendor (format translation)
 SCENARIOS = ("openai", "anthropic", "translated")
+# Measured by bench.cpu_cost on tokenrelay alone: Responses client -> OpenAI Responses (fast path).
+CPU_SCENARIOS = (*SCENARIOS, "responses")
 PHASES = ("latency", "ttfc", "rps", "streams")
 
 
@@ -250,6 +252,9 @@ class TokenRelay(Contender):
             return _openai(self.base, "/api/proxy/v1/chat/completions", OPENAI_MODEL, self.key)
         if scenario == "translated":
             return _openai(self.base, "/api/proxy/v1/chat/completions", ANTHROPIC_MODEL, self.key)
+        if scenario == "responses":
+            headers = {"authorization": f"Bearer {self.key}"}
+            return Target(self.base + "/api/proxy/v1/responses", "responses", OPENAI_MODEL, headers)
         return _anthropic(self.base, "/api/proxy/v1/messages", self.key)
 
 

@@ -26,12 +26,15 @@ class Target:
     """Where one scenario sends its requests, and in which client format."""
 
     url: str
-    fmt: str  # "openai" | "anthropic"
+    fmt: str  # "openai" | "anthropic" | "responses"
     model: str
     headers: dict[str, str] = field(default_factory=dict)
 
     def body(self, stream: bool, marker: str = "") -> str:
         prompt = "Say hello." + (f" {marker}" if marker else "")
+        if self.fmt == "responses":
+            body: dict[str, Any] = {"model": self.model, "max_output_tokens": 256, "input": prompt}
+            return json.dumps({**body, "stream": True} if stream else body, separators=(",", ":"))
         msg: dict[str, Any] = {
             "model": self.model,
             "max_tokens": 256,

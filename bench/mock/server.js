@@ -1,6 +1,6 @@
 'use strict';
 // Upstream mock for the tokenrelay benchmark: OpenAI Chat Completions and Anthropic Messages,
-// non-stream and SSE. Node standard library only. Usage: node server.js PORT
+// non-stream and SSE, and OpenAI Responses (non-stream). Node standard library only. Usage: node server.js PORT
 //
 // Stream shape is chosen by a marker anywhere in the request body (it survives every proxy and
 // every format translation because it sits in the prompt text):
@@ -26,6 +26,34 @@ function openaiJson(model) {
       finish_reason: 'stop',
     }],
     usage: { prompt_tokens: 12, completion_tokens: 7, total_tokens: 19 },
+  });
+}
+
+function responsesJson(model) {
+  const id = 'resp_bench' + (++seq);
+  return JSON.stringify({
+    id,
+    object: 'response',
+    created_at: CREATED,
+    status: 'completed',
+    model,
+    output: [{
+      id: 'msg_' + id,
+      type: 'message',
+      status: 'completed',
+      role: 'assistant',
+      content: [{ type: 'output_text', annotations: [], logprobs: [], text: 'Hello from the bench mock.' }],
+    }],
+    parallel_tool_calls: true,
+    tool_choice: 'auto',
+    tools: [],
+    usage: {
+      input_tokens: 12,
+      input_tokens_details: { cached_tokens: 0 },
+      output_tokens: 7,
+      output_tokens_details: { reasoning_tokens: 0 },
+      total_tokens: 19,
+    },
   });
 }
 
@@ -131,6 +159,10 @@ function handle(req, res, raw) {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
       res.end(out);
     }
+  } else if (url.endsWith('/responses') && !body.stream) {
+    const out = responsesJson(model);
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
+    res.end(out);
   } else if (url.endsWith('/messages')) {
     if (body.stream) {
       stream(res, anthropicStream(model, n), n, interval);

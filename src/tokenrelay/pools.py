@@ -305,9 +305,12 @@ def affinity_key(headers: Mapping[str, str], payload: Mapping[str, Any]) -> int:
     meta = payload.get("metadata")
     if isinstance(meta, dict) and isinstance(meta.get("user_id"), str) and meta["user_id"]:
         return zlib.crc32(meta["user_id"].encode())
-    messages = payload.get("messages") or payload.get("contents") or ()
-    first = messages[0] if isinstance(messages, list) and messages else None
-    system = payload.get("system") or payload.get("systemInstruction")
+    # Messages / Chat Completions, Gemini, Responses (whose `input` may be one string).
+    messages = payload.get("messages") or payload.get("contents") or payload.get("input") or ()
+    first = messages[0] if isinstance(messages, list) and messages else messages or None
+    system = (
+        payload.get("system") or payload.get("systemInstruction") or payload.get("instructions")
+    )
     try:
         return zlib.crc32(orjson.dumps([system, first]))
     except TypeError:

@@ -400,3 +400,15 @@ def test_scan_holds_back_the_final_event_and_adds_the_cost() -> None:
     )
     text = ir.fold(scan.generated())
     assert any(isinstance(p, ir.Text) and p.text for p in text.content)
+
+
+def test_conversations_without_a_cache_key_keep_their_own_affinity() -> None:
+    """Without prompt_cache_key or user, what stays the same turn after turn decides: the
+    instructions and the first input item (not one key for every Responses conversation)."""
+    first = {"role": "user", "content": "plan a trip"}
+    turn1 = {"instructions": "Be brief.", "input": [first]}
+    turn2 = {"instructions": "Be brief.", "input": [first, {"role": "user", "content": "more"}]}
+    other = {"instructions": "Be brief.", "input": [{"role": "user", "content": "cook"}]}
+    assert affinity_key({}, turn1) == affinity_key({}, turn2)
+    assert affinity_key({}, turn1) != affinity_key({}, other)
+    assert affinity_key({}, {"input": "a"}) != affinity_key({}, {"input": "b"})
