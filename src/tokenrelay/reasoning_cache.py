@@ -14,6 +14,8 @@ memory stays as a near cache, a state is written to Redis before the client has 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import logging
 import time
@@ -165,6 +167,35 @@ def decode(blob: bytes) -> ReasoningState:
     ]
     signatures = {str(k): str(v) for k, v in dict(raw["s"]).items()}
     return ReasoningState(str(raw["v"]), str(raw["m"]), thinking, signatures)
+
+
+# The client carries it instead: a Responses API client gets a translated vendor's reasoning as
+# `encrypted_content` and sends it back (frontends/responses*); OpenAI's own Responses API must
+# never see one (vendors/openai_responses drops them).
+BLOB_PREFIX = "trr1."
+
+
+def to_blob(parts: list[ir.Thinking | ir.RedactedThinking]) -> str:
+    """Reasoning state as an opaque string: the prefix + base64url JSON (not secret: it is the
+    client's own conversation, and each vendor checks its own signatures on replay)."""
+    raw = [
+        ["t", p.text, p.signature] if isinstance(p, ir.Thinking) else ["r", p.data] for p in parts
+    ]
+    return BLOB_PREFIX + base64.urlsafe_b64encode(orjson.dumps(raw)).decode()
+
+
+def from_blob(blob: str) -> list[ir.Thinking | ir.RedactedThinking]:
+    """The inverse of `to_blob`; ValueError for anything it did not make."""
+    if not blob.startswith(BLOB_PREFIX):
+        raise ValueError("not a reasoning blob")
+    try:
+        raw = orjson.loads(base64.urlsafe_b64decode(blob[len(BLOB_PREFIX) :]))
+        return [
+            ir.Thinking(str(t[1]), t[2]) if t[0] == "t" else ir.RedactedThinking(str(t[1]))
+            for t in raw
+        ]
+    except (binascii.Error, TypeError, IndexError, KeyError) as exc:
+        raise ValueError("not a reasoning blob") from exc
 
 
 def reasoning_cache_for(settings: Settings) -> ReasoningCache:

@@ -322,6 +322,27 @@ def test_reasoning_summary_streams_and_encrypted_reasoning_round_trips(
             client.responses.create(model=model, input=stripped, **opts)
 
 
+def test_conversation_moving_from_claude_to_openai_drops_claudes_reasoning(
+    client: openai.OpenAI,
+) -> None:
+    opts: Any = {
+        "reasoning": {"effort": "medium", "summary": "auto"},
+        "include": ["reasoning.encrypted_content"],
+        "tools": [WEATHER],
+    }
+    first = client.responses.create(model="claude-sonnet-4-6", input="Weather?", **opts)
+    call = next(o for o in first.output if o.type == "function_call")
+    assert any(o.type == "reasoning" and o.encrypted_content for o in first.output)
+    items = [
+        {"role": "user", "content": "Weather?"},
+        *as_input(first.output),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "hail"},
+    ]
+    # OpenAI refuses encrypted content it did not issue; the fast path leaves it out.
+    follow = client.responses.create(model="o4-mini", input=items, **opts)
+    assert "hail" in follow.output_text
+
+
 def test_reasoning_without_summary_or_include_shows_neither(client: openai.OpenAI) -> None:
     for model in ("o4-mini", "claude-sonnet-4-6"):
         resp = client.responses.create(

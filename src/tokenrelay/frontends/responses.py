@@ -25,12 +25,8 @@ import orjson
 from tokenrelay import ir
 from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.openai import error_status_and_body
-from tokenrelay.frontends.responses_parse import (
-    NAMESPACE_SEP,
-    Echo,
-    parse_responses_request,
-    reasoning_blob,
-)
+from tokenrelay.frontends.responses_parse import NAMESPACE_SEP, Echo, parse_responses_request
+from tokenrelay.reasoning_cache import to_blob
 
 __all__ = ["RESPONSES_FRONTEND", "ResponsesFrontend", "ResponsesStreamRenderer"]
 
@@ -99,7 +95,7 @@ class _Items:
         if self.echo.summary and summary:
             item["summary"] = [{"type": "summary_text", "text": summary}]
         if self.echo.encrypted:
-            item["encrypted_content"] = reasoning_blob(state)
+            item["encrypted_content"] = to_blob(state)
         return item
 
     def envelope(

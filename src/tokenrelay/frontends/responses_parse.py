@@ -22,14 +22,10 @@ Mapping choices worth knowing:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
 
 from tokenrelay import ir
 from tokenrelay.frontends.validate import (
@@ -48,10 +44,9 @@ from tokenrelay.frontends.validate import (
     string,
     string_list,
 )
+from tokenrelay.reasoning_cache import BLOB_PREFIX, from_blob
 
 NAMESPACE_SEP = "__"
-# Prefix of the gateway's own encrypted_content: what a translated vendor's reasoning was.
-BLOB_PREFIX = "trr1."
 _MODELED = frozenset(
     {
         "model",
@@ -92,23 +87,10 @@ class Echo:
     namespaces: frozenset[str] = frozenset()
 
 
-def reasoning_blob(parts: list[ir.Thinking | ir.RedactedThinking]) -> str:
-    """The gateway's `encrypted_content`: the vendor's reasoning state, opaque to the client
-    (base64url JSON; the vendor checks its own signatures when it is replayed)."""
-    raw = [
-        ["t", p.text, p.signature] if isinstance(p, ir.Thinking) else ["r", p.data] for p in parts
-    ]
-    return BLOB_PREFIX + base64.urlsafe_b64encode(orjson.dumps(raw)).decode()
-
-
 def _unblob(blob: str, path: str) -> list[ir.Part]:
     try:
-        raw = orjson.loads(base64.urlsafe_b64decode(blob[len(BLOB_PREFIX) :]))
-        return [
-            ir.Thinking(str(t[1]), t[2]) if t[0] == "t" else ir.RedactedThinking(str(t[1]))
-            for t in raw
-        ]
-    except (binascii.Error, ValueError, TypeError, IndexError, KeyError):
+        return list(from_blob(blob))
+    except ValueError:
         raise fail(path, "not reasoning this gateway issued (send it back unchanged)") from None
 
 

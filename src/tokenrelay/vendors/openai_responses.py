@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from tokenrelay import ir
+from tokenrelay.reasoning_cache import BLOB_PREFIX
 from tokenrelay.sse import SSEEvent, SSEParser, encode
 from tokenrelay.vendors.base import Passthrough, PassthroughScan, UpstreamRequest, UsageSink, Vendor
 from tokenrelay.vendors.openai import JSON, MALFORMED, OpenAICompatible
@@ -218,6 +219,14 @@ class ResponsesScan(PassthroughScan):
         return bytes(out)
 
 
+def _ours(item: object) -> bool:
+    """A reasoning item whose encrypted_content the gateway issued for another vendor."""
+    if not isinstance(item, dict) or item.get("type") != "reasoning":
+        return False
+    blob = item.get("encrypted_content")
+    return isinstance(blob, str) and blob.startswith(BLOB_PREFIX)
+
+
 class ResponsesPassthrough(OpenAICompatible):
     """The Responses side of the OpenAI adapter: requests, answers and errors on its wire.
     (Errors share the Chat Completions shape, so `parse_error` is the inherited one.)"""
@@ -225,6 +234,11 @@ class ResponsesPassthrough(OpenAICompatible):
     def passthrough_request(self, body: JSON, req: ir.Request, via: Passthrough) -> UpstreamRequest:
         # The gateway keeps nothing; what OpenAI stored would belong to the operator's account.
         body = {**body, "model": req.model, "store": False}
+        items = body.get("input")
+        if isinstance(items, list) and any(_ours(i) for i in items):
+            # Reasoning another vendor did (the conversation changed models): OpenAI cannot
+            # read it, and refuses encrypted content it did not issue.
+            body["input"] = [i for i in items if not _ours(i)]
         return UpstreamRequest(
             "POST",
             via.base_url.rstrip("/") + "/responses",
