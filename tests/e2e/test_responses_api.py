@@ -25,6 +25,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "codex" / "request_stream.json"
+TOOL_TURN = FIXTURE.with_name("request_tool_turn.json")
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 # One model per vendor; the last is the operator's OpenAI-compatible upstream.
 MODELS = [
@@ -521,6 +522,29 @@ def test_codex_cli_request_is_accepted_on_every_vendor(
     # What Codex reads back from the echo.
     assert final["response"]["store"] is False
     assert final["response"]["prompt_cache_key"] == body["prompt_cache_key"]
+
+
+@pytest.mark.parametrize("rename", [False, True])
+@pytest.mark.parametrize("model", MODELS)
+def test_codex_tool_turn_with_its_reasoning_is_accepted_on_every_vendor(
+    gw: RunningGateway, key: str, model: str, rename: bool
+) -> None:
+    """Codex's second request (reasoning item it got from Claude, function_call, output): on
+    Claude its signed thinking is replayed from encrypted_content alone (the call renamed, so
+    the gateway's memory cannot help); elsewhere it is carried over or, on OpenAI, left out."""
+    body = orjson.loads(TOOL_TURN.read_bytes())["body"]
+    kinds = [i.get("type") for i in body["input"]]
+    assert kinds[-4:] == ["reasoning", "message", "function_call", "function_call_output"]
+    assert body["input"][-4]["encrypted_content"]
+    body["model"] = model
+    if rename:
+        for item in body["input"][-2:]:
+            item["call_id"] = "call_renamed_by_client"
+    _, events = raw_stream(gw, key, body)
+    assert events[-1]["type"] == "response.completed", events[-1]
+    assert "Tool exec_command returned" in "".join(
+        e["delta"] for e in events if e["type"] == "response.output_text.delta"
+    )
 
 
 @pytest.mark.parametrize("model", TRANSLATED)
