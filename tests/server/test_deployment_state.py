@@ -1,0 +1,122 @@
+"""Taking a deployment out is one decision for every process: an operator's drain or restore
+made through one gateway, and a key the vendor refused seen by one, reach another gateway on
+the same database within a second (deployment_state.py), as they reach every worker of
+`serve --workers N` and every replica."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+
+from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, start_gateway
+
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+MODEL = "claude-haiku-4-5"
+
+
+@pytest.fixture
+def two_gateways(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[RunningGateway, RunningGateway]]:
+    """Two gateways, one database, one catalog: deployments `a` and `b` of Anthropic on one
+    emulator, and `bad`, whose key that emulator refuses."""
+    port = free_port()
+    emulator = f"http://127.0.0.1:{port}"
+    paths = {"a": "/_d/a/anthropic", "b": "/_d/b/anthropic", "bad": "/_d/bad~401/anthropic"}
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(
+        "\n".join(
+            f'[[deployments.anthropic]]\nname = "{n}"\nbase_url = "{emulator}{p}"\n'
+            f'api_key_env = "STATE_KEY_{n.upper()}"\n'
+            for n, p in paths.items()
+        )
+    )
+    for n in paths:
+        monkeypatch.setenv(f"STATE_KEY_{n.upper()}", f"sk-state-{n}")
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    common: dict[str, Any] = {"database_url": db, "catalog_path": str(catalog)}
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one, t1 = start_gateway(tmp_path / "one", emulate="auto", emulator_port=port, **common)
+    two, t2 = start_gateway(tmp_path / "two", emulate="auto", emulator_url=emulator, **common)
+    yield one, two
+    for gw, thread in ((one, t1), (two, t2)):
+        gw.server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _states(gw: RunningGateway) -> dict[str, str]:
+    r = httpx.get(gw.url + "/admin/v1/deployments", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    return {d["id"]: d["state"] for d in r.json()["data"] if d["vendor"] == "anthropic"}
+
+
+def _within(seconds: float, check: Callable[[], bool]) -> float:
+    """How long `check` took to come true (fails past `seconds`)."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < seconds, "not applied in time"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def _served(emulator: str) -> list[str | None]:
+    data = httpx.get(emulator + "/_requests").json()["data"]
+    return [q.get("deployment") for q in data if q["method"] == "POST"]
+
+
+def test_drain_and_restore_reach_the_other_gateway(
+    two_gateways: tuple[RunningGateway, RunningGateway],
+) -> None:
+    one, two = two_gateways
+    r = httpx.post(one.url + "/admin/v1/deployments/anthropic/a/drain", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["state"] == "drained"
+    took = _within(1.5, lambda: _states(two)["anthropic/a"] == "drained")
+    print(f"\ndrain seen by the other gateway after {took:.2f} s")
+
+    # The other gateway sends nothing to the drained deployment.
+    client = anthropic.Anthropic(api_key=two.create_key(), base_url=two.proxy, max_retries=0)
+    before = len(_served(one.emulator_url))
+    for i in range(6):
+        msg = client.messages.create(
+            model=MODEL, max_tokens=16, messages=[{"role": "user", "content": f"[[words:3]] {i}"}]
+        )
+        assert msg.content
+    served = _served(one.emulator_url)[before:]
+    assert "a" not in served and "b" in served
+
+    # Restored through the other one: back in on both.
+    r = httpx.post(two.url + "/admin/v1/deployments/anthropic/a/restore", headers=ADMIN)
+    assert r.json()["state"] == "healthy"
+    _within(1.5, lambda: _states(one)["anthropic/a"] == "healthy")
+    assert _states(two)["anthropic/a"] == "healthy"
+
+
+def test_a_refused_key_is_taken_out_everywhere(
+    two_gateways: tuple[RunningGateway, RunningGateway],
+) -> None:
+    one, two = two_gateways
+    client = anthropic.Anthropic(api_key=one.create_key(), base_url=one.proxy, max_retries=0)
+    for i in range(8):  # least in-flight reaches `bad` soon; its 401 takes it out
+        client.messages.create(
+            model=MODEL, max_tokens=16, messages=[{"role": "user", "content": f"[[words:3]] {i}"}]
+        )
+    assert _states(one)["anthropic/bad"] == "removed"
+    _within(1.5, lambda: _states(two)["anthropic/bad"] == "removed")
+    bad_attempts = _served(one.emulator_url).count("bad")
+    # The other gateway never tries it.
+    client2 = anthropic.Anthropic(api_key=two.create_key(), base_url=two.proxy, max_retries=0)
+    for i in range(6):
+        client2.messages.create(
+            model=MODEL, max_tokens=16, messages=[{"role": "user", "content": f"[[words:3]] {i}"}]
+        )
+    assert _served(one.emulator_url).count("bad") == bad_attempts
+    r = httpx.post(two.url + "/admin/v1/deployments/anthropic/bad/restore", headers=ADMIN)
+    assert r.json()["state"] == "healthy"
+    _within(1.5, lambda: _states(one)["anthropic/bad"] == "healthy")
