@@ -114,7 +114,10 @@ def admin_routes(
         return JSONResponse(info.public())
 
     models = [e.id for e in engine.prices.catalog.entries()] if engine else None
-    document = admin_openapi(billing=engine is not None, models=models)
+    ids = None
+    if upstreams is not None:
+        ids = [d.id for pool in upstreams.pools.values() for d in pool.deployments]
+    document = admin_openapi(billing=engine is not None, models=models, deployments=ids)
 
     async def list_deployments(request: Request) -> Response:
         assert upstreams is not None
