@@ -18,14 +18,13 @@ from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, start_gatewa
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 MODEL = "claude-haiku-4-5"
+Gateways = tuple[RunningGateway, RunningGateway, Callable[..., RunningGateway]]
 
 
 @pytest.fixture
-def two_gateways(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[RunningGateway, RunningGateway]]:
+def two_gateways(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateways]:
     """Two gateways, one database, one catalog: deployments `a` and `b` of Anthropic on one
-    emulator, and `bad`, whose key that emulator refuses."""
+    emulator, and `bad`, whose key that emulator refuses; and a function that starts more."""
     port = free_port()
     emulator = f"http://127.0.0.1:{port}"
     paths = {"a": "/_d/a/anthropic", "b": "/_d/b/anthropic", "bad": "/_d/bad~401/anthropic"}
@@ -41,12 +40,16 @@ def two_gateways(
         monkeypatch.setenv(f"STATE_KEY_{n.upper()}", f"sk-state-{n}")
     db = f"sqlite:///{tmp_path / 'shared.db'}"
     common: dict[str, Any] = {"database_url": db, "catalog_path": str(catalog)}
-    (tmp_path / "one").mkdir()
-    (tmp_path / "two").mkdir()
-    one, t1 = start_gateway(tmp_path / "one", emulate="auto", emulator_port=port, **common)
-    two, t2 = start_gateway(tmp_path / "two", emulate="auto", emulator_url=emulator, **common)
-    yield one, two
-    for gw, thread in ((one, t1), (two, t2)):
+    started: list[tuple[RunningGateway, Any]] = []
+
+    def start(name: str, **where: Any) -> RunningGateway:
+        (tmp_path / name).mkdir()
+        gw, thread = start_gateway(tmp_path / name, emulate="auto", **where, **common)
+        started.append((gw, thread))
+        return gw
+
+    yield start("one", emulator_port=port), start("two", emulator_url=emulator), start
+    for gw, thread in started:
         gw.server.should_exit = True
         thread.join(timeout=10)
 
@@ -71,10 +74,8 @@ def _served(emulator: str) -> list[str | None]:
     return [q.get("deployment") for q in data if q["method"] == "POST"]
 
 
-def test_drain_and_restore_reach_the_other_gateway(
-    two_gateways: tuple[RunningGateway, RunningGateway],
-) -> None:
-    one, two = two_gateways
+def test_drain_and_restore_reach_the_other_gateway(two_gateways: Gateways) -> None:
+    one, two, start = two_gateways
     r = httpx.post(one.url + "/admin/v1/deployments/anthropic/a/drain", headers=ADMIN)
     assert r.status_code == 200 and r.json()["state"] == "drained"
     took = _within(1.5, lambda: _states(two)["anthropic/a"] == "drained")
@@ -90,18 +91,20 @@ def test_drain_and_restore_reach_the_other_gateway(
         assert msg.content
     served = _served(one.emulator_url)[before:]
     assert "a" not in served and "b" in served
+    # A process started later (a new worker, a restarted replica) starts with it drained.
+    three = start("three", emulator_url=one.emulator_url)
+    assert _states(three)["anthropic/a"] == "drained"
 
     # Restored through the other one: back in on both.
     r = httpx.post(two.url + "/admin/v1/deployments/anthropic/a/restore", headers=ADMIN)
     assert r.json()["state"] == "healthy"
     _within(1.5, lambda: _states(one)["anthropic/a"] == "healthy")
+    _within(1.5, lambda: _states(three)["anthropic/a"] == "healthy")
     assert _states(two)["anthropic/a"] == "healthy"
 
 
-def test_a_refused_key_is_taken_out_everywhere(
-    two_gateways: tuple[RunningGateway, RunningGateway],
-) -> None:
-    one, two = two_gateways
+def test_a_refused_key_is_taken_out_everywhere(two_gateways: Gateways) -> None:
+    one, two, _ = two_gateways
     client = anthropic.Anthropic(api_key=one.create_key(), base_url=one.proxy, max_retries=0)
     for i in range(8):  # least in-flight reaches `bad` soon; its 401 takes it out
         client.messages.create(
