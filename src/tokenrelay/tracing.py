@@ -108,6 +108,9 @@ class Tracing:
     def finish(self, handle: tuple[Any, Any], ctx: RequestContext) -> None:
         span, token = handle
         self._context.detach(token)
+        if not span.is_recording():  # sampled out
+            span.end()
+            return
         u = ctx.usage
         values = {
             "tokenrelay.key_id": ctx.key_id,
