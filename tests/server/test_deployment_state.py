@@ -5,6 +5,10 @@ the same database within a second (deployment_state.py), as they reach every wor
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +18,7 @@ import anthropic
 import httpx
 import pytest
 
+from backends import backend
 from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, start_gateway
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -123,3 +128,64 @@ def test_a_refused_key_is_taken_out_everywhere(two_gateways: Gateways) -> None:
     r = httpx.post(two.url + "/admin/v1/deployments/anthropic/bad/restore", headers=ADMIN)
     assert r.json()["state"] == "healthy"
     _within(1.5, lambda: _states(one)["anthropic/bad"] == "healthy")
+
+
+def test_a_drain_reaches_every_worker_of_serve(tmp_path: Path) -> None:
+    """`tokenrelay serve --workers 2` (PostgreSQL + Redis): a drain through whichever worker
+    took the admin request is what both workers report and apply. Each worker has its own
+    emulator, so the deployment's base URL in the listing tells the workers apart."""
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(
+        "\n".join(
+            f'[[deployments.openai]]\nname = "{n}"\nbase_url = "https://unused.example/v1"\n'
+            f'api_key_env = "WORKERS_KEY_{n.upper()}"\n'
+            for n in ("a", "b")
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENRELAY_", "WORKERS_"))}
+    env.pop("WEB_CONCURRENCY", None)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with backend("postgres+redis", tmp_path) as store:
+        env |= {
+            "TOKENRELAY_DATABASE_URL": store.database_url,
+            "TOKENRELAY_REDIS_URL": store.redis_url or "",
+            "TOKENRELAY_ADMIN_TOKEN": ADMIN_TOKEN,
+            "TOKENRELAY_EMULATE": "all",
+            "TOKENRELAY_CATALOG": str(catalog),
+            "TOKENRELAY_LOG_LEVEL": "warning",
+        }
+        log = tmp_path / "gw.log"
+        exe = str(Path(sys.executable).with_name("tokenrelay"))
+        proc = subprocess.Popen(
+            [exe, "serve", "--port", str(port), "--workers", "2"],
+            env=env,
+            cwd=tmp_path,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _within(60, lambda: _ready(url) or proc.poll() is not None)
+            assert proc.poll() is None, log.read_text()
+            r = httpx.post(url + "/admin/v1/deployments/openai/a/drain", headers=ADMIN)
+            assert r.status_code == 200 and r.json()["state"] == "drained"
+            time.sleep(1.0)  # two polls of the table
+            seen: dict[str, str] = {}  # worker (its emulator) -> the state it reports
+            deadline = time.monotonic() + 30
+            while len(seen) < 2 and time.monotonic() < deadline:
+                # A new connection each time: the kernel hands it to either worker.
+                r = httpx.get(url + "/admin/v1/deployments", headers=ADMIN)
+                [a] = [d for d in r.json()["data"] if d["id"] == "openai/a"]
+                seen[a["base_url"]] = a["state"]
+            assert len(seen) == 2, seen
+            assert set(seen.values()) == {"drained"}, seen
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0, log.read_text()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
