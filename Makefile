@@ -3,7 +3,7 @@
 UV := python3 -m uv
 PORT ?= 8080
 
-.PHONY: run test lint bench setup fuzz
+.PHONY: run test lint bench setup fuzz pools-report
 
 setup:
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
@@ -28,3 +28,9 @@ bench: setup
 # over the admin API's OpenAPI document (2,500 per operation, both storage backends).
 fuzz: setup
 	TOKENRELAY_FUZZ_EXAMPLES=2500 $(UV) run --frozen pytest tests/fuzz -p no:randomly --timeout 0
+
+# The upstream-pool figures (tests/e2e/test_pools.py, against the emulator): 3 deployments with
+# one killed and one answering 429s, then one drained: served, client errors, retries,
+# fallbacks, billed == delivered; and the prompt-cache read share with and without affinity.
+pools-report: setup
+	$(UV) run --frozen python -m bench.pools_report

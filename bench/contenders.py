@@ -211,6 +211,7 @@ class TokenRelay(Contender):
     """tokenrelay serve, one worker; `billing=False` sets TOKENRELAY_BILLING=off."""
 
     billing: bool = True
+    pools: int = 0  # > 0: the vendors get this many deployments, all pointing at the mock
     base: str = ""
     key: str = ""
 
@@ -229,6 +230,11 @@ class TokenRelay(Contender):
             "TOKENRELAY_ADMIN_TOKEN": "bench-admin",
             "TOKENRELAY_LOG_LEVEL": "warning",
         }
+        if self.pools:
+            catalog = d / "pools.toml"
+            catalog.write_text(pool_catalog(ctx.mock_port, self.pools))
+            env["TOKENRELAY_CATALOG"] = str(catalog)
+            env["BENCH_POOL_KEY"] = "bench"
         if not self.billing:
             env["TOKENRELAY_BILLING"] = "off"
             if not billing_switch_exists():
@@ -256,6 +262,21 @@ class TokenRelay(Contender):
             headers = {"authorization": f"Bearer {self.key}"}
             return Target(self.base + "/api/proxy/v1/responses", "responses", OPENAI_MODEL, headers)
         return _anthropic(self.base, "/api/proxy/v1/messages", self.key)
+
+
+def pool_catalog(mock_port: int, n: int) -> str:
+    """`n` deployments of the OpenAI and Anthropic vendors, all on the mock: the pool path
+    (pick, lease, release, retarget) with the same upstream as the single-key variant."""
+    bases = {
+        "openai": f"http://127.0.0.1:{mock_port}/v1",
+        "anthropic": f"http://127.0.0.1:{mock_port}",
+    }
+    return "\n".join(
+        f'[[deployments.{vendor}]]\nname = "d{i}"\nbase_url = "{base}"\n'
+        'api_key_env = "BENCH_POOL_KEY"\n'
+        for vendor, base in bases.items()
+        for i in range(1, n + 1)
+    )
 
 
 def billing_switch_exists() -> bool:

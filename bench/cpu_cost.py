@@ -1,4 +1,5 @@
-"""Gateway CPU per request, billing on and off: `python -m bench.cpu_cost [--rounds 3]`.
+"""Gateway CPU per request, billing on and off: `python -m bench.cpu_cost [--rounds 3]`;
+`--pools 3` compares instead the single-key path with 3 deployments per vendor (same mock).
 
 req/s on this VM moves ±25% with CPU steal; the gateway's own CPU time per request (utime +
 stime of its process, /proc) does not, so this is the figure to optimise the hot path against.
@@ -19,7 +20,7 @@ from bench import contenders as cmod
 from bench import loadgen, phases, proc
 from bench.procstats import cpu_s, tree_cpu_s
 
-Sample = tuple[float, float, float]  # CPU µs per request: all, main thread; req/s
+Sample = tuple[float, float, float, float]  # CPU µs/request: all, main thread; req/s; p50 ms
 
 
 def measure(c: cmod.Contender, scenario: str, seconds: float) -> Sample:
@@ -33,7 +34,9 @@ def measure(c: cmod.Contender, scenario: str, seconds: float) -> Sample:
     if res["errors"]:
         raise RuntimeError(f"{c.name}: {res['errors']} errors: {res['error_kinds']}")
     n = max(res["requests"], 1)
-    return used * 1e6 / n, main_used * 1e6 / n, res["rps"]
+    # The added latency one request sees: c=1, a short run after the loaded one.
+    lat = loadgen.wrk(c.target(scenario), 1, max(1.0, seconds / 2))
+    return used * 1e6 / n, main_used * 1e6 / n, res["rps"], lat["lat_ms"]["p50"]
 
 
 def compare(
@@ -42,6 +45,37 @@ def compare(
     """Billing on and off, started side by side, wrk rounds alternating between them (so the
     VM's drifting CPU steal hits both alike); medians per variant."""
     variants = [cmod.make("tokenrelay", True), cmod.make("tokenrelay-nobilling", True)]
+    return alternate(ctx, variants, ("on", "off"), scenario, rounds, seconds, "billing", log)
+
+
+def compare_pools(
+    ctx: cmod.Ctx,
+    scenario: str,
+    rounds: int,
+    seconds: float,
+    pools: int,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, float]]:
+    """The single-key path against `pools` deployments per vendor on the same mock."""
+    variants: list[cmod.Contender] = [
+        cmod.TokenRelay("tokenrelay-single"),
+        cmod.TokenRelay(f"tokenrelay-pools{pools}", pools=pools),
+    ]
+    return alternate(ctx, variants, ("single", "pools"), scenario, rounds, seconds, "pools", log)
+
+
+def alternate(
+    ctx: cmod.Ctx,
+    variants: list[cmod.Contender],
+    labels: tuple[str, str],
+    scenario: str,
+    rounds: int,
+    seconds: float,
+    what: str,
+    log: Callable[[str], None],
+) -> dict[str, dict[str, float]]:
+    """Two variants started side by side, wrk rounds alternating between them; medians (and
+    the spread over rounds, the run's noise) per variant."""
     for v in variants:
         v.name += f"-ab-{scenario}"  # its own database file beside the main run's
     samples: dict[str, list[Sample]] = {v.name: [] for v in variants}
@@ -53,17 +87,20 @@ def compare(
             for v in variants:
                 samples[v.name].append(measure(v, scenario, seconds))
                 time.sleep(0.5)
-            log(f"    billing A/B [{scenario}] round {i + 1}/{rounds}")
+            log(f"    {what} A/B [{scenario}] round {i + 1}/{rounds}")
     finally:
         for v in variants:
             v.stop()
     out: dict[str, dict[str, float]] = {}
-    for v, label in zip(variants, ("on", "off"), strict=True):
+    for v, label in zip(variants, labels, strict=True):
         xs = samples[v.name]
+        cpu = [x[0] for x in xs]
         out[label] = {
-            "cpu_us_per_request": round(statistics.median(x[0] for x in xs), 1),
+            "cpu_us_per_request": round(statistics.median(cpu), 1),
+            "cpu_us_spread": round(max(cpu) - min(cpu), 1),
             "main_thread_cpu_us_per_request": round(statistics.median(x[1] for x in xs), 1),
             "rps": round(statistics.median(x[2] for x in xs), 1),
+            "p50_ms_c1": round(statistics.median(x[3] for x in xs), 3),
         }
     return out
 
@@ -73,25 +110,41 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--scenario", default="openai", choices=cmod.CPU_SCENARIOS)
+    ap.add_argument(
+        "--pools",
+        type=int,
+        default=0,
+        help="compare the single-key path with N deployments per vendor instead of billing",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tokenrelay-cpu-") as tmp:
         mock, port = phases.start_mock(Path(tmp))
         try:
             ctx = cmod.Ctx(mock_port=port, workdir=Path(tmp))
-            med = compare(ctx, args.scenario, args.rounds, args.seconds, log=lambda _: None)
+            quiet: Callable[[str], None] = lambda _: None  # noqa: E731
+            if args.pools:
+                med = compare_pools(
+                    ctx, args.scenario, args.rounds, args.seconds, args.pools, quiet
+                )
+            else:
+                med = compare(ctx, args.scenario, args.rounds, args.seconds, log=quiet)
         finally:
             proc.stop(mock)
+    what = "pools" if args.pools else "billing"
     for label, m in med.items():
         print(
-            f"billing {label:3s} {m['cpu_us_per_request']:7.1f} µs CPU/request "
-            f"({m['main_thread_cpu_us_per_request']:.1f} in the event loop's thread)"
-            f"   {m['rps']:8.0f} req/s   ({args.scenario})"
+            f"{what} {label:6s} {m['cpu_us_per_request']:7.1f} µs CPU/request "
+            f"(±{m['cpu_us_spread'] / 2:.1f} over rounds; "
+            f"{m['main_thread_cpu_us_per_request']:.1f} in the event loop's thread)"
+            f"   {m['rps']:8.0f} req/s   p50 {m['p50_ms_c1']:.3f} ms at c=1   ({args.scenario})"
         )
-    on, off = med["on"]["cpu_us_per_request"], med["off"]["cpu_us_per_request"]
-    rps_ratio = med["on"]["rps"] / med["off"]["rps"]
+    a, b = med.values()
+    on, off = (b, a) if args.pools else (a, b)
     print(
-        f"billing costs {on - off:.1f} µs/request; on÷off req/s {rps_ratio:.3f}"
-        f" (at equal CPU {off / on:.3f})"
+        f"{what} costs {on['cpu_us_per_request'] - off['cpu_us_per_request']:.1f} µs/request; "
+        f"on÷off req/s {on['rps'] / off['rps']:.3f} "
+        f"(at equal CPU {off['cpu_us_per_request'] / on['cpu_us_per_request']:.3f}); "
+        f"p50 at c=1 on÷off {on['p50_ms_c1'] / off['p50_ms_c1']:.3f}"
     )
 
 

@@ -30,6 +30,7 @@ from tokenrelay.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from tokenrelay.billing.engine import BillingEngine
+    from tokenrelay.deployment_state import DeploymentStates
     from tokenrelay.upstream import Upstreams
 
 _CREATE_FIELDS = frozenset({"name", "credits_usd", "rpm", "tpm"})
@@ -58,6 +59,7 @@ def admin_routes(
     *,
     settings: Settings | None = None,
     upstreams: Upstreams | None = None,
+    states: DeploymentStates | None = None,
 ) -> list[Route]:
     """Routes under /admin/v1. The admin token comes from `settings` (default: the environment,
     via get_settings()). The credit, usage, price and ledger routes exist when `billing` is a
@@ -112,7 +114,10 @@ def admin_routes(
         return JSONResponse(info.public())
 
     models = [e.id for e in engine.prices.catalog.entries()] if engine else None
-    document = admin_openapi(billing=engine is not None, models=models)
+    ids = None
+    if upstreams is not None:
+        ids = [d.id for pool in upstreams.pools.values() for d in pool.deployments]
+    document = admin_openapi(billing=engine is not None, models=models, deployments=ids)
 
     async def list_deployments(request: Request) -> Response:
         assert upstreams is not None
@@ -128,7 +133,10 @@ def admin_routes(
             if found is None:
                 return _error(404, "not_found_error", f"No deployment {dep_id!r}.", "id")
             pool, d = found
-            if action == "drain":
+            # Through `states` every process and replica applies it (within a second).
+            if states is not None:
+                await (states.drain if action == "drain" else states.restore)(pool, d)
+            elif action == "drain":
                 pool.drain(d)
             else:
                 pool.restore(d)

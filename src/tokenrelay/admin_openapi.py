@@ -131,9 +131,15 @@ def _responses(ok: str, schema: dict[str, Any], *errors: int) -> dict[str, Any]:
     return out
 
 
-def admin_openapi(*, billing: bool = True, models: list[str] | None = None) -> dict[str, Any]:
+def admin_openapi(
+    *,
+    billing: bool = True,
+    models: list[str] | None = None,
+    deployments: list[str] | None = None,
+) -> dict[str, Any]:
     """The document; without `billing` only the key routes exist (as in admin_routes).
-    `models`: the catalog's ids, the only ones a price can be set for."""
+    `models`: the catalog's ids, the only ones a price can be set for. `deployments`: the
+    upstream deployments' ids (`<vendor>/<name>`); None when the routes do not exist."""
     paths: dict[str, Any] = {
         "/admin/v1/openapi.json": {
             "get": {
@@ -169,6 +175,8 @@ def admin_openapi(*, billing: bool = True, models: list[str] | None = None) -> d
     }
     if billing:
         paths |= _billing_paths(models)
+    if deployments is not None:
+        paths |= _deployment_paths(deployments)
     return {
         "openapi": "3.1.0",
         "info": {"title": "tokenrelay admin API", "version": "1"},
@@ -279,4 +287,63 @@ def _billing_paths(models: list[str] | None) -> dict[str, Any]:
                 ),
             }
         },
+    }
+
+
+_DEPLOYMENT = {
+    "type": "object",
+    "required": ["id", "vendor", "name", "state", "weight", "in_flight", "served", "failures"],
+    "properties": {
+        "id": {"type": "string"},
+        "vendor": {"type": "string"},
+        "name": {"type": "string"},
+        "base_url": {"type": "string"},
+        "emulated": {"type": "boolean"},
+        "weight": {"type": "integer", "minimum": 1},
+        "region": {"type": ["string", "null"]},
+        "models": {"type": ["array", "null"], "items": {"type": "string"}},
+        "state": {"enum": ["healthy", "cooling", "probing", "removed", "drained"]},
+        "cooling_for_s": {"type": ["number", "null"]},
+        "removed_reason": {"type": ["string", "null"]},
+        "in_flight": {"type": "integer", "minimum": 0},
+        "served": {"type": "integer", "minimum": 0},
+        "consecutive_failures": {"type": "integer", "minimum": 0},
+        "failures": {"type": "integer", "minimum": 0},
+        "last_error": {"type": ["string", "null"]},
+    },
+}
+
+
+def _deployment_paths(ids: list[str]) -> dict[str, Any]:
+    # The known vendors and names (a fuzzer then also drains and restores real ones); anything
+    # else is a 404.
+    parts = [i.partition("/") for i in ids]
+    params = [
+        {
+            "name": field,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1}
+            | ({"enum": sorted({p[at] for p in parts})} if parts else {}),
+        }
+        for field, at in (("vendor", 0), ("name", 2))
+    ]
+
+    def action(summary: str) -> dict[str, Any]:
+        return {
+            "parameters": params,
+            "post": {"summary": summary, "responses": _responses("200", _DEPLOYMENT, 404)},
+        }
+
+    return {
+        "/admin/v1/deployments": {
+            "get": {
+                "summary": "Every upstream deployment and its state",
+                "responses": _responses("200", _list_of(_DEPLOYMENT)),
+            }
+        },
+        "/admin/v1/deployments/{vendor}/{name}/drain": action(
+            "Take a deployment out (every worker and replica)"
+        ),
+        "/admin/v1/deployments/{vendor}/{name}/restore": action("Put a deployment back in"),
     }

@@ -29,6 +29,7 @@ from tokenrelay.auth import KeyStore
 from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.billing.meter import BillingMeter
 from tokenrelay.catalog import Catalog
+from tokenrelay.deployment_state import DeploymentStates
 from tokenrelay.embedded_emulator import EmbeddedEmulator
 from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.anthropic import ANTHROPIC_FRONTEND
@@ -121,13 +122,15 @@ class Gateway:
         self.emulator_url = emulator.url if emulator else s.emulator_url
         timeouts = {name: catalog.timeouts_for(name, s.timeouts()) for name in vendors}
         upstreams = Upstreams(s, vendors, self.emulator_url, catalog.deployments, timeouts)
+        states = DeploymentStates(engine, upstreams.pools)
+        await states.start()
         billing = BillingEngine(s, engine, catalog)
         await billing.start()
         self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing))
         self._billing = billing
         # Closed in this order: no new upstream traffic, then the writer flushes, then the DB,
         # then the emulator (upstream connections to it are closed by then).
-        self._resources = [upstreams, keys, billing, engine, self.relay.reasoning]
+        self._resources = [upstreams, states, keys, billing, engine, self.relay.reasoning]
         self._resources += [emulator] if emulator else []
         for vendor in sorted(upstreams.emulated):
             log.warning(
@@ -141,7 +144,7 @@ class Gateway:
             Route(PROXY + "/models", self._models),
             Route(PROXY + "/models/{model_id:path}", self._models),
             account_route(billing, keys),
-            *admin_routes(keys, billing, settings=s, upstreams=upstreams),
+            *admin_routes(keys, billing, settings=s, upstreams=upstreams, states=states),
             *web_routes(self.relay),
         ]
         self._other = Starlette(

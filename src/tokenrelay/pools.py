@@ -26,7 +26,7 @@ import math
 import random
 import time
 import zlib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,6 +155,8 @@ class Pool:
         self.single = len(deployments) == 1
         self.cooldown_s = cooldown_s
         self.cooldown_max_s = cooldown_max_s
+        # Told when a refused key takes a deployment out (deployment_state shares it).
+        self.on_removed: Callable[[Deployment], None] | None = None
 
     @property
     def primary(self) -> Deployment:
@@ -268,6 +270,8 @@ class Pool:
             log.error("deployment %s: key refused (%s); it is the vendor's last one", d.id, reason)
             return False
         d.removed = reason
+        if self.on_removed is not None:
+            self.on_removed(d)
         log.error(
             "deployment %s removed: the vendor refused its key (%s); "
             "POST /admin/v1/deployments/%s/restore once fixed",

@@ -53,6 +53,7 @@ from tokenrelay.pools import Deployment, Pool, VendorEndpoint, affinity_key, ret
 from tokenrelay.prompt_bound import prompt_bound
 from tokenrelay.reasoning_cache import reasoning_cache_for, restore
 from tokenrelay.settings import Settings
+from tokenrelay.tracing import tracing_for
 from tokenrelay.translated import TranslatedExchange
 from tokenrelay.upstream import (
     RETRYABLE_STATUS,
@@ -136,6 +137,7 @@ class Relay:
         self.access_log = settings.access_log == "on"
         if self.access_log:
             enable_access_log()
+        self.tracing = tracing_for(settings.otel)  # None when off: no call below, no import
 
     # ----------------------------------------------------------------------------------------
     # entry point
@@ -144,6 +146,8 @@ class Relay:
         self.active += 1
         request_started()
         ctx = RequestContext(request_id=new_request_id(), client_format=frontend.name)
+        tracing = self.tracing
+        span = tracing.start(ctx) if tracing is not None else None
         try:
             await self._serve(frontend, ctx, scope, receive, send)
         finally:
@@ -151,6 +155,8 @@ class Relay:
             observe(ctx)
             if self.access_log:
                 log_request(ctx)
+            if tracing is not None and span is not None:
+                tracing.finish(span, ctx)
 
     async def drained(self, timeout_s: float) -> bool:
         """Wait (at most `timeout_s`) for the requests in flight to finish and settle; the
@@ -358,6 +364,8 @@ class Relay:
             sent = call if d.endpoint is ep else retarget(call, ep, d.endpoint)
             pool.acquire(d)
             ctx.lease = (pool, d)
+            tracing = self.tracing
+            started_ns = time.time_ns() if tracing is not None else 0
             try:
                 resp = await self.upstreams.open(ep.name, sent)
             except OSError as exc:  # connection failures and timeouts
@@ -365,10 +373,14 @@ class Relay:
                 err = upstream_unreachable(ep.name, exc)
                 pool.failed(d, type(exc).__name__)
                 tried.append(d)
+                if tracing is not None:
+                    tracing.attempt(d.id, started_ns, None, err.message)
                 continue
             except BaseException:
                 self.release(ctx)
                 raise
+            if tracing is not None:
+                tracing.attempt(d.id, started_ns, resp.status, None)
             if resp.status == 200:
                 pool.succeeded(d)
                 ctx.deployment = d.id

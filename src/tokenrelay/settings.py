@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     log_format: str = Field("text", alias="TOKENRELAY_LOG_FORMAT", pattern="^(text|json)$")
     # "on": one line per finished request on the `tokenrelay.access` logger.
     access_log: str = Field("off", alias="TOKENRELAY_ACCESS_LOG", pattern="^(on|off)$")
+    # OpenTelemetry traces (the `otel` extra, tracing.py): "auto" = on when the standard
+    # OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    otel: str = Field("auto", alias="TOKENRELAY_OTEL", pattern="^(on|off|auto)$")
     # Client connection bounds (tokenrelay.http_guard): a request's headers must arrive within
     # header_timeout_s of the connection or of their first byte, its body within body_timeout_s
     # of the headers; an idle keep-alive connection is closed after keepalive_timeout_s. The

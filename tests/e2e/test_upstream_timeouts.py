@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import openai
 import pytest
 
 from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
+from tokenrelay.metering import count_tokens
 from tokenrelay.vendors import BUILTIN
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -168,6 +170,51 @@ def test_idle_timeout_mid_stream_is_an_error_event_billed_for_what_was_delivered
     # The stream opens at once, then each event comes 6 s after the last: past the 1.5 s bound.
     words, elapsed = stalled(gw, key, run, model, "[[words:8]] [[delay:6000]]", "idle")
     assert len(words) < 8 and elapsed < 6, (words, elapsed)
+
+
+def _balance(gw: RunningGateway, key_id: str) -> Decimal:
+    r = httpx.get(f"{gw.url}/admin/v1/keys/{key_id}", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    return Decimal(r.json()["balance_usd"])
+
+
+# Every vendor wire of the emulator: OpenAI's, Anthropic's and Gemini's. Gemini's idle bound,
+# the catalog's 10 s, is longer than the 5 s total: that one ends it; and Gemini counts in
+# each chunk the tokens so far (usageMetadata, its thinking included): its own count is billed.
+STALLS = [
+    *((run, model, "idle", SHORT, "estimated") for run, model in STREAMS),
+    (openai_stream, "gemini-2.5-flash", "total", 5.0, "vendor"),
+]
+
+
+@pytest.mark.parametrize(("run", "model", "which", "bound", "source"), STALLS)
+def test_a_stream_that_stalls_after_some_text_is_billed_for_that_text(
+    gw: RunningGateway, run: Any, model: str, which: str, bound: float, source: str
+) -> None:
+    """The vendor streams 3 words, then hangs with the connection open ([[stall]]): after the
+    idle timeout the client gets its format's error event after those words, and the key pays
+    for exactly them (the estimate of the delivered text), not the credit hold."""
+    r = httpx.post(
+        gw.url + "/admin/v1/keys", headers=ADMIN, json={"name": "stall", "credits_usd": "10.00"}
+    )
+    key, key_id = r.json()["key"], r.json()["id"]
+    start = time.monotonic()
+    got, request_id, message = run(gw, key, model, "[[words:40]] [[stall:30000]]")
+    elapsed = time.monotonic() - start
+    assert f"{which} timeout" in message
+    assert len(got.split()) == 3, got  # the emulator's words before the stall
+    assert bound <= elapsed < bound + 8, elapsed
+    row = usage_row(gw, request_id)
+    assert row["status"] == "error" and row["usage_source"] == source
+    assert row["output_tokens"] >= count_tokens(got) > 0 and row["input_tokens"] > 0
+    if source == "estimated":  # no count from the vendor: exactly the delivered text
+        assert row["output_tokens"] == count_tokens(got)
+    cost = Decimal(row["cost_usd"])
+    assert cost > 0
+    deadline = time.monotonic() + 10
+    while _balance(gw, key_id) != Decimal("10") - cost:  # the hold released, the cost debited
+        assert time.monotonic() < deadline, (_balance(gw, key_id), cost)
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize(("run", "model"), STREAMS[::3])

@@ -34,6 +34,8 @@ from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.catalog import Catalog
 from tokenrelay.settings import Settings
 from tokenrelay.store.db import create_engine
+from tokenrelay.upstream import Upstreams
+from tokenrelay.vendors import registry
 
 # tests/conftest.py's ADMIN_TOKEN. Not imported: in a whole-suite run `conftest` is whichever
 # conftest.py was imported last (tests/emulator has one too); its functions come via pytest.
@@ -75,18 +77,23 @@ def fuzzed(
 
 
 # The document the gateway serves, loaded at collection time: one test per operation.
-MODELS = [e.id for e in Catalog.load(Settings().catalog_path).entries()]  # type: ignore[call-arg]
-SCHEMA = schemathesis.openapi.from_dict(admin_openapi(models=MODELS))
+CATALOG = Catalog.load(Settings().catalog_path)  # type: ignore[call-arg]
+MODELS = [e.id for e in CATALOG.entries()]
+# The fuzzed gateway emulates every vendor: each has its one deployment, `default`.
+DEPLOYMENTS = [f"{vendor}/default" for vendor in registry(CATALOG.upstreams)]
+DOCUMENT = admin_openapi(models=MODELS, deployments=DEPLOYMENTS)
+SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)
 OPERATIONS = {op.label: op for op in (r.ok() for r in SCHEMA.get_all_operations())}
 
 
 def test_the_document_describes_every_admin_route(fuzzed: tuple[Any, str]) -> None:
     settings = fuzzed[0].settings
     r = httpx.get(f"{fuzzed[0].url}/admin/v1/openapi.json", headers=ADMIN)
-    assert r.status_code == 200 and r.json() == admin_openapi(models=MODELS)
+    assert r.status_code == 200 and r.json() == DOCUMENT
     engine = create_engine("sqlite:///:memory:")
     billing = BillingEngine(settings, engine, Catalog.load(settings.catalog_path))
-    routes = admin_routes(KeyStore(engine), billing, settings=settings)
+    upstreams = Upstreams(settings, registry(CATALOG.upstreams), None)
+    routes = admin_routes(KeyStore(engine), billing, settings=settings, upstreams=upstreams)
     served = {f"{m} {r.path}" for r in routes for m in r.methods or () if m != "HEAD"}
     assert served == set(OPERATIONS)
 

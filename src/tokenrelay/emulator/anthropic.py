@@ -580,6 +580,7 @@ def messages(req: Req) -> Resp:
             delay=plan.delay,
             first_delay=plan.first_delay,
             cut=plan.cut,
+            stall=plan.stall,
         )
     out = {
         "model": model,

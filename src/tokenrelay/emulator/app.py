@@ -134,7 +134,8 @@ async def _send(resp: Resp, send: Send, receive: Receive) -> None:
         headers.append((b"content-length", str(len(resp.preamble) + len(resp.body)).encode()))
     gone = asyncio.Event()
     watcher = None
-    if resp.delay or resp.first_delay:  # long-lived: stop early if the client goes away
+    # Long-lived: stop early if the client goes away.
+    if resp.delay or resp.first_delay or resp.stall:
         watcher = asyncio.ensure_future(_watch_disconnect(receive, gone))
     try:
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
@@ -158,6 +159,9 @@ async def _send(resp: Resp, send: Send, receive: Receive) -> None:
                 if i and resp.delay:
                     await asyncio.sleep(resp.delay)
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
+            if resp.stall:  # silent, the connection open, until the client gives up
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(gone.wait(), resp.stall)
             if resp.cut:
                 raise AbruptClose("emulator [[cut]]: dropping the connection mid-stream")
             await send({"type": "http.response.body", "body": b""})

@@ -428,6 +428,7 @@ def generate(req: Req, model: str, stream: bool) -> Resp:
             delay=plan.delay,
             first_delay=plan.first_delay,
             cut=plan.cut,
+            stall=plan.stall,
         )
     resp = json_resp(200, _fold(model, plan, chunks, visible), content_type=_CT)
     resp.first_delay = plan.first_delay + plan.delay * max(len(plan.words) - 1, 0)

@@ -679,6 +679,7 @@ def chat(req: Req, vendor: str) -> Resp:
             delay=plan.delay,
             first_delay=plan.first_delay,
             cut=plan.cut,
+            stall=plan.stall,
             preamble=b": keep-alive\n\n" if keepalive else b"",
         )
     choice: dict[str, Any] = {"index": 0, "message": _message(vendor, seed, plan, visible)}

@@ -2,7 +2,10 @@
 
 Prompt triggers (double-bracket markers anywhere in the last user turn):
   [[words:N]] [[delay:MS]] [[first-delay:MS]] [[error:STATUS]] [[midstream-error]] [[cut]]
-  [[refuse]] [[max]] [[parallel]] [[cache]] [[keepalive]]
+  [[refuse]] [[max]] [[parallel]] [[cache]] [[keepalive]] [[stall:MS]]
+
+[[stall:MS]] streams the first few words, then stays silent for MS (default 600000) with the
+connection open, then drops it: a vendor hanging mid-stream.
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ class Plan:
     stop_sequence: str | None = None
     error: int | None = None
     midstream_error: bool = False
-    cut: bool = False
+    cut: bool = False  # also set by [[stall]]: the stream stops after fail_after words
+    stall: float = 0.0  # seconds of silence before the connection drops ([[stall:MS]])
     delay: float = 0.0
     first_delay: float = 0.0
     cache: bool = False
@@ -223,7 +227,8 @@ def plan(turn: Turn) -> Plan:
         cache="cache" in m,
         keepalive="keepalive" in m,
         midstream_error="midstream-error" in m,
-        cut="cut" in m,
+        cut="cut" in m or "stall" in m,
+        stall=_int(m.get("stall") or None, 600_000) / 1000 if "stall" in m else 0.0,
     )
     if "error" in m:
         p.error = _int(m["error"], 500)

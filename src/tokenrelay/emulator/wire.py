@@ -68,6 +68,7 @@ class Resp:
     first_delay: float = 0.0  # seconds before the first body byte
     delay: float = 0.0  # seconds between frames
     cut: bool = False  # drop the connection after the frames, without a terminator
+    stall: float = 0.0  # seconds of silence after the frames, before the cut
 
 
 def json_resp(

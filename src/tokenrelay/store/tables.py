@@ -129,3 +129,16 @@ idempotency_keys = Table(
     Column("balance_nano", BigInteger, nullable=False),  # the balance the first answer showed
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# Deployments an operator drained, or whose key a vendor refused: every process and replica
+# polls this small table (deployment_state.py), so a drain or restore made through any of them
+# reaches all within a second. No row: the deployment as configured (in service).
+deployment_states = Table(
+    "deployment_states",
+    metadata,
+    Column("id", String(200), primary_key=True),  # <vendor>/<name>
+    Column("drained", Boolean, nullable=False),
+    Column("removed_reason", String(500), nullable=True),  # the vendor's refusal of the key
+    Column("version", BigInteger, nullable=False),  # ns since the epoch of the last change
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
