@@ -36,7 +36,7 @@ from tokenrelay.frontends.anthropic import ANTHROPIC_FRONTEND
 from tokenrelay.frontends.openai import OPENAI_FRONTEND
 from tokenrelay.frontends.responses import RESPONSES_FRONTEND
 from tokenrelay.ir import ErrorKind
-from tokenrelay.metrics import metrics_endpoint
+from tokenrelay.metrics import metrics_endpoint, watch_deployments
 from tokenrelay.model_routes import count_tokens, list_models
 from tokenrelay.relay import Relay
 from tokenrelay.settings import Settings, get_settings
@@ -122,6 +122,9 @@ class Gateway:
         self.emulator_url = emulator.url if emulator else s.emulator_url
         timeouts = {name: catalog.timeouts_for(name, s.timeouts()) for name in vendors}
         upstreams = Upstreams(s, vendors, self.emulator_url, catalog.deployments, timeouts)
+        watch_deployments(
+            lambda: [d for pool in upstreams.pools.values() for d in pool.deployments]
+        )
         states = DeploymentStates(engine, upstreams.pools)
         await states.start()
         billing = BillingEngine(s, engine, catalog)

@@ -11,8 +11,9 @@ own metrics are used, so /metrics adds up every worker's figures.
 from __future__ import annotations
 
 import os
+import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -42,6 +43,29 @@ _DURATION = ("tokenrelay_request_duration_seconds", "Whole request time, by vend
 _FIRST_BYTE = ("tokenrelay_time_to_first_byte_seconds", "Until the answer's first byte, by vendor.")
 _RETRIES = ("tokenrelay_upstream_retries", "Vendor attempts beyond the first.")
 _IN_FLIGHT = ("tokenrelay_requests_in_flight", "Requests being served.")
+_FALLBACKS = ("tokenrelay_fallbacks", "Requests answered by a fallback model, by model asked.")
+_DEPLOYMENT_UP = (
+    "tokenrelay_deployment_up",
+    "1 while a vendor deployment takes requests (healthy or probing), 0 while cooling down, "
+    "drained or removed; `state` says which (as this process sees it).",
+)
+_DEPLOYMENT_IN_FLIGHT = ("tokenrelay_deployment_in_flight", "Vendor calls open per deployment.")
+_DEPLOYMENT_FAILURES = ("tokenrelay_deployment_failures", "Failed vendor calls per deployment.")
+
+
+class DeploymentView:
+    """What the deployment metrics read of a deployment (pools.Deployment has these)."""
+
+    vendor: str
+    name: str
+    in_flight: int
+    total_failures: int
+
+    def state(self, now: float) -> str: ...
+
+
+# Set by the app: the deployments of this process, read at scrape time only.
+_deployments: Callable[[], Iterable[DeploymentView]] = tuple
 
 
 class _Histogram:
@@ -80,6 +104,31 @@ class _Series:
 
 _series: dict[tuple[str, str, str, str, bool], _Series] = {}
 _in_flight = 0
+_fallbacks: dict[str, int] = {}  # by the model asked
+
+
+def watch_deployments(source: Callable[[], Iterable[DeploymentView]]) -> None:
+    """The deployments whose health /metrics shows (the app's pools)."""
+    global _deployments
+    _deployments = source
+
+
+def _deployment_families() -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    up = GaugeMetricFamily(*_DEPLOYMENT_UP, labels=["vendor", "deployment", "state"])
+    in_flight = GaugeMetricFamily(*_DEPLOYMENT_IN_FLIGHT, labels=["vendor", "deployment"])
+    failures = CounterMetricFamily(*_DEPLOYMENT_FAILURES, labels=["vendor", "deployment"])
+    now = time.monotonic()
+    for d in _deployments():
+        state = d.state(now)
+        up.add_metric([d.vendor, d.name, state], 1 if state in ("healthy", "probing") else 0)
+        in_flight.add_metric([d.vendor, d.name], d.in_flight)
+        failures.add_metric([d.vendor, d.name], d.total_failures)
+    yield from (up, in_flight, failures)
+
+
+class _DeploymentCollector(Collector):
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        return _deployment_families()
 
 
 def request_started() -> None:
@@ -107,6 +156,8 @@ def observe(ctx: RequestContext) -> None:
         s.first_byte.observe(ctx.first_byte_ms / 1e3)
     if ctx.attempts > 1:
         s.retries += ctx.attempts - 1
+    if ctx.fallback_from:
+        _fallbacks[ctx.fallback_from] = _fallbacks.get(ctx.fallback_from, 0) + 1
     s.cost_nano += ctx.cost_nano or 0
     u, t = ctx.usage, s.tokens
     t[0] += u.input
@@ -123,6 +174,7 @@ class _Collector(Collector):
         tokens = CounterMetricFamily(*_TOKENS, labels=["model", "kind"])
         cost = CounterMetricFamily(*_COST, labels=["model"])
         retries = CounterMetricFamily(*_RETRIES, labels=["vendor"])
+        fallbacks = CounterMetricFamily(*_FALLBACKS, labels=["model"])
         duration = HistogramMetricFamily(*_DURATION, labels=["vendor", "stream"])
         first_byte = HistogramMetricFamily(*_FIRST_BYTE, labels=["vendor"])
         by: dict[str, dict[tuple[str, ...], list[_Series]]] = {
@@ -144,9 +196,11 @@ class _Collector(Collector):
             first_byte.add_metric([vendor], *_merged([s.first_byte for s in group]))
         for labels, group in by["duration"].items():
             duration.add_metric(list(labels), *_merged([s.duration for s in group]))
+        for model, n in list(_fallbacks.items()):
+            fallbacks.add_metric([model], n)
         in_flight = GaugeMetricFamily(*_IN_FLIGHT)
         in_flight.add_metric([], _in_flight)
-        yield from (requests, tokens, cost, retries, duration, first_byte, in_flight)
+        yield from (requests, tokens, cost, retries, fallbacks, duration, first_byte, in_flight)
 
 
 def _merged(hists: list[_Histogram]) -> tuple[list[tuple[str, float]], float]:
@@ -165,6 +219,7 @@ class _Library:
         self.tokens = Counter(*_TOKENS, ["model", "kind"])
         self.cost = Counter(*_COST, ["model"])
         self.retries = Counter(*_RETRIES, ["vendor"])
+        self.fallbacks = Counter(*_FALLBACKS, ["model"])
         self.duration = Histogram(*_DURATION, ["vendor", "stream"], buckets=BUCKETS)
         self.first_byte = Histogram(*_FIRST_BYTE, ["vendor"], buckets=BUCKETS)
         self.in_flight = Gauge(*_IN_FLIGHT, multiprocess_mode="livesum")
@@ -180,6 +235,8 @@ class _Library:
             self.first_byte.labels(vendor).observe(ctx.first_byte_ms / 1e3)
         if ctx.attempts > 1:
             self.retries.labels(vendor).inc(ctx.attempts - 1)
+        if ctx.fallback_from:
+            self.fallbacks.labels(ctx.fallback_from).inc()
         self.cost.labels(model).inc((ctx.cost_nano or 0) / 1e9)
         u = ctx.usage
         for kind, n in zip(
@@ -192,11 +249,15 @@ class _Library:
 _LIB = _Library() if MULTIPROCESS else None
 if not MULTIPROCESS:
     REGISTRY.register(_Collector())
+    REGISTRY.register(_DeploymentCollector())
 
 
 async def metrics_endpoint(request: Request) -> Response:
     if MULTIPROCESS:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        # Deployment health as the worker answering the scrape sees it (drains are shared by
+        # every worker; cooldowns are each worker's own).
+        registry.register(_DeploymentCollector())
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -21,6 +21,7 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, start_gateway
 
@@ -93,6 +94,15 @@ def _deployment_states(gw: RunningGateway) -> dict[str, dict[str, Any]]:
     r = httpx.get(gw.url + "/admin/v1/deployments", headers=ADMIN)
     assert r.status_code == 200, r.text
     return {d["id"]: d for d in r.json()["data"]}
+
+
+def _metrics(gw: RunningGateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(gw.url + "/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def _usage(gw: RunningGateway, want: int) -> list[dict[str, Any]]:
@@ -173,6 +183,17 @@ def test_mixed_faults_run_prints_figures(pooled: Any, tmp_path: Path) -> None:
     assert raw.parse().model == FALLBACK
     with ThreadPoolExecutor(4) as pool:
         results += list(pool.map(one, range(60, 80)))
+    # Monitoring sees it: the drained deployment down, the fallbacks counted by the model asked.
+    metrics = _metrics(gw)
+    up = "tokenrelay_deployment_up"
+    assert metrics[(up, (("deployment", "a"), ("state", "drained"), ("vendor", "anthropic")))] == 0
+    assert metrics[("tokenrelay_fallbacks_total", (("model", MODEL),))] >= 21
+    assert (
+        metrics[
+            ("tokenrelay_deployment_failures_total", (("deployment", "c"), ("vendor", "anthropic")))
+        ]
+        >= 1
+    )
     # The client may opt out: it then hears the deployments' own failure.
     with pytest.raises(anthropic.APIStatusError) as info:
         _client(gw, key, **{"x-tokenrelay-no-fallback": "1"}).messages.create(
