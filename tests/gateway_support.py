@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from tokenrelay.app import Gateway, create_app
 from tokenrelay.server import uvicorn_config
@@ -79,3 +80,13 @@ def start_gateway(tmp: Path, **overrides: object) -> tuple[RunningGateway, threa
             raise RuntimeError("gateway did not start")
         time.sleep(0.02)
     return RunningGateway(f"http://127.0.0.1:{port}", settings, server), thread
+
+
+def metric_samples(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The gateway's /metrics as {(sample name, sorted labels): value}."""
+    text = httpx.get(base_url + "/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

@@ -21,9 +21,8 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, metric_samples, start_gateway
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 MODEL = "claude-haiku-4-5"
@@ -94,15 +93,6 @@ def _deployment_states(gw: RunningGateway) -> dict[str, dict[str, Any]]:
     r = httpx.get(gw.url + "/admin/v1/deployments", headers=ADMIN)
     assert r.status_code == 200, r.text
     return {d["id"]: d for d in r.json()["data"]}
-
-
-def _metrics(gw: RunningGateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(gw.url + "/metrics").text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def _usage(gw: RunningGateway, want: int) -> list[dict[str, Any]]:
@@ -184,7 +174,7 @@ def test_mixed_faults_run_prints_figures(pooled: Any, tmp_path: Path) -> None:
     with ThreadPoolExecutor(4) as pool:
         results += list(pool.map(one, range(60, 80)))
     # Monitoring sees it: the drained deployment down, the fallbacks counted by the model asked.
-    metrics = _metrics(gw)
+    metrics = metric_samples(gw.url)
     up = "tokenrelay_deployment_up"
     assert metrics[(up, (("deployment", "a"), ("state", "drained"), ("vendor", "anthropic")))] == 0
     assert metrics[("tokenrelay_fallbacks_total", (("model", MODEL),))] >= 21

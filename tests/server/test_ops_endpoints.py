@@ -8,28 +8,18 @@ from pathlib import Path
 
 import httpx
 import openai
-from prometheus_client.parser import text_string_to_metric_families
 
 from backends import PrivateRedis, _pg, _run
-from gateway_support import RunningGateway, start_gateway
-
-
-def _samples(gw: RunningGateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(gw.url + "/metrics").text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+from gateway_support import RunningGateway, metric_samples, start_gateway
 
 
 def test_metrics_count_requests_tokens_and_cost(gateway: RunningGateway, api_key: str) -> None:
     client = openai.OpenAI(api_key=api_key, base_url=gateway.proxy + "/v1", max_retries=0)
-    before = _samples(gateway)
+    before = metric_samples(gateway.url)
     done = client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "[[words:7]]"}]
     )
-    after = _samples(gateway)
+    after = metric_samples(gateway.url)
     labels = (("api", "openai"), ("model", "gpt-4o-mini"), ("status", "ok"), ("vendor", "openai"))
     key = ("tokenrelay_requests_total", labels)
     assert after[key] - before.get(key, 0) == 1
