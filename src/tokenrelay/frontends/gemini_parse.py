@@ -1,0 +1,403 @@
+"""Gemini `generateContent` request body → IR, validated once with errors that name the field.
+
+The model and the stream flag are not in a Gemini body but in its URL
+(`models/{model}:streamGenerateContent`): the route puts them into the payload as `model` and
+`stream` (see `gemini.route`), so the relay's intake reads them as for every other API.
+
+Mapping choices worth knowing:
+- Roles are user/model; `systemInstruction` becomes `req.system`.
+- Consecutive `thought` parts of a model turn form one Thinking part whose signature is the
+  last `thoughtSignature` among them (a stream delivers a thought in pieces, its signature
+  last); a `thoughtSignature` on a functionCall is that call's signature.
+- Gemini function calls may come without ids: a call without one gets `call_{turn}_{n}`, and a
+  functionResponse without one takes the first unanswered call of its name.
+- A functionResponse `{"output"|"result": text}` is that text; `{"error": text}` an error
+  result; any other object its JSON.
+- `parameters` (Gemini's OpenAPI subset: upper-case types, `nullable`) becomes JSON Schema for
+  the IR; `parametersJsonSchema` is JSON Schema already.
+- Server tools (googleSearch, codeExecution, urlContext ...), `safetySettings`,
+  `cachedContent` and generationConfig fields the IR does not model go to `req.extras`
+  (extras_format "gemini"): a Gemini upstream gets them, others cannot use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from tokenrelay import ir
+from tokenrelay.frontends.validate import (
+    JSONObject,
+    array,
+    at,
+    body_object,
+    fail,
+    integer,
+    obj,
+    opt_boolean,
+    opt_integer,
+    opt_number,
+    opt_string,
+    required,
+    string,
+    string_list,
+)
+
+# Route fields the gateway puts into the payload (never sent to a vendor: see GeminiVendor).
+ROUTE_FIELDS = ("model", "stream")
+_TOP_LEVEL = frozenset(
+    {
+        *ROUTE_FIELDS,
+        "contents",
+        "systemInstruction",
+        "system_instruction",
+        "tools",
+        "toolConfig",
+        "tool_config",
+        "generationConfig",
+        "generation_config",
+    }
+)
+_GEN_MODELED = frozenset(
+    {
+        "temperature",
+        "topP",
+        "topK",
+        "maxOutputTokens",
+        "candidateCount",
+        "stopSequences",
+        "responseMimeType",
+        "responseSchema",
+        "responseJsonSchema",
+        "_responseJsonSchema",
+        "thinkingConfig",
+    }
+)
+_LEVELS = ("MINIMAL", "LOW", "MEDIUM", "HIGH")
+_MODES = ("AUTO", "ANY", "NONE", "VALIDATED", "MODE_UNSPECIFIED")
+
+
+def _get(d: Mapping[str, Any], camel: str) -> Any:
+    """Gemini's JSON takes both spellings (proto3 JSON): `systemInstruction` or
+    `system_instruction`."""
+    value = d.get(camel)
+    if value is None:
+        snake = "".join("_" + c.lower() if c.isupper() else c for c in camel)
+        value = d.get(snake)
+    return value
+
+
+def parse_generate_request(body: Any, headers: Mapping[str, str]) -> ir.Request:
+    data = body_object(body)
+    model = string(required(data, "model"), "model").removeprefix("models/")
+    req = ir.Request(model=model, messages=[], extras_format="gemini")
+    req.stream = data.get("stream") is True
+    req.include_usage = True  # Gemini streams always carry usageMetadata
+    system = _get(data, "systemInstruction")
+    if system is not None:
+        req.system = _system(system)
+    req.messages = _Conversation().messages_of(required(data, "contents"))
+    _tools(data, req)
+    gen = _get(data, "generationConfig")
+    if gen is not None:
+        _generation(obj(gen, "generationConfig"), req)
+    req.extras.update((k, v) for k, v in data.items() if k not in _TOP_LEVEL)
+    return req
+
+
+def parse_count_tokens(body: Any, headers: Mapping[str, str]) -> ir.Request:
+    """countTokens takes `contents` or a whole `generateContentRequest`."""
+    data = body_object(body)
+    inner = _get(data, "generateContentRequest")
+    if inner is not None:
+        data = {**obj(inner, "generateContentRequest"), "model": data.get("model")}
+    return parse_generate_request(data, headers)
+
+
+# ---------------------------------------------------------------------------------- contents
+
+
+def _system(value: Any) -> list[ir.Text]:
+    if isinstance(value, str):  # the SDKs accept a bare string; the API a Content
+        return [ir.Text(value)]
+    content = obj(value, "systemInstruction")
+    parts = array(required(content, "parts", "systemInstruction"), "systemInstruction.parts")
+    texts = []
+    for i, raw in enumerate(parts):
+        where = at("systemInstruction.parts", i)
+        texts.append(ir.Text(string(required(obj(raw, where), "text", where), at(where, "text"))))
+    return texts
+
+
+class _Conversation:
+    """Builds IR turns; pairs functionResponses with the calls they answer."""
+
+    def __init__(self) -> None:
+        self.messages: list[ir.Message] = []
+        self.unanswered: list[tuple[str, str]] = []  # (name, id) of calls not yet answered
+
+    def messages_of(self, value: Any) -> list[ir.Message]:
+        for i, raw in enumerate(array(value, "contents")):
+            path = at("contents", i)
+            content = obj(raw, path)
+            role = content.get("role") or "user"
+            if role not in ("user", "model", "function"):
+                raise fail(at(path, "role"), "expected one of 'user', 'model'")
+            parts = array(required(content, "parts", path), at(path, "parts"))
+            if role == "model":
+                self.messages.append(ir.Message("assistant", self._model_parts(parts, i, path)))
+            else:
+                self.messages.append(ir.Message("user", self._user_parts(parts, path)))
+        return self.messages
+
+    def _model_parts(self, parts: list[Any], turn: int, path: str) -> list[ir.Part]:
+        out: list[ir.Part] = []
+        thinking: ir.Thinking | None = None  # the open run of thought parts
+        calls = 0
+        for j, raw in enumerate(parts):
+            where = at(at(path, "parts"), j)
+            part = obj(raw, where)
+            signature = opt_string(part, "thoughtSignature", where)
+            if part.get("thought") is True:
+                text = opt_string(part, "text", where) or ""
+                if thinking is None:
+                    thinking = ir.Thinking(text, signature)
+                    out.append(thinking)
+                else:
+                    thinking.text += text
+                    thinking.signature = signature or thinking.signature
+                continue
+            thinking = None
+            call = _get(part, "functionCall")
+            if call is not None:
+                tool_call = _function_call(obj(call, at(where, "functionCall")), where, turn, calls)
+                tool_call.signature = signature
+                calls += 1
+                self.unanswered.append((tool_call.name, tool_call.id))
+                out.append(tool_call)
+            else:
+                out += _content_part(part, where)
+        return out
+
+    def _user_parts(self, parts: list[Any], path: str) -> list[ir.Part]:
+        out: list[ir.Part] = []
+        for j, raw in enumerate(parts):
+            where = at(at(path, "parts"), j)
+            part = obj(raw, where)
+            response = _get(part, "functionResponse")
+            if response is not None:
+                out.append(self._result(obj(response, at(where, "functionResponse")), where))
+            elif _get(part, "functionCall") is not None:
+                raise fail(at(where, "functionCall"), "only allowed in a 'model' turn")
+            else:
+                out += _content_part(part, where)
+        # Tool results first in their turn: the order Anthropic requires.
+        out.sort(key=lambda p: not isinstance(p, ir.ToolResult))
+        return out
+
+    def _result(self, response: JSONObject, where: str) -> ir.ToolResult:
+        path = at(where, "functionResponse")
+        name = string(required(response, "name", path), at(path, "name"))
+        call_id = opt_string(response, "id", path)
+        if call_id is None:
+            call_id = next((i for n, i in self.unanswered if n == name), None) or f"call_{name}"
+        self.unanswered = [(n, i) for n, i in self.unanswered if i != call_id]
+        value = response.get("response")
+        value = {} if value is None else obj(value, at(path, "response"))
+        is_error = set(value) == {"error"}
+        text = next(iter(value.values())) if len(value) == 1 else None
+        if not isinstance(text, str) or not (is_error or set(value) & {"output", "result"}):
+            text = orjson.dumps(value).decode()
+        content: list[ir.Text | ir.Image] = [ir.Text(text)]
+        for k, raw in enumerate(array(response.get("parts") or [], at(path, "parts"))):
+            for p in _content_part(obj(raw, at(at(path, "parts"), k)), at(at(path, "parts"), k)):
+                if isinstance(p, ir.Text | ir.Image):
+                    content.append(p)
+        return ir.ToolResult(call_id, content, is_error=is_error, name=name)
+
+
+def _function_call(call: JSONObject, where: str, turn: int, n: int) -> ir.ToolCall:
+    path = at(where, "functionCall")
+    args = call.get("args")
+    return ir.ToolCall(
+        id=opt_string(call, "id", path) or f"call_{turn}_{n}",
+        name=string(required(call, "name", path), at(path, "name")),
+        arguments=orjson.dumps({} if args is None else obj(args, at(path, "args"))).decode(),
+    )
+
+
+def _content_part(part: JSONObject, where: str) -> list[ir.Part]:
+    if "text" in part:
+        text = string(part["text"], at(where, "text"))
+        return [ir.Text(text)] if text else []
+    inline = _get(part, "inlineData")
+    if inline is not None:
+        path = at(where, "inlineData")
+        blob = obj(inline, path)
+        mime = string(required(blob, "mimeType", path), at(path, "mimeType"))
+        data = string(required(blob, "data", path), at(path, "data"))
+        if mime.startswith("image/"):
+            return [ir.Image(media_type=mime, data=data)]
+        return [ir.Document("base64", media_type=mime, data=data)]
+    file = _get(part, "fileData")
+    if file is not None:
+        path = at(where, "fileData")
+        ref = obj(file, path)
+        uri = string(required(ref, "fileUri", path), at(path, "fileUri"))
+        mime = opt_string(ref, "mimeType", path)
+        if mime and mime.startswith("image/"):
+            return [ir.Image(media_type=mime, url=uri)]
+        return [ir.Document("url", media_type=mime, url=uri)]
+    code = _get(part, "executableCode")
+    if code is not None:  # Gemini's own code execution, shown to other vendors as text
+        return [ir.Text("```\n" + str(obj(code, where).get("code") or "") + "\n```")]
+    result = _get(part, "codeExecutionResult")
+    if result is not None:
+        return [ir.Text(str(obj(result, where).get("output") or ""))]
+    if _get(part, "functionResponse") is not None or _get(part, "functionCall") is not None:
+        raise fail(where, "function parts are not allowed here")
+    if part.get("thoughtSignature") is not None or not part:
+        return []  # a signature alone (the end of a Gemini 3 answer): nothing to say
+    raise fail(where, f"unsupported part (keys: {', '.join(sorted(part))})")
+
+
+# ------------------------------------------------------------------------------------ tools
+
+
+def _tools(data: JSONObject, req: ir.Request) -> None:
+    tools = data.get("tools")
+    server: list[Any] = []
+    if tools is not None:
+        for i, raw in enumerate(array(tools, "tools")):
+            path = at("tools", i)
+            tool = obj(raw, path)
+            decls = _get(tool, "functionDeclarations")
+            if decls is not None:
+                for j, decl in enumerate(array(decls, at(path, "functionDeclarations"))):
+                    where = at(at(path, "functionDeclarations"), j)
+                    req.tools.append(_declaration(obj(decl, where), where))
+            others = {k: v for k, v in tool.items() if k not in ("functionDeclarations",)}
+            others.pop("function_declarations", None)
+            if others:
+                server.append(others)
+    if server:  # search, code execution, URL context: run by Gemini, several passes each
+        req.extras["tools"] = server
+        req.server_tools = True
+    config = _get(data, "toolConfig")
+    if config is not None:
+        calling = _get(obj(config, "toolConfig"), "functionCallingConfig")
+        if calling is not None:
+            req.tool_choice = _calling(obj(calling, "toolConfig.functionCallingConfig"))
+
+
+def _declaration(decl: JSONObject, path: str) -> ir.Tool:
+    schema = _get(decl, "parametersJsonSchema")
+    if schema is not None:
+        params = obj(schema, at(path, "parametersJsonSchema"))
+    elif decl.get("parameters") is not None:
+        params = json_schema(obj(decl["parameters"], at(path, "parameters")))
+    else:
+        params = {"type": "object", "properties": {}}
+    return ir.Tool(
+        name=string(required(decl, "name", path), at(path, "name")),
+        description=opt_string(decl, "description", path),
+        parameters=params,
+    )
+
+
+def _calling(config: JSONObject) -> ir.ToolChoice:
+    path = "toolConfig.functionCallingConfig"
+    mode = str(config.get("mode") or "AUTO").upper()
+    if mode not in _MODES:
+        raise fail(at(path, "mode"), "expected one of " + ", ".join(_MODES[:4]))
+    names = _get(config, "allowedFunctionNames")
+    allowed = string_list(names, at(path, "allowedFunctionNames")) if names else []
+    if mode == "NONE":
+        return ir.ToolChoice("none")
+    if mode == "ANY":
+        if len(allowed) == 1:
+            return ir.ToolChoice("tool", name=allowed[0])
+        return ir.ToolChoice("any")
+    return ir.ToolChoice("auto")
+
+
+_TYPES = {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
+
+
+def json_schema(schema: Any) -> Any:
+    """Gemini's OpenAPI-subset Schema → JSON Schema: lower-case types, `nullable` as a null
+    type, `propertyOrdering` dropped, nested schemas converted."""
+    if isinstance(schema, list):
+        return [json_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("propertyOrdering", "nullable"):
+            continue
+        if key == "type" and isinstance(value, str) and value.upper() in _TYPES:
+            out["type"] = value.lower()
+        elif key == "properties" and isinstance(value, dict):
+            out["properties"] = {k: json_schema(v) for k, v in value.items()}
+        elif key in ("items", "anyOf"):
+            out[key] = json_schema(value)
+        else:
+            out[key] = value
+    if schema.get("nullable") is True and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+# ------------------------------------------------------------------------- generationConfig
+
+
+def _generation(gen: JSONObject, req: ir.Request) -> None:
+    path = "generationConfig"
+    req.temperature = opt_number(gen, "temperature", path, minimum=0, maximum=2)
+    req.top_p = opt_number(gen, "topP", path, minimum=0, maximum=1)
+    req.top_k = opt_integer(gen, "topK", path, minimum=1)
+    req.max_tokens = opt_integer(gen, "maxOutputTokens", path, minimum=1)
+    opt_integer(gen, "candidateCount", path, minimum=1)  # a Gemini upstream generates them
+    stop = gen.get("stopSequences")
+    if stop is not None:
+        req.stop = string_list(stop, at(path, "stopSequences"), max_items=5)
+    mime = opt_string(gen, "responseMimeType", path)
+    schema = gen.get("responseJsonSchema") or gen.get("_responseJsonSchema")
+    if schema is None and gen.get("responseSchema") is not None:
+        schema = json_schema(obj(gen["responseSchema"], at(path, "responseSchema")))
+    if schema is not None or mime == "application/json":
+        req.response_format = (
+            {"type": "json_object"}
+            if schema is None
+            else {"type": "json_schema", "name": "response", "schema": obj(schema, path)}
+        )
+    thinking = gen.get("thinkingConfig")
+    if thinking is not None:
+        req.thinking = _thinking(obj(thinking, at(path, "thinkingConfig")))
+    rest = {k: v for k, v in gen.items() if k not in _GEN_MODELED}
+    if rest or "candidateCount" in gen:
+        req.extras["generationConfig"] = {
+            **rest,
+            **({"candidateCount": gen["candidateCount"]} if "candidateCount" in gen else {}),
+        }
+
+
+def _thinking(cfg: JSONObject) -> ir.ThinkingConfig:
+    path = "generationConfig.thinkingConfig"
+    budget = cfg.get("thinkingBudget")
+    if budget is not None:
+        budget = integer(budget, at(path, "thinkingBudget"), minimum=-1)
+    level = opt_string(cfg, "thinkingLevel", path)
+    if level is not None and level.upper() not in _LEVELS:
+        raise fail(at(path, "thinkingLevel"), "expected one of " + ", ".join(_LEVELS))
+    include = opt_boolean(cfg, "includeThoughts", path)
+    if budget == 0:
+        return ir.ThinkingConfig(enabled=False)
+    return ir.ThinkingConfig(
+        enabled=True if budget or level or include else None,
+        budget_tokens=budget if budget and budget > 0 else None,
+        effort=level.lower() if level else None,
+        adaptive=budget == -1,
+    )
