@@ -4,8 +4,10 @@ method and key from the URL) and rendering of IR events as Gemini SSE chunks, a
 
 Rendering choices worth knowing:
 - Thinking becomes `thought: true` parts; a thinking signature (Anthropic's) rides on them as
-  `thoughtSignature`, and a tool call's (Gemini's) on its functionCall part, so a client that
-  sends its history back returns what the vendor needs.
+  `thoughtSignature`, and a tool call's on its functionCall part, so a client that sends its
+  history back returns what the vendor needs. The signature is wrapped in base64
+  (`wrap_signature`): the SDKs hold `thoughtSignature` as bytes and refuse (or re-pad) anything
+  that is not canonical base64, which another vendor's signature need not be.
 - A function call carries the vendor's call id as `functionCall.id`; clients echo it on the
   functionResponse, which is how the next turn finds its call (and its reasoning state).
 - Usage comes once, on the last chunk, with the settled cost added to `usageMetadata`
@@ -25,7 +27,11 @@ import orjson
 
 from tokenrelay import ir
 from tokenrelay.errors import GatewayError, invalid
-from tokenrelay.frontends.gemini_parse import parse_count_tokens, parse_generate_request
+from tokenrelay.frontends.gemini_parse import (
+    parse_count_tokens,
+    parse_generate_request,
+    wrap_signature,
+)
 
 __all__ = ["GEMINI_FRONTEND", "PREFIXES", "GeminiFrontend", "GeminiRoute", "route", "status_body"]
 
@@ -145,7 +151,7 @@ def _call_part(call_id: str, name: str, arguments: str, signature: str | None) -
         }
     }
     if signature:
-        part["thoughtSignature"] = signature
+        part["thoughtSignature"] = wrap_signature(signature)
     return part
 
 
@@ -171,7 +177,7 @@ class GeminiStreamRenderer:
             if ev.kind == "thinking":
                 return self._chunk(b'{"text":' + orjson.dumps(ev.value) + b',"thought":true}')
             if ev.kind == "signature":
-                part = {"text": "", "thought": True, "thoughtSignature": ev.value}
+                part = {"text": "", "thought": True, "thoughtSignature": wrap_signature(ev.value)}
                 return self._chunk(orjson.dumps(part)) if ev.index not in self._calls else b""
             call = self._calls.get(ev.index)
             if call is not None:
@@ -237,7 +243,7 @@ def _parts(content: list[ir.Part]) -> list[dict[str, Any]]:
         elif isinstance(p, ir.Thinking):
             part: dict[str, Any] = {"text": p.text, "thought": True}
             if p.signature:
-                part["thoughtSignature"] = p.signature
+                part["thoughtSignature"] = wrap_signature(p.signature)
             parts.append(part)
         elif isinstance(p, ir.ToolCall):
             parts.append(_call_part(p.id, p.name, p.arguments, p.signature))

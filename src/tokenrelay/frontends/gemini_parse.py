@@ -10,7 +10,9 @@ Mapping choices worth knowing:
   last `thoughtSignature` among them (a stream delivers a thought in pieces, its signature
   last); a `thoughtSignature` on a functionCall is that call's signature.
 - Gemini function calls may come without ids: a call without one gets `call_{turn}_{n}`, and a
-  functionResponse without one takes the first unanswered call of its name.
+  functionResponse without one takes the first unanswered call of its name. Gemini CLI
+  prefixes the ids it is given with `{name}__`; that prefix is taken off again, so the id is
+  the vendor's and the reasoning state remembered under it is found.
 - A functionResponse `{"output"|"result": text}` is that text; `{"error": text}` an error
   result; any other object its JSON.
 - `parameters` (Gemini's OpenAPI subset: upper-case types, `nullable`) becomes JSON Schema for
@@ -22,6 +24,8 @@ Mapping choices worth knowing:
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,12 +56,9 @@ _TOP_LEVEL = frozenset(
         *ROUTE_FIELDS,
         "contents",
         "systemInstruction",
-        "system_instruction",
         "tools",
         "toolConfig",
-        "tool_config",
         "generationConfig",
-        "generation_config",
     }
 )
 _GEN_MODELED = frozenset(
@@ -79,40 +80,69 @@ _LEVELS = ("MINIMAL", "LOW", "MEDIUM", "HIGH")
 _MODES = ("AUTO", "ANY", "NONE", "VALIDATED", "MODE_UNSPECIFIED")
 
 
-def _get(d: Mapping[str, Any], camel: str) -> Any:
-    """Gemini's JSON takes both spellings (proto3 JSON): `systemInstruction` or
-    `system_instruction`."""
-    value = d.get(camel)
-    if value is None:
-        snake = "".join("_" + c.lower() if c.isupper() else c for c in camel)
-        value = d.get(snake)
-    return value
+def _camel(d: JSONObject) -> JSONObject:
+    """One level of a Gemini message with its field names in camelCase. Proto3 JSON takes
+    both spellings, and clients use both (google-genai sends `thinking_budget`). One level
+    only: the keys below (`args`, `response`, schemas) are the client's own data."""
+    if not any("_" in k for k in d):
+        return d
+    out: JSONObject = {}
+    for key, value in d.items():
+        camel = key
+        if "_" in key[1:]:
+            head, *rest = key.split("_")
+            camel = head + "".join(w[:1].upper() + w[1:] for w in rest)
+        if camel not in out or camel == key:
+            out[camel] = value
+    return out
+
+
+def _object(value: Any, path: str) -> JSONObject:
+    return _camel(obj(value, path))
+
+
+def wrap_signature(signature: str) -> str:
+    """A vendor's signature as canonical base64, which Gemini clients keep byte-exact."""
+    return base64.b64encode(signature.encode()).decode()
+
+
+def unwrap_signature(value: str | None) -> str | None:
+    """The vendor signature `wrap_signature` gave the client; None for anything else (Gemini's
+    own signatures only matter to Gemini, which gets the client's body as it came)."""
+    if not value:
+        return None
+    # Bytes in proto3 JSON: either alphabet, padded or not (the Python SDK sends URL-safe).
+    text = value.replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
 
 
 def parse_generate_request(body: Any, headers: Mapping[str, str]) -> ir.Request:
-    data = body_object(body)
+    data = _camel(body_object(body))
     model = string(required(data, "model"), "model").removeprefix("models/")
     req = ir.Request(model=model, messages=[], extras_format="gemini")
     req.stream = data.get("stream") is True
     req.include_usage = True  # Gemini streams always carry usageMetadata
-    system = _get(data, "systemInstruction")
+    system = data.get("systemInstruction")
     if system is not None:
         req.system = _system(system)
     req.messages = _Conversation().messages_of(required(data, "contents"))
     _tools(data, req)
-    gen = _get(data, "generationConfig")
+    gen = data.get("generationConfig")
     if gen is not None:
-        _generation(obj(gen, "generationConfig"), req)
+        _generation(_object(gen, "generationConfig"), req)
     req.extras.update((k, v) for k, v in data.items() if k not in _TOP_LEVEL)
     return req
 
 
 def parse_count_tokens(body: Any, headers: Mapping[str, str]) -> ir.Request:
     """countTokens takes `contents` or a whole `generateContentRequest`."""
-    data = body_object(body)
-    inner = _get(data, "generateContentRequest")
+    data = _camel(body_object(body))
+    inner = data.get("generateContentRequest")
     if inner is not None:
-        data = {**obj(inner, "generateContentRequest"), "model": data.get("model")}
+        data = {**_object(inner, "generateContentRequest"), "model": data.get("model")}
     return parse_generate_request(data, headers)
 
 
@@ -122,7 +152,7 @@ def parse_count_tokens(body: Any, headers: Mapping[str, str]) -> ir.Request:
 def _system(value: Any) -> list[ir.Text]:
     if isinstance(value, str):  # the SDKs accept a bare string; the API a Content
         return [ir.Text(value)]
-    content = obj(value, "systemInstruction")
+    content = _object(value, "systemInstruction")
     parts = array(required(content, "parts", "systemInstruction"), "systemInstruction.parts")
     texts = []
     for i, raw in enumerate(parts):
@@ -141,7 +171,7 @@ class _Conversation:
     def messages_of(self, value: Any) -> list[ir.Message]:
         for i, raw in enumerate(array(value, "contents")):
             path = at("contents", i)
-            content = obj(raw, path)
+            content = _object(raw, path)
             role = content.get("role") or "user"
             if role not in ("user", "model", "function"):
                 raise fail(at(path, "role"), "expected one of 'user', 'model'")
@@ -158,8 +188,8 @@ class _Conversation:
         calls = 0
         for j, raw in enumerate(parts):
             where = at(at(path, "parts"), j)
-            part = obj(raw, where)
-            signature = opt_string(part, "thoughtSignature", where)
+            part = _object(raw, where)
+            signature = unwrap_signature(opt_string(part, "thoughtSignature", where))
             if part.get("thought") is True:
                 text = opt_string(part, "text", where) or ""
                 if thinking is None:
@@ -170,9 +200,11 @@ class _Conversation:
                     thinking.signature = signature or thinking.signature
                 continue
             thinking = None
-            call = _get(part, "functionCall")
+            call = part.get("functionCall")
             if call is not None:
-                tool_call = _function_call(obj(call, at(where, "functionCall")), where, turn, calls)
+                tool_call = _function_call(
+                    _object(call, at(where, "functionCall")), where, turn, calls
+                )
                 tool_call.signature = signature
                 calls += 1
                 self.unanswered.append((tool_call.name, tool_call.id))
@@ -185,11 +217,11 @@ class _Conversation:
         out: list[ir.Part] = []
         for j, raw in enumerate(parts):
             where = at(at(path, "parts"), j)
-            part = obj(raw, where)
-            response = _get(part, "functionResponse")
+            part = _object(raw, where)
+            response = part.get("functionResponse")
             if response is not None:
-                out.append(self._result(obj(response, at(where, "functionResponse")), where))
-            elif _get(part, "functionCall") is not None:
+                out.append(self._result(_object(response, at(where, "functionResponse")), where))
+            elif part.get("functionCall") is not None:
                 raise fail(at(where, "functionCall"), "only allowed in a 'model' turn")
             else:
                 out += _content_part(part, where)
@@ -200,7 +232,7 @@ class _Conversation:
     def _result(self, response: JSONObject, where: str) -> ir.ToolResult:
         path = at(where, "functionResponse")
         name = string(required(response, "name", path), at(path, "name"))
-        call_id = opt_string(response, "id", path)
+        call_id = _call_id(opt_string(response, "id", path), name)
         if call_id is None:
             call_id = next((i for n, i in self.unanswered if n == name), None) or f"call_{name}"
         self.unanswered = [(n, i) for n, i in self.unanswered if i != call_id]
@@ -212,18 +244,26 @@ class _Conversation:
             text = orjson.dumps(value).decode()
         content: list[ir.Text | ir.Image] = [ir.Text(text)]
         for k, raw in enumerate(array(response.get("parts") or [], at(path, "parts"))):
-            for p in _content_part(obj(raw, at(at(path, "parts"), k)), at(at(path, "parts"), k)):
+            for p in _content_part(
+                _object(raw, at(at(path, "parts"), k)), at(at(path, "parts"), k)
+            ):
                 if isinstance(p, ir.Text | ir.Image):
                     content.append(p)
         return ir.ToolResult(call_id, content, is_error=is_error, name=name)
 
 
+def _call_id(value: str | None, name: str) -> str | None:
+    """The vendor's call id as the gateway gave it: Gemini CLI prefixes ids with `{name}__`."""
+    return value.removeprefix(name + "__") if value else None
+
+
 def _function_call(call: JSONObject, where: str, turn: int, n: int) -> ir.ToolCall:
     path = at(where, "functionCall")
     args = call.get("args")
+    name = string(required(call, "name", path), at(path, "name"))
     return ir.ToolCall(
-        id=opt_string(call, "id", path) or f"call_{turn}_{n}",
-        name=string(required(call, "name", path), at(path, "name")),
+        id=_call_id(opt_string(call, "id", path), name) or f"call_{turn}_{n}",
+        name=name,
         arguments=orjson.dumps({} if args is None else obj(args, at(path, "args"))).decode(),
     )
 
@@ -232,31 +272,31 @@ def _content_part(part: JSONObject, where: str) -> list[ir.Part]:
     if "text" in part:
         text = string(part["text"], at(where, "text"))
         return [ir.Text(text)] if text else []
-    inline = _get(part, "inlineData")
+    inline = part.get("inlineData")
     if inline is not None:
         path = at(where, "inlineData")
-        blob = obj(inline, path)
+        blob = _object(inline, path)
         mime = string(required(blob, "mimeType", path), at(path, "mimeType"))
         data = string(required(blob, "data", path), at(path, "data"))
         if mime.startswith("image/"):
             return [ir.Image(media_type=mime, data=data)]
         return [ir.Document("base64", media_type=mime, data=data)]
-    file = _get(part, "fileData")
+    file = part.get("fileData")
     if file is not None:
         path = at(where, "fileData")
-        ref = obj(file, path)
+        ref = _object(file, path)
         uri = string(required(ref, "fileUri", path), at(path, "fileUri"))
         mime = opt_string(ref, "mimeType", path)
         if mime and mime.startswith("image/"):
             return [ir.Image(media_type=mime, url=uri)]
         return [ir.Document("url", media_type=mime, url=uri)]
-    code = _get(part, "executableCode")
+    code = part.get("executableCode")
     if code is not None:  # Gemini's own code execution, shown to other vendors as text
         return [ir.Text("```\n" + str(obj(code, where).get("code") or "") + "\n```")]
-    result = _get(part, "codeExecutionResult")
+    result = part.get("codeExecutionResult")
     if result is not None:
         return [ir.Text(str(obj(result, where).get("output") or ""))]
-    if _get(part, "functionResponse") is not None or _get(part, "functionCall") is not None:
+    if part.get("functionResponse") is not None or part.get("functionCall") is not None:
         raise fail(where, "function parts are not allowed here")
     if part.get("thoughtSignature") is not None or not part:
         return []  # a signature alone (the end of a Gemini 3 answer): nothing to say
@@ -272,28 +312,27 @@ def _tools(data: JSONObject, req: ir.Request) -> None:
     if tools is not None:
         for i, raw in enumerate(array(tools, "tools")):
             path = at("tools", i)
-            tool = obj(raw, path)
-            decls = _get(tool, "functionDeclarations")
+            tool = _object(raw, path)
+            decls = tool.get("functionDeclarations")
             if decls is not None:
                 for j, decl in enumerate(array(decls, at(path, "functionDeclarations"))):
                     where = at(at(path, "functionDeclarations"), j)
-                    req.tools.append(_declaration(obj(decl, where), where))
-            others = {k: v for k, v in tool.items() if k not in ("functionDeclarations",)}
-            others.pop("function_declarations", None)
+                    req.tools.append(_declaration(_object(decl, where), where))
+            others = {k: v for k, v in tool.items() if k != "functionDeclarations"}
             if others:
                 server.append(others)
     if server:  # search, code execution, URL context: run by Gemini, several passes each
         req.extras["tools"] = server
         req.server_tools = True
-    config = _get(data, "toolConfig")
+    config = data.get("toolConfig")
     if config is not None:
-        calling = _get(obj(config, "toolConfig"), "functionCallingConfig")
+        calling = _object(config, "toolConfig").get("functionCallingConfig")
         if calling is not None:
-            req.tool_choice = _calling(obj(calling, "toolConfig.functionCallingConfig"))
+            req.tool_choice = _calling(_object(calling, "toolConfig.functionCallingConfig"))
 
 
 def _declaration(decl: JSONObject, path: str) -> ir.Tool:
-    schema = _get(decl, "parametersJsonSchema")
+    schema = decl.get("parametersJsonSchema")
     if schema is not None:
         params = obj(schema, at(path, "parametersJsonSchema"))
     elif decl.get("parameters") is not None:
@@ -312,7 +351,7 @@ def _calling(config: JSONObject) -> ir.ToolChoice:
     mode = str(config.get("mode") or "AUTO").upper()
     if mode not in _MODES:
         raise fail(at(path, "mode"), "expected one of " + ", ".join(_MODES[:4]))
-    names = _get(config, "allowedFunctionNames")
+    names = config.get("allowedFunctionNames")
     allowed = string_list(names, at(path, "allowedFunctionNames")) if names else []
     if mode == "NONE":
         return ir.ToolChoice("none")
@@ -366,7 +405,7 @@ def _generation(gen: JSONObject, req: ir.Request) -> None:
     mime = opt_string(gen, "responseMimeType", path)
     schema = gen.get("responseJsonSchema") or gen.get("_responseJsonSchema")
     if schema is None and gen.get("responseSchema") is not None:
-        schema = json_schema(obj(gen["responseSchema"], at(path, "responseSchema")))
+        schema = json_schema(_object(gen["responseSchema"], at(path, "responseSchema")))
     if schema is not None or mime == "application/json":
         req.response_format = (
             {"type": "json_object"}
@@ -375,7 +414,7 @@ def _generation(gen: JSONObject, req: ir.Request) -> None:
         )
     thinking = gen.get("thinkingConfig")
     if thinking is not None:
-        req.thinking = _thinking(obj(thinking, at(path, "thinkingConfig")))
+        req.thinking = _thinking(_object(thinking, at(path, "thinkingConfig")))
     rest = {k: v for k, v in gen.items() if k not in _GEN_MODELED}
     if rest or "candidateCount" in gen:
         req.extras["generationConfig"] = {

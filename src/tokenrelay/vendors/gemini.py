@@ -525,7 +525,9 @@ class GeminiVendor:
         else:
             url = _model_url(via.base_url, req.model, "generateContent")
         gen = body.get("generationConfig") or body.get("generation_config")
-        count = gen.get("candidateCount") if isinstance(gen, dict) else None
+        count = None
+        if isinstance(gen, dict):
+            count = gen.get("candidateCount") or gen.get("candidate_count")
         return UpstreamRequest(
             "POST",
             url,
