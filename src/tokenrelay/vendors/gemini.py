@@ -16,7 +16,7 @@ from typing import Any, Literal
 import orjson
 
 from tokenrelay import ir
-from tokenrelay.sse import SSEEvent, SSEParser
+from tokenrelay.sse import SSEEvent, SSEParser, encode
 from tokenrelay.vendors.base import (
     Passthrough,
     PassthroughScan,
@@ -485,7 +485,7 @@ class GeminiScan(PassthroughScan):
                 for key, value in extra_usage.items():  # cost_usd → costUsd (camelCase JSON)
                     head, *rest = key.split("_")
                     usage[head + "".join(w.title() for w in rest)] = value
-                out += b"data: " + orjson.dumps(chunk) + b"\r\n\r\n"
+                out += encode(orjson.dumps(chunk))  # LF framing, as the parser left the rest
             else:
                 out += ev.raw
         return bytes(out)
