@@ -72,7 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.cpu_cost", description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5)
-    ap.add_argument("--scenario", default="openai", choices=cmod.SCENARIOS)
+    ap.add_argument("--scenario", default="openai", choices=(*cmod.SCENARIOS, "gemini"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tokenrelay-cpu-") as tmp:
         mock, port = phases.start_mock(Path(tmp))

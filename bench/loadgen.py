@@ -26,12 +26,18 @@ class Target:
     """Where one scenario sends its requests, and in which client format."""
 
     url: str
-    fmt: str  # "openai" | "anthropic"
+    fmt: str  # "openai" | "anthropic" | "gemini"
     model: str
     headers: dict[str, str] = field(default_factory=dict)
 
     def body(self, stream: bool, marker: str = "") -> str:
         prompt = "Say hello." + (f" {marker}" if marker else "")
+        if self.fmt == "gemini":  # the model and streaming are in the URL
+            gemini = {
+                "contents": [{"role": "user", "parts": [{"text": prompt}]}],
+                "generationConfig": {"maxOutputTokens": 256},
+            }
+            return json.dumps(gemini, separators=(",", ":"))
         msg: dict[str, Any] = {
             "model": self.model,
             "max_tokens": 256,

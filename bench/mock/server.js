@@ -1,6 +1,6 @@
 'use strict';
 // Upstream mock for the tokenrelay benchmark: OpenAI Chat Completions and Anthropic Messages,
-// non-stream and SSE. Node standard library only. Usage: node server.js PORT
+// non-stream and SSE; Gemini generateContent non-stream (the cpu_cost gemini scenario). Node standard library only. Usage: node server.js PORT
 //
 // Stream shape is chosen by a marker anywhere in the request body (it survives every proxy and
 // every format translation because it sits in the prompt text):
@@ -26,6 +26,19 @@ function openaiJson(model) {
       finish_reason: 'stop',
     }],
     usage: { prompt_tokens: 12, completion_tokens: 7, total_tokens: 19 },
+  });
+}
+
+function geminiJson(model) {
+  return JSON.stringify({
+    candidates: [{
+      content: { parts: [{ text: 'Hello from the bench mock.' }], role: 'model' },
+      finishReason: 'STOP',
+      index: 0,
+    }],
+    usageMetadata: { promptTokenCount: 12, candidatesTokenCount: 7, totalTokenCount: 19 },
+    modelVersion: model,
+    responseId: 'bench' + (++seq),
   });
 }
 
@@ -131,6 +144,10 @@ function handle(req, res, raw) {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
       res.end(out);
     }
+  } else if (url.endsWith(':generateContent')) {
+    const out = geminiJson(url.split('/models/')[1].split(':')[0]);
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
+    res.end(out);
   } else if (url.endsWith('/messages')) {
     if (body.stream) {
       stream(res, anthropicStream(model, n), n, interval);
