@@ -33,7 +33,12 @@ from tokenrelay.catalog import Catalog
 from tokenrelay.embedded_emulator import EmbeddedEmulator
 from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.anthropic import ANTHROPIC_FRONTEND
-from tokenrelay.frontends.gemini import GEMINI_FRONTEND, route_payload
+from tokenrelay.frontends.gemini import (
+    GEMINI_FRONTEND,
+    JsonArrayStream,
+    json_array_stream,
+    route_payload,
+)
 from tokenrelay.frontends.gemini import PREFIXES as GEMINI_PREFIXES
 from tokenrelay.frontends.gemini import route as gemini_route
 from tokenrelay.frontends.gemini import status_body as gemini_status_body
@@ -126,8 +131,10 @@ class Gateway:
             return True
         if r.method == "countTokens":
             await count_tokens(self.relay, scope, receive, send, GEMINI_FRONTEND)
-        else:
-            await self.relay.serve(GEMINI_FRONTEND, scope, receive, send)
+            return True
+        if json_array_stream(r, dict(query)):
+            send = JsonArrayStream(send)
+        await self.relay.serve(GEMINI_FRONTEND, scope, receive, send)
         return True
 
     # ----------------------------------------------------------------------------------------

@@ -308,13 +308,35 @@ def test_bad_body_is_invalid_argument_in_gemini_shape(gw: RunningGateway, accoun
         assert err["status"] == "INVALID_ARGUMENT" and err["code"] == 400 and err["message"]
     r = httpx.post(url, content=b"{not json", headers={"x-goog-api-key": account[1]})
     assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
-    # The JSON-array stream form (no alt=sse) is refused clearly.
-    r = httpx.post(
-        gw.proxy + "/v1beta/models/gpt-4o:streamGenerateContent",
-        json={"contents": [{"parts": [{"text": "hi"}]}]},
-        headers={"x-goog-api-key": account[1]},
+    r = httpx.post(url + "?alt=proto", json=body, headers={"x-goog-api-key": account[1]})
+    assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize("model", ["gemini-2.5-flash", "claude-sonnet-4-6"])
+def test_stream_without_alt_sse_is_one_json_array(
+    gw: RunningGateway, account: Any, model: str
+) -> None:
+    url = f"{gw.proxy}/v1beta/models/{model}:streamGenerateContent"
+    body = {"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]}
+    headers = {"x-goog-api-key": account[1]}
+    sse = sse_chunks(httpx.post(url + "?alt=sse", json=body, headers=headers).text)
+    r = httpx.post(url, json=body, headers=headers)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    chunks = r.json()
+    assert isinstance(chunks, list) and len(chunks) == len(sse)
+    text = "".join(
+        p.get("text", "") for c in chunks for p in c["candidates"][0]["content"]["parts"]
     )
-    assert r.status_code == 400 and "alt=sse" in r.json()["error"]["message"]
+    assert text == "".join(
+        p.get("text", "") for c in sse for p in c["candidates"][0]["content"]["parts"]
+    )
+    assert chunks[-1]["usageMetadata"]["costUsd"]
+    r = httpx.post(
+        url,
+        json={"contents": [{"role": "user", "parts": [{"text": "[[midstream-error]] go"}]}]},
+        headers=headers,
+    )
+    assert r.json()[-1]["error"]["status"] == "UNAVAILABLE"  # the error, then the array closes
 
 
 def test_sdk_raises_client_error_for_bad_requests(client: genai.Client) -> None:

@@ -14,7 +14,13 @@ from google.genai import types
 
 from tokenrelay import ir
 from tokenrelay.errors import GatewayError
-from tokenrelay.frontends.gemini import GEMINI_FRONTEND, route, route_payload
+from tokenrelay.frontends.gemini import (
+    GEMINI_FRONTEND,
+    JsonArrayStream,
+    json_array_stream,
+    route,
+    route_payload,
+)
 from tokenrelay.frontends.gemini_parse import json_schema, unwrap_signature, wrap_signature
 from tokenrelay.sse import SSEParser
 from tokenrelay.vendors.gemini import GEMINI
@@ -44,9 +50,31 @@ def test_route_takes_model_and_method_from_the_path() -> None:
     stream = route("/api/proxy/v1beta/models/m:streamGenerateContent")
     assert stream is not None
     assert route_payload(stream, {"alt": "sse"}) == {"model": "m", "stream": True}
+    assert json_array_stream(stream, {}) and not json_array_stream(stream, {"alt": "sse"})
     with pytest.raises(GatewayError) as exc:
-        route_payload(stream, {})
+        route_payload(stream, {"alt": "media"})
     assert exc.value.status == 400 and exc.value.param == "alt"
+
+
+async def test_json_array_stream_reframes_sse() -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    wrapped = JsonArrayStream(send)
+    sse = [(b"content-type", b"text/event-stream; charset=utf-8")]
+    await wrapped({"type": "http.response.start", "status": 200, "headers": sse})
+    first = b'data: {"a":1}\r\n\r\ndata: {"b"'
+    await wrapped({"type": "http.response.body", "body": first, "more_body": True})
+    await wrapped({"type": "http.response.body", "body": b":2}\n\n", "more_body": False})
+    assert sent[0]["headers"][0][1].startswith(b"application/json")
+    assert json.loads(b"".join(m["body"] for m in sent[1:])) == [{"a": 1}, {"b": 2}]
+    sent.clear()
+    wrapped = JsonArrayStream(send)  # an error answer is not re-framed
+    await wrapped({"type": "http.response.start", "status": 400, "headers": []})
+    await wrapped({"type": "http.response.body", "body": b'{"error": {}}'})
+    assert sent[1]["body"] == b'{"error": {}}'
 
 
 # ------------------------------------------------------------------------------------ parse

@@ -12,6 +12,7 @@ Rendering choices worth knowing:
   functionResponse, which is how the next turn finds its call (and its reasoning state).
 - Usage comes once, on the last chunk, with the settled cost added to `usageMetadata`
   (`costUsd`, which the SDKs ignore).
+- A stream without `alt=sse` is Gemini's JSON array (`JsonArrayStream` re-frames the SSE).
 - Insufficient balance: HTTP 402 with status FAILED_PRECONDITION (Google's status for "fix the
   account first, retrying will not help"; not RESOURCE_EXHAUSTED, which clients retry).
 """
@@ -59,6 +60,7 @@ _ERRORS: dict[ir.ErrorKind, tuple[int | None, str]] = {
 }
 _SERVER_STATUS = {503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED", 502: "UNAVAILABLE"}
 _METHODS = {"generateContent": False, "streamGenerateContent": True}
+SSE_TYPE = b"text/event-stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +80,56 @@ def route(path: str) -> GeminiRoute | None:
 
 def route_payload(r: GeminiRoute, query: Mapping[str, str]) -> dict[str, Any]:
     """What the URL says that a body of another API would: the model, and streaming."""
-    stream = _METHODS.get(r.method, False)
-    if stream and query.get("alt") != "sse":
-        raise invalid(
-            "streamGenerateContent is served as server-sent events only: add ?alt=sse "
-            "(the google-genai SDKs and Gemini CLI do)",
-            "alt",
-        )
-    return {"model": r.model, "stream": stream}
+    alt = query.get("alt")
+    if alt not in (None, "sse", "json"):
+        raise invalid("alt: expected 'sse' or 'json'", "alt")
+    return {"model": r.model, "stream": _METHODS.get(r.method, False)}
+
+
+def json_array_stream(r: GeminiRoute, query: Mapping[str, str]) -> bool:
+    """A stream asked for without `alt=sse`: Gemini sends it as one JSON array."""
+    return _METHODS.get(r.method, False) and query.get("alt") != "sse"
+
+
+class JsonArrayStream:
+    """Re-frames the SSE stream the relay sends (complete `data:` events) as Gemini's
+    JSON-array stream: `[chunk` `,\r\nchunk` ... `]`. Wraps the ASGI `send` of that one
+    request; error answers (not an event stream) pass unchanged."""
+
+    __slots__ = ("_active", "_buf", "_opened", "_send")
+
+    def __init__(self, send: Any) -> None:
+        self._send = send
+        self._active = False
+        self._opened = False
+        self._buf = b""
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers", [])
+            self._active = message["status"] == 200 and any(
+                k == b"content-type" and v.startswith(SSE_TYPE) for k, v in headers
+            )
+            if self._active:
+                json_type = (b"content-type", b"application/json; charset=UTF-8")
+                headers = [json_type if k == b"content-type" else (k, v) for k, v in headers]
+                message = {**message, "headers": headers}
+        elif message["type"] == "http.response.body" and self._active:
+            message = {**message, "body": self._frame(message)}
+        await self._send(message)
+
+    def _frame(self, message: dict[str, Any]) -> bytes:
+        buf = (self._buf + message.get("body", b"")).replace(b"\r\n", b"\n")
+        *events, self._buf = buf.split(b"\n\n")
+        out = bytearray()
+        for ev in events:
+            data = b"\n".join(line[5:].strip() for line in ev.split(b"\n") if line[:5] == b"data:")
+            if data:
+                out += (b",\r\n" if self._opened else b"[") + data
+                self._opened = True
+        if not message.get("more_body", False):
+            out += b"]" if self._opened else b"[]"
+        return bytes(out)
 
 
 def error_body(err: GatewayError) -> tuple[int, dict[str, Any]]:
