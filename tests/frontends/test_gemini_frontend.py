@@ -21,7 +21,12 @@ from tokenrelay.frontends.gemini import (
     route,
     route_payload,
 )
-from tokenrelay.frontends.gemini_parse import json_schema, unwrap_signature, wrap_signature
+from tokenrelay.frontends.gemini_parse import (
+    REDACTED,
+    json_schema,
+    unwrap_signature,
+    wrap_signature,
+)
 from tokenrelay.sse import SSEParser
 from tokenrelay.vendors.gemini import GEMINI
 
@@ -169,6 +174,31 @@ def test_thought_parts_merge_and_wrapped_signatures_come_back() -> None:
     )
     thinking, text, call = req.messages[1].parts
     assert thinking == ir.Thinking("let me think", sig)
+    two = parse(
+        {
+            "contents": [
+                user({"text": "q"}),
+                {
+                    "role": "model",
+                    "parts": [
+                        {"text": "a", "thought": True, "thoughtSignature": wrap_signature("s1")},
+                        {"text": "b", "thought": True},
+                        {"text": "", "thought": True, "thoughtSignature": wrap_signature("s2")},
+                        {
+                            "text": "",
+                            "thought": True,
+                            "thoughtSignature": wrap_signature(REDACTED + "xyz"),
+                        },
+                    ],
+                },
+            ]
+        }
+    )
+    assert two.messages[1].parts == [
+        ir.Thinking("a", "s1"),
+        ir.Thinking("b", "s2"),
+        ir.RedactedThinking("xyz"),
+    ]
     assert text == ir.Text("answer")
     assert isinstance(call, ir.ToolCall) and call.signature == sig and call.arguments == "{}"
     assert unwrap_signature("not base64!") is None
@@ -377,6 +407,31 @@ def test_stream_renders_what_the_sdk_reads() -> None:
     assert orjson.loads(SSEParser().feed(out)[-1].data)["usageMetadata"]["costUsd"] == "0.0012"
     assert {c.response_id for c in chunks} == {"msg_1"}
     assert {c.model_version for c in chunks} == {"claude-x"}
+
+
+def test_redacted_thinking_round_trips() -> None:
+    events: list[ir.Event] = [
+        ir.Start("m", "c"),
+        ir.BlockStart(0, "redacted_thinking", data="opaque"),
+        ir.BlockStop(0),
+        ir.BlockStart(1, "text"),
+        ir.Delta(1, "text", "hi"),
+        ir.BlockStop(1),
+        ir.Finish("end_turn"),
+    ]
+    renderer = GEMINI_FRONTEND.stream_renderer(request_id="r", include_usage=False)
+    streamed = b"".join(renderer.render(ev) for ev in events)
+    unary = GEMINI_FRONTEND.render_response(ir.fold(events), request_id="r", extra_usage={})
+    for parts in (
+        [
+            p
+            for ev in SSEParser().feed(streamed)
+            for p in orjson.loads(ev.data)["candidates"][0]["content"]["parts"]
+        ],
+        unary["candidates"][0]["content"]["parts"],
+    ):
+        req = parse({"contents": [user({"text": "q"}), {"role": "model", "parts": parts}]})
+        assert req.messages[1].parts == [ir.RedactedThinking("opaque"), ir.Text("hi")]
 
 
 def test_unary_response_is_the_fold() -> None:

@@ -7,7 +7,8 @@ Rendering choices worth knowing:
   `thoughtSignature`, and a tool call's on its functionCall part, so a client that sends its
   history back returns what the vendor needs. The signature is wrapped in base64
   (`wrap_signature`): the SDKs hold `thoughtSignature` as bytes and refuse (or re-pad) anything
-  that is not canonical base64, which another vendor's signature need not be.
+  that is not canonical base64, which another vendor's signature need not be. Anthropic's
+  redacted thinking is such a part too, its data in the (prefixed) signature.
 - A function call carries the vendor's call id as `functionCall.id`; clients echo it on the
   functionResponse, which is how the next turn finds its call (and its reasoning state).
 - Usage comes once, on the last chunk, with the settled cost added to `usageMetadata`
@@ -27,8 +28,10 @@ from typing import Any
 import orjson
 
 from tokenrelay import ir
+from tokenrelay.asgi import Message, Send
 from tokenrelay.errors import GatewayError, invalid
 from tokenrelay.frontends.gemini_parse import (
+    REDACTED,
     parse_count_tokens,
     parse_generate_request,
     wrap_signature,
@@ -98,13 +101,13 @@ class JsonArrayStream:
 
     __slots__ = ("_active", "_buf", "_opened", "_send")
 
-    def __init__(self, send: Any) -> None:
+    def __init__(self, send: Send) -> None:
         self._send = send
         self._active = False
         self._opened = False
         self._buf = b""
 
-    async def __call__(self, message: dict[str, Any]) -> None:
+    async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = message.get("headers", [])
             self._active = message["status"] == 200 and any(
@@ -118,7 +121,7 @@ class JsonArrayStream:
             message = {**message, "body": self._frame(message)}
         await self._send(message)
 
-    def _frame(self, message: dict[str, Any]) -> bytes:
+    def _frame(self, message: Message) -> bytes:
         buf = (self._buf + message.get("body", b"")).replace(b"\r\n", b"\n")
         *events, self._buf = buf.split(b"\n\n")
         out = bytearray()
@@ -199,6 +202,10 @@ def _call_part(call_id: str, name: str, arguments: str, signature: str | None) -
     return part
 
 
+def _redacted_part(data: str) -> dict[str, Any]:
+    return {"text": "", "thought": True, "thoughtSignature": wrap_signature(REDACTED + data)}
+
+
 class GeminiStreamRenderer:
     """IR events → `data: GenerateContentResponse` SSE chunks, one candidate."""
 
@@ -231,6 +238,8 @@ class GeminiStreamRenderer:
             self._start(ev.id, ev.model)
         elif isinstance(ev, ir.BlockStart) and ev.kind == "tool_call":
             self._calls[ev.index] = [ev.tool_call_id or "", ev.name or "", ev.data, []]
+        elif isinstance(ev, ir.BlockStart) and ev.kind == "redacted_thinking":
+            return self._chunk(orjson.dumps(_redacted_part(ev.data or "")))
         elif isinstance(ev, ir.BlockStop):
             call = self._calls.pop(ev.index, None)
             if call is not None:
@@ -291,6 +300,8 @@ def _parts(content: list[ir.Part]) -> list[dict[str, Any]]:
             parts.append(part)
         elif isinstance(p, ir.ToolCall):
             parts.append(_call_part(p.id, p.name, p.arguments, p.signature))
+        elif isinstance(p, ir.RedactedThinking):
+            parts.append(_redacted_part(p.data))
     return parts or [{"text": ""}]
 
 

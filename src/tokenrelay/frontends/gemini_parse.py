@@ -6,9 +6,9 @@ The model and the stream flag are not in a Gemini body but in its URL
 
 Mapping choices worth knowing:
 - Roles are user/model; `systemInstruction` becomes `req.system`.
-- Consecutive `thought` parts of a model turn form one Thinking part whose signature is the
-  last `thoughtSignature` among them (a stream delivers a thought in pieces, its signature
-  last); a `thoughtSignature` on a functionCall is that call's signature.
+- Consecutive `thought` parts of a model turn form one Thinking part, ended by the part that
+  carries its `thoughtSignature` (a stream delivers a thought in pieces, its signature last);
+  a `thoughtSignature` on a functionCall is that call's signature.
 - Gemini function calls may come without ids: a call without one gets `call_{turn}_{n}`, and a
   functionResponse without one takes the first unanswered call of its name. Gemini CLI
   prefixes the ids it is given with `{name}__`; that prefix is taken off again, so the id is
@@ -99,6 +99,11 @@ def _camel(d: JSONObject) -> JSONObject:
 
 def _object(value: Any, path: str) -> JSONObject:
     return _camel(obj(value, path))
+
+
+# Anthropic's redacted thinking travels as a thought part whose wrapped signature is this
+# prefix + its data (Gemini has no part for it).
+REDACTED = "redacted_thinking:"
 
 
 def wrap_signature(signature: str) -> str:
@@ -192,12 +197,15 @@ class _Conversation:
             signature = unwrap_signature(opt_string(part, "thoughtSignature", where))
             if part.get("thought") is True:
                 text = opt_string(part, "text", where) or ""
-                if thinking is None:
+                if signature and signature.startswith(REDACTED):
+                    out.append(ir.RedactedThinking(signature[len(REDACTED) :]))
+                    thinking = None
+                elif thinking is None or thinking.signature:  # a signature ends its block
                     thinking = ir.Thinking(text, signature)
                     out.append(thinking)
                 else:
                     thinking.text += text
-                    thinking.signature = signature or thinking.signature
+                    thinking.signature = signature
                 continue
             thinking = None
             call = part.get("functionCall")
@@ -286,10 +294,10 @@ def _content_part(part: JSONObject, where: str) -> list[ir.Part]:
         path = at(where, "fileData")
         ref = _object(file, path)
         uri = string(required(ref, "fileUri", path), at(path, "fileUri"))
-        mime = opt_string(ref, "mimeType", path)
-        if mime and mime.startswith("image/"):
-            return [ir.Image(media_type=mime, url=uri)]
-        return [ir.Document("url", media_type=mime, url=uri)]
+        file_mime = opt_string(ref, "mimeType", path)
+        if file_mime and file_mime.startswith("image/"):
+            return [ir.Image(media_type=file_mime, url=uri)]
+        return [ir.Document("url", media_type=file_mime, url=uri)]
     code = part.get("executableCode")
     if code is not None:  # Gemini's own code execution, shown to other vendors as text
         return [ir.Text("```\n" + str(obj(code, where).get("code") or "") + "\n```")]
