@@ -273,7 +273,7 @@ def error_response(
     """`status` as JSON in the error shape the path's clients parse (both SDKs raise their own
     NotFoundError etc. from it)."""
     path = request.url.path
-    if path.startswith("/api/proxy/v1beta/"):
+    if path.startswith("/api/proxy/v1beta/") or (path.startswith(GEMINI_PREFIXES) and ":" in path):
         body = gemini_status_body(status, message)
     elif path.startswith("/api/proxy/"):
         anthropic = "anthropic-version" in request.headers or "/messages" in path

@@ -27,10 +27,10 @@ log = logging.getLogger("tokenrelay.model_routes")
 
 
 async def list_models(relay: Relay, request: Request) -> Response:
-    listing = relay.catalog.to_openai_list(relay.upstreams.emulated)
-    data: list[dict[str, Any]] = listing["data"]
     if "x-goog-api-key" in request.headers or "x-goog-api-client" in request.headers:
         return await list_gemini_models(relay, request)  # google-genai calls v1 too
+    listing = relay.catalog.to_openai_list(relay.upstreams.emulated)
+    data: list[dict[str, Any]] = listing["data"]
     model_id = request.path_params.get("model_id")
     anthropic_client = "anthropic-version" in request.headers
     if model_id is not None:
