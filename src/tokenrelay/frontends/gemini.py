@@ -37,7 +37,17 @@ from tokenrelay.frontends.gemini_parse import (
     wrap_signature,
 )
 
-__all__ = ["GEMINI_FRONTEND", "PREFIXES", "GeminiFrontend", "GeminiRoute", "route", "status_body"]
+__all__ = [
+    "GEMINI_FRONTEND",
+    "PREFIXES",
+    "GeminiFrontend",
+    "GeminiRoute",
+    "JsonArrayStream",
+    "json_array_stream",
+    "route",
+    "route_payload",
+    "status_body",
+]
 
 # Gemini's API version in the path: v1beta (Gemini CLI, the REST docs) or v1 (google-genai's
 # default since 2.x). Both reach the same handler; the vendor is always called on v1beta.
@@ -96,8 +106,8 @@ def json_array_stream(r: GeminiRoute, query: Mapping[str, str]) -> bool:
 
 class JsonArrayStream:
     """Re-frames the SSE stream the relay sends (complete `data:` events) as Gemini's
-    JSON-array stream: `[chunk` `,\r\nchunk` ... `]`. Wraps the ASGI `send` of that one
-    request; error answers (not an event stream) pass unchanged."""
+    JSON-array stream: `[chunk`, then `,` CRLF `chunk` ..., then `]`. Wraps the ASGI `send`
+    of that one request; error answers (not an event stream) pass unchanged."""
 
     __slots__ = ("_active", "_buf", "_opened", "_send")
 
@@ -227,12 +237,16 @@ class GeminiStreamRenderer:
                 return self._chunk(b'{"text":' + orjson.dumps(ev.value) + b"}")
             if ev.kind == "thinking":
                 return self._chunk(b'{"text":' + orjson.dumps(ev.value) + b',"thought":true}')
+            call = self._calls.get(ev.index)
+            if call is not None:  # a tool call goes out whole, at its BlockStop
+                if ev.kind == "signature":
+                    call[2] = (call[2] or "") + ev.value
+                else:
+                    call[3].append(ev.value)
+                return b""
             if ev.kind == "signature":
                 part = {"text": "", "thought": True, "thoughtSignature": wrap_signature(ev.value)}
-                return self._chunk(orjson.dumps(part)) if ev.index not in self._calls else b""
-            call = self._calls.get(ev.index)
-            if call is not None:
-                call[3].append(ev.value)
+                return self._chunk(orjson.dumps(part))
             return b""
         if isinstance(ev, ir.Start):
             self._start(ev.id, ev.model)
