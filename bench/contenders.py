@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 LITELLM_VENV = REPO / "bench" / ".venv-litellm"
 
 OPENAI_MODEL = "gpt-4o"
+GEMINI_MODEL = "gemini-2.5-flash"
 ANTHROPIC_MODEL = "claude-sonnet-4-6"
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -223,8 +224,10 @@ class TokenRelay(Contender):
         env = {
             "TOKENRELAY_OPENAI_BASE_URL": f"http://127.0.0.1:{ctx.mock_port}/v1",
             "TOKENRELAY_ANTHROPIC_BASE_URL": f"http://127.0.0.1:{ctx.mock_port}",
+            "TOKENRELAY_GEMINI_BASE_URL": f"http://127.0.0.1:{ctx.mock_port}",
             "OPENAI_API_KEY": "bench",
             "ANTHROPIC_API_KEY": "bench",
+            "GEMINI_API_KEY": "bench",
             "TOKENRELAY_EMULATE": "none",
             "TOKENRELAY_DATABASE_URL": f"sqlite:///{db}",
             "TOKENRELAY_ADMIN_TOKEN": "bench-admin",
@@ -261,6 +264,9 @@ class TokenRelay(Contender):
         if scenario == "responses":
             headers = {"authorization": f"Bearer {self.key}"}
             return Target(self.base + "/api/proxy/v1/responses", "responses", OPENAI_MODEL, headers)
+        if scenario == "gemini":  # Gemini client -> Gemini vendor: the fast path (cpu_cost only)
+            path = f"/api/proxy/v1beta/models/{GEMINI_MODEL}:generateContent"
+            return Target(self.base + path, "gemini", GEMINI_MODEL, {"x-goog-api-key": self.key})
         return _anthropic(self.base, "/api/proxy/v1/messages", self.key)
 
 

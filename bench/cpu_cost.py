@@ -109,7 +109,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.cpu_cost", description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5)
-    ap.add_argument("--scenario", default="openai", choices=cmod.CPU_SCENARIOS)
+    ap.add_argument("--scenario", default="openai", choices=(*cmod.CPU_SCENARIOS, "gemini"))
     ap.add_argument(
         "--pools",
         type=int,

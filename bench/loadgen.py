@@ -26,7 +26,7 @@ class Target:
     """Where one scenario sends its requests, and in which client format."""
 
     url: str
-    fmt: str  # "openai" | "anthropic" | "responses"
+    fmt: str  # "openai" | "anthropic" | "responses" | "gemini"
     model: str
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -35,6 +35,12 @@ class Target:
         if self.fmt == "responses":
             body: dict[str, Any] = {"model": self.model, "max_output_tokens": 256, "input": prompt}
             return json.dumps({**body, "stream": True} if stream else body, separators=(",", ":"))
+        if self.fmt == "gemini":  # the model and streaming are in the URL
+            gemini = {
+                "contents": [{"role": "user", "parts": [{"text": prompt}]}],
+                "generationConfig": {"maxOutputTokens": 256},
+            }
+            return json.dumps(gemini, separators=(",", ":"))
         msg: dict[str, Any] = {
             "model": self.model,
             "max_tokens": 256,

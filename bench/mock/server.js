@@ -1,6 +1,7 @@
 'use strict';
 // Upstream mock for the tokenrelay benchmark: OpenAI Chat Completions and Anthropic Messages,
-// non-stream and SSE, and OpenAI Responses (non-stream). Node standard library only. Usage: node server.js PORT
+// non-stream and SSE, OpenAI Responses (non-stream) and Gemini generateContent (non-stream, the
+// cpu_cost scenarios). Node standard library only. Usage: node server.js PORT
 //
 // Stream shape is chosen by a marker anywhere in the request body (it survives every proxy and
 // every format translation because it sits in the prompt text):
@@ -54,6 +55,19 @@ function responsesJson(model) {
       output_tokens_details: { reasoning_tokens: 0 },
       total_tokens: 19,
     },
+  });
+}
+
+function geminiJson(model) {
+  return JSON.stringify({
+    candidates: [{
+      content: { parts: [{ text: 'Hello from the bench mock.' }], role: 'model' },
+      finishReason: 'STOP',
+      index: 0,
+    }],
+    usageMetadata: { promptTokenCount: 12, candidatesTokenCount: 7, totalTokenCount: 19 },
+    modelVersion: model,
+    responseId: 'bench' + (++seq),
   });
 }
 
@@ -161,6 +175,10 @@ function handle(req, res, raw) {
     }
   } else if (url.endsWith('/responses') && !body.stream) {
     const out = responsesJson(model);
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
+    res.end(out);
+  } else if (url.endsWith(':generateContent')) {
+    const out = geminiJson(url.split('/models/')[1].split(':')[0]);
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
     res.end(out);
   } else if (url.endsWith('/messages')) {

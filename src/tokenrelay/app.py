@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,11 +34,20 @@ from tokenrelay.deployment_state import DeploymentStates
 from tokenrelay.embedded_emulator import EmbeddedEmulator
 from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.anthropic import ANTHROPIC_FRONTEND
+from tokenrelay.frontends.gemini import (
+    GEMINI_FRONTEND,
+    JsonArrayStream,
+    json_array_stream,
+    route_payload,
+)
+from tokenrelay.frontends.gemini import PREFIXES as GEMINI_PREFIXES
+from tokenrelay.frontends.gemini import route as gemini_route
+from tokenrelay.frontends.gemini import status_body as gemini_status_body
 from tokenrelay.frontends.openai import OPENAI_FRONTEND
 from tokenrelay.frontends.responses import RESPONSES_FRONTEND
 from tokenrelay.ir import ErrorKind
 from tokenrelay.metrics import metrics_endpoint, watch_deployments
-from tokenrelay.model_routes import count_tokens, list_models
+from tokenrelay.model_routes import count_tokens, list_gemini_models, list_models
 from tokenrelay.relay import Relay
 from tokenrelay.settings import Settings, get_settings
 from tokenrelay.store.db import create_engine, migrate_in_child, schema_is_current
@@ -78,6 +88,10 @@ class Gateway:
             if handler is not None:
                 await handler(scope, receive, send)
                 return
+            # Gemini puts the model and method in the path: one prefix, checked only on a miss.
+            path = scope["path"]
+            if path.startswith(GEMINI_PREFIXES) and await self._gemini(scope, receive, send):
+                return
             assert self._other is not None
             await self._other(scope, receive, send)
         elif scope["type"] == "lifespan":
@@ -101,6 +115,34 @@ class Gateway:
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.relay is not None
         await count_tokens(self.relay, scope, receive, send)
+
+    async def _gemini(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """`models/{model}:generateContent | :streamGenerateContent | :countTokens`; False
+        when the path is none of them (the router answers 404)."""
+        assert self.relay is not None
+        r = gemini_route(scope["path"])
+        if r is None or scope["method"] != "POST":
+            return False
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"))
+        key = next((v for k, v in query if k == "key"), None)
+        if key is not None:  # out of the URL before anything can log it
+            query = [(k, v) for k, v in query if k != "key"]
+            scope["query_string"] = urlencode(query).encode("latin-1")
+            headers = [h for h in scope["headers"] if h[0] != b"x-goog-api-key"]
+            scope["headers"] = [*headers, (b"x-goog-api-key", key.encode("latin-1"))]
+        try:
+            scope["path_params"] = route_payload(r, dict(query))
+        except GatewayError as err:
+            status, body = GEMINI_FRONTEND.render_error(err)
+            await send_json(send, status, body)
+            return True
+        if r.method == "countTokens":
+            await count_tokens(self.relay, scope, receive, send, GEMINI_FRONTEND)
+            return True
+        if json_array_stream(r, dict(query)):
+            send = JsonArrayStream(send)
+        await self.relay.serve(GEMINI_FRONTEND, scope, receive, send)
+        return True
 
     # ----------------------------------------------------------------------------------------
 
@@ -146,6 +188,8 @@ class Gateway:
             Route("/metrics", metrics_endpoint),
             Route(PROXY + "/models", self._models),
             Route(PROXY + "/models/{model_id:path}", self._models),
+            Route("/api/proxy/v1beta/models", self._gemini_models),
+            Route("/api/proxy/v1beta/models/{model_id:path}", self._gemini_models),
             account_route(billing, keys),
             *admin_routes(keys, billing, settings=s, upstreams=upstreams, states=states),
             *web_routes(self.relay),
@@ -212,6 +256,10 @@ class Gateway:
         assert self.relay is not None
         return await list_models(self.relay, request)
 
+    async def _gemini_models(self, request: Request) -> Response:
+        assert self.relay is not None
+        return await list_gemini_models(self.relay, request)
+
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         status, headers, path = exc.status_code, dict(exc.headers or {}), request.url.path
@@ -237,7 +285,9 @@ def error_response(
     """`status` as JSON in the error shape the path's clients parse (both SDKs raise their own
     NotFoundError etc. from it)."""
     path = request.url.path
-    if path.startswith("/api/proxy/"):
+    if path.startswith("/api/proxy/v1beta/") or (path.startswith(GEMINI_PREFIXES) and ":" in path):
+        body = gemini_status_body(status, message)
+    elif path.startswith("/api/proxy/"):
         anthropic = "anthropic-version" in request.headers or "/messages" in path
         frontend = ANTHROPIC_FRONTEND if anthropic else OPENAI_FRONTEND
         kind = _PROXY_ERROR_KINDS.get(status, "api_error")

@@ -277,9 +277,10 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 
 def presented_key(headers: Mapping[str, str]) -> str:
-    """The customer key a request presents: `x-api-key` (Anthropic SDK) or
-    `Authorization: Bearer` (OpenAI SDK); "" when there is none."""
-    key = headers.get("x-api-key")
+    """The customer key a request presents: `x-api-key` (Anthropic SDK), `x-goog-api-key`
+    (Gemini SDKs; the route moves a `?key=` there) or `Authorization: Bearer` (OpenAI SDK);
+    "" when there is none."""
+    key = headers.get("x-api-key") or headers.get("x-goog-api-key")
     if key:
         return key.strip()
     auth = headers.get("authorization", "")

@@ -1,5 +1,6 @@
-"""`GET /v1/models` (OpenAI list shape, or Anthropic's when an Anthropic SDK asks) and
-`POST /v1/messages/count_tokens` (the vendor's own count where it has one, estimated otherwise)."""
+"""`GET /v1/models` (OpenAI list shape, or Anthropic's when an Anthropic SDK asks),
+`GET /v1beta/models` (Gemini's), and `POST /v1/messages/count_tokens` and Gemini's
+`:countTokens` (the vendor's own count where it has one, estimated otherwise)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from starlette.responses import JSONResponse, Response
 from tokenrelay.asgi import ClientDisconnected, Receive, Scope, Send, header_map, send_json
 from tokenrelay.auth import presented_key
 from tokenrelay.errors import GatewayError
-from tokenrelay.frontends.anthropic import ANTHROPIC_FRONTEND
+from tokenrelay.frontends.anthropic import ANTHROPIC_FRONTEND, AnthropicFrontend
+from tokenrelay.frontends.gemini import GEMINI_FRONTEND, GeminiFrontend
 from tokenrelay.jsonbody import parse_object, read_limited
 from tokenrelay.metering import RequestContext, estimate_request_tokens
 from tokenrelay.relay import new_request_id
@@ -25,6 +27,8 @@ log = logging.getLogger("tokenrelay.model_routes")
 
 
 async def list_models(relay: Relay, request: Request) -> Response:
+    if "x-goog-api-key" in request.headers or "x-goog-api-client" in request.headers:
+        return await list_gemini_models(relay, request)  # google-genai calls v1 too
     listing = relay.catalog.to_openai_list(relay.upstreams.emulated)
     data: list[dict[str, Any]] = listing["data"]
     model_id = request.path_params.get("model_id")
@@ -76,8 +80,45 @@ def _anthropic_model(m: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def count_tokens(relay: Relay, scope: Scope, receive: Receive, send: Send) -> None:
-    frontend = ANTHROPIC_FRONTEND
+def _gemini_model(m: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": "models/" + m["id"],
+        "baseModelId": m["id"],
+        "version": "001",
+        "displayName": m.get("display_name", m["id"]),
+        "description": f"{m.get('display_name', m['id'])} ({m.get('vendor')})",
+        "inputTokenLimit": m.get("context_window"),
+        "outputTokenLimit": m.get("max_output"),
+        "supportedGenerationMethods": ["generateContent", "countTokens"],
+    }
+
+
+async def list_gemini_models(relay: Relay, request: Request) -> Response:
+    """Gemini's `models.list` / `models.get` shape, for the google-genai SDK and Gemini CLI."""
+    data: list[dict[str, Any]] = relay.catalog.to_openai_list(relay.upstreams.emulated)["data"]
+    model_id = request.path_params.get("model_id")
+    if model_id is None:
+        return JSONResponse({"models": [_gemini_model(m) for m in data]})
+    resolved = relay.catalog.resolve(model_id.removeprefix("models/"))
+    match = next((m for m in data if resolved and m["id"] == resolved.entry.id), None)
+    if match is None:
+        err = GatewayError("not_found", f"model '{model_id}' not found", 404)
+        status, body = GEMINI_FRONTEND.render_error(err)
+        return JSONResponse(body, status_code=status)
+    return JSONResponse(_gemini_model(match))
+
+
+# The count's field in each API's answer.
+_COUNT_FIELD = {"anthropic": "input_tokens", "gemini": "totalTokens"}
+
+
+async def count_tokens(
+    relay: Relay,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    frontend: AnthropicFrontend | GeminiFrontend = ANTHROPIC_FRONTEND,
+) -> None:
     ctx = RequestContext(request_id=new_request_id(), client_format=frontend.name)
     try:
         body = await read_limited(receive, relay.settings.max_body_bytes)
@@ -86,6 +127,7 @@ async def count_tokens(relay: Relay, scope: Scope, receive: Receive, send: Send)
             raise GatewayError("authentication", "Invalid or missing API key.", 401)
         # The same intake as a request: model, aliases, vendor and validation all agree.
         payload = parse_object(body)
+        payload.update(scope.get("path_params") or ())  # Gemini: the model is in the URL
         it = await relay.intake(frontend, ctx, payload, headers, parse=frontend.parse_count_tokens)
         ep, req = it.endpoint, it.req
         call = ep.adapter.build_count_tokens(
@@ -112,7 +154,7 @@ async def count_tokens(relay: Relay, scope: Scope, receive: Receive, send: Send)
     await send_json(
         send,
         200,
-        {"input_tokens": tokens},
+        {_COUNT_FIELD[frontend.name]: tokens},
         [
             (b"x-tokenrelay-count", b"exact" if exact else b"estimated"),
             (b"x-request-id", ctx.request_id.encode()),

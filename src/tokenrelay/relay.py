@@ -267,7 +267,11 @@ class Relay:
             raise GatewayError("authentication", "Invalid or missing API key.", 401)
         ctx.key_id = key.id
         ctx.key = key
-        it = await self.intake(frontend, ctx, parse_object(body), headers)
+        payload = parse_object(body)
+        # What another API's body says and Gemini's URL does (the model, streaming): its route
+        # puts it here.
+        payload.update(scope.get("path_params") or ())
+        it = await self.intake(frontend, ctx, payload, headers)
         return await self._decide(frontend, it)
 
     async def _decide(self, frontend: Frontend, it: Intake) -> Prepared:

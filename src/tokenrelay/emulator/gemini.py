@@ -261,9 +261,18 @@ def _validate(model: str, body: dict[str, Any]) -> None:
                 if not sig:
                     raise Invalid(_MISSING_SIG.format(name=call.get("name"), pos=j + 1))
                 payload = f"{call.get('name')}\0{canonical(call.get('args') or {})}"
-                if sig != _SENTINEL and not verify("gemini", payload, sig):
+                if sig != _SENTINEL and not verify("gemini", payload, _standard_base64(sig)):
                     raise Invalid("Corrupted thought signature.")
             first_call = False
+
+
+def _standard_base64(sig: Any) -> Any:
+    """A signature is proto `bytes`: Gemini takes it in either base64 alphabet, padded or not
+    (the Python SDK sends it URL-safe)."""
+    if not isinstance(sig, str):
+        return sig
+    sig = sig.replace("-", "+").replace("_", "/")
+    return sig + "=" * (-len(sig) % 4)
 
 
 def _turn(model: str, body: dict[str, Any], thinks: bool) -> script.Turn:

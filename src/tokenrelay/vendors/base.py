@@ -126,21 +126,6 @@ class Passthrough:
     reasoning: ReasoningCache
 
 
-class NoPassthrough:
-    """For a vendor no client format speaks natively yet: every request is translated."""
-
-    def passthrough(self, client_format: str) -> Vendor | None:
-        return None
-
-    def passthrough_request(
-        self, body: dict[str, Any], req: ir.Request, via: Passthrough
-    ) -> UpstreamRequest:
-        raise NotImplementedError(f"no client speaks {type(self).__name__}'s format")
-
-    def passthrough_scan(self, on_usage: UsageSink, *, client_usage: bool) -> PassthroughScan:
-        raise NotImplementedError(f"no client speaks {type(self).__name__}'s format")
-
-
 class PassthroughScan:
     """Watches a same-format stream go by on the fast path: the vendor's bytes go to the client
     unchanged while usage, completion and errors are read from the few events that carry them.

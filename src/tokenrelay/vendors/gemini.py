@@ -16,8 +16,15 @@ from typing import Any, Literal
 import orjson
 
 from tokenrelay import ir
-from tokenrelay.sse import SSEParser
-from tokenrelay.vendors.base import NoPassthrough, UpstreamRequest, rate_limit_named
+from tokenrelay.sse import SSEEvent, SSEParser, encode
+from tokenrelay.vendors.base import (
+    Passthrough,
+    PassthroughScan,
+    UpstreamRequest,
+    UsageSink,
+    error_message,
+    rate_limit_named,
+)
 from tokenrelay.vendors.gemini_schema import clean_schema
 
 Json = dict[str, Any]
@@ -436,12 +443,61 @@ class GeminiStreamDecoder:
 
 
 # --------------------------------------------------------------------------------------------
+# The fast path (a Gemini-format client)
+
+# Fields the gateway's route puts into a Gemini client's payload (the model and the method come
+# from its URL): not the client's body.
+ROUTE_FIELDS = ("model", "stream")
+
+
+class GeminiScan(PassthroughScan):
+    """Usage is cumulative on every chunk; the chunk with the candidate's `finishReason` (or a
+    prompt's `blockReason`) carries the final count and ends the answer, so it and anything
+    after it are held back until the settlement commits. Gemini's stream has no terminator:
+    `done` is that final chunk having come. An error arrives as a `{"error": ...}` chunk."""
+
+    def process(self, events: list[SSEEvent]) -> bytes:
+        out = bytearray()
+        for ev in events:
+            data = ev.data
+            if self.tail:
+                self.tail.append(ev)
+                continue
+            self.raw.append(ev.raw)
+            if data.startswith(b'{"error"'):
+                self.failed = error_message(data)
+                self.error_forwarded = True
+                out += ev.raw
+            elif b'"finishReason"' in data or b'"blockReason"' in data:
+                self.apply_usage_from(ev.raw)
+                self.done = True
+                self.tail.append(ev)
+            else:
+                out += ev.raw
+        return bytes(out)
+
+    def render_tail(self, extra_usage: Mapping[str, Any]) -> bytes:
+        out = bytearray()
+        for i, ev in enumerate(self.tail):
+            if i == 0 and extra_usage:
+                chunk = orjson.loads(ev.data)
+                usage = chunk.setdefault("usageMetadata", {})
+                for key, value in extra_usage.items():  # cost_usd → costUsd (camelCase JSON)
+                    head, *rest = key.split("_")
+                    usage[head + "".join(w.title() for w in rest)] = value
+                out += encode(orjson.dumps(chunk))  # LF framing, as the parser left the rest
+            else:
+                out += ev.raw
+        return bytes(out)
+
+
+# --------------------------------------------------------------------------------------------
 # The adapter
 
 
-class GeminiVendor(NoPassthrough):
+class GeminiVendor:
     name = "gemini"
-    native_format = "gemini"  # no Gemini-format client yet: always the translated path
+    native_format = "gemini"
     remembers_reasoning = False
     # An image is 258 tokens per 768-px tile (media_resolution up to ~1,120 an image on Gemini 3);
     # a fileUri may name a video or a PDF, which only the context window bounds.
@@ -460,6 +516,32 @@ class GeminiVendor(NoPassthrough):
 
     def enforces_stop(self, model: str) -> bool:
         return True
+
+    def passthrough(self, client_format: str) -> GeminiVendor | None:
+        return self if client_format == self.native_format else None
+
+    def passthrough_request(self, body: Json, req: ir.Request, via: Passthrough) -> UpstreamRequest:
+        """The client's body as it came; the model (its URL's) is the catalog's upstream name."""
+        sent = {k: v for k, v in body.items() if k not in ROUTE_FIELDS}
+        if req.stream:
+            url = _model_url(via.base_url, req.model, "streamGenerateContent") + "?alt=sse"
+        else:
+            url = _model_url(via.base_url, req.model, "generateContent")
+        gen = body.get("generationConfig") or body.get("generation_config")
+        count = None
+        if isinstance(gen, dict):
+            count = gen.get("candidateCount") or gen.get("candidate_count")
+        return UpstreamRequest(
+            "POST",
+            url,
+            _headers(via.api_key),
+            orjson.dumps(sent),
+            max_output=req.max_tokens,
+            choices=count if isinstance(count, int) and count > 1 else 1,
+        )
+
+    def passthrough_scan(self, on_usage: UsageSink, *, client_usage: bool) -> GeminiScan:
+        return GeminiScan(lambda raw: GeminiStreamDecoder().feed(raw), on_usage)
 
     def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
         """Nothing to decide: the vendor defaults the output cap to the model's limit."""
