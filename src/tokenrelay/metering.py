@@ -84,7 +84,7 @@ def estimate_request_tokens(req: ir.Request) -> int:
 
 
 # Headers a client names its session with (lower-case), first found wins.
-SESSION_HEADERS = ("x-claude-code-session-id",)
+SESSION_HEADERS = ("x-claude-code-session-id", "session-id")  # Claude Code; Codex
 
 
 def session_id(headers: dict[str, str]) -> str | None:

@@ -34,7 +34,7 @@ _PATH = re.compile(
 _NAME_PART = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")  # get_weather, WebSearch, TaskGet
 # Words of a tool name a prompt would not say ("GetWeatherArgs" is named by "weather").
 _FILLER = frozenset({"get", "args", "arguments", "params", "tool", "fn", "func", "function"})
-_READ_NAMES = ("read", "view", "cat", "open")
+_READ_NAMES = ("read",)  # Read, read_file (not view_image: it takes a path too)
 _SHELL_NAMES = ("shell", "bash", "exec", "command", "terminal")
 _PATH_KEYS = ("path", "file")
 _COMMAND_KEYS = ("command", "cmd")
@@ -345,7 +345,7 @@ def plan(turn: Turn) -> Plan:
         n = min(max(_int(m["words"], 0), 0), _MAX_WORDS)
         words = [f" w{i}" for i in range(1, n + 1)]
     else:
-        words = default_reply(turn.model, turn.text)
+        words = default_reply(turn.model, _REMINDER.sub("", turn.text))
 
     if "max" in m:
         target = turn.max_tokens if turn.max_tokens is not None else len(words)
