@@ -249,6 +249,10 @@ def build_body(req: ir.Request, model: str) -> Json:
     fmt = req.response_format
     if fmt and fmt.get("type") == "json_schema" and fmt.get("schema") is not None:
         body["output_config"] = {"format": {"type": "json_schema", "schema": fmt["schema"]}}
+    if req.extras_format == "anthropic" and req.thinking and req.thinking.effort:
+        # output_config.effort as an Anthropic client sent it (Claude Code does, with adaptive
+        # thinking); other clients' effort became a thinking budget above.
+        body.setdefault("output_config", {})["effort"] = req.thinking.effort
     if req.stream:
         body["stream"] = True
     if req.extras_format == "anthropic" and req.extras:
