@@ -283,6 +283,10 @@ class Relay:
             call = ep.adapter.passthrough_request(it.payload, req, via)
             exchange = PassthroughExchange(frontend, ep.adapter, ctx, req, self.reasoning)
         else:
+            if req.max_tokens is not None and req.max_tokens > entry.max_output:
+                # Clients ask every model for their own cap (Claude Code: 32000); the vendor
+                # would refuse more than the model can write.
+                req.max_tokens = entry.max_output
             ep.adapter.finalize(req, entry.default_max_tokens)
             restore(self.reasoning, ep.name, req)
             stops = req.stop
