@@ -82,16 +82,17 @@ class ServedGateway:
         seen = httpx.get(self.emulator_url + "/_requests").json()["data"]
         return max((int(r["seq"]) for r in seen), default=0)
 
-    def vendor_calls(self, since: int, vendor: str) -> list[dict[str, Any]]:
-        """The model calls the emulator answered for `vendor` after mark `since` (token counts
-        are not billed: left out)."""
+    def vendor_calls(self, since: int, vendor: str = "") -> list[dict[str, Any]]:
+        """The model calls the emulator answered (for `vendor`, or any) after mark `since`
+        (token counts and model lists are not billed: left out)."""
         seen = httpx.get(self.emulator_url + "/_requests").json()["data"]
         assert not seen or min(int(r["seq"]) for r in seen) <= since + 1, "emulator log overran"
         return [
             r
             for r in seen
             if int(r["seq"]) > since
-            and str(r["path"]).startswith(f"/{vendor}/")
+            and str(r["path"]).startswith(f"/{vendor}/" if vendor else "/")
+            and r["method"] == "POST"
             and "count" not in str(r["path"]).lower()
         ]
 
