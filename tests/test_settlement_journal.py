@@ -144,3 +144,16 @@ def test_rows_are_bound_exactly_as_sqlalchemy_binds_them(
         bind = column.type.dialect_impl(dialect).bind_processor(dialect)
         expected.append(bind(row[name]) if bind else row[name])
     assert record_values(record) == expected
+
+
+def test_lines_journaled_before_the_session_column_replay() -> None:
+    """A journal written by a gateway older than usage_records.session_id (migration 0004)
+    still replays after an upgrade: the missing value is NULL."""
+    from tokenrelay.billing.journal import _from_json, record_values
+
+    record = UsageRecord("req_old", "key_1", "gpt-4o", input_tokens=3, cost_nano=9)
+    record.started_at = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+    values = record_values(record)
+    assert _from_json(values[:-1]) == values
+    with_session = UsageRecord("req_new", "key_1", "gpt-4o", session_id="s-1")
+    assert _from_json(record_values(with_session))[-1] == "s-1"

@@ -96,7 +96,12 @@ _PRICE_VERSION = {
 _USAGE = {
     "type": "object",
     "required": ["request_id", "key_id", "model", "cost_usd", "status", "started_at"],
-    "properties": {"cost_usd": _USD_OUT, "input_tokens": {"type": "integer"}},
+    "properties": {
+        "cost_usd": _USD_OUT,
+        "input_tokens": {"type": "integer"},
+        # The client's session (Claude Code's X-Claude-Code-Session-Id, Codex's session-id).
+        "session_id": {"type": ["string", "null"]},
+    },
 }
 _KEY_ID = {
     "name": "key_id",

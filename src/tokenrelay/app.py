@@ -186,6 +186,9 @@ class Gateway:
             Route("/healthz", _health),
             Route("/readyz", self._ready),
             Route("/metrics", metrics_endpoint),
+            # Claude Code checks its base URL is reachable with a HEAD at every start.
+            Route("/api/proxy", _reachable, methods=["HEAD"]),
+            Route(PROXY, _reachable, methods=["HEAD"]),
             Route(PROXY + "/models", self._models),
             Route(PROXY + "/models/{model_id:path}", self._models),
             Route("/api/proxy/v1beta/models", self._gemini_models),
@@ -302,6 +305,10 @@ def error_response(
 async def _server_error(request: Request, exc: Exception) -> Response:
     # The traceback goes to the log (Starlette logs it), never to the client.
     return error_response(request, 500, "internal server error")
+
+
+async def _reachable(request: Request) -> Response:
+    return Response(status_code=200)
 
 
 async def _health(request: Request) -> Response:

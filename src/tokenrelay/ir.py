@@ -100,7 +100,11 @@ Part = Text | Image | Document | ToolCall | ToolResult | Thinking | RedactedThin
 
 @dataclass(slots=True)
 class Message:
-    role: Literal["user", "assistant"]
+    """A turn. `system` turns (text parts only) are instructions given mid-conversation (Claude
+    Code sends them for models it does not know); adapters put them where their vendor takes
+    system text: in place, or folded into the top-level system prompt."""
+
+    role: Literal["user", "assistant", "system"]
     parts: list[Part]
     # Extra per-message fields the vendor format knows and the IR does not (same-format only).
     name: str | None = None
@@ -168,6 +172,16 @@ class Request:
     # (param, what) of features only the client format's own vendor runs (OpenAI's built-in
     # tools for a Responses client): its fast path passes them on, a translation refuses them.
     native_only: list[tuple[str, str]] = field(default_factory=list)
+
+
+def folded_system(req: Request) -> list[Text]:
+    """The top-level system texts, then those of the `system` turns in order: for vendors that
+    take system text only up front (Anthropic, Gemini)."""
+    texts = list(req.system)
+    for msg in req.messages:
+        if msg.role == "system":
+            texts.extend(p for p in msg.parts if isinstance(p, Text))
+    return texts
 
 
 # --------------------------------------------------------------------------------------------

@@ -83,6 +83,19 @@ def estimate_request_tokens(req: ir.Request) -> int:
     return count_tokens("\n".join(pieces)) + 4 * len(req.messages) + 1500 * images
 
 
+# Headers a client names its session with (lower-case), first found wins.
+SESSION_HEADERS = ("x-claude-code-session-id", "session-id")  # Claude Code; Codex
+
+
+def session_id(headers: dict[str, str]) -> str | None:
+    """The client's session id, cut to the column's 100 characters (None when not sent)."""
+    for name in SESSION_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value[:100]
+    return None
+
+
 @dataclass(slots=True)
 class RequestContext:
     request_id: str
@@ -116,6 +129,7 @@ class RequestContext:
     status: Status = "ok"
     error: str | None = None
     usage_source: Literal["vendor", "estimated"] = "vendor"
+    session_id: str | None = None  # the client's session header (X-Claude-Code-Session-Id)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self._t0) * 1000

@@ -47,7 +47,7 @@ from tokenrelay.exchange import Exchange
 from tokenrelay.fastpath import PassthroughExchange
 from tokenrelay.http_client import Response
 from tokenrelay.jsonbody import parse_object, read_limited
-from tokenrelay.metering import RequestContext
+from tokenrelay.metering import RequestContext, session_id
 from tokenrelay.metrics import observe, request_started
 from tokenrelay.pools import Deployment, Pool, VendorEndpoint, affinity_key, retarget
 from tokenrelay.prompt_bound import prompt_bound
@@ -262,6 +262,7 @@ class Relay:
     ) -> Prepared:
         body = await read_limited(receive, self.settings.max_body_bytes)
         headers = header_map(scope)
+        ctx.session_id = session_id(headers)
         key = await self.keys.authenticate(presented_key(headers))
         if key is None:
             raise GatewayError("authentication", "Invalid or missing API key.", 401)
@@ -300,6 +301,10 @@ class Relay:
                     f"(vendor {ep.name})",
                     param,
                 )
+            if req.max_tokens is not None and req.max_tokens > entry.max_output:
+                # Clients ask every model for their own cap (Claude Code: 32000); the vendor
+                # would refuse more than the model can write.
+                req.max_tokens = entry.max_output
             ep.adapter.finalize(req, entry.default_max_tokens)
             restore(self.reasoning, ep.name, req)
             stops = req.stop

@@ -108,7 +108,7 @@ def test_openai_client_three_turn_tool_loop(gpt, model, oai_extra, _a, stream) -
     assert finish == "stop" and not calls2
     assert "18" in text  # the tool result reached the vendor
     messages.append({"role": "assistant", "content": text})
-    messages.append({"role": "user", "content": "And in Berlin?"})
+    messages.append({"role": "user", "content": "And the weather in Berlin?"})
     text, calls3, finish = _openai_turn(gpt, model, messages, oai_extra, stream)
     assert finish == "tool_calls" and calls3
     messages.append({"role": "assistant", "content": text or None, "tool_calls": calls3})
@@ -162,7 +162,7 @@ def test_anthropic_client_three_turn_tool_loop(claude, model, _o, a_extra, strea
         assert str(city_temp) in text
         if round_ == 0:
             messages.append({"role": "assistant", "content": msg.content})
-            messages.append({"role": "user", "content": "And in Berlin?"})
+            messages.append({"role": "user", "content": "And the weather in Berlin?"})
 
 
 def test_parallel_tool_calls_stream_through_openai_api(gpt) -> None:

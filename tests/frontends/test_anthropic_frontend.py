@@ -266,7 +266,11 @@ _DELETE = object()
         ("model", 3, "model: expected a string"),
         ("messages", {}, "messages: expected a list"),
         ("messages.1.content", 5, "messages.1.content: expected string or list of content blocks"),
-        ("messages.0.role", "system", "messages.0.role: expected one of 'user', 'assistant'"),
+        (
+            "messages.0.role",
+            "tool",
+            "messages.0.role: expected one of 'user', 'assistant', 'system'",
+        ),
         ("messages.1.content.2.input", "{}", "messages.1.content.2.input: expected an object"),
         (
             "messages.0.content.1.source.type",

@@ -404,10 +404,12 @@ def sqlite_datetime(d: dt.datetime) -> str:
 def _from_json(raw: Any) -> list[Any]:
     """A journal line: bound values in column order (or, from an older gateway, an object)."""
     if isinstance(raw, list):
+        if len(raw) == len(_COLUMNS) - 1 and _COLUMNS[-1] == "session_id":
+            raw = [*raw, None]  # written before usage_records.session_id (0004)
         if len(raw) != len(_COLUMNS):
             raise ValueError(f"{len(raw)} values for {len(_COLUMNS)} columns")
         return raw
-    row = {name: raw[name] for name in _COLUMNS}
+    row = {name: raw.get(name) for name in _COLUMNS}
     started = dt.datetime.fromisoformat(row["started_at"])
     record = UsageRecord(**{**row, "started_at": started})
     return record_values(record)

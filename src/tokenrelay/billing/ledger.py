@@ -240,6 +240,7 @@ def usage_json(row: Any) -> dict[str, Any]:
         "started_at": started.isoformat(),
         "duration_ms": row["duration_ms"],
         "ttft_ms": row["ttft_ms"],
+        "session_id": row["session_id"],
     }
 
 

@@ -56,6 +56,7 @@ class UsageRecord:
     started_at: dt.datetime | None = None  # default: now
     duration_ms: int | None = None
     ttft_ms: int | None = None
+    session_id: str | None = None  # the client's session, when it names one
     cost_nano: int = 0  # set by BillingEngine.settle
     price_version_id: str = ""  # set by BillingEngine.settle
 
@@ -83,6 +84,7 @@ class UsageRecord:
             started_at=dt.datetime.fromtimestamp(ctx.started_at, dt.UTC),
             duration_ms=round(ctx.duration_ms) if ctx.duration_ms is not None else None,
             ttft_ms=round(ctx.first_byte_ms) if ctx.first_byte_ms is not None else None,
+            session_id=ctx.session_id,
         )
 
     def row(self) -> dict[str, Any]:
@@ -108,6 +110,7 @@ class UsageRecord:
             "started_at": self.started_at or dt.datetime.now(dt.UTC),
             "duration_ms": self.duration_ms,
             "ttft_ms": self.ttft_ms,
+            "session_id": self.session_id,
             "cost_nano": self.cost_nano,
             "price_version_id": self.price_version_id,
         }

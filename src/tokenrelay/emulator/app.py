@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import re
 from collections import deque
@@ -34,8 +35,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 # upstream call when its client goes away.
 STATS = {"streams_started": 0, "streams_completed": 0, "streams_abandoned": 0, "open_streams": 0}
 # The latest routed requests, served at GET /_requests: method, path and a fingerprint of the
-# bearer key (never the key), so tests can see which key reached which upstream path.
-REQUESTS: deque[dict[str, str | None]] = deque(maxlen=64)
+# bearer key (never the key), so tests can see which key reached which upstream path; `seq`
+# numbers them from 1, so a test can take those after a mark however many went by.
+REQUESTS: deque[dict[str, str | int | None]] = deque(maxlen=64)
+_SEQ = itertools.count(1)
 
 
 # Deployments: `/_d/<name>/<vendor path>` serves the same vendor wire as one deployment of
@@ -256,7 +259,12 @@ def create_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         req.deployment = deployment
         key = bearer(req)
         fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
-        entry = {"method": method, "path": path, "bearer_sha256": fingerprint}
+        entry: dict[str, str | int | None] = {
+            "method": method,
+            "path": path,
+            "bearer_sha256": fingerprint,
+            "seq": next(_SEQ),
+        }
         if deployment is not None:
             entry["deployment"] = deployment
         REQUESTS.append(entry)

@@ -48,6 +48,7 @@ DEEPSEEK_MODELS = (
 )
 OPENAI_MODELS = ("gpt-5", "gpt-5-mini", "gpt-4.1", "gpt-4o", "gpt-4o-mini", "o3", "o4-mini")
 _OPENAI_REASONING = re.compile(r"^(o\d|gpt-5)")
+_GPT_4O_MAX_OUTPUT = 16_384  # gpt-4o and gpt-4o-mini refuse a larger max_tokens
 _FRAGMENT = re.compile(r"\w+|\s+\w+|[^\w\s]+|\s+")
 _DS_FINGERPRINT = "fp_eaab8d114b_prod0820_fp8_kvcache"
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -177,6 +178,15 @@ def _validate(vendor: str, body: dict[str, Any]) -> None:
                 f"The model `{model}` does not exist or you do not have access to it.",
                 404,
                 code="model_not_found",
+            )
+        asked = body.get("max_completion_tokens", body.get("max_tokens"))
+        if model.startswith("gpt-4o") and isinstance(asked, int) and asked > _GPT_4O_MAX_OUTPUT:
+            field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+            raise Invalid(
+                f"{field} is too large: {asked}. This model supports at most "
+                f"{_GPT_4O_MAX_OUTPUT} completion tokens, whereas you provided {asked}.",
+                param=field,
+                code="invalid_value",
             )
         if _OPENAI_REASONING.match(model) and "max_tokens" in body:
             raise Invalid(

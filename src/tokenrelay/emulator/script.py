@@ -6,6 +6,13 @@ Prompt triggers (double-bracket markers anywhere in the last user turn):
 
 [[stall:MS]] streams the first few words, then stays silent for MS (default 600000) with the
 connection open, then drops it: a vendor hanging mid-stream.
+
+Tools, like a model would: the tool the client forces; else the tool the prompt names (its
+name, or the words of it: "Read notes.txt", "weather in Paris" for get_weather); else, for a
+prompt that names a file path, the tool that reads files (or runs a shell command: `cat <path>`),
+with the path as its argument; else, when the client requires some tool, the first one;
+otherwise no tool. A turn that carries tool results
+is answered from them ("Tool X returned: ...").
 """
 
 from __future__ import annotations
@@ -19,6 +26,21 @@ from tokenrelay.emulator import tokens
 
 _MARKER = re.compile(r"\[\[([a-z-]+)(?::([^\]]*))?\]\]")
 _WORD = re.compile(r"[A-Za-z0-9']+")
+# Context a coding agent adds to the user's turn (Claude Code's reminders): not the user's ask.
+_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.S)
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# A file path: has a slash, or a name of 2+ characters with an extension that starts with a
+# letter ("notes.txt", "src/app.py"; not "e.g" or "4.3").
+_PATH = re.compile(
+    r"(?<![\w/.:-])(?:~?/?[\w.-]+/)*[\w-][\w.-]+\.[A-Za-z][A-Za-z0-9]{0,7}\b|(?<![\w:/])/[\w.-]+(?:/[\w.-]+)+"
+)
+_NAME_PART = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")  # get_weather, WebSearch, TaskGet
+# Words of a tool name a prompt would not say ("GetWeatherArgs" is named by "weather").
+_FILLER = frozenset({"get", "args", "arguments", "params", "tool", "fn", "func", "function"})
+_READ_NAMES = ("read",)  # Read, read_file (not view_image: it takes a path too)
+_SHELL_NAMES = ("shell", "bash", "exec", "command", "terminal")
+_PATH_KEYS = ("path", "file")
+_COMMAND_KEYS = ("command", "cmd")
 _VOCAB = (
     "alpha",
     "bright",
@@ -198,23 +220,96 @@ def example_value(schema: Any, key: str = "", variant: int = 0) -> Any:
     return "value" if variant == 0 else f"value{variant + 1}"
 
 
-def _tool_calls(turn: Turn, parallel: bool) -> list[ToolCall]:
+def _ask(text: str) -> str:
+    return _MARKER.sub(" ", _REMINDER.sub(" ", text))
+
+
+def _props(schema: Any) -> dict[str, Any]:
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    return props if isinstance(props, dict) else {}
+
+
+def _takes(schema: Any, keys: tuple[str, ...]) -> bool:
+    return any(k in name.lower() for name in _props(schema) for k in keys)
+
+
+def _file_tool(tools: list[tuple[str, dict[str, Any]]]) -> tuple[str, dict[str, Any]] | None:
+    """The tool that reads a file: one named for reading that takes a path, else one that runs
+    a shell command."""
+    for name, schema in tools:
+        if any(k in name.lower() for k in _READ_NAMES) and _takes(schema, _PATH_KEYS):
+            return name, schema
+    for name, schema in tools:
+        if any(k in name.lower() for k in _SHELL_NAMES) and _takes(schema, _COMMAND_KEYS):
+            return name, schema
+    return None
+
+
+def _named(ask: str, tools: dict[str, Any]) -> list[str]:
+    """Tools the prompt names, in the order it names them: the exact name ("Read",
+    "get_weather"), or every word of it but filler ("weather", "web search")."""
+    words = [w.lower() for w in _WORD.findall(ask)]
+    exact = set(_NAME.findall(ask)) | {w.rstrip(".") for w in _NAME.findall(ask)}
+    found: list[tuple[int, str]] = []
+    for name in tools:
+        parts = [w.lower() for w in _NAME_PART.findall(name)]
+        parts = [p for p in parts if p not in _FILLER] if len(parts) > 1 else parts
+        if name in exact or (parts and all(p in words for p in parts)):
+            first = min((words.index(p) for p in parts if p in words), default=len(words))
+            found.append((first, name))
+    return [name for _, name in sorted(found)]
+
+
+def _choose(turn: Turn) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+    """The tools the turn may call, best first ([] = none), and the file path the prompt
+    names, if any. [[parallel]] calls the first two (or the first one twice)."""
     by_name = dict(turn.tools)
     if turn.forced_tool and turn.forced_tool in by_name:
-        chosen = [(turn.forced_tool, by_name[turn.forced_tool])]
-    else:
-        chosen = [turn.tools[0]]
+        return [(turn.forced_tool, by_name[turn.forced_tool])], None
+    ask = _ask(turn.text)
+    found = _PATH.search(ask)
+    path = found.group(0) if found else None
+    named = _named(ask, by_name)
+    if named:
+        return [(n, by_name[n]) for n in named], path
+    if path is not None:
+        tool = _file_tool(turn.tools)
+        if tool is not None:
+            return [tool], path
+    if turn.tool_mode == "any":
+        return list(turn.tools), None
+    return [], None
+
+
+def _arguments(schema: Any, variant: int, path: str | None) -> dict[str, Any]:
+    args = example_value(schema or {"type": "object"}, variant=variant)
+    if not isinstance(args, dict):
+        return {}
+    if path is None:
+        return args
+    # The path the prompt names goes where the tool takes a path (or a command that reads it),
+    # whether or not the schema requires that field.
+    for key, prop in _props(schema).items():
+        kind = prop.get("type") if isinstance(prop, dict) else None
+        lower = key.lower()
+        if any(k in lower for k in _PATH_KEYS) and kind in (None, "string"):
+            args[key] = path
+        elif any(k in lower for k in _COMMAND_KEYS):
+            args[key] = ["cat", path] if kind == "array" else f"cat {path}"
+    return args
+
+
+def _tool_calls(turn: Turn, parallel: bool) -> list[ToolCall]:
+    candidates, path = _choose(turn)
+    if not candidates:
+        return []
+    chosen = candidates[:1]
     if parallel and turn.parallel_allowed:
-        if len(turn.tools) > 1 and not turn.forced_tool:
-            chosen.append(turn.tools[1])
-        else:
-            chosen.append(chosen[0])
+        chosen.append(candidates[1] if len(candidates) > 1 else candidates[0])
     calls = []
     for i, (name, schema) in enumerate(chosen):
         variant = i if chosen[0][0] == name else 0
-        args = example_value(schema or {"type": "object"}, variant=variant)
-        if not isinstance(args, dict):
-            args = {}
+        args = _arguments(schema, variant, path)
         calls.append(ToolCall(name, args, tokens.count_json(args)))
     return calls
 
@@ -244,6 +339,7 @@ def plan(turn: Turn) -> Plan:
     )
     if wants_tools:
         p.tool_calls = _tool_calls(turn, "parallel" in m)
+    if p.tool_calls:
         p.words = _pieces(turn.preamble.split()) if turn.preamble else []
         p.stop = "tool_use"
         return p
@@ -254,7 +350,7 @@ def plan(turn: Turn) -> Plan:
         n = min(max(_int(m["words"], 0), 0), _MAX_WORDS)
         words = [f" w{i}" for i in range(1, n + 1)]
     else:
-        words = default_reply(turn.model, turn.text)
+        words = default_reply(turn.model, _REMINDER.sub("", turn.text))
 
     if "max" in m:
         target = turn.max_tokens if turn.max_tokens is not None else len(words)

@@ -60,6 +60,8 @@ _MODELED = frozenset(
 _SERVER_BLOCK_SUFFIXES = ("_tool_use", "_tool_result")
 _SERVER_BLOCKS = frozenset({"search_result", "container_upload"})
 _IMAGE_TYPES = ("base64", "url")
+# "system" mid-list: Claude Code sends the sub-agent list that way for models it does not know.
+_ROLES = ("user", "assistant", "system")
 _DOCUMENT_TYPES = ("base64", "text", "url")
 
 
@@ -136,7 +138,11 @@ def _messages(value: Any) -> tuple[list[ir.Message], bool]:
     for i, raw in enumerate(array(value, "messages")):
         path = at("messages", i)
         msg = obj(raw, path)
-        role = one_of(required(msg, "role", path), at(path, "role"), ("user", "assistant"))
+        role = one_of(required(msg, "role", path), at(path, "role"), _ROLES)
+        if role == "system":
+            texts = _system(required(msg, "content", path), at(path, "content"))
+            messages.append(ir.Message(role="system", parts=list(texts)))
+            continue
         parts, server = _content(required(msg, "content", path), at(path, "content"))
         has_server_blocks = has_server_blocks or server
         messages.append(ir.Message(role=role, parts=parts))  # type: ignore[arg-type]
@@ -268,14 +274,14 @@ def _tool_result(block: JSONObject, path: str) -> ir.ToolResult:
 # ----------------------------------------------------------------------------- other fields
 
 
-def _system(value: Any) -> list[ir.Text]:
+def _system(value: Any, where: str = "system") -> list[ir.Text]:
     if isinstance(value, str):
         return [ir.Text(value)]
     if not isinstance(value, list):
-        raise fail("system", "expected string or list of text blocks")
+        raise fail(where, "expected string or list of text blocks")
     texts: list[ir.Text] = []
     for i, raw in enumerate(value):
-        path = at("system", i)
+        path = at(where, i)
         block = obj(raw, path)
         one_of(block.get("type"), at(path, "type"), ("text",))
         texts.append(_text(block, path))

@@ -96,6 +96,8 @@ usage_records = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("duration_ms", Integer, nullable=True),
     Column("ttft_ms", Integer, nullable=True),
+    # The client's session, when it names one (Claude Code's X-Claude-Code-Session-Id).
+    Column("session_id", String(100), nullable=True),
     Index("ix_usage_records_key_id_started_at", "key_id", "started_at"),
 )
 

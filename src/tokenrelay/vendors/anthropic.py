@@ -139,6 +139,8 @@ def _messages(messages: list[ir.Message]) -> list[Json]:
     and put tool_result blocks first in each user turn, as the API demands."""
     out: list[Json] = []
     for msg in messages:
+        if msg.role == "system":
+            continue  # the API refuses a "system" role: build_body folds them into `system`
         blocks = [b for b in map(_part_block, msg.parts) if b is not None]
         if not blocks:
             continue
@@ -220,7 +222,7 @@ def build_body(req: ir.Request, model: str) -> Json:
     body: Json = {"model": model}
     thinking, max_tokens = _thinking(req.thinking, req.max_tokens)
     body["max_tokens"] = max_tokens
-    system = [_text_block(t) for t in req.system if t.text]
+    system = [_text_block(t) for t in ir.folded_system(req) if t.text]
     if system:
         body["system"] = system
     body["messages"] = _messages(req.messages)
@@ -247,11 +249,39 @@ def build_body(req: ir.Request, model: str) -> Json:
     fmt = req.response_format
     if fmt and fmt.get("type") == "json_schema" and fmt.get("schema") is not None:
         body["output_config"] = {"format": {"type": "json_schema", "schema": fmt["schema"]}}
+    if req.extras_format == "anthropic" and req.thinking and req.thinking.effort:
+        # output_config.effort as an Anthropic client sent it (Claude Code does, with adaptive
+        # thinking); other clients' effort became a thinking budget above.
+        body.setdefault("output_config", {})["effort"] = req.thinking.effort
     if req.stream:
         body["stream"] = True
     if req.extras_format == "anthropic" and req.extras:
         _merge_extras(body, req.extras)
     return body
+
+
+def fold_system_messages(body: Json) -> Json:
+    """The client's own body with its "system"-role messages (which the API refuses with
+    `Unexpected role "system"`) appended, in order, to the top-level `system`."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not any(
+        isinstance(m, dict) and m.get("role") == "system" for m in messages
+    ):
+        return body
+    system = body.get("system") or []
+    blocks: list[Any] = [{"type": "text", "text": system}] if isinstance(system, str) else system
+    blocks = list(blocks)
+    kept: list[Any] = []
+    for m in messages:
+        if isinstance(m, dict) and m.get("role") == "system":
+            content = m.get("content")
+            if isinstance(content, str):
+                content = [{"type": "text", "text": content}]
+            # An empty text block is refused in `system` too.
+            blocks.extend(b for b in content or () if not isinstance(b, dict) or b.get("text"))
+        else:
+            kept.append(m)
+    return {**body, "system": blocks, "messages": kept}
 
 
 def _headers(req: ir.Request, api_key: str) -> dict[str, str]:
@@ -546,7 +576,7 @@ class AnthropicVendor:
             "POST",
             via.base_url.rstrip("/") + "/v1/messages",
             headers,
-            orjson.dumps({**body, "model": req.model}),
+            orjson.dumps({**fold_system_messages(body), "model": req.model}),
             max_output=req.max_tokens,
         )
 

@@ -106,6 +106,8 @@ def contents(messages: list[ir.Message]) -> list[Json]:
     names: dict[str, str] = {}
     out: list[Json] = []
     for msg in messages:
+        if msg.role == "system":
+            continue  # in systemInstruction (build_body)
         parts = [p for part in msg.parts for p in _parts(part, names)]
         if not parts:
             continue
@@ -179,7 +181,8 @@ def _generation_config(req: ir.Request) -> Json:
 
 def build_body(req: ir.Request) -> Json:
     body: Json = {}
-    system = "\n\n".join(t.text for t in req.system if t.text)
+    # Gemini has no system turn: mid-conversation system text joins systemInstruction.
+    system = "\n\n".join(t.text for t in ir.folded_system(req) if t.text)
     if system:
         body["systemInstruction"] = {"parts": [{"text": system}]}
     body["contents"] = contents(req.messages)

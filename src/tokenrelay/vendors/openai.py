@@ -326,6 +326,9 @@ class OpenAICompatible:
         for msg in req.messages:
             if msg.role == "assistant":
                 messages.append(self.assistant_message(msg))
+            elif msg.role == "system":  # instructions given mid-conversation stay in place
+                text = "\n\n".join(p.text for p in msg.parts if isinstance(p, ir.Text))
+                messages.append({"role": "system", "content": text})
             else:
                 messages.extend(self.user_messages(msg))
         return messages
