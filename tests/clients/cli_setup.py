@@ -43,11 +43,14 @@ def claude_code(gateway: str, key: str, home: Path, model: str, prompt: str) -> 
 
 def codex_config(gateway: str, model: str) -> str:
     """$CODEX_HOME/config.toml: the gateway as a model provider on the Responses API (the only
-    wire Codex speaks). Retries off: an error shows at once instead of after 5 backoffs."""
+    wire Codex speaks). Retries off: an error shows at once instead of after 5 backoffs. Web
+    search off for non-OpenAI models: with full access Codex offers live search, an OpenAI
+    built-in tool the gateway refuses (400) on other vendors."""
+    search = "" if model.startswith(("gpt", "o1", "o3", "o4")) else 'web_search = "disabled"\n'
     return f"""\
 model = "{model}"
 model_provider = "tokenrelay"
-check_for_update_on_startup = false
+{search}check_for_update_on_startup = false
 
 [analytics]
 enabled = false

@@ -153,13 +153,11 @@ def test_claude_code_reads_a_file(claude_runs: dict[str, Run], model: str) -> No
     assert len(sessions) == 1 and None not in sessions, sessions
 
 
-@pytest.mark.xfail(strict=True, reason="needs the Responses/Gemini client API")
 @pytest.mark.parametrize("model", MODELS)
 def test_codex_exec_reads_a_file(codex_runs: dict[str, Run], model: str) -> None:
     _check(codex_runs[model])
 
 
-@pytest.mark.xfail(strict=True, reason="needs the Responses/Gemini client API")
 @pytest.mark.parametrize("model", MODELS)
 def test_gemini_cli_reads_a_file(gemini_runs: dict[str, Run], model: str) -> None:
     _check(gemini_runs[model])

@@ -260,6 +260,15 @@ def _named(ask: str, tools: dict[str, Any]) -> list[str]:
     return [name for _, name in sorted(found)]
 
 
+def _asked_path(ask: str) -> str | None:
+    """The file the prompt asks about: the last file name with an extension ("notes.txt"),
+    else the last bare path. Agents put their working directory in the turn before the ask
+    (Gemini CLI's session context): a directory is not what a read is asked for."""
+    found = [m.group(0) for m in _PATH.finditer(ask)]
+    files = [p for p in found if "." in p.rsplit("/", 1)[-1]]
+    return (files or found or [None])[-1]
+
+
 def _choose(turn: Turn) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
     """The tools the turn may call, best first ([] = none), and the file path the prompt
     names, if any. [[parallel]] calls the first two (or the first one twice)."""
@@ -267,8 +276,7 @@ def _choose(turn: Turn) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
     if turn.forced_tool and turn.forced_tool in by_name:
         return [(turn.forced_tool, by_name[turn.forced_tool])], None
     ask = _ask(turn.text)
-    found = _PATH.search(ask)
-    path = found.group(0) if found else None
+    path = _asked_path(ask)
     named = _named(ask, by_name)
     if named:
         return [(n, by_name[n]) for n in named], path
