@@ -3,7 +3,7 @@
 UV := python3 -m uv
 PORT ?= 8080
 
-.PHONY: run test lint bench setup fuzz pools-report
+.PHONY: clients run test lint bench setup fuzz pools-report
 
 setup:
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
@@ -12,7 +12,16 @@ setup:
 run: setup
 	$(UV) run --frozen tokenrelay serve --port $(PORT) --quickstart-key
 
-test: setup
+# The real coding CLIs tests/clients drives, as package-lock.json pins them (npm ci again only
+# when the lock changed since the last install).
+clients:
+	@sum=$$(sha256sum tests/clients/package-lock.json | cut -d' ' -f1); \
+	stamp=tests/clients/node_modules/.installed-lock-sha256; \
+	if [ "$$(cat $$stamp 2>/dev/null)" != "$$sum" ]; then \
+	  npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error && echo "$$sum" > $$stamp; \
+	fi
+
+test: setup clients
 	$(UV) run --frozen pytest
 
 lint: setup
