@@ -229,7 +229,7 @@ def test_three_turn_function_call_loop(client: openai.OpenAI, model: str, stream
         answer = ask(items)
         assert f"sunny {turn}" in answer.output_text, answer.output
         items += as_input(answer.output)
-        items.append({"role": "user", "content": f"And again, turn {turn + 2}?"})
+        items.append({"role": "user", "content": f"And the weather in Berlin, turn {turn + 2}?"})
 
 
 def test_namespaced_tools_come_back_with_their_namespace(client: openai.OpenAI) -> None:
@@ -242,13 +242,15 @@ def test_namespaced_tools_come_back_with_their_namespace(client: openai.OpenAI) 
         }
     ]
     for model in MODELS:
-        resp = client.responses.create(model=model, input="Look it up", tools=tools)
+        resp = client.responses.create(
+            model=model, input="Use the crm lookup for Paris", tools=tools
+        )
         call = next(o for o in resp.output if o.type == "function_call")
         assert (call.name, call.namespace) == ("lookup", "crm"), model
         follow = client.responses.create(
             model=model,
             input=[
-                {"role": "user", "content": "Look it up"},
+                {"role": "user", "content": "Use the crm lookup for Paris"},
                 *as_input(resp.output),
                 {"type": "function_call_output", "call_id": call.call_id, "output": "found"},
             ],
@@ -502,7 +504,7 @@ def test_interrupted_stream_is_billed_for_what_was_delivered(
 def codex_request(model: str) -> dict[str, Any]:
     body = copy.deepcopy(orjson.loads(FIXTURE.read_bytes())["body"])
     body["model"] = model
-    body["input"][-1]["content"][0]["text"] = "say hi [[words:5]]"
+    body["input"][-1]["content"][0]["text"] = "exec_command: say hi [[words:5]]"
     return body
 
 
@@ -516,7 +518,7 @@ def test_codex_cli_request_is_accepted_on_every_vendor(
     _, events = raw_stream(gw, key, body)
     final = events[-1]
     assert final["type"] == "response.completed", final
-    # The emulated model calls the first tool it is offered: Codex's exec_command.
+    # The emulated model calls the tool the prompt names: Codex's exec_command.
     call = final["response"]["output"][-1]
     assert (call["type"], call["name"]) == ("function_call", "exec_command")
     # What Codex reads back from the echo.

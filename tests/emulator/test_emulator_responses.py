@@ -159,7 +159,7 @@ async def test_function_calls_and_their_outputs(
 
 async def test_namespaced_tools_are_called_with_their_namespace(sdk: openai.AsyncOpenAI) -> None:
     tools: Any = [{"type": "namespace", "name": "crm", "description": "", "tools": [WEATHER]}]
-    resp = await sdk.responses.create(model="gpt-4o", input="x", tools=tools)
+    resp = await sdk.responses.create(model="gpt-4o", input="Weather in Paris?", tools=tools)
     (call,) = resp.output
     assert call.type == "function_call" and call.namespace == "crm"
 
