@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenrelay.store.tables import api_keys, ledger, usage_records
+from tokenrelay.store.tables import accounts, ledger, usage_records
 
 if TYPE_CHECKING:
     from tokenrelay.metering import RequestContext
@@ -56,8 +56,10 @@ class UsageRecord:
     started_at: dt.datetime | None = None  # default: now
     duration_ms: int | None = None
     ttft_ms: int | None = None
-    cost_nano: int = 0  # set by BillingEngine.settle
+    cost_nano: int = 0  # set by BillingEngine.settle: the customer's price
     price_version_id: str = ""  # set by BillingEngine.settle
+    account_id: str = ""  # set by BillingEngine.settle: the account the key spends from
+    upstream_cost_nano: int = 0  # set by BillingEngine.settle: the catalog's list price
 
     @classmethod
     def from_context(cls, ctx: RequestContext, *, attempts: int = 1) -> UsageRecord:
@@ -110,6 +112,8 @@ class UsageRecord:
             "ttft_ms": self.ttft_ms,
             "cost_nano": self.cost_nano,
             "price_version_id": self.price_version_id,
+            "account_id": self.account_id or f"acct_{self.key_id}",
+            "upstream_cost_nano": self.upstream_cost_nano,
         }
 
 
@@ -248,6 +252,7 @@ class SettlementWriter:
             debits = [
                 {
                     "key_id": rows[rid]["key_id"],
+                    "account_id": rows[rid]["account_id"],
                     "kind": "debit",
                     "amount_nano": -rows[rid]["cost_nano"],
                     "request_id": rid,
@@ -257,16 +262,16 @@ class SettlementWriter:
                 for rid in inserted
             ]
             await conn.execute(insert(ledger), debits)
-            per_key: dict[str, int] = {}
+            per_account: dict[str, int] = {}
             for rid in inserted:
-                key = rows[rid]["key_id"]
-                per_key[key] = per_key.get(key, 0) + rows[rid]["cost_nano"]
-            # Sorted: concurrent writers (replicas) lock key rows in one order, no deadlock.
+                account = rows[rid]["account_id"]
+                per_account[account] = per_account.get(account, 0) + rows[rid]["cost_nano"]
+            # Sorted: concurrent writers (replicas) lock account rows in one order, no deadlock.
             await conn.execute(
-                update(api_keys)
-                .where(api_keys.c.id == bindparam("k_id"))
-                .values(balance_nano=api_keys.c.balance_nano - bindparam("k_cost")),
-                [{"k_id": k, "k_cost": c} for k, c in sorted(per_key.items())],
+                update(accounts)
+                .where(accounts.c.id == bindparam("a_id"))
+                .values(balance_nano=accounts.c.balance_nano - bindparam("a_cost")),
+                [{"a_id": a, "a_cost": c} for a, c in sorted(per_account.items())],
             )
         return inserted
 

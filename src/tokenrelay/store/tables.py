@@ -1,8 +1,9 @@
 """Table definitions (SQLAlchemy Core). Schema changes go through an Alembic migration.
 
 Money is integer nano-USD (1e-9 USD) in BIGINT columns: exact, and 2^63 nano-USD is 9.2 billion
-dollars. `api_keys.balance_nano` is the key's balance: the running total of its ledger rows,
-updated in the same transaction as each insert, so reading a balance never sums the ledger.
+dollars. `accounts.balance_nano` is an account's prepaid balance, which all its API keys draw
+on: the running total of its ledger rows, updated in the same transaction as each insert, so
+reading a balance never sums the ledger.
 """
 
 from __future__ import annotations
@@ -38,6 +39,32 @@ metadata = MetaData(
     }
 )
 
+# ---------------------------------------------------------------- accounts (migration 0005)
+# A customer account: the prepaid balance its keys spend, and the price group that turns the
+# catalog's list prices (the upstream cost) into the customer's prices.
+price_groups = Table(
+    "price_groups",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    # Customer price = list price × multiplier_ppm / 1e6, rounded up to the nano-USD.
+    Column("multiplier_ppm", BigInteger, nullable=False),
+    Column("note", String(500), nullable=True),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(40), primary_key=True),  # acct_<12 hex>
+    Column("name", String(200), nullable=False),
+    Column("email", String(320), nullable=True, unique=True),  # lower-cased; NULL: no sign-in
+    Column("password_hash", String(200), nullable=True),  # argon2id; never leaves the store
+    Column("balance_nano", BigInteger, nullable=False, server_default=text("0")),
+    Column("price_group", String(64), ForeignKey("price_groups.name"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+)
+# ---------------------------------------------------------------- end accounts
+
 api_keys = Table(
     "api_keys",
     metadata,
@@ -50,9 +77,15 @@ api_keys = Table(
     Column("key_hint", String(32), nullable=False),  # prefix + last 4 chars, for display
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
-    Column("balance_nano", BigInteger, nullable=False, server_default=text("0")),
     Column("rpm", Integer, nullable=True),  # requests per minute; NULL = no limit
     Column("tpm", Integer, nullable=True),  # tokens per minute; NULL = no limit
+    # --- accounts (migration 0005): the account whose balance the key spends, and its limits
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("allowed_models", JSON, nullable=True),  # catalog ids; NULL = every model
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("daily_cap_nano", BigInteger, nullable=True),  # spend cap per UTC day; NULL = none
+    Column("monthly_cap_nano", BigInteger, nullable=True),  # per UTC calendar month
+    Index("ix_api_keys_account_id", "account_id"),
 )
 
 # Append-only: every change to a balance is one row here, and `api_keys.balance_nano` is their
@@ -61,7 +94,10 @@ ledger = Table(
     "ledger",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("key_id", String(32), ForeignKey("api_keys.id"), nullable=False),
+    # The key that spent (debits) or was named by the operator (credits); NULL for credits to
+    # the account as a whole (top-ups).
+    Column("key_id", String(32), ForeignKey("api_keys.id"), nullable=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
     Column("kind", String(16), nullable=False),  # credit | debit | adjustment
     Column("amount_nano", BigInteger, nullable=False),  # signed: debits are negative
     # Set on debits only; UNIQUE is the idempotency guard (NULLs never collide).
@@ -69,6 +105,7 @@ ledger = Table(
     Column("note", String(500), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_ledger_key_id", "key_id"),
+    Index("ix_ledger_account_id", "account_id"),
 )
 
 usage_records = Table(
@@ -88,7 +125,7 @@ usage_records = Table(
     Column("cache_write_1h_tokens", BigInteger, nullable=False),
     Column("reasoning_tokens", BigInteger, nullable=False),
     Column("usage_source", String(16), nullable=False),  # vendor | estimated
-    Column("cost_nano", BigInteger, nullable=False),
+    Column("cost_nano", BigInteger, nullable=False),  # what the customer pays
     Column("price_version_id", String(32), nullable=False),  # "catalog" or price_versions.id
     Column("status", String(16), nullable=False),  # ok | error | cancelled
     Column("error", String(500), nullable=True),
@@ -97,6 +134,12 @@ usage_records = Table(
     Column("duration_ms", Integer, nullable=True),
     Column("ttft_ms", Integer, nullable=True),
     Index("ix_usage_records_key_id_started_at", "key_id", "started_at"),
+    # --- accounts (migration 0005)
+    Column("account_id", String(40), nullable=False),
+    # The catalog's list price of the same usage: what the vendor bills the operator.
+    Column("upstream_cost_nano", BigInteger, nullable=False, server_default=text("0")),
+    Index("ix_usage_records_account_id_started_at", "account_id", "started_at"),
+    Index("ix_usage_records_started_at", "started_at"),
 )
 
 # Operator prices; the catalog's own prices are the implicit version "catalog". Rates are
