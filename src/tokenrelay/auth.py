@@ -215,9 +215,7 @@ class KeyStore:
 
     async def list(self) -> list[ApiKeyInfo]:
         async with self.engine.connect() as conn:
-            result = await conn.execute(
-                _KEY_SELECT.order_by(api_keys.c.created_at, api_keys.c.id)
-            )
+            result = await conn.execute(_KEY_SELECT.order_by(api_keys.c.created_at, api_keys.c.id))
             return [_info(r._mapping) for r in result]
 
     async def get(self, key_id: str) -> ApiKeyInfo | None:

@@ -102,9 +102,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("usage_records") as batch:
         batch.alter_column("account_id", existing_type=sa.String(40), nullable=False)
-        batch.create_index(
-            "ix_usage_records_account_id_started_at", ["account_id", "started_at"]
-        )
+        batch.create_index("ix_usage_records_account_id_started_at", ["account_id", "started_at"])
         batch.create_index("ix_usage_records_started_at", ["started_at"])
     _check_foreign_keys()
 
@@ -155,7 +153,6 @@ def downgrade() -> None:
     op.drop_table("accounts")
     op.drop_table("price_groups")
     _check_foreign_keys()
-
 
 
 def _foreign_keys_off() -> None:
