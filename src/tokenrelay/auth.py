@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokenrelay.accounts import DEFAULT_PRICE_GROUP
 from tokenrelay.money import parse_nano, usd
 from tokenrelay.single_flight import SingleFlight
 from tokenrelay.store.tables import accounts, api_keys, ledger, price_groups
@@ -325,8 +326,6 @@ class KeyStore:
         ttl = self._ttl if info is not None else self._negative_ttl
         self._cache[key_hash] = (now + ttl, info)
 
-
-DEFAULT_PRICE_GROUP = "default"
 
 _KEY_SELECT = select(
     api_keys,

@@ -63,6 +63,44 @@ accounts = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("disabled_at", DateTime(timezone=True), nullable=True),
 )
+
+# Prepaid codes an operator hands out; stored hashed (sha256, like keys: 128 random bits).
+# Redeemed once: the UPDATE that claims one requires `redeemed_by IS NULL`.
+redemption_codes = Table(
+    "redemption_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("batch_id", String(40), nullable=False),
+    Column("amount_nano", BigInteger, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("redeemed_by", String(40), ForeignKey("accounts.id"), nullable=True),
+    Column("redeemed_at", DateTime(timezone=True), nullable=True),
+    Index("ix_redemption_codes_batch_id", "batch_id"),
+)
+
+# Operator console users (not customers; not the shared admin API token).
+admin_users = Table(
+    "admin_users",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Every operator action on money or accounts, with who and why.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("actor", String(320), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("account_id", String(40), nullable=True),
+    Column("amount_nano", BigInteger, nullable=True),
+    Column("reason", String(500), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
 # ---------------------------------------------------------------- end accounts
 
 api_keys = Table(

@@ -1,4 +1,5 @@
-"""accounts and price groups: a customer account owns the balance, its keys draw on it.
+"""accounts and price groups: a customer account owns the balance, its keys draw on it;
+redemption codes, operator console users and the operator audit log.
 
 Every existing key becomes the only key of its own account (`acct_<key id>`), which takes the
 key's balance; ledger rows and usage records name the account too. Usage records gain the
@@ -21,6 +22,8 @@ revision: str = "0005"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+_BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
@@ -104,6 +107,41 @@ def upgrade() -> None:
         batch.alter_column("account_id", existing_type=sa.String(40), nullable=False)
         batch.create_index("ix_usage_records_account_id_started_at", ["account_id", "started_at"])
         batch.create_index("ix_usage_records_started_at", ["started_at"])
+    op.create_table(
+        "redemption_codes",
+        sa.Column("code_hash", sa.String(64), nullable=False),
+        sa.Column("batch_id", sa.String(40), nullable=False),
+        sa.Column("amount_nano", sa.BigInteger(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("redeemed_by", sa.String(40), nullable=True),
+        sa.Column("redeemed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["redeemed_by"], ["accounts.id"], name=op.f("fk_redemption_codes_redeemed_by_accounts")
+        ),
+        sa.PrimaryKeyConstraint("code_hash", name=op.f("pk_redemption_codes")),
+    )
+    op.create_index("ix_redemption_codes_batch_id", "redemption_codes", ["batch_id"])
+    op.create_table(
+        "admin_users",
+        sa.Column("id", sa.String(40), nullable=False),
+        sa.Column("email", sa.String(320), nullable=False),
+        sa.Column("password_hash", sa.String(200), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_admin_users")),
+        sa.UniqueConstraint("email", name=op.f("uq_admin_users_email")),
+    )
+    op.create_table(
+        "audit_log",
+        sa.Column("id", _BIG_ID, autoincrement=True, nullable=False),
+        sa.Column("actor", sa.String(320), nullable=False),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("account_id", sa.String(40), nullable=True),
+        sa.Column("amount_nano", sa.BigInteger(), nullable=True),
+        sa.Column("reason", sa.String(500), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
+    )
     _check_foreign_keys()
 
 
@@ -120,7 +158,11 @@ def downgrade() -> None:
             "accounts with several keys or account-level credits cannot be downgraded to "
             "per-key balances"
         )
-    op.execute("UPDATE price_groups SET note = note")  # opens the transaction (SQLite)
+    _foreign_keys_off()
+    op.drop_table("audit_log")
+    op.drop_table("admin_users")
+    op.drop_index("ix_redemption_codes_batch_id", table_name="redemption_codes")
+    op.drop_table("redemption_codes")
     with op.batch_alter_table("usage_records") as batch:
         batch.drop_index("ix_usage_records_started_at")
         batch.drop_index("ix_usage_records_account_id_started_at")
