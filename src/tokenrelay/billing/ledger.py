@@ -13,7 +13,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.money import MAX_BALANCE_NANO, usd
-from tokenrelay.store.tables import accounts, api_keys, idempotency_keys, ledger, usage_records
+from tokenrelay.store.tables import (
+    accounts,
+    api_keys,
+    idempotency_keys,
+    ledger,
+    usage_daily,
+    usage_records,
+)
 
 MAX_USAGE_LIMIT = 1000
 
@@ -330,6 +337,36 @@ async def verify(engine: AsyncEngine) -> list[str]:
         problems += [
             f"usage {rid}: cost {usd(int(cost))} (key {k}) but debit {usd(int(amt))} (key {dk})"
             for rid, k, cost, dk, amt in mismatched
+        ]
+        # The daily roll-up (dashboards, margins) adds up to the usage records, per account.
+        recorded = (
+            select(
+                usage_records.c.account_id.label("a"),
+                func.count().label("n"),
+                func.sum(usage_records.c.cost_nano).label("cost"),
+            )
+            .group_by(usage_records.c.account_id)
+            .subquery()
+        )
+        rolled = (
+            select(
+                usage_daily.c.account_id.label("a"),
+                func.sum(usage_daily.c.requests).label("n"),
+                func.sum(usage_daily.c.cost_nano).label("cost"),
+            )
+            .group_by(usage_daily.c.account_id)
+            .subquery()
+        )
+        pairs = await conn.execute(
+            select(
+                recorded.c.a, recorded.c.n, recorded.c.cost, rolled.c.n, rolled.c.cost
+            ).outerjoin(rolled, rolled.c.a == recorded.c.a)
+        )
+        problems += [
+            f"account {a}: usage_daily has {rn or 0} requests / {usd(int(rc or 0))}, "
+            f"usage records {n} / {usd(int(c))}"
+            for a, n, c, rn, rc in pairs
+            if (int(rn or 0), int(rc or 0)) != (int(n), int(c))
         ]
         bad_kind = await conn.execute(
             select(ledger.c.id, ledger.c.kind).where(

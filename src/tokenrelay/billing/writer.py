@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenrelay.store.tables import accounts, ledger, usage_records
+from tokenrelay.store.tables import accounts, ledger, usage_daily, usage_records
 
 if TYPE_CHECKING:
     from tokenrelay.metering import RequestContext
@@ -266,6 +267,29 @@ class SettlementWriter:
             for rid in inserted:
                 account = rows[rid]["account_id"]
                 per_account[account] = per_account.get(account, 0) + rows[rid]["cost_nano"]
+            daily = rollup(
+                (
+                    r["account_id"],
+                    r["started_at"].astimezone(dt.UTC).date().isoformat(),
+                    r["model"],
+                    r["vendor"],
+                    r["status"],
+                    r["input_tokens"] + r["cache_read_tokens"] + r["cache_write_tokens"],
+                    r["output_tokens"],
+                    r["cost_nano"],
+                    r["upstream_cost_nano"],
+                )
+                for r in (rows[rid] for rid in inserted)
+            )
+            upsert = dialect.insert(usage_daily)
+            summed = ROLLUP_SUMS
+            await conn.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=["account_id", "day", "model", "vendor"],
+                    set_={c: usage_daily.c[c] + upsert.excluded[c] for c in summed},
+                ),
+                [dict(zip(ROLLUP_COLUMNS, d, strict=True)) for d in daily],
+            )
             # Sorted: concurrent writers (replicas) lock account rows in one order, no deadlock.
             await conn.execute(
                 update(accounts)
@@ -274,6 +298,35 @@ class SettlementWriter:
                 [{"a_id": a, "a_cost": c} for a, c in sorted(per_account.items())],
             )
         return inserted
+
+
+ROLLUP_SUMS = (
+    "requests",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cost_nano",
+    "upstream_cost_nano",
+)
+ROLLUP_COLUMNS = ("account_id", "day", "model", "vendor", *ROLLUP_SUMS)
+
+
+def rollup(
+    records: Iterable[tuple[str, str, str, str, str, int, int, int, int]],
+) -> list[tuple[Any, ...]]:
+    """(account, day, model, vendor, status, input, output, cost, upstream) of new usage
+    records -> one usage_daily increment per (account, day, model, vendor), sorted (lock
+    order), in ROLLUP_COLUMNS order."""
+    sums: dict[tuple[str, str, str, str], list[int]] = {}
+    for account, day, model, vendor, status, tokens_in, tokens_out, cost, upstream in records:
+        acc = sums.setdefault((account, day, model, vendor), [0, 0, 0, 0, 0, 0])
+        acc[0] += 1
+        acc[1] += status == "error"
+        acc[2] += tokens_in
+        acc[3] += tokens_out
+        acc[4] += cost
+        acc[5] += upstream
+    return [(*k, *v) for k, v in sorted(sums.items())]
 
 
 def _brief(exc: BaseException) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenrelay.store.tables import accounts, audit_log, usage_records
+from tokenrelay.store.tables import accounts, audit_log, usage_daily, usage_records
 
 PAGE = 50
 CSV_MAX = 100_000
@@ -68,40 +68,41 @@ async def usage_csv_rows(engine: AsyncEngine, f: UsageFilter) -> list[dict[str, 
         return [dict(r._mapping) for r in await conn.execute(query)]
 
 
+def _since_day(days: int) -> str:
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(days=days - 1)).date().isoformat()
+
+
 async def daily_spend(
     engine: AsyncEngine, account_id: str, days: int = 30
 ) -> list[tuple[str, int]]:
-    u = usage_records.c
-    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
-    day = func.date(u.started_at)
+    d = usage_daily.c
     query = (
-        select(day, func.sum(u.cost_nano))
-        .where(u.account_id == account_id, u.started_at >= since)
-        .group_by(day)
-        .order_by(day)
+        select(d.day, func.sum(d.cost_nano))
+        .where(d.account_id == account_id, d.day >= _since_day(days))
+        .group_by(d.day)
+        .order_by(d.day)
     )
     async with engine.connect() as conn:
-        return [(str(d), int(c or 0)) for d, c in await conn.execute(query)]
+        return [(str(day), int(c or 0)) for day, c in await conn.execute(query)]
 
 
 async def per_model(engine: AsyncEngine, account_id: str, days: int = 30) -> list[dict[str, Any]]:
-    u = usage_records.c
-    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+    d = usage_daily.c
     query = (
         select(
-            u.model,
-            func.count(),
-            func.sum(u.input_tokens + u.cache_read_tokens + u.cache_write_tokens),
-            func.sum(u.output_tokens),
-            func.sum(u.cost_nano),
+            d.model,
+            func.sum(d.requests),
+            func.sum(d.input_tokens),
+            func.sum(d.output_tokens),
+            func.sum(d.cost_nano),
         )
-        .where(u.account_id == account_id, u.started_at >= since)
-        .group_by(u.model)
-        .order_by(func.sum(u.cost_nano).desc())
+        .where(d.account_id == account_id, d.day >= _since_day(days))
+        .group_by(d.model)
+        .order_by(func.sum(d.cost_nano).desc())
     )
     async with engine.connect() as conn:
         return [
-            {"model": m, "requests": n, "input": int(i or 0), "output": int(o or 0), "cost": c}
+            {"model": m, "requests": int(n), "input": int(i), "output": int(o), "cost": int(c)}
             for m, n, i, o, c in await conn.execute(query)
         ]
 
@@ -117,14 +118,18 @@ async def customers(engine: AsyncEngine, limit: int = 200) -> list[dict[str, Any
 
 async def margins(engine: AsyncEngine, by: str, days: int = 30) -> list[dict[str, Any]]:
     """Revenue (customer cost), upstream cost, margin and error rate, grouped by `by`
-    (vendor | model | day) over the last `days` days."""
-    u = usage_records.c
-    key = {"vendor": u.vendor, "model": u.model, "day": func.date(u.started_at)}[by]
-    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
-    errors = func.sum(func.cast(u.status == "error", usage_records.c.attempts.type))
+    (vendor | model | day) over the last `days` days, from the daily roll-up."""
+    d = usage_daily.c
+    key = {"vendor": d.vendor, "model": d.model, "day": d.day}[by]
     query = (
-        select(key, func.count(), func.sum(u.cost_nano), func.sum(u.upstream_cost_nano), errors)
-        .where(u.started_at >= since)
+        select(
+            key,
+            func.sum(d.requests),
+            func.sum(d.cost_nano),
+            func.sum(d.upstream_cost_nano),
+            func.sum(d.errors),
+        )
+        .where(d.day >= _since_day(days))
         .group_by(key)
         .order_by(key)
     )

@@ -101,6 +101,25 @@ audit_log = Table(
     Column("reason", String(500), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# Per account, UTC day, model and vendor: the sums of its usage records, kept by the settlement
+# writers in the transaction that inserts the records (only records that were new count), so
+# dashboards and margins read a few rows instead of summing 100k records.
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("account_id", String(40), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD (UTC)
+    Column("model", String(200), primary_key=True),
+    Column("vendor", String(32), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),  # input + cache reads + cache writes
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cost_nano", BigInteger, nullable=False),
+    Column("upstream_cost_nano", BigInteger, nullable=False),
+    Index("ix_usage_daily_day", "day"),
+)
 # ---------------------------------------------------------------- end accounts
 
 api_keys = Table(

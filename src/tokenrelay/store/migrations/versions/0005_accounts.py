@@ -142,6 +142,37 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
     )
+    op.create_table(
+        "usage_daily",
+        sa.Column("account_id", sa.String(40), nullable=False),
+        sa.Column("day", sa.String(10), nullable=False),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("vendor", sa.String(32), nullable=False),
+        sa.Column("requests", sa.BigInteger(), nullable=False),
+        sa.Column("errors", sa.BigInteger(), nullable=False),
+        sa.Column("input_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("output_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cost_nano", sa.BigInteger(), nullable=False),
+        sa.Column("upstream_cost_nano", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "account_id", "day", "model", "vendor", name=op.f("pk_usage_daily")
+        ),
+    )
+    op.create_index("ix_usage_daily_day", "usage_daily", ["day"])
+    day = (
+        "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+        if op.get_bind().dialect.name == "postgresql"
+        else "substr(started_at, 1, 10)"
+    )
+    op.execute(
+        "INSERT INTO usage_daily (account_id, day, model, vendor, requests, errors, "
+        "input_tokens, output_tokens, cost_nano, upstream_cost_nano) "
+        f"SELECT account_id, {day}, model, vendor, COUNT(*), "
+        "SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), "
+        "SUM(input_tokens + cache_read_tokens + cache_write_tokens), SUM(output_tokens), "
+        "SUM(cost_nano), SUM(upstream_cost_nano) FROM usage_records "
+        f"GROUP BY account_id, {day}, model, vendor"
+    )
     _check_foreign_keys()
 
 
@@ -159,6 +190,8 @@ def downgrade() -> None:
             "per-key balances"
         )
     _foreign_keys_off()
+    op.drop_index("ix_usage_daily_day", table_name="usage_daily")
+    op.drop_table("usage_daily")
     op.drop_table("audit_log")
     op.drop_table("admin_users")
     op.drop_index("ix_redemption_codes_batch_id", table_name="redemption_codes")
