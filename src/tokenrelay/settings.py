@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     # link is written to the log (development).
     smtp_url: SecretStr | None = Field(None, alias="TOKENRELAY_SMTP_URL")
     mail_from: str = Field("tokenrelay@localhost", alias="TOKENRELAY_MAIL_FROM")
+    # Stripe Checkout top-ups (off unless the secret key is set); the webhook secret verifies
+    # POST /stripe/webhook; amounts offered in whole USD.
+    stripe_secret_key: SecretStr | None = Field(None, alias="STRIPE_SECRET_KEY")
+    stripe_webhook_secret: SecretStr | None = Field(None, alias="STRIPE_WEBHOOK_SECRET")
+    stripe_api_base: str | None = Field(None, alias="TOKENRELAY_STRIPE_API_BASE")  # tests
+    stripe_amounts_usd: str = Field("10,25,100", alias="TOKENRELAY_STRIPE_AMOUNTS_USD")
 
     # Vendor keys and base-URL overrides are read where the vendor registry names them
     # (tokenrelay.vendors: ANTHROPIC_API_KEY, TOKENRELAY_ANTHROPIC_BASE_URL, ...).

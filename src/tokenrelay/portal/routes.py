@@ -31,6 +31,7 @@ from tokenrelay.portal.topups import RedeemError, redeem
 if TYPE_CHECKING:
     from tokenrelay.auth import KeyStore
     from tokenrelay.billing.engine import BillingEngine
+    from tokenrelay.portal.stripe_pay import StripeTopUps
     from tokenrelay.settings import Settings
 
 log = logging.getLogger("tokenrelay.portal")
@@ -70,6 +71,11 @@ class Portal:
         # Per client IP, looser: many customers may share one address (NAT, an office).
         self.ip_throttle = Throttle(settings.login_attempts * 10, settings.login_window_s)
         self.models = models
+        self.stripe: StripeTopUps | None = None
+        if settings.stripe_secret_key is not None:
+            from tokenrelay.portal.stripe_pay import StripeTopUps
+
+            self.stripe = StripeTopUps(settings, billing)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -361,6 +367,8 @@ class Portal:
         for m in models:
             m["cost_usd"] = usd(int(m["cost"] or 0))
         fresh = await self.accounts.get(account.id)
+        if request.query_params.get("notice") == "paid":
+            message = message or "Payment received: the credit appears once Stripe confirms it."
         if request.query_params.get("notice") == "code":
             error = error or "Your account is ready, but the code could not be redeemed."
         return self.page(
@@ -377,6 +385,7 @@ class Portal:
             key_names={k.id: k.name for k in keys},
             models=models,
             new_key=new_key,
+            stripe_amounts=self.stripe.amounts if self.stripe else [],
             message=message,
             error=error,
             **usage_ctx,
@@ -446,9 +455,38 @@ class Portal:
             request, session, account, message=f"${usd(amount)} added to your balance."
         )
 
+    async def stripe_checkout(self, request: Request, session: Session, account: Any) -> Response:
+        form = await self.form(request, session)
+        if form is None:
+            return _plain(403, "the form expired; reload the page and try again")
+        if self.stripe is None:
+            return _plain(404, "card payments are not configured")
+        raw = form.get("usd", "")
+        try:
+            url = await self.stripe.checkout_url(
+                account.id, int(raw) if raw.isdigit() else -1, str(request.base_url).rstrip("/")
+            )
+        except ValueError as exc:
+            return await self.dashboard(request, session, account, error=str(exc), status=400)
+        except Exception as exc:  # Stripe unreachable or refusing: nothing was charged
+            log.warning("stripe checkout failed: %s", type(exc).__name__)
+            return await self.dashboard(
+                request, session, account, error="Card payments are unavailable.", status=502
+            )
+        return RedirectResponse(url, status_code=303)
+
     def routes(self) -> list[BaseRoute]:
         s = self.signed_in
+        stripe_routes = (
+            [
+                Route("/dashboard/stripe", s(self.stripe_checkout), methods=["POST"]),
+                Route("/stripe/webhook", self.stripe.webhook, methods=["POST"]),
+            ]
+            if self.stripe
+            else []
+        )
         return [
+            *stripe_routes,
             Route("/", self.landing),
             Route("/docs", self.docs),
             Route("/signup", self.signup, methods=["GET", "POST"]),

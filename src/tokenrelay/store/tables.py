@@ -120,6 +120,17 @@ usage_daily = Table(
     Column("upstream_cost_nano", BigInteger, nullable=False),
     Index("ix_usage_daily_day", "day"),
 )
+
+# Stripe payments credited (checkout session -> account), so refunds and disputes, which name
+# only the payment intent, find the account to debit.
+stripe_payments = Table(
+    "stripe_payments",
+    metadata,
+    Column("payment_intent", String(255), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("amount_nano", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
 # ---------------------------------------------------------------- end accounts
 
 api_keys = Table(

@@ -159,6 +159,17 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_usage_daily_day", "usage_daily", ["day"])
+    op.create_table(
+        "stripe_payments",
+        sa.Column("payment_intent", sa.String(255), nullable=False),
+        sa.Column("account_id", sa.String(40), nullable=False),
+        sa.Column("amount_nano", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_stripe_payments_account_id_accounts")
+        ),
+        sa.PrimaryKeyConstraint("payment_intent", name=op.f("pk_stripe_payments")),
+    )
     day = (
         "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
         if op.get_bind().dialect.name == "postgresql"
@@ -190,6 +201,7 @@ def downgrade() -> None:
             "per-key balances"
         )
     _foreign_keys_off()
+    op.drop_table("stripe_payments")
     op.drop_index("ix_usage_daily_day", table_name="usage_daily")
     op.drop_table("usage_daily")
     op.drop_table("audit_log")
