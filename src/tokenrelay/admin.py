@@ -33,7 +33,17 @@ if TYPE_CHECKING:
     from tokenrelay.upstream import Upstreams
 
 _CREATE_FIELDS = frozenset(
-    {"name", "credits_usd", "rpm", "tpm", "account_id", "allowed_models", "expires_at"}
+    {
+        "name",
+        "credits_usd",
+        "rpm",
+        "tpm",
+        "account_id",
+        "allowed_models",
+        "expires_at",
+        "daily_cap_usd",
+        "monthly_cap_usd",
+    }
 )
 _PRICE_FIELDS = frozenset(
     {"model", "input", "output", "cache_read", "cache_write", "cache_write_1h", "tiers"}
@@ -320,7 +330,19 @@ def _parse_create(body: dict[str, Any]) -> dict[str, Any]:
         "account_id": _text(body.get("account_id"), "account_id", 40),
         "allowed_models": _models(body.get("allowed_models")),
         "expires_at": _expiry(body.get("expires_at")),
+        "daily_cap_nano": _cap(body, "daily_cap_usd"),
+        "monthly_cap_nano": _cap(body, "monthly_cap_usd"),
     }
+
+
+def _cap(body: dict[str, Any], field: str) -> int | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    try:
+        return parse_nano(value)
+    except MoneyError as exc:
+        raise _BadRequest(f"{field}: {exc}", field) from exc
 
 
 def _models(value: Any) -> list[str] | None:

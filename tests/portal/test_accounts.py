@@ -194,3 +194,26 @@ def test_bad_key_fields_are_refused(gw: RunningGateway, body: dict[str, Any], pa
     r = httpx.post(f"{gw.url}/admin/v1/keys", headers=ADMIN, json={"name": "x", **body})
     assert r.status_code in (400, 404), r.text
     assert r.json()["error"]["param"] == param
+
+
+def test_a_daily_spend_cap_refuses_before_the_balance_runs_out(gw: RunningGateway) -> None:
+    cap = Decimal("0.0006")
+    key = create_key(gw.url, credits_usd="1.00", daily_cap_usd=str(cap))
+    assert key["daily_cap_usd"] == "0.0006"
+    client = anthropic.Anthropic(api_key=key["key"], base_url=gw.proxy, max_retries=0)
+    refused = None
+    for _ in range(40):
+        try:
+            client.messages.create(**BODY)  # type: ignore[call-overload]
+        except anthropic.APIStatusError as exc:
+            refused = exc
+            break
+    assert refused is not None and refused.status_code == 402
+    assert "daily spend cap" in str(refused)
+    spent = sum(Decimal(r["cost_usd"]) for r in usage(gw.url, key["id"]))
+    assert 0 < spent <= cap
+    assert Decimal(show(gw.url, key["id"])["balance_usd"]) == Decimal("1.00") - spent
+    # Another key of the same account has no cap: the account's balance still serves it.
+    other = create_key(gw.url, account_id=key["account_id"])
+    ok = anthropic.Anthropic(api_key=other["key"], base_url=gw.proxy, max_retries=0)
+    assert ok.messages.create(**BODY).usage.output_tokens > 0  # type: ignore[call-overload]

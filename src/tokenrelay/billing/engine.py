@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tokenrelay import ir
 from tokenrelay.auth import ApiKeyInfo
 from tokenrelay.billing import ledger
+from tokenrelay.billing.caps import SpendCaps
 from tokenrelay.billing.holds import Holds, MemoryHolds, RedisHolds
 from tokenrelay.billing.journal import JournalWriter, try_lock_journal
 from tokenrelay.billing.pricebook import PriceBook, PriceVersion
@@ -62,6 +63,7 @@ class Admission:
     extra_hold_nano: int = 0
     account_id: str = ""
     multiplier_ppm: int = 1_000_000  # the account's price group over list prices
+    capped: bool = False  # the key has a spend cap: its SpendCaps hold goes with the request
 
 
 class BillingEngine:
@@ -79,6 +81,7 @@ class BillingEngine:
         self.engine = engine
         self.enabled = settings.billing == "on"
         self.prices = PriceBook(catalog, engine)
+        self.caps = SpendCaps(engine)
         self._redis = redis
         self._own_redis = False
         self._prefix = settings.redis_prefix
@@ -229,6 +232,13 @@ class BillingEngine:
                 503,
                 retry_after=1.0,
             ) from None
+        capped = key.daily_cap_nano is not None or key.monthly_cap_nano is not None
+        if capped:
+            try:
+                await self.caps.admit(key, request_id, worst)
+            except GatewayError:
+                await self._update_holds(account, request_id, None)
+                raise
         return Admission(
             key.id,
             request_id,
@@ -240,6 +250,7 @@ class BillingEngine:
             now,
             account_id=account,
             multiplier_ppm=ppm,
+            capped=capped,
         )
 
     async def _hold(
@@ -340,6 +351,8 @@ class BillingEngine:
                 await asyncio.shield(self._settle(admission, record))
         if admission.extra_hold_id is not None:
             await self._drop_extra(admission)
+        if admission.capped:
+            self.caps.settle(admission.request_id, cost)
         admission.cost_nano = cost
         return cost
 
@@ -392,6 +405,8 @@ class BillingEngine:
         if admission.released or admission.cost_nano is not None:
             return
         admission.released = True
+        if admission.capped:
+            self.caps.release(admission.request_id)
         if self.enabled:
             await self._update_holds(admission.account_id, admission.request_id, None)
             await self._drop_extra(admission)

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tokenrelay.accounts import AccountStore, SignupError
-from tokenrelay.money import usd
+from tokenrelay.money import MoneyError, parse_nano, usd
 from tokenrelay.portal import mail, queries
 from tokenrelay.portal.security import Session, Sessions, Throttle
 from tokenrelay.portal.topups import RedeemError, redeem
@@ -532,6 +532,13 @@ def _key_fields(form: dict[str, str]) -> dict[str, Any]:
         if len(models) > 100 or any(len(m) > 200 for m in models):
             raise ValueError("Allowed models: at most 100 model ids.")
         out["allowed_models"] = models
+    for field, column in (("daily_cap", "daily_cap_nano"), ("monthly_cap", "monthly_cap_nano")):
+        raw = form.get(field, "").strip()
+        if raw:
+            try:
+                out[column] = parse_nano(raw)
+            except MoneyError:
+                raise ValueError(f"{field.replace('_', ' ')}: an amount in USD.") from None
     expires = form.get("expires", "").strip()
     if expires:
         try:
