@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import anthropic
+import httpx
 import openai
 import pytest
 from portal_support import Browser, form_error
@@ -261,3 +262,47 @@ def test_operator_console_adjusts_credit_with_a_reason_and_shows_margin(
     r = customer.post("/dashboard/redeem", {"code": codes.group(1).split()[0]}, "/dashboard")
     assert r.status_code == 200 and "$1.00 added" in r.text
     assert Decimal(customer.balance()) == before + Decimal("3.5")
+
+
+def test_operator_moves_an_account_into_a_dearer_price_group(gw: RunningGateway) -> None:
+    async def create_operator() -> None:
+        engine = create_engine(gw.settings.database_url)
+        try:
+            await AdminUsers(engine).create("groups@example.com", "operator password 2")
+        finally:
+            await engine.dispose()
+
+    asyncio.run(create_operator())
+    customer = Browser(gw.url)
+    customer.sign_up("retail@example.com")
+    ops = Browser(gw.url)
+    page = ops.post(
+        "/admin/login", {"email": "groups@example.com", "password": "operator password 2"}
+    )
+    account = re.search(r"<code>(acct_[0-9a-f]+)</code></td><td>retail@example.com", page.text)
+    assert account
+    bad = ops.post("/admin/price-groups", {"group": "retail", "multiplier": "-2"}, "/admin")
+    assert bad.status_code == 400
+    r = ops.post(
+        "/admin/price-groups",
+        {"group": "retail", "multiplier": "1.5", "account_id": account.group(1)},
+        "/admin",
+    )
+    assert r.status_code == 200 and "retail x1.5" in r.text
+    key = customer.create_key("retail-key")  # a new key: read with its account's group
+    openai.OpenAI(api_key=key, base_url=gw.proxy + "/v1", max_retries=0).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "[[words:7]] hi"}], max_tokens=20
+    )
+    page = customer.http.get("/dashboard").text
+    key_id = re.search(r'<tr data-key-id="([^"]+)">', page)
+    assert key_id
+    records = httpx.get(
+        f"{gw.url}/admin/v1/usage",
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+        params={"key_id": key_id.group(1)},
+    ).json()["data"]
+    assert len(records) == 1
+    upstream = Decimal(records[0]["upstream_cost_usd"])
+    assert upstream > 0
+    nano = upstream * 10**9
+    assert Decimal(records[0]["cost_usd"]) * 10**9 == -((-nano * 3) // 2)  # 1.5x, rounded up

@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -20,7 +21,7 @@ from tokenrelay.portal import queries
 from tokenrelay.portal.routes import Portal, _plain
 from tokenrelay.portal.security import Session
 from tokenrelay.portal.topups import create_batch
-from tokenrelay.store.tables import audit_log, price_groups
+from tokenrelay.store.tables import accounts, audit_log, price_groups
 
 KIND = "operator"
 
@@ -155,6 +156,41 @@ class Console:
         await self._audit(session.subject, "code_batch", None, amount * count, batch_id)
         return await self.overview(request, session, batch_id=batch_id, codes=codes)
 
+    async def price_group(self, request: Request, session: Session) -> Response:
+        """Create or re-price a group, and optionally move an account into it."""
+        form = await self.portal.form(request, session)
+        if form is None:
+            return _plain(403, "the form expired; reload the page and try again")
+        name = form.get("group", "").strip()
+        account_id = form.get("account_id", "").strip()[:40]
+        try:
+            multiplier = Decimal(form.get("multiplier", ""))
+        except ArithmeticError:
+            multiplier = Decimal(-1)
+        ppm = multiplier * 1_000_000
+        if not (0 < len(name) <= 64) or not ppm.is_finite() or ppm != int(ppm) or ppm < 1:
+            return await self.overview(
+                request, session, 400, error="Group: a name and a multiplier such as 1.25."
+            )
+        if account_id and await self.portal.accounts.get(account_id) is None:
+            return await self.overview(request, session, 404, error="No such account.")
+        async with self.portal.db.begin() as conn:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            stmt = dialect.insert(price_groups).values(name=name, multiplier_ppm=int(ppm))
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["name"], set_={"multiplier_ppm": int(ppm)}
+                )
+            )
+            if account_id:
+                await conn.execute(
+                    update(accounts).where(accounts.c.id == account_id).values(price_group=name)
+                )
+        await self._audit(
+            session.subject, "price_group", account_id or None, None, f"{name} x{multiplier}"
+        )
+        return RedirectResponse("/admin", status_code=303)
+
     async def _audit(
         self, actor: str, action: str, account_id: str | None, amount: int | None, reason: str
     ) -> None:
@@ -178,4 +214,5 @@ class Console:
             Route("/admin/logout", s(self.logout), methods=["POST"]),
             Route("/admin/credit", s(self.credit), methods=["POST"]),
             Route("/admin/codes", s(self.codes), methods=["POST"]),
+            Route("/admin/price-groups", s(self.price_group), methods=["POST"]),
         ]
