@@ -8,6 +8,7 @@ Operator console users (`admin_users`) use the same hashing.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -187,5 +188,6 @@ def _account(row: Any) -> Account:
         price_group=row["price_group"],
         created_at=created if created.tzinfo else created.replace(tzinfo=dt.UTC),
         disabled=row["disabled_at"] is not None,
-        password_tag=(pw or "")[-16:],
+        # One-way (the hash's salt stays secret): it goes into cookies and reset links.
+        password_tag=hashlib.sha256((pw or "").encode()).hexdigest()[:16],
     )

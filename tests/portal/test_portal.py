@@ -181,6 +181,7 @@ def test_password_reset_by_a_signed_link_from_the_dev_log(
 ) -> None:
     b = Browser(gw.url)
     b.sign_up("reset@example.com")
+    assert b.http.get("/dashboard").url.path == "/dashboard"
     anon = Browser(gw.url)
     with caplog.at_level(logging.WARNING, logger="tokenrelay.portal"):
         r = anon.post("/reset", {"email": "reset@example.com"})
@@ -192,8 +193,11 @@ def test_password_reset_by_a_signed_link_from_the_dev_log(
     path = link[len(gw.url) :]
     r = anon.post(path, {"password": "a brand new password"})
     assert r.status_code == 200 and r.url.path == "/dashboard"
-    # The link is spent (the password changed), the old password is gone.
+    # The link is spent (the password changed), the old password is gone, and so is the
+    # session signed in with it.
     assert anon.http.get(path).status_code == 400
+    assert b.http.get("/dashboard").url.path == "/login"
+    assert anon.http.get("/dashboard").url.path == "/dashboard"
     fresh = Browser(gw.url)
     assert (
         fresh.post("/login", {"email": "reset@example.com", "password": PASSWORD}).status_code

@@ -130,7 +130,12 @@ class Portal:
         async def endpoint(request: Request) -> Response:
             session = self.sessions.read(request, KIND)
             account = await self.accounts.get(session.subject) if session else None
-            if session is None or account is None or account.disabled:
+            if (
+                session is None
+                or account is None
+                or account.disabled
+                or session.tag != account.password_tag
+            ):
                 if request.method == "GET":
                     return RedirectResponse("/login", status_code=303)
                 return _plain(401, "sign in first")
@@ -214,7 +219,7 @@ class Portal:
         response = RedirectResponse("/dashboard", status_code=303)
         if message:
             response = RedirectResponse("/dashboard?notice=code", status_code=303)
-        self.sessions.start(response, request, KIND, account.id)
+        self.sessions.start(response, request, KIND, account.id, account.password_tag)
         log.info("account %s signed up", account.id)
         return response
 
@@ -260,7 +265,7 @@ class Portal:
             )
         self.sign_in_result(request, f"email:{email}", True)
         response = RedirectResponse("/dashboard", status_code=303)
-        self.sessions.start(response, request, KIND, account.id)
+        self.sessions.start(response, request, KIND, account.id, account.password_tag)
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -318,8 +323,10 @@ class Portal:
             return self.page(
                 request, "auth_form.html", 400, fields=fields, links=[], error=str(exc), **ctx
             )
+        fresh = await self.accounts.get(account.id)
         response = RedirectResponse("/dashboard", status_code=303)
-        self.sessions.start(response, request, KIND, account.id)
+        tag = fresh.password_tag if fresh else ""
+        self.sessions.start(response, request, KIND, account.id, tag)
         return response
 
     # ------------------------------------------------------------------ dashboard

@@ -34,6 +34,8 @@ RESET_TTL_S = 3600
 class Session:
     subject: str  # account id (portal) or operator email (console)
     nonce: str
+    # The account's password fingerprint when signed in: a password change ends every session.
+    tag: str = ""
 
 
 class Sessions:
@@ -63,12 +65,14 @@ class Sessions:
             data = self._signer.loads(raw, max_age=self._ttl)
         except BadSignature:
             return None
-        if not isinstance(data, list) or len(data) != 3 or data[0] != kind:
+        if not isinstance(data, list) or len(data) != 4 or data[0] != kind:
             return None
-        return Session(str(data[1]), str(data[2]))
+        return Session(str(data[1]), str(data[2]), str(data[3]))
 
-    def start(self, response: Response, request: Request, kind: str, subject: str) -> None:
-        token = self._signer.dumps([kind, subject, secrets.token_urlsafe(16)])
+    def start(
+        self, response: Response, request: Request, kind: str, subject: str, tag: str = ""
+    ) -> None:
+        token = self._signer.dumps([kind, subject, secrets.token_urlsafe(16), tag])
         response.set_cookie(
             _cookie(kind),
             token,
