@@ -47,7 +47,7 @@ class Console:
 
     async def login(self, request: Request) -> Response:
         p = self.portal
-        ctx = {
+        ctx: dict[str, Any] = {
             "heading": "Operator sign-in",
             "action": "/admin/login",
             "submit": "Sign in",

@@ -179,7 +179,11 @@ class Portal:
     async def signup(self, request: Request) -> Response:
         if self.settings.signup == "off":
             return _plain(404, "sign-up is closed")
-        ctx = {"heading": "Create your account", "action": "/signup", "submit": "Sign up"}
+        ctx: dict[str, Any] = {
+            "heading": "Create your account",
+            "action": "/signup",
+            "submit": "Sign up",
+        }
         links = [{"href": "/login", "text": "Have an account? Sign in"}]
         if request.method == "GET":
             return self.page(
@@ -228,7 +232,7 @@ class Portal:
             _field("email", "Email", "email", "email"),
             _field("password", "Password", "password", "current-password"),
         ]
-        ctx = {"heading": "Sign in", "action": "/login", "submit": "Sign in"}
+        ctx: dict[str, Any] = {"heading": "Sign in", "action": "/login", "submit": "Sign in"}
         links = [{"href": "/reset", "text": "Forgot your password?"}]
         if self.settings.signup != "off":
             links.append({"href": "/signup", "text": "New here? Get your API key"})
@@ -240,7 +244,7 @@ class Portal:
         email = form.get("email", "").strip().lower()[:320]
         wait = self.throttled(request, f"email:{email}")
         if wait is not None:
-            response = self.page(
+            refused = self.page(
                 request,
                 "auth_form.html",
                 429,
@@ -249,8 +253,8 @@ class Portal:
                 error="Too many failed sign-ins; try again in a few minutes.",
                 **ctx,
             )
-            response.headers["retry-after"] = str(int(wait) + 1)
-            return response
+            refused.headers["retry-after"] = str(int(wait) + 1)
+            return refused
         account = await self.accounts.authenticate(email, form.get("password", ""))
         if account is None:
             self.sign_in_result(request, f"email:{email}", False)
@@ -278,7 +282,11 @@ class Portal:
         return response
 
     async def reset(self, request: Request) -> Response:
-        ctx = {"heading": "Reset your password", "action": "/reset", "submit": "Send link"}
+        ctx: dict[str, Any] = {
+            "heading": "Reset your password",
+            "action": "/reset",
+            "submit": "Send link",
+        }
         fields = [_field("email", "Email", "email", "email")]
         if request.method == "GET":
             return self.page(request, "auth_form.html", fields=fields, links=[], **ctx)
@@ -306,7 +314,7 @@ class Portal:
         account = await self.accounts.get(subject[0]) if subject else None
         if subject is None or account is None or account.password_tag != subject[1]:
             return _plain(400, "this reset link is invalid or has expired; ask for a new one")
-        ctx = {
+        ctx: dict[str, Any] = {
             "heading": "Choose a new password",
             "action": f"/reset/confirm?t={token}",
             "submit": "Set password",
