@@ -15,7 +15,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -133,6 +133,12 @@ class AccountStore:
                 .where(accounts.c.id == account_id)
                 .values(password_hash=hash_password(password))
             )
+
+    async def delete_unused(self, account_id: str) -> None:
+        """Remove an account created a moment ago that nothing references yet (a refused
+        invitation); the foreign keys refuse it otherwise."""
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(accounts).where(accounts.c.id == account_id))
 
     async def _password_hash(self, account_id: str) -> str | None:
         async with self.engine.connect() as conn:

@@ -199,6 +199,21 @@ class Portal:
             if self.settings.signup == "invite" and not code:
                 raise SignupError("sign-up needs an invitation code")
             account = await self.accounts.sign_up(email, password)
+            if code:
+                try:
+                    await redeem(self.billing, account.id, code)
+                except RedeemError as exc:
+                    # Invite-only: no account without a valid code (it has no keys, no
+                    # ledger rows yet). Open sign-up keeps the account and says why.
+                    if self.settings.signup == "invite":
+                        await self.accounts.delete_unused(account.id)
+                        raise SignupError(f"invitation code: {exc}") from None
+                    code = ""
+                    notice = True
+                else:
+                    notice = False
+            else:
+                notice = False
         except SignupError as exc:
             return self.page(
                 request,
@@ -209,20 +224,13 @@ class Portal:
                 error=str(exc),
                 **ctx,
             )
-        message = None
         if self.settings.signup_credit_usd > 0:
             nano = int(self.settings.signup_credit_usd * 10**9)
             await self.billing.credit_account(
                 account.id, nano, "sign-up credit", f"signup:{account.id}"
             )
-        if code:
-            try:
-                await redeem(self.billing, account.id, code)
-            except RedeemError as exc:
-                message = f"Your account is ready, but the code was not redeemed: {exc}"
-        response = RedirectResponse("/dashboard", status_code=303)
-        if message:
-            response = RedirectResponse("/dashboard?notice=code", status_code=303)
+        target = "/dashboard?notice=code" if notice else "/dashboard"
+        response = RedirectResponse(target, status_code=303)
         self.sessions.start(response, request, KIND, account.id, account.password_tag)
         log.info("account %s signed up", account.id)
         return response
