@@ -402,8 +402,8 @@ class Portal:
             account=fresh,
             balance=usd(fresh.balance_nano if fresh else 0),
             spent30=usd(sum(c for _, c in daily)),
-            chart_days=[d for d, _ in daily],
-            chart_costs=[c / 1e9 for _, c in daily],
+            chart_days=list(_last_days(30)),
+            chart_costs=[dict(daily).get(d, 0) / 1e9 for d in _last_days(30)],
             keys=keys,
             key_names={k.id: k.name for k in keys},
             models=models,
@@ -570,6 +570,12 @@ def _key_fields(form: dict[str, str]) -> dict[str, Any]:
             raise ValueError("Expires on: a date (YYYY-MM-DD).") from None
         out["expires_at"] = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(days=1)
     return out
+
+
+def _last_days(n: int) -> list[str]:
+    """The last `n` UTC days, oldest first: the chart shows days without spend as zero."""
+    today = dt.datetime.now(dt.UTC).date()
+    return [(today - dt.timedelta(days=i)).isoformat() for i in range(n - 1, -1, -1)]
 
 
 def _cursor(request: Request) -> tuple[dt.datetime, str] | None:

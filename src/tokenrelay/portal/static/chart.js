@@ -7,13 +7,10 @@ document.addEventListener("DOMContentLoaded", () => {
   const xs = days.map((d) => Date.parse(d + "T00:00:00Z") / 1000);
   const width = Math.min(el.clientWidth || 600, 900);
   const money = (x) => "$" + (x >= 0.01 || x === 0 ? x.toFixed(2) : x.toPrecision(2));
-  const day = 86400;
   new uPlot({
     width, height: 220,
-    // A few days at least, so that one day of traffic is not stretched over years.
-    scales: {x: {time: true, range: (u, lo, hi) => [Math.min(lo, hi - 6 * day) - day / 2, hi + day / 2]}},
     series: [{}, {label: "USD", stroke: "#3559c7", fill: "rgba(53,89,199,.12)",
                   value: (u, v) => v == null ? "--" : money(v), points: {size: 7}}],
-    axes: [{}, {size: 70, values: (u, v) => v.map(money)}],
+    axes: [{}, {size: 90, values: (u, v) => v.map(money)}],
   }, [xs, costs], el);
 });
