@@ -126,7 +126,7 @@ async def test_key_is_stored_only_hashed(engine: AsyncEngine) -> None:
     row = next(r for r in rows if r["id"] == info.id)
     assert row["key_hash"] == hashlib.sha256(plaintext.encode()).hexdigest()
     assert row["key_hint"] == f"sk-aic-...{plaintext[-4:]}"
-    assert row["balance_nano"] == 0
+    assert row["account_id"] == info.account_id  # the balance lives on the account
     assert plaintext not in repr(info) and info.key_hash not in repr(info)
     assert "key_hash" not in info.public()
 
@@ -154,10 +154,10 @@ async def test_authenticate_is_cached(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:  # put it back, as if created by another replica
         await conn.execute(
             text(
-                "INSERT INTO api_keys (id, name, key_hash, key_hint, created_at, balance_nano) "
-                "VALUES (:id, 'dave', :h, 'x', :t, 0)"
+                "INSERT INTO api_keys (id, name, key_hash, key_hint, created_at, account_id) "
+                "VALUES (:id, 'dave', :h, 'x', :t, :a)"
             ),
-            {"id": other.id, "h": other.key_hash, "t": other.created_at},
+            {"id": other.id, "h": other.key_hash, "t": other.created_at, "a": other.account_id},
         )
     assert await store.authenticate(other_plain) is None  # still the cached miss
     clock.now += 6

@@ -58,7 +58,9 @@ async def _state(db: str, key_id: str) -> tuple[list[str], int, list[str]]:
     engine = create_engine(f"sqlite:///{db}")
     try:
         rows = await ledger.usage(engine, key_id, None, 100)
-        balance = await ledger.load_balance(engine, key_id)
+        account_id = await ledger.account_of(engine, key_id)
+        assert account_id is not None
+        balance = await ledger.load_balance(engine, account_id)
         problems = await ledger.verify(engine)
     finally:
         await engine.dispose()

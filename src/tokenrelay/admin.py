@@ -33,7 +33,19 @@ if TYPE_CHECKING:
     from tokenrelay.deployment_state import DeploymentStates
     from tokenrelay.upstream import Upstreams
 
-_CREATE_FIELDS = frozenset({"name", "credits_usd", "rpm", "tpm"})
+_CREATE_FIELDS = frozenset(
+    {
+        "name",
+        "credits_usd",
+        "rpm",
+        "tpm",
+        "account_id",
+        "allowed_models",
+        "expires_at",
+        "daily_cap_usd",
+        "monthly_cap_usd",
+    }
+)
 _PRICE_FIELDS = frozenset(
     {"model", "input", "output", "cache_read", "cache_write", "cache_write_1h", "tiers"}
     | {"effective_from", "note"}
@@ -87,7 +99,16 @@ def admin_routes(
 
     async def create_key(request: Request) -> Response:
         fields = _parse_create(await _json_object(request))
-        info, plaintext = await key_store.create(**fields)
+        if fields["account_id"] is not None and fields["credits_usd"] is not None:
+            raise _BadRequest(
+                "credits_usd: a key of an existing account spends the account's balance; "
+                "credit the account instead",
+                "credits_usd",
+            )
+        try:
+            info, plaintext = await key_store.create(**fields)
+        except KeyError:
+            return _error(404, "not_found_error", "no such account", "account_id")
         # The only response that ever carries the key.
         return JSONResponse({**info.public(), "key": plaintext}, status_code=201)
 
@@ -314,7 +335,48 @@ def _parse_create(body: dict[str, Any]) -> dict[str, Any]:
         "credits_usd": _credits(body.get("credits_usd")),
         "rpm": _limit(body, "rpm"),
         "tpm": _limit(body, "tpm"),
+        "account_id": _text(body.get("account_id"), "account_id", 40),
+        "allowed_models": _models(body.get("allowed_models")),
+        "expires_at": _expiry(body.get("expires_at")),
+        "daily_cap_nano": _cap(body, "daily_cap_usd"),
+        "monthly_cap_nano": _cap(body, "monthly_cap_usd"),
     }
+
+
+def _cap(body: dict[str, Any], field: str) -> int | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    try:
+        return parse_nano(value)
+    except MoneyError as exc:
+        raise _BadRequest(f"{field}: {exc}", field) from exc
+
+
+def _models(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(m, str) and 0 < len(m) <= 200 for m in value)
+    ):
+        raise _BadRequest(
+            "allowed_models: a non-empty list of model ids, or null", "allowed_models"
+        )
+    return list(value)
+
+
+def _expiry(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        when = None
+    if when is None:
+        raise _BadRequest("expires_at: an ISO 8601 date-time, or null", "expires_at")
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _credits(value: Any) -> Decimal | None:

@@ -41,6 +41,11 @@ _KEY: dict[str, Any] = {
         "tpm": _INT_OR_NULL,
         "created_at": _TIME_OUT,
         "revoked_at": {"type": ["string", "null"]},
+        "account_id": {"type": "string"},
+        "allowed_models": {"type": ["array", "null"], "items": {"type": "string"}},
+        "expires_at": {"type": ["string", "null"]},
+        "daily_cap_usd": {"type": ["string", "null"]},
+        "monthly_cap_usd": {"type": ["string", "null"]},
     },
 }
 # The creation's answer is the only one with the key itself.
@@ -165,10 +170,21 @@ def admin_openapi(
                             "credits_usd": _USD_IN,
                             "rpm": {"type": ["integer", "null"], "minimum": 1},
                             "tpm": {"type": ["integer", "null"], "minimum": 1},
+                            # Join an existing account (then no credits_usd: credit the
+                            # account); without it the key gets an account of its own.
+                            "account_id": {"type": ["string", "null"], "maxLength": 40},
+                            "allowed_models": {
+                                "type": ["array", "null"],
+                                "minItems": 1,
+                                "items": {"type": "string", "minLength": 1, "maxLength": 200},
+                            },
+                            "expires_at": {"type": ["string", "null"], "format": "date-time"},
+                            "daily_cap_usd": _USD_IN,
+                            "monthly_cap_usd": _USD_IN,
                         },
                     }
                 ),
-                "responses": _responses("201", _CREATED_KEY, 400),
+                "responses": _responses("201", _CREATED_KEY, 400, 404),
             },
             "get": {"summary": "Every key", "responses": _responses("200", _list_of(_KEY))},
         },

@@ -24,9 +24,10 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokenrelay.accounts import DEFAULT_PRICE_GROUP
 from tokenrelay.money import parse_nano, usd
 from tokenrelay.single_flight import SingleFlight
-from tokenrelay.store.tables import api_keys, ledger
+from tokenrelay.store.tables import accounts, api_keys, ledger, price_groups
 
 log = logging.getLogger("tokenrelay.auth")
 
@@ -45,15 +46,29 @@ class ApiKeyInfo:
     key_hint: str
     created_at: dt.datetime
     revoked_at: dt.datetime | None
-    balance_nano: int  # snapshot when read; live balances belong to billing
+    balance_nano: int  # the account's, a snapshot when read; live balances belong to billing
     rpm: int | None
     tpm: int | None
     # Needed to invalidate the cache; useless for authenticating, still kept out of the API.
     key_hash: str = field(repr=False)
+    # The account the key spends from, read with the key (one cached lookup on the hot path):
+    # its price group's multiplier over list prices, in parts per million.
+    account_id: str = ""
+    multiplier_ppm: int = 1_000_000
+    allowed_models: frozenset[str] | None = None  # None: every model
+    expires_at: dt.datetime | None = None
+    daily_cap_nano: int | None = None
+    monthly_cap_nano: int | None = None
 
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def expired(self, now: dt.datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or dt.datetime.now(dt.UTC))
+
+    def allows(self, model_id: str) -> bool:
+        return self.allowed_models is None or model_id in self.allowed_models
 
     @property
     def balance_usd(self) -> str:
@@ -68,6 +83,13 @@ class ApiKeyInfo:
             "balance_usd": self.balance_usd,
             "rpm": self.rpm,
             "tpm": self.tpm,
+            "account_id": self.account_id,
+            "allowed_models": sorted(self.allowed_models) if self.allowed_models else None,
+            "daily_cap_usd": usd(self.daily_cap_nano) if self.daily_cap_nano is not None else None,
+            "monthly_cap_usd": (
+                usd(self.monthly_cap_nano) if self.monthly_cap_nano is not None else None
+            ),
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "created_at": self.created_at.isoformat(),
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
         }
@@ -118,48 +140,88 @@ class KeyStore:
         credits_usd: Decimal | None = None,
         rpm: int | None = None,
         tpm: int | None = None,
+        *,
+        account_id: str | None = None,
+        allowed_models: list[str] | None = None,
+        expires_at: dt.datetime | None = None,
+        daily_cap_nano: int | None = None,
+        monthly_cap_nano: int | None = None,
     ) -> tuple[ApiKeyInfo, str]:
         """Create a key; returns (record, plaintext). The plaintext exists only in this return.
-        MoneyError (a ValueError) if `credits_usd` is negative, too large or below a nano."""
+        Without `account_id` the key gets an account of its own holding `credits_usd`; with
+        one it spends that account's balance (credits then go to the account, not here).
+        MoneyError (a ValueError) if `credits_usd` is negative, too large or below a nano;
+        KeyError if `account_id` names no account."""
         balance = parse_nano(credits_usd) if credits_usd is not None else 0
+        if account_id is not None and balance:
+            raise ValueError("credits go to the account, not to one of its keys")
         plaintext, key_hash, hint = generate_key(self.prefix)
+        key_id = f"key_{secrets.token_hex(6)}"
+        now = dt.datetime.now(dt.UTC)
         row = {
-            "id": f"key_{secrets.token_hex(6)}",
+            "id": key_id,
             "name": name,
             "key_hash": key_hash,
             "key_hint": hint,
-            "created_at": dt.datetime.now(dt.UTC),
+            "created_at": now,
             "revoked_at": None,
-            "balance_nano": balance,
             "rpm": rpm,
             "tpm": tpm,
+            "account_id": account_id or f"acct_{key_id}",
+            "allowed_models": sorted(set(allowed_models)) if allowed_models else None,
+            "expires_at": expires_at,
+            "daily_cap_nano": daily_cap_nano,
+            "monthly_cap_nano": monthly_cap_nano,
         }
         async with self.engine.begin() as conn:
+            if account_id is None:
+                await conn.execute(
+                    insert(accounts).values(
+                        id=row["account_id"],
+                        name=name,
+                        balance_nano=balance,
+                        price_group=DEFAULT_PRICE_GROUP,
+                        created_at=now,
+                    )
+                )
+            else:
+                found = await conn.scalar(select(accounts.c.id).where(accounts.c.id == account_id))
+                if found is None:
+                    raise KeyError(account_id)
             await conn.execute(insert(api_keys).values(**row))
             if balance:
                 # Same transaction: the balance is the sum of the ledger from the first cent.
                 await conn.execute(
                     insert(ledger).values(
-                        key_id=row["id"],
+                        key_id=key_id,
+                        account_id=row["account_id"],
                         kind="credit",
                         amount_nano=balance,
                         note="initial credits",
-                        created_at=row["created_at"],
+                        created_at=now,
                     )
                 )
+            info_row = (await conn.execute(_KEY_SELECT.where(api_keys.c.id == key_id))).one()
         self._cache.pop(key_hash, None)
-        return _info(row), plaintext
+        return _info(info_row._mapping), plaintext
+
+    async def list_for_account(self, account_id: str) -> list[ApiKeyInfo]:
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                _KEY_SELECT.where(api_keys.c.account_id == account_id).order_by(
+                    api_keys.c.created_at.desc(), api_keys.c.id
+                )
+            )
+            return [_info(r._mapping) for r in result]
 
     async def list(self) -> list[ApiKeyInfo]:
         async with self.engine.connect() as conn:
-            result = await conn.execute(
-                select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
-            )
+            result = await conn.execute(_KEY_SELECT.order_by(api_keys.c.created_at, api_keys.c.id))
             return [_info(r._mapping) for r in result]
 
     async def get(self, key_id: str) -> ApiKeyInfo | None:
         async with self.engine.connect() as conn:
-            result = await conn.execute(select(api_keys).where(api_keys.c.id == key_id))
+            result = await conn.execute(_KEY_SELECT.where(api_keys.c.id == key_id))
             row = result.first()
         return _info(row._mapping) if row is not None else None
 
@@ -171,7 +233,7 @@ class KeyStore:
                 .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=dt.datetime.now(dt.UTC))
             )
-            row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
+            row = (await conn.execute(_KEY_SELECT.where(api_keys.c.id == key_id))).first()
         if row is None:
             return None
         info = _info(row._mapping)
@@ -186,7 +248,11 @@ class KeyStore:
         now = self._clock()
         cached = self._cache.get(key_hash)
         if cached is not None and cached[0] > now:
-            return cached[1]
+            info = cached[1]
+            # An expiry is rare: a None check per request, a clock read only for those keys.
+            if info is not None and info.expires_at is not None and info.expired():
+                return None
+            return info
 
         async def load() -> ApiKeyInfo | None:
             info = await self._lookup(key_hash)
@@ -238,14 +304,18 @@ class KeyStore:
 
     async def _lookup(self, key_hash: str) -> ApiKeyInfo | None:
         async with self.engine.connect() as conn:
-            result = await conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))
+            # The account (balance snapshot, price group) comes in the same query: the cache
+            # then serves key and account together, no second lookup per request.
+            result = await conn.execute(_KEY_SELECT.where(api_keys.c.key_hash == key_hash))
             row = result.first()
         if row is None:
             return None
         info = _info(row._mapping)
         # The index lookup already matched; compare again in constant time so that no code
         # path ever decides on a secret-derived value with an early-exit comparison.
-        if not hmac.compare_digest(info.key_hash, key_hash) or info.revoked:
+        if not hmac.compare_digest(info.key_hash, key_hash) or info.revoked or info.expired():
+            return None
+        if row._mapping["disabled_at"] is not None:
             return None
         return info
 
@@ -257,7 +327,21 @@ class KeyStore:
         self._cache[key_hash] = (now + ttl, info)
 
 
+_KEY_SELECT = select(
+    api_keys,
+    accounts.c.balance_nano,
+    accounts.c.disabled_at,
+    price_groups.c.multiplier_ppm,
+).select_from(
+    api_keys.join(accounts, accounts.c.id == api_keys.c.account_id).join(
+        price_groups, price_groups.c.name == accounts.c.price_group
+    )
+)
+
+
 def _info(row: Any) -> ApiKeyInfo:
+    models = row["allowed_models"]
+    expires = row["expires_at"]
     return ApiKeyInfo(
         id=row["id"],
         name=row["name"],
@@ -268,6 +352,12 @@ def _info(row: Any) -> ApiKeyInfo:
         rpm=row["rpm"],
         tpm=row["tpm"],
         key_hash=row["key_hash"],
+        account_id=row["account_id"],
+        multiplier_ppm=int(row["multiplier_ppm"]),
+        allowed_models=frozenset(models) if models else None,
+        expires_at=_utc(expires) if expires is not None else None,
+        daily_cap_nano=row["daily_cap_nano"],
+        monthly_cap_nano=row["monthly_cap_nano"],
     )
 
 

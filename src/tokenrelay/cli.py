@@ -237,6 +237,32 @@ def usage(key_id: str | None, since: str | None, limit: int, as_json: bool) -> N
 
 
 @main.group()
+def admin() -> None:
+    """Operator console users (the /admin pages; the admin API keeps its token)."""
+
+
+@admin.command("create-user")
+@click.argument("email")
+@click.password_option(
+    "--password",
+    envvar="TOKENRELAY_ADMIN_PASSWORD",
+    help="Prompted for (never on the command line in production); or TOKENRELAY_ADMIN_PASSWORD.",
+)
+def admin_create_user(email: str, password: str) -> None:
+    """Create an operator who signs in to /admin with EMAIL and a password."""
+    from tokenrelay.accounts import AdminUsers, SignupError
+
+    async def op(store: Any) -> str:
+        try:
+            return await AdminUsers(store.engine).create(email, password)
+        except SignupError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    user_id = _with_store(op)
+    click.echo(f"created operator {user_id} ({email.strip().lower()})")
+
+
+@main.group()
 def ledger() -> None:
     """Check the ledger."""
 

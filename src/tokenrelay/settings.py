@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 from typing import ClassVar
 
@@ -95,6 +96,33 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("tokenrelay:", alias="TOKENRELAY_REDIS_PREFIX")
     # Worker processes (as uvicorn/gunicorn read it): more than one needs Redis for billing.
     workers: int = Field(1, alias="WEB_CONCURRENCY")
+
+    # --- Customer portal and operator console (tokenrelay.portal)
+    # "open": anyone may sign up (and gets signup_credit_usd); "invite": only with a
+    # redemption code; "off": no sign-up page (accounts come from the operator).
+    signup: str = Field("open", alias="TOKENRELAY_SIGNUP", pattern="^(open|invite|off)$")
+    signup_credit_usd: Decimal = Field(Decimal(0), alias="TOKENRELAY_SIGNUP_CREDIT_USD", ge=0)
+    # Signs session cookies, CSRF tokens and password-reset links. Every replica behind a load
+    # balancer needs the same one; unset, each process picks a random one (one replica only:
+    # sessions then end with the process).
+    session_secret: SecretStr | None = Field(None, alias="TOKENRELAY_SESSION_SECRET")
+    session_ttl_s: int = Field(7 * 24 * 3600, alias="TOKENRELAY_SESSION_TTL_S", gt=0)
+    # "auto": cookies are Secure when the request came over https (X-Forwarded-Proto counts
+    # only through a proxy uvicorn trusts); "on" / "off" force it.
+    cookie_secure: str = Field("auto", alias="TOKENRELAY_COOKIE_SECURE", pattern="^(auto|on|off)$")
+    # Failed sign-ins per email (and per client IP) within login_window_s before a 429.
+    login_attempts: int = Field(5, alias="TOKENRELAY_LOGIN_ATTEMPTS", gt=0)
+    login_window_s: int = Field(300, alias="TOKENRELAY_LOGIN_WINDOW_S", gt=0)
+    # Password reset mail: smtp://user:pass@host:port (smtps:// for TLS); unset, the reset
+    # link is written to the log (development).
+    smtp_url: SecretStr | None = Field(None, alias="TOKENRELAY_SMTP_URL")
+    mail_from: str = Field("tokenrelay@localhost", alias="TOKENRELAY_MAIL_FROM")
+    # Stripe Checkout top-ups (off unless the secret key is set); the webhook secret verifies
+    # POST /stripe/webhook; amounts offered in whole USD.
+    stripe_secret_key: SecretStr | None = Field(None, alias="STRIPE_SECRET_KEY")
+    stripe_webhook_secret: SecretStr | None = Field(None, alias="STRIPE_WEBHOOK_SECRET")
+    stripe_api_base: str | None = Field(None, alias="TOKENRELAY_STRIPE_API_BASE")  # tests
+    stripe_amounts_usd: str = Field("10,25,100", alias="TOKENRELAY_STRIPE_AMOUNTS_USD")
 
     # Vendor keys and base-URL overrides are read where the vendor registry names them
     # (tokenrelay.vendors: ANTHROPIC_API_KEY, TOKENRELAY_ANTHROPIC_BASE_URL, ...).

@@ -99,7 +99,9 @@ def test_keys_credits_usage_show_and_ledger_verify(env: dict[str, str], tmp_path
     db = sqlite3.connect(tmp_path / "cli.db")
     with db:
         db.execute(
-            "UPDATE api_keys SET balance_nano = balance_nano + 1000000000 WHERE id = ?", (key_id,)
+            "UPDATE accounts SET balance_nano = balance_nano + 1000000000 "
+            "WHERE id = (SELECT account_id FROM api_keys WHERE id = ?)",
+            (key_id,),
         )
     db.close()
     broken = cli(env, "ledger", "verify")

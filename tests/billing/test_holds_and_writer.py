@@ -229,7 +229,7 @@ async def test_same_request_id_submitted_twice_is_debited_once(
         assert await writer.submit(_record(key.id, "req-dup")) is False
     finally:
         await writer.close()
-    assert await ledger.load_balance(engine, key.id) == 5_000_000_000 - 1_234
+    assert await ledger.load_balance(engine, key.account_id) == 5_000_000_000 - 1_234
     assert await _debits(engine, "req-dup") == [-1_234]
     assert await _count_usage(engine, "req-dup") == 1
     assert await ledger.verify(engine) == []
@@ -251,7 +251,7 @@ async def test_duplicates_in_one_batch_are_debited_once(db: tuple[Backend, Async
     assert sorted([first, second]) == [False, True]
     assert other is True
     assert writer.batches == 1
-    assert await ledger.load_balance(engine, key.id) == 5_000_000_000 - 1_500
+    assert await ledger.load_balance(engine, key.account_id) == 5_000_000_000 - 1_500
     assert await _debits(engine, "req-a") == [-1_000]
     assert await ledger.verify(engine) == []
 
@@ -272,7 +272,7 @@ async def test_engine_settles_a_request_once_across_two_settle_paths(
         rid = "req-" + uuid.uuid4().hex[:8]
         admission = await billing.admit(key, rid, "gpt-4o", 100, 1_000)
         assert admission.hold_nano > 0
-        held = await billing.holds.available(key.id)
+        held = await billing.holds.available(key.account_id)
         assert held == 1_000_000_000 - admission.hold_nano
 
         # A second admission object for the same request (another replica's view).
@@ -281,8 +281,8 @@ async def test_engine_settles_a_request_once_across_two_settle_paths(
         cost = await billing.settle(admission, record)
         again = await billing.settle(twin, dataclasses.replace(record))
         assert cost == again == 10 * 2_500 + 20 * 10_000  # gpt-4o: $2.50 in, $10 out per 1M
-        assert await billing.holds.available(key.id) == 1_000_000_000 - cost
-        assert await ledger.load_balance(engine, key.id) == 1_000_000_000 - cost
+        assert await billing.holds.available(key.account_id) == 1_000_000_000 - cost
+        assert await ledger.load_balance(engine, key.account_id) == 1_000_000_000 - cost
         assert await _debits(engine, rid) == [-cost]
         assert await billing.verify() == []
     finally:

@@ -155,7 +155,7 @@ def test_redis_outage_bills_only_what_was_delivered(
     client = redis.Redis.from_url(server.url)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        cached = client.hgetall(f"tokenrelay:bal:{{{key_id}}}")
+        cached = client.hgetall(f"tokenrelay:bal:{{acct_{key_id}}}")
         if cached and int(cached[b"held"]) == 0:
             break
         time.sleep(0.2)
@@ -192,9 +192,9 @@ def test_a_credit_during_an_outage_reaches_redis_once_when_it_returns(
     expected = Decimal(r.json()["balance_usd"]) * 10**9
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if Decimal(int(client.hget(f"tokenrelay:bal:{{{key_id}}}", "balance"))) == expected:
+        if Decimal(int(client.hget(f"tokenrelay:bal:{{acct_{key_id}}}", "balance"))) == expected:
             break
         time.sleep(0.2)
-    assert Decimal(int(client.hget(f"tokenrelay:bal:{{{key_id}}}", "balance"))) == expected
+    assert Decimal(int(client.hget(f"tokenrelay:bal:{{acct_{key_id}}}", "balance"))) == expected
     time.sleep(1.5)  # a second replay round must not add it again
-    assert Decimal(int(client.hget(f"tokenrelay:bal:{{{key_id}}}", "balance"))) == expected
+    assert Decimal(int(client.hget(f"tokenrelay:bal:{{acct_{key_id}}}", "balance"))) == expected

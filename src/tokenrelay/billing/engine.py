@@ -21,10 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tokenrelay import ir
 from tokenrelay.auth import ApiKeyInfo
 from tokenrelay.billing import ledger
+from tokenrelay.billing.caps import SpendCaps
 from tokenrelay.billing.holds import Holds, MemoryHolds, RedisHolds
 from tokenrelay.billing.journal import JournalWriter, try_lock_journal
 from tokenrelay.billing.pricebook import PriceBook, PriceVersion
-from tokenrelay.billing.pricing import cost_nano, usd, worst_case_nano
+from tokenrelay.billing.pricing import cost_nano, customer_nano, usd, worst_case_nano
 from tokenrelay.billing.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from tokenrelay.billing.writer import SettlementWriter, UsageRecord
 from tokenrelay.catalog import Catalog, Price
@@ -45,7 +46,8 @@ class BillingConfigError(RuntimeError):
 
 @dataclass(slots=True)
 class Admission:
-    """What `admit` decided for one request; hand it back to `settle` or `release`."""
+    """What `admit` decided for one request; hand it back to `settle` or `release`. Holds and
+    debits go to the key's account (`account_id`); rate limits stay per key."""
 
     key_id: str
     request_id: str
@@ -59,6 +61,9 @@ class Admission:
     released: bool = False
     extra_hold_id: str | None = None  # a fallback's dearer worst case, held beside the first
     extra_hold_nano: int = 0
+    account_id: str = ""
+    multiplier_ppm: int = 1_000_000  # the account's price group over list prices
+    capped: bool = False  # the key has a spend cap: its SpendCaps hold goes with the request
 
 
 class BillingEngine:
@@ -76,6 +81,7 @@ class BillingEngine:
         self.engine = engine
         self.enabled = settings.billing == "on"
         self.prices = PriceBook(catalog, engine)
+        self.caps = SpendCaps(engine)
         self._redis = redis
         self._own_redis = False
         self._prefix = settings.redis_prefix
@@ -194,9 +200,23 @@ class BillingEngine:
         GatewayError 429 (retry_after set) or 402 before anything reaches a vendor, 503 when
         the balance cache (Redis) cannot be reached: fail closed, in the client's format."""
         now = dt.datetime.now(dt.UTC)
+        if key.allowed_models is not None and model_id not in key.allowed_models:
+            raise GatewayError("permission", f"This API key may not use the model {model_id}", 403)
         price, version = self.prices.price_for(model_id, now)
+        account, ppm = key.account_id or key.id, key.multiplier_ppm
         if not self.enabled:
-            return Admission(key.id, request_id, model_id, key.tpm, price, version, 0, now)
+            return Admission(
+                key.id,
+                request_id,
+                model_id,
+                key.tpm,
+                price,
+                version,
+                0,
+                now,
+                account_id=account,
+                multiplier_ppm=ppm,
+            )
         try:
             worst = await self._hold(key, request_id, prompt_bound, max_output_tokens, price)
         except GatewayError:
@@ -212,7 +232,26 @@ class BillingEngine:
                 503,
                 retry_after=1.0,
             ) from None
-        return Admission(key.id, request_id, model_id, key.tpm, price, version, worst, now)
+        capped = key.daily_cap_nano is not None or key.monthly_cap_nano is not None
+        if capped:
+            try:
+                await self.caps.admit(key, request_id, worst)
+            except GatewayError:
+                await self._update_holds(account, request_id, None)
+                raise
+        return Admission(
+            key.id,
+            request_id,
+            model_id,
+            key.tpm,
+            price,
+            version,
+            worst,
+            now,
+            account_id=account,
+            multiplier_ppm=ppm,
+            capped=capped,
+        )
 
     async def _hold(
         self, key: ApiKeyInfo, request_id: str, prompt_bound: int, max_output: int, price: Price
@@ -237,14 +276,18 @@ class BillingEngine:
                     retry_after=float(math.ceil(wait)),
                     limit="tokens" if tokens else "requests",
                 )
-        worst = worst_case_nano(prompt_bound, max(max_output, 0), price)
-        await self._reserve(key.id, request_id, worst, worst, "")
+        worst = customer_nano(
+            worst_case_nano(prompt_bound, max(max_output, 0), price), key.multiplier_ppm
+        )
+        await self._reserve(key.account_id or key.id, request_id, worst, worst, "")
         return worst
 
-    async def _reserve(self, key_id: str, hold_id: str, amount: int, worst: int, what: str) -> None:
+    async def _reserve(
+        self, account_id: str, hold_id: str, amount: int, worst: int, what: str
+    ) -> None:
         """Hold `amount` under `hold_id`, or raise 402 naming the request's `worst` case."""
-        if not await self.holds.reserve(key_id, hold_id, amount):
-            available = max(await self.holds.available(key_id), 0)
+        if not await self.holds.reserve(account_id, hold_id, amount):
+            available = max(await self.holds.available(account_id), 0)
             raise GatewayError(
                 "billing",
                 f"Insufficient balance{what}: ${usd(available)} available, this request may "
@@ -261,13 +304,16 @@ class BillingEngine:
         balance does not cover it. No rate limit is charged again: it is the same request."""
         price, version = self.prices.price_for(model_id, admission.started_at)
         if self.enabled:
-            worst = worst_case_nano(prompt_bound, max(max_output_tokens, 0), price)
+            worst = customer_nano(
+                worst_case_nano(prompt_bound, max(max_output_tokens, 0), price),
+                admission.multiplier_ppm,
+            )
             base = admission.hold_nano - admission.extra_hold_nano
             extra = worst - base
             if extra > admission.extra_hold_nano:
                 hold_id = f"{admission.request_id}:fallback:{model_id}"
                 what = f" for the fallback model {model_id}"
-                await self._reserve(admission.key_id, hold_id, extra, worst, what)
+                await self._reserve(admission.account_id, hold_id, extra, worst, what)
                 await self._drop_extra(admission)
                 admission.extra_hold_id, admission.extra_hold_nano = hold_id, extra
                 admission.hold_nano = worst
@@ -279,7 +325,7 @@ class BillingEngine:
         admission.extra_hold_nano = 0
         if hold_id is not None:
             try:
-                await self.holds.release(admission.key_id, hold_id)
+                await self.holds.release(admission.account_id, hold_id)
             except Exception as exc:  # expires with its TTL (Redis); nothing is billed by it
                 log.warning("fallback hold %s not released: %s", hold_id, _reason(exc))
 
@@ -291,9 +337,12 @@ class BillingEngine:
         price, version = admission.price, admission.price_version_id
         if record.model and record.model != admission.model_id:  # a fallback model answered
             price, version = self.prices.price_for(record.model, admission.started_at)
-        cost = cost_nano(_totals(record), price)
-        record.cost_nano, record.price_version_id = cost, version
+        upstream = cost_nano(_totals(record), price)
+        cost = customer_nano(upstream, admission.multiplier_ppm)
+        record.cost_nano, record.upstream_cost_nano = cost, upstream
+        record.price_version_id = version
         record.request_id, record.key_id = admission.request_id, admission.key_id
+        record.account_id = admission.account_id
         record.started_at = record.started_at or admission.started_at
         if self.enabled and not admission.released:
             if self._inline:  # nothing in _settle suspends: it cannot be cancelled half-way
@@ -302,23 +351,27 @@ class BillingEngine:
                 await asyncio.shield(self._settle(admission, record))
         if admission.extra_hold_id is not None:
             await self._drop_extra(admission)
+        if admission.capped:
+            self.caps.settle(admission.request_id, cost)
         admission.cost_nano = cost
         return cost
 
     async def _settle(self, admission: Admission, record: UsageRecord) -> None:
-        key_id = admission.key_id
-        with self._changing(key_id):
+        account_id = admission.account_id
+        with self._changing(account_id):
             try:
                 fresh = await self.writer.submit(record)
             except BaseException:
-                await self._update_holds(key_id, admission.request_id, None)
+                await self._update_holds(account_id, admission.request_id, None)
                 raise
             # Recorded before (a retry): billed then, only the hold goes.
             cost = record.cost_nano if fresh else None
-            await self._update_holds(key_id, admission.request_id, cost)
+            await self._update_holds(account_id, admission.request_id, cost)
         tokens = record.input_tokens + record.cache_read_tokens + record.cache_write_tokens
         try:
-            await self.limiter.consume_tokens(key_id, admission.tpm, tokens + record.output_tokens)
+            await self.limiter.consume_tokens(
+                admission.key_id, admission.tpm, tokens + record.output_tokens
+            )
         except Exception as exc:  # a token bucket missing one request loses no money
             log.debug("token bucket not charged: %s", _reason(exc))
 
@@ -352,8 +405,10 @@ class BillingEngine:
         if admission.released or admission.cost_nano is not None:
             return
         admission.released = True
+        if admission.capped:
+            self.caps.release(admission.request_id)
         if self.enabled:
-            await self._update_holds(admission.key_id, admission.request_id, None)
+            await self._update_holds(admission.account_id, admission.request_id, None)
             await self._drop_extra(admission)
 
     # ---------------------------------------------------------------- admin
@@ -365,30 +420,64 @@ class BillingEngine:
         note: str | None = None,
         idempotency_key: str | None = None,
     ) -> int:
-        """Credit (or, negative, adjust) a key; returns the new balance. KeyError if unknown;
-        ledger.BalanceOverflow, ledger.IdempotencyConflict (see ledger.add_ledger_entry). A
-        repeat under the same idempotency key returns the first call's balance, moving nothing."""
+        """Credit (or, negative, adjust) the account of a key; returns the account's new
+        balance. KeyError if the key is unknown; see `credit_account` for the rest."""
+        account_id = await ledger.account_of(self.engine, key_id)
+        if account_id is None:
+            raise KeyError(key_id)
+        return await self.credit_account(
+            account_id, amount_nano, note, idempotency_key, key_id=key_id
+        )
+
+    async def credit_account(
+        self,
+        account_id: str,
+        amount_nano: int,
+        note: str | None = None,
+        idempotency_key: str | None = None,
+        *,
+        key_id: str | None = None,
+        kind: str | None = None,
+    ) -> int:
+        """Credit (or, negative, adjust) an account; returns the new balance. KeyError if
+        unknown; ledger.BalanceOverflow, ledger.IdempotencyConflict (see
+        ledger.add_ledger_entry). A repeat under the same idempotency key returns the first
+        call's balance, moving nothing."""
         self._crediting += 1
         try:
-            with self._changing(key_id):
+            with self._changing(account_id):
                 entry = await ledger.add_ledger_entry(
-                    self.engine, key_id, amount_nano, note, idempotency_key
+                    self.engine,
+                    account_id,
+                    amount_nano,
+                    note,
+                    idempotency_key,
+                    key_id=key_id,
+                    kind=kind,
                 )
                 if entry is None:
-                    raise KeyError(key_id)
+                    raise KeyError(account_id)
                 balance, entry_id, fresh = entry
                 if not fresh:  # a replay: the first call updated the live balance
                     return balance
                 if self._follow_credits:
                     self._own.add(entry_id)
                 try:
-                    await self.holds.credit(key_id, amount_nano, entry_id)
+                    await self.holds.credit(account_id, amount_nano, entry_id)
                 except Exception as exc:  # the ledger has it: Redis gets it when it returns
                     log.warning("credit queued for the balance cache: %s", _reason(exc))
-                    self._deferred_credits[entry_id] = (key_id, amount_nano, self._redis_run_id)
+                    self._deferred_credits[entry_id] = (
+                        account_id,
+                        amount_nano,
+                        self._redis_run_id,
+                    )
         finally:
             self._crediting -= 1
         return balance
+
+    async def available(self, account_id: str) -> int:
+        """What the account can spend now: balance less the holds of requests in flight."""
+        return await self.holds.available(account_id)
 
     async def ping(self) -> None:
         """Raises unless the database answers (readiness)."""

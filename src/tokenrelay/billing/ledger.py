@@ -13,7 +13,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.money import MAX_BALANCE_NANO, usd
-from tokenrelay.store.tables import api_keys, idempotency_keys, ledger, usage_records
+from tokenrelay.store.tables import (
+    accounts,
+    api_keys,
+    idempotency_keys,
+    ledger,
+    usage_daily,
+    usage_records,
+)
 
 MAX_USAGE_LIMIT = 1000
 
@@ -26,34 +33,42 @@ class IdempotencyConflict(ValueError):
     """The idempotency key was used before, for a different credit."""
 
 
-async def load_balance(engine: AsyncEngine, key_id: str) -> int:
-    """The committed balance; 0 for an unknown key (which then can reserve nothing)."""
+async def load_balance(engine: AsyncEngine, account_id: str) -> int:
+    """The committed balance; 0 for an unknown account (which then can reserve nothing)."""
     async with engine.connect() as conn:
-        value = await conn.scalar(select(api_keys.c.balance_nano).where(api_keys.c.id == key_id))
+        value = await conn.scalar(
+            select(accounts.c.balance_nano).where(accounts.c.id == account_id)
+        )
     return int(value or 0)
+
+
+async def account_of(engine: AsyncEngine, key_id: str) -> str | None:
+    """The account a key spends from; None for an unknown key."""
+    async with engine.connect() as conn:
+        return await conn.scalar(select(api_keys.c.account_id).where(api_keys.c.id == key_id))
 
 
 def _newest_entry() -> Any:
     return select(func.coalesce(func.max(ledger.c.id), 0)).scalar_subquery()
 
 
-async def load_balance_marked(engine: AsyncEngine, key_id: str) -> tuple[int, int]:
+async def load_balance_marked(engine: AsyncEngine, account_id: str) -> tuple[int, int]:
     """(committed balance, id of the newest ledger entry), read in one statement so that the
     balance includes exactly the entries up to that id."""
-    balance = select(api_keys.c.balance_nano).where(api_keys.c.id == key_id).scalar_subquery()
+    balance = select(accounts.c.balance_nano).where(accounts.c.id == account_id).scalar_subquery()
     async with engine.connect() as conn:
         row = (await conn.execute(select(balance, _newest_entry()))).one()
     return int(row[0] or 0), int(row[1])
 
 
-async def load_balances(engine: AsyncEngine, key_ids: list[str]) -> dict[str, tuple[int, int]]:
-    """Key id -> (committed balance, id of the newest ledger entry then), one statement."""
-    if not key_ids:
+async def load_balances(engine: AsyncEngine, account_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """Account id -> (committed balance, id of the newest ledger entry then), one statement."""
+    if not account_ids:
         return {}
     async with engine.connect() as conn:
         rows = await conn.execute(
-            select(api_keys.c.id, api_keys.c.balance_nano, _newest_entry()).where(
-                api_keys.c.id.in_(key_ids)
+            select(accounts.c.id, accounts.c.balance_nano, _newest_entry()).where(
+                accounts.c.id.in_(account_ids)
             )
         )
         return {r[0]: (int(r[1]), int(r[2])) for r in rows}
@@ -65,11 +80,11 @@ async def newest_entry_id(engine: AsyncEngine) -> int:
 
 
 async def credits_since(engine: AsyncEngine, after_id: int) -> list[tuple[int, str, int]]:
-    """(entry id, key id, amount) of the credits and adjustments after `after_id`, oldest
+    """(entry id, account id, amount) of the credits and adjustments after `after_id`, oldest
     first: what another process (the CLI) did to balances this one keeps in memory."""
     async with engine.connect() as conn:
         rows = await conn.execute(
-            select(ledger.c.id, ledger.c.key_id, ledger.c.amount_nano)
+            select(ledger.c.id, ledger.c.account_id, ledger.c.amount_nano)
             .where(ledger.c.id > after_id, ledger.c.kind != "debit")
             .order_by(ledger.c.id)
             .limit(10_000)
@@ -79,40 +94,44 @@ async def credits_since(engine: AsyncEngine, after_id: int) -> list[tuple[int, s
 
 async def add_ledger_entry(
     engine: AsyncEngine,
-    key_id: str,
+    account_id: str,
     amount_nano: int,
     note: str | None,
     idempotency_key: str | None = None,
+    *,
+    key_id: str | None = None,
+    kind: str | None = None,
 ) -> tuple[int, int, bool] | None:
-    """A credit (amount > 0) or adjustment (< 0) with its balance update, in one transaction.
-    Returns (the new balance, the entry's id, True), or None if there is no such key.
+    """A credit (amount > 0) or adjustment (< 0) to an account with its balance update, in
+    one transaction (`key_id`: the key the operator named, if any). Returns (the new
+    balance, the entry's id, True), or None if there is no such account.
 
-    With `idempotency_key`, a repeat of the same credit (key, amount, note) writes nothing and
-    returns the first call's (balance, entry id, False); IdempotencyConflict if the key was
+    With `idempotency_key`, a repeat of the same credit (account, amount, note) writes nothing
+    and returns the first call's (balance, entry id, False); IdempotencyConflict if the key was
     used for another credit. BalanceOverflow if the new balance would not fit."""
-    kind = "credit" if amount_nano >= 0 else "adjustment"
+    kind = kind or ("credit" if amount_nano >= 0 else "adjustment")
     note = (note or None) and note[:500]
     if idempotency_key is not None:
-        first = await _replay(engine, idempotency_key, key_id, amount_nano, note)
+        first = await _replay(engine, idempotency_key, account_id, amount_nano, note)
         if first is not None:
             return first
     # The bound is computed here, not in SQL: `balance + amount` could itself overflow there
     # (PostgreSQL: an error; SQLite: silently a float). Checked by the UPDATE that writes.
     if amount_nano >= 0:
-        fits = api_keys.c.balance_nano <= MAX_BALANCE_NANO - amount_nano
+        fits = accounts.c.balance_nano <= MAX_BALANCE_NANO - amount_nano
     else:
-        fits = api_keys.c.balance_nano >= -MAX_BALANCE_NANO - amount_nano
+        fits = accounts.c.balance_nano >= -MAX_BALANCE_NANO - amount_nano
     try:
         async with engine.begin() as conn:
             result = await conn.execute(
-                update(api_keys)
-                .where(api_keys.c.id == key_id, fits)
-                .values(balance_nano=api_keys.c.balance_nano + amount_nano)
-                .returning(api_keys.c.balance_nano)
+                update(accounts)
+                .where(accounts.c.id == account_id, fits)
+                .values(balance_nano=accounts.c.balance_nano + amount_nano)
+                .returning(accounts.c.balance_nano)
             )
             balance = result.scalar()
             if balance is None:
-                found = await conn.scalar(select(api_keys.c.id).where(api_keys.c.id == key_id))
+                found = await conn.scalar(select(accounts.c.id).where(accounts.c.id == account_id))
                 if found is None:
                     return None
                 raise BalanceOverflow(f"the balance would exceed {usd(MAX_BALANCE_NANO)} USD")
@@ -120,7 +139,12 @@ async def add_ledger_entry(
             entry_id = await conn.scalar(
                 insert(ledger)
                 .values(
-                    key_id=key_id, kind=kind, amount_nano=amount_nano, note=note, created_at=now
+                    key_id=key_id,
+                    account_id=account_id,
+                    kind=kind,
+                    amount_nano=amount_nano,
+                    note=note,
+                    created_at=now,
                 )
                 .returning(ledger.c.id)
             )
@@ -138,7 +162,7 @@ async def add_ledger_entry(
         # back, and answers as that one did.
         if idempotency_key is None:
             raise
-        first = await _replay(engine, idempotency_key, key_id, amount_nano, note)
+        first = await _replay(engine, idempotency_key, account_id, amount_nano, note)
         if first is None:
             raise
         return first
@@ -146,7 +170,7 @@ async def add_ledger_entry(
 
 
 async def _replay(
-    engine: AsyncEngine, idempotency_key: str, key_id: str, amount_nano: int, note: str | None
+    engine: AsyncEngine, idempotency_key: str, account_id: str, amount_nano: int, note: str | None
 ) -> tuple[int, int, bool] | None:
     async with engine.connect() as conn:
         row = (
@@ -154,7 +178,7 @@ async def _replay(
                 select(
                     idempotency_keys.c.balance_nano,
                     ledger.c.id,
-                    ledger.c.key_id,
+                    ledger.c.account_id,
                     ledger.c.amount_nano,
                     ledger.c.note,
                 )
@@ -164,17 +188,22 @@ async def _replay(
         ).first()
     if row is None:
         return None
-    if (row.key_id, int(row.amount_nano), row.note) != (key_id, amount_nano, note):
+    if (row.account_id, int(row.amount_nano), row.note) != (account_id, amount_nano, note):
         raise IdempotencyConflict(
             "this Idempotency-Key was already used for a different request "
-            f"(key {row.key_id}, amount {usd(int(row.amount_nano))})"
+            f"(account {row.account_id}, amount {usd(int(row.amount_nano))})"
         )
     return int(row.balance_nano), int(row.id), False
 
 
 async def key_summary(engine: AsyncEngine, key_id: str) -> dict[str, Any] | None:
+    """The balance of the key's account; spend and requests of this key."""
     async with engine.connect() as conn:
-        balance = await conn.scalar(select(api_keys.c.balance_nano).where(api_keys.c.id == key_id))
+        balance = await conn.scalar(
+            select(accounts.c.balance_nano)
+            .join(api_keys, api_keys.c.account_id == accounts.c.id)
+            .where(api_keys.c.id == key_id)
+        )
         if balance is None:
             return None
         spent, requests = (
@@ -232,7 +261,9 @@ def usage_json(row: Any) -> dict[str, Any]:
         "cache_write_1h_tokens": row["cache_write_1h_tokens"],
         "reasoning_tokens": row["reasoning_tokens"],
         "usage_source": row["usage_source"],
+        "account_id": row["account_id"],
         "cost_usd": usd(int(row["cost_nano"])),
+        "upstream_cost_usd": usd(int(row["upstream_cost_nano"])),
         "price_version": row["price_version_id"],
         "status": row["status"],
         "error": row["error"],
@@ -248,27 +279,36 @@ async def verify(engine: AsyncEngine) -> list[str]:
     """Every inconsistency between balances, ledger and usage records; [] when clean."""
     problems: list[str] = []
     sums = (
-        select(ledger.c.key_id, func.sum(ledger.c.amount_nano).label("total"))
-        .group_by(ledger.c.key_id)
+        select(ledger.c.account_id, func.sum(ledger.c.amount_nano).label("total"))
+        .group_by(ledger.c.account_id)
         .subquery()
     )
     debits = select(ledger).where(ledger.c.kind == "debit").subquery()
     async with engine.connect() as conn:
         rows = await conn.execute(
-            select(api_keys.c.id, api_keys.c.balance_nano, sums.c.total).outerjoin(
-                sums, sums.c.key_id == api_keys.c.id
+            select(accounts.c.id, accounts.c.balance_nano, sums.c.total).outerjoin(
+                sums, sums.c.account_id == accounts.c.id
             )
         )
-        for key_id, balance, total in rows:
+        for account_id, balance, total in rows:
             bal, tot = int(balance), int(total or 0)
             if bal != tot:
-                problems.append(f"key {key_id}: balance {usd(bal)} != ledger sum {usd(tot)}")
+                problems.append(
+                    f"account {account_id}: balance {usd(bal)} != ledger sum {usd(tot)}"
+                )
         orphans = await conn.execute(
-            select(ledger.c.key_id, ledger.c.kind, ledger.c.id).where(
-                ~ledger.c.key_id.in_(select(api_keys.c.id))
+            select(ledger.c.account_id, ledger.c.kind, ledger.c.id).where(
+                ~ledger.c.account_id.in_(select(accounts.c.id))
             )
         )
-        problems += [f"ledger row {i} ({kind}): unknown key {k}" for k, kind, i in orphans]
+        problems += [f"ledger row {i} ({kind}): unknown account {a}" for a, kind, i in orphans]
+        # A key's ledger rows belong to that key's account.
+        misfiled = await conn.execute(
+            select(ledger.c.id, ledger.c.key_id)
+            .join(api_keys, api_keys.c.id == ledger.c.key_id)
+            .where(api_keys.c.account_id != ledger.c.account_id)
+        )
+        problems += [f"ledger row {i}: key {k} is not in the row's account" for i, k in misfiled]
         unbilled = await conn.execute(
             select(usage_records.c.request_id, usage_records.c.key_id)
             .outerjoin(debits, debits.c.request_id == usage_records.c.request_id)
@@ -298,6 +338,36 @@ async def verify(engine: AsyncEngine) -> list[str]:
         problems += [
             f"usage {rid}: cost {usd(int(cost))} (key {k}) but debit {usd(int(amt))} (key {dk})"
             for rid, k, cost, dk, amt in mismatched
+        ]
+        # The daily roll-up (dashboards, margins) adds up to the usage records, per account.
+        recorded = (
+            select(
+                usage_records.c.account_id.label("a"),
+                func.count().label("n"),
+                func.sum(usage_records.c.cost_nano).label("cost"),
+            )
+            .group_by(usage_records.c.account_id)
+            .subquery()
+        )
+        rolled = (
+            select(
+                usage_daily.c.account_id.label("a"),
+                func.sum(usage_daily.c.requests).label("n"),
+                func.sum(usage_daily.c.cost_nano).label("cost"),
+            )
+            .group_by(usage_daily.c.account_id)
+            .subquery()
+        )
+        pairs = await conn.execute(
+            select(
+                recorded.c.a, recorded.c.n, recorded.c.cost, rolled.c.n, rolled.c.cost
+            ).outerjoin(rolled, rolled.c.a == recorded.c.a)
+        )
+        problems += [
+            f"account {a}: usage_daily has {rn or 0} requests / {usd(int(rc or 0))}, "
+            f"usage records {n} / {usd(int(c))}"
+            for a, n, c, rn, rc in pairs
+            if (int(rn or 0), int(rc or 0)) != (int(n), int(c))
         ]
         bad_kind = await conn.execute(
             select(ledger.c.id, ledger.c.kind).where(

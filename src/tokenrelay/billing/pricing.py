@@ -15,7 +15,8 @@ from tokenrelay import ir
 from tokenrelay.catalog import Price
 from tokenrelay.money import NANO_PER_USD, div_half_up, round_half_up, usd
 
-__all__ = ["NANO_PER_USD", "cost_nano", "usd", "worst_case_nano"]
+__all__ = ["NANO_PER_USD", "cost_nano", "customer_nano", "usd", "worst_case_nano"]
+PPM = 1_000_000
 _PER_TOKEN = Decimal(NANO_PER_USD) / Decimal(1_000_000)
 
 
@@ -77,3 +78,12 @@ def worst_case_nano(prompt_tokens: int, max_output: int, price: Price) -> int:
     dearest = max(rates.input, rates.cache_write, rates.cache_write_1h)
     usage = ir.UsageTotals(input=prompt_tokens, output=max_output)
     return cost_nano(usage, replace(rates, input=dearest))
+
+
+def customer_nano(list_nano: int, multiplier_ppm: int) -> int:
+    """The customer's price of usage whose list price (what the vendor bills) is `list_nano`:
+    × the price group's multiplier (parts per million), rounded up so that a fraction of a
+    nano-USD never comes out of the operator's margin. Exact integers; 1x is the identity."""
+    if multiplier_ppm == PPM:
+        return list_nano
+    return -((-list_nano * multiplier_ppm) // PPM)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenrelay.store.tables import api_keys, ledger, usage_records
+from tokenrelay.store.tables import accounts, ledger, usage_daily, usage_records
 
 if TYPE_CHECKING:
     from tokenrelay.metering import RequestContext
@@ -57,8 +58,10 @@ class UsageRecord:
     duration_ms: int | None = None
     ttft_ms: int | None = None
     session_id: str | None = None  # the client's session, when it names one
-    cost_nano: int = 0  # set by BillingEngine.settle
+    cost_nano: int = 0  # set by BillingEngine.settle: the customer's price
     price_version_id: str = ""  # set by BillingEngine.settle
+    account_id: str = ""  # set by BillingEngine.settle: the account the key spends from
+    upstream_cost_nano: int = 0  # set by BillingEngine.settle: the catalog's list price
 
     @classmethod
     def from_context(cls, ctx: RequestContext, *, attempts: int = 1) -> UsageRecord:
@@ -113,6 +116,8 @@ class UsageRecord:
             "session_id": self.session_id,
             "cost_nano": self.cost_nano,
             "price_version_id": self.price_version_id,
+            "account_id": self.account_id or f"acct_{self.key_id}",
+            "upstream_cost_nano": self.upstream_cost_nano,
         }
 
 
@@ -251,6 +256,7 @@ class SettlementWriter:
             debits = [
                 {
                     "key_id": rows[rid]["key_id"],
+                    "account_id": rows[rid]["account_id"],
                     "kind": "debit",
                     "amount_nano": -rows[rid]["cost_nano"],
                     "request_id": rid,
@@ -260,18 +266,70 @@ class SettlementWriter:
                 for rid in inserted
             ]
             await conn.execute(insert(ledger), debits)
-            per_key: dict[str, int] = {}
+            per_account: dict[str, int] = {}
             for rid in inserted:
-                key = rows[rid]["key_id"]
-                per_key[key] = per_key.get(key, 0) + rows[rid]["cost_nano"]
-            # Sorted: concurrent writers (replicas) lock key rows in one order, no deadlock.
+                account = rows[rid]["account_id"]
+                per_account[account] = per_account.get(account, 0) + rows[rid]["cost_nano"]
+            daily = rollup(
+                (
+                    r["account_id"],
+                    r["started_at"].astimezone(dt.UTC).date().isoformat(),
+                    r["model"],
+                    r["vendor"],
+                    r["status"],
+                    r["input_tokens"] + r["cache_read_tokens"] + r["cache_write_tokens"],
+                    r["output_tokens"],
+                    r["cost_nano"],
+                    r["upstream_cost_nano"],
+                )
+                for r in (rows[rid] for rid in inserted)
+            )
+            upsert = dialect.insert(usage_daily)
+            summed = ROLLUP_SUMS
             await conn.execute(
-                update(api_keys)
-                .where(api_keys.c.id == bindparam("k_id"))
-                .values(balance_nano=api_keys.c.balance_nano - bindparam("k_cost")),
-                [{"k_id": k, "k_cost": c} for k, c in sorted(per_key.items())],
+                upsert.on_conflict_do_update(
+                    index_elements=["account_id", "day", "model", "vendor"],
+                    set_={c: usage_daily.c[c] + upsert.excluded[c] for c in summed},
+                ),
+                [dict(zip(ROLLUP_COLUMNS, d, strict=True)) for d in daily],
+            )
+            # Sorted: concurrent writers (replicas) lock account rows in one order, no deadlock.
+            await conn.execute(
+                update(accounts)
+                .where(accounts.c.id == bindparam("a_id"))
+                .values(balance_nano=accounts.c.balance_nano - bindparam("a_cost")),
+                [{"a_id": a, "a_cost": c} for a, c in sorted(per_account.items())],
             )
         return inserted
+
+
+ROLLUP_SUMS = (
+    "requests",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cost_nano",
+    "upstream_cost_nano",
+)
+ROLLUP_COLUMNS = ("account_id", "day", "model", "vendor", *ROLLUP_SUMS)
+
+
+def rollup(
+    records: Iterable[tuple[str, str, str, str, str, int, int, int, int]],
+) -> list[tuple[Any, ...]]:
+    """(account, day, model, vendor, status, input, output, cost, upstream) of new usage
+    records -> one usage_daily increment per (account, day, model, vendor), sorted (lock
+    order), in ROLLUP_COLUMNS order."""
+    sums: dict[tuple[str, str, str, str], list[int]] = {}
+    for account, day, model, vendor, status, tokens_in, tokens_out, cost, upstream in records:
+        acc = sums.setdefault((account, day, model, vendor), [0, 0, 0, 0, 0, 0])
+        acc[0] += 1
+        acc[1] += status == "error"
+        acc[2] += tokens_in
+        acc[3] += tokens_out
+        acc[4] += cost
+        acc[5] += upstream
+    return [(*k, *v) for k, v in sorted(sums.items())]
 
 
 def _brief(exc: BaseException) -> str:

@@ -115,14 +115,20 @@ async def migrate_async(target: str | AsyncEngine) -> None:
     try:
         if await schema_is_current(engine):
             return
-        async with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # Replicas starting together must not race to create the same tables; the lock
-                # is released when this transaction ends.
-                await conn.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
-                )
-            await conn.run_sync(_upgrade)
+        async with engine.connect() as conn:
+            async with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    # Replicas starting together must not race to create the same tables; the
+                    # lock is released when this transaction ends.
+                    await conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+                    )
+                await conn.run_sync(_upgrade)
+            if conn.dialect.name == "sqlite":
+                # A migration may turn foreign-key enforcement off for its table rebuilds
+                # (0005); the connection goes back to the pool with it on again.
+                await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await conn.commit()
     finally:
         if isinstance(target, str):
             await engine.dispose()

@@ -1,8 +1,9 @@
 """Table definitions (SQLAlchemy Core). Schema changes go through an Alembic migration.
 
 Money is integer nano-USD (1e-9 USD) in BIGINT columns: exact, and 2^63 nano-USD is 9.2 billion
-dollars. `api_keys.balance_nano` is the key's balance: the running total of its ledger rows,
-updated in the same transaction as each insert, so reading a balance never sums the ledger.
+dollars. `accounts.balance_nano` is an account's prepaid balance, which all its API keys draw
+on: the running total of its ledger rows, updated in the same transaction as each insert, so
+reading a balance never sums the ledger.
 """
 
 from __future__ import annotations
@@ -38,6 +39,100 @@ metadata = MetaData(
     }
 )
 
+# ---------------------------------------------------------------- accounts (migration 0005)
+# A customer account: the prepaid balance its keys spend, and the price group that turns the
+# catalog's list prices (the upstream cost) into the customer's prices.
+price_groups = Table(
+    "price_groups",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    # Customer price = list price × multiplier_ppm / 1e6, rounded up to the nano-USD.
+    Column("multiplier_ppm", BigInteger, nullable=False),
+    Column("note", String(500), nullable=True),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(40), primary_key=True),  # acct_<12 hex>
+    Column("name", String(200), nullable=False),
+    Column("email", String(320), nullable=True, unique=True),  # lower-cased; NULL: no sign-in
+    Column("password_hash", String(200), nullable=True),  # argon2id; never leaves the store
+    Column("balance_nano", BigInteger, nullable=False, server_default=text("0")),
+    Column("price_group", String(64), ForeignKey("price_groups.name"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+)
+
+# Prepaid codes an operator hands out; stored hashed (sha256, like keys: 128 random bits).
+# Redeemed once: the UPDATE that claims one requires `redeemed_by IS NULL`.
+redemption_codes = Table(
+    "redemption_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("batch_id", String(40), nullable=False),
+    Column("amount_nano", BigInteger, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("redeemed_by", String(40), ForeignKey("accounts.id"), nullable=True),
+    Column("redeemed_at", DateTime(timezone=True), nullable=True),
+    Index("ix_redemption_codes_batch_id", "batch_id"),
+)
+
+# Operator console users (not customers; not the shared admin API token).
+admin_users = Table(
+    "admin_users",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Every operator action on money or accounts, with who and why.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("actor", String(320), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("account_id", String(40), nullable=True),
+    Column("amount_nano", BigInteger, nullable=True),
+    Column("reason", String(500), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Per account, UTC day, model and vendor: the sums of its usage records, kept by the settlement
+# writers in the transaction that inserts the records (only records that were new count), so
+# dashboards and margins read a few rows instead of summing 100k records.
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("account_id", String(40), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD (UTC)
+    Column("model", String(200), primary_key=True),
+    Column("vendor", String(32), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),  # input + cache reads + cache writes
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cost_nano", BigInteger, nullable=False),
+    Column("upstream_cost_nano", BigInteger, nullable=False),
+    Index("ix_usage_daily_day", "day"),
+)
+
+# Stripe payments credited (checkout session -> account), so refunds and disputes, which name
+# only the payment intent, find the account to debit.
+stripe_payments = Table(
+    "stripe_payments",
+    metadata,
+    Column("payment_intent", String(255), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("amount_nano", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+# ---------------------------------------------------------------- end accounts
+
 api_keys = Table(
     "api_keys",
     metadata,
@@ -50,9 +145,15 @@ api_keys = Table(
     Column("key_hint", String(32), nullable=False),  # prefix + last 4 chars, for display
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
-    Column("balance_nano", BigInteger, nullable=False, server_default=text("0")),
     Column("rpm", Integer, nullable=True),  # requests per minute; NULL = no limit
     Column("tpm", Integer, nullable=True),  # tokens per minute; NULL = no limit
+    # --- accounts (migration 0005): the account whose balance the key spends, and its limits
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("allowed_models", JSON, nullable=True),  # catalog ids; NULL = every model
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("daily_cap_nano", BigInteger, nullable=True),  # spend cap per UTC day; NULL = none
+    Column("monthly_cap_nano", BigInteger, nullable=True),  # per UTC calendar month
+    Index("ix_api_keys_account_id", "account_id"),
 )
 
 # Append-only: every change to a balance is one row here, and `api_keys.balance_nano` is their
@@ -61,7 +162,10 @@ ledger = Table(
     "ledger",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("key_id", String(32), ForeignKey("api_keys.id"), nullable=False),
+    # The key that spent (debits) or was named by the operator (credits); NULL for credits to
+    # the account as a whole (top-ups).
+    Column("key_id", String(32), ForeignKey("api_keys.id"), nullable=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
     Column("kind", String(16), nullable=False),  # credit | debit | adjustment
     Column("amount_nano", BigInteger, nullable=False),  # signed: debits are negative
     # Set on debits only; UNIQUE is the idempotency guard (NULLs never collide).
@@ -69,6 +173,7 @@ ledger = Table(
     Column("note", String(500), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_ledger_key_id", "key_id"),
+    Index("ix_ledger_account_id", "account_id"),
 )
 
 usage_records = Table(
@@ -88,7 +193,7 @@ usage_records = Table(
     Column("cache_write_1h_tokens", BigInteger, nullable=False),
     Column("reasoning_tokens", BigInteger, nullable=False),
     Column("usage_source", String(16), nullable=False),  # vendor | estimated
-    Column("cost_nano", BigInteger, nullable=False),
+    Column("cost_nano", BigInteger, nullable=False),  # what the customer pays
     Column("price_version_id", String(32), nullable=False),  # "catalog" or price_versions.id
     Column("status", String(16), nullable=False),  # ok | error | cancelled
     Column("error", String(500), nullable=True),
@@ -99,6 +204,12 @@ usage_records = Table(
     # The client's session, when it names one (Claude Code's X-Claude-Code-Session-Id).
     Column("session_id", String(100), nullable=True),
     Index("ix_usage_records_key_id_started_at", "key_id", "started_at"),
+    # --- accounts (migration 0005)
+    Column("account_id", String(40), nullable=False),
+    # The catalog's list price of the same usage: what the vendor bills the operator.
+    Column("upstream_cost_nano", BigInteger, nullable=False, server_default=text("0")),
+    Index("ix_usage_records_account_id_started_at", "account_id", "started_at"),
+    Index("ix_usage_records_started_at", "started_at"),
 )
 
 # Operator prices; the catalog's own prices are the implicit version "catalog". Rates are

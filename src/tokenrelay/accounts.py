@@ -1,0 +1,199 @@
+"""Customer accounts: sign-up, sign-in and password reset against the `accounts` table.
+
+Passwords are hashed with argon2id (argon2-cffi's defaults): unlike API keys (256 random bits,
+sha256 is enough), a password is a low-entropy secret that must be slow to guess offline.
+Operator console users (`admin_users`) use the same hashing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tokenrelay.store.tables import accounts, admin_users
+
+DEFAULT_PRICE_GROUP = "default"
+MIN_PASSWORD = 10
+MAX_PASSWORD = 1024  # argon2 hashes any length; a cap keeps a 10 MB "password" out
+_hasher = PasswordHasher()
+# Verified against when the email is unknown, so that a miss costs what a hit costs.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+class SignupError(ValueError):
+    """The sign-up cannot proceed; the message is fit for the form."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: str
+    name: str
+    email: str | None
+    balance_nano: int
+    price_group: str
+    created_at: dt.datetime
+    disabled: bool
+    # A fingerprint of the password hash: a reset link is only good until the password changes.
+    password_tag: str
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def valid_email(email: str) -> bool:
+    local, _, domain = email.partition("@")
+    return bool(local) and "." in domain and len(email) <= 320 and " " not in email
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise SignupError(f"the password needs at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise SignupError(f"the password may have at most {MAX_PASSWORD} characters")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(stored: str | None, password: str) -> bool:
+    """Constant work whether or not there is a stored hash."""
+    if len(password) > MAX_PASSWORD:
+        return False
+    try:
+        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+class AccountStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def sign_up(self, email: str, password: str, name: str | None = None) -> Account:
+        """A new account with no balance (the caller credits any starting credit through
+        billing, so that the ledger has it). SignupError for a bad or taken email."""
+        email = normalize_email(email)
+        if not valid_email(email):
+            raise SignupError("enter a valid email address")
+        check_password(password)
+        now = dt.datetime.now(dt.UTC)
+        row = {
+            "id": f"acct_{secrets.token_hex(6)}",
+            "name": (name or email)[:200],
+            "email": email,
+            "password_hash": hash_password(password),
+            "balance_nano": 0,
+            "price_group": DEFAULT_PRICE_GROUP,
+            "created_at": now,
+        }
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(accounts).values(**row))
+        except IntegrityError:
+            raise SignupError("an account with this email exists; sign in instead") from None
+        return _account({**row, "disabled_at": None})
+
+    async def authenticate(self, email: str, password: str) -> Account | None:
+        account = await self.by_email(email)
+        stored = await self._password_hash(account.id) if account else None
+        if not verify_password(stored, password) or account is None or account.disabled:
+            return None
+        return account
+
+    async def get(self, account_id: str) -> Account | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(accounts).where(accounts.c.id == account_id))).first()
+        return _account(row._mapping) if row else None
+
+    async def by_email(self, email: str) -> Account | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(accounts).where(accounts.c.email == normalize_email(email))
+                )
+            ).first()
+        return _account(row._mapping) if row else None
+
+    async def set_password(self, account_id: str, password: str) -> None:
+        check_password(password)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(accounts)
+                .where(accounts.c.id == account_id)
+                .values(password_hash=hash_password(password))
+            )
+
+    async def delete_unused(self, account_id: str) -> None:
+        """Remove an account created a moment ago that nothing references yet (a refused
+        invitation); the foreign keys refuse it otherwise."""
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(accounts).where(accounts.c.id == account_id))
+
+    async def _password_hash(self, account_id: str) -> str | None:
+        async with self.engine.connect() as conn:
+            return await conn.scalar(
+                select(accounts.c.password_hash).where(accounts.c.id == account_id)
+            )
+
+
+class AdminUsers:
+    """Operator console users, created with `tokenrelay admin create-user`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def create(self, email: str, password: str) -> str:
+        email = normalize_email(email)
+        if not valid_email(email):
+            raise SignupError("enter a valid email address")
+        check_password(password)
+        user_id = f"adm_{secrets.token_hex(6)}"
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    insert(admin_users).values(
+                        id=user_id,
+                        email=email,
+                        password_hash=hash_password(password),
+                        created_at=dt.datetime.now(dt.UTC),
+                    )
+                )
+        except IntegrityError:
+            raise SignupError("an operator with this email exists") from None
+        return user_id
+
+    async def authenticate(self, email: str, password: str) -> str | None:
+        """The operator's email when the password matches, else None."""
+        email = normalize_email(email)
+        async with self.engine.connect() as conn:
+            stored = await conn.scalar(
+                select(admin_users.c.password_hash).where(admin_users.c.email == email)
+            )
+        return email if verify_password(stored, password) else None
+
+
+def _account(row: Any) -> Account:
+    created = row["created_at"]
+    pw = row.get("password_hash") if hasattr(row, "get") else row["password_hash"]
+    return Account(
+        id=row["id"],
+        name=row["name"],
+        email=row["email"],
+        balance_nano=int(row["balance_nano"]),
+        price_group=row["price_group"],
+        created_at=created if created.tzinfo else created.replace(tzinfo=dt.UTC),
+        disabled=row["disabled_at"] is not None,
+        # One-way (the hash's salt stays secret): it goes into cookies and reset links.
+        password_tag=hashlib.sha256((pw or "").encode()).hexdigest()[:16],
+    )

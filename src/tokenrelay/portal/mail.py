@@ -1,0 +1,40 @@
+"""Password-reset mail: SMTP when TOKENRELAY_SMTP_URL is set, else one log line (development).
+
+The log line carries the reset link (its token) and nothing else secret: no key, no password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import smtplib
+from email.message import EmailMessage
+from urllib.parse import unquote, urlsplit
+
+from tokenrelay.settings import Settings
+
+log = logging.getLogger("tokenrelay.portal")
+
+
+async def send_reset(settings: Settings, to: str, link: str) -> None:
+    if settings.smtp_url is None:
+        log.warning("password reset (no SMTP configured, development): %s", link)
+        return
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = settings.mail_from, to, "Reset your password"
+    msg.set_content(f"Reset your tokenrelay password within the hour:\n\n{link}\n")
+    url = urlsplit(settings.smtp_url.get_secret_value())
+    try:
+        await asyncio.to_thread(_send, url.scheme, url.hostname or "localhost", url, msg)
+    except (OSError, smtplib.SMTPException) as exc:
+        log.warning("password reset mail not sent: %s", type(exc).__name__)
+
+
+def _send(scheme: str, host: str, url: object, msg: EmailMessage) -> None:
+    parts = urlsplit(str(getattr(url, "geturl", lambda: "")()))
+    port = parts.port or (465 if scheme == "smtps" else 25)
+    smtp_cls = smtplib.SMTP_SSL if scheme == "smtps" else smtplib.SMTP
+    with smtp_cls(host, port, timeout=10) as smtp:
+        if parts.username:
+            smtp.login(unquote(parts.username), unquote(parts.password or ""))
+        smtp.send_message(msg)

@@ -1,0 +1,158 @@
+"""Dashboard and console reads. Usage pages are keyset-paginated on (started_at, request_id)
+over the (account_id, started_at) index: a page costs the same at row 100 and row 100,000."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tokenrelay.store.tables import accounts, audit_log, usage_daily, usage_records
+
+PAGE = 50
+CSV_MAX = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class UsageFilter:
+    account_id: str
+    model: str | None = None
+    key_id: str | None = None
+    since: dt.datetime | None = None
+
+
+def _where(f: UsageFilter) -> list[Any]:
+    u = usage_records.c
+    clauses: list[Any] = [u.account_id == f.account_id]
+    if f.model:
+        clauses.append(u.model == f.model)
+    if f.key_id:
+        clauses.append(u.key_id == f.key_id)
+    if f.since:
+        clauses.append(u.started_at >= f.since)
+    return clauses
+
+
+async def usage_page(
+    engine: AsyncEngine, f: UsageFilter, before: tuple[dt.datetime, str] | None, limit: int = PAGE
+) -> tuple[list[dict[str, Any]], tuple[dt.datetime, str] | None]:
+    """Newest first; returns the rows and the cursor of the next page (None at the end)."""
+    u = usage_records.c
+    query = select(usage_records).where(*_where(f))
+    if before is not None:
+        at, rid = before
+        query = query.where(or_(u.started_at < at, and_(u.started_at == at, u.request_id < rid)))
+    query = query.order_by(u.started_at.desc(), u.request_id.desc()).limit(limit + 1)
+    async with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in await conn.execute(query)]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    for r in rows:
+        r["started_at"] = _utc(r["started_at"])
+    cursor = (rows[-1]["started_at"], rows[-1]["request_id"]) if more and rows else None
+    return rows, cursor
+
+
+async def usage_csv_rows(engine: AsyncEngine, f: UsageFilter) -> list[dict[str, Any]]:
+    u = usage_records.c
+    query = (
+        select(usage_records)
+        .where(*_where(f))
+        .order_by(u.started_at.desc(), u.request_id.desc())
+        .limit(CSV_MAX)
+    )
+    async with engine.connect() as conn:
+        return [dict(r._mapping) for r in await conn.execute(query)]
+
+
+def _since_day(days: int) -> str:
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(days=days - 1)).date().isoformat()
+
+
+async def daily_spend(
+    engine: AsyncEngine, account_id: str, days: int = 30
+) -> list[tuple[str, int]]:
+    d = usage_daily.c
+    query = (
+        select(d.day, func.sum(d.cost_nano))
+        .where(d.account_id == account_id, d.day >= _since_day(days))
+        .group_by(d.day)
+        .order_by(d.day)
+    )
+    async with engine.connect() as conn:
+        return [(str(day), int(c or 0)) for day, c in await conn.execute(query)]
+
+
+async def per_model(engine: AsyncEngine, account_id: str, days: int = 30) -> list[dict[str, Any]]:
+    d = usage_daily.c
+    query = (
+        select(
+            d.model,
+            func.sum(d.requests),
+            func.sum(d.input_tokens),
+            func.sum(d.output_tokens),
+            func.sum(d.cost_nano),
+        )
+        .where(d.account_id == account_id, d.day >= _since_day(days))
+        .group_by(d.model)
+        .order_by(func.sum(d.cost_nano).desc())
+    )
+    async with engine.connect() as conn:
+        return [
+            {"model": m, "requests": int(n), "input": int(i), "output": int(o), "cost": int(c)}
+            for m, n, i, o, c in await conn.execute(query)
+        ]
+
+
+# ---------------------------------------------------------------- operator console
+
+
+async def customers(engine: AsyncEngine, limit: int = 200) -> list[dict[str, Any]]:
+    query = select(accounts).order_by(accounts.c.created_at.desc()).limit(limit)
+    async with engine.connect() as conn:
+        return [dict(r._mapping) for r in await conn.execute(query)]
+
+
+async def margins(engine: AsyncEngine, by: str, days: int = 30) -> list[dict[str, Any]]:
+    """Revenue (customer cost), upstream cost, margin and error rate, grouped by `by`
+    (vendor | model | day) over the last `days` days, from the daily roll-up."""
+    d = usage_daily.c
+    key = {"vendor": d.vendor, "model": d.model, "day": d.day}[by]
+    query = (
+        select(
+            key,
+            func.sum(d.requests),
+            func.sum(d.cost_nano),
+            func.sum(d.upstream_cost_nano),
+            func.sum(d.errors),
+        )
+        .where(d.day >= _since_day(days))
+        .group_by(key)
+        .order_by(key)
+    )
+    async with engine.connect() as conn:
+        rows = await conn.execute(query)
+        return [
+            {
+                by: str(k),
+                "requests": int(n),
+                "revenue": int(r or 0),
+                "upstream": int(c or 0),
+                "margin": int(r or 0) - int(c or 0),
+                "error_rate": (int(e or 0) / int(n)) if n else 0.0,
+            }
+            for k, n, r, c, e in rows
+        ]
+
+
+async def audit(engine: AsyncEngine, limit: int = 100) -> list[dict[str, Any]]:
+    query = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+    async with engine.connect() as conn:
+        return [dict(r._mapping) for r in await conn.execute(query)]
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

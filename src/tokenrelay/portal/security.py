@@ -1,0 +1,151 @@
+"""Sessions, CSRF tokens, reset links and sign-in throttling for the portal and the console.
+
+Sessions are signed cookies (itsdangerous, HMAC-SHA256 with TOKENRELAY_SESSION_SECRET), not
+server-side rows: any replica behind a load balancer reads them without a shared store. The
+cookie holds the account id, a random session nonce and the time it was signed; it is
+httpOnly, SameSite=Lax and Secure over https. The CSRF token of a form is an HMAC of the
+session nonce (double-submit, bound to the session): a cross-site form post has the cookie
+but cannot read or forge the token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tokenrelay.settings import Settings
+
+log = logging.getLogger("tokenrelay.portal")
+
+RESET_TTL_S = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    subject: str  # account id (portal) or operator email (console)
+    nonce: str
+    # The account's password fingerprint when signed in: a password change ends every session.
+    tag: str = ""
+
+
+class Sessions:
+    """One signer per secret; `kind` separates customer and operator cookies and tokens."""
+
+    def __init__(self, settings: Settings) -> None:
+        secret = settings.session_secret.get_secret_value() if settings.session_secret else None
+        if secret is None:
+            log.warning(
+                "TOKENRELAY_SESSION_SECRET is not set: sessions are signed with a per-process "
+                "key (sign-ins end on restart; set it for several replicas)"
+            )
+            secret = secrets.token_urlsafe(32)
+        self._secret = secret.encode()
+        self._ttl = settings.session_ttl_s
+        self._secure = settings.cookie_secure
+        self._signer = URLSafeTimedSerializer(secret, salt="tokenrelay-session")
+        self._reset = URLSafeTimedSerializer(secret, salt="tokenrelay-reset")
+
+    # ------------------------------------------------------------------ sessions
+
+    def read(self, request: Request, kind: str) -> Session | None:
+        raw = request.cookies.get(_cookie(kind))
+        if not raw:
+            return None
+        try:
+            data = self._signer.loads(raw, max_age=self._ttl)
+        except BadSignature:
+            return None
+        if not isinstance(data, list) or len(data) != 4 or data[0] != kind:
+            return None
+        return Session(str(data[1]), str(data[2]), str(data[3]))
+
+    def start(
+        self, response: Response, request: Request, kind: str, subject: str, tag: str = ""
+    ) -> None:
+        token = self._signer.dumps([kind, subject, secrets.token_urlsafe(16), tag])
+        response.set_cookie(
+            _cookie(kind),
+            token,
+            max_age=self._ttl,
+            httponly=True,
+            samesite="lax",
+            secure=self._secure == "on"
+            or (self._secure == "auto" and request.url.scheme == "https"),
+            path="/",
+        )
+
+    def end(self, response: Response, kind: str) -> None:
+        response.delete_cookie(_cookie(kind), path="/")
+
+    # ------------------------------------------------------------------ CSRF
+
+    def csrf_token(self, session: Session | None) -> str:
+        """Bound to the session; before sign-in (sign-up and sign-in forms) to a pre-session
+        cookie set by `pre_session`."""
+        nonce = session.nonce if session else ""
+        return hmac.new(self._secret, b"csrf:" + nonce.encode(), hashlib.sha256).hexdigest()
+
+    def csrf_ok(self, session: Session | None, token: Any) -> bool:
+        return isinstance(token, str) and hmac.compare_digest(self.csrf_token(session), token)
+
+    # ------------------------------------------------------------------ password reset
+
+    def reset_token(self, account_id: str, password_tag: str) -> str:
+        """Good for an hour and until the password changes (the tag is part of the hash)."""
+        return self._reset.dumps([account_id, password_tag])
+
+    def reset_subject(self, token: str) -> tuple[str, str] | None:
+        try:
+            data = self._reset.loads(token, max_age=RESET_TTL_S)
+        except BadSignature:
+            return None
+        if not isinstance(data, list) or len(data) != 2:
+            return None
+        return str(data[0]), str(data[1])
+
+
+def _cookie(kind: str) -> str:
+    return f"tr_{kind}"
+
+
+class Throttle:
+    """Failed sign-ins per name (email, client IP) in a sliding window; per process (a
+    replica counts its own: N replicas allow N × the attempts, still a hard bound)."""
+
+    def __init__(self, attempts: int, window_s: float, max_names: int = 100_000) -> None:
+        self._attempts = attempts
+        self._window = window_s
+        self._max = max_names
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+
+    def blocked(self, *names: str) -> float | None:
+        """Seconds until a retry is allowed, if any name is over its limit."""
+        now = time.monotonic()
+        wait = 0.0
+        for name in names:
+            recent = [t for t in self._failures.get(name, []) if now - t < self._window]
+            if len(recent) >= self._attempts:
+                wait = max(wait, self._window - (now - recent[0]))
+        return wait or None
+
+    def failed(self, *names: str) -> None:
+        now = time.monotonic()
+        for name in names:
+            times = [t for t in self._failures.pop(name, []) if now - t < self._window]
+            self._failures[name] = [*times, now]
+            if len(self._failures) > self._max:
+                self._failures.popitem(last=False)
+
+    def succeeded(self, *names: str) -> None:
+        for name in names:
+            self._failures.pop(name, None)
