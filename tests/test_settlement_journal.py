@@ -148,14 +148,19 @@ def test_rows_are_bound_exactly_as_sqlalchemy_binds_them(
     assert record_values(record) == expected
 
 
-def test_lines_journaled_before_the_session_column_replay() -> None:
-    """A journal written by a gateway older than usage_records.session_id (migration 0004)
-    still replays after an upgrade: the missing value is NULL."""
-    from tokenrelay.billing.journal import _from_json, record_values
+def test_lines_journaled_before_the_session_and_account_columns_replay() -> None:
+    """A journal written by an older gateway (before accounts, 0004, and sessions, 0005) still
+    replays after an upgrade: no session, the record goes to the key's own account, its list
+    cost the price it was billed at."""
+    from tokenrelay.billing.journal import _COLUMNS, _from_json, record_values
 
     record = UsageRecord("req_old", "key_1", "gpt-4o", input_tokens=3, cost_nano=9)
     record.started_at = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+    record.upstream_cost_nano = 9
     values = record_values(record)
-    assert _from_json(values[:-1]) == values
-    with_session = UsageRecord("req_new", "key_1", "gpt-4o", session_id="s-1")
-    assert _from_json(record_values(with_session))[-1] == "s-1"
+    assert _COLUMNS[-3:] == ["session_id", "account_id", "upstream_cost_nano"]
+    assert values[-2:] == ["acct_key_1", 9]
+    assert _from_json(values[:-3]) == values
+    with_session = UsageRecord("req_new", "key_1", "gpt-4o", session_id="s-1", cost_nano=5)
+    new = record_values(with_session)
+    assert _from_json(new)[_COLUMNS.index("session_id")] == "s-1"

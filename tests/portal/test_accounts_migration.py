@@ -1,4 +1,4 @@
-"""Migration 0005 on a database with keys, balances, ledger and usage (SQLite and PostgreSQL):
+"""Migration 0004 on a database with keys, balances, ledger and usage (SQLite and PostgreSQL):
 every key's balance moves into an account of its own, nothing lost, the ledger still adds up;
 and the downgrade gives each key its balance back."""
 

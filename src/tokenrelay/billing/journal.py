@@ -440,14 +440,11 @@ def sqlite_datetime(d: dt.datetime) -> str:
 def _from_json(raw: Any) -> list[Any]:
     """A journal line: bound values in column order (or, from an older gateway, an object)."""
     if isinstance(raw, list):
-        missing = len(_COLUMNS) - len(raw)
-        if missing == 3:  # journaled before usage_records.session_id (0004)
-            raw = [*raw, None]
-            missing = 2
-        if missing == 2:
-            # Journaled before accounts (migration 0005): the key's own account, list price.
-            return [*raw, f"acct_{raw[_KEY_ID]}", raw[_COST]]
-        if missing:
+        if len(raw) == len(_COLUMNS) - 3:
+            # Journaled before accounts and sessions (migrations 0004, 0005): no session, the
+            # key's own account, its list cost the price it was billed at.
+            return [*raw, None, f"acct_{raw[_KEY_ID]}", raw[_COST]]
+        if len(raw) != len(_COLUMNS):
             raise ValueError(f"{len(raw)} values for {len(_COLUMNS)} columns")
         return raw
     row = {name: raw[name] for name in _COLUMNS if name in raw}

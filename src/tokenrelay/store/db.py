@@ -126,7 +126,7 @@ async def migrate_async(target: str | AsyncEngine) -> None:
                 await conn.run_sync(_upgrade)
             if conn.dialect.name == "sqlite":
                 # A migration may turn foreign-key enforcement off for its table rebuilds
-                # (0005); the connection goes back to the pool with it on again.
+                # (0004); the connection goes back to the pool with it on again.
                 await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
                 await conn.commit()
     finally:

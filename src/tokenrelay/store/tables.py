@@ -39,7 +39,7 @@ metadata = MetaData(
     }
 )
 
-# ---------------------------------------------------------------- accounts (migration 0005)
+# ---------------------------------------------------------------- accounts (migration 0004)
 # A customer account: the prepaid balance its keys spend, and the price group that turns the
 # catalog's list prices (the upstream cost) into the customer's prices.
 price_groups = Table(
@@ -147,7 +147,7 @@ api_keys = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("rpm", Integer, nullable=True),  # requests per minute; NULL = no limit
     Column("tpm", Integer, nullable=True),  # tokens per minute; NULL = no limit
-    # --- accounts (migration 0005): the account whose balance the key spends, and its limits
+    # --- accounts (migration 0004): the account whose balance the key spends, and its limits
     Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
     Column("allowed_models", JSON, nullable=True),  # catalog ids; NULL = every model
     Column("expires_at", DateTime(timezone=True), nullable=True),
@@ -204,7 +204,7 @@ usage_records = Table(
     # The client's session, when it names one (Claude Code's X-Claude-Code-Session-Id).
     Column("session_id", String(100), nullable=True),
     Index("ix_usage_records_key_id_started_at", "key_id", "started_at"),
-    # --- accounts (migration 0005)
+    # --- accounts (migration 0004)
     Column("account_id", String(40), nullable=False),
     # The catalog's list price of the same usage: what the vendor bills the operator.
     Column("upstream_cost_nano", BigInteger, nullable=False, server_default=text("0")),

@@ -1,7 +1,7 @@
 """deployment_states: drain/restore and refused keys shared by every process and replica.
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 Create Date: 2026-12-02
 """
 

@@ -6,7 +6,7 @@ key's balance; ledger rows and usage records name the account too. Usage records
 upstream (list-price) cost beside the customer's cost; for rows from before, in the `default`
 price group (multiplier 1), the two are equal.
 
-Revision ID: 0005
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-02
 """
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0004"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -258,4 +258,4 @@ def _check_foreign_keys() -> None:
     if bind.dialect.name == "sqlite":
         broken = bind.exec_driver_sql("PRAGMA foreign_key_check").all()
         if broken:
-            raise RuntimeError(f"migration 0005 left dangling references: {broken[:5]}")
+            raise RuntimeError(f"migration 0004 left dangling references: {broken[:5]}")
