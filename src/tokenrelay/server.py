@@ -74,6 +74,12 @@ def multi_worker_problem(settings: Settings, workers: int) -> str | None:
             "belongs to one process (set TOKENRELAY_DATABASE_URL=postgresql://..., or run "
             "one worker)"
         )
+    if settings.session_secret is None:
+        return (
+            f"--workers {workers} needs TOKENRELAY_SESSION_SECRET: without it each worker signs "
+            "portal sign-ins with a key of its own, and a sign-in on one is unknown to the others "
+            "(set it to a long random string, the same on every replica)"
+        )
     if settings.emulator_url or not settings.emulator_port:
         return None  # each worker starts its own emulator on a free port, or none
     from tokenrelay.catalog import Catalog

@@ -151,6 +151,7 @@ def test_a_drain_reaches_every_worker_of_serve(tmp_path: Path) -> None:
             "TOKENRELAY_DATABASE_URL": store.database_url,
             "TOKENRELAY_REDIS_URL": store.redis_url or "",
             "TOKENRELAY_ADMIN_TOKEN": ADMIN_TOKEN,
+            "TOKENRELAY_SESSION_SECRET": "s" * 32,
             "TOKENRELAY_EMULATE": "all",
             "TOKENRELAY_CATALOG": str(catalog),
             "TOKENRELAY_LOG_LEVEL": "warning",

@@ -51,9 +51,12 @@ def test_workers_are_refused_when_state_cannot_be_shared(tmp_path: Path) -> None
         _env(TOKENRELAY_REDIS_URL="redis://127.0.0.1:1/0"), tmp_path, "--workers", "2"
     )
     assert "PostgreSQL" in sqlite
+    shared = _env(TOKENRELAY_REDIS_URL="redis://127.0.0.1:1/0", TOKENRELAY_DATABASE_URL=pg)
+    assert "TOKENRELAY_SESSION_SECRET" in _refused(shared, tmp_path, "--workers", "2")
     fixed_port = _env(
         TOKENRELAY_REDIS_URL="redis://127.0.0.1:1/0",
         TOKENRELAY_DATABASE_URL=pg,
+        TOKENRELAY_SESSION_SECRET="s" * 32,
         TOKENRELAY_EMULATOR_PORT="9999",
     )
     line = _refused(fixed_port, tmp_path, "--workers", "2")
@@ -76,6 +79,7 @@ def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path: Path) -> None:
                 TOKENRELAY_DATABASE_URL=store.database_url,
                 TOKENRELAY_REDIS_URL=redis.url,
                 TOKENRELAY_ADMIN_TOKEN=ADMIN_TOKEN,
+                TOKENRELAY_SESSION_SECRET="s" * 32,
                 TOKENRELAY_EMULATE="all",
             )
             log = tmp_path / "gw.log"
