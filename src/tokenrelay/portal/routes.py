@@ -45,6 +45,14 @@ templates = Environment(
     enable_async=False,
 )
 templates.filters["usd"] = usd
+
+
+def dollars(nano: int) -> str:
+    """ "$1.25", "-$0.50": the sign before the currency, as people write it."""
+    return f"-${usd(-nano)}" if nano < 0 else f"${usd(nano)}"
+
+
+templates.filters["dollars"] = dollars
 _SECURITY_HEADERS = {
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
@@ -400,7 +408,7 @@ class Portal:
             status,
             session=session,
             account=fresh,
-            balance=usd(fresh.balance_nano if fresh else 0),
+            balance=dollars(fresh.balance_nano if fresh else 0),
             spent30=usd(sum(c for _, c in daily)),
             chart_days=list(_last_days(30)),
             chart_costs=[dict(daily).get(d, 0) / 1e9 for d in _last_days(30)],
