@@ -310,3 +310,23 @@ def test_operator_moves_an_account_into_a_dearer_price_group(gw: RunningGateway)
     assert upstream > 0
     nano = upstream * 10**9
     assert Decimal(records[0]["cost_usd"]) * 10**9 == -((-nano * 3) // 2)  # 1.5x, rounded up
+
+
+def test_docs_show_every_client_format_and_the_cli_setup_the_tests_run(gw: RunningGateway) -> None:
+    """/docs names the four client formats' base URLs and shows each coding CLI's set-up as
+    tokenrelay.client_setup gives it: the one the real CLIs run with in tests/clients."""
+    from html import unescape
+
+    from tokenrelay import client_setup
+
+    page = unescape(httpx.get(gw.url + "/docs").text)
+    assert f"{gw.url}/api/proxy/v1" in page and "x-goog-api-key" in page
+    assert "OpenAI Responses" in page and "Gemini generateContent" in page
+    env = client_setup.claude_code_env(gw.url, "sk-aic-...")
+    assert all(f"export {k}={v}" in page for k, v in env.items())
+    shown = re.search(r'model = "([^"]+)"\nmodel_provider', page)
+    assert shown is not None
+    assert client_setup.codex_config(gw.url, shown.group(1)) in page
+    assert client_setup.gemini_settings_json() in page
+    gemini = client_setup.gemini_env(gw.url, "sk-aic-...")
+    assert all(f"export {k}={v}" in page for k, v in gemini.items())
