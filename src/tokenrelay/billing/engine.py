@@ -200,7 +200,7 @@ class BillingEngine:
         GatewayError 429 (retry_after set) or 402 before anything reaches a vendor, 503 when
         the balance cache (Redis) cannot be reached: fail closed, in the client's format."""
         now = dt.datetime.now(dt.UTC)
-        if key.allowed_models is not None and model_id not in key.allowed_models:
+        if not key.allows(model_id):
             raise GatewayError("permission", f"This API key may not use the model {model_id}", 403)
         price, version = self.prices.price_for(model_id, now)
         account, ppm = key.account_id or key.id, key.multiplier_ppm
