@@ -17,8 +17,8 @@ import httpx
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from tokenrelay.app import Gateway, create_app
-from tokenrelay.server import uvicorn_config
+from tokenrelay.server.app import Gateway, create_app
+from tokenrelay.server.serve import uvicorn_config
 from tokenrelay.settings import Settings
 
 ADMIN_TOKEN = "test-admin-token"

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from tokenrelay.admin import admin_routes
-from tokenrelay.auth import KeyStore
+from tokenrelay.admin.api import admin_routes
+from tokenrelay.customers.keys import KeyStore
 from tokenrelay.settings import Settings
 from tokenrelay.store.db import create_engine, migrate_async
 

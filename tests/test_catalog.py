@@ -77,7 +77,7 @@ def catalog() -> Catalog:
 def load_text(text: str, label: str = "operator.toml") -> Catalog:
     from importlib import resources
 
-    packaged = resources.files("tokenrelay").joinpath("models.toml").read_text("utf-8")
+    packaged = resources.files("tokenrelay.catalog").joinpath("models.toml").read_text("utf-8")
     return Catalog.from_sources([("packaged", packaged), (label, text)])
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from tokenrelay.cli import main
+from tokenrelay.server.cli import main
 from tokenrelay.settings import get_settings
 
 
@@ -72,7 +72,7 @@ def test_keys_create_plain_output_shows_key_once(db_env: str) -> None:
 def test_key_from_the_cli_authenticates(db_env: str) -> None:
     import asyncio
 
-    from tokenrelay.auth import KeyStore
+    from tokenrelay.customers.keys import KeyStore
     from tokenrelay.store.db import create_engine
 
     key = json.loads(run("keys", "create", "--name", "carol", "--json").stdout)["key"]

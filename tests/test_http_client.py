@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tokenrelay.http_client import HttpClient, UpstreamConnectionError, UpstreamTimeout
 from tokenrelay.settings import Timeouts
+from tokenrelay.upstreams.http_client import HttpClient, UpstreamConnectionError, UpstreamTimeout
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenrelay.auth import KeyStore, generate_key
+from tokenrelay.customers.keys import KeyStore, generate_key
 from tokenrelay.money import parse_nano
 from tokenrelay.store.db import async_url, create_engine, migrate, migrate_async
 

@@ -10,7 +10,7 @@ import timeit
 import pytest
 
 from tokenrelay.catalog import Catalog, CatalogError
-from tokenrelay.pools import Deployment, Pool, VendorEndpoint, affinity_key, retarget
+from tokenrelay.upstreams.pools import Deployment, Pool, VendorEndpoint, affinity_key, retarget
 from tokenrelay.vendors.anthropic import ANTHROPIC
 from tokenrelay.vendors.base import UpstreamRequest
 
@@ -165,7 +165,7 @@ def test_catalog_rejects_bad_pool_config(text: str, message: str) -> None:
 def _packaged() -> str:
     from importlib import resources
 
-    return resources.files("tokenrelay").joinpath("models.toml").read_text("utf-8")
+    return resources.files("tokenrelay.catalog").joinpath("models.toml").read_text("utf-8")
 
 
 def test_single_deployment_choice_costs_microseconds() -> None:

@@ -19,7 +19,7 @@ def test_schema_head_is_alembics_head() -> None:
 def test_server_migrates_a_new_database_without_loading_alembic(tmp_path: Path) -> None:
     code = f"""
 import asyncio, sys
-from tokenrelay.app import create_app
+from tokenrelay.server.app import create_app
 from tokenrelay.settings import Settings
 from tokenrelay.store.db import create_engine, schema_is_current
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenrelay.auth import KeyStore
 from tokenrelay.billing import ledger
 from tokenrelay.billing.journal import JournalWriter, journal_prefix
 from tokenrelay.billing.writer import UsageRecord
+from tokenrelay.customers.keys import KeyStore
 from tokenrelay.store import create_engine, migrate_async
 
 CHILD = textwrap.dedent(

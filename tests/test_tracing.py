@@ -151,7 +151,7 @@ def test_a_stream_span_has_its_ttft(gw: RunningGateway, exporter: InMemorySpanEx
 def test_off_by_default_and_never_imported(tmp_path: Path) -> None:
     code = f"""
 import asyncio, sys
-from tokenrelay.app import create_app
+from tokenrelay.server.app import create_app
 from tokenrelay.settings import Settings
 
 async def main():

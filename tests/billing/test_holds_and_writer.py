@@ -21,12 +21,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backends import BACKENDS, Backend, backend, redis_namespace
-from tokenrelay.auth import ApiKeyInfo, KeyStore
 from tokenrelay.billing import ledger
 from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.billing.holds import Holds, MemoryHolds, RedisHolds
 from tokenrelay.billing.writer import SettlementWriter, UsageRecord
 from tokenrelay.catalog import Catalog
+from tokenrelay.customers.keys import ApiKeyInfo, KeyStore
 from tokenrelay.settings import Settings
 from tokenrelay.store.db import create_engine, migrate_async
 from tokenrelay.store.tables import ledger as ledger_table

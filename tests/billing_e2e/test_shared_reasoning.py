@@ -19,7 +19,7 @@ import pytest
 from backends import PrivateRedis, backend
 from gateway_support import RunningGateway, start_gateway
 from tokenrelay import ir
-from tokenrelay.reasoning_cache import (
+from tokenrelay.reasoning.cache import (
     MAX_SHARED_BYTES,
     ReasoningState,
     SharedReasoningCache,

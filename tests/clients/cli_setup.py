@@ -1,6 +1,6 @@
 """Each coding CLI's command line, run in a fresh HOME (nothing of the machine's own
 configuration leaks in). Their environment and config files come from
-`tokenrelay.client_setup`, which the /docs page renders too: what the docs show is what ran.
+`tokenrelay.portal.client_setup`, which the /docs page renders too: what the docs show is what ran.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenrelay import client_setup
+from tokenrelay.portal import client_setup
 
 BIN = Path(__file__).parent / "node_modules" / ".bin"
 

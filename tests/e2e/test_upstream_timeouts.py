@@ -21,7 +21,7 @@ import openai
 import pytest
 
 from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
-from tokenrelay.metering import count_tokens
+from tokenrelay.billing.metering import count_tokens
 from tokenrelay.vendors import BUILTIN
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -21,7 +21,7 @@ from frontend_harness import (
 
 from tokenrelay import ir
 from tokenrelay.errors import GatewayError
-from tokenrelay.frontends.anthropic import ANTHROPIC_FRONTEND, AnthropicStreamRenderer
+from tokenrelay.frontends.anthropic.frontend import ANTHROPIC_FRONTEND, AnthropicStreamRenderer
 
 FULL_BODY: dict[str, Any] = {
     "model": "claude-sonnet-4-5",

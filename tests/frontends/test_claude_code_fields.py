@@ -12,7 +12,7 @@ import pytest
 
 from tokenrelay import ir
 from tokenrelay.errors import GatewayError
-from tokenrelay.frontends.anthropic_parse import parse_messages_request
+from tokenrelay.frontends.anthropic.parse import parse_messages_request
 from tokenrelay.vendors.anthropic import ANTHROPIC, API_VERSION
 from tokenrelay.vendors.base import Passthrough
 from tokenrelay.vendors.deepseek import DEEPSEEK

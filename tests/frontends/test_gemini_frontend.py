@@ -14,14 +14,14 @@ from google.genai import types
 
 from tokenrelay import ir
 from tokenrelay.errors import GatewayError
-from tokenrelay.frontends.gemini import (
+from tokenrelay.frontends.gemini.frontend import (
     GEMINI_FRONTEND,
     JsonArrayStream,
     json_array_stream,
     route,
     route_payload,
 )
-from tokenrelay.frontends.gemini_parse import (
+from tokenrelay.frontends.gemini.parse import (
     REDACTED,
     json_schema,
     unwrap_signature,

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenrelay.errors import GatewayError
-from tokenrelay.frontends.gemini import GEMINI_FRONTEND
+from tokenrelay.frontends.gemini.frontend import GEMINI_FRONTEND
 
 # What a parsed JSON body can hold (orjson reads integers past 64 bits as floats).
 anything: st.SearchStrategy[Any] = st.recursive(

@@ -21,7 +21,11 @@ from frontend_harness import (
 
 from tokenrelay import ir
 from tokenrelay.errors import GatewayError
-from tokenrelay.frontends.openai import OPENAI_FRONTEND, OpenAIStreamRenderer, client_wants_usage
+from tokenrelay.frontends.chat.frontend import (
+    OPENAI_FRONTEND,
+    OpenAIStreamRenderer,
+    client_wants_usage,
+)
 
 FULL_BODY: dict[str, Any] = {
     "model": "gpt-4o",

@@ -7,7 +7,7 @@ import httpx
 import orjson
 import pytest
 
-from tokenrelay.jsonbody import MAX_DEPTH, ORJSON_MAX_LEVELS, nested_deeper
+from tokenrelay.gateway.jsonbody import MAX_DEPTH, ORJSON_MAX_LEVELS, nested_deeper
 
 ROUTES = {
     "messages": ("/v1/messages", "anthropic"),

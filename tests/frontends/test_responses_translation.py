@@ -15,12 +15,12 @@ from openai.types.responses import Response, ResponseStreamEvent
 
 from tokenrelay import ir
 from tokenrelay.errors import GatewayError
-from tokenrelay.frontends.responses import RESPONSES_FRONTEND, ResponsesStreamRenderer
-from tokenrelay.frontends.responses_parse import Echo, parse_responses_request
-from tokenrelay.pools import affinity_key
-from tokenrelay.reasoning_cache import BLOB_PREFIX
-from tokenrelay.reasoning_cache import to_blob as reasoning_blob
+from tokenrelay.frontends.responses.frontend import RESPONSES_FRONTEND, ResponsesStreamRenderer
+from tokenrelay.frontends.responses.parse import Echo, parse_responses_request
+from tokenrelay.reasoning.cache import BLOB_PREFIX
+from tokenrelay.reasoning.cache import to_blob as reasoning_blob
 from tokenrelay.sse import SSEParser
+from tokenrelay.upstreams.pools import affinity_key
 from tokenrelay.vendors.openai_responses import ResponsesScan, StreamDecoder
 
 CODEX = Path(__file__).parents[1] / "fixtures" / "codex" / "request_stream.json"

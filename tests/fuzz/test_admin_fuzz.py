@@ -27,14 +27,14 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from backends import BACKENDS, backend
-from tokenrelay.admin import admin_routes
-from tokenrelay.admin_openapi import admin_openapi
-from tokenrelay.auth import KeyStore
+from tokenrelay.admin.api import admin_routes
+from tokenrelay.admin.openapi import admin_openapi
 from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.catalog import Catalog
+from tokenrelay.customers.keys import KeyStore
 from tokenrelay.settings import Settings
 from tokenrelay.store.db import create_engine
-from tokenrelay.upstream import Upstreams
+from tokenrelay.upstreams.calls import Upstreams
 from tokenrelay.vendors import registry
 
 # tests/conftest.py's ADMIN_TOKEN. Not imported: in a whole-suite run `conftest` is whichever

@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import insert
 from starlette.applications import Starlette
 
-from tokenrelay.accounts import AccountStore
-from tokenrelay.auth import KeyStore
 from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.billing.writer import ROLLUP_COLUMNS, rollup
 from tokenrelay.catalog import Catalog
+from tokenrelay.customers.accounts import AccountStore
+from tokenrelay.customers.keys import KeyStore
 from tokenrelay.portal.routes import Portal
 from tokenrelay.settings import Settings
 from tokenrelay.store.db import create_engine, migrate_async

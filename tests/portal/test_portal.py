@@ -19,7 +19,7 @@ import pytest
 from portal_support import Browser, form_error
 
 from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
-from tokenrelay.accounts import AdminUsers
+from tokenrelay.customers.accounts import AdminUsers
 from tokenrelay.store.db import create_engine
 
 PASSWORD = "correct horse battery"
@@ -314,10 +314,10 @@ def test_operator_moves_an_account_into_a_dearer_price_group(gw: RunningGateway)
 
 def test_docs_show_every_client_format_and_the_cli_setup_the_tests_run(gw: RunningGateway) -> None:
     """/docs names the four client formats' base URLs and shows each coding CLI's set-up as
-    tokenrelay.client_setup gives it: the one the real CLIs run with in tests/clients."""
+    tokenrelay.portal.client_setup gives it: the one the real CLIs run with in tests/clients."""
     from html import unescape
 
-    from tokenrelay import client_setup
+    from tokenrelay.portal import client_setup
 
     page = unescape(httpx.get(gw.url + "/docs").text)
     assert f"{gw.url}/api/proxy/v1" in page and "x-goog-api-key" in page

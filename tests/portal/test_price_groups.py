@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenrelay.auth import KeyStore
 from tokenrelay.billing import ledger
 from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.billing.pricing import customer_nano
 from tokenrelay.billing.writer import UsageRecord
 from tokenrelay.catalog import Catalog
+from tokenrelay.customers.keys import KeyStore
 from tokenrelay.settings import Settings
 from tokenrelay.store.db import create_engine, migrate_async
 from tokenrelay.store.tables import accounts, price_groups, usage_records

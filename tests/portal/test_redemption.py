@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import func, select
 
 from backends import BACKENDS, backend
-from tokenrelay.accounts import AccountStore
 from tokenrelay.billing import ledger
 from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.catalog import Catalog
+from tokenrelay.customers.accounts import AccountStore
 from tokenrelay.portal.topups import RedeemError, create_batch, redeem
 from tokenrelay.settings import Settings
 from tokenrelay.store.db import create_engine, migrate_async

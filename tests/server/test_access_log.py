@@ -14,8 +14,8 @@ import openai
 import pytest
 
 from gateway_support import RunningGateway, start_gateway
-from tokenrelay.log_format import Fields, JsonFormatter
-from tokenrelay.log_redaction import RedactSecrets
+from tokenrelay.ops.log_format import Fields, JsonFormatter
+from tokenrelay.ops.log_redaction import RedactSecrets
 
 
 @pytest.fixture(scope="module")

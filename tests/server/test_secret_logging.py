@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from gateway_support import free_port
-from tokenrelay.auth import KeyStore
+from tokenrelay.customers.keys import KeyStore
 from tokenrelay.store.db import create_engine, migrate_async
 
 ADMIN = "admin-secret-7f3e9c"
@@ -44,7 +44,7 @@ def test_debug_logging_of_a_served_gateway_holds_no_secrets(
     # `tokenrelay serve`, with SQL logging on as an operator debugging the database would.
     code = (
         "import logging; logging.getLogger('sqlalchemy.engine').setLevel(logging.DEBUG); "
-        "from tokenrelay.cli import main; main()"
+        "from tokenrelay.server.cli import main; main()"
     )
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(

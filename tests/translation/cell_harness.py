@@ -45,9 +45,9 @@ from frontends.frontend_harness import anthropic_client, openai_client
 from paths import RECORDINGS
 from tokenrelay import ir
 from tokenrelay.errors import GatewayError
-from tokenrelay.frontends.anthropic import ANTHROPIC_FRONTEND
+from tokenrelay.frontends.anthropic.frontend import ANTHROPIC_FRONTEND
 from tokenrelay.frontends.base import Frontend
-from tokenrelay.frontends.openai import OPENAI_FRONTEND
+from tokenrelay.frontends.chat.frontend import OPENAI_FRONTEND
 from tokenrelay.vendors.anthropic import ANTHROPIC
 from tokenrelay.vendors.base import UpstreamRequest, Vendor
 from tokenrelay.vendors.deepseek import DEEPSEEK

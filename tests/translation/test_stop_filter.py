@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokenrelay import ir
-from tokenrelay.stop_sequences import StopFilter
+from tokenrelay.gateway.stop_sequences import StopFilter
 
 
 def _split(text: str, cuts: list[int]) -> list[str]:

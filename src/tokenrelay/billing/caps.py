@@ -15,7 +15,7 @@ import datetime as dt
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenrelay.auth import ApiKeyInfo
+from tokenrelay.customers.keys import ApiKeyInfo
 from tokenrelay.errors import GatewayError
 from tokenrelay.money import usd
 from tokenrelay.single_flight import SingleFlight

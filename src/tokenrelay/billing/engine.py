@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay import ir
-from tokenrelay.auth import ApiKeyInfo
 from tokenrelay.billing import ledger
 from tokenrelay.billing.caps import SpendCaps
 from tokenrelay.billing.holds import Holds, MemoryHolds, RedisHolds
@@ -29,6 +28,7 @@ from tokenrelay.billing.pricing import cost_nano, customer_nano, usd, worst_case
 from tokenrelay.billing.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from tokenrelay.billing.writer import SettlementWriter, UsageRecord
 from tokenrelay.catalog import Catalog, Price
+from tokenrelay.customers.keys import ApiKeyInfo
 from tokenrelay.errors import GatewayError
 from tokenrelay.settings import Settings
 

@@ -12,10 +12,10 @@ import logging
 from typing import Any
 
 from tokenrelay.billing.engine import Admission, BillingEngine, UsageRecord
+from tokenrelay.billing.metering import RequestContext
 from tokenrelay.billing.pricing import usd
 from tokenrelay.errors import GatewayError
 from tokenrelay.ir import UsageTotals
-from tokenrelay.metering import RequestContext
 
 log = logging.getLogger("tokenrelay.usage")
 

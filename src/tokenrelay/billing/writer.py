@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tokenrelay.store.tables import accounts, ledger, usage_daily, usage_records
 
 if TYPE_CHECKING:
-    from tokenrelay.metering import RequestContext
+    from tokenrelay.billing.metering import RequestContext
 
 log = logging.getLogger("tokenrelay.billing")
 

@@ -1,6 +1,6 @@
-"""The Frontend/StreamRenderer Protocols, re-exported: they live in `tokenrelay.codec`, below
-the relay, because the relay calls them and the frontends (above the relay) implement them."""
+"""The Frontend/StreamRenderer Protocols, re-exported: they live in `tokenrelay.gateway.codec`,
+below the frontends, because the gateway calls them and the frontends implement them."""
 
-from tokenrelay.codec import Frontend, StreamRenderer
+from tokenrelay.gateway.codec import Frontend, StreamRenderer
 
 __all__ = ["Frontend", "StreamRenderer"]

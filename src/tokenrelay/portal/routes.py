@@ -22,16 +22,15 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tokenrelay import client_setup
-from tokenrelay.accounts import AccountStore, SignupError
+from tokenrelay.customers.accounts import AccountStore, SignupError
 from tokenrelay.money import MoneyError, parse_nano, usd
-from tokenrelay.portal import mail, queries
+from tokenrelay.portal import client_setup, mail, queries
 from tokenrelay.portal.security import Session, Sessions, Throttle
 from tokenrelay.portal.topups import RedeemError, redeem
 
 if TYPE_CHECKING:
-    from tokenrelay.auth import KeyStore
     from tokenrelay.billing.engine import BillingEngine
+    from tokenrelay.customers.keys import KeyStore
     from tokenrelay.portal.stripe_pay import StripeTopUps
     from tokenrelay.settings import Settings
 

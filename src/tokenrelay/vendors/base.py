@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import orjson
 
 from tokenrelay import ir
-from tokenrelay.reasoning_cache import ReasoningCache
+from tokenrelay.reasoning.cache import ReasoningCache
 from tokenrelay.sse import SSEEvent
 
 

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from tokenrelay import ir
-from tokenrelay.reasoning_cache import ReasoningCache
+from tokenrelay.reasoning.cache import ReasoningCache
 from tokenrelay.vendors.openai import JSON, OpenAICompatible
 
 CAPACITY_CUT = (

@@ -18,7 +18,7 @@ import orjson
 
 from tokenrelay import ir
 from tokenrelay.errors import invalid
-from tokenrelay.reasoning_cache import ReasoningCache
+from tokenrelay.reasoning.cache import ReasoningCache
 from tokenrelay.sse import SSEEvent, SSEParser, encode
 from tokenrelay.vendors.base import (
     Passthrough,

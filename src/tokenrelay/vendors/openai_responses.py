@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from tokenrelay import ir
-from tokenrelay.reasoning_cache import BLOB_PREFIX
+from tokenrelay.reasoning.cache import BLOB_PREFIX
 from tokenrelay.sse import SSEEvent, SSEParser, encode
 from tokenrelay.vendors.base import Passthrough, PassthroughScan, UpstreamRequest, UsageSink, Vendor
 from tokenrelay.vendors.openai import JSON, MALFORMED, OpenAICompatible

@@ -1,0 +1,166 @@
+"""Per-request accounting: what was asked, what answered, how many tokens, how it ended.
+
+Usage comes from the vendor when it reports it; when it does not (client disconnect, upstream
+cut, mid-stream failure) the output is estimated from what was actually generated, with an
+OpenAI BPE encoding, and the record says `estimated`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+from tokenrelay import ir
+
+Status = Literal["ok", "error", "cancelled"]
+
+log = logging.getLogger("tokenrelay.billing.metering")
+
+
+@lru_cache(maxsize=1)
+def _encoding() -> Any:
+    import bpe_openai  # imported lazily: loading the tables takes ~0.1 s
+
+    return bpe_openai.get_encoding("o200k_base")
+
+
+# bpe_openai refuses long inputs ("Input too long to encode safely", from ~1M characters).
+_SLICE_CHARS = 200_000
+
+
+def count_tokens(text: str) -> int:
+    """BPE tokens in `text`. A long text is counted a slice at a time, each cut at a space so
+    that hardly a token straddles a cut. Should the tokenizer fail anyway, the UTF-8 byte count
+    stands in: never below the token count (a token covers at least one byte), never zero."""
+    if not text:
+        return 0
+    try:
+        encode = _encoding().encode
+        if len(text) <= _SLICE_CHARS:
+            return len(encode(text))
+        total, start = 0, 0
+        while start < len(text):
+            end = min(start + _SLICE_CHARS, len(text))
+            if end < len(text):
+                cut = text.rfind(" ", start + _SLICE_CHARS // 2, end)
+                end = cut if cut > start else end
+            total += len(encode(text[start:end]))
+            start = end
+        return total
+    except Exception as exc:  # what is billed on this count must still be billed
+        log.warning("token count fell back to bytes (%s)", type(exc).__name__)
+        return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _prompt_texts(req: ir.Request) -> tuple[list[str], int]:
+    """Every text the model will read, and how many images it will see."""
+    pieces: list[str] = [t.text for t in req.system]
+    for tool in req.tools:
+        pieces.append(tool.name)
+        pieces.append(tool.description or "")
+        pieces.append(str(tool.parameters))
+    images = 0
+    for msg in req.messages:
+        for part in msg.parts:
+            if isinstance(part, ir.Text | ir.Thinking):
+                pieces.append(part.text)
+            elif isinstance(part, ir.ToolCall):
+                pieces.append(part.name + part.arguments)
+            elif isinstance(part, ir.ToolResult):
+                pieces.extend(c.text for c in part.content if isinstance(c, ir.Text))
+            elif isinstance(part, ir.Image):
+                images += 1
+    return pieces, images
+
+
+def estimate_request_tokens(req: ir.Request) -> int:
+    """A local prompt-size estimate with a real BPE (off the hot path: used for count_tokens and
+    when a vendor reported no usage). ~4 tokens of role framing per message; ~1.5k per image."""
+    pieces, images = _prompt_texts(req)
+    return count_tokens("\n".join(pieces)) + 4 * len(req.messages) + 1500 * images
+
+
+# Headers a client names its session with (lower-case), first found wins.
+SESSION_HEADERS = ("x-claude-code-session-id", "session-id")  # Claude Code; Codex
+
+
+def session_id(headers: dict[str, str]) -> str | None:
+    """The client's session id, cut to the column's 100 characters (None when not sent)."""
+    for name in SESSION_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value[:100]
+    return None
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    client_format: str
+    key_id: str | None = None
+    key: Any = None  # the authenticated ApiKeyInfo (rpm/tpm limits, balance)
+    model_asked: str = ""
+    model_id: str = ""
+    vendor: str = ""
+    stream: bool = False
+    fast_path: bool = False
+    started_at: float = field(default_factory=time.time)
+    _t0: float = field(default_factory=time.perf_counter)
+    first_byte_ms: float | None = None
+    duration_ms: float | None = None
+    usage: ir.UsageTotals = field(default_factory=ir.UsageTotals)
+    vendor_reported_output: bool = False
+    vendor_reported_input: bool = False
+    input_bound: int = 0  # generous prompt-size bound, for the credit hold
+    request: ir.Request | None = None
+    output_text: list[str] = field(default_factory=list)
+    attempts: int = 0  # vendor calls made, over every deployment and fallback model
+    lease: Any = None  # (pool, deployment) the open vendor call holds (pools.Pool.release)
+    deployment: str = ""  # the deployment that answered
+    fallback_from: str = ""  # the model asked when a fallback model answered
+    upstream_answered: bool = False  # a vendor attempt returned 200: its tokens are billable
+    response_started: bool = False
+    http_status: int | None = None  # what the client was answered (the access log's)
+    admission: Any = None  # the billing engine's hold for this request
+    cost_nano: int | None = None
+    status: Status = "ok"
+    error: str | None = None
+    usage_source: Literal["vendor", "estimated"] = "vendor"
+    session_id: str | None = None  # the client's session header (X-Claude-Code-Session-Id)
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self._t0) * 1000
+
+    def mark_first_byte(self) -> None:
+        if self.first_byte_ms is None:
+            self.first_byte_ms = (time.perf_counter() - self._t0) * 1000
+
+    def apply_usage(self, u: ir.Usage) -> None:
+        self.usage.apply(u)
+        if u.output is not None:
+            self.vendor_reported_output = True
+        if u.input is not None:
+            self.vendor_reported_input = True
+
+    def note_output(self, text: str) -> None:
+        self.output_text.append(text)
+
+    def finish(self, status: Status, error: str | None = None, complete: bool = True) -> None:
+        """Close the record. `complete` is False when the vendor's final usage never came."""
+        self.duration_ms = (time.perf_counter() - self._t0) * 1000
+        self.status = status
+        self.error = error
+        if (complete and self.vendor_reported_output) or not self.upstream_answered:
+            return  # nothing to estimate: the vendor's count, or nothing billable at all
+        # Bill what was generated: the vendor's own count if it is at least what we saw,
+        # otherwise our estimate of the delivered text (never less than what reached the client).
+        estimate = count_tokens("".join(self.output_text))
+        if not self.vendor_reported_input:
+            self.usage.input = estimate_request_tokens(self.request) if self.request else 0
+            self.usage_source = "estimated"
+        if estimate > self.usage.output or not self.vendor_reported_output:
+            self.usage.output = max(estimate, self.usage.output)
+            self.usage_source = "estimated"

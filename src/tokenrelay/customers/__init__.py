@@ -1,0 +1,1 @@
+"""Customers: API keys and accounts (what billing reads)."""

@@ -1,0 +1,1 @@
+"""The request path: decide the request once, call upstream, drive the response."""

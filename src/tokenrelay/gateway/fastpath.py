@@ -1,0 +1,91 @@
+"""The fast path: the client speaks the vendor's own API, so the vendor's bytes go through.
+
+The vendor's adapter builds the call from the client's own body (the model name rewritten,
+usage asked for) and scans the stream for the few events that carry usage; the extra usage
+chunk billing asks for is dropped again when the client did not. Vendor fields the IR does not
+know survive untouched. Nothing here knows a vendor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tokenrelay import ir
+from tokenrelay.errors import GatewayError
+from tokenrelay.gateway.exchange import ExchangeBase
+from tokenrelay.reasoning.cache import remember
+from tokenrelay.sse import SSEParser
+from tokenrelay.vendors.base import PassthroughScan, UpstreamRequest
+
+
+class PassthroughExchange(ExchangeBase):
+    cut = False  # the vendor's bytes are never cut
+    _data = b""
+    _scan: PassthroughScan | None = None
+
+    # ------------------------------------------------------------------------------ unary
+
+    def read_unary(self, data: bytes) -> None:
+        events = self._vendor.parse_response(data)
+        for ev in events:
+            if isinstance(ev, ir.Usage):
+                self._ctx.apply_usage(ev)
+        folded = ir.fold(events)
+        if folded.error is not None:
+            raise GatewayError.from_ir(folded.error)
+        if self._vendor.remembers_reasoning:
+            remember(self._reasoning, self._vendor.name, folded)
+        self._data = data
+
+    def unary_body(self, extra_usage: Mapping[str, Any]) -> bytes:
+        return self._data  # the cost goes in a header: the vendor's body stays as it was
+
+    # ------------------------------------------------------------------------------ stream
+
+    def start(self, call: UpstreamRequest) -> None:
+        self._parser = SSEParser()
+        self._scan = self._vendor.passthrough_scan(
+            self._ctx.apply_usage, client_usage=self._req.include_usage
+        )
+
+    @property
+    def done(self) -> bool:
+        return self._scan is not None and self._scan.done
+
+    @property
+    def error_forwarded(self) -> bool:
+        return self._scan is not None and self._scan.error_forwarded
+
+    def feed(self, chunk: bytes) -> bytes:
+        assert self._scan is not None
+        out = self._scan.process(self._parser.feed(chunk))
+        if self._scan.failed is not None:
+            self.failure = ir.Error("api_error", self._scan.failed, 502)
+        return out
+
+    def close(self) -> bytes:
+        assert self._scan is not None
+        return self._scan.process(self._parser.flush())
+
+    def incomplete(self) -> None:
+        """Recover the generated text from what went by, so the estimate can bill it."""
+        assert self._scan is not None
+        for ev in self._scan.generated():
+            if isinstance(ev, ir.Delta) and ev.kind != "signature":
+                self._ctx.note_output(ev.value)
+
+    def completed(self) -> None:
+        if self._vendor.remembers_reasoning:
+            assert self._scan is not None
+            remember(self._reasoning, self._vendor.name, ir.fold(self._scan.generated()))
+
+    def error(self, err: GatewayError) -> bytes:
+        renderer = self._frontend.stream_renderer(
+            request_id=self._ctx.request_id, include_usage=False
+        )
+        return renderer.error(err)
+
+    def tail(self, extra_usage: Mapping[str, Any]) -> bytes:
+        assert self._scan is not None
+        return self._scan.render_tail(extra_usage)

@@ -1,0 +1,1 @@
+"""Operations: metrics, tracing, the access log, log format and redaction."""

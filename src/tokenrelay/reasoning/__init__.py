@@ -1,0 +1,1 @@
+"""Reasoning state that must survive a turn: signed thinking, encrypted reasoning, signatures."""

@@ -1,0 +1,333 @@
+"""The ASGI application: proxy routes on raw ASGI (hot path), everything else on Starlette.
+
+The lifespan opens what the gateway needs for its whole life — database (migrated at start),
+key cache, catalog, vendor connection pools — and, for vendors that have no key, starts the vendor
+emulator as a second server on 127.0.0.1 (never on the gateway's own, public, port).
+
+Every error the gateway itself answers (unknown path, wrong method) is JSON, in the shape the
+path's clients parse: the Anthropic or OpenAI error under /api/proxy, the admin API's elsewhere.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tokenrelay import __version__
+from tokenrelay.admin.api import account_route, admin_routes
+from tokenrelay.asgi import Receive, Scope, Send, send_json
+from tokenrelay.billing.engine import BillingEngine
+from tokenrelay.billing.meter import BillingMeter
+from tokenrelay.catalog import Catalog
+from tokenrelay.customers.keys import KeyStore
+from tokenrelay.errors import GatewayError
+from tokenrelay.frontends.anthropic.frontend import ANTHROPIC_FRONTEND
+from tokenrelay.frontends.chat.frontend import OPENAI_FRONTEND
+from tokenrelay.frontends.gemini.frontend import (
+    GEMINI_FRONTEND,
+    JsonArrayStream,
+    json_array_stream,
+    route_payload,
+)
+from tokenrelay.frontends.gemini.frontend import PREFIXES as GEMINI_PREFIXES
+from tokenrelay.frontends.gemini.frontend import route as gemini_route
+from tokenrelay.frontends.gemini.frontend import status_body as gemini_status_body
+from tokenrelay.frontends.responses.frontend import RESPONSES_FRONTEND
+from tokenrelay.gateway.relay import Relay
+from tokenrelay.ir import ErrorKind
+from tokenrelay.ops.metrics import metrics_endpoint, watch_deployments
+from tokenrelay.server.embedded_emulator import EmbeddedEmulator
+from tokenrelay.server.model_routes import count_tokens, list_gemini_models, list_models
+from tokenrelay.server.web import web_routes
+from tokenrelay.settings import Settings, get_settings
+from tokenrelay.store.db import create_engine, migrate_in_child, schema_is_current
+from tokenrelay.upstreams.calls import Upstreams
+from tokenrelay.upstreams.deployment_state import DeploymentStates
+from tokenrelay.vendors import registry
+
+log = logging.getLogger("tokenrelay")
+
+PROXY = "/api/proxy/v1"
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Gateway:
+    """Top-level ASGI callable. Exact-path dict lookup for the proxy routes keeps the hot path
+    free of a router; the rest goes to a Starlette app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.relay: Relay | None = None
+        self._billing: BillingEngine | None = None
+        self._routes: dict[tuple[str, str], Handler] = {
+            ("POST", PROXY + "/messages"): self._messages,
+            ("POST", PROXY + "/chat/completions"): self._chat,
+            ("POST", PROXY + "/responses"): self._responses,
+            ("POST", PROXY + "/messages/count_tokens"): self._count_tokens,
+        }
+        self._other: Starlette | None = None
+        self._resources: list[Any] = []
+        # Base URL of the emulator the upstreams use (None: no vendor is emulated).
+        self.emulator_url: str | None = None
+        # Set by `tokenrelay serve` (the process is the gateway's alone, unlike a test's).
+        self.freeze_heap_after_startup = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            handler = self._routes.get((scope["method"], scope["path"]))
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+            # Gemini puts the model and method in the path: one prefix, checked only on a miss.
+            path = scope["path"]
+            if path.startswith(GEMINI_PREFIXES) and await self._gemini(scope, receive, send):
+                return
+            assert self._other is not None
+            await self._other(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            assert self._other is not None
+            await self._other(scope, receive, send)
+
+    async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.relay is not None
+        await self.relay.serve(ANTHROPIC_FRONTEND, scope, receive, send)
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.relay is not None
+        await self.relay.serve(OPENAI_FRONTEND, scope, receive, send)
+
+    async def _responses(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.relay is not None
+        await self.relay.serve(RESPONSES_FRONTEND, scope, receive, send)
+
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.relay is not None
+        await count_tokens(self.relay, scope, receive, send)
+
+    async def _gemini(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """`models/{model}:generateContent | :streamGenerateContent | :countTokens`; False
+        when the path is none of them (the router answers 404)."""
+        assert self.relay is not None
+        r = gemini_route(scope["path"])
+        if r is None or scope["method"] != "POST":
+            return False
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"))
+        key = next((v for k, v in query if k == "key"), None)
+        if key is not None:  # out of the URL before anything can log it
+            query = [(k, v) for k, v in query if k != "key"]
+            scope["query_string"] = urlencode(query).encode("latin-1")
+            headers = [h for h in scope["headers"] if h[0] != b"x-goog-api-key"]
+            scope["headers"] = [*headers, (b"x-goog-api-key", key.encode("latin-1"))]
+        try:
+            scope["path_params"] = route_payload(r, dict(query))
+        except GatewayError as err:
+            status, body = GEMINI_FRONTEND.render_error(err)
+            await send_json(send, status, body)
+            return True
+        if r.method == "countTokens":
+            await count_tokens(self.relay, scope, receive, send, GEMINI_FRONTEND)
+            return True
+        if json_array_stream(r, dict(query)):
+            send = JsonArrayStream(send)
+        await self.relay.serve(GEMINI_FRONTEND, scope, receive, send)
+        return True
+
+    # ----------------------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        s = self.settings
+        engine = create_engine(s.database_url)
+        if not await schema_is_current(engine):
+            await migrate_in_child(s.database_url)
+        keys = KeyStore(engine, s.key_prefix)
+        keys.start()
+        catalog = Catalog.load(s.catalog_path)
+        emulator = None
+        vendors = registry(catalog.upstreams)
+        keys_env = [v.api_key() for v in vendors.values()]
+        keys_env += [os.environ.get(d.api_key_env) or None for d in catalog.deployments]
+        if any(s.is_emulated(k) for k in keys_env) and not s.emulator_url:
+            emulator = await EmbeddedEmulator.start(s.emulator_port)
+            log.warning("vendor emulator listening on %s (local only)", emulator.url)
+        self.emulator_url = emulator.url if emulator else s.emulator_url
+        timeouts = {name: catalog.timeouts_for(name, s.timeouts()) for name in vendors}
+        upstreams = Upstreams(s, vendors, self.emulator_url, catalog.deployments, timeouts)
+        watch_deployments(
+            lambda: [d for pool in upstreams.pools.values() for d in pool.deployments]
+        )
+        states = DeploymentStates(engine, upstreams.pools)
+        await states.start()
+        billing = BillingEngine(s, engine, catalog)
+        await billing.start()
+        self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing))
+        self._billing = billing
+        # Closed in this order: no new upstream traffic, then the writer flushes, then the DB,
+        # then the emulator (upstream connections to it are closed by then).
+        self._resources = [upstreams, states, keys, billing, engine, self.relay.reasoning]
+        self._resources += [emulator] if emulator else []
+        for vendor in sorted(upstreams.emulated):
+            log.warning(
+                "vendor %s has no API key: served by the built-in EMULATOR (not the real API)",
+                vendor,
+            )
+        routes: list[Any] = [
+            Route("/healthz", _health),
+            Route("/readyz", self._ready),
+            Route("/metrics", metrics_endpoint),
+            # Claude Code checks its base URL is reachable with a HEAD at every start.
+            Route("/api/proxy", _reachable, methods=["HEAD"]),
+            Route(PROXY, _reachable, methods=["HEAD"]),
+            Route(PROXY + "/models", self._models),
+            Route(PROXY + "/models/{model_id:path}", self._models),
+            Route("/api/proxy/v1beta/models", self._gemini_models),
+            Route("/api/proxy/v1beta/models/{model_id:path}", self._gemini_models),
+            account_route(billing, keys),
+            *admin_routes(keys, billing, settings=s, upstreams=upstreams, states=states),
+            *web_routes(self.relay),
+        ]
+        self._other = Starlette(
+            routes=routes,
+            exception_handlers={HTTPException: self._http_error, Exception: _server_error},
+        )
+
+    async def shutdown(self) -> None:
+        if self.relay is not None:  # cancelled streams end and settle before billing closes
+            await self.relay.drained(timeout_s=10.0)
+        for resource in self._resources:
+            close = getattr(resource, "close", None) or getattr(resource, "dispose", None)
+            if close is not None:
+                await close()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                if self.freeze_heap_after_startup:
+                    freeze_heap()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _ready(self, request: Request) -> Response:
+        """Ready to serve: the database answers, Redis too when configured, and every vendor
+        the catalog routes to has an upstream."""
+        assert self.relay is not None and self._billing is not None
+        checks: dict[str, Any] = {}
+        try:
+            await self._billing.ping()
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"failing: {type(exc).__name__}"
+        if self.settings.redis_url:
+            try:
+                await self._billing.ping_redis()
+                checks["redis"] = "ok"
+            except Exception as exc:
+                checks["redis"] = f"failing: {type(exc).__name__}"
+        endpoints = self.relay.upstreams.endpoints
+        used = {e.vendor for e in self.relay.catalog.entries() if not e.retired}
+        checks["vendors"] = {v: "ok" if v in endpoints else "no upstream" for v in sorted(used)}
+        ok = all(v == "ok" for k, v in checks.items() if k != "vendors") and all(
+            v == "ok" for v in checks["vendors"].values()
+        )
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    async def _models(self, request: Request) -> Response:
+        assert self.relay is not None
+        return await list_models(self.relay, request)
+
+    async def _gemini_models(self, request: Request) -> Response:
+        assert self.relay is not None
+        return await list_gemini_models(self.relay, request)
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        status, headers, path = exc.status_code, dict(exc.headers or {}), request.url.path
+        # The hot-path routes never reach the router: another method on them lands here as 404.
+        allowed = sorted(m for m, p in self._routes if p == path)
+        if status == 404 and allowed:
+            status, headers["allow"] = 405, ", ".join(allowed)
+        if status == 405:
+            message = f"method {request.method} not allowed on {path}"
+        elif status == 404:
+            message = f"no route for {request.method} {path}"
+        else:
+            message = exc.detail
+        return error_response(request, status, message, headers)
+
+
+_PROXY_ERROR_KINDS: dict[int, ErrorKind] = {404: "not_found", 405: "invalid_request"}
+
+
+def error_response(
+    request: Request, status: int, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    """`status` as JSON in the error shape the path's clients parse (both SDKs raise their own
+    NotFoundError etc. from it)."""
+    path = request.url.path
+    if path.startswith("/api/proxy/v1beta/") or (path.startswith(GEMINI_PREFIXES) and ":" in path):
+        body = gemini_status_body(status, message)
+    elif path.startswith("/api/proxy/"):
+        anthropic = "anthropic-version" in request.headers or "/messages" in path
+        frontend = ANTHROPIC_FRONTEND if anthropic else OPENAI_FRONTEND
+        kind = _PROXY_ERROR_KINDS.get(status, "api_error")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(status)
+        _, body = frontend.render_error(GatewayError(kind, message, status, code=code))
+    else:  # the admin API's shape
+        error_type = {404: "not_found_error", 405: "invalid_request_error"}.get(status, "api_error")
+        body = {"error": {"type": error_type, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the log (Starlette logs it), never to the client.
+    return error_response(request, 500, "internal server error")
+
+
+async def _reachable(request: Request) -> Response:
+    return Response(status_code=200)
+
+
+async def _health(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+def freeze_heap() -> None:
+    """Keep what startup built (modules, catalog, engines: most of the heap) out of the
+    cyclic garbage collector, and collect the young generation less often. With 1000 live
+    streams the collector took ~15% of the gateway's CPU, most of it full collections
+    re-scanning those objects; frozen, half of that (bench/: the streams phase)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
+def create_app(settings: Settings | None = None) -> Gateway:
+    return Gateway(settings or get_settings())
+
+
+async def not_found(send: Send) -> None:
+    await send_json(send, 404, {"error": {"type": "not_found", "message": "Not found"}})

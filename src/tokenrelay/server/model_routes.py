@@ -1,0 +1,162 @@
+"""`GET /v1/models` (OpenAI list shape, or Anthropic's when an Anthropic SDK asks),
+`GET /v1beta/models` (Gemini's), and `POST /v1/messages/count_tokens` and Gemini's
+`:countTokens` (the vendor's own count where it has one, estimated otherwise)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tokenrelay.asgi import ClientDisconnected, Receive, Scope, Send, header_map, send_json
+from tokenrelay.billing.metering import RequestContext, estimate_request_tokens
+from tokenrelay.customers.keys import presented_key
+from tokenrelay.errors import GatewayError
+from tokenrelay.frontends.anthropic.frontend import ANTHROPIC_FRONTEND, AnthropicFrontend
+from tokenrelay.frontends.gemini.frontend import GEMINI_FRONTEND, GeminiFrontend
+from tokenrelay.gateway.jsonbody import parse_object, read_limited
+from tokenrelay.gateway.relay import new_request_id
+
+if TYPE_CHECKING:
+    from tokenrelay.gateway.relay import Relay
+
+log = logging.getLogger("tokenrelay.server.model_routes")
+
+
+async def list_models(relay: Relay, request: Request) -> Response:
+    if "x-goog-api-key" in request.headers or "x-goog-api-client" in request.headers:
+        return await list_gemini_models(relay, request)  # google-genai calls v1 too
+    listing = relay.catalog.to_openai_list(relay.upstreams.emulated)
+    data: list[dict[str, Any]] = listing["data"]
+    model_id = request.path_params.get("model_id")
+    anthropic_client = "anthropic-version" in request.headers
+    if model_id is not None:
+        resolved = relay.catalog.resolve(model_id)
+        match = next((m for m in data if resolved and m["id"] == resolved.entry.id), None)
+        if match is None:
+            err = GatewayError("not_found", f"model '{model_id}' not found", 404)
+            frontend = ANTHROPIC_FRONTEND if anthropic_client else None
+            if frontend is not None:
+                status, body = frontend.render_error(err)
+                return JSONResponse(body, status_code=status)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": err.message,
+                        "type": "invalid_request_error",
+                        "param": "model",
+                        "code": "model_not_found",
+                    }
+                },
+                status_code=404,
+            )
+        return JSONResponse(_anthropic_model(match) if anthropic_client else match)
+    if anthropic_client:
+        items = [_anthropic_model(m) for m in data]
+        return JSONResponse(
+            {
+                "data": items,
+                "has_more": False,
+                "first_id": items[0]["id"] if items else None,
+                "last_id": items[-1]["id"] if items else None,
+            }
+        )
+    return JSONResponse(listing)
+
+
+def _anthropic_model(m: dict[str, Any]) -> dict[str, Any]:
+    created = datetime.fromtimestamp(m.get("created", 0), tz=UTC).isoformat().replace("+00:00", "Z")
+    return {
+        "type": "model",
+        "id": m["id"],
+        "display_name": m.get("display_name", m["id"]),
+        "created_at": created,
+        "max_input_tokens": m.get("context_window"),
+        "max_tokens": m.get("max_output"),
+        "vendor": m.get("vendor"),
+    }
+
+
+def _gemini_model(m: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": "models/" + m["id"],
+        "baseModelId": m["id"],
+        "version": "001",
+        "displayName": m.get("display_name", m["id"]),
+        "description": f"{m.get('display_name', m['id'])} ({m.get('vendor')})",
+        "inputTokenLimit": m.get("context_window"),
+        "outputTokenLimit": m.get("max_output"),
+        "supportedGenerationMethods": ["generateContent", "countTokens"],
+    }
+
+
+async def list_gemini_models(relay: Relay, request: Request) -> Response:
+    """Gemini's `models.list` / `models.get` shape, for the google-genai SDK and Gemini CLI."""
+    data: list[dict[str, Any]] = relay.catalog.to_openai_list(relay.upstreams.emulated)["data"]
+    model_id = request.path_params.get("model_id")
+    if model_id is None:
+        return JSONResponse({"models": [_gemini_model(m) for m in data]})
+    resolved = relay.catalog.resolve(model_id.removeprefix("models/"))
+    match = next((m for m in data if resolved and m["id"] == resolved.entry.id), None)
+    if match is None:
+        err = GatewayError("not_found", f"model '{model_id}' not found", 404)
+        status, body = GEMINI_FRONTEND.render_error(err)
+        return JSONResponse(body, status_code=status)
+    return JSONResponse(_gemini_model(match))
+
+
+# The count's field in each API's answer.
+_COUNT_FIELD = {"anthropic": "input_tokens", "gemini": "totalTokens"}
+
+
+async def count_tokens(
+    relay: Relay,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    frontend: AnthropicFrontend | GeminiFrontend = ANTHROPIC_FRONTEND,
+) -> None:
+    ctx = RequestContext(request_id=new_request_id(), client_format=frontend.name)
+    try:
+        body = await read_limited(receive, relay.settings.max_body_bytes)
+        headers = header_map(scope)
+        if await relay.keys.authenticate(presented_key(headers)) is None:
+            raise GatewayError("authentication", "Invalid or missing API key.", 401)
+        # The same intake as a request: model, aliases, vendor and validation all agree.
+        payload = parse_object(body)
+        payload.update(scope.get("path_params") or ())  # Gemini: the model is in the URL
+        it = await relay.intake(frontend, ctx, payload, headers, parse=frontend.parse_count_tokens)
+        ep, req = it.endpoint, it.req
+        call = ep.adapter.build_count_tokens(
+            req, req.model, api_key=ep.api_key, base_url=ep.base_url
+        )
+        if call is None:
+            tokens, exact = estimate_request_tokens(req), False
+        else:
+            body = await relay.fetch(ep, call, ctx)
+            tokens, exact = ep.adapter.parse_count_tokens(body), True
+    except GatewayError as err:
+        status, err_body = frontend.render_error(err)
+        await send_json(send, status, err_body)
+        return
+    except ClientDisconnected:
+        return
+    except Exception:  # a bug: the client gets a 500 in its format, never the exception text
+        log.exception("count_tokens failed")
+        status, err_body = frontend.render_error(
+            GatewayError("api_error", "Internal gateway error.", 500)
+        )
+        await send_json(send, status, err_body)
+        return
+    await send_json(
+        send,
+        200,
+        {_COUNT_FIELD[frontend.name]: tokens},
+        [
+            (b"x-tokenrelay-count", b"exact" if exact else b"estimated"),
+            (b"x-request-id", ctx.request_id.encode()),
+        ],
+    )

@@ -1,0 +1,153 @@
+"""Every environment variable the gateway reads, in one typed place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from typing import ClassVar
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Bounds on one vendor call, in seconds; None: unbounded. `connect_s`: the TCP (and TLS)
+    connection; `first_byte_s`: from sending the request to the status, headers and first
+    body bytes; `idle_s`: any silence after that; `total_s`: the whole call, connect included."""
+
+    connect_s: float = 10.0
+    first_byte_s: float | None = 120.0
+    idle_s: float | None = 120.0
+    total_s: float | None = 600.0
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("connect_s", "first_byte_s", "idle_s", "total_s")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    host: str = Field("127.0.0.1", alias="TOKENRELAY_HOST")
+    port: int = Field(8080, alias="TOKENRELAY_PORT")
+    database_url: str = Field("sqlite:///./tokenrelay.db", alias="TOKENRELAY_DATABASE_URL")
+    redis_url: str | None = Field(None, alias="TOKENRELAY_REDIS_URL")
+    admin_token: SecretStr | None = Field(None, alias="TOKENRELAY_ADMIN_TOKEN")
+    key_prefix: str = Field("sk-aic-", alias="TOKENRELAY_KEY_PREFIX")
+    catalog_path: str | None = Field(None, alias="TOKENRELAY_CATALOG")
+    # "auto": vendors without a key are served by the built-in emulator; "none": never;
+    # "all": every vendor is emulated even when a key is set (demo, tests).
+    emulate: str = Field("auto", alias="TOKENRELAY_EMULATE")
+    # Where the emulator runs; empty = the gateway starts it itself, as a second server in its
+    # process on 127.0.0.1:TOKENRELAY_EMULATOR_PORT (0 = any free port), never on its own port.
+    emulator_url: str | None = Field(None, alias="TOKENRELAY_EMULATOR_URL")
+    emulator_port: int = Field(0, alias="TOKENRELAY_EMULATOR_PORT")
+    max_body_bytes: int = Field(32 * 1024 * 1024, alias="TOKENRELAY_MAX_BODY_BYTES")
+    # Vendor call timeouts (tokenrelay.settings.Timeouts), the defaults for every vendor; the
+    # catalog's `[timeouts.<vendor>]` tables override them per vendor. 0 = no limit (but
+    # connect). A timeout before the answer's first byte is retried, then answered 504; a
+    # stalled stream ends with the client format's error event, billed for what was delivered.
+    connect_timeout_s: float = Field(10.0, alias="TOKENRELAY_CONNECT_TIMEOUT_S", gt=0)
+    first_byte_timeout_s: float = Field(120.0, alias="TOKENRELAY_FIRST_BYTE_TIMEOUT_S", ge=0)
+    idle_timeout_s: float = Field(120.0, alias="TOKENRELAY_IDLE_TIMEOUT_S", ge=0)
+    total_timeout_s: float = Field(600.0, alias="TOKENRELAY_TOTAL_TIMEOUT_S", ge=0)
+    # Deprecated, the one timeout of old (each read from the vendor): when set, the default of
+    # the first-byte and idle timeouts that are not set themselves.
+    upstream_timeout_s: float | None = Field(None, alias="TOKENRELAY_UPSTREAM_TIMEOUT", ge=0)
+    # Extra attempts on connection failures, 5xx/529 and (on another deployment) 429, only
+    # before the first byte is sent; all of a request's attempts end within the budget.
+    upstream_retries: int = Field(1, alias="TOKENRELAY_UPSTREAM_RETRIES")
+    upstream_retry_budget_s: float = Field(30.0, alias="TOKENRELAY_UPSTREAM_RETRY_BUDGET_S")
+    # A failed deployment rests for this long, doubling per failure in a row up to the max.
+    upstream_cooldown_s: float = Field(1.0, alias="TOKENRELAY_UPSTREAM_COOLDOWN_S")
+    upstream_cooldown_max_s: float = Field(60.0, alias="TOKENRELAY_UPSTREAM_COOLDOWN_MAX_S")
+    # A conversation sticks to one deployment of a vendor while it is healthy (its prompt cache).
+    upstream_affinity: bool = Field(True, alias="TOKENRELAY_UPSTREAM_AFFINITY")
+    # Client gone mid-stream: "cancel" closes the upstream call (billing what was generated,
+    # estimated); "drain" reads on to the vendor's own final usage without forwarding it.
+    on_disconnect: str = Field("cancel", alias="TOKENRELAY_ON_DISCONNECT")
+    reasoning_cache_ttl_s: int = Field(24 * 3600, alias="TOKENRELAY_REASONING_CACHE_TTL")
+    log_level: str = Field("info", alias="TOKENRELAY_LOG_LEVEL")
+    # "text" or "json" (one JSON object a line: time, level, logger, message, fields).
+    log_format: str = Field("text", alias="TOKENRELAY_LOG_FORMAT", pattern="^(text|json)$")
+    # "on": one line per finished request on the `tokenrelay.access` logger.
+    access_log: str = Field("off", alias="TOKENRELAY_ACCESS_LOG", pattern="^(on|off)$")
+    # OpenTelemetry traces (the `otel` extra, tracing.py): "auto" = on when the standard
+    # OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    otel: str = Field("auto", alias="TOKENRELAY_OTEL", pattern="^(on|off|auto)$")
+    # Client connection bounds (tokenrelay.server.http_guard): a request's headers must arrive
+    # within header_timeout_s of the connection or of their first byte, its body within
+    # body_timeout_s of the headers; an idle keep-alive connection is closed after
+    # keepalive_timeout_s. The response is never timed (streams run as long as the vendor does).
+    header_timeout_s: float = Field(10.0, alias="TOKENRELAY_HEADER_TIMEOUT_S")
+    body_timeout_s: float = Field(60.0, alias="TOKENRELAY_BODY_TIMEOUT_S")
+    keepalive_timeout_s: int = Field(30, alias="TOKENRELAY_KEEPALIVE_TIMEOUT_S")
+    # Open connections per client IP; one more is answered 429 and closed.
+    # 2048: one customer's backend may hold a thousand streams open at once (the benchmark
+    # does); slow clients are bounded by the header and body deadlines, not by this.
+    max_connections_per_ip: int = Field(2048, alias="TOKENRELAY_MAX_CONNECTIONS_PER_IP", ge=0)
+    # On SIGTERM: stop accepting, then let requests in flight finish for up to this long.
+    shutdown_grace_s: int = Field(30, alias="TOKENRELAY_SHUTDOWN_GRACE_S")
+    # Billing: "on" reserves, settles and records every request; "off" only prices responses.
+    billing: str = Field("on", alias="TOKENRELAY_BILLING")
+    # The settlement writer waits this long for more records before committing a batch.
+    writer_batch_ms: float = Field(2.0, alias="TOKENRELAY_WRITER_BATCH_MS")
+    # Prefix of every Redis key the gateway writes (holds, rate limits, price notices).
+    redis_prefix: str = Field("tokenrelay:", alias="TOKENRELAY_REDIS_PREFIX")
+    # Worker processes (as uvicorn/gunicorn read it): more than one needs Redis for billing.
+    workers: int = Field(1, alias="WEB_CONCURRENCY")
+
+    # --- Customer portal and operator console (tokenrelay.portal)
+    # "open": anyone may sign up (and gets signup_credit_usd); "invite": only with a
+    # redemption code; "off": no sign-up page (accounts come from the operator).
+    signup: str = Field("open", alias="TOKENRELAY_SIGNUP", pattern="^(open|invite|off)$")
+    signup_credit_usd: Decimal = Field(Decimal(0), alias="TOKENRELAY_SIGNUP_CREDIT_USD", ge=0)
+    # Signs session cookies, CSRF tokens and password-reset links. Every replica behind a load
+    # balancer needs the same one; unset, each process picks a random one (one replica only:
+    # sessions then end with the process).
+    session_secret: SecretStr | None = Field(None, alias="TOKENRELAY_SESSION_SECRET")
+    session_ttl_s: int = Field(7 * 24 * 3600, alias="TOKENRELAY_SESSION_TTL_S", gt=0)
+    # "auto": cookies are Secure when the request came over https (X-Forwarded-Proto counts
+    # only through a proxy uvicorn trusts); "on" / "off" force it.
+    cookie_secure: str = Field("auto", alias="TOKENRELAY_COOKIE_SECURE", pattern="^(auto|on|off)$")
+    # Failed sign-ins per email (and per client IP) within login_window_s before a 429.
+    login_attempts: int = Field(5, alias="TOKENRELAY_LOGIN_ATTEMPTS", gt=0)
+    login_window_s: int = Field(300, alias="TOKENRELAY_LOGIN_WINDOW_S", gt=0)
+    # Password reset mail: smtp://user:pass@host:port (smtps:// for TLS); unset, the reset
+    # link is written to the log (development).
+    smtp_url: SecretStr | None = Field(None, alias="TOKENRELAY_SMTP_URL")
+    mail_from: str = Field("tokenrelay@localhost", alias="TOKENRELAY_MAIL_FROM")
+    # Stripe Checkout top-ups (off unless the secret key is set); the webhook secret verifies
+    # POST /stripe/webhook; amounts offered in whole USD.
+    stripe_secret_key: SecretStr | None = Field(None, alias="STRIPE_SECRET_KEY")
+    stripe_webhook_secret: SecretStr | None = Field(None, alias="STRIPE_WEBHOOK_SECRET")
+    stripe_api_base: str | None = Field(None, alias="TOKENRELAY_STRIPE_API_BASE")  # tests
+    stripe_amounts_usd: str = Field("10,25,100", alias="TOKENRELAY_STRIPE_AMOUNTS_USD")
+
+    # Vendor keys and base-URL overrides are read where the vendor registry names them
+    # (tokenrelay.vendors: ANTHROPIC_API_KEY, TOKENRELAY_ANTHROPIC_BASE_URL, ...).
+
+    def timeouts(self) -> Timeouts:
+        """The vendor call timeouts every vendor has unless the catalog says otherwise."""
+        first_byte, idle = self.first_byte_timeout_s, self.idle_timeout_s
+        if self.upstream_timeout_s is not None:  # the deprecated variable, where not overridden
+            if "first_byte_timeout_s" not in self.model_fields_set:
+                first_byte = self.upstream_timeout_s
+            if "idle_timeout_s" not in self.model_fields_set:
+                idle = self.upstream_timeout_s
+        return Timeouts(
+            self.connect_timeout_s, first_byte or None, idle or None, self.total_timeout_s or None
+        )
+
+    def is_emulated(self, api_key: str | None) -> bool:
+        """Whether a vendor with this key (None: not set) is served by the emulator."""
+        if self.emulate == "all":
+            return True
+        if self.emulate == "none":
+            return False
+        return api_key is None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
