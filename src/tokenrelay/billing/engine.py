@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay import ir
 from tokenrelay.billing import ledger
-from tokenrelay.billing.caps import SpendCaps
+from tokenrelay.billing.caps import RedisSpendCaps, SpendCaps
 from tokenrelay.billing.holds import Holds, MemoryHolds, RedisHolds
 from tokenrelay.billing.journal import JournalWriter, try_lock_journal
 from tokenrelay.billing.pricebook import PriceBook, PriceVersion
@@ -38,6 +38,10 @@ __all__ = ["Admission", "BillingConfigError", "BillingEngine", "UsageRecord"]
 
 _PRICE_POLL_S = 10.0
 _REFRESH_S = 2.0
+
+
+# Token counts a key may ask for a minute when it has no rpm limit of its own.
+COUNT_RPM = 120
 
 
 class BillingConfigError(RuntimeError):
@@ -81,7 +85,7 @@ class BillingEngine:
         self.engine = engine
         self.enabled = settings.billing == "on"
         self.prices = PriceBook(catalog, engine)
-        self.caps = SpendCaps(engine)
+        self.caps: SpendCaps | RedisSpendCaps = SpendCaps(engine)
         self._redis = redis
         self._own_redis = False
         self._prefix = settings.redis_prefix
@@ -140,6 +144,7 @@ class BillingEngine:
         if self._redis is not None:
             self.holds = RedisHolds(self._redis, loader, prefix=self._prefix)
             self.limiter = RedisRateLimiter(self._redis, prefix=self._prefix)
+            self.caps = RedisSpendCaps(self.engine, self._redis, prefix=self._prefix)
         else:
             self.holds = MemoryHolds(loader)
             self.limiter = MemoryRateLimiter()
@@ -253,6 +258,29 @@ class BillingEngine:
             capped=capped,
         )
 
+    async def admit_count(self, key: ApiKeyInfo, model_id: str) -> bool:
+        """Admission for a token count (count_tokens, :countTokens): the key's allow-list
+        (403) and a request-rate bucket of its own (429: counts are free, so they never eat
+        the key's request budget, but they are throttled like one — at the key's rpm, or
+        COUNT_RPM when it has none). Returns whether the account can pay: a key that cannot
+        never makes the operator's vendor account count for it (the caller estimates)."""
+        if not key.allows(model_id):
+            raise GatewayError("permission", f"This API key may not use the model {model_id}", 403)
+        rpm = key.rpm or COUNT_RPM
+        wait = await self.limiter.check(f"{key.id}:count", rpm, None, 0)
+        if wait is not None:
+            raise GatewayError(
+                "rate_limit",
+                f"Token-count rate limit reached for this key ({rpm}/min); retry in "
+                f"{math.ceil(wait)} s",
+                429,
+                retry_after=float(math.ceil(wait)),
+                limit="requests",
+            )
+        if not self.enabled:
+            return True
+        return await self.holds.available(key.account_id or key.id) > 0
+
     async def _hold(
         self, key: ApiKeyInfo, request_id: str, prompt_bound: int, max_output: int, price: Price
     ) -> int:
@@ -296,12 +324,21 @@ class BillingEngine:
             )
 
     async def rehold(
-        self, admission: Admission, model_id: str, prompt_bound: int, max_output_tokens: int
+        self,
+        admission: Admission,
+        key: ApiKeyInfo,
+        model_id: str,
+        prompt_bound: int,
+        max_output_tokens: int,
     ) -> None:
-        """Another model (a fallback) answers the admitted request: price it from now on, and
-        hold the difference when its worst case is dearer than what is held (under a second
-        hold id, dropped with the first at settlement). Raises GatewayError 402 when the
-        balance does not cover it. No rate limit is charged again: it is the same request."""
+        """Another model (a fallback) answers the admitted request. It passes the admission a
+        direct request for it would: the key's allow-list (403), its spend caps and the
+        balance for the fallback's worst case (402). Then it is priced from now on, and the
+        difference held when its worst case is dearer than what is held (under a second hold
+        id, dropped with the first at settlement). No rate limit is charged again: it is the
+        same request."""
+        if not key.allows(model_id):
+            raise GatewayError("permission", f"This API key may not use the model {model_id}", 403)
         price, version = self.prices.price_for(model_id, admission.started_at)
         if self.enabled:
             worst = customer_nano(
@@ -310,6 +347,8 @@ class BillingEngine:
             )
             base = admission.hold_nano - admission.extra_hold_nano
             extra = worst - base
+            if admission.capped and worst > admission.hold_nano:
+                await self.caps.admit(key, admission.request_id, worst - admission.hold_nano)
             if extra > admission.extra_hold_nano:
                 hold_id = f"{admission.request_id}:fallback:{model_id}"
                 what = f" for the fallback model {model_id}"
@@ -352,7 +391,7 @@ class BillingEngine:
         if admission.extra_hold_id is not None:
             await self._drop_extra(admission)
         if admission.capped:
-            self.caps.settle(admission.request_id, cost)
+            await self.caps.settle(admission.request_id, cost)
         admission.cost_nano = cost
         return cost
 
@@ -406,7 +445,7 @@ class BillingEngine:
             return
         admission.released = True
         if admission.capped:
-            self.caps.release(admission.request_id)
+            await self.caps.release(admission.request_id)
         if self.enabled:
             await self._update_holds(admission.account_id, admission.request_id, None)
             await self._drop_extra(admission)

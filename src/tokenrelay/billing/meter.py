@@ -36,7 +36,12 @@ class BillingMeter:
         """A fallback model will answer: hold its worst case too when that is dearer (raises
         GatewayError 402 when the balance does not cover it)."""
         if ctx.admission is not None:
-            await self.engine.rehold(ctx.admission, model_id, ctx.input_bound, max_output)
+            await self.engine.rehold(ctx.admission, ctx.key, model_id, ctx.input_bound, max_output)
+
+    async def admit_count(self, key: Any, model_id: str) -> bool:
+        """A token count: allow-list and throttle (raises 403/429); True when the account can
+        pay for the vendor's own count."""
+        return await self.engine.admit_count(key, model_id)
 
     def cost(self, ctx: RequestContext) -> int:
         if ctx.cost_nano is None:

@@ -123,17 +123,19 @@ async def count_tokens(
     try:
         body = await read_limited(receive, relay.settings.max_body_bytes)
         headers = header_map(scope)
-        if await relay.keys.authenticate(presented_key(headers)) is None:
+        key = await relay.keys.authenticate(presented_key(headers))
+        if key is None:
             raise GatewayError("authentication", "Invalid or missing API key.", 401)
         # The same intake as a request: model, aliases, vendor and validation all agree.
         payload = parse_object(body)
         payload.update(scope.get("path_params") or ())  # Gemini: the model is in the URL
         it = await relay.intake(frontend, ctx, payload, headers, parse=frontend.parse_count_tokens)
         ep, req = it.endpoint, it.req
+        can_pay = await relay.meter.admit_count(key, it.resolved.entry.id)
         call = ep.adapter.build_count_tokens(
             req, req.model, api_key=ep.api_key, base_url=ep.base_url
         )
-        if call is None:
+        if call is None or not can_pay:  # a key that cannot pay gets the local estimate
             tokens, exact = estimate_request_tokens(req), False
         else:
             body = await relay.fetch(ep, call, ctx)
