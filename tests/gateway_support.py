@@ -84,7 +84,9 @@ def start_gateway(tmp: Path, **overrides: object) -> tuple[RunningGateway, threa
 
 def metric_samples(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """The gateway's /metrics as {(sample name, sorted labels): value}."""
-    text = httpx.get(base_url + "/metrics").text
+    r = httpx.get(base_url + "/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert r.status_code == 200, r.text
+    text = r.text
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)

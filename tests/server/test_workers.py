@@ -58,6 +58,7 @@ def test_workers_are_refused_when_state_cannot_be_shared(tmp_path: Path) -> None
         TOKENRELAY_DATABASE_URL=pg,
         TOKENRELAY_SESSION_SECRET="s" * 32,
         TOKENRELAY_EMULATOR_PORT="9999",
+        TOKENRELAY_EMULATE="keyless",  # with PostgreSQL only an explicit opt-in emulates
     )
     line = _refused(fixed_port, tmp_path, "--workers", "2")
     assert "python -m tokenrelay.emulator --port 9999" in line

@@ -22,7 +22,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tokenrelay.admin.openapi import admin_openapi
-from tokenrelay.billing.ledger import MAX_USAGE_LIMIT, BalanceOverflow, IdempotencyConflict
+from tokenrelay.billing.ledger import (
+    MAX_USAGE_LIMIT,
+    BalanceOverflow,
+    IdempotencyConflict,
+    customer_usage_json,
+)
 from tokenrelay.billing.pricebook import PriceError, parse_price, parse_time
 from tokenrelay.customers.keys import KeyStore, presented_key
 from tokenrelay.money import MAX_AMOUNT_NANO, MoneyError, parse_nano, usd
@@ -281,10 +286,7 @@ def account_route(billing: BillingEngine, key_store: KeyStore) -> Route:
                 "balance_usd": summary["balance_usd"],
                 "spent_usd": summary["spent_usd"],
                 "requests": summary["requests"],
-                "recent_usage": [
-                    {k: v for k, v in row.items() if k != "key_id"}
-                    for row in summary["recent_usage"]
-                ],
+                "recent_usage": [customer_usage_json(row) for row in summary["recent_usage"]],
             }
         )
 

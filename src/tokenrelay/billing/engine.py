@@ -79,8 +79,6 @@ class BillingEngine:
         *,
         redis: Any | None = None,
     ) -> None:
-        if settings.billing not in ("on", "off"):
-            raise BillingConfigError("TOKENRELAY_BILLING must be 'on' or 'off'")
         self.settings = settings
         self.engine = engine
         self.enabled = settings.billing == "on"

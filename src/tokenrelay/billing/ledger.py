@@ -275,6 +275,35 @@ def usage_json(row: Any) -> dict[str, Any]:
     }
 
 
+# What a customer may see of their own usage records: never the reseller's upstream cost, the
+# price version, the account or key ids (the caller knows its own) or how the gateway routed.
+CUSTOMER_USAGE_FIELDS = (
+    "request_id",
+    "model",
+    "model_asked",
+    "stream",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "usage_source",
+    "cost_usd",
+    "status",
+    "error",
+    "started_at",
+    "duration_ms",
+    "ttft_ms",
+    "session_id",
+)
+
+
+def customer_usage_json(row: dict[str, Any]) -> dict[str, Any]:
+    """One of `usage_json`'s rows as its customer may see it."""
+    return {k: row[k] for k in CUSTOMER_USAGE_FIELDS if k in row}
+
+
 async def verify(engine: AsyncEngine) -> list[str]:
     """Every inconsistency between balances, ledger and usage records; [] when clean."""
     problems: list[str] = []

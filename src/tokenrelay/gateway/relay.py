@@ -243,8 +243,9 @@ class Relay:
         if endpoint is None:
             raise GatewayError(
                 "api_error",
-                f"Vendor '{resolved.entry.vendor}' is not configured on this gateway.",
+                f"model: '{model}' is unavailable on this gateway right now.",
                 503,
+                retry_after=60.0,
             )
         req = (parse or frontend.parse_request)(payload, headers)
         ctx.model_asked = model

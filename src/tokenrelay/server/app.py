@@ -11,6 +11,7 @@ path's clients parse: the Anthropic or OpenAI error under /api/proxy, the admin 
 from __future__ import annotations
 
 import gc
+import hmac
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -185,7 +186,7 @@ class Gateway:
         routes: list[Any] = [
             Route("/healthz", _health),
             Route("/readyz", self._ready),
-            Route("/metrics", metrics_endpoint),
+            Route("/metrics", self._metrics),
             # Claude Code checks its base URL is reachable with a HEAD at every start.
             Route("/api/proxy", _reachable, methods=["HEAD"]),
             Route(PROXY, _reachable, methods=["HEAD"]),
@@ -246,14 +247,43 @@ class Gateway:
                 checks["redis"] = f"failing: {type(exc).__name__}"
         endpoints = self.relay.upstreams.endpoints
         used = {e.vendor for e in self.relay.catalog.entries() if not e.retired}
-        checks["vendors"] = {v: "ok" if v in endpoints else "no upstream" for v in sorted(used)}
-        ok = all(v == "ok" for k, v in checks.items() if k != "vendors") and all(
-            v == "ok" for v in checks["vendors"].values()
-        )
+        # A vendor without a key is unavailable (its models answer 503), and said so here;
+        # the gateway is ready while it serves any vendor at all.
+        checks["vendors"] = {
+            v: ("emulated" if endpoints[v].emulated else "ok")
+            if v in endpoints
+            else "unavailable: no API key"
+            for v in sorted(used)
+        }
+        served = any(v != "unavailable: no API key" for v in checks["vendors"].values())
+        ok = served and all(v == "ok" for k, v in checks.items() if k != "vendors")
         return JSONResponse(
             {"status": "ready" if ok else "not ready", "checks": checks},
             status_code=200 if ok else 503,
         )
+
+    async def _metrics(self, request: Request) -> Response:
+        """Prometheus metrics, for a scrape that sends the metrics (or admin) token as a
+        bearer: they show revenue by model, tokens and deployment names, none of which a
+        customer may see."""
+        s = self.settings
+        tokens = [t.get_secret_value().encode() for t in (s.metrics_token, s.admin_token) if t]
+        if not tokens:
+            return JSONResponse(
+                {"error": "metrics are off: set TOKENRELAY_METRICS_TOKEN and scrape with it"},
+                status_code=404,
+            )
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        given = presented.strip().encode()
+        # Every token compared (no early exit): the time taken says nothing of which matched.
+        matched = [hmac.compare_digest(given, t) for t in tokens]
+        if scheme.lower() != "bearer" or not any(matched):
+            return JSONResponse(
+                {"error": "send the metrics token: Authorization: Bearer <token>"},
+                status_code=401,
+                headers={"www-authenticate": "Bearer"},
+            )
+        return await metrics_endpoint(request)
 
     async def _models(self, request: Request) -> Response:
         assert self.relay is not None

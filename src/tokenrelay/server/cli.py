@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from tokenrelay.money import MAX_AMOUNT_NANO, MoneyError, parse_nano, usd
-from tokenrelay.settings import get_settings
+from tokenrelay.settings import SettingsError, get_settings
 from tokenrelay.vendors import registry
 
 T = TypeVar("T")
@@ -25,7 +25,13 @@ T = TypeVar("T")
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tokenrelay")
 def main() -> None:
-    """tokenrelay: one endpoint, five vendors, two client APIs."""
+    """tokenrelay: one endpoint for Anthropic, OpenAI, Gemini, xAI, DeepSeek and
+    OpenAI-compatible vendors, behind the Anthropic Messages, OpenAI Chat Completions, OpenAI
+    Responses and Gemini generateContent APIs."""
+    try:
+        get_settings()
+    except SettingsError as exc:  # one clear message at start, not a traceback
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,11 +33,17 @@ class Settings(BaseSettings):
     database_url: str = Field("sqlite:///./tokenrelay.db", alias="TOKENRELAY_DATABASE_URL")
     redis_url: str | None = Field(None, alias="TOKENRELAY_REDIS_URL")
     admin_token: SecretStr | None = Field(None, alias="TOKENRELAY_ADMIN_TOKEN")
+    # Bearer token a Prometheus scrape of /metrics sends (the admin token works too); with
+    # neither set /metrics is off: it shows revenue, models and deployments.
+    metrics_token: SecretStr | None = Field(None, alias="TOKENRELAY_METRICS_TOKEN")
     key_prefix: str = Field("sk-aic-", alias="TOKENRELAY_KEY_PREFIX")
     catalog_path: str | None = Field(None, alias="TOKENRELAY_CATALOG")
-    # "auto": vendors without a key are served by the built-in emulator; "none": never;
-    # "all": every vendor is emulated even when a key is set (demo, tests).
-    emulate: str = Field("auto", alias="TOKENRELAY_EMULATE")
+    # Which vendors the built-in emulator serves. "auto": those without a key, on the embedded
+    # default (SQLite) only — with a production database a vendor without a key is unavailable
+    # (a forgotten key must never mean paying customers get emulated replies); "keyless": those
+    # without a key, anywhere (explicit opt-in); "none": never; "all": every vendor, even with a
+    # key (demo, tests).
+    emulate: Literal["auto", "keyless", "none", "all"] = Field("auto", alias="TOKENRELAY_EMULATE")
     # Where the emulator runs; empty = the gateway starts it itself, as a second server in its
     # process on 127.0.0.1:TOKENRELAY_EMULATOR_PORT (0 = any free port), never on its own port.
     emulator_url: str | None = Field(None, alias="TOKENRELAY_EMULATOR_URL")
@@ -65,16 +71,16 @@ class Settings(BaseSettings):
     upstream_affinity: bool = Field(True, alias="TOKENRELAY_UPSTREAM_AFFINITY")
     # Client gone mid-stream: "cancel" closes the upstream call (billing what was generated,
     # estimated); "drain" reads on to the vendor's own final usage without forwarding it.
-    on_disconnect: str = Field("cancel", alias="TOKENRELAY_ON_DISCONNECT")
+    on_disconnect: Literal["cancel", "drain"] = Field("cancel", alias="TOKENRELAY_ON_DISCONNECT")
     reasoning_cache_ttl_s: int = Field(24 * 3600, alias="TOKENRELAY_REASONING_CACHE_TTL")
     log_level: str = Field("info", alias="TOKENRELAY_LOG_LEVEL")
     # "text" or "json" (one JSON object a line: time, level, logger, message, fields).
-    log_format: str = Field("text", alias="TOKENRELAY_LOG_FORMAT", pattern="^(text|json)$")
+    log_format: Literal["text", "json"] = Field("text", alias="TOKENRELAY_LOG_FORMAT")
     # "on": one line per finished request on the `tokenrelay.access` logger.
-    access_log: str = Field("off", alias="TOKENRELAY_ACCESS_LOG", pattern="^(on|off)$")
+    access_log: Literal["on", "off"] = Field("off", alias="TOKENRELAY_ACCESS_LOG")
     # OpenTelemetry traces (the `otel` extra, tracing.py): "auto" = on when the standard
     # OTEL_EXPORTER_OTLP_ENDPOINT is set.
-    otel: str = Field("auto", alias="TOKENRELAY_OTEL", pattern="^(on|off|auto)$")
+    otel: Literal["on", "off", "auto"] = Field("auto", alias="TOKENRELAY_OTEL")
     # Client connection bounds (tokenrelay.server.http_guard): a request's headers must arrive
     # within header_timeout_s of the connection or of their first byte, its body within
     # body_timeout_s of the headers; an idle keep-alive connection is closed after
@@ -89,7 +95,7 @@ class Settings(BaseSettings):
     # On SIGTERM: stop accepting, then let requests in flight finish for up to this long.
     shutdown_grace_s: int = Field(30, alias="TOKENRELAY_SHUTDOWN_GRACE_S")
     # Billing: "on" reserves, settles and records every request; "off" only prices responses.
-    billing: str = Field("on", alias="TOKENRELAY_BILLING")
+    billing: Literal["on", "off"] = Field("on", alias="TOKENRELAY_BILLING")
     # The settlement writer waits this long for more records before committing a batch.
     writer_batch_ms: float = Field(2.0, alias="TOKENRELAY_WRITER_BATCH_MS")
     # Prefix of every Redis key the gateway writes (holds, rate limits, price notices).
@@ -139,15 +145,30 @@ class Settings(BaseSettings):
             self.connect_timeout_s, first_byte or None, idle or None, self.total_timeout_s or None
         )
 
+    @property
+    def embedded(self) -> bool:
+        """The embedded default (SQLite, one process): a demo or a developer's machine."""
+        return self.database_url.startswith("sqlite")
+
     def is_emulated(self, api_key: str | None) -> bool:
         """Whether a vendor with this key (None: not set) is served by the emulator."""
-        if self.emulate == "all":
-            return True
-        if self.emulate == "none":
-            return False
-        return api_key is None
+        mode = self.emulate
+        if mode == "auto":
+            mode = "keyless" if self.embedded else "none"
+        return mode == "all" or (mode == "keyless" and api_key is None)
+
+
+class SettingsError(ValueError):
+    """A setting's value is not one the gateway accepts (named, with what it accepts)."""
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for e in exc.errors():
+            field = str(e["loc"][0]) if e["loc"] else "settings"
+            lines.append(f"{field}: {e['msg']} (got {e.get('input')!r})")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

@@ -61,10 +61,10 @@ class Upstreams:
                         ep = VendorEndpoint(
                             name, spec.adapter, base + spec.emulator_path, EMULATED_KEY, True
                         )
+                    elif key is None:
+                        continue  # no key, not emulated: this deployment is unavailable
                     else:
-                        ep = VendorEndpoint(
-                            name, spec.adapter, d.base_url.rstrip("/"), key or "", False
-                        )
+                        ep = VendorEndpoint(name, spec.adapter, d.base_url.rstrip("/"), key, False)
                     members.append(
                         Deployment(d.name, ep, weight=d.weight, region=d.region, models=d.models)
                     )
@@ -75,12 +75,16 @@ class Upstreams:
             key = spec.api_key()
             if settings.is_emulated(key):
                 if emulator_base is None:
-                    continue  # TOKENRELAY_EMULATE=none and no key: the vendor is unavailable
+                    continue
                 base, key = emulator_base.rstrip("/") + spec.emulator_path, EMULATED_KEY
                 emulated = True
+            elif key is None:
+                # Not emulated (a production database, or TOKENRELAY_EMULATE=none) and no key:
+                # the vendor is unavailable — its models answer 503, /readyz names it.
+                continue
             else:
                 base, emulated = spec.endpoint_url(), False
-            ep = VendorEndpoint(name, spec.adapter, base, key or "", emulated)
+            ep = VendorEndpoint(name, spec.adapter, base, key, emulated)
             self.endpoints[name] = ep
             self.pools[name] = Pool(name, [Deployment("default", ep)], **cooldown)
         self.client = HttpClient(timeouts=settings.timeouts())
