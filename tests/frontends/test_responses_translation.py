@@ -4,7 +4,6 @@ accept, and the fast path's scan of OpenAI's own stream."""
 
 from __future__ import annotations
 
-import contextvars
 import typing
 from pathlib import Path
 from typing import Any
@@ -309,13 +308,10 @@ def test_response_object_equals_the_streamed_final_response() -> None:
         "tools": [{"type": "namespace", "name": "ns", "description": "", "tools": []}],
     }
 
-    def as_the_relay_does() -> dict[str, Any]:  # parse, then render, in one request's context
-        RESPONSES_FRONTEND.parse_request(body, {})
-        return RESPONSES_FRONTEND.render_response(
-            ir.fold(_answer()), request_id="req_abc", extra_usage={}
-        )
-
-    whole = contextvars.copy_context().run(as_the_relay_does)
+    req = RESPONSES_FRONTEND.parse_request(body, {})  # as the relay does: parse, then render
+    whole = RESPONSES_FRONTEND.render_response(
+        ir.fold(_answer()), request_id="req_abc", extra_usage={}, echo=req.echo
+    )
     Response.model_validate(whole)
     assert whole["output"] == streamed["output"] and whole["usage"] == streamed["usage"]
 

@@ -14,6 +14,7 @@ from typing import Any
 from tokenrelay.billing.engine import Admission, BillingEngine, UsageRecord
 from tokenrelay.billing.metering import RequestContext
 from tokenrelay.billing.pricing import usd
+from tokenrelay.customers.keys import ApiKeyInfo
 from tokenrelay.errors import GatewayError
 from tokenrelay.ir import UsageTotals
 
@@ -24,21 +25,27 @@ class BillingMeter:
     def __init__(self, engine: BillingEngine) -> None:
         self.engine = engine
 
-    async def admit(self, ctx: RequestContext, model_id: str, max_output: int) -> None:
+    async def admit(
+        self, key: ApiKeyInfo, ctx: RequestContext, model_id: str, max_output: int
+    ) -> Admission:
         """Rate limits and the credit hold; raises GatewayError (429/402/503) before any
         upstream call. The hold prices the vendor call as it will be sent: `ctx.input_bound`
         for its prompt, `max_output` for every output token it allows."""
-        ctx.admission = await self.engine.admit(
-            ctx.key, ctx.request_id, model_id, ctx.input_bound, max_output
-        )
+        return await self.engine.admit(key, ctx.request_id, model_id, ctx.input_bound, max_output)
 
-    async def rehold(self, ctx: RequestContext, model_id: str, max_output: int) -> None:
-        """A fallback model will answer: hold its worst case too when that is dearer (raises
-        GatewayError 402 when the balance does not cover it)."""
-        if ctx.admission is not None:
-            await self.engine.rehold(ctx.admission, ctx.key, model_id, ctx.input_bound, max_output)
+    async def rehold(
+        self,
+        admission: Admission,
+        key: ApiKeyInfo,
+        ctx: RequestContext,
+        model_id: str,
+        max_output: int,
+    ) -> None:
+        """A fallback model will answer: the same admission as a direct request for it (the
+        allow-list, caps, its worst case held when that is dearer); raises GatewayError."""
+        await self.engine.rehold(admission, key, model_id, ctx.input_bound, max_output)
 
-    async def admit_count(self, key: Any, model_id: str) -> bool:
+    async def admit_count(self, key: ApiKeyInfo, model_id: str) -> bool:
         """A token count: allow-list and throttle (raises 403/429); True when the account can
         pay for the vendor's own count."""
         return await self.engine.admit_count(key, model_id)
@@ -54,10 +61,10 @@ class BillingMeter:
     def cost_headers(self, ctx: RequestContext) -> list[tuple[bytes, bytes]]:
         return [(b"x-tokenrelay-cost-usd", usd(self.cost(ctx)).encode())]
 
-    async def settle(self, ctx: RequestContext) -> None:
-        """Bill the request once (later calls are no-ops). A request the vendor refused (no
-        200 ever came back) costs nothing: its record shows the error at zero tokens."""
-        admission: Admission | None = ctx.admission
+    async def settle(self, admission: Admission | None, ctx: RequestContext) -> None:
+        """Bill the request once (later calls are no-ops; None: never admitted, nothing to
+        bill). A request the vendor refused (no 200 ever came back) costs nothing: its record
+        shows the error at zero tokens."""
         if admission is None or ctx.cost_nano is not None:
             return
         if not ctx.upstream_answered:

@@ -101,7 +101,6 @@ class RequestContext:
     request_id: str
     client_format: str
     key_id: str | None = None
-    key: Any = None  # the authenticated ApiKeyInfo (rpm/tpm limits, balance)
     model_asked: str = ""
     model_id: str = ""
     vendor: str = ""
@@ -118,13 +117,10 @@ class RequestContext:
     request: ir.Request | None = None
     output_text: list[str] = field(default_factory=list)
     attempts: int = 0  # vendor calls made, over every deployment and fallback model
-    lease: Any = None  # (pool, deployment) the open vendor call holds (pools.Pool.release)
     deployment: str = ""  # the deployment that answered
     fallback_from: str = ""  # the model asked when a fallback model answered
     upstream_answered: bool = False  # a vendor attempt returned 200: its tokens are billable
-    response_started: bool = False
     http_status: int | None = None  # what the client was answered (the access log's)
-    admission: Any = None  # the billing engine's hold for this request
     cost_nano: int | None = None
     status: Status = "ok"
     error: str | None = None

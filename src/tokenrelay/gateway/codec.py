@@ -39,10 +39,19 @@ class Frontend(Protocol):
         """Validate and convert; raise GatewayError(invalid_request, 400, param=...)."""
         ...
 
-    def stream_renderer(self, *, request_id: str, include_usage: bool) -> StreamRenderer: ...
+    def stream_renderer(
+        self, *, request_id: str, include_usage: bool, echo: Any = None
+    ) -> StreamRenderer:
+        """A renderer for one request (`echo`: its `ir.Request.echo`)."""
+        ...
 
     def render_response(
-        self, resp: ir.Response, *, request_id: str, extra_usage: Mapping[str, Any]
+        self,
+        resp: ir.Response,
+        *,
+        request_id: str,
+        extra_usage: Mapping[str, Any],
+        echo: Any = None,
     ) -> dict[str, Any]: ...
 
     def render_error(self, err: GatewayError) -> tuple[int, dict[str, Any]]:

@@ -82,7 +82,7 @@ class PassthroughExchange(ExchangeBase):
 
     def error(self, err: GatewayError) -> bytes:
         renderer = self._frontend.stream_renderer(
-            request_id=self._ctx.request_id, include_usage=False
+            request_id=self._ctx.request_id, include_usage=False, echo=self._req.echo
         )
         return renderer.error(err)
 

@@ -56,7 +56,10 @@ class TranslatedExchange(ExchangeBase):
     def unary_body(self, extra_usage: Mapping[str, Any]) -> bytes:
         assert self._folded is not None
         rendered = self._frontend.render_response(
-            self._folded, request_id=self._ctx.request_id, extra_usage=extra_usage
+            self._folded,
+            request_id=self._ctx.request_id,
+            extra_usage=extra_usage,
+            echo=self._req.echo,
         )
         return orjson.dumps(rendered)
 
@@ -66,7 +69,9 @@ class TranslatedExchange(ExchangeBase):
         self._collected: list[ir.Event] = []  # what reasoning state is made of
         self._decoder = self._vendor.stream_decoder(call)
         self._renderer = self._frontend.stream_renderer(
-            request_id=self._ctx.request_id, include_usage=self._req.include_usage
+            request_id=self._ctx.request_id,
+            include_usage=self._req.include_usage,
+            echo=self._req.echo,
         )
 
     def feed(self, chunk: bytes) -> bytes:

@@ -5,20 +5,22 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tokenrelay.asgi import ClientDisconnected, Receive, Scope, Send, header_map, send_json
+from tokenrelay.asgi import ClientDisconnected, Receive, Scope, Send, send_json
 from tokenrelay.billing.metering import RequestContext, estimate_request_tokens
-from tokenrelay.customers.keys import presented_key
 from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.anthropic.frontend import ANTHROPIC_FRONTEND, AnthropicFrontend
 from tokenrelay.frontends.gemini.frontend import GEMINI_FRONTEND, GeminiFrontend
-from tokenrelay.gateway.jsonbody import parse_object, read_limited
+from tokenrelay.gateway.intake import receive_request
 from tokenrelay.gateway.relay import new_request_id
+from tokenrelay.upstreams.pools import VendorEndpoint
+from tokenrelay.vendors.base import UpstreamRequest
 
 if TYPE_CHECKING:
     from tokenrelay.gateway.relay import Relay
@@ -108,6 +110,15 @@ async def list_gemini_models(relay: Relay, request: Request) -> Response:
     return JSONResponse(_gemini_model(match))
 
 
+@dataclass(frozen=True, slots=True)
+class _Count:
+    """A count_tokens call, as the upstream caller's target."""
+
+    model_id: str
+    endpoint: VendorEndpoint
+    call: UpstreamRequest
+
+
 # The count's field in each API's answer.
 _COUNT_FIELD = {"anthropic": "input_tokens", "gemini": "totalTokens"}
 
@@ -121,24 +132,18 @@ async def count_tokens(
 ) -> None:
     ctx = RequestContext(request_id=new_request_id(), client_format=frontend.name)
     try:
-        body = await read_limited(receive, relay.settings.max_body_bytes)
-        headers = header_map(scope)
-        key = await relay.keys.authenticate(presented_key(headers))
-        if key is None:
-            raise GatewayError("authentication", "Invalid or missing API key.", 401)
-        # The same intake as a request: model, aliases, vendor and validation all agree.
-        payload = parse_object(body)
-        payload.update(scope.get("path_params") or ())  # Gemini: the model is in the URL
-        it = await relay.intake(frontend, ctx, payload, headers, parse=frontend.parse_count_tokens)
+        # The same intake as a request: body bound, key, model, aliases, vendor, validation.
+        got = await receive_request(relay.keys, relay.settings.max_body_bytes, ctx, scope, receive)
+        it = relay.take_in(frontend.parse_count_tokens, ctx, got.payload, got.headers)
         ep, req = it.endpoint, it.req
-        can_pay = await relay.meter.admit_count(key, it.resolved.entry.id)
+        can_pay = await relay.meter.admit_count(got.key, it.resolved.entry.id)
         call = ep.adapter.build_count_tokens(
             req, req.model, api_key=ep.api_key, base_url=ep.base_url
         )
         if call is None or not can_pay:  # a key that cannot pay gets the local estimate
             tokens, exact = estimate_request_tokens(req), False
         else:
-            body = await relay.fetch(ep, call, ctx)
+            body = await relay.caller.fetch(_Count(it.resolved.entry.id, ep, call), ctx)
             tokens, exact = ep.adapter.parse_count_tokens(body), True
     except GatewayError as err:
         status, err_body = frontend.render_error(err)

@@ -113,14 +113,6 @@ class Upstreams:
         await self.client.close()
 
 
-class Exhausted(Exception):
-    """No deployment of the model could take the request: its fallbacks may."""
-
-    def __init__(self, error: GatewayError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
 def backoff_s(attempt: int, retry_after: float | None) -> float:
     """The pause before attempt `attempt` (1 = the first retry) on the same deployment:
     the vendor's `retry-after` when it gave one, else a jittered exponential backoff."""

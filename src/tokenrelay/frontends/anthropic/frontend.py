@@ -236,12 +236,19 @@ class AnthropicFrontend:
     def parse_count_tokens(self, body: Any, headers: Mapping[str, str]) -> ir.Request:
         return parse_count_tokens_request(body, headers)
 
-    def stream_renderer(self, *, request_id: str, include_usage: bool) -> AnthropicStreamRenderer:
+    def stream_renderer(
+        self, *, request_id: str, include_usage: bool, echo: Any = None
+    ) -> AnthropicStreamRenderer:
         # include_usage is an OpenAI notion: Anthropic streams always carry usage.
         return AnthropicStreamRenderer(request_id=request_id)
 
     def render_response(
-        self, resp: ir.Response, *, request_id: str, extra_usage: Mapping[str, Any]
+        self,
+        resp: ir.Response,
+        *,
+        request_id: str,
+        extra_usage: Mapping[str, Any],
+        echo: Any = None,
     ) -> dict[str, Any]:
         content = [block for part in resp.content if (block := _content_block(part)) is not None]
         usage = _usage(resp.usage, {})

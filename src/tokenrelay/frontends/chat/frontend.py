@@ -257,11 +257,18 @@ class OpenAIFrontend:
     def parse_request(self, body: Any, headers: Mapping[str, str]) -> ir.Request:
         return parse_chat_request(body, headers)
 
-    def stream_renderer(self, *, request_id: str, include_usage: bool) -> OpenAIStreamRenderer:
+    def stream_renderer(
+        self, *, request_id: str, include_usage: bool, echo: Any = None
+    ) -> OpenAIStreamRenderer:
         return OpenAIStreamRenderer(request_id=request_id, include_usage=include_usage)
 
     def render_response(
-        self, resp: ir.Response, *, request_id: str, extra_usage: Mapping[str, Any]
+        self,
+        resp: ir.Response,
+        *,
+        request_id: str,
+        extra_usage: Mapping[str, Any],
+        echo: Any = None,
     ) -> dict[str, Any]:
         return {
             "id": _completion_id(resp.id),

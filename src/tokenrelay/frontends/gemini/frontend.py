@@ -328,11 +328,18 @@ class GeminiFrontend:
     def parse_count_tokens(self, body: Any, headers: Mapping[str, str]) -> ir.Request:
         return parse_count_tokens(body, headers)
 
-    def stream_renderer(self, *, request_id: str, include_usage: bool) -> GeminiStreamRenderer:
+    def stream_renderer(
+        self, *, request_id: str, include_usage: bool, echo: Any = None
+    ) -> GeminiStreamRenderer:
         return GeminiStreamRenderer()
 
     def render_response(
-        self, resp: ir.Response, *, request_id: str, extra_usage: Mapping[str, Any]
+        self,
+        resp: ir.Response,
+        *,
+        request_id: str,
+        extra_usage: Mapping[str, Any],
+        echo: Any = None,
     ) -> dict[str, Any]:
         return {
             "candidates": [

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -30,7 +29,6 @@ from tokenrelay.reasoning.cache import to_blob
 
 __all__ = ["RESPONSES_FRONTEND", "ResponsesFrontend", "ResponsesStreamRenderer"]
 
-_ECHO: ContextVar[Echo] = ContextVar("responses_echo")
 # IR stop reason → why a response is `incomplete` (the others complete it).
 _INCOMPLETE = {
     "max_tokens": "max_output_tokens",
@@ -350,25 +348,28 @@ def _render(resp: ir.Response, items: _Items) -> None:
             items.done.append(items.reasoning_item(items.item_id("rs"), "", [part]))
 
 
-def _echo() -> Echo:
-    return _ECHO.get(Echo())
-
-
 class ResponsesFrontend:
     name = "responses"
 
     def parse_request(self, body: Any, headers: Mapping[str, str]) -> ir.Request:
         req, echo = parse_responses_request(body, headers)
-        _ECHO.set(echo)
+        req.echo = echo
         return req
 
-    def stream_renderer(self, *, request_id: str, include_usage: bool) -> ResponsesStreamRenderer:
-        return ResponsesStreamRenderer(request_id=request_id, echo=_echo())
+    def stream_renderer(
+        self, *, request_id: str, include_usage: bool, echo: Any = None
+    ) -> ResponsesStreamRenderer:
+        return ResponsesStreamRenderer(request_id=request_id, echo=echo or Echo())
 
     def render_response(
-        self, resp: ir.Response, *, request_id: str, extra_usage: Mapping[str, Any]
+        self,
+        resp: ir.Response,
+        *,
+        request_id: str,
+        extra_usage: Mapping[str, Any],
+        echo: Any = None,
     ) -> dict[str, Any]:
-        items = _Items(request_id, _echo())
+        items = _Items(request_id, echo or Echo())
         items.model = resp.model
         _render(resp, items)
         return items.envelope(

@@ -1,0 +1,92 @@
+"""A request decided once, before its credit hold: the path (the client's own bytes to its
+vendor, or translated through the IR), the vendor call as it will be sent, and every output
+token that call allows — so the hold prices exactly what the vendor can bill."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenrelay.billing.metering import RequestContext
+from tokenrelay.errors import invalid
+from tokenrelay.gateway.codec import Frontend
+from tokenrelay.gateway.exchange import Exchange
+from tokenrelay.gateway.fastpath import PassthroughExchange
+from tokenrelay.gateway.intake import Intake
+from tokenrelay.gateway.prompt_bound import prompt_bound
+from tokenrelay.gateway.translated import TranslatedExchange
+from tokenrelay.reasoning.cache import ReasoningCache, restore
+from tokenrelay.upstreams.pools import VendorEndpoint
+from tokenrelay.vendors.base import Passthrough, UpstreamRequest
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A request decided: the vendor call as it will be sent, and what may come back."""
+
+    intake: Intake
+    call: UpstreamRequest
+    exchange: Exchange
+    max_output: int  # every output token the call allows, over all its choices
+
+    @property
+    def endpoint(self) -> VendorEndpoint:
+        return self.intake.endpoint
+
+    @property
+    def model_id(self) -> str:
+        return self.intake.resolved.entry.id
+
+
+async def decide(
+    frontend: Frontend, it: Intake, ctx: RequestContext, reasoning: ReasoningCache
+) -> Prepared:
+    """The vendor call for a request taken in, as it will be sent (to the vendor's first
+    deployment: the upstream caller retargets it to the one chosen)."""
+    ep, req, entry = it.endpoint, it.req, it.resolved.entry
+    if reasoning.shared:  # the previous turn may have been answered by another replica
+        await reasoning.prefetch(req)
+    exchange: Exchange
+    # Stop sequences the model refuses (a 400) are sent without and enforced here, on the
+    # translated path, which sees the text as IR deltas.
+    own_stop = bool(req.stop) and not ep.adapter.enforces_stop(req.model)
+    fast = None if own_stop else ep.adapter.passthrough(frontend.name)
+    if fast is not None:
+        ctx.fast_path = True
+        # The client's own body goes on: what it asks is what the vendor is asked.
+        via = Passthrough(it.headers, ep.api_key, ep.base_url, reasoning)
+        call = fast.passthrough_request(it.payload, req, via)
+        exchange = PassthroughExchange(frontend, fast, ctx, req, reasoning)
+    else:
+        ctx.fast_path = False
+        if req.native_only:  # what only the client format's own vendor runs
+            param, what = req.native_only[0]
+            raise invalid(
+                f"{param}: {what} is not available on model '{ctx.model_asked}' (vendor {ep.name})",
+                param,
+            )
+        # The one place the output cap is decided: clients ask every model for their own cap
+        # (Claude Code: 32000) and the vendor would refuse more than the model can write; no
+        # cap at all takes the catalog's default for the model.
+        if req.max_tokens is not None and req.max_tokens > entry.max_output:
+            req.max_tokens = entry.max_output
+        ep.adapter.finalize(req, entry.default_max_tokens)
+        restore(reasoning, ep.name, req)
+        stops = req.stop
+        if own_stop:
+            req.stop = []
+        call = ep.adapter.build_request(req, req.model, api_key=ep.api_key, base_url=ep.base_url)
+        req.stop = stops
+        translated = TranslatedExchange(frontend, ep.adapter, ctx, req, reasoning)
+        if own_stop:
+            translated.enforce_stop(req.stop)
+        exchange = translated
+    ctx.input_bound = prompt_bound(
+        req,
+        call.body,
+        max_image_tokens=ep.adapter.max_image_tokens,
+        url_media_bounded=ep.adapter.url_media_bounded,
+        context_window=entry.context_window,
+    )
+    # Without a cap of its own the vendor may write up to the model's output limit.
+    max_output = (call.max_output or entry.max_output) * call.choices
+    return Prepared(it, call, exchange, max_output)

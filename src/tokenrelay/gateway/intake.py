@@ -1,0 +1,98 @@
+"""A request taken in, the same way for every route that names a model (messages, count
+tokens, quotes): read the body within its bound, authenticate the key, resolve the model and
+its vendor, validate the body into the IR with the frontend's parser."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tokenrelay import ir
+from tokenrelay.asgi import Receive, Scope, header_map
+from tokenrelay.billing.metering import RequestContext, session_id
+from tokenrelay.catalog import Catalog, Resolved
+from tokenrelay.customers.keys import ApiKeyInfo, KeyStore, presented_key
+from tokenrelay.errors import GatewayError, invalid
+from tokenrelay.gateway.jsonbody import parse_object, read_limited
+from tokenrelay.upstreams.pools import VendorEndpoint
+
+Parser = Callable[[Any, Mapping[str, str]], ir.Request]
+
+
+@dataclass(slots=True)
+class Received:
+    """An authenticated request's body and headers, before anything is decided."""
+
+    key: ApiKeyInfo
+    payload: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class Intake:
+    """A validated request, routed to its vendor."""
+
+    payload: dict[str, Any]
+    headers: dict[str, str]
+    resolved: Resolved
+    endpoint: VendorEndpoint
+    req: ir.Request
+
+
+async def receive_request(
+    keys: KeyStore, max_body_bytes: int, ctx: RequestContext, scope: Scope, receive: Receive
+) -> Received:
+    """The body (bounded before it is read), the headers and the key they present (401
+    without one). What the route's URL says (Gemini's model and streaming) joins the body."""
+    body = await read_limited(receive, max_body_bytes)
+    headers = header_map(scope)
+    ctx.session_id = session_id(headers)
+    key = await keys.authenticate(presented_key(headers))
+    if key is None:
+        raise GatewayError("authentication", "Invalid or missing API key.", 401)
+    ctx.key_id = key.id
+    payload = parse_object(body)
+    payload.update(scope.get("path_params") or ())
+    return Received(key, payload, headers)
+
+
+def take_in(
+    catalog: Catalog,
+    endpoints: Mapping[str, VendorEndpoint],
+    parse: Parser,
+    ctx: RequestContext,
+    payload: dict[str, Any],
+    headers: dict[str, str],
+) -> Intake:
+    """Resolve the model and its vendor, validate the body into the IR (`parse`: the
+    frontend's parser for this route's shape of body)."""
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid("model: Field required (a model name string)", "model")
+    resolved = catalog.resolve(model)
+    if resolved is None:
+        raise GatewayError(
+            "not_found",
+            f"model: '{model}' is not available here. GET /api/proxy/v1/models lists models.",
+            404,
+            param="model",
+        )
+    endpoint = endpoints.get(resolved.entry.vendor)
+    if endpoint is None:
+        raise GatewayError(
+            "api_error",
+            f"model: '{model}' is unavailable on this gateway right now.",
+            503,
+            retry_after=60.0,
+        )
+    req = parse(payload, headers)
+    ctx.model_asked = model
+    ctx.model_id = resolved.entry.id
+    ctx.vendor = endpoint.name
+    ctx.stream = req.stream
+    ctx.request = req
+    req.model = resolved.entry.upstream
+    if resolved.thinking is not None and (req.thinking is None or req.thinking.enabled is None):
+        req.thinking = ir.ThinkingConfig(enabled=resolved.thinking)
+    return Intake(payload, headers, resolved, endpoint, req)

@@ -1,0 +1,184 @@
+"""Driving the answer back to the client, one driver for both paths (the exchange does the
+format work): a unary body settled before it is sent, a stream settled before its end is sent,
+and every way a stream can end — the vendor's end, a stop sequence cut, an upstream failure
+(the client format's error event), a client gone, the server's shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
+
+from tokenrelay import ir
+from tokenrelay.asgi import (
+    JSON_HEADERS,
+    SSE_HEADERS,
+    DisconnectWatch,
+    Receive,
+    Send,
+    send_bytes,
+    send_chunk,
+)
+from tokenrelay.billing.engine import Admission
+from tokenrelay.billing.meter import BillingMeter
+from tokenrelay.billing.metering import RequestContext
+from tokenrelay.customers.keys import ApiKeyInfo
+from tokenrelay.errors import GatewayError
+from tokenrelay.gateway.codec import Frontend
+from tokenrelay.gateway.decide import Prepared
+from tokenrelay.reasoning.cache import ReasoningCache
+from tokenrelay.upstreams.calls import upstream_unreachable
+
+if TYPE_CHECKING:
+    from tokenrelay.upstreams.attempts import Opened
+
+SHUTTING_DOWN = GatewayError(
+    "overloaded", "The gateway is restarting; retry the request.", 503, retry_after=1.0
+)
+
+
+@dataclass(slots=True)
+class Flight:
+    """One request in the gateway: its metering record, and what only the gateway holds for
+    it (the key, the credit hold, the open vendor call)."""
+
+    ctx: RequestContext
+    frontend: Frontend
+    key: ApiKeyInfo | None = None
+    admission: Admission | None = None
+    opened: Opened[Prepared] | None = None
+    response_started: bool = False
+
+    def release(self) -> None:
+        if self.opened is not None:
+            self.opened.release()
+
+
+class Responder:
+    def __init__(self, meter: BillingMeter, reasoning: ReasoningCache, drain: bool) -> None:
+        self.meter = meter
+        self.reasoning = reasoning
+        self.drain = drain  # a client gone mid-stream: read on to the vendor's final usage
+
+    async def unary(self, f: Flight, send: Send) -> None:
+        ctx, opened = f.ctx, f.opened
+        assert opened is not None
+        p = opened.target
+        try:
+            async with opened.response as resp:
+                try:
+                    data = await resp.read()
+                except OSError as exc:  # the body stalled (idle, total) or broke: not delivered
+                    ctx.upstream_answered = False
+                    raise upstream_unreachable(p.endpoint.name, exc, started=True) from None
+        finally:
+            f.release()
+        p.exchange.read_unary(data)
+        if self.reasoning.pending:  # shared before the client can send the next turn
+            await self.reasoning.flush()
+        ctx.finish("ok")
+        await self.meter.settle(f.admission, ctx)  # committed before the client has it
+        body = p.exchange.unary_body(self.meter.extra_usage(ctx))
+        ctx.mark_first_byte()
+        f.response_started = True
+        ctx.http_status = 200
+        headers = [*JSON_HEADERS, *response_headers(ctx), *self.meter.cost_headers(ctx)]
+        await send_bytes(send, 200, body, headers)
+
+    async def stream(self, f: Flight, receive: Receive, send: Send) -> None:
+        ctx, opened = f.ctx, f.opened
+        assert opened is not None
+        p = opened.target
+        ex = p.exchange
+        async with opened.response as resp:
+            ex.start(p.call)
+            await self.start_stream(f, send)
+            out = b""
+            async with DisconnectWatch(receive, cancel=not self.drain) as watch:
+                try:
+                    async for chunk in resp.content.iter_any():
+                        out = ex.feed(chunk)
+                        if out and not watch.disconnected:
+                            ctx.mark_first_byte()
+                            await send_chunk(send, out)
+                        out = b""
+                        if ex.cut:  # the gateway ended it (a stop sequence)
+                            resp.close()  # hang up: the rest is not wanted
+                            break
+                        if ex.failure is not None:
+                            break
+                    else:
+                        out = ex.close()
+                except asyncio.CancelledError:
+                    watch.swallow_cancel()
+                    resp.close()  # hang up on the vendor: nobody reads the rest
+                    ex.incomplete()
+                    if watch.disconnected:
+                        ctx.finish("cancelled", "client disconnected", complete=False)
+                        return
+                    # The server's shutdown grace ran out: end the stream the format's way;
+                    # what was delivered is billed.
+                    ctx.finish("cancelled", "gateway shutting down", complete=False)
+                    await send_chunk(send, ex.error(SHUTTING_DOWN), more=False)
+                    return
+                except OSError as exc:  # connection failures and timeouts (idle, total)
+                    ex.failure = upstream_unreachable(p.endpoint.name, exc, started=True).to_ir()
+        if watch.disconnected:  # drained: the vendor's own final usage, if it came
+            if not ex.done:
+                ex.incomplete()
+            ctx.finish("cancelled", "client disconnected", complete=ex.done)
+            return
+        if ex.failure is not None or not ex.done:
+            err = ex.failure or ir.Error(
+                "api_error", "Upstream stream ended before completion.", 502
+            )
+            ex.incomplete()
+            ctx.finish("error", err.message, complete=False)
+            if not ex.error_forwarded:
+                out += ex.error(GatewayError.from_ir(err))
+            await send_chunk(send, out, more=False)
+            return
+        ex.completed()
+        if self.reasoning.pending:
+            await self.reasoning.flush()
+        ctx.finish("ok", complete=not ex.cut)  # cut: what was delivered is billed
+        try:
+            await self.meter.settle(f.admission, ctx)  # committed before the client sees the end
+        except GatewayError as err:  # not billed: the client must not get a whole answer
+            await send_chunk(send, out + ex.error(err), more=False)
+            return
+        await send_chunk(send, out + ex.tail(self.meter.extra_usage(ctx)), more=False)
+
+    async def start_stream(self, f: Flight, send: Send) -> None:
+        f.response_started = True
+        f.ctx.http_status = 200
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*SSE_HEADERS, *response_headers(f.ctx)],
+            }
+        )
+
+    async def error(self, f: Flight, send: Send, err: GatewayError) -> None:
+        status, body = f.frontend.render_error(err)
+        f.ctx.http_status = status
+        headers = [*JSON_HEADERS, (b"x-request-id", f.ctx.request_id.encode())]
+        if err.retry_after is not None:
+            headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
+        if status >= 500:
+            # The SDKs retry 5xx; not when the vendor refused the gateway's own account.
+            retry = b"false" if err.code == ir.UPSTREAM_ACCOUNT_ERROR else b"true"
+            headers.append((b"x-should-retry", retry))
+        await send_bytes(send, status, orjson.dumps(body), headers)
+
+
+def response_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
+    rid = ctx.request_id.encode()
+    headers = [(b"x-request-id", rid), (b"request-id", rid)]
+    if ctx.fallback_from:  # another model answered: which one
+        headers.append((b"x-tokenrelay-model", ctx.model_id.encode()))
+        headers.append((b"x-tokenrelay-fallback-from", ctx.fallback_from.encode()))
+    return headers
