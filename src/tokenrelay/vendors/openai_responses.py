@@ -247,7 +247,9 @@ class ResponsesPassthrough(OpenAICompatible):
             max_output=req.max_tokens,
         )
 
-    def passthrough_scan(self, on_usage: UsageSink, *, client_usage: bool) -> ResponsesScan:
+    def passthrough_scan(
+        self, on_usage: UsageSink, *, client_usage: bool, choices: int = 1
+    ) -> ResponsesScan:
         return ResponsesScan(_decode, on_usage)
 
     def parse_response(self, body: bytes) -> list[ir.Event]:
