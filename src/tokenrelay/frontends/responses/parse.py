@@ -11,7 +11,8 @@ Mapping choices worth knowing:
 - Tools in a `namespace` are flattened to `<namespace>__<name>`; the renderer splits the name
   back into `name` and `namespace` on the way out.
 - OpenAI's built-in tools (web_search, file_search, ...) run only on OpenAI: they are listed in
-  `req.native_only` and a translated request refuses them. A `web_search` tool without live
+  `req.native_only` and a translated request refuses them; they set `req.server_tools` (the
+  hold counts their sampling passes). A `web_search` tool without live
   access (`external_web_access: false`, which Codex CLI sends on every request by default) is
   only an offer of OpenAI's cached search index: elsewhere it is left out instead.
 - The gateway stores no response: `previous_response_id`, `conversation`, `item_reference`
@@ -333,12 +334,18 @@ def _tools(data: JSONObject, req: ir.Request, echo: Echo) -> None:
                 fn = obj(inner, where)
                 if fn.get("type") != "function":
                     req.native_only.append((at(where, "type"), f"the {fn.get('type')!r} tool"))
+                    req.server_tools = True
                     continue
                 req.tools.append(_function(fn, where, prefix=ns + NAMESPACE_SEP))
         elif kind == "web_search" and tool.get("external_web_access") is False:
-            continue  # an offer of OpenAI's search index, not a requirement: left out
+            # An offer of OpenAI's search index, not a requirement: left out of a translation;
+            # OpenAI may still search it, pass after pass.
+            req.fast_path_server_tools = True
         else:
+            # web_search, file_search, code_interpreter, mcp, image_generation, ...: OpenAI
+            # runs them, each call another sampling pass over the grown context.
             req.native_only.append((path, f"the built-in tool {kind!r}"))
+            req.server_tools = True
     echo.namespaces = frozenset(namespaces)
     if data.get("tool_choice") is not None:
         req.tool_choice = _tool_choice(data["tool_choice"], req)
