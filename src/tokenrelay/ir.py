@@ -24,6 +24,12 @@ from typing import Any, Literal
 # Request parts
 
 
+# The most sampling passes one request's server tools run on the vendor's side: Anthropic's
+# loop pauses (`pause_turn`) after 10; an OpenAI Responses call is capped to it
+# (`max_tool_calls`, a call per pass but the last). The hold counts this many.
+SERVER_TOOL_PASSES = 10
+
+
 @dataclass(slots=True)
 class Text:
     text: str
@@ -166,8 +172,9 @@ class Request:
     extras_format: str | None = None
     # Headers the client sent that a vendor understands (anthropic-beta, ...), lower-case names.
     passthrough_headers: dict[str, str] = field(default_factory=dict)
-    # Tools the vendor runs itself (web search, code execution, MCP servers): several sampling
-    # passes, each billed, inside one request (gateway/prompt_bound.py bounds them).
+    # Tools the vendor runs itself (web search, code execution, MCP servers): up to
+    # SERVER_TOOL_PASSES sampling passes, each billed, inside one request
+    # (gateway/prompt_bound.py bounds them).
     server_tools: bool = False
     # Server tools that only the fast path sends (OpenAI's `web_search` over its cached index,
     # which a translation leaves out): server_tools there, nothing elsewhere.

@@ -22,12 +22,13 @@ from google import genai
 from google.genai import errors, types
 
 from gateway_support import RunningGateway
+from tokenrelay.ir import SERVER_TOOL_PASSES
 
 HOLD = re.compile(r"may cost up to \$([0-9.]+)")
 MODEL = "gpt-4o"  # every client format reaches it: OpenAI's own two on the fast path
 PROMPT = "Summarise the news about this text. " + "lorem ipsum dolor " * 5_600  # ~100 KB
 MAX_OUTPUT = 1_000
-PASSES = 10
+PASSES = 10  # documented in the README
 
 
 def held(call: Callable[[], Any]) -> Decimal:
@@ -153,3 +154,23 @@ def test_openai_cached_index_search_counts_only_where_it_is_sent(
 
     assert hold(MODEL, [tool]) > 5 * hold(MODEL, [])
     assert hold("claude-sonnet-4-6", [tool]) == hold("claude-sonnet-4-6", [])
+
+
+def test_openai_built_in_tools_are_capped_to_the_passes_held(gateway: RunningGateway) -> None:
+    """OpenAI sets no limit of its own on built-in tool calls: the call carries
+    `max_tool_calls` (a call per pass but the last), lowered, never raised; the response
+    echoes what OpenAI was asked."""
+    key = gateway.create_key("capped")
+    oai = openai.OpenAI(api_key=key, base_url=gateway.proxy + "/v1", max_retries=0)
+    cap = SERVER_TOOL_PASSES - 1
+
+    def asked(**extra: Any) -> int | None:
+        return oai.responses.create(
+            model=MODEL, input="Hi", max_output_tokens=50, **extra
+        ).max_tool_calls
+
+    web: Any = [{"type": "web_search"}]
+    assert asked(tools=web) == cap
+    assert asked(tools=web, max_tool_calls=100) == cap
+    assert asked(tools=web, max_tool_calls=3) == 3
+    assert asked() is None  # no server tool: the body goes on as it came

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 from tokenrelay import ir
 
-SERVER_TOOL_PASSES = 10
+SERVER_TOOL_PASSES = ir.SERVER_TOOL_PASSES
 # Tool use makes vendors add a system prompt of their own (Anthropic: ~350 tokens + per tool).
 TOOL_PROMPT_TOKENS = 1_024
 
