@@ -1,6 +1,7 @@
-"""Stripe top-ups: the Checkout session is created through the `stripe` library against a
-local stand-in for Stripe's API; the webhook gets payloads signed with Stripe's scheme (HMAC
-SHA-256 of "<t>.<body>" under the endpoint secret). Credits once per payment however often or
+"""Stripe top-ups, on SQLite and on PostgreSQL + Redis: the Checkout session is created
+through the `stripe` library against a local stand-in for Stripe's API; the webhook gets
+payloads of the pinned API version signed with Stripe's scheme (HMAC SHA-256 of "<t>.<body>"
+under the endpoint secret). Credits once per payment however often or
 in whatever order events arrive; refunds and disputes debit; bad bodies change nothing."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 import stripe
 from portal_support import Browser
 
+from backends import BACKENDS, backend
 from gateway_support import RunningGateway, start_gateway
 
 SECRET = "whsec_test_0123456789"
@@ -81,20 +83,27 @@ class StandIn(BaseHTTPRequestHandler):
         return None
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def gw(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGateway]:
+    """A gateway on each storage set-up, Stripe's API answered by the stand-in."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    gateway, thread = start_gateway(
-        tmp_path_factory.mktemp("stripe"),
-        session_secret="test-secret-0123456789",
-        stripe_secret_key="sk_test_standin",
-        stripe_webhook_secret=SECRET,
-        stripe_api_base=f"http://127.0.0.1:{server.server_address[1]}",
-    )
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
+    tmp = tmp_path_factory.mktemp("stripe")
+    with backend(request.param, tmp) as store:
+        gateway, thread = start_gateway(
+            tmp,
+            database_url=store.database_url,
+            redis_url=store.redis_url,
+            session_secret="test-secret-0123456789",
+            stripe_secret_key="sk_test_standin",
+            stripe_webhook_secret=SECRET,
+            stripe_api_base=f"http://127.0.0.1:{server.server_address[1]}",
+        )
+        yield gateway
+        gateway.server.should_exit = True
+        thread.join(timeout=10)
     server.shutdown()
 
 
