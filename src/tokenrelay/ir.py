@@ -24,6 +24,12 @@ from typing import Any, Literal
 # Request parts
 
 
+# The most sampling passes one request's server tools run on the vendor's side: Anthropic's
+# loop pauses (`pause_turn`) after 10; an OpenAI Responses call is capped to it
+# (`max_tool_calls`, a call per pass but the last). The hold counts this many.
+SERVER_TOOL_PASSES = 10
+
+
 @dataclass(slots=True)
 class Text:
     text: str
@@ -166,9 +172,16 @@ class Request:
     extras_format: str | None = None
     # Headers the client sent that a vendor understands (anthropic-beta, ...), lower-case names.
     passthrough_headers: dict[str, str] = field(default_factory=dict)
-    # Tools the vendor runs itself (web search, code execution): several sampling passes, each
-    # billed, inside one request.
+    # Tools the vendor runs itself (web search, code execution, MCP servers): up to
+    # SERVER_TOOL_PASSES sampling passes, each billed, inside one request
+    # (gateway/prompt_bound.py bounds them).
     server_tools: bool = False
+    # Server tools that only the fast path sends (OpenAI's `web_search` over its cached index,
+    # which a translation leaves out): server_tools there, nothing elsewhere.
+    fast_path_server_tools: bool = False
+    # Prompt the body only names (Gemini `cachedContent`): the vendor bills it, the body's
+    # bytes cannot bound it.
+    prompt_outside_body: bool = False
     # (param, what) of features only the client format's own vendor runs (OpenAI's built-in
     # tools for a Responses client): its fast path passes them on, a translation refuses them.
     native_only: list[tuple[str, str]] = field(default_factory=list)

@@ -38,15 +38,6 @@ HOLD = re.compile(r"may cost up to \$([0-9.]+)")
 
 
 @pytest.fixture(scope="module")
-def broke_key(gateway: RunningGateway) -> str:
-    r = httpx.post(
-        gateway.url + "/admin/v1/keys", headers=ADMIN, json={"name": "broke", "credits_usd": "0"}
-    )
-    assert r.status_code == 201, r.text
-    return str(r.json()["key"])
-
-
-@pytest.fixture(scope="module")
 def models(gateway: RunningGateway, broke_key: str) -> dict[str, dict[str, Any]]:
     r = httpx.get(gateway.proxy + "/v1/models", headers={"authorization": f"Bearer {broke_key}"})
     return {m["id"]: m for m in r.json()["data"]}

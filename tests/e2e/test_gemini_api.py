@@ -555,3 +555,38 @@ def test_gemini_cli_captured_tool_turn_is_accepted(
         p.get("text", "") for c in chunks for p in c["candidates"][0]["content"]["parts"]
     )
     assert "Directory /tmp/gemini/work is empty." in text
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+def test_several_candidates_are_billed_for_all_of_them(gw: RunningGateway, stream: bool) -> None:
+    """candidateCount > 1 on the fast path: the vendor's usage counts every candidate, and so
+    does the bill (a stream's candidates interleave; the last one's finish ends it)."""
+    model = "gemini-2.5-flash"
+
+    def ask(count: int) -> tuple[dict[str, Any], types.GenerateContentResponseUsageMetadata]:
+        key_id, key = new_key(gw, "10.00")
+        client = sdk(gw, key)
+        config = types.GenerateContentConfig(candidate_count=count)
+        if stream:
+            chunks = list(
+                client.models.generate_content_stream(model=model, contents=PROMPT, config=config)
+            )
+            candidates = [c for chunk in chunks for c in chunk.candidates or []]
+            usage = chunks[-1].usage_metadata
+        else:
+            resp = client.models.generate_content(model=model, contents=PROMPT, config=config)
+            candidates, usage = resp.candidates or [], resp.usage_metadata
+        assert {c.index or 0 for c in candidates} == set(range(count))
+        assert sum(1 for c in candidates if c.finish_reason) == count
+        (row,) = usage_records(gw, key_id).values()
+        assert row["status"] == "ok" and row["fast_path"] is True
+        assert usage is not None
+        return row, usage
+
+    one, _ = ask(1)
+    three, usage = ask(3)
+    thoughts = usage.thoughts_token_count or 0
+    assert three["output_tokens"] == (usage.candidates_token_count or 0) + thoughts
+    assert three["output_tokens"] == 3 * one["output_tokens"] > 0  # three alike answers
+    assert three["input_tokens"] == one["input_tokens"]
+    assert Decimal(three["cost_usd"]) > 2 * Decimal(one["cost_usd"])

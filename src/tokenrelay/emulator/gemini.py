@@ -21,6 +21,7 @@ from tokenrelay.emulator.wire import (
 )
 
 _CT = "application/json; charset=UTF-8"
+MAX_CANDIDATES = 8  # generationConfig.candidateCount: Gemini generates up to 8
 _SENTINEL = "skip_thought_signature_validator"
 _STATUS = {
     400: "INVALID_ARGUMENT",
@@ -337,15 +338,22 @@ def _call_parts(model: str, plan: script.Plan) -> list[dict[str, Any]]:
 
 
 def _chunks(
-    model: str, plan: script.Plan, prompt: int, cached: int, visible: bool, tail: dict[str, Any]
+    model: str,
+    plan: script.Plan,
+    prompt: int,
+    cached: int,
+    visible: bool,
+    tail: dict[str, Any],
+    index: int = 0,
 ) -> list[dict[str, Any]]:
-    """The stream as response objects; the non-stream body is built from the same plan."""
+    """One candidate's stream as response objects; the non-stream body is built from the same
+    plan."""
     chunks: list[dict[str, Any]] = []
     thoughts = 0 if visible else len(plan.reasoning)
     cand = 0
 
     def chunk(parts: list[dict[str, Any]], finish: str | None = None) -> None:
-        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": index}
         if finish:
             candidate["finishReason"] = finish
         chunks.append(
@@ -382,6 +390,38 @@ def _chunks(
     return chunks
 
 
+def _interleaved(
+    streams: list[list[dict[str, Any]]], prompt: int, cached: int
+) -> list[dict[str, Any]]:
+    """Several candidates streamed as Gemini does: their chunks in turn, each naming its
+    candidate by `index`, every chunk's usageMetadata counting all candidates so far (so only
+    the final chunk's is the whole answer's)."""
+    if len(streams) == 1:
+        return streams[0]
+    out: list[dict[str, Any]] = []
+    latest: list[dict[str, Any]] = [{} for _ in streams]
+    for k in range(max(map(len, streams))):
+        for i, stream in enumerate(streams):
+            if k < len(stream):
+                latest[i] = stream[k]["usageMetadata"]
+                cand = sum(u.get("candidatesTokenCount", 0) for u in latest)
+                thoughts = sum(u.get("thoughtsTokenCount", 0) for u in latest)
+                out.append({**stream[k], "usageMetadata": _usage(prompt, cached, cand, thoughts)})
+    return out
+
+
+def _candidate_count(body: dict[str, Any]) -> int:
+    count = _get(_get(body, "generationConfig"), "candidateCount")
+    if count is None:
+        return 1
+    if type(count) is not int or not 1 <= count <= MAX_CANDIDATES:
+        raise Invalid(
+            "* GenerateContentRequest.generation_config.candidate_count: must be in the "
+            f"range [1, {MAX_CANDIDATES}]\n"
+        )
+    return count
+
+
 def generate(req: Req, model: str, stream: bool) -> Resp:
     if (denied := _auth(req)) is not None:
         return denied
@@ -389,6 +429,7 @@ def generate(req: Req, model: str, stream: bool) -> Resp:
     try:
         body = req.json()
         _validate(model, body)
+        count = _candidate_count(body)
     except BadJSON as exc:
         return error(400, f"Invalid JSON payload received. {exc}")
     except Invalid as exc:
@@ -413,7 +454,8 @@ def generate(req: Req, model: str, stream: bool) -> Resp:
             }
         ]
     else:
-        chunks = _chunks(model, plan, prompt, cached, visible, tail)
+        streams = [_chunks(model, plan, prompt, cached, visible, tail, i) for i in range(count)]
+        chunks = _interleaved(streams, prompt, cached)
     if stream:
         sse = req.query.get("alt") == "sse"
         if sse:
@@ -439,15 +481,16 @@ def generate(req: Req, model: str, stream: bool) -> Resp:
             cut=plan.cut,
             stall=plan.stall,
         )
-    resp = json_resp(200, _fold(model, plan, chunks, visible), content_type=_CT)
+    resp = json_resp(200, _fold(model, plan, chunks, visible, count), content_type=_CT)
     resp.first_delay = plan.first_delay + plan.delay * max(len(plan.words) - 1, 0)
     return resp
 
 
 def _fold(
-    model: str, plan: script.Plan, chunks: list[dict[str, Any]], visible: bool
+    model: str, plan: script.Plan, chunks: list[dict[str, Any]], visible: bool, count: int
 ) -> dict[str, Any]:
-    """Non-stream body: the stream's parts merged, with the last chunk's usage."""
+    """Non-stream body: the stream's parts merged (each of `count` candidates alike), with the
+    last chunk's usage."""
     last = chunks[-1]
     if "promptFeedback" in last:
         return last
@@ -470,7 +513,7 @@ def _fold(
     if plan.tool_calls:
         candidate["finishMessage"] = "Model generated function call(s)."
     return {
-        "candidates": [candidate],
+        "candidates": [{**candidate, "index": i} for i in range(count)],
         "usageMetadata": last["usageMetadata"],
         "modelVersion": last["modelVersion"],
         "responseId": last["responseId"],

@@ -296,7 +296,7 @@ class _Answer:
             "incomplete_details": incomplete,
             "instructions": body.get("instructions"),
             "max_output_tokens": body.get("max_output_tokens"),
-            "max_tool_calls": None,
+            "max_tool_calls": body.get("max_tool_calls"),
             "model": self.model,
             "output": output,
             "parallel_tool_calls": body.get("parallel_tool_calls", True),

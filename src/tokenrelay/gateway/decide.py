@@ -86,6 +86,7 @@ async def decide(
         max_image_tokens=ep.adapter.max_image_tokens,
         url_media_bounded=ep.adapter.url_media_bounded,
         context_window=entry.context_window,
+        fast_path=fast is not None,
     )
     # Without a cap of its own the vendor may write up to the model's output limit.
     max_output = (call.max_output or entry.max_output) * call.choices

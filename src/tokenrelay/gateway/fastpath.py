@@ -46,7 +46,7 @@ class PassthroughExchange(ExchangeBase):
     def start(self, call: UpstreamRequest) -> None:
         self._parser = SSEParser()
         self._scan = self._vendor.passthrough_scan(
-            self._ctx.apply_usage, client_usage=self._req.include_usage
+            self._ctx.apply_usage, client_usage=self._req.include_usage, choices=call.choices
         )
 
     @property

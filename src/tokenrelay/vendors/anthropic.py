@@ -580,7 +580,9 @@ class AnthropicVendor:
             max_output=req.max_tokens,
         )
 
-    def passthrough_scan(self, on_usage: UsageSink, *, client_usage: bool) -> AnthropicScan:
+    def passthrough_scan(
+        self, on_usage: UsageSink, *, client_usage: bool, choices: int = 1
+    ) -> AnthropicScan:
         decoder = self.stream_decoder
         return AnthropicScan(lambda raw: decoder(_NO_CALL).feed(raw), on_usage)
 

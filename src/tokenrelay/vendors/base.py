@@ -107,9 +107,12 @@ class Vendor(Protocol):
         (usage in streams) or the vendor requires (replayed reasoning) added."""
         ...
 
-    def passthrough_scan(self, on_usage: UsageSink, *, client_usage: bool) -> PassthroughScan:
+    def passthrough_scan(
+        self, on_usage: UsageSink, *, client_usage: bool, choices: int = 1
+    ) -> PassthroughScan:
         """A scan for one same-format stream; `client_usage`: the client asked for the usage
-        chunk (OpenAI `stream_options.include_usage`) that billing always asks for."""
+        chunk (OpenAI `stream_options.include_usage`) that billing always asks for; `choices`:
+        how many answers the call generates (`UpstreamRequest.choices`)."""
         ...
 
 

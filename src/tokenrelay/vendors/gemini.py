@@ -10,7 +10,7 @@ event.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import orjson
@@ -454,10 +454,36 @@ ROUTE_FIELDS = ("model", "stream")
 
 
 class GeminiScan(PassthroughScan):
-    """Usage is cumulative on every chunk; the chunk with the candidate's `finishReason` (or a
-    prompt's `blockReason`) carries the final count and ends the answer, so it and anything
-    after it are held back until the settlement commits. Gemini's stream has no terminator:
-    `done` is that final chunk having come. An error arrives as a `{"error": ...}` chunk."""
+    """Usage is cumulative on every chunk, over all candidates; the chunk with the last
+    candidate's `finishReason` (or a prompt's `blockReason`) carries the final count and ends
+    the answer, so it and anything after it are held back until the settlement commits. With
+    `candidateCount` > 1 the candidates' chunks interleave, each naming its `index`: the answer
+    ends when every one of them has finished. Gemini's stream has no terminator: `done` is
+    that final chunk having come. An error arrives as a `{"error": ...}` chunk."""
+
+    def __init__(
+        self, decode: Callable[[bytes], list[ir.Event]], on_usage: UsageSink, candidates: int = 1
+    ) -> None:
+        super().__init__(decode, on_usage)
+        self._candidates = candidates
+        self._finished: set[Any] = set()
+
+    def _ends(self, data: bytes) -> bool:
+        if b'"blockReason"' in data:
+            return True
+        if b'"finishReason"' not in data:
+            return False
+        if self._candidates == 1:
+            return True
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return False
+        candidates = chunk.get("candidates") if isinstance(chunk, dict) else None
+        for candidate in candidates if isinstance(candidates, list) else ():
+            if isinstance(candidate, dict) and candidate.get("finishReason"):
+                self._finished.add(candidate.get("index", 0))
+        return len(self._finished) >= self._candidates
 
     def process(self, events: list[SSEEvent]) -> bytes:
         out = bytearray()
@@ -471,7 +497,7 @@ class GeminiScan(PassthroughScan):
                 self.failed = error_message(data)
                 self.error_forwarded = True
                 out += ev.raw
-            elif b'"finishReason"' in data or b'"blockReason"' in data:
+            elif self._ends(data):
                 self.apply_usage_from(ev.raw)
                 self.done = True
                 self.tail.append(ev)
@@ -543,8 +569,10 @@ class GeminiVendor:
             choices=count if isinstance(count, int) and count > 1 else 1,
         )
 
-    def passthrough_scan(self, on_usage: UsageSink, *, client_usage: bool) -> GeminiScan:
-        return GeminiScan(lambda raw: GeminiStreamDecoder().feed(raw), on_usage)
+    def passthrough_scan(
+        self, on_usage: UsageSink, *, client_usage: bool, choices: int = 1
+    ) -> GeminiScan:
+        return GeminiScan(lambda raw: GeminiStreamDecoder().feed(raw), on_usage, choices)
 
     def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
         """Nothing to decide: the vendor defaults the output cap to the model's limit."""

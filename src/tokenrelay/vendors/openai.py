@@ -270,7 +270,9 @@ class OpenAICompatible:
     def passthrough_body(self, body: JSON, req: ir.Request, reasoning: ReasoningCache) -> None:
         """Hook: what this vendor needs added to a same-format body."""
 
-    def passthrough_scan(self, on_usage: UsageSink, *, client_usage: bool) -> ChatScan:
+    def passthrough_scan(
+        self, on_usage: UsageSink, *, client_usage: bool, choices: int = 1
+    ) -> ChatScan:  # the usage chunk comes after every choice
         decoder = self.stream_decoder
         return ChatScan(lambda raw: decoder(_NO_CALL).feed(raw), on_usage, client_usage)
 

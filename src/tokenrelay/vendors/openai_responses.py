@@ -234,6 +234,12 @@ class ResponsesPassthrough(OpenAICompatible):
     def passthrough_request(self, body: JSON, req: ir.Request, via: Passthrough) -> UpstreamRequest:
         # The gateway keeps nothing; what OpenAI stored would belong to the operator's account.
         body = {**body, "model": req.model, "store": False}
+        if req.server_tools or req.fast_path_server_tools:
+            # The hold counts SERVER_TOOL_PASSES passes; OpenAI sets no limit of its own.
+            asked = body.get("max_tool_calls")
+            cap = ir.SERVER_TOOL_PASSES - 1
+            fits = type(asked) is int and 0 <= asked <= cap
+            body["max_tool_calls"] = asked if fits else cap
         items = body.get("input")
         if isinstance(items, list) and any(_ours(i) for i in items):
             # Reasoning another vendor did (the conversation changed models): OpenAI cannot
@@ -247,7 +253,9 @@ class ResponsesPassthrough(OpenAICompatible):
             max_output=req.max_tokens,
         )
 
-    def passthrough_scan(self, on_usage: UsageSink, *, client_usage: bool) -> ResponsesScan:
+    def passthrough_scan(
+        self, on_usage: UsageSink, *, client_usage: bool, choices: int = 1
+    ) -> ResponsesScan:
         return ResponsesScan(_decode, on_usage)
 
     def parse_response(self, body: bytes) -> list[ir.Event]:

@@ -115,6 +115,8 @@ def _parse(data: JSONObject, headers: Mapping[str, str]) -> ir.Request:
     for key, value in data.items():
         if key not in _MODELED:
             req.extras[key] = value
+    if data.get("mcp_servers"):  # Anthropic calls their tools itself, a sampling pass each
+        req.server_tools = True
     return req
 
 

@@ -138,6 +138,8 @@ def parse_generate_request(body: Any, headers: Mapping[str, str]) -> ir.Request:
     if gen is not None:
         _generation(_object(gen, "generationConfig"), req)
     req.extras.update((k, v) for k, v in data.items() if k not in _TOP_LEVEL)
+    # A cache's contents are billed as prompt (at the cache rate) but are not in the body.
+    req.prompt_outside_body = bool(data.get("cachedContent"))
     return req
 
 

@@ -11,7 +11,8 @@ Mapping choices worth knowing:
 - Tools in a `namespace` are flattened to `<namespace>__<name>`; the renderer splits the name
   back into `name` and `namespace` on the way out.
 - OpenAI's built-in tools (web_search, file_search, ...) run only on OpenAI: they are listed in
-  `req.native_only` and a translated request refuses them. A `web_search` tool without live
+  `req.native_only` and a translated request refuses them; those OpenAI runs itself set
+  `req.server_tools` (the hold counts their sampling passes). A `web_search` tool without live
   access (`external_web_access: false`, which Codex CLI sends on every request by default) is
   only an offer of OpenAI's cached search index: elsewhere it is left out instead.
 - The gateway stores no response: `previous_response_id`, `conversation`, `item_reference`
@@ -316,6 +317,13 @@ def _data_uri(uri: str, path: str) -> tuple[str, str]:
 
 # ------------------------------------------------------------------------------------ tools
 
+# Built-in tools the client runs (the call comes back to it: one pass per request). Any other
+# (web_search, file_search, code_interpreter, mcp, image_generation, and whatever OpenAI adds)
+# OpenAI runs itself, each call another sampling pass over the grown context.
+CLIENT_RUN = frozenset(
+    {"custom", "local_shell", "shell", "apply_patch", "computer", "computer_use_preview"}
+)
+
 
 def _tools(data: JSONObject, req: ir.Request, echo: Echo) -> None:
     namespaces: set[str] = set()
@@ -333,12 +341,16 @@ def _tools(data: JSONObject, req: ir.Request, echo: Echo) -> None:
                 fn = obj(inner, where)
                 if fn.get("type") != "function":
                     req.native_only.append((at(where, "type"), f"the {fn.get('type')!r} tool"))
+                    req.server_tools |= fn.get("type") not in CLIENT_RUN
                     continue
                 req.tools.append(_function(fn, where, prefix=ns + NAMESPACE_SEP))
         elif kind == "web_search" and tool.get("external_web_access") is False:
-            continue  # an offer of OpenAI's search index, not a requirement: left out
+            # An offer of OpenAI's search index, not a requirement: left out of a translation;
+            # OpenAI may still search it, pass after pass.
+            req.fast_path_server_tools = True
         else:
             req.native_only.append((path, f"the built-in tool {kind!r}"))
+            req.server_tools |= kind not in CLIENT_RUN
     echo.namespaces = frozenset(namespaces)
     if data.get("tool_choice") is not None:
         req.tool_choice = _tool_choice(data["tool_choice"], req)
