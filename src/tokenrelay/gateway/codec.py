@@ -13,6 +13,9 @@ from typing import Any, Protocol
 from tokenrelay import ir
 from tokenrelay.errors import GatewayError
 
+# Fields merged into a response's usage object (cost_usd, …).
+ExtraUsage = Mapping[str, Any]
+
 
 class StreamRenderer(Protocol):
     def render(self, ev: ir.Event) -> bytes:
@@ -46,12 +49,7 @@ class Frontend(Protocol):
         ...
 
     def render_response(
-        self,
-        resp: ir.Response,
-        *,
-        request_id: str,
-        extra_usage: Mapping[str, Any],
-        echo: Any = None,
+        self, resp: ir.Response, *, request_id: str, extra_usage: ExtraUsage, echo: Any = None
     ) -> dict[str, Any]: ...
 
     def render_error(self, err: GatewayError) -> tuple[int, dict[str, Any]]:

@@ -19,6 +19,7 @@ from tokenrelay.frontends.anthropic.parse import (
     parse_count_tokens_request,
     parse_messages_request,
 )
+from tokenrelay.gateway.codec import ExtraUsage
 
 # kind → (Anthropic error type, HTTP status; None = the error's own status, at least 500)
 _ERRORS: dict[ir.ErrorKind, tuple[str, int | None]] = {
@@ -243,12 +244,7 @@ class AnthropicFrontend:
         return AnthropicStreamRenderer(request_id=request_id)
 
     def render_response(
-        self,
-        resp: ir.Response,
-        *,
-        request_id: str,
-        extra_usage: Mapping[str, Any],
-        echo: Any = None,
+        self, resp: ir.Response, *, request_id: str, extra_usage: ExtraUsage, echo: Any = None
     ) -> dict[str, Any]:
         content = [block for part in resp.content if (block := _content_block(part)) is not None]
         usage = _usage(resp.usage, {})

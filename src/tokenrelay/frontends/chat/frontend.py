@@ -19,6 +19,7 @@ import orjson
 from tokenrelay import ir
 from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.chat.parse import client_wants_usage, parse_chat_request
+from tokenrelay.gateway.codec import ExtraUsage
 
 __all__ = ["OPENAI_FRONTEND", "OpenAIFrontend", "OpenAIStreamRenderer", "client_wants_usage"]
 
@@ -263,12 +264,7 @@ class OpenAIFrontend:
         return OpenAIStreamRenderer(request_id=request_id, include_usage=include_usage)
 
     def render_response(
-        self,
-        resp: ir.Response,
-        *,
-        request_id: str,
-        extra_usage: Mapping[str, Any],
-        echo: Any = None,
+        self, resp: ir.Response, *, request_id: str, extra_usage: ExtraUsage, echo: Any = None
     ) -> dict[str, Any]:
         return {
             "id": _completion_id(resp.id),

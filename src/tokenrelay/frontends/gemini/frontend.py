@@ -36,6 +36,7 @@ from tokenrelay.frontends.gemini.parse import (
     parse_generate_request,
     wrap_signature,
 )
+from tokenrelay.gateway.codec import ExtraUsage
 
 __all__ = [
     "GEMINI_FRONTEND",
@@ -334,12 +335,7 @@ class GeminiFrontend:
         return GeminiStreamRenderer()
 
     def render_response(
-        self,
-        resp: ir.Response,
-        *,
-        request_id: str,
-        extra_usage: Mapping[str, Any],
-        echo: Any = None,
+        self, resp: ir.Response, *, request_id: str, extra_usage: ExtraUsage, echo: Any = None
     ) -> dict[str, Any]:
         return {
             "candidates": [

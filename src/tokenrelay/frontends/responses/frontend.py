@@ -25,6 +25,7 @@ from tokenrelay import ir
 from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.chat.frontend import error_status_and_body
 from tokenrelay.frontends.responses.parse import NAMESPACE_SEP, Echo, parse_responses_request
+from tokenrelay.gateway.codec import ExtraUsage
 from tokenrelay.reasoning.cache import to_blob
 
 __all__ = ["RESPONSES_FRONTEND", "ResponsesFrontend", "ResponsesStreamRenderer"]
@@ -362,12 +363,7 @@ class ResponsesFrontend:
         return ResponsesStreamRenderer(request_id=request_id, echo=echo or Echo())
 
     def render_response(
-        self,
-        resp: ir.Response,
-        *,
-        request_id: str,
-        extra_usage: Mapping[str, Any],
-        echo: Any = None,
+        self, resp: ir.Response, *, request_id: str, extra_usage: ExtraUsage, echo: Any = None
     ) -> dict[str, Any]:
         items = _Items(request_id, echo or Echo())
         items.model = resp.model
