@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from tokenrelay.customers.accounts import AccountStore, SignupError
 from tokenrelay.money import MoneyError, parse_nano, usd
 from tokenrelay.portal import client_setup, mail, queries
+from tokenrelay.portal.brand import load_brand
 from tokenrelay.portal.security import Session, Sessions, Throttle
 from tokenrelay.portal.topups import RedeemError, redeem
 
@@ -103,6 +104,7 @@ class Portal:
         models: Callable[[], list[dict[str, Any]]],
     ) -> None:
         self.settings = settings
+        self.brand = load_brand(settings)
         self.keys = keys
         self.billing = billing
         self.db = billing.engine
@@ -124,6 +126,7 @@ class Portal:
         session = ctx.pop("session", None) or self.pre_session(request)
         body = templates.get_template(name).render(
             csrf=self.sessions.csrf_token(session),
+            brand=self.brand,
             signup_open=self.settings.signup != "off",
             **ctx,
         )
@@ -553,8 +556,6 @@ class Portal:
         )
         return [
             *stripe_routes,
-            Route("/", self.landing),
-            Route("/docs", self.docs),
             Route("/signup", self.signup, methods=["GET", "POST"]),
             Route("/login", self.login, methods=["GET", "POST"]),
             Route("/logout", self.logout, methods=["POST"]),
