@@ -40,8 +40,9 @@ class Brand:
         return self.public_url.startswith("https://")
 
     @property
-    def initial(self) -> str:
-        return self.site_name[:1].upper()
+    def slug(self) -> str:
+        """The name as an identifier (a config key): "Acme AI" -> "acme-ai"."""
+        return re.sub(r"[^a-z0-9]+", "-", self.site_name.lower()).strip("-") or "gateway"
 
     def css(self) -> str:
         """The brand's colours as CSS variables (a stylesheet: the CSP forbids inline style)."""

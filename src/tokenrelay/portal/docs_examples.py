@@ -294,13 +294,14 @@ print("usage:", raw.parse().usage)
     ]  # fmt: skip
 
 
-def coding_clis(base: str, m: Models, key: str) -> list[Example]:
-    """Each CLI's set-up (client_setup: what tests/clients runs the real CLIs with)."""
+def coding_clis(base: str, m: Models, key: str, provider: str) -> list[Example]:
+    """Each CLI's set-up (client_setup: what tests/clients runs the real CLIs with);
+    `provider` names the gateway in Codex's config (a TOML bare key: the brand's slug)."""
 
     def exports(env: dict[str, str]) -> str:
         return "\n".join(f"export {k}={v}" for k, v in env.items())
 
-    codex = client_setup.codex_config(base, m.anthropic)
+    codex = client_setup.codex_config(base, m.anthropic, provider)
     return [
         Example("claude-code", "Claude Code", "config", exports(
             client_setup.claude_code_env(base, key)) + f'\nclaude --model {m.openai}\n'),

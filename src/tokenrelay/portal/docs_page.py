@@ -55,7 +55,7 @@ class DocsPage:
             key_env=ex.KEY_ENV,
             toc=TOC,
             sections=sections,
-            clis=ex.tabbed(ex.coding_clis(base, models, f"${ex.KEY_ENV}")),
+            clis=ex.tabbed(ex.coding_clis(base, models, f"${ex.KEY_ENV}", self.portal.brand.slug)),
             models=models,
             model_count=len(catalog),
         )

@@ -24,7 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from tokenrelay.customers.accounts import AccountStore, SignupError
 from tokenrelay.money import MoneyError, parse_nano, usd
-from tokenrelay.portal import client_setup, mail, queries
+from tokenrelay.portal import client_setup, key_snippets, mail, queries
 from tokenrelay.portal.brand import load_brand
 from tokenrelay.portal.security import Session, Sessions, Throttle
 from tokenrelay.portal.topups import RedeemError, redeem
@@ -87,6 +87,7 @@ def dollars(nano: int) -> str:
 
 
 templates.filters["dollars"] = dollars
+templates.globals["key_snippets"] = key_snippets.snippets
 _SECURITY_HEADERS = {
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
@@ -498,6 +499,9 @@ class Portal:
             fields = _key_fields(form)
         except ValueError as exc:
             return await self.dashboard(request, session, account, error=str(exc), status=400)
+        unknown = key_snippets.unknown_models(fields.get("allowed_models", []), self.models())
+        if unknown:
+            return await self.dashboard(request, session, account, error=unknown, status=400)
         info, plaintext = await self.keys.create(account_id=account.id, **fields)
         log.info("account %s created key %s", account.id, info.id)
         return await self.dashboard(request, session, account, new_key=plaintext)
