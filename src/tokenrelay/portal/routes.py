@@ -24,8 +24,9 @@ from starlette.staticfiles import StaticFiles
 
 from tokenrelay.customers.accounts import AccountStore, SignupError
 from tokenrelay.money import MoneyError, parse_nano, usd
-from tokenrelay.portal import client_setup, key_snippets, mail, queries
+from tokenrelay.portal import client_setup, key_snippets, mail, prices, queries
 from tokenrelay.portal.brand import load_brand
+from tokenrelay.portal.cache_report import cache_report
 from tokenrelay.portal.security import Session, Sessions, Throttle
 from tokenrelay.portal.topups import RedeemError, redeem
 
@@ -432,11 +433,14 @@ class Portal:
     ) -> Response:
         usage_ctx = await self._usage_ctx(request, account)
         keys = await self.keys.list_for_account(account.id)
-        daily = await queries.daily_spend(self.db, account.id)
-        models = await queries.per_model(self.db, account.id)
+        days = _range_days(request)
+        daily = await queries.daily_spend(self.db, account.id, days)
+        models = await queries.per_model(self.db, account.id, days)
         for m in models:
             m["cost_usd"] = usd(int(m["cost"] or 0))
         fresh = await self.accounts.get(account.id)
+        ppm = await prices.multiplier_ppm(self.db, fresh.price_group if fresh else None)
+        caching = await cache_report(self.db, account.id, days, self.models(), ppm)
         if request.query_params.get("notice") == "paid":
             message = message or "Payment received: the credit appears once Stripe confirms it."
         if request.query_params.get("notice") == "code":
@@ -449,8 +453,11 @@ class Portal:
             account=fresh,
             balance=dollars(fresh.balance_nano if fresh else 0),
             spent30=usd(sum(c for _, c in daily)),
-            chart_days=list(_last_days(30)),
-            chart_costs=[dict(daily).get(d, 0) / 1e9 for d in _last_days(30)],
+            chart_days=list(_last_days(days)),
+            chart_costs=[dict(daily).get(d, 0) / 1e9 for d in _last_days(days)],
+            days=days,
+            ranges=RANGES,
+            caching=caching,
             keys=keys,
             key_names={k.id: k.name for k in keys},
             models=models,
@@ -481,6 +488,7 @@ class Portal:
         writer = csv.writer(out)
         writer.writerow([*columns, "cost_usd"])
         for r in rows:
+            r["started_at"] = _iso_utc(r["started_at"])
             writer.writerow([_csv_safe(r[c]) for c in columns] + [usd(int(r["cost_nano"]))])
         return Response(
             out.getvalue(),
@@ -620,6 +628,14 @@ def _key_fields(form: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+RANGES = (1, 7, 30, 90)
+
+
+def _range_days(request: Request) -> int:
+    raw = request.query_params.get("days", "")
+    return int(raw) if raw.isdigit() and int(raw) in RANGES else 30
+
+
 def _last_days(n: int) -> list[str]:
     """The last `n` UTC days, oldest first: the chart shows days without spend as zero."""
     today = dt.datetime.now(dt.UTC).date()
@@ -636,6 +652,12 @@ def _cursor(request: Request) -> tuple[dt.datetime, str] | None:
         return None
     # Stored naive (SQLite) or aware (PostgreSQL), UTC either way.
     return when.replace(tzinfo=None) if when.tzinfo else when, rid[:100]
+
+
+def _iso_utc(when: dt.datetime) -> str:
+    """ISO-8601 in UTC with a Z, as spreadsheets and pandas parse it."""
+    aware = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    return aware.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _csv_safe(value: Any) -> Any:
