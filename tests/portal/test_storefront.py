@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ from sqlalchemy import create_engine, insert, update
 
 from gateway_support import RunningGateway, start_gateway
 from tokenrelay.catalog import Catalog
+from tokenrelay.money import usd
 from tokenrelay.store.tables import accounts, price_groups
 
 HTML = {"accept": "text/html,application/xhtml+xml"}
@@ -35,6 +37,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
         brand_file=str(brand),
         brand_color="#aa3300",
         terms_url="https://acme.example/terms",
+        signup_credit_usd=Decimal("1.00"),
     )
     yield gateway
     gateway.server.should_exit = True
@@ -146,3 +149,38 @@ def test_brand_file_errors_stop_the_start(tmp_path: Path) -> None:
     bad.write_text('brand_colour = "#fff"\n')
     with pytest.raises(BrandError, match="unknown key"):
         load_brand(Settings(brand_file=str(bad)))  # type: ignore[call-arg]
+
+
+def test_the_dashboard_shows_what_prompt_caching_saved(gw: RunningGateway) -> None:
+    import csv
+    import io
+
+    import openai
+
+    b = Browser(gw.url)
+    b.sign_up("cache@example.com")
+    key = b.create_key("cached")
+    client = openai.OpenAI(api_key=key, base_url=gw.proxy + "/v1", max_retries=0)
+    history = [
+        {"role": "system", "content": "You are a patient teacher. " * 200},
+        {"role": "user", "content": "Explain recursion. [[cache]]"},  # the emulator: a hit
+    ]
+    for _ in range(2):
+        client.chat.completions.create(model="gpt-4o", messages=history, max_tokens=20)
+    rows = list(csv.DictReader(io.StringIO(b.http.get("/dashboard/usage.csv").text)))
+    assert len(rows) == 2
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["started_at"]) for r in rows
+    )
+    read = sum(int(r["cache_read_tokens"]) for r in rows)
+    prompt = sum(int(r["input_tokens"]) + int(r["cache_read_tokens"]) for r in rows)
+    assert read > 0
+    saved_nano = read * 1_250  # gpt-4o: $2.50 input - $1.25 cached, per 1M tokens
+    page = b.http.get("/dashboard?days=7").text
+    table = page.split('data-testid="cache-model"')[1].split("</table>")[0]
+    row = table.split(">gpt-4o<")[1].split("</tr>")[0]
+    assert f"{read * 100 / prompt:.1f}%" in row
+    assert f"${usd(saved_nano)}" in row
+    assert 'aria-current="page">7 days' in page and "Spent, last 7 days" in page
+    assert "cached" in page.split('data-testid="cache-key"')[1].split("</table>")[0]
+    b.close()
