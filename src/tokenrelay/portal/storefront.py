@@ -64,9 +64,11 @@ class Storefront:
 
     async def landing(self, request: Request) -> Response:
         account, ppm = await self._visitor(request)
+        deleted = request.query_params.get("notice") == "deleted"
         return self.portal.page(
             request,
             "landing.html",
+            message="Your account is deleted and its keys revoked." if deleted else None,
             account=account is not None,
             apis=CLIENT_APIS,
             clis=CODING_CLIS,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.routing import BaseRoute
 
 from tokenrelay.admin.console import Console
+from tokenrelay.portal.account_page import AccountPage
 from tokenrelay.portal.docs_page import DocsPage
 from tokenrelay.portal.routes import Portal
 from tokenrelay.portal.storefront import Storefront
@@ -42,6 +43,7 @@ def web_routes(relay: Relay) -> list[BaseRoute]:
     return [
         *storefront.routes(),
         *DocsPage(portal).routes(),
+        *AccountPage(portal).routes(),
         *console.routes(),
         *portal.routes(),
     ]
