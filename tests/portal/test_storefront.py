@@ -184,3 +184,44 @@ def test_the_dashboard_shows_what_prompt_caching_saved(gw: RunningGateway) -> No
     assert 'aria-current="page">7 days' in page and "Spent, last 7 days" in page
     assert "cached" in page.split('data-testid="cache-key"')[1].split("</table>")[0]
     b.close()
+
+
+def test_the_reset_link_uses_the_public_url_not_the_host_header(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    b = Browser(gw.url)
+    b.sign_up("reset-host@example.com")
+    b.http.cookies.clear()
+    token = b.csrf("/reset")
+    with caplog.at_level("WARNING", logger="tokenrelay.portal"):
+        r = b.http.post(
+            "/reset",
+            data={"email": "reset-host@example.com", "csrf": token},
+            headers={"host": "attacker.example"},
+        )
+    assert r.status_code == 200
+    links = [m for m in caplog.messages if "/reset/confirm?t=" in m]
+    assert links and all("https://ai.acme.example/reset/confirm?t=" in m for m in links)
+    assert not any("attacker.example" in m for m in caplog.messages)
+    b.close()
+
+
+def test_help_landing_and_readme_name_the_same_apis_and_clis(gw: RunningGateway) -> None:
+    import subprocess
+    import sys
+
+    from tokenrelay.portal.storefront import CLIENT_APIS, CODING_CLIS
+
+    help_text = subprocess.run(
+        [str(Path(sys.executable).parent / "tokenrelay"), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    help_text = " ".join(help_text.split())
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    landing = httpx.get(gw.url + "/").text
+    for name in [api for api, _, _ in CLIENT_APIS] + list(CODING_CLIS):
+        words = name.replace("OpenAI ", "").split()[0]
+        assert words in help_text, name
+        assert name.split()[0] in readme and name in landing, name

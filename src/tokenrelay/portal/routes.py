@@ -352,8 +352,8 @@ class Portal:
         account = await self.accounts.by_email(form.get("email", ""))
         if account is not None and account.email:
             token = self.sessions.reset_token(account.id, account.password_tag)
-            link = f"{str(request.base_url).rstrip('/')}/reset/confirm?t={token}"
-            await mail.send_reset(self.settings, account.email, link)
+            link = f"{self.brand.public_url}/reset/confirm?t={token}"  # never the Host header
+            await mail.send_reset(self.settings, account.email, link, self.brand.site_name)
         # The same answer whether or not the email has an account.
         return self.page(
             request,
@@ -545,7 +545,7 @@ class Portal:
         raw = form.get("usd", "")
         try:
             url = await self.stripe.checkout_url(
-                account.id, int(raw) if raw.isdigit() else -1, str(request.base_url).rstrip("/")
+                account.id, int(raw) if raw.isdigit() else -1, self.brand.public_url
             )
         except ValueError as exc:
             return await self.dashboard(request, session, account, error=str(exc), status=400)
