@@ -181,6 +181,8 @@ def test_the_dashboard_shows_what_prompt_caching_saved(gw: RunningGateway) -> No
     row = table.split(">gpt-4o<")[1].split("</tr>")[0]
     assert f"{read * 100 / prompt:.1f}%" in row
     assert f"${usd(saved_nano)}" in row
+    spent = sum(int(Decimal(r["cost_usd"]) * 10**9) for r in rows)
+    assert 'data-label="Requests">2<' in row and f'data-label="Spend">${usd(spent)}<' in row
     assert 'aria-current="page">7 days' in page and "Spent, last 7 days" in page
     assert "cached" in page.split('data-testid="cache-key"')[1].split("</table>")[0]
     b.close()

@@ -1,5 +1,5 @@
-"""Prompt caching as a customer sees it: the cache hit rate and the money cached input saved,
-per model and per key, over the dashboard's range. No anchor shows customers this.
+"""Requests, spend and prompt caching per model and per key over the dashboard's range: the
+cache hit rate and the money cached input saved (no anchor shows customers this).
 
 Input tokens are counted apart from cached ones (the billing engine's convention): the hit rate
 is cached reads over all prompt tokens, and the saving is what those reads would have cost as
@@ -34,6 +34,8 @@ async def cache_report(
             func.sum(u.input_tokens),
             func.sum(u.cache_read_tokens),
             func.sum(u.cache_write_tokens),
+            func.count(),
+            func.sum(u.cost_nano),
         )
         .where(u.account_id == account_id, u.started_at >= since)
         .group_by(u.model, u.key_id)
@@ -42,12 +44,16 @@ async def cache_report(
         rows = list(await conn.execute(query))
     prices = {m["id"]: m.get("pricing", {}) for m in models}
     by: dict[str, dict[str, dict[str, int]]] = {"model": {}, "key": {}}
-    for model, key_id, inp, read, write in rows:
+    for model, key_id, inp, read, write, requests, cost in rows:
         p = prices.get(model, {})
         gap = Decimal(p.get("input_per_mtok", "0")) - Decimal(p.get("cache_read_per_mtok", "0"))
         saved = int(max(gap, Decimal(0)) * int(read or 0) * 1000 * multiplier_ppm // 1_000_000)
         for kind, name in (("model", model), ("key", key_id)):
-            t = by[kind].setdefault(name, {"prompt": 0, "read": 0, "saved_nano": 0})
+            t = by[kind].setdefault(
+                name, {"requests": 0, "cost_nano": 0, "prompt": 0, "read": 0, "saved_nano": 0}
+            )
+            t["requests"] += int(requests)
+            t["cost_nano"] += int(cost or 0)
             t["prompt"] += int(inp or 0) + int(read or 0) + int(write or 0)
             t["read"] += int(read or 0)
             t["saved_nano"] += saved
@@ -57,7 +63,7 @@ async def cache_report(
                 {"name": name, **t, "hit_rate": (t["read"] / t["prompt"]) if t["prompt"] else 0.0}
                 for name, t in totals.items()
             ),
-            key=lambda r: -r["saved_nano"],
+            key=lambda r: -r["cost_nano"],
         )
         for kind, totals in by.items()
     }

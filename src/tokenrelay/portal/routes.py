@@ -1,4 +1,5 @@
-"""The customer portal: landing, docs, sign-up/in, password reset, dashboard.
+"""The customer portal: sign-up/in, password reset, dashboard (the storefront pages: storefront.py,
+docs_page.py, account_page.py).
 
 Every page that shows or changes an account reads the account id from the signed session
 cookie, never from the request: key ids in forms are checked against that account. Every POST
@@ -24,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 
 from tokenrelay.customers.accounts import AccountStore, SignupError
 from tokenrelay.money import MoneyError, parse_nano, usd
-from tokenrelay.portal import client_setup, key_snippets, mail, prices, queries
+from tokenrelay.portal import key_snippets, mail, prices, queries
 from tokenrelay.portal.brand import load_brand
 from tokenrelay.portal.cache_report import cache_report
 from tokenrelay.portal.security import Session, Sessions, Throttle
@@ -47,39 +48,6 @@ templates = Environment(
     enable_async=False,
 )
 templates.filters["usd"] = usd
-
-
-def _cli_setups(base: str, examples: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Each coding CLI's setup as the tests run it (client_setup), for a model of the catalog."""
-    key = "sk-aic-..."
-    model = next((m for v, m in examples if v == "anthropic"), examples[0][1] if examples else "")
-    other = next((m for v, m in examples if v not in ("anthropic", "openai")), model)
-
-    def exports(env: dict[str, str]) -> str:
-        return "\n".join(f"export {k}={v}" for k, v in env.items())
-
-    return [
-        {
-            "name": "Claude Code",
-            "api": "Anthropic Messages",
-            "files": [],
-            "shell": exports(client_setup.claude_code_env(base, key)) + f"\nclaude --model {model}",
-        },
-        {
-            "name": "Codex CLI",
-            "api": "OpenAI Responses",
-            "files": [("~/.codex/config.toml", client_setup.codex_config(base, other))],
-            "shell": exports(client_setup.codex_env(key))
-            + '\ncodex exec "Explain this repository"',
-        },
-        {
-            "name": "Gemini CLI",
-            "api": "Gemini generateContent",
-            "files": [("~/.gemini/settings.json", client_setup.gemini_settings_json())],
-            "shell": exports(client_setup.gemini_env(base, key))
-            + f'\ngemini -m {other} -p "Explain this repository"',
-        },
-    ]
 
 
 def dollars(nano: int) -> str:
@@ -188,30 +156,6 @@ class Portal:
             return await handler(request, session, account)
 
         return endpoint
-
-    # ------------------------------------------------------------------ public pages
-
-    async def landing(self, request: Request) -> Response:
-        session = self.sessions.read(request, KIND)
-        return self.page(request, "landing.html", account=session is not None)
-
-    async def docs(self, request: Request) -> Response:
-        models = self.models()
-        examples: list[tuple[str, str]] = []
-        for m in models:
-            if m.get("vendor") not in {v for v, _ in examples}:
-                examples.append((m.get("vendor", ""), m["id"]))
-        session = self.sessions.read(request, KIND)
-        base = str(request.base_url).rstrip("/")
-        return self.page(
-            request,
-            "docs.html",
-            base=base,
-            models=models,
-            examples=examples,
-            clis=_cli_setups(base, examples),
-            account=session is not None,
-        )
 
     # ------------------------------------------------------------------ sign-up, sign-in
 
