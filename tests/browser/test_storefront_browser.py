@@ -120,6 +120,14 @@ def test_storefront_pages_in_the_browser(gw: RunningGateway, browser: object, si
     assert page.get_by_text("export ANTHROPIC_API_KEY=sk-aic-").first.is_visible()
     assert fits(page)
     shot(page, f"14-new-key-{size}")
+    page.goto(gw.url + "/dashboard")
+    assert page.get_by_text("No requests yet.").is_visible()  # an empty state that says what to do
+    assert fits(page)
+    shot(page, f"15-dashboard-{size}")
+    page.goto(gw.url + "/account")
+    assert page.get_by_role("button", name="Delete my account").is_visible()
+    assert fits(page)
+    shot(page, f"16-account-{size}")
     assert violations == []
     ctx.close()
 
