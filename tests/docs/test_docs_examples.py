@@ -178,6 +178,8 @@ def run_all(blocks: list[Block], gw: RunningGateway, tmp_path: Path) -> None:
     assert not failures, "\n\n".join(f"{b.run} block:\n{b.code}\n--> {why}" for b, why in failures)
 
 
+# About 30 SDK processes (each imports its SDK): minutes on a loaded machine, not seconds.
+@pytest.mark.timeout(900)
 def test_every_docs_example_runs(gw: RunningGateway, node_ready: bool, tmp_path: Path) -> None:
     page = httpx.get(gw.url + "/docs", headers={"host": "attacker.example"})
     assert page.status_code == 200
@@ -191,6 +193,7 @@ def test_every_docs_example_runs(gw: RunningGateway, node_ready: bool, tmp_path:
     run_all(blocks, gw, tmp_path)
 
 
+@pytest.mark.timeout(900)
 def test_every_readme_example_runs(gw: RunningGateway, tmp_path: Path) -> None:
     blocks = readme_blocks((ROOT / "README.md").read_text())
     assert sum(b.run == "python" for b in blocks) >= 4
