@@ -12,14 +12,16 @@ setup:
 run: setup
 	$(UV) run --frozen tokenrelay serve --port $(PORT) --quickstart-key
 
-# The real coding CLIs tests/clients drives, as package-lock.json pins them (npm ci again only
-# when the lock changed since the last install).
+# The real coding CLIs tests/clients drives and the Node SDKs the /docs examples use
+# (tests/docs), as their package-lock.json pin them (npm ci again only when a lock changed).
 clients:
-	@sum=$$(sha256sum tests/clients/package-lock.json | cut -d' ' -f1); \
-	stamp=tests/clients/node_modules/.installed-lock-sha256; \
-	if [ "$$(cat $$stamp 2>/dev/null)" != "$$sum" ]; then \
-	  npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error && echo "$$sum" > $$stamp; \
-	fi
+	@for dir in tests/clients tests/docs; do \
+	  sum=$$(sha256sum $$dir/package-lock.json | cut -d' ' -f1); \
+	  stamp=$$dir/node_modules/.installed-lock-sha256; \
+	  if [ "$$(cat $$stamp 2>/dev/null)" != "$$sum" ]; then \
+	    npm ci --prefix $$dir --no-audit --no-fund --loglevel=error && echo "$$sum" > $$stamp || exit 1; \
+	  fi; \
+	done
 
 test: setup clients
 	$(UV) run --frozen pytest

@@ -79,7 +79,7 @@ def start_gateway(tmp: Path, **overrides: object) -> tuple[RunningGateway, threa
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("gateway did not start")
         time.sleep(0.02)
-    return RunningGateway(f"http://127.0.0.1:{port}", settings, server), thread
+    return RunningGateway(f"http://127.0.0.1:{settings.port}", settings, server), thread
 
 
 def metric_samples(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

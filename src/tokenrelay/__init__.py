@@ -1,3 +1,3 @@
-"""tokenrelay: one endpoint, five vendors, two client APIs."""
+"""tokenrelay: one endpoint, five vendors, four client APIs."""
 
 __version__ = "0.1.0"

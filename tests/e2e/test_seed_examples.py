@@ -1,21 +1,17 @@
-"""The first calls every customer makes (shared/smoke/seed_examples.py), run as written."""
+"""The first calls every customer makes (examples/seed_examples.py, which the README names),
+run as written."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-
-import pytest
-
-from paths import SHARED
+from pathlib import Path
 
 
 def test_seed_examples_pass(gateway, api_key) -> None:
-    script = SHARED / "smoke" / "seed_examples.py"
-    if not script.exists():
-        pytest.skip(f"{script} not present beside this checkout")
-    env = {**os.environ, "TOKENRELAY_URL": gateway.url, "TOKENRELAY_KEY": api_key}
+    script = Path(__file__).resolve().parents[2] / "examples" / "seed_examples.py"
+    env = {**os.environ, "TOKENRELAY_URL": gateway.url, "TOKENRELAY_API_KEY": api_key}
     result = subprocess.run(
         [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
     )

@@ -322,11 +322,11 @@ def test_docs_show_every_client_format_and_the_cli_setup_the_tests_run(gw: Runni
     page = unescape(httpx.get(gw.url + "/docs").text)
     assert f"{gw.url}/api/proxy/v1" in page and "x-goog-api-key" in page
     assert "OpenAI Responses" in page and "Gemini generateContent" in page
-    env = client_setup.claude_code_env(gw.url, "sk-aic-...")
+    env = client_setup.claude_code_env(gw.url, "$TOKENRELAY_API_KEY")
     assert all(f"export {k}={v}" in page for k, v in env.items())
     shown = re.search(r'model = "([^"]+)"\nmodel_provider', page)
     assert shown is not None
     assert client_setup.codex_config(gw.url, shown.group(1)) in page
     assert client_setup.gemini_settings_json() in page
-    gemini = client_setup.gemini_env(gw.url, "sk-aic-...")
+    gemini = client_setup.gemini_env(gw.url, "$TOKENRELAY_API_KEY")
     assert all(f"export {k}={v}" in page for k, v in gemini.items())

@@ -27,21 +27,21 @@ def claude_code_env(gateway: str, key: str) -> dict[str, str]:
     }
 
 
-def codex_config(gateway: str, model: str) -> str:
+def codex_config(gateway: str, model: str, provider: str = "tokenrelay") -> str:
     """`$CODEX_HOME/config.toml` (default `~/.codex/config.toml`): the gateway as a model
-    provider on the Responses API, the only wire Codex speaks. Its key comes from
-    `TOKENRELAY_API_KEY` (`codex_env`)."""
+    provider (named `provider`: the operator's brand on /docs) on the Responses API, the only
+    wire Codex speaks. Its key comes from `TOKENRELAY_API_KEY` (`codex_env`)."""
     search = "" if model.startswith(_OPENAI_PREFIXES) else 'web_search = "disabled"\n'
     return f"""\
 model = "{model}"
-model_provider = "tokenrelay"
+model_provider = "{provider}"
 {search}check_for_update_on_startup = false
 
 [analytics]
 enabled = false
 
-[model_providers.tokenrelay]
-name = "tokenrelay"
+[model_providers.{provider}]
+name = "{provider}"
 base_url = "{gateway}/api/proxy/v1"
 env_key = "TOKENRELAY_API_KEY"
 wire_api = "responses"

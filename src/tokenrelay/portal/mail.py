@@ -16,13 +16,13 @@ from tokenrelay.settings import Settings
 log = logging.getLogger("tokenrelay.portal")
 
 
-async def send_reset(settings: Settings, to: str, link: str) -> None:
+async def send_reset(settings: Settings, to: str, link: str, site_name: str) -> None:
     if settings.smtp_url is None:
         log.warning("password reset (no SMTP configured, development): %s", link)
         return
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = settings.mail_from, to, "Reset your password"
-    msg.set_content(f"Reset your tokenrelay password within the hour:\n\n{link}\n")
+    msg.set_content(f"Reset your {site_name} password within the hour:\n\n{link}\n")
     url = urlsplit(settings.smtp_url.get_secret_value())
     try:
         await asyncio.to_thread(_send, url.scheme, url.hostname or "localhost", url, msg)

@@ -1,4 +1,5 @@
-"""The customer portal: landing, docs, sign-up/in, password reset, dashboard.
+"""The customer portal: sign-up/in, password reset, dashboard (the storefront pages: storefront.py,
+docs_page.py, account_page.py).
 
 Every page that shows or changes an account reads the account id from the signed session
 cookie, never from the request: key ids in forms are checked against that account. Every POST
@@ -24,7 +25,9 @@ from starlette.staticfiles import StaticFiles
 
 from tokenrelay.customers.accounts import AccountStore, SignupError
 from tokenrelay.money import MoneyError, parse_nano, usd
-from tokenrelay.portal import client_setup, mail, queries
+from tokenrelay.portal import key_snippets, mail, prices, queries
+from tokenrelay.portal.brand import load_brand
+from tokenrelay.portal.cache_report import cache_report
 from tokenrelay.portal.security import Session, Sessions, Throttle
 from tokenrelay.portal.topups import RedeemError, redeem
 
@@ -47,45 +50,13 @@ templates = Environment(
 templates.filters["usd"] = usd
 
 
-def _cli_setups(base: str, examples: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Each coding CLI's setup as the tests run it (client_setup), for a model of the catalog."""
-    key = "sk-aic-..."
-    model = next((m for v, m in examples if v == "anthropic"), examples[0][1] if examples else "")
-    other = next((m for v, m in examples if v not in ("anthropic", "openai")), model)
-
-    def exports(env: dict[str, str]) -> str:
-        return "\n".join(f"export {k}={v}" for k, v in env.items())
-
-    return [
-        {
-            "name": "Claude Code",
-            "api": "Anthropic Messages",
-            "files": [],
-            "shell": exports(client_setup.claude_code_env(base, key)) + f"\nclaude --model {model}",
-        },
-        {
-            "name": "Codex CLI",
-            "api": "OpenAI Responses",
-            "files": [("~/.codex/config.toml", client_setup.codex_config(base, other))],
-            "shell": exports(client_setup.codex_env(key))
-            + '\ncodex exec "Explain this repository"',
-        },
-        {
-            "name": "Gemini CLI",
-            "api": "Gemini generateContent",
-            "files": [("~/.gemini/settings.json", client_setup.gemini_settings_json())],
-            "shell": exports(client_setup.gemini_env(base, key))
-            + f'\ngemini -m {other} -p "Explain this repository"',
-        },
-    ]
-
-
 def dollars(nano: int) -> str:
     """ "$1.25", "-$0.50": the sign before the currency, as people write it."""
     return f"-${usd(-nano)}" if nano < 0 else f"${usd(nano)}"
 
 
 templates.filters["dollars"] = dollars
+templates.globals["key_snippets"] = key_snippets.snippets
 _SECURITY_HEADERS = {
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
@@ -103,6 +74,7 @@ class Portal:
         models: Callable[[], list[dict[str, Any]]],
     ) -> None:
         self.settings = settings
+        self.brand = load_brand(settings)
         self.keys = keys
         self.billing = billing
         self.db = billing.engine
@@ -124,6 +96,7 @@ class Portal:
         session = ctx.pop("session", None) or self.pre_session(request)
         body = templates.get_template(name).render(
             csrf=self.sessions.csrf_token(session),
+            brand=self.brand,
             signup_open=self.settings.signup != "off",
             **ctx,
         )
@@ -183,30 +156,6 @@ class Portal:
             return await handler(request, session, account)
 
         return endpoint
-
-    # ------------------------------------------------------------------ public pages
-
-    async def landing(self, request: Request) -> Response:
-        session = self.sessions.read(request, KIND)
-        return self.page(request, "landing.html", account=session is not None)
-
-    async def docs(self, request: Request) -> Response:
-        models = self.models()
-        examples: list[tuple[str, str]] = []
-        for m in models:
-            if m.get("vendor") not in {v for v, _ in examples}:
-                examples.append((m.get("vendor", ""), m["id"]))
-        session = self.sessions.read(request, KIND)
-        base = str(request.base_url).rstrip("/")
-        return self.page(
-            request,
-            "docs.html",
-            base=base,
-            models=models,
-            examples=examples,
-            clis=_cli_setups(base, examples),
-            account=session is not None,
-        )
 
     # ------------------------------------------------------------------ sign-up, sign-in
 
@@ -347,8 +296,8 @@ class Portal:
         account = await self.accounts.by_email(form.get("email", ""))
         if account is not None and account.email:
             token = self.sessions.reset_token(account.id, account.password_tag)
-            link = f"{str(request.base_url).rstrip('/')}/reset/confirm?t={token}"
-            await mail.send_reset(self.settings, account.email, link)
+            link = f"{self.brand.public_url}/reset/confirm?t={token}"  # never the Host header
+            await mail.send_reset(self.settings, account.email, link, self.brand.site_name)
         # The same answer whether or not the email has an account.
         return self.page(
             request,
@@ -428,11 +377,14 @@ class Portal:
     ) -> Response:
         usage_ctx = await self._usage_ctx(request, account)
         keys = await self.keys.list_for_account(account.id)
-        daily = await queries.daily_spend(self.db, account.id)
-        models = await queries.per_model(self.db, account.id)
+        days = _range_days(request)
+        daily = await queries.daily_spend(self.db, account.id, days)
+        models = await queries.per_model(self.db, account.id, days)
         for m in models:
             m["cost_usd"] = usd(int(m["cost"] or 0))
         fresh = await self.accounts.get(account.id)
+        ppm = await prices.multiplier_ppm(self.db, fresh.price_group if fresh else None)
+        caching = await cache_report(self.db, account.id, days, self.models(), ppm)
         if request.query_params.get("notice") == "paid":
             message = message or "Payment received: the credit appears once Stripe confirms it."
         if request.query_params.get("notice") == "code":
@@ -445,8 +397,11 @@ class Portal:
             account=fresh,
             balance=dollars(fresh.balance_nano if fresh else 0),
             spent30=usd(sum(c for _, c in daily)),
-            chart_days=list(_last_days(30)),
-            chart_costs=[dict(daily).get(d, 0) / 1e9 for d in _last_days(30)],
+            chart_days=list(_last_days(days)),
+            chart_costs=[dict(daily).get(d, 0) / 1e9 for d in _last_days(days)],
+            days=days,
+            ranges=RANGES,
+            caching=caching,
             keys=keys,
             key_names={k.id: k.name for k in keys},
             models=models,
@@ -477,6 +432,7 @@ class Portal:
         writer = csv.writer(out)
         writer.writerow([*columns, "cost_usd"])
         for r in rows:
+            r["started_at"] = _iso_utc(r["started_at"])
             writer.writerow([_csv_safe(r[c]) for c in columns] + [usd(int(r["cost_nano"]))])
         return Response(
             out.getvalue(),
@@ -495,6 +451,9 @@ class Portal:
             fields = _key_fields(form)
         except ValueError as exc:
             return await self.dashboard(request, session, account, error=str(exc), status=400)
+        unknown = key_snippets.unknown_models(fields.get("allowed_models", []), self.models())
+        if unknown:
+            return await self.dashboard(request, session, account, error=unknown, status=400)
         info, plaintext = await self.keys.create(account_id=account.id, **fields)
         log.info("account %s created key %s", account.id, info.id)
         return await self.dashboard(request, session, account, new_key=plaintext)
@@ -530,7 +489,7 @@ class Portal:
         raw = form.get("usd", "")
         try:
             url = await self.stripe.checkout_url(
-                account.id, int(raw) if raw.isdigit() else -1, str(request.base_url).rstrip("/")
+                account.id, int(raw) if raw.isdigit() else -1, self.brand.public_url
             )
         except ValueError as exc:
             return await self.dashboard(request, session, account, error=str(exc), status=400)
@@ -553,8 +512,6 @@ class Portal:
         )
         return [
             *stripe_routes,
-            Route("/", self.landing),
-            Route("/docs", self.docs),
             Route("/signup", self.signup, methods=["GET", "POST"]),
             Route("/login", self.login, methods=["GET", "POST"]),
             Route("/logout", self.logout, methods=["POST"]),
@@ -615,6 +572,14 @@ def _key_fields(form: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+RANGES = (1, 7, 30, 90)
+
+
+def _range_days(request: Request) -> int:
+    raw = request.query_params.get("days", "")
+    return int(raw) if raw.isdigit() and int(raw) in RANGES else 30
+
+
 def _last_days(n: int) -> list[str]:
     """The last `n` UTC days, oldest first: the chart shows days without spend as zero."""
     today = dt.datetime.now(dt.UTC).date()
@@ -631,6 +596,12 @@ def _cursor(request: Request) -> tuple[dt.datetime, str] | None:
         return None
     # Stored naive (SQLite) or aware (PostgreSQL), UTC either way.
     return when.replace(tzinfo=None) if when.tzinfo else when, rid[:100]
+
+
+def _iso_utc(when: dt.datetime) -> str:
+    """ISO-8601 in UTC with a Z, as spreadsheets and pandas parse it."""
+    aware = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    return aware.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _csv_safe(value: Any) -> Any:

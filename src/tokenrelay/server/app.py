@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -47,6 +48,9 @@ from tokenrelay.frontends.responses.frontend import RESPONSES_FRONTEND
 from tokenrelay.gateway.relay import Relay
 from tokenrelay.ir import ErrorKind
 from tokenrelay.ops.metrics import metrics_endpoint, watch_deployments
+from tokenrelay.portal.brand import Brand, load_brand
+from tokenrelay.portal.headers import SecurityHeaders
+from tokenrelay.portal.storefront import error_page, wants_html
 from tokenrelay.server.embedded_emulator import EmbeddedEmulator
 from tokenrelay.server.model_routes import count_tokens, list_gemini_models, list_models
 from tokenrelay.server.web import web_routes
@@ -77,6 +81,7 @@ class Gateway:
             ("POST", PROXY + "/messages/count_tokens"): self._count_tokens,
         }
         self._other: Starlette | None = None
+        self.brand: Brand = load_brand(settings)  # a bad brand file stops the start, not a page
         self._resources: list[Any] = []
         # Base URL of the emulator the upstreams use (None: no vendor is emulated).
         self.emulator_url: str | None = None
@@ -200,7 +205,8 @@ class Gateway:
         ]
         self._other = Starlette(
             routes=routes,
-            exception_handlers={HTTPException: self._http_error, Exception: _server_error},
+            exception_handlers={HTTPException: self._http_error, Exception: self._server_error},
+            middleware=[Middleware(SecurityHeaders, brand=self.brand)],
         )
 
     async def shutdown(self) -> None:
@@ -306,7 +312,16 @@ class Gateway:
             message = f"no route for {request.method} {path}"
         else:
             message = exc.detail
+        if wants_html(request):  # a browser gets a page in the site's look
+            text = {404: f"There is no page at {path}.", 405: "That page cannot do this."}
+            return error_page(self.brand, status, text.get(status, message), headers)
         return error_response(request, status, message, headers)
+
+    async def _server_error(self, request: Request, exc: Exception) -> Response:
+        # The traceback goes to the log (Starlette logs it), never to the client.
+        if wants_html(request):
+            return error_page(self.brand, 500, "The error is logged; please try again shortly.")
+        return error_response(request, 500, "internal server error")
 
 
 _PROXY_ERROR_KINDS: dict[int, ErrorKind] = {404: "not_found", 405: "invalid_request"}
@@ -330,11 +345,6 @@ def error_response(
         error_type = {404: "not_found_error", 405: "invalid_request_error"}.get(status, "api_error")
         body = {"error": {"type": error_type, "message": message}}
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-async def _server_error(request: Request, exc: Exception) -> Response:
-    # The traceback goes to the log (Starlette logs it), never to the client.
-    return error_response(request, 500, "internal server error")
 
 
 async def _reachable(request: Request) -> Response:

@@ -25,9 +25,9 @@ T = TypeVar("T")
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tokenrelay")
 def main() -> None:
-    """tokenrelay: one endpoint for Anthropic, OpenAI, Gemini, xAI, DeepSeek and
-    OpenAI-compatible vendors, behind the Anthropic Messages, OpenAI Chat Completions, OpenAI
-    Responses and Gemini generateContent APIs."""
+    """tokenrelay: Claude, GPT, Gemini, Grok and DeepSeek behind four client APIs (Anthropic
+    Messages, OpenAI Chat Completions and Responses, Gemini generateContent), for the official
+    SDKs and Claude Code, Codex CLI and Gemini CLI."""
     try:
         get_settings()
     except SettingsError as exc:  # one clear message at start, not a traceback
@@ -58,11 +58,42 @@ def serve(host: str | None, port: int | None, quickstart_key: bool, workers: int
     problem = multi_worker_problem(settings, workers or settings.workers)
     if problem:
         raise click.ClickException(problem)
+    bind_host, bind_port = host or settings.host, port or settings.port
+    _port_free_or_exit(bind_host, bind_port)
+    site = settings.public_url or f"http://{_local(bind_host)}:{bind_port}"
     if quickstart_key and not _with_store(lambda s: s.list()):
         info, plaintext = _with_store(lambda s: s.create("quickstart", Decimal("5.00"), None, None))
         click.echo(f"Quick-start API key ({info.id}, ${info.balance_usd} of credit), shown once:")
         click.echo(f"  {plaintext}")
-    run_server(host or settings.host, port or settings.port, workers)
+    elif quickstart_key:
+        click.echo(
+            f"Keys exist already (the quick-start key was shown on the first run). Another: sign"
+            f" up at {site}/signup, or `tokenrelay keys create --name me --credits 5.00`."
+        )
+    click.echo(f"Site: {site}/  (docs {site}/docs, prices {site}/pricing)")
+    click.echo(
+        f"Operator console: {site}/admin  (an operator: `tokenrelay admin create-user EMAIL`)"
+    )
+    run_server(bind_host, bind_port, workers)
+
+
+def _local(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def _port_free_or_exit(host: str, port: int) -> None:
+    """A port in use fails at once with the way out, not with uvicorn's errno line."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port} ({exc.strerror}): another program uses the"
+                f" port. Pick another: `make run PORT={port + 1}` or TOKENRELAY_PORT={port + 1}"
+            ) from None
 
 
 @main.command()

@@ -130,6 +130,18 @@ class Settings(BaseSettings):
     stripe_api_base: str | None = Field(None, alias="TOKENRELAY_STRIPE_API_BASE")  # tests
     stripe_amounts_usd: str = Field("10,25,100", alias="TOKENRELAY_STRIPE_AMOUNTS_USD")
 
+    # --- The operator's brand (tokenrelay.portal.brand): every page, mail and docs example.
+    # The public base URL customers call (absolute links, docs); unset: http://host:port.
+    public_url: str | None = Field(None, alias="TOKENRELAY_PUBLIC_URL")
+    site_name: str = Field("tokenrelay", alias="TOKENRELAY_SITE_NAME", min_length=1)
+    support_email: str | None = Field(None, alias="TOKENRELAY_SUPPORT_EMAIL")
+    brand_color: str = Field("#3559c7", alias="TOKENRELAY_BRAND_COLOR", pattern="^#[0-9a-fA-F]{6}$")
+    logo_url: str | None = Field(None, alias="TOKENRELAY_LOGO_URL")
+    terms_url: str | None = Field(None, alias="TOKENRELAY_TERMS_URL")
+    privacy_url: str | None = Field(None, alias="TOKENRELAY_PRIVACY_URL")
+    # A TOML file with the same names (site_name = "...") that overrides the variables above.
+    brand_file: str | None = Field(None, alias="TOKENRELAY_BRAND_FILE")
+
     # Vendor keys and base-URL overrides are read where the vendor registry names them
     # (tokenrelay.vendors: ANTHROPIC_API_KEY, TOKENRELAY_ANTHROPIC_BASE_URL, ...).
 

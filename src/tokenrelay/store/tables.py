@@ -62,6 +62,8 @@ accounts = Table(
     Column("price_group", String(64), ForeignKey("price_groups.name"), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("disabled_at", DateTime(timezone=True), nullable=True),
+    # --- storefront (migration 0010): email the customer under this balance (NULL: never).
+    Column("low_balance_alert_nano", BigInteger, nullable=True),
 )
 
 # Prepaid codes an operator hands out; stored hashed (sha256, like keys: 128 random bits).

@@ -1,0 +1,176 @@
+"""/account: the customer's account — password and sessions (the portal's auth logic), a
+low-balance alert threshold, top-ups with printable receipts, export and deletion.
+
+Deleting an account disables it and revokes its keys at once; the records of what it spent stay
+(the operator's books need them). What happens to a remaining balance is said before the
+customer confirms: it is not paid out automatically; the support address handles refunds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from tokenrelay.money import MoneyError, parse_nano
+from tokenrelay.store.tables import accounts, api_keys, ledger
+
+if TYPE_CHECKING:
+    from tokenrelay.portal.routes import Portal
+    from tokenrelay.portal.security import Session
+
+TOPUPS = 200
+
+
+class AccountPage:
+    def __init__(self, portal: Portal) -> None:
+        self.portal = portal
+        self.db = portal.db
+
+    async def _topups(self, account_id: str, entry_id: int | None = None) -> list[dict[str, Any]]:
+        """Money that came in (credits and positive adjustments), newest first."""
+        c = ledger.c
+        query = select(c.id, c.kind, c.amount_nano, c.note, c.created_at).where(
+            c.account_id == account_id, c.amount_nano > 0, c.kind != "debit"
+        )
+        if entry_id is not None:
+            query = query.where(c.id == entry_id)
+        query = query.order_by(c.id.desc()).limit(TOPUPS)
+        async with self.db.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(query)]
+
+    async def _alert(self, account_id: str) -> int | None:
+        query = select(accounts.c.low_balance_alert_nano).where(accounts.c.id == account_id)
+        async with self.db.connect() as conn:
+            value = (await conn.execute(query)).scalar()
+        return int(value) if value is not None else None
+
+    async def account(
+        self,
+        request: Request,
+        session: Session,
+        account: Any,
+        *,
+        message: str | None = None,
+        error: str | None = None,
+        status: int = 200,
+    ) -> Response:
+        return self.portal.page(
+            request,
+            "account.html",
+            status,
+            session=session,
+            account=account,
+            alert_nano=await self._alert(account.id),
+            topups=await self._topups(account.id),
+            message=message,
+            error=error,
+        )
+
+    async def set_alert(self, request: Request, session: Session, account: Any) -> Response:
+        form = await self.portal.form(request, session)
+        if form is None:
+            return Response("the form expired; reload the page and try again\n", 403)
+        raw = form.get("threshold", "").strip()
+        try:
+            nano = parse_nano(raw) if raw else None
+        except MoneyError:
+            nano = -1
+        if nano is not None and not 0 <= nano <= 10**15:
+            return await self.account(
+                request, session, account, error="Alert threshold: an amount in USD.", status=400
+            )
+        stmt = update(accounts).where(accounts.c.id == account.id)
+        async with self.db.begin() as conn:
+            await conn.execute(stmt.values(low_balance_alert_nano=nano))
+        said = "Low-balance alert off." if nano is None else "Low-balance alert saved."
+        return await self.account(request, session, account, message=said)
+
+    async def receipt(self, request: Request, session: Session, account: Any) -> Response:
+        raw = request.path_params["entry_id"]
+        rows = await self._topups(account.id, int(raw)) if raw.isdigit() else []
+        if not rows:  # another account's entry, or a spend: not found
+            return Response("no such receipt\n", 404, media_type="text/plain")
+        return self.portal.page(
+            request, "receipt.html", session=session, account=account, entry=rows[0]
+        )
+
+    async def export(self, request: Request, session: Session, account: Any) -> Response:
+        """Everything the account holds, as JSON (keys by hint: their secrets are not kept)."""
+        k = api_keys.c
+        keys_q = select(k.id, k.name, k.key_hint, k.created_at, k.revoked_at).where(
+            k.account_id == account.id
+        )
+        c = ledger.c
+        ledger_q = (
+            select(c.id, c.kind, c.amount_nano, c.note, c.created_at, c.request_id)
+            .where(c.account_id == account.id)
+            .order_by(c.id)
+        )
+        async with self.db.connect() as conn:
+            keys = [dict(r._mapping) for r in await conn.execute(keys_q)]
+            entries = [dict(r._mapping) for r in await conn.execute(ledger_q)]
+        body = {
+            "account": {
+                "id": account.id,
+                "email": account.email,
+                "created_at": account.created_at,
+                "balance_nano": account.balance_nano,
+                "price_group": account.price_group,
+            },
+            "keys": keys,
+            "ledger": entries,
+            "usage_csv": f"{self.portal.brand.public_url}/dashboard/usage.csv",
+        }
+        return Response(
+            json.dumps(body, default=_iso, indent=2),
+            media_type="application/json",
+            headers={
+                "content-disposition": 'attachment; filename="account.json"',
+                "cache-control": "no-store",
+            },
+        )
+
+    async def delete(self, request: Request, session: Session, account: Any) -> Response:
+        form = await self.portal.form(request, session)
+        if form is None:
+            return Response("the form expired; reload the page and try again\n", 403)
+        if form.get("confirm", "").strip().lower() != (account.email or "").lower():
+            return await self.account(
+                request,
+                session,
+                account,
+                error="To delete the account, type its email address exactly.",
+                status=400,
+            )
+        for key in await self.portal.keys.list_for_account(account.id):
+            if not key.revoked:
+                await self.portal.keys.revoke(key.id)
+        stmt = update(accounts).where(accounts.c.id == account.id)
+        async with self.db.begin() as conn:
+            await conn.execute(stmt.values(disabled_at=dt.datetime.now(dt.UTC)))
+        response = RedirectResponse("/?notice=deleted", status_code=303)
+        self.portal.sessions.end(response, "customer")
+        return response
+
+    def routes(self) -> list[BaseRoute]:
+        s = self.portal.signed_in
+        return [
+            Route("/account", s(self.account)),
+            Route("/account/alert", s(self.set_alert), methods=["POST"]),
+            Route("/account/receipts/{entry_id}", s(self.receipt)),
+            Route("/account/export.json", s(self.export)),
+            Route("/account/delete", s(self.delete), methods=["POST"]),
+        ]
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, dt.datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return aware.isoformat()
+    return str(value)
