@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tokenrelay.admin.actions import Actor, NotFound, OperatorActions
 from tokenrelay.admin.openapi import admin_openapi
 from tokenrelay.billing.ledger import MAX_USAGE_LIMIT, BalanceOverflow, IdempotencyConflict
 from tokenrelay.billing.pricebook import PriceError, parse_price, parse_time
@@ -56,6 +57,7 @@ _MAX_ID = 200
 _MAX_IDEMPOTENCY_KEY = 200
 
 Handler = Callable[[Request], Awaitable[Response]]
+API = Actor("admin-api")  # the shared token names no person
 
 
 class _BadRequest(Exception):
@@ -79,6 +81,7 @@ def admin_routes(
     from tokenrelay.billing.engine import BillingEngine
 
     engine = billing if isinstance(billing, BillingEngine) else None
+    actions = OperatorActions(key_store.engine, key_store, engine)
     secret = (settings or get_settings()).admin_token
     token = secret.get_secret_value().encode() if secret else None
 
@@ -106,8 +109,8 @@ def admin_routes(
                 "credits_usd",
             )
         try:
-            info, plaintext = await key_store.create(**fields)
-        except KeyError:
+            info, plaintext = await actions.create_key(API, **fields)
+        except NotFound:
             return _error(404, "not_found_error", "no such account", "account_id")
         # The only response that ever carries the key.
         return JSONResponse({**info.public(), "key": plaintext}, status_code=201)
@@ -129,8 +132,10 @@ def admin_routes(
         return JSONResponse(body)
 
     async def revoke_key(request: Request) -> Response:
-        info = await key_store.revoke(key_id) if (key_id := _key_id(request)) else None
-        if info is None:
+        key_id = _key_id(request)
+        try:
+            info = await actions.revoke_key(API, key_id or "")
+        except NotFound:
             return _not_found(request.path_params["key_id"])
         return JSONResponse(info.public())
 
@@ -195,12 +200,14 @@ def admin_routes(
     if engine is not None:
         routes += [
             Route(path, guarded(handler), methods=[method])
-            for path, method, handler in _billing_handlers(engine)
+            for path, method, handler in _billing_handlers(engine, actions)
         ]
     return routes
 
 
-def _billing_handlers(billing: BillingEngine) -> list[tuple[str, str, Handler]]:
+def _billing_handlers(
+    billing: BillingEngine, actions: OperatorActions
+) -> list[tuple[str, str, Handler]]:
     async def add_credits(request: Request) -> Response:
         idempotency_key = _idempotency_key(request)
         body = await _json_object(request)
@@ -213,8 +220,8 @@ def _billing_handlers(billing: BillingEngine) -> list[tuple[str, str, Handler]]:
         if key_id is None:
             return _not_found(request.path_params["key_id"])
         try:
-            balance = await billing.add_credits(key_id, amount, note, idempotency_key)
-        except KeyError:
+            balance = await actions.credit_key(API, key_id, amount, note, idempotency_key)
+        except NotFound:
             return _not_found(key_id)
         except BalanceOverflow as exc:
             raise _BadRequest(f"amount_usd: {exc}", "amount_usd") from exc
@@ -244,8 +251,8 @@ def _billing_handlers(billing: BillingEngine) -> list[tuple[str, str, Handler]]:
             current = billing.price_for(model)[0]
         except KeyError:
             raise _BadRequest(f"model: {model[:80]!r} is not a catalog model id", "model") from None
-        version = await billing.set_price(
-            model, parse_price(body, current), parse_time(body.get("effective_from")), note
+        version = await actions.set_price(
+            API, model, parse_price(body, current), parse_time(body.get("effective_from")), note
         )
         return JSONResponse(version.public(), status_code=201)
 

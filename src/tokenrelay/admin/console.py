@@ -6,29 +6,28 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from tokenrelay.admin.actions import ActionError, Actor, NotFound, OperatorActions
 from tokenrelay.customers.accounts import AdminUsers
 from tokenrelay.money import MoneyError, parse_nano
 from tokenrelay.portal import queries
-from tokenrelay.portal.routes import Portal, _plain
+from tokenrelay.portal.routes import Portal
 from tokenrelay.portal.security import Session
-from tokenrelay.portal.topups import create_batch
-from tokenrelay.store.tables import accounts, audit_log, price_groups
 
 KIND = "operator"
 
 
 class Console:
-    def __init__(self, portal: Portal, inflight: Callable[[], int]) -> None:
+    def __init__(
+        self, portal: Portal, actions: OperatorActions, inflight: Callable[[], int]
+    ) -> None:
         self.portal = portal
+        self.actions = actions
         self.users = AdminUsers(portal.db)
         self.inflight = inflight
 
@@ -95,13 +94,6 @@ class Console:
     ) -> Response:
         p = self.portal
         await p.billing.writer.flush()
-        async with p.db.connect() as conn:
-            groups = [
-                {"name": n, "multiplier": Decimal(ppm) / 1_000_000}
-                for n, ppm in await conn.execute(
-                    select(price_groups.c.name, price_groups.c.multiplier_ppm)
-                )
-            ]
         return p.page(
             request,
             "console.html",
@@ -112,7 +104,7 @@ class Console:
             margins={by: await queries.margins(p.db, by) for by in ("vendor", "model", "day")},
             customers=await queries.customers(p.db),
             audit=await queries.audit(p.db),
-            groups=groups,
+            groups=await self.actions.price_groups(),
             **extra,
         )
 
@@ -120,21 +112,20 @@ class Console:
         form = await self.portal.form(request, session)
         if form is None:
             return _plain(403, "the form expired; reload the page and try again")
-        account_id = form.get("account_id", "").strip()[:40]
-        reason = form.get("reason", "").strip()[:500]
         try:
             amount = parse_nano(form.get("amount", ""), signed=True, allow_zero=False)
         except MoneyError as exc:
             return await self.overview(request, session, 400, error=f"Amount: {exc}")
-        if not reason:
-            return await self.overview(request, session, 400, error="A reason is required.")
-        if await self.portal.accounts.get(account_id) is None:
-            return await self.overview(request, session, 404, error="No such account.")
-        await self.portal.billing.credit_account(
-            account_id, amount, f"{session.subject}: {reason}", kind="adjustment"
+        return await self._act(
+            request,
+            session,
+            self.actions.adjust_credit(
+                Actor(session.subject),
+                form.get("account_id", "").strip()[:40],
+                amount,
+                form.get("reason", ""),
+            ),
         )
-        await self._audit(session.subject, "credit_adjustment", account_id, amount, reason)
-        return RedirectResponse("/admin", status_code=303)
 
     async def codes(self, request: Request, session: Session) -> Response:
         form = await self.portal.form(request, session)
@@ -150,10 +141,11 @@ class Console:
                 if expires
                 else None
             )
-            batch_id, codes = await create_batch(self.portal.db, count, amount, until)
+            batch_id, codes = await self.actions.create_code_batch(
+                Actor(session.subject), count, amount, until
+            )
         except (ValueError, MoneyError) as exc:
             return await self.overview(request, session, 400, error=f"Codes: {exc}")
-        await self._audit(session.subject, "code_batch", None, amount * count, batch_id)
         return await self.overview(request, session, batch_id=batch_id, codes=codes)
 
     async def price_group(self, request: Request, session: Session) -> Response:
@@ -161,50 +153,26 @@ class Console:
         form = await self.portal.form(request, session)
         if form is None:
             return _plain(403, "the form expired; reload the page and try again")
-        name = form.get("group", "").strip()
-        account_id = form.get("account_id", "").strip()[:40]
-        try:
-            multiplier = Decimal(form.get("multiplier", ""))
-        except ArithmeticError:
-            multiplier = Decimal(-1)
-        ppm = multiplier * 1_000_000
-        if not (0 < len(name) <= 64) or not ppm.is_finite() or ppm != int(ppm) or ppm < 1:
-            return await self.overview(
-                request, session, 400, error="Group: a name and a multiplier such as 1.25."
-            )
-        if account_id and await self.portal.accounts.get(account_id) is None:
-            return await self.overview(request, session, 404, error="No such account.")
-        async with self.portal.db.begin() as conn:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            stmt = dialect.insert(price_groups).values(name=name, multiplier_ppm=int(ppm))
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["name"], set_={"multiplier_ppm": int(ppm)}
-                )
-            )
-            if account_id:
-                await conn.execute(
-                    update(accounts).where(accounts.c.id == account_id).values(price_group=name)
-                )
-        await self._audit(
-            session.subject, "price_group", account_id or None, None, f"{name} x{multiplier}"
+        return await self._act(
+            request,
+            session,
+            self.actions.save_price_group(
+                Actor(session.subject),
+                form.get("group", ""),
+                form.get("multiplier", ""),
+                form.get("account_id", "").strip()[:40] or None,
+            ),
         )
-        return RedirectResponse("/admin", status_code=303)
 
-    async def _audit(
-        self, actor: str, action: str, account_id: str | None, amount: int | None, reason: str
-    ) -> None:
-        async with self.portal.db.begin() as conn:
-            await conn.execute(
-                insert(audit_log).values(
-                    actor=actor,
-                    action=action,
-                    account_id=account_id,
-                    amount_nano=amount,
-                    reason=reason,
-                    created_at=dt.datetime.now(dt.UTC),
-                )
-            )
+    async def _act(self, request: Request, session: Session, action: Awaitable[Any]) -> Response:
+        """Run an action; post/redirect/get on success, the page with the error otherwise."""
+        try:
+            await action
+        except ActionError as exc:
+            return await self.overview(request, session, 400, error=str(exc).capitalize())
+        except NotFound:
+            return await self.overview(request, session, 404, error="No such account.")
+        return RedirectResponse("/admin", status_code=303)
 
     def routes(self) -> list[BaseRoute]:
         s = self.signed_in
@@ -216,3 +184,7 @@ class Console:
             Route("/admin/codes", s(self.codes), methods=["POST"]),
             Route("/admin/price-groups", s(self.price_group), methods=["POST"]),
         ]
+
+
+def _plain(status: int, message: str) -> Response:
+    return Response(message + "\n", status_code=status, media_type="text/plain")

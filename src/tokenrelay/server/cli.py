@@ -85,7 +85,9 @@ def keys_create(
 ) -> None:
     """Create a key; the key itself is shown only now."""
     credits = _parse_credits(credits_usd)
-    info, plaintext = _with_store(lambda s: s.create(name, credits, rpm, tpm))
+    info, plaintext = _with_actions(
+        lambda a: a.create_key(_actor(), name=name, credits_usd=credits, rpm=rpm, tpm=tpm)
+    )
     if as_json:
         click.echo(json.dumps({**info.public(), "key": plaintext}))
         return
@@ -143,9 +145,15 @@ def keys_show(key_id: str) -> None:
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
     """Revoke a key; requests with it fail from now on."""
-    info = _with_store(lambda s: s.revoke(key_id))
-    if info is None:
-        raise click.ClickException(f"no key with id {key_id!r}")
+    from tokenrelay.admin.actions import NotFound
+
+    async def op(actions: Any) -> Any:
+        try:
+            return await actions.revoke_key(_actor(), key_id)
+        except NotFound:
+            raise click.ClickException(f"no key with id {key_id!r}") from None
+
+    info = _with_actions(op)
     click.echo(f"revoked {info.id} ({info.name}) at {info.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
 
 
@@ -180,15 +188,17 @@ def credits_add(
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
         raise click.BadParameter("1 to 200 characters", param_hint="--idempotency-key")
 
-    async def op(billing: Any, _store: Any) -> int | None:
+    from tokenrelay.admin.actions import NotFound
+
+    async def op(actions: Any) -> int | None:
         try:
-            return int(await billing.add_credits(key_id, nano, note, idempotency_key))
-        except KeyError:
+            return int(await actions.credit_key(_actor(), key_id, nano, note, idempotency_key))
+        except NotFound:
             return None
         except (BalanceOverflow, IdempotencyConflict) as exc:  # not a database problem
             raise click.ClickException(str(exc)) from exc
 
-    balance = _with_billing(op)
+    balance = _with_actions(op, billing=True)
     if balance is None:
         raise click.ClickException(f"no key with id {key_id!r}")
     if as_json:
@@ -358,7 +368,8 @@ def prices_set(
     except PriceError as exc:
         raise click.BadParameter(str(exc)) from exc
 
-    async def op(billing: Any, _store: Any) -> dict[str, Any]:
+    async def op(actions: Any) -> dict[str, Any]:
+        billing = actions.billing
         try:
             current = billing.price_for(model)[0] if billing.prices.catalog.get(model) else None
             # Unset cache rates and tiers keep the values in force today: a price change
@@ -367,12 +378,14 @@ def prices_set(
                 body["tiers"] = new_tiers
             elif current is not None:
                 body["tiers"] = [tier_json(t) for t in current.tiers]
-            version = await billing.set_price(model, parse_price(body, current), start, note)
+            version = await actions.set_price(
+                _actor(), model, parse_price(body, current), start, note
+            )
         except PriceError as exc:  # not a database problem: say it plainly
             raise click.ClickException(str(exc)) from exc
         return dict(version.public())
 
-    row = _with_billing(op)
+    row = _with_actions(op, billing=True)
     if as_json:
         click.echo(json.dumps(row))
         return
@@ -457,6 +470,29 @@ def _with_store(op: Callable[[Any], Awaitable[T]]) -> T:
             await engine.dispose()
 
     return _or_exit(lambda: asyncio.run(run()))
+
+
+def _actor() -> Any:
+    """The audit log's name for whoever runs the CLI."""
+    import getpass
+
+    from tokenrelay.admin.actions import Actor
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Actor(f"cli:{user}")
+
+
+def _with_actions(op: Callable[[Any], Awaitable[T]], *, billing: bool = False) -> T:
+    """Run `op(OperatorActions)`: with the billing engine when the action moves money or
+    prices (credits then reach running gateways' live balances through Redis)."""
+    from tokenrelay.admin.actions import OperatorActions
+
+    if billing:
+        return _with_billing(lambda b, keys: op(OperatorActions(b.engine, keys, b)))
+    return _with_store(lambda keys: op(OperatorActions(keys.engine, keys)))
 
 
 def _with_billing(op: Callable[[Any, Any], Awaitable[T]]) -> T:

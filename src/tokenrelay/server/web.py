@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.routing import BaseRoute
 
+from tokenrelay.admin.actions import OperatorActions
 from tokenrelay.admin.console import Console
 from tokenrelay.portal.routes import Portal
 
@@ -19,5 +20,6 @@ def web_routes(relay: Relay) -> list[BaseRoute]:
         return list(relay.catalog.to_openai_list(relay.upstreams.emulated)["data"])
 
     portal = Portal(relay.settings, relay.keys, relay.meter.engine, models)
-    console = Console(portal, lambda: relay.active)
+    actions = OperatorActions(portal.db, relay.keys, relay.meter.engine)
+    console = Console(portal, actions, lambda: relay.active)
     return [*console.routes(), *portal.routes()]
