@@ -14,13 +14,21 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokenrelay.admin.operators import ROLES, SUPPORT_CREDIT_MAX_NANO
 from tokenrelay.customers.accounts import AccountStore
 from tokenrelay.portal.topups import create_batch
-from tokenrelay.store.tables import accounts, audit_log, price_groups
+from tokenrelay.store.tables import (
+    accounts,
+    audit_log,
+    model_settings,
+    price_groups,
+    price_overrides,
+    redemption_codes,
+)
 
 if TYPE_CHECKING:
     from tokenrelay.billing.engine import BillingEngine
@@ -44,11 +52,21 @@ class NotFound(LookupError):
     """No such account, key or model."""
 
 
+class Forbidden(PermissionError):
+    """The actor's role does not allow this action."""
+
+
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who acts: an operator's email, `admin-api` (the shared token) or `cli:<user>`."""
+    """Who acts: an operator's email, `admin-api` (the shared token) or `cli:<user>`; the
+    token and the CLI hold the machine, so they act as owners."""
 
     name: str
+    role: str = "owner"
+
+    def require(self, role: str) -> None:
+        if ROLES.index(self.role) > ROLES.index(role):
+            raise Forbidden(f"{self.role} operators may not do this")
 
 
 class OperatorActions:
@@ -77,6 +95,9 @@ class OperatorActions:
     ) -> int:
         """Credit (or, negative, debit) an account with a reason; returns the new balance.
         With an idempotency key a repeat (a double-submitted form) moves nothing."""
+        actor.require("support")
+        if actor.role == "support" and abs(amount_nano) > SUPPORT_CREDIT_MAX_NANO:
+            raise Forbidden(f"support operators adjust at most ${SUPPORT_CREDIT_MAX_NANO // 10**9}")
         reason = _reason(reason)
         if amount_nano == 0:
             raise ActionError("amount: not zero", "amount")
@@ -99,6 +120,7 @@ class OperatorActions:
         """Credit the account of a key (the admin API's and the CLI's form); returns the
         account's new balance. NotFound for an unknown key; billing's BalanceOverflow and
         IdempotencyConflict pass through."""
+        actor.require("owner")
         try:
             balance = await self._billing().add_credits(key_id, amount_nano, note, idempotency_key)
         except KeyError:
@@ -117,6 +139,7 @@ class OperatorActions:
         effective_from: dt.datetime | None = None,
         note: str | None = None,
     ) -> PriceVersion:
+        actor.require("owner")
         version = await self._billing().set_price(model_id, price, effective_from, note)
         await self.audit(
             actor, "price_version", None, None, f"{model_id} {version.id} {note or ''}".strip()
@@ -129,6 +152,7 @@ class OperatorActions:
         self, actor: Actor, count: int, amount_nano: int, expires_at: dt.datetime | None
     ) -> tuple[str, list[str]]:
         """(batch id, the plaintext codes, shown once)."""
+        actor.require("owner")
         try:
             batch_id, codes = await create_batch(self.engine, count, amount_nano, expires_at)
         except ValueError as exc:
@@ -142,6 +166,7 @@ class OperatorActions:
         self, actor: Actor, name: str, multiplier: str | Decimal, account_id: str | None = None
     ) -> Decimal:
         """Create or re-price a group, and optionally move an account into it."""
+        actor.require("owner")
         name = name.strip()
         if not 0 < len(name) <= MAX_GROUP_NAME:
             raise ActionError(f"group: 1 to {MAX_GROUP_NAME} characters", "group")
@@ -173,10 +198,74 @@ class OperatorActions:
             )
             return [{"name": n, "multiplier": Decimal(ppm) / 1_000_000} for n, ppm in rows]
 
+    async def set_override(
+        self, actor: Actor, group: str, model_id: str, multiplier: str | None
+    ) -> None:
+        """This model's multiplier in this group (None or "": back to the group's own)."""
+        actor.require("owner")
+        billing = self._billing()
+        if billing.prices.catalog.get(model_id) is None:
+            raise NotFound(model_id)
+        async with self.engine.begin() as conn:
+            exists = await conn.scalar(
+                select(price_groups.c.name).where(price_groups.c.name == group)
+            )
+            if exists is None:
+                raise NotFound(group)
+            where = (price_overrides.c.group_name == group) & (
+                price_overrides.c.model_id == model_id
+            )
+            await conn.execute(delete(price_overrides).where(where))
+            if multiplier:
+                ppm = multiplier_ppm(multiplier)
+                await conn.execute(
+                    insert(price_overrides).values(
+                        group_name=group, model_id=model_id, multiplier_ppm=ppm
+                    )
+                )
+        await billing.prices_changed()
+        what = f"{group} {model_id} x{multiplier}" if multiplier else f"{group} {model_id} cleared"
+        await self.audit(actor, "price_override", None, None, what)
+
+    async def set_model_hidden(self, actor: Actor, model_id: str, hidden: bool) -> None:
+        """Take a model off sale (gone from /v1/models, /docs; requests get 404) or back."""
+        actor.require("owner")
+        billing = self._billing()
+        if billing.prices.catalog.get(model_id) is None:
+            raise NotFound(model_id)
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(model_settings).where(model_settings.c.model_id == model_id))
+            await conn.execute(
+                insert(model_settings).values(
+                    model_id=model_id, hidden=hidden, updated_at=dt.datetime.now(dt.UTC)
+                )
+            )
+        await billing.prices_changed()
+        await self.audit(actor, "model_hidden" if hidden else "model_shown", None, None, model_id)
+
+    async def revoke_code_batch(self, actor: Actor, batch_id: str) -> int:
+        """Expire a batch's open codes now (redeemed ones stay); returns how many."""
+        actor.require("owner")
+        now = dt.datetime.now(dt.UTC)
+        t = redemption_codes.c
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                update(redemption_codes)
+                .where(
+                    t.batch_id == batch_id,
+                    t.redeemed_by.is_(None),
+                    t.expires_at.is_(None) | (t.expires_at > now),
+                )
+                .values(expires_at=now)
+            )
+        await self.audit(actor, "code_batch_revoked", None, None, f"{batch_id}: {done.rowcount}")
+        return int(done.rowcount)
+
     # ------------------------------------------------------------------ keys and accounts
 
     async def create_key(self, actor: Actor, **fields: Any) -> tuple[ApiKeyInfo, str]:
         """KeyStore.create's fields; NotFound for an unknown account_id."""
+        actor.require("owner")
         try:
             info, plaintext = await self.keys.create(**fields)
         except KeyError:
@@ -185,6 +274,7 @@ class OperatorActions:
         return info, plaintext
 
     async def revoke_key(self, actor: Actor, key_id: str) -> ApiKeyInfo:
+        actor.require("owner")
         info = await self.keys.revoke(key_id)
         if info is None:
             raise NotFound(key_id)
@@ -195,6 +285,7 @@ class OperatorActions:
         self, actor: Actor, account_id: str, disabled: bool, reason: str
     ) -> None:
         """Disable (every key refused, sign-in refused, sessions ended) or enable again."""
+        actor.require("owner")
         reason = _reason(reason)
         async with self.engine.begin() as conn:
             found = await conn.execute(

@@ -258,18 +258,26 @@ def admin() -> None:
     envvar="TOKENRELAY_ADMIN_PASSWORD",
     help="Prompted for (never on the command line in production); or TOKENRELAY_ADMIN_PASSWORD.",
 )
-def admin_create_user(email: str, password: str) -> None:
+@click.option(
+    "--role",
+    type=click.Choice(["owner", "support", "viewer"]),
+    default="owner",
+    show_default=True,
+    help="owner: everything; support: reads and credit adjustments up to $50; viewer: reads.",
+)
+def admin_create_user(email: str, password: str, role: str) -> None:
     """Create an operator who signs in to /admin with EMAIL and a password."""
-    from tokenrelay.customers.accounts import AdminUsers, SignupError
+    from tokenrelay.admin.operators import OperatorStore
+    from tokenrelay.customers.accounts import SignupError
 
     async def op(store: Any) -> str:
         try:
-            return await AdminUsers(store.engine).create(email, password)
+            return await OperatorStore(store.engine).create(email, password, role)
         except SignupError as exc:
             raise click.ClickException(str(exc)) from None
 
     user_id = _with_store(op)
-    click.echo(f"created operator {user_id} ({email.strip().lower()})")
+    click.echo(f"created operator {user_id} ({email.strip().lower()}, {role})")
 
 
 @main.group()
