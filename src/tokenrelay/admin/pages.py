@@ -39,6 +39,7 @@ class Pages:
         self.db = shell.actions.engine
         self.inflight = inflight
         self.deployments = deployments
+        self.overview_reads = reads.Overview(self.db)
 
     @property
     def billing(self) -> Any:
@@ -66,7 +67,7 @@ class Pages:
         name = q.get("range", "7d")
         r = reads.Range.named(name, q.get("from", ""), q.get("to", ""))
         await self.billing.writer.flush()  # this process's settled requests are in the DB
-        data = await reads.overview(self.db, r)
+        data = await self.overview_reads.read(r)
         errors = await reads.vendor_errors(self.db)
         trouble = _vendors_in_trouble(self.deployments(), errors)
         return self._page(
@@ -494,7 +495,7 @@ class Pages:
 def _vendors_in_trouble(
     deployments: list[dict[str, Any]], errors: dict[str, float]
 ) -> list[dict[str, Any]]:
-    """Vendors with no deployment in service, or more than 5% of today's requests failing."""
+    """Vendors with no deployment in service, or over 5% of the last hour's requests failed."""
     by_vendor: dict[str, list[dict[str, Any]]] = {}
     for d in deployments:
         by_vendor.setdefault(d["vendor"], []).append(d)

@@ -6,6 +6,8 @@ with a per-bucket sample, lists are paginated (keyset for the request log)."""
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,64 +84,133 @@ def _utc(value: dt.datetime) -> dt.datetime:
 # ---------------------------------------------------------------- overview
 
 
-async def overview(engine: AsyncEngine, r: Range) -> dict[str, Any]:
-    buckets = r.buckets()
-    keys = [b.isoformat() for b in buckets]
-    series = {k: [0, 0, 0, 0] for k in keys}  # revenue, upstream, requests, errors
-    async with engine.connect() as conn:
+class Overview:
+    """The overview's reads, with what time makes final kept in memory: a bucket (hour or day)
+    that ended over an hour ago no longer changes (requests settle within minutes), so its
+    totals and latency sample are read once per process. The top lists sum the roll-up over
+    every customer: they are kept for TOPS_TTL_S (the page says as of when). A 30-day overview
+    then reads today's roll-up rows and today's latency sample."""
+
+    TOPS_TTL_S = 120.0
+    SETTLED = dt.timedelta(hours=1)
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._final: dict[tuple[str, str], Any] = {}
+        self._tops: dict[tuple[str, str], tuple[float, Any]] = {}
+
+    async def read(self, r: Range) -> dict[str, Any]:
+        buckets = r.buckets()
+        keys = [b.isoformat() for b in buckets]
+        settled = dt.datetime.now(dt.UTC) - self.SETTLED
+        step = dt.timedelta(hours=1) if r.hourly else dt.timedelta(days=1)
+        final = {k for b, k in zip(buckets, keys, strict=True) if b + step <= settled}
+        async with self.engine.connect() as conn:
+            # An hour and a day can start at the same instant: the grain is part of the key.
+            grain = "hour" if r.hourly else "day"
+            series = await self._memo(
+                f"series/{grain}", keys, final, lambda todo: self._totals(conn, r, buckets, todo)
+            )
+            latency = await self._memo(
+                f"latency/{grain}",
+                keys,
+                final,
+                lambda todo: _latency(conn, self.engine, buckets, r, todo),
+            )
+            top_customers, top_models, as_of = await self._top_lists(conn, r)
+        rows = [series.get(k) or [0, 0, 0, 0] for k in keys]
+        lat = [latency.get(k) or (None, None, None, None) for k in keys]
+        totals = [sum(v[i] for v in rows) for i in range(4)]
+        return {
+            "x": [b.timestamp() for b in buckets],
+            "revenue": [v[0] / 1e9 for v in rows],
+            "upstream": [v[1] / 1e9 for v in rows],
+            "margin": [(v[0] - v[1]) / 1e9 for v in rows],
+            "requests": [v[2] for v in rows],
+            "error_rate": [(v[3] / v[2] * 100) if v[2] else 0 for v in rows],
+            **{name: [v[i] for v in lat] for i, name in enumerate(LATENCY_SERIES)},
+            "totals": {
+                "revenue": totals[0],
+                "upstream": totals[1],
+                "margin": totals[0] - totals[1],
+                "requests": totals[2],
+                "error_rate": totals[3] / totals[2] if totals[2] else 0.0,
+            },
+            "top_customers": top_customers,
+            "top_models": top_models,
+            "tops_as_of": as_of,
+        }
+
+    async def _memo(
+        self,
+        kind: str,
+        keys: list[str],
+        final: set[str],
+        load: Callable[[list[str]], Awaitable[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        todo = [k for k in keys if (kind, k) not in self._final]
+        fresh = await load(todo) if todo else {}
+        if len(self._final) > 100_000:  # bounded (a year of hours and days, several times)
+            self._final.clear()
+        for k in todo:
+            if k in final:
+                self._final[(kind, k)] = fresh.get(k)
+        return {k: fresh[k] if k in fresh else self._final.get((kind, k)) for k in keys}
+
+    async def _totals(
+        self, conn: Any, r: Range, buckets: list[dt.datetime], todo: list[str]
+    ) -> dict[str, list[int]]:
+        """Revenue, upstream cost, requests and errors of the buckets in `todo`: hours from
+        the records (one grouped index range scan), days from the roll-up."""
+        wanted = [b for b in buckets if b.isoformat() in todo]
         if r.hourly:
             u = usage_records.c
-            for b in buckets:
-                start, end = _naive(engine, b), _naive(engine, b + dt.timedelta(hours=1))
-                row = (
-                    await conn.execute(
-                        select(
-                            func.coalesce(func.sum(u.cost_nano), 0),
-                            func.coalesce(func.sum(u.upstream_cost_nano), 0),
-                            func.count(),
-                            func.coalesce(func.sum((u.status != "ok").cast(_int())), 0),
-                        ).where(u.started_at >= start, u.started_at < end)
-                    )
-                ).one()
-                series[b.isoformat()] = [int(x) for x in row]
+            if self.engine.url.get_backend_name() == "sqlite":
+                bucket: Any = func.strftime("%Y-%m-%dT%H:00:00+00:00", u.started_at)
+            else:
+                bucket = func.date_trunc("hour", func.timezone("UTC", u.started_at))
+            sums: list[Any] = [
+                func.sum(u.cost_nano),
+                func.sum(u.upstream_cost_nano),
+                func.count(),
+                func.count().filter(u.status != "ok"),
+            ]
+            where = [
+                u.started_at >= _naive(self.engine, wanted[0]),
+                u.started_at < _naive(self.engine, wanted[-1] + dt.timedelta(hours=1)),
+            ]
         else:
             d = usage_daily.c
-            rows = await conn.execute(
-                select(
-                    d.day,
-                    func.sum(d.cost_nano),
-                    func.sum(d.upstream_cost_nano),
-                    func.sum(d.requests),
-                    func.sum(d.errors),
-                )
-                .where(d.day >= _day(r.start), d.day < _day(r.end + dt.timedelta(days=1)))
-                .group_by(d.day)
-            )
-            for day, rev, up, n, e in rows:
-                key = dt.datetime.combine(dt.date.fromisoformat(str(day)), dt.time(), dt.UTC)
-                if key.isoformat() in series:
-                    series[key.isoformat()] = [int(rev or 0), int(up or 0), int(n), int(e or 0)]
-        latency = await _latency(conn, engine, buckets, r)
-        top_customers, top_models = await _tops(conn, r)
-    totals = [sum(v[i] for v in series.values()) for i in range(4)]
-    return {
-        "x": [b.timestamp() for b in buckets],
-        "revenue": [series[k][0] / 1e9 for k in keys],
-        "upstream": [series[k][1] / 1e9 for k in keys],
-        "margin": [(series[k][0] - series[k][1]) / 1e9 for k in keys],
-        "requests": [series[k][2] for k in keys],
-        "error_rate": [(series[k][3] / series[k][2] * 100) if series[k][2] else 0 for k in keys],
-        **latency,
-        "totals": {
-            "revenue": totals[0],
-            "upstream": totals[1],
-            "margin": totals[0] - totals[1],
-            "requests": totals[2],
-            "error_rate": totals[3] / totals[2] if totals[2] else 0.0,
-        },
-        "top_customers": top_customers,
-        "top_models": top_models,
-    }
+            bucket = d.day
+            sums = [
+                func.sum(d.cost_nano),
+                func.sum(d.upstream_cost_nano),
+                func.sum(d.requests),
+                func.sum(d.errors),
+            ]
+            where = [d.day.in_([_day(b) for b in wanted])]
+        out = {}
+        for at, *vals in await conn.execute(select(bucket, *sums).where(*where).group_by(bucket)):
+            when = at if isinstance(at, dt.datetime) else dt.datetime.fromisoformat(str(at))
+            if not r.hourly:
+                when = dt.datetime.combine(when.date(), dt.time())
+            out[when.replace(tzinfo=dt.UTC).isoformat()] = [int(v or 0) for v in vals]
+        return out
+
+    async def _top_lists(self, conn: Any, r: Range) -> tuple[Any, Any, str]:
+        key = (_day(r.start), _day(r.end))
+        now = time.monotonic()
+        hit = self._tops.get(key)
+        if hit is None or hit[0] < now:
+            tops = await _tops(conn, r)
+            hit = (now + self.TOPS_TTL_S, (*tops, f"{dt.datetime.now(dt.UTC):%H:%M}"))
+            if len(self._tops) > 64:
+                self._tops.clear()
+            self._tops[key] = hit
+        return hit[1]  # type: ignore[no-any-return]
+
+
+LATENCY_SERIES = ("p50", "p95", "ttft50", "ttft95")
 
 
 def _int() -> Any:
@@ -149,26 +220,27 @@ def _int() -> Any:
 
 
 async def _latency(
-    conn: Any, engine: AsyncEngine, buckets: list[dt.datetime], r: Range
-) -> dict[str, list[float | None]]:
-    """p50/p95 latency and time to first token per bucket, from the newest LATENCY_SAMPLE
-    requests of each bucket (one statement: an index range scan with a limit per bucket)."""
+    conn: Any, engine: AsyncEngine, buckets: list[dt.datetime], r: Range, todo: list[str]
+) -> dict[str, tuple[float | None, ...]]:
+    """p50/p95 latency and time to first token of the buckets in `todo`, from the newest
+    LATENCY_SAMPLE requests of each (one statement: an index range scan with a limit each)."""
     u = usage_records.c
     step = dt.timedelta(hours=1) if r.hourly else dt.timedelta(days=1)
+    wanted = [b for b in buckets if b.isoformat() in todo]
     parts = [
         select(literal(i).label("b"), u.duration_ms, u.ttft_ms)
         .where(
+            u.status == "ok",
             u.started_at >= _naive(engine, b),
             u.started_at < _naive(engine, b + step),
-            u.status == "ok",
         )
         .order_by(u.started_at.desc())
         .limit(LATENCY_SAMPLE)
         .subquery()
         .select()
-        for i, b in enumerate(buckets)
+        for i, b in enumerate(wanted)
     ]
-    samples: list[tuple[list[int], list[int]]] = [([], []) for _ in buckets]
+    samples: list[tuple[list[int], list[int]]] = [([], []) for _ in wanted]
     for chunk in range(0, len(parts), 200):  # SQLite caps compound selects at 500
         for b, dur, ttft in await conn.execute(union_all(*parts[chunk : chunk + 200])):
             if dur is not None:
@@ -176,10 +248,8 @@ async def _latency(
             if ttft is not None:
                 samples[b][1].append(ttft)
     return {
-        "p50": [_pct(d, 0.5) for d, _ in samples],
-        "p95": [_pct(d, 0.95) for d, _ in samples],
-        "ttft50": [_pct(t, 0.5) for _, t in samples],
-        "ttft95": [_pct(t, 0.95) for _, t in samples],
+        b.isoformat(): (_pct(d, 0.5), _pct(d, 0.95), _pct(t, 0.5), _pct(t, 0.95))
+        for b, (d, t) in zip(wanted, samples, strict=True)
     }
 
 
@@ -225,16 +295,16 @@ async def running_low(engine: AsyncEngine, limit: int = 10) -> list[dict[str, An
 
 
 async def vendor_errors(engine: AsyncEngine) -> dict[str, float]:
-    """Today's error rate per vendor (UTC day), from the roll-up."""
-    d = usage_daily.c
-    today = dt.datetime.now(dt.UTC).date().isoformat()
+    """Each vendor's error rate over the last hour (an index range scan of the records)."""
+    u = usage_records.c
+    since = _naive(engine, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
     query = (
-        select(d.vendor, func.sum(d.requests), func.sum(d.errors))
-        .where(d.day == today)
-        .group_by(d.vendor)
+        select(u.vendor, func.count(), func.count().filter(u.status == "error"))
+        .where(u.started_at >= since)
+        .group_by(u.vendor)
     )
     async with engine.connect() as conn:
-        return {v: (int(e or 0) / int(n)) if n else 0.0 for v, n, e in await conn.execute(query)}
+        return {v: int(e) / int(n) if n else 0.0 for v, n, e in await conn.execute(query)}
 
 
 # ---------------------------------------------------------------- customers
