@@ -21,9 +21,7 @@ from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
 from tokenrelay.admin.operators import OperatorStore
 from tokenrelay.store.db import create_engine
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
+pytest.importorskip("playwright.sync_api")
 SHOTS = os.environ.get("TOKENRELAY_SCREENSHOTS")
 PASSWORD = "operator password 1"
 
@@ -63,17 +61,6 @@ def customer(gw: RunningGateway) -> dict[str, str]:
             model=model, messages=[{"role": "user", "content": "[[words:9]] hi"}], max_tokens=30
         )
     return {"key": made["key"], "account": made["account_id"]}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        missing = "chromium not installed (apt-get install -y chromium)"
-        pytest.fail(missing) if os.environ.get("CI") else pytest.skip(missing)
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture()

@@ -29,17 +29,6 @@ import pytest
 from gateway_support import RunningGateway, start_gateway
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SECRET = "whsec_browser_test"
 SHOTS = os.environ.get("TOKENRELAY_SCREENSHOTS")
 
@@ -56,18 +45,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     yield gateway
     gateway.server.should_exit = True
     thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        # .ci/run installs it; elsewhere say so instead of failing a developer's run.
-        missing = "chromium not installed (apt-get install -y chromium)"
-        pytest.fail(missing) if os.environ.get("CI") else pytest.skip(missing)
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def shot(page: object, name: str) -> None:

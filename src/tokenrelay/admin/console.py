@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,31 @@ templates.filters["usd"] = usd
 
 EXPIRED = "the form expired; reload the page and try again"
 Handler = Callable[[Request, Operator, Session], Awaitable[Response]]
+# A page drawn again with an error: (request, operator, session, error, status).
+PageAgain = Callable[[Request, Operator, Session, str | None, int], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """A console form post whose CSRF token matched, by a signed-in operator."""
+
+    request: Request
+    operator: Operator
+    session: Session
+    form: dict[str, str]
+
+    def param(self, name: str) -> str:
+        return str(self.request.path_params[name])[:100]
+
+    def field(self, name: str) -> str:
+        return self.form.get(name, "")
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.operator.email, self.operator.role)
+
+    async def again(self, page: PageAgain, error: str, status: int) -> Response:
+        return await page(self.request, self.operator, self.session, error, status)
 
 
 class Shell:
@@ -114,29 +140,30 @@ class Shell:
 
         return endpoint
 
-    async def posted(self, request: Request, session: Session) -> dict[str, str] | Response:
-        form = await self.form(request, session)
-        return (
-            plain(403, "the form expired; reload the page and try again") if form is None else form
-        )
+    def posting(
+        self, handler: Callable[[Post], Awaitable[Response]], role: str
+    ) -> Callable[[Request], Any]:
+        """A form post: signed in with at least `role`, and the form's CSRF token matches."""
 
-    async def act(
-        self, action: Awaitable[Any], done: str, again: Callable[[str, int], Awaitable[Response]]
-    ) -> Response:
+        async def with_form(request: Request, operator: Operator, session: Session) -> Response:
+            form = await self.form(request, session)
+            if form is None:
+                return plain(403, EXPIRED)
+            return await handler(Post(request, operator, session, form))
+
+        return self.signed_in(with_form, role)
+
+    async def act(self, action: Awaitable[Any], done: str, page: PageAgain, post: Post) -> Response:
         """Run an action: post/redirect/get on success; the page again with the error."""
         try:
             await action
         except (ActionError, SignupError) as exc:
-            return await again(_sentence(str(exc)), 400)
+            return await post.again(page, _sentence(str(exc)), 400)
         except Forbidden as exc:
-            return await again(_sentence(str(exc)), 403)
+            return await post.again(page, _sentence(str(exc)), 403)
         except NotFound:
-            return await again("Not found.", 404)
+            return await post.again(page, "Not found.", 404)
         return RedirectResponse(done, status_code=303)
-
-
-def actor(operator: Operator) -> Actor:
-    return Actor(operator.email, operator.role)
 
 
 def plain(status: int, message: str) -> Response:
@@ -184,14 +211,11 @@ class SignIn:
         self.shell.sessions.start(response, request, KIND, operator.email, session_id)
         return response
 
-    async def logout(self, request: Request, operator: Operator, session: Session) -> Response:
-        form = await self.shell.posted(request, session)
-        if isinstance(form, Response):
-            return form
-        if form.get("everywhere"):
-            await self.ops.end_all_sessions(operator.email)
+    async def logout(self, p: Post) -> Response:
+        if p.field("everywhere"):
+            await self.ops.end_all_sessions(p.operator.email)
         else:
-            await self.ops.end_session(session.tag)
+            await self.ops.end_session(p.session.tag)
         response = RedirectResponse("/admin/login", status_code=303)
         self.shell.sessions.end(response, KIND)
         return response
@@ -217,46 +241,22 @@ class SignIn:
             **extra,
         )
 
-    async def add_operator(
-        self, request: Request, operator: Operator, session: Session
-    ) -> Response:
-        form = await self.shell.posted(request, session)
-        if isinstance(form, Response):
-            return form
-        create = self.ops.create(
-            form.get("email", ""), form.get("password", ""), form.get("role", "viewer")
-        )
-        return await self.shell.act(
-            create, "/admin/operators", self._again(request, operator, session)
-        )
+    async def add_operator(self, p: Post) -> Response:
+        create = self.ops.create(p.field("email"), p.field("password"), p.field("role"))
+        return await self.shell.act(create, "/admin/operators", self.operators, p)
 
-    async def remove_operator(
-        self, request: Request, operator: Operator, session: Session
-    ) -> Response:
-        form = await self.shell.posted(request, session)
-        if isinstance(form, Response):
-            return form
-        email = form.get("email", "")
-        if form.get("confirm") != "yes":  # cannot be undone: ask once more
-            return await self.operators(request, operator, session, confirm_remove=email)
+    async def remove_operator(self, p: Post) -> Response:
+        email = p.field("email")
+        if p.field("confirm") != "yes":  # cannot be undone: ask once more
+            return await self.operators(p.request, p.operator, p.session, confirm_remove=email)
         target = await self.ops.get(email)
         if target is None:
-            return await self.operators(request, operator, session, "Not found.", 404)
+            return await p.again(self.operators, "Not found.", 404)
         if target.role == "owner" and await self.ops.owners() <= 1:
-            return await self.operators(
-                request, operator, session, "The last owner cannot be removed.", 400
-            )
+            return await p.again(self.operators, "The last owner cannot be removed.", 400)
         await self.ops.remove(email)
-        await self.shell.actions.audit(actor(operator), "operator_removed", None, None, email)
+        await self.shell.actions.audit(p.actor, "operator_removed", None, None, email)
         return RedirectResponse("/admin/operators", status_code=303)
-
-    def _again(
-        self, request: Request, operator: Operator, session: Session
-    ) -> Callable[[str, int], Awaitable[Response]]:
-        async def again(error: str, status: int) -> Response:
-            return await self.operators(request, operator, session, error, status)
-
-        return again
 
     async def two_factor(self, request: Request, operator: Operator, session: Session) -> Response:
         """GET: a new secret to scan; POST: the secret and a code from the app turn it on."""
@@ -270,9 +270,9 @@ class SignIn:
                 secret=secret,
                 uri=self.ops.provisioning_uri(operator.email, secret),
             )
-        form = await self.shell.posted(request, session)
-        if isinstance(form, Response):
-            return form
+        form = await self.shell.form(request, session)
+        if form is None:
+            return plain(403, EXPIRED)
         secret = form.get("secret", "")[:64]
         if not await self.ops.enroll(operator.email, secret, form.get("code", "")):
             return self.shell.page(
@@ -285,17 +285,18 @@ class SignIn:
                 uri=self.ops.provisioning_uri(operator.email, secret),
                 error="That code does not match; try the newest one your app shows.",
             )
-        await self.shell.actions.audit(actor(operator), "two_factor_on", None, None, operator.email)
+        who = Actor(operator.email, operator.role)
+        await self.shell.actions.audit(who, "two_factor_on", None, None, operator.email)
         return RedirectResponse("/admin/operators", status_code=303)
 
     def routes(self) -> list[BaseRoute]:
-        s = self.shell.signed_in
+        s, post = self.shell.signed_in, self.shell.posting
         return [
             Route("/admin/login", self.login, methods=["GET", "POST"]),
-            Route("/admin/logout", s(self.logout), methods=["POST"]),
+            Route("/admin/logout", post(self.logout, "viewer"), methods=["POST"]),
             Route("/admin/operators", s(self.operators)),
-            Route("/admin/operators", s(self.add_operator, "owner"), methods=["POST"]),
-            Route("/admin/operators/remove", s(self.remove_operator, "owner"), methods=["POST"]),
+            Route("/admin/operators", post(self.add_operator, "owner"), methods=["POST"]),
+            Route("/admin/operators/remove", post(self.remove_operator, "owner"), methods=["POST"]),
             Route("/admin/two-factor", s(self.two_factor), methods=["GET", "POST"]),
             Mount("/static/console", StaticFiles(directory=HERE / "static"), name="console"),
         ]

@@ -18,7 +18,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from tokenrelay.admin import reads
-from tokenrelay.admin.console import HEADERS, Shell, actor, plain
+from tokenrelay.admin.actions import ActionError, multiplier_ppm
+from tokenrelay.admin.console import HEADERS, Post, Shell, plain
 from tokenrelay.admin.operators import SUPPORT_CREDIT_MAX_NANO, Operator
 from tokenrelay.catalog import format_usd
 from tokenrelay.money import MoneyError, parse_nano
@@ -145,83 +146,69 @@ class Pages:
             status=status,
         )
 
-    def _customer_again(self, request: Request, operator: Operator, session: Session) -> Page:
-        async def again(error: str, status: int) -> Response:
-            return await self.customer(request, operator, session, error, status)
-
-        return again
-
-    async def credit(self, request: Request, operator: Operator, session: Session) -> Response:
-        form = await self.shell.posted(request, session)
-        if isinstance(form, Response):
-            return form
-        account_id = request.path_params["account_id"][:40]
-        again = self._customer_again(request, operator, session)
+    async def credit(self, p: Post) -> Response:
+        account_id = p.param("account_id")
         try:
-            amount = parse_nano(form.get("amount", ""), signed=True, allow_zero=False)
+            amount = parse_nano(p.field("amount"), signed=True, allow_zero=False)
         except MoneyError as exc:
-            return await again(f"Amount: {exc}.", 400)
+            return await p.again(self.customer, f"Amount: {exc}.", 400)
         # The form's one-time key: a double submit (or a retried post) credits once.
-        idem = form.get("idem", "")[:40]
+        idem = p.field("idem")[:40]
         action = self.actions.adjust_credit(
-            actor(operator),
+            p.actor,
             account_id,
             amount,
-            form.get("reason", ""),
+            p.field("reason"),
             f"console:{account_id}:{idem}" if idem else None,
         )
-        return await self.shell.act(action, f"/admin/customers/{account_id}", again)
+        return await self.shell.act(action, f"/admin/customers/{account_id}", self.customer, p)
 
-    async def disable(self, request: Request, operator: Operator, session: Session) -> Response:
-        form = await self.shell.posted(request, session)
-        if isinstance(form, Response):
-            return form
-        account_id = request.path_params["account_id"][:40]
-        disabled = form.get("disabled") == "yes"
+    async def disable(self, p: Post) -> Response:
+        account_id = p.param("account_id")
         action = self.actions.set_account_disabled(
-            actor(operator), account_id, disabled, form.get("reason", "")
+            p.actor, account_id, p.field("disabled") == "yes", p.field("reason")
         )
-        again = self._customer_again(request, operator, session)
-        return await self.shell.act(action, f"/admin/customers/{account_id}", again)
+        return await self.shell.act(action, f"/admin/customers/{account_id}", self.customer, p)
 
-    async def move_group(self, request: Request, operator: Operator, session: Session) -> Response:
-        form = await self.shell.posted(request, session)
-        if isinstance(form, Response):
-            return form
-        account_id = request.path_params["account_id"][:40]
-        group = form.get("group", "")
-        current = next((g for g in await self.actions.price_groups() if g["name"] == group), None)
-        again = self._customer_again(request, operator, session)
-        if current is None:
-            return await again("No such price group.", 404)
-        action = self.actions.save_price_group(
-            actor(operator), group, current["multiplier"], account_id
-        )
-        return await self.shell.act(action, f"/admin/customers/{account_id}", again)
+    async def move_group(self, p: Post) -> Response:
+        account_id = p.param("account_id")
+        groups = {g["name"]: g["multiplier"] for g in await self.actions.price_groups()}
+        if p.field("group") not in groups:
+            return await p.again(self.customer, "No such price group.", 404)
+        group = p.field("group")
+        action = self.actions.save_price_group(p.actor, group, groups[group], account_id)
+        return await self.shell.act(action, f"/admin/customers/{account_id}", self.customer, p)
 
-    async def revoke_key(self, request: Request, operator: Operator, session: Session) -> Response:
-        form = await self.shell.posted(request, session)
-        if isinstance(form, Response):
-            return form
-        key_id = request.path_params["key_id"][:40]
-        key = await self.actions.keys.get(key_id)
+    async def revoke_key(self, p: Post) -> Response:
+        key = await self.actions.keys.get(p.param("key_id"))
         if key is None:
             return plain(404, "no such key")
-        if form.get("confirm") != "yes":
-            return self._page(
-                request,
-                "console_confirm.html",
-                operator,
-                session,
-                title=f"Revoke key {key.name} ({key.key_hint})?",
-                detail="Requests with this key fail from now on; this cannot be undone.",
-                action=f"/admin/keys/{key_id}/revoke",
-                button="Yes, revoke the key",
-                back=f"/admin/customers/{key.account_id}",
+        back = f"/admin/customers/{key.account_id}"
+        if p.field("confirm") != "yes":
+            return self._confirm(
+                p,
+                f"Revoke key {key.name} ({key.key_hint})?",
+                "Requests with this key fail from now on; this cannot be undone.",
+                "Yes, revoke the key",
+                back,
             )
-        action = self.actions.revoke_key(actor(operator), key_id)
-        again = self._customer_again(request, operator, session)
-        return await self.shell.act(action, f"/admin/customers/{key.account_id}", again)
+        return await self.shell.act(
+            self.actions.revoke_key(p.actor, key.id), back, self.customer, p
+        )
+
+    def _confirm(self, p: Post, title: str, detail: str, button: str, back: str) -> Response:
+        """The second step of what cannot be undone: the same post, with confirm=yes."""
+        return self._page(
+            p.request,
+            "console_confirm.html",
+            p.operator,
+            p.session,
+            title=title,
+            detail=detail,
+            action=p.request.url.path,
+            button=button,
+            back=back,
+        )
 
     # ------------------------------------------------------------------ models and prices
 
@@ -271,42 +258,24 @@ class Pages:
             status=status,
         )
 
-    def _models_again(self, request: Request, operator: Operator, session: Session) -> Page:
-        async def again(error: str, status: int) -> Response:
-            return await self.models(request, operator, session, error, status)
-
-        return again
-
-    async def visibility(self, request: Request, operator: Operator, session: Session) -> Response:
-        form = await self.shell.posted(request, session)
-        if isinstance(form, Response):
-            return form
+    async def visibility(self, p: Post) -> Response:
         action = self.actions.set_model_hidden(
-            actor(operator), form.get("model", ""), form.get("hidden") == "yes"
+            p.actor, p.field("model"), p.field("hidden") == "yes"
         )
-        return await self.shell.act(
-            action, "/admin/models", self._models_again(request, operator, session)
-        )
+        return await self.shell.act(action, "/admin/models", self.models, p)
 
-    async def price_group(self, request: Request, operator: Operator, session: Session) -> Response:
+    async def price_group(self, p: Post) -> Response:
         """Preview first (the margin per model at the new multiplier), then save."""
-        form = await self.shell.posted(request, session)
-        if isinstance(form, Response):
-            return form
-        again = self._models_again(request, operator, session)
-        name, multiplier = form.get("group", "").strip(), form.get("multiplier", "").strip()
-        if form.get("step") != "save":
+        name, multiplier = p.field("group").strip(), p.field("multiplier").strip()
+        if p.field("step") != "save":
             try:
-                from tokenrelay.admin.actions import ActionError, multiplier_ppm
-
                 ppm = multiplier_ppm(multiplier)
             except ActionError as exc:
-                return await again(str(exc).capitalize() + ".", 400)
-            return await self.models(
-                request, operator, session, preview=self._preview(name, ppm, multiplier)
-            )
-        action = self.actions.save_price_group(actor(operator), name, multiplier)
-        return await self.shell.act(action, "/admin/models", again)
+                return await p.again(self.models, str(exc).capitalize() + ".", 400)
+            preview = self._preview(name, ppm, multiplier)
+            return await self.models(p.request, p.operator, p.session, preview=preview)
+        action = self.actions.save_price_group(p.actor, name, multiplier)
+        return await self.shell.act(action, "/admin/models", self.models, p)
 
     def _preview(self, group: str, ppm: int, multiplier: str) -> dict[str, Any]:
         prices = self.billing.prices
@@ -334,19 +303,10 @@ class Pages:
             "rows": rows,
         }
 
-    async def override(self, request: Request, operator: Operator, session: Session) -> Response:
-        form = await self.shell.posted(request, session)
-        if isinstance(form, Response):
-            return form
-        action = self.actions.set_override(
-            actor(operator),
-            form.get("group", ""),
-            form.get("model", ""),
-            form.get("multiplier", "").strip() or None,
-        )
-        return await self.shell.act(
-            action, "/admin/models", self._models_again(request, operator, session)
-        )
+    async def override(self, p: Post) -> Response:
+        multiplier = p.field("multiplier").strip() or None
+        action = self.actions.set_override(p.actor, p.field("group"), p.field("model"), multiplier)
+        return await self.shell.act(action, "/admin/models", self.models, p)
 
     # ------------------------------------------------------------------ codes
 
@@ -370,34 +330,24 @@ class Pages:
             **extra,
         )
 
-    async def create_codes(
-        self, request: Request, operator: Operator, session: Session
-    ) -> Response:
-        form = await self.shell.posted(request, session)
-        if isinstance(form, Response):
-            return form
+    async def create_codes(self, p: Post) -> Response:
         try:
-            count = int(form.get("count", ""))
-            amount = parse_nano(form.get("amount", ""))
-            expires = form.get("expires", "").strip()
+            count = int(p.field("count"))
+            amount = parse_nano(p.field("amount"))
+            expires = p.field("expires").strip()
             until = (
                 dt.datetime.combine(dt.date.fromisoformat(expires), dt.time(), dt.UTC)
                 + dt.timedelta(days=1)
                 if expires
                 else None
             )
-        except (ValueError, MoneyError) as exc:
-            return await self.codes(request, operator, session, f"Codes: {exc}.", 400)
-        from tokenrelay.admin.actions import ActionError, Forbidden
-
-        try:
-            batch_id, codes = await self.actions.create_code_batch(
-                actor(operator), count, amount, until
-            )
-        except (ActionError, Forbidden) as exc:
-            return await self.codes(request, operator, session, f"Codes: {exc}.", 400)
+            batch_id, codes = await self.actions.create_code_batch(p.actor, count, amount, until)
+        except (ValueError, MoneyError) as exc:  # ActionError is a ValueError
+            return await p.again(self.codes, f"Codes: {exc}.", 400)
         # Shown once, in this response (never stored in plaintext, so no redirect).
-        return await self.codes(request, operator, session, batch_id=batch_id, new_codes=codes)
+        return await self.codes(
+            p.request, p.operator, p.session, batch_id=batch_id, new_codes=codes
+        )
 
     async def batch(self, request: Request, operator: Operator, session: Session) -> Response:
         batch_id = request.path_params["batch_id"][:40]
@@ -410,32 +360,18 @@ class Pages:
             request, "console_batch.html", operator, session, batch_id=batch_id, rows=rows
         )
 
-    async def revoke_batch(
-        self, request: Request, operator: Operator, session: Session
-    ) -> Response:
-        form = await self.shell.posted(request, session)
-        if isinstance(form, Response):
-            return form
-        batch_id = request.path_params["batch_id"][:40]
-        if form.get("confirm") != "yes":
-            return self._page(
-                request,
-                "console_confirm.html",
-                operator,
-                session,
-                title=f"Revoke the open codes of {batch_id}?",
-                detail="Codes not yet redeemed stop working; redeemed ones stay. "
-                "This cannot be undone.",
-                action=f"/admin/codes/{batch_id}/revoke",
-                button="Yes, revoke the open codes",
-                back="/admin/codes",
+    async def revoke_batch(self, p: Post) -> Response:
+        batch_id = p.param("batch_id")
+        if p.field("confirm") != "yes":
+            return self._confirm(
+                p,
+                f"Revoke the open codes of {batch_id}?",
+                "Codes not yet redeemed stop working; redeemed ones stay. This cannot be undone.",
+                "Yes, revoke the open codes",
+                "/admin/codes",
             )
-        action = self.actions.revoke_code_batch(actor(operator), batch_id)
-
-        async def again(error: str, status: int) -> Response:
-            return await self.codes(request, operator, session, error, status)
-
-        return await self.shell.act(action, "/admin/codes", again)
+        action = self.actions.revoke_code_batch(p.actor, batch_id)
+        return await self.shell.act(action, "/admin/codes", self.codes, p)
 
     # ------------------------------------------------------------------ requests
 
@@ -468,25 +404,24 @@ class Pages:
         return self._page(request, "console_request.html", operator, session, r=row)
 
     def routes(self) -> list[BaseRoute]:
-        s = self.shell.signed_in
-        post = ["POST"]
+        s, p, post = self.shell.signed_in, self.shell.posting, ["POST"]
         return [
             Route("/admin", s(self.overview)),
             Route("/admin/customers", s(self.customers)),
             Route("/admin/customers/{account_id}", s(self.customer)),
-            Route("/admin/customers/{account_id}/credit", s(self.credit, "support"), methods=post),
-            Route("/admin/customers/{account_id}/disable", s(self.disable, "owner"), methods=post),
-            Route("/admin/customers/{account_id}/group", s(self.move_group, "owner"), methods=post),
-            Route("/admin/keys/{key_id}/revoke", s(self.revoke_key, "owner"), methods=post),
+            Route("/admin/customers/{account_id}/credit", p(self.credit, "support"), methods=post),
+            Route("/admin/customers/{account_id}/disable", p(self.disable, "owner"), methods=post),
+            Route("/admin/customers/{account_id}/group", p(self.move_group, "owner"), methods=post),
+            Route("/admin/keys/{key_id}/revoke", p(self.revoke_key, "owner"), methods=post),
             Route("/admin/models", s(self.models)),
-            Route("/admin/models/visibility", s(self.visibility, "owner"), methods=post),
-            Route("/admin/price-groups", s(self.price_group, "owner"), methods=post),
-            Route("/admin/price-overrides", s(self.override, "owner"), methods=post),
+            Route("/admin/models/visibility", p(self.visibility, "owner"), methods=post),
+            Route("/admin/price-groups", p(self.price_group, "owner"), methods=post),
+            Route("/admin/price-overrides", p(self.override, "owner"), methods=post),
             Route("/admin/codes", s(self.codes)),
-            Route("/admin/codes", s(self.create_codes, "owner"), methods=post),
+            Route("/admin/codes", p(self.create_codes, "owner"), methods=post),
             Route("/admin/codes/{batch_id}.csv", s(self.batch)),
             Route("/admin/codes/{batch_id}", s(self.batch)),
-            Route("/admin/codes/{batch_id}/revoke", s(self.revoke_batch, "owner"), methods=post),
+            Route("/admin/codes/{batch_id}/revoke", p(self.revoke_batch, "owner"), methods=post),
             Route("/admin/requests", s(self.requests)),
             Route("/admin/requests/{request_id}", s(self.request_detail)),
         ]

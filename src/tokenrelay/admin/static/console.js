@@ -4,6 +4,8 @@ document.addEventListener("DOMContentLoaded", () => {
   const money = (x) => x == null ? "--" : "$" + (Math.abs(x) >= 0.01 || x === 0 ? x.toFixed(2) : x.toPrecision(2));
   const plot = (el, series, data, axisFmt) => {
     const width = Math.max(Math.min(el.clientWidth || 600, 900), 240);
+    // Points as well as lines: a range with one busy day still shows its values.
+    series = series.map((s) => ({points: {show: true, size: 5}, spanGaps: true, ...s}));
     new uPlot({width, height: 200, series: [{}, ...series],
       axes: [{}, {size: 70, values: (u, v) => v.map(axisFmt || ((x) => x))}]}, data, el);
   };
