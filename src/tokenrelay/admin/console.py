@@ -207,7 +207,8 @@ class SignIn:
             )
         self.shell.throttle.succeeded(f"operator:{email}")
         response = RedirectResponse("/admin", status_code=303)
-        session_id = await self.ops.start_session(operator.email)
+        ttl = self.shell.settings.session_ttl_s
+        session_id = await self.ops.start_session(operator.email, ttl)
         self.shell.sessions.start(response, request, KIND, operator.email, session_id)
         return response
 

@@ -142,10 +142,15 @@ class OperatorStore:
 
     # ------------------------------------------------------------------ sessions
 
-    async def start_session(self, email: str) -> str:
-        """A new session id for the cookie; only its hash is stored."""
+    async def start_session(self, email: str, ttl_s: float) -> str:
+        """A new session id for the cookie; only its hash is stored. Rows older than the
+        cookie's lifetime go (their cookies no longer verify)."""
         session_id = secrets.token_urlsafe(24)
+        expired = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=ttl_s)
         async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(operator_sessions).where(operator_sessions.c.created_at < expired)
+            )
             await conn.execute(
                 insert(operator_sessions).values(
                     id_hash=_hash(session_id), email=email, created_at=dt.datetime.now(dt.UTC)

@@ -208,6 +208,60 @@ def credits_add(
     click.echo(f"{key_id}: {sign}${usd(abs(nano))}, balance ${usd(balance)}")
 
 
+@main.group()
+def accounts() -> None:
+    """Disable or enable a customer account, adjust its credit (with a reason)."""
+
+
+@accounts.command("disable")
+@click.argument("account_id")
+@click.option("--reason", required=True, help="Why, for the audit log.")
+def accounts_disable(account_id: str, reason: str) -> None:
+    """Refuse every key of ACCOUNT_ID at once (on every replica) and end its sign-ins."""
+    _account_action(lambda a: a.set_account_disabled(_actor(), account_id, True, reason))
+    click.echo(f"disabled {account_id}")
+
+
+@accounts.command("enable")
+@click.argument("account_id")
+@click.option("--reason", required=True, help="Why, for the audit log.")
+def accounts_enable(account_id: str, reason: str) -> None:
+    """Let ACCOUNT_ID's keys and sign-ins work again."""
+    _account_action(lambda a: a.set_account_disabled(_actor(), account_id, False, reason))
+    click.echo(f"enabled {account_id}")
+
+
+@accounts.command("credit")
+@click.argument("account_id")
+@click.argument("amount")
+@click.option("--reason", required=True, help="Why, for the ledger and the audit log.")
+def accounts_credit(account_id: str, amount: str, reason: str) -> None:
+    """Add AMOUNT USD to ACCOUNT_ID (negative, after --, to debit), as the console does."""
+    try:
+        nano = parse_nano(amount.strip().lstrip("$"), signed=True, allow_zero=False)
+    except MoneyError as exc:
+        raise click.BadParameter(str(exc), param_hint="AMOUNT") from exc
+    balance = _account_action(
+        lambda a: a.adjust_credit(_actor(), account_id, nano, reason), billing=True
+    )
+    click.echo(f"{account_id}: balance ${usd(int(balance))}")
+
+
+def _account_action(op: Callable[[Any], Awaitable[T]], *, billing: bool = False) -> T:
+    """An operator action on an account: its errors as one line each."""
+    from tokenrelay.admin.actions import ActionError, NotFound
+
+    async def checked(actions: Any) -> T:
+        try:
+            return await op(actions)
+        except NotFound:
+            raise click.ClickException("no such account") from None
+        except ActionError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return _with_actions(checked, billing=billing)
+
+
 @main.command()
 @click.option("--key", "key_id", default=None, help="Only this key id.")
 @click.option("--since", default=None, help="ISO 8601 time, e.g. 2026-01-01T00:00:00Z")
