@@ -213,22 +213,26 @@ def accounts() -> None:
     """Disable or enable a customer account, adjust its credit (with a reason)."""
 
 
-@accounts.command("disable")
-@click.argument("account_id")
-@click.option("--reason", required=True, help="Why, for the audit log.")
-def accounts_disable(account_id: str, reason: str) -> None:
-    """Refuse every key of ACCOUNT_ID at once (on every replica) and end its sign-ins."""
-    _account_action(lambda a: a.set_account_disabled(_actor(), account_id, True, reason))
-    click.echo(f"disabled {account_id}")
+def _set_disabled(disabled: bool, doc: str) -> Callable[[str, str], None]:
+    def command(account_id: str, reason: str) -> None:
+        _account_action(lambda a: a.set_account_disabled(_actor(), account_id, disabled, reason))
+        click.echo(f"{'disabled' if disabled else 'enabled'} {account_id}")
+
+    command.__doc__ = doc
+    return command
 
 
-@accounts.command("enable")
-@click.argument("account_id")
-@click.option("--reason", required=True, help="Why, for the audit log.")
-def accounts_enable(account_id: str, reason: str) -> None:
-    """Let ACCOUNT_ID's keys and sign-ins work again."""
-    _account_action(lambda a: a.set_account_disabled(_actor(), account_id, False, reason))
-    click.echo(f"enabled {account_id}")
+for _name, _disabled, _doc in (
+    ("disable", True, "Refuse every key of ACCOUNT_ID at once (every replica), end sign-ins."),
+    ("enable", False, "Let ACCOUNT_ID's keys and sign-ins work again."),
+):
+    accounts.command(_name)(
+        click.argument("account_id")(
+            click.option("--reason", required=True, help="Why, for the audit log.")(
+                _set_disabled(_disabled, _doc)
+            )
+        )
+    )
 
 
 @accounts.command("credit")
