@@ -276,3 +276,23 @@ def test_operators_roles_totp_and_sign_out_everywhere(gw: RunningGateway) -> Non
         "/admin/operators",
     )
     assert helper.http.get("/admin").url.path == "/admin/login"
+
+
+def test_admin_api_disables_an_account_through_the_same_service_layer(
+    gw: RunningGateway,
+) -> None:
+    _, key, account = customer(gw, "api-disabled@example.com")
+    chat(gw, key)
+    url = f"{gw.url}/admin/v1/accounts/{account}"
+    assert httpx.post(f"{url}/disable", headers=ADMIN, json={}).status_code == 400  # no reason
+    r = httpx.post(f"{url}/disable", headers=ADMIN, json={"reason": "chargeback"})
+    assert r.status_code == 200 and r.json() == {"id": account, "disabled": True}
+    with pytest.raises(openai.AuthenticationError):
+        chat(gw, key)
+    assert httpx.post(f"{url}/enable", headers=ADMIN, json={"reason": "ok"}).status_code == 200
+    assert chat(gw, key).choices
+    nobody = f"{gw.url}/admin/v1/accounts/acct_nobody/disable"
+    assert httpx.post(nobody, headers=ADMIN, json={"reason": "x"}).status_code == 404
+    ops = operator(gw, "api-audit@example.com")
+    trail = ops.http.get(f"/admin/customers/{account}").text
+    assert "admin-api" in trail and "chargeback" in trail

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokenrelay.admin.actions import Actor, NotFound, OperatorActions
+from tokenrelay.admin.actions import ActionError, Actor, NotFound, OperatorActions
 from tokenrelay.admin.openapi import admin_openapi
 from tokenrelay.billing.ledger import MAX_USAGE_LIMIT, BalanceOverflow, IdempotencyConflict
 from tokenrelay.billing.pricebook import PriceError, parse_price, parse_time
@@ -173,12 +173,40 @@ def admin_routes(
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
 
+    def account_action(disabled: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            body = await _json_object(request)
+            unknown = sorted(set(body) - {"reason"})
+            if unknown:
+                raise _BadRequest(f"unknown field {unknown[0]!r}", unknown[0])
+            reason = _text(body.get("reason"), "reason", _MAX_NOTE)
+            account_id = str(request.path_params["account_id"])[:40]
+            try:
+                await actions.set_account_disabled(API, account_id, disabled, reason or "")
+            except ActionError as exc:
+                raise _BadRequest(str(exc), exc.field) from exc
+            except NotFound:
+                return _error(404, "not_found_error", "no such account", "account_id")
+            return JSONResponse({"id": account_id, "disabled": disabled})
+
+        return handler
+
     routes = [
         Route("/admin/v1/openapi.json", guarded(openapi), methods=["GET"]),
         Route("/admin/v1/keys", guarded(create_key), methods=["POST"]),
         Route("/admin/v1/keys", guarded(list_keys), methods=["GET"]),
         Route("/admin/v1/keys/{key_id}", guarded(show_key), methods=["GET"]),
         Route("/admin/v1/keys/{key_id}", guarded(revoke_key), methods=["DELETE"]),
+        Route(
+            "/admin/v1/accounts/{account_id}/disable",
+            guarded(account_action(True)),
+            methods=["POST"],
+        ),
+        Route(
+            "/admin/v1/accounts/{account_id}/enable",
+            guarded(account_action(False)),
+            methods=["POST"],
+        ),
         *(
             [
                 Route("/admin/v1/deployments", guarded(list_deployments), methods=["GET"]),
