@@ -28,7 +28,7 @@ import pytest
 
 from gateway_support import RunningGateway, start_gateway
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 SECRET = "whsec_browser_test"
 SHOTS = os.environ.get("TOKENRELAY_SCREENSHOTS")
 
