@@ -121,3 +121,44 @@ def test_models(db_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     get_settings.cache_clear()
     broken = run("models")
     assert broken.exit_code == 1 and "unknown vendor 'nope'" in broken.output
+
+
+def test_accounts_disable_enable_and_credit_go_to_the_audit_log(db_env: str) -> None:
+    """The CLI acts through the operator service layer: audited, reasons required."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from tokenrelay.store.db import create_engine
+    from tokenrelay.store.tables import accounts, audit_log
+
+    account = json.loads(run("keys", "create", "--name", "shop", "--json").stdout)["account_id"]
+    assert run("accounts", "disable", account).exit_code != 0  # no reason, nothing done
+    assert run("accounts", "disable", account, "--reason", "fraud").exit_code == 0
+    credited = run("accounts", "credit", account, "2.50", "--reason", "goodwill")
+    assert credited.exit_code == 0 and "$2.50" in credited.output
+    assert run("accounts", "enable", account, "--reason", "cleared").exit_code == 0
+    assert "no such account" in run("accounts", "enable", "acct_nope", "--reason", "x").output
+
+    async def read() -> tuple[object, list[tuple[str, str]]]:
+        engine = create_engine(db_env)
+        try:
+            async with engine.connect() as conn:
+                disabled = await conn.scalar(
+                    select(accounts.c.disabled_at).where(accounts.c.id == account)
+                )
+                rows = await conn.execute(
+                    select(audit_log.c.action, audit_log.c.reason).order_by(audit_log.c.id)
+                )
+                return disabled, [tuple(r) for r in rows]
+        finally:
+            await engine.dispose()
+
+    disabled, trail = asyncio.run(read())
+    assert disabled is None
+    assert [a for a, _ in trail][-3:] == [
+        "account_disabled",
+        "credit_adjustment",
+        "account_enabled",
+    ]
+    assert trail[-3][1] == "fraud" and trail[-2][1] == "goodwill"

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tokenrelay.admin.actions import ActionError, Actor, NotFound, OperatorActions
 from tokenrelay.admin.openapi import admin_openapi
 from tokenrelay.billing.ledger import (
     MAX_USAGE_LIMIT,
@@ -61,6 +62,7 @@ _MAX_ID = 200
 _MAX_IDEMPOTENCY_KEY = 200
 
 Handler = Callable[[Request], Awaitable[Response]]
+API = Actor("admin-api")  # the shared token names no person
 
 
 class _BadRequest(Exception):
@@ -84,6 +86,7 @@ def admin_routes(
     from tokenrelay.billing.engine import BillingEngine
 
     engine = billing if isinstance(billing, BillingEngine) else None
+    actions = OperatorActions(key_store.engine, key_store, engine)
     secret = (settings or get_settings()).admin_token
     token = secret.get_secret_value().encode() if secret else None
 
@@ -111,8 +114,8 @@ def admin_routes(
                 "credits_usd",
             )
         try:
-            info, plaintext = await key_store.create(**fields)
-        except KeyError:
+            info, plaintext = await actions.create_key(API, **fields)
+        except NotFound:
             return _error(404, "not_found_error", "no such account", "account_id")
         # The only response that ever carries the key.
         return JSONResponse({**info.public(), "key": plaintext}, status_code=201)
@@ -134,8 +137,10 @@ def admin_routes(
         return JSONResponse(body)
 
     async def revoke_key(request: Request) -> Response:
-        info = await key_store.revoke(key_id) if (key_id := _key_id(request)) else None
-        if info is None:
+        key_id = _key_id(request)
+        try:
+            info = await actions.revoke_key(API, key_id or "")
+        except NotFound:
             return _not_found(request.path_params["key_id"])
         return JSONResponse(info.public())
 
@@ -173,12 +178,40 @@ def admin_routes(
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
 
+    def account_action(disabled: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            body = await _json_object(request)
+            unknown = sorted(set(body) - {"reason"})
+            if unknown:
+                raise _BadRequest(f"unknown field {unknown[0]!r}", unknown[0])
+            reason = _text(body.get("reason"), "reason", _MAX_NOTE)
+            account_id = str(request.path_params["account_id"])[:40]
+            try:
+                await actions.set_account_disabled(API, account_id, disabled, reason or "")
+            except ActionError as exc:
+                raise _BadRequest(str(exc), exc.field) from exc
+            except NotFound:
+                return _error(404, "not_found_error", "no such account", "account_id")
+            return JSONResponse({"id": account_id, "disabled": disabled})
+
+        return handler
+
     routes = [
         Route("/admin/v1/openapi.json", guarded(openapi), methods=["GET"]),
         Route("/admin/v1/keys", guarded(create_key), methods=["POST"]),
         Route("/admin/v1/keys", guarded(list_keys), methods=["GET"]),
         Route("/admin/v1/keys/{key_id}", guarded(show_key), methods=["GET"]),
         Route("/admin/v1/keys/{key_id}", guarded(revoke_key), methods=["DELETE"]),
+        Route(
+            "/admin/v1/accounts/{account_id}/disable",
+            guarded(account_action(True)),
+            methods=["POST"],
+        ),
+        Route(
+            "/admin/v1/accounts/{account_id}/enable",
+            guarded(account_action(False)),
+            methods=["POST"],
+        ),
         *(
             [
                 Route("/admin/v1/deployments", guarded(list_deployments), methods=["GET"]),
@@ -200,12 +233,14 @@ def admin_routes(
     if engine is not None:
         routes += [
             Route(path, guarded(handler), methods=[method])
-            for path, method, handler in _billing_handlers(engine)
+            for path, method, handler in _billing_handlers(engine, actions)
         ]
     return routes
 
 
-def _billing_handlers(billing: BillingEngine) -> list[tuple[str, str, Handler]]:
+def _billing_handlers(
+    billing: BillingEngine, actions: OperatorActions
+) -> list[tuple[str, str, Handler]]:
     async def add_credits(request: Request) -> Response:
         idempotency_key = _idempotency_key(request)
         body = await _json_object(request)
@@ -218,8 +253,8 @@ def _billing_handlers(billing: BillingEngine) -> list[tuple[str, str, Handler]]:
         if key_id is None:
             return _not_found(request.path_params["key_id"])
         try:
-            balance = await billing.add_credits(key_id, amount, note, idempotency_key)
-        except KeyError:
+            balance = await actions.credit_key(API, key_id, amount, note, idempotency_key)
+        except NotFound:
             return _not_found(key_id)
         except BalanceOverflow as exc:
             raise _BadRequest(f"amount_usd: {exc}", "amount_usd") from exc
@@ -249,8 +284,8 @@ def _billing_handlers(billing: BillingEngine) -> list[tuple[str, str, Handler]]:
             current = billing.price_for(model)[0]
         except KeyError:
             raise _BadRequest(f"model: {model[:80]!r} is not a catalog model id", "model") from None
-        version = await billing.set_price(
-            model, parse_price(body, current), parse_time(body.get("effective_from")), note
+        version = await actions.set_price(
+            API, model, parse_price(body, current), parse_time(body.get("effective_from")), note
         )
         return JSONResponse(version.public(), status_code=201)
 

@@ -1,218 +1,303 @@
-"""The operator console at /admin: operators sign in with their own email and password
-(`tokenrelay admin create-user`), never with the shared admin API token. Credit adjustments
-and code batches are written to the audit log with the operator and the reason."""
+"""The operator console at /admin: sign-in (password, then TOTP once enrolled), server-side
+operator sessions, roles, CSRF, and the page plumbing the console's pages (pages.py) share.
+
+Operators sign in with their own email and password (`tokenrelay admin create-user`), never
+with the shared admin API token. Every change goes through the operator service layer
+(actions.py), which checks the operator's role again: a page that shows no button is not
+what keeps a viewer from acting.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
+import secrets
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
-from tokenrelay.customers.accounts import AdminUsers
-from tokenrelay.money import MoneyError, parse_nano
-from tokenrelay.portal import queries
-from tokenrelay.portal.routes import Portal, _plain
-from tokenrelay.portal.security import Session
-from tokenrelay.portal.topups import create_batch
-from tokenrelay.store.tables import accounts, audit_log, price_groups
+from tokenrelay.admin.actions import ActionError, Actor, Forbidden, NotFound, OperatorActions
+from tokenrelay.admin.operators import ROLES, Operator, OperatorStore
+from tokenrelay.customers.accounts import SignupError
+from tokenrelay.money import usd
+from tokenrelay.portal.routes import dollars
+from tokenrelay.portal.security import Session, Sessions, Throttle
+from tokenrelay.settings import Settings
 
+HERE = Path(__file__).parent
 KIND = "operator"
+PRE = "tr_oppre"  # binds the sign-in form's CSRF token before there is a session
+HEADERS = {
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+# The console's own templates first; `base.html` (the brand) comes from the portal.
+templates = Environment(
+    loader=ChoiceLoader(
+        [FileSystemLoader(HERE / "templates"), FileSystemLoader(HERE.parent / "portal/templates")]
+    ),
+    autoescape=select_autoescape(["html"]),
+)
+templates.filters["dollars"] = dollars
+templates.filters["usd"] = usd
+
+EXPIRED = "the form expired; reload the page and try again"
+Handler = Callable[[Request, Operator, Session], Awaitable[Response]]
+# A page drawn again with an error: (request, operator, session, error, status).
+PageAgain = Callable[[Request, Operator, Session, str | None, int], Awaitable[Response]]
 
 
-class Console:
-    def __init__(self, portal: Portal, inflight: Callable[[], int]) -> None:
-        self.portal = portal
-        self.users = AdminUsers(portal.db)
-        self.inflight = inflight
+@dataclass(frozen=True, slots=True)
+class Post:
+    """A console form post whose CSRF token matched, by a signed-in operator."""
 
-    def signed_in(
-        self, handler: Callable[[Request, Session], Awaitable[Response]]
-    ) -> Callable[[Request], Awaitable[Response]]:
+    request: Request
+    operator: Operator
+    session: Session
+    form: dict[str, str]
+
+    def param(self, name: str) -> str:
+        return str(self.request.path_params[name])[:100]
+
+    def field(self, name: str) -> str:
+        return self.form.get(name, "")
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.operator.email, self.operator.role)
+
+    async def again(self, page: PageAgain, error: str, status: int) -> Response:
+        return await page(self.request, self.operator, self.session, error, status)
+
+
+class Shell:
+    """What every console page needs: sessions, forms, rendering, the signed-in operator."""
+
+    def __init__(self, settings: Settings, actions: OperatorActions) -> None:
+        self.settings = settings
+        self.actions = actions
+        self.operators = OperatorStore(actions.engine)
+        self.sessions = Sessions(settings)
+        self.throttle = Throttle(settings.login_attempts, settings.login_window_s)
+
+    def page(
+        self,
+        request: Request,
+        name: str,
+        status: int = 200,
+        *,
+        session: Session | None = None,
+        **ctx: Any,
+    ) -> HTMLResponse:
+        pre = session or self._pre(request)
+        body = templates.get_template(name).render(
+            csrf=self.sessions.csrf_token(pre), path=request.url.path, **ctx
+        )
+        response = HTMLResponse(body, status_code=status, headers=HEADERS)
+        if session is None and request.cookies.get(PRE) != pre.nonce:
+            response.set_cookie(PRE, pre.nonce, httponly=True, samesite="strict", max_age=3600)
+        return response
+
+    def _pre(self, request: Request) -> Session:
+        nonce = request.cookies.get(PRE) or secrets.token_urlsafe(16)
+        return Session("", nonce[:64])
+
+    async def form(self, request: Request, session: Session | None) -> dict[str, str] | None:
+        """The form's fields, or None when its CSRF token does not match the session."""
+        try:
+            form = await request.form(max_files=0, max_fields=50, max_part_size=64 * 1024)
+        except Exception:
+            return None
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        if not self.sessions.csrf_ok(session or self._pre(request), fields.get("csrf")):
+            return None
+        return fields
+
+    def signed_in(self, handler: Handler, role: str = "viewer") -> Callable[[Request], Any]:
+        """Only a live operator session (its row still there) with at least `role`."""
+
         async def endpoint(request: Request) -> Response:
-            session = self.portal.sessions.read(request, KIND)
-            if session is None:
+            session = self.sessions.read(request, KIND)
+            operator = (
+                await self.operators.session_operator(session.subject, session.tag)
+                if session and session.tag
+                else None
+            )
+            if session is None or operator is None:
                 if request.method == "GET":
                     return RedirectResponse("/admin/login", status_code=303)
-                return _plain(401, "sign in first")
-            return await handler(request, session)
+                return plain(401, "sign in first")
+            if not operator.can(role):
+                return plain(403, f"{operator.role} operators may not do this")
+            return await handler(request, operator, session)
 
         return endpoint
 
+    def posting(
+        self, handler: Callable[[Post], Awaitable[Response]], role: str
+    ) -> Callable[[Request], Any]:
+        """A form post: signed in with at least `role`, and the form's CSRF token matches."""
+
+        async def with_form(request: Request, operator: Operator, session: Session) -> Response:
+            form = await self.form(request, session)
+            if form is None:
+                return plain(403, EXPIRED)
+            return await handler(Post(request, operator, session, form))
+
+        return self.signed_in(with_form, role)
+
+    async def act(self, action: Awaitable[Any], done: str, page: PageAgain, post: Post) -> Response:
+        """Run an action: post/redirect/get on success; the page again with the error."""
+        try:
+            await action
+        except (ActionError, SignupError) as exc:
+            return await post.again(page, _sentence(str(exc)), 400)
+        except Forbidden as exc:
+            return await post.again(page, _sentence(str(exc)), 403)
+        except NotFound:
+            return await post.again(page, "Not found.", 404)
+        return RedirectResponse(done, status_code=303)
+
+
+def plain(status: int, message: str) -> Response:
+    return Response(message + "\n", status_code=status, media_type="text/plain", headers=HEADERS)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+class SignIn:
+    """Sign-in, sign-out (here, everywhere), the operator list and two-factor enrolment."""
+
+    def __init__(self, shell: Shell) -> None:
+        self.shell = shell
+        self.ops = shell.operators
+
+    def _login_page(self, request: Request, status: int = 200, **ctx: Any) -> Response:
+        return self.shell.page(request, "console_login.html", status, **ctx)
+
     async def login(self, request: Request) -> Response:
-        p = self.portal
-        ctx: dict[str, Any] = {
-            "heading": "Operator sign-in",
-            "action": "/admin/login",
-            "submit": "Sign in",
-            "links": [],
-            "fields": [
-                {"name": "email", "label": "Email", "type": "email", "autocomplete": "email"},
-                {
-                    "name": "password",
-                    "label": "Password",
-                    "type": "password",
-                    "autocomplete": "current-password",
-                },
-            ],
-        }
         if request.method == "GET":
-            return p.page(request, "auth_form.html", **ctx)
-        form = await p.form(request, p.pre_session(request))
+            return self._login_page(request)
+        form = await self.shell.form(request, None)
         if form is None:
-            return _plain(403, "the form expired; reload the page and try again")
+            return plain(403, EXPIRED)
         email = form.get("email", "").strip().lower()[:320]
-        if p.throttled(request, f"operator:{email}") is not None:
-            return p.page(request, "auth_form.html", 429, error="Too many attempts.", **ctx)
-        operator = await self.users.authenticate(email, form.get("password", ""))
+        ip = request.client.host if request.client else ""
+        wait = self.shell.throttle.blocked(f"operator:{email}", f"ip:{ip}")
+        if wait is not None:
+            refused = self._login_page(request, 429, error="Too many attempts.", email=email)
+            refused.headers["retry-after"] = str(int(wait) + 1)
+            return refused
+        operator = await self.ops.authenticate(
+            email, form.get("password", ""), form.get("code", "")
+        )
         if operator is None:
-            p.sign_in_result(request, f"operator:{email}", False)
-            return p.page(request, "auth_form.html", 401, error="Wrong email or password.", **ctx)
-        p.sign_in_result(request, f"operator:{email}", True)
+            self.shell.throttle.failed(f"operator:{email}", f"ip:{ip}")
+            return self._login_page(
+                request, 401, error="Wrong email, password or one-time code.", email=email
+            )
+        self.shell.throttle.succeeded(f"operator:{email}")
         response = RedirectResponse("/admin", status_code=303)
-        p.sessions.start(response, request, KIND, operator)
+        ttl = self.shell.settings.session_ttl_s
+        session_id = await self.ops.start_session(operator.email, ttl)
+        self.shell.sessions.start(response, request, KIND, operator.email, session_id)
         return response
 
-    async def logout(self, request: Request, session: Session) -> Response:
-        if await self.portal.form(request, session) is None:
-            return _plain(403, "the form expired; reload the page and try again")
+    async def logout(self, p: Post) -> Response:
+        if p.field("everywhere"):
+            await self.ops.end_all_sessions(p.operator.email)
+        else:
+            await self.ops.end_session(p.session.tag)
         response = RedirectResponse("/admin/login", status_code=303)
-        self.portal.sessions.end(response, KIND)
+        self.shell.sessions.end(response, KIND)
         return response
 
-    async def overview(
+    async def operators(
         self,
         request: Request,
+        operator: Operator,
         session: Session,
+        error: str | None = None,
         status: int = 200,
         **extra: Any,
     ) -> Response:
-        p = self.portal
-        await p.billing.writer.flush()
-        async with p.db.connect() as conn:
-            groups = [
-                {"name": n, "multiplier": Decimal(ppm) / 1_000_000}
-                for n, ppm in await conn.execute(
-                    select(price_groups.c.name, price_groups.c.multiplier_ppm)
-                )
-            ]
-        return p.page(
+        return self.shell.page(
             request,
-            "console.html",
+            "console_operators.html",
             status,
             session=session,
-            operator=session.subject,
-            inflight=self.inflight(),
-            margins={by: await queries.margins(p.db, by) for by in ("vendor", "model", "day")},
-            customers=await queries.customers(p.db),
-            audit=await queries.audit(p.db),
-            groups=groups,
+            operator=operator,
+            operators=await self.ops.list(),
+            roles=ROLES,
+            error=error,
             **extra,
         )
 
-    async def credit(self, request: Request, session: Session) -> Response:
-        form = await self.portal.form(request, session)
-        if form is None:
-            return _plain(403, "the form expired; reload the page and try again")
-        account_id = form.get("account_id", "").strip()[:40]
-        reason = form.get("reason", "").strip()[:500]
-        try:
-            amount = parse_nano(form.get("amount", ""), signed=True, allow_zero=False)
-        except MoneyError as exc:
-            return await self.overview(request, session, 400, error=f"Amount: {exc}")
-        if not reason:
-            return await self.overview(request, session, 400, error="A reason is required.")
-        if await self.portal.accounts.get(account_id) is None:
-            return await self.overview(request, session, 404, error="No such account.")
-        await self.portal.billing.credit_account(
-            account_id, amount, f"{session.subject}: {reason}", kind="adjustment"
-        )
-        await self._audit(session.subject, "credit_adjustment", account_id, amount, reason)
-        return RedirectResponse("/admin", status_code=303)
+    async def add_operator(self, p: Post) -> Response:
+        create = self.ops.create(p.field("email"), p.field("password"), p.field("role"))
+        return await self.shell.act(create, "/admin/operators", self.operators, p)
 
-    async def codes(self, request: Request, session: Session) -> Response:
-        form = await self.portal.form(request, session)
-        if form is None:
-            return _plain(403, "the form expired; reload the page and try again")
-        try:
-            count = int(form.get("count", ""))
-            amount = parse_nano(form.get("amount", ""))
-            expires = form.get("expires", "").strip()
-            until = (
-                dt.datetime.combine(dt.date.fromisoformat(expires), dt.time(), dt.UTC)
-                + dt.timedelta(days=1)
-                if expires
-                else None
-            )
-            batch_id, codes = await create_batch(self.portal.db, count, amount, until)
-        except (ValueError, MoneyError) as exc:
-            return await self.overview(request, session, 400, error=f"Codes: {exc}")
-        await self._audit(session.subject, "code_batch", None, amount * count, batch_id)
-        return await self.overview(request, session, batch_id=batch_id, codes=codes)
+    async def remove_operator(self, p: Post) -> Response:
+        email = p.field("email")
+        if p.field("confirm") != "yes":  # cannot be undone: ask once more
+            return await self.operators(p.request, p.operator, p.session, confirm_remove=email)
+        target = await self.ops.get(email)
+        if target is None:
+            return await p.again(self.operators, "Not found.", 404)
+        if target.role == "owner" and await self.ops.owners() <= 1:
+            return await p.again(self.operators, "The last owner cannot be removed.", 400)
+        await self.ops.remove(email)
+        await self.shell.actions.audit(p.actor, "operator_removed", None, None, email)
+        return RedirectResponse("/admin/operators", status_code=303)
 
-    async def price_group(self, request: Request, session: Session) -> Response:
-        """Create or re-price a group, and optionally move an account into it."""
-        form = await self.portal.form(request, session)
+    async def two_factor(self, request: Request, operator: Operator, session: Session) -> Response:
+        """GET: a new secret to scan; POST: the secret and a code from the app turn it on."""
+        if request.method == "GET":
+            secret = self.ops.new_secret()
+            return self.shell.page(
+                request,
+                "console_2fa.html",
+                session=session,
+                operator=operator,
+                secret=secret,
+                uri=self.ops.provisioning_uri(operator.email, secret),
+            )
+        form = await self.shell.form(request, session)
         if form is None:
-            return _plain(403, "the form expired; reload the page and try again")
-        name = form.get("group", "").strip()
-        account_id = form.get("account_id", "").strip()[:40]
-        try:
-            multiplier = Decimal(form.get("multiplier", ""))
-        except ArithmeticError:
-            multiplier = Decimal(-1)
-        ppm = multiplier * 1_000_000
-        if not (0 < len(name) <= 64) or not ppm.is_finite() or ppm != int(ppm) or ppm < 1:
-            return await self.overview(
-                request, session, 400, error="Group: a name and a multiplier such as 1.25."
+            return plain(403, EXPIRED)
+        secret = form.get("secret", "")[:64]
+        if not await self.ops.enroll(operator.email, secret, form.get("code", "")):
+            return self.shell.page(
+                request,
+                "console_2fa.html",
+                400,
+                session=session,
+                operator=operator,
+                secret=secret,
+                uri=self.ops.provisioning_uri(operator.email, secret),
+                error="That code does not match; try the newest one your app shows.",
             )
-        if account_id and await self.portal.accounts.get(account_id) is None:
-            return await self.overview(request, session, 404, error="No such account.")
-        async with self.portal.db.begin() as conn:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            stmt = dialect.insert(price_groups).values(name=name, multiplier_ppm=int(ppm))
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["name"], set_={"multiplier_ppm": int(ppm)}
-                )
-            )
-            if account_id:
-                await conn.execute(
-                    update(accounts).where(accounts.c.id == account_id).values(price_group=name)
-                )
-        await self._audit(
-            session.subject, "price_group", account_id or None, None, f"{name} x{multiplier}"
-        )
-        return RedirectResponse("/admin", status_code=303)
-
-    async def _audit(
-        self, actor: str, action: str, account_id: str | None, amount: int | None, reason: str
-    ) -> None:
-        async with self.portal.db.begin() as conn:
-            await conn.execute(
-                insert(audit_log).values(
-                    actor=actor,
-                    action=action,
-                    account_id=account_id,
-                    amount_nano=amount,
-                    reason=reason,
-                    created_at=dt.datetime.now(dt.UTC),
-                )
-            )
+        who = Actor(operator.email, operator.role)
+        await self.shell.actions.audit(who, "two_factor_on", None, None, operator.email)
+        return RedirectResponse("/admin/operators", status_code=303)
 
     def routes(self) -> list[BaseRoute]:
-        s = self.signed_in
+        s, post = self.shell.signed_in, self.shell.posting
         return [
-            Route("/admin", s(self.overview)),
             Route("/admin/login", self.login, methods=["GET", "POST"]),
-            Route("/admin/logout", s(self.logout), methods=["POST"]),
-            Route("/admin/credit", s(self.credit), methods=["POST"]),
-            Route("/admin/codes", s(self.codes), methods=["POST"]),
-            Route("/admin/price-groups", s(self.price_group), methods=["POST"]),
+            Route("/admin/logout", post(self.logout, "viewer"), methods=["POST"]),
+            Route("/admin/operators", s(self.operators)),
+            Route("/admin/operators", post(self.add_operator, "owner"), methods=["POST"]),
+            Route("/admin/operators/remove", post(self.remove_operator, "owner"), methods=["POST"]),
+            Route("/admin/two-factor", s(self.two_factor), methods=["GET", "POST"]),
+            Mount("/static/console", StaticFiles(directory=HERE / "static"), name="console"),
         ]

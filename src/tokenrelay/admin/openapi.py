@@ -198,6 +198,7 @@ def admin_openapi(
         paths |= _billing_paths(models)
     if deployments is not None:
         paths |= _deployment_paths(deployments)
+    paths |= _account_paths()
     return {
         "openapi": "3.1.0",
         "info": {"title": "tokenrelay admin API", "version": "1"},
@@ -367,4 +368,43 @@ def _deployment_paths(ids: list[str]) -> dict[str, Any]:
             "Take a deployment out (every worker and replica)"
         ),
         "/admin/v1/deployments/{vendor}/{name}/restore": action("Put a deployment back in"),
+    }
+
+
+def _account_paths() -> dict[str, Any]:
+    account_id = {
+        "name": "account_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 40},
+    }
+    answer = {
+        "type": "object",
+        "required": ["id", "disabled"],
+        "properties": {"id": {"type": "string"}, "disabled": {"type": "boolean"}},
+    }
+    reason = _body(
+        {
+            "type": "object",
+            "required": ["reason"],
+            "additionalProperties": False,
+            "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 500}},
+        }
+    )
+
+    def action(summary: str) -> dict[str, Any]:
+        return {
+            "parameters": [account_id],
+            "post": {
+                "summary": summary,
+                "requestBody": reason,
+                "responses": _responses("200", answer, 400, 404),
+            },
+        }
+
+    return {
+        "/admin/v1/accounts/{account_id}/disable": action(
+            "Disable an account: every key refused at once on every replica, sign-ins end"
+        ),
+        "/admin/v1/accounts/{account_id}/enable": action("Enable an account again"),
     }

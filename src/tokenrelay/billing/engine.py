@@ -205,8 +205,11 @@ class BillingEngine:
         now = dt.datetime.now(dt.UTC)
         if not key.allows(model_id):
             raise GatewayError("permission", f"This API key may not use the model {model_id}", 403)
+        if model_id in self.prices.hidden:  # the operator took it off sale (console)
+            raise GatewayError("not_found", f"The model {model_id} does not exist", 404)
         price, version = self.prices.price_for(model_id, now)
-        account, ppm = key.account_id or key.id, key.multiplier_ppm
+        account = key.account_id or key.id
+        ppm = self.prices.multiplier(key.price_group, model_id, key.multiplier_ppm)
         if not self.enabled:
             return Admission(
                 key.id,
@@ -221,7 +224,7 @@ class BillingEngine:
                 multiplier_ppm=ppm,
             )
         try:
-            worst = await self._hold(key, request_id, prompt_bound, max_output_tokens, price)
+            worst = await self._hold(key, request_id, prompt_bound, max_output_tokens, price, ppm)
         except GatewayError:
             raise
         except Exception as exc:
@@ -280,7 +283,13 @@ class BillingEngine:
         return await self.holds.available(key.account_id or key.id) > 0
 
     async def _hold(
-        self, key: ApiKeyInfo, request_id: str, prompt_bound: int, max_output: int, price: Price
+        self,
+        key: ApiKeyInfo,
+        request_id: str,
+        prompt_bound: int,
+        max_output: int,
+        price: Price,
+        ppm: int,
     ) -> int:
         if key.rpm or key.tpm:
             # The bucket takes the real count at settlement; up front, a typical ~4 bytes a
@@ -302,9 +311,7 @@ class BillingEngine:
                     retry_after=float(math.ceil(wait)),
                     limit="tokens" if tokens else "requests",
                 )
-        worst = customer_nano(
-            worst_case_nano(prompt_bound, max(max_output, 0), price), key.multiplier_ppm
-        )
+        worst = customer_nano(worst_case_nano(prompt_bound, max(max_output, 0), price), ppm)
         await self._reserve(key.account_id or key.id, request_id, worst, worst, "")
         return worst
 
@@ -552,13 +559,21 @@ class BillingEngine:
         effective_from: dt.datetime | None = None,
         note: str | None = None,
     ) -> PriceVersion:
-        version = await self.prices.add(model_id, price, effective_from, note)
+        version = await self.prices.add(model_id, price, effective_from, note)  # reloads here
+        await self._publish_prices(version.id)
+        return version
+
+    async def prices_changed(self) -> None:
+        """The console changed hidden models or price overrides: reload here, tell the rest."""
+        await self.prices.load()
+        await self._publish_prices("settings")
+
+    async def _publish_prices(self, what: str) -> None:
         if self._redis is not None:
             try:
-                await self._redis.publish(f"{self._prefix}prices", version.id)
+                await self._redis.publish(f"{self._prefix}prices", what)
             except Exception as exc:  # the poll picks it up anyway
                 log.warning("price change notice not published: %s", exc)
-        return version
 
     # ---------------------------------------------------------------- background
 

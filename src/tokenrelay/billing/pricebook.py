@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.catalog import Catalog, Price, PriceTier, format_usd
 from tokenrelay.money import MoneyError, parse_rate
-from tokenrelay.store.tables import price_versions
+from tokenrelay.store.tables import model_settings, price_overrides, price_versions
 
 log = logging.getLogger("tokenrelay.billing")
 
@@ -65,10 +65,20 @@ class PriceBook:
         # model id -> versions sorted by (effective_from, created_at); parallel key list for bisect
         self._versions: dict[str, list[PriceVersion]] = {}
         self._starts: dict[str, list[dt.datetime]] = {}
+        # The console's settings, reloaded with the versions: models hidden from customers,
+        # and (price group, model) -> multiplier overriding the group's own.
+        self.hidden: frozenset[str] = frozenset()
+        self.overrides: dict[tuple[str, str], int] = {}
 
     async def load(self) -> None:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(price_versions))).all()
+            hidden = await conn.execute(
+                select(model_settings.c.model_id).where(model_settings.c.hidden)
+            )
+            overrides = await conn.execute(select(price_overrides))
+            self.hidden = frozenset(m for (m,) in hidden)
+            self.overrides = {(g, m): int(ppm) for g, m, ppm in overrides}
         versions: dict[str, list[PriceVersion]] = {}
         for row in rows:
             try:
@@ -97,6 +107,16 @@ class PriceBook:
         if entry is None:
             raise KeyError(model_id)
         return entry.price, CATALOG_VERSION
+
+    def listing(self, emulated: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+        """The GET /v1/models body as customers see it now: the prices in force, hidden
+        models left out (so /v1/models, /docs and pricing agree with what is billed)."""
+        return self.catalog.to_openai_list(emulated, lambda m: self.price_for(m)[0], self.hidden)
+
+    def multiplier(self, group: str, model_id: str, group_ppm: int) -> int:
+        """The customer's multiplier over list price for this model: the group's, unless the
+        operator set one for this model in this group."""
+        return self.overrides.get((group, model_id), group_ppm) if self.overrides else group_ppm
 
     def versions(self, model_id: str | None = None) -> list[PriceVersion]:
         """Every version, the catalog's included, by model then effective date."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tomllib
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from importlib import resources
@@ -259,12 +259,21 @@ class Catalog:
         """Every model in file order (packaged first, then the operator's new ones)."""
         return self._entries
 
-    def to_openai_list(self, emulated: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
-        """GET /v1/models body; `emulated` is the set of vendors served by the emulator."""
+    def to_openai_list(
+        self,
+        emulated: set[str] | frozenset[str] = frozenset(),
+        price_of: Callable[[str], Price] | None = None,
+        hidden: frozenset[str] = frozenset(),
+    ) -> dict[str, Any]:
+        """GET /v1/models body; `emulated` is the set of vendors served by the emulator,
+        `price_of` the price in force (the price book's; default the catalog's), `hidden` the
+        models the operator took off sale."""
         return {
             "object": "list",
             "data": [
-                _openai_model(e, e.vendor in emulated) for e in self._entries if not e.retired
+                _openai_model(e, e.vendor in emulated, price_of(e.id) if price_of else e.price)
+                for e in self._entries
+                if not e.retired and e.id not in hidden
             ],
         }
 
@@ -635,8 +644,7 @@ def _created(value: Any, where: str) -> int:
     return int(stamp.timestamp())
 
 
-def _openai_model(entry: ModelEntry, emulated: bool) -> dict[str, Any]:
-    price = entry.price
+def _openai_model(entry: ModelEntry, emulated: bool, price: Price) -> dict[str, Any]:
     pricing: dict[str, Any] = {
         f"{field}_per_mtok": format_usd(getattr(price, field)) for field in _PRICE_FIELDS
     }

@@ -2,7 +2,7 @@
 
 Passwords are hashed with argon2id (argon2-cffi's defaults): unlike API keys (256 random bits,
 sha256 is enough), a password is a low-entropy secret that must be slow to guess offline.
-Operator console users (`admin_users`) use the same hashing.
+Operator console users (`admin_users`, admin/operators.py) use the same hashing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenrelay.store.tables import accounts, admin_users
+from tokenrelay.store.tables import accounts
 
 DEFAULT_PRICE_GROUP = "default"
 MIN_PASSWORD = 10
@@ -140,47 +140,23 @@ class AccountStore:
         async with self.engine.begin() as conn:
             await conn.execute(delete(accounts).where(accounts.c.id == account_id))
 
+    async def set_low_balance(self, account_id: str, threshold_nano: int | None) -> None:
+        """The customer's low-balance email threshold (None: no email). The storefront's form
+        calls this; admin/alerts.py sends the email once the balance falls below it."""
+        if threshold_nano is not None and threshold_nano < 0:
+            raise SignupError("the threshold is an amount of at least $0")
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(accounts)
+                .where(accounts.c.id == account_id)
+                .values(low_balance_nano=threshold_nano, low_balance_alerted_at=None)
+            )
+
     async def _password_hash(self, account_id: str) -> str | None:
         async with self.engine.connect() as conn:
             return await conn.scalar(
                 select(accounts.c.password_hash).where(accounts.c.id == account_id)
             )
-
-
-class AdminUsers:
-    """Operator console users, created with `tokenrelay admin create-user`."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-
-    async def create(self, email: str, password: str) -> str:
-        email = normalize_email(email)
-        if not valid_email(email):
-            raise SignupError("enter a valid email address")
-        check_password(password)
-        user_id = f"adm_{secrets.token_hex(6)}"
-        try:
-            async with self.engine.begin() as conn:
-                await conn.execute(
-                    insert(admin_users).values(
-                        id=user_id,
-                        email=email,
-                        password_hash=hash_password(password),
-                        created_at=dt.datetime.now(dt.UTC),
-                    )
-                )
-        except IntegrityError:
-            raise SignupError("an operator with this email exists") from None
-        return user_id
-
-    async def authenticate(self, email: str, password: str) -> str | None:
-        """The operator's email when the password matches, else None."""
-        email = normalize_email(email)
-        async with self.engine.connect() as conn:
-            stored = await conn.scalar(
-                select(admin_users.c.password_hash).where(admin_users.c.email == email)
-            )
-        return email if verify_password(stored, password) else None
 
 
 def _account(row: Any) -> Account:

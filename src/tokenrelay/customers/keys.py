@@ -55,6 +55,7 @@ class ApiKeyInfo:
     # its price group's multiplier over list prices, in parts per million.
     account_id: str = ""
     multiplier_ppm: int = 1_000_000
+    price_group: str = DEFAULT_PRICE_GROUP  # for the console's per-model overrides
     allowed_models: frozenset[str] | None = None  # None: every model
     expires_at: dt.datetime | None = None
     daily_cap_nano: int | None = None
@@ -295,6 +296,13 @@ class KeyStore:
                         select(api_keys.c.key_hash).where(api_keys.c.revoked_at > since)
                     )
                     revoked = [row[0] for row in result]
+                    # The keys of accounts the console disabled lately (indexed column).
+                    result = await conn.execute(
+                        select(api_keys.c.key_hash)
+                        .join(accounts, accounts.c.id == api_keys.c.account_id)
+                        .where(accounts.c.disabled_at > since)
+                    )
+                    revoked += [row[0] for row in result]
                 for key_hash in revoked:
                     cached = self._cache.get(key_hash)
                     if cached is not None and cached[1] is not None:
@@ -331,6 +339,7 @@ _KEY_SELECT = select(
     api_keys,
     accounts.c.balance_nano,
     accounts.c.disabled_at,
+    accounts.c.price_group,
     price_groups.c.multiplier_ppm,
 ).select_from(
     api_keys.join(accounts, accounts.c.id == api_keys.c.account_id).join(
@@ -354,6 +363,7 @@ def _info(row: Any) -> ApiKeyInfo:
         key_hash=row["key_hash"],
         account_id=row["account_id"],
         multiplier_ppm=int(row["multiplier_ppm"]),
+        price_group=row["price_group"],
         allowed_models=frozenset(models) if models else None,
         expires_at=_utc(expires) if expires is not None else None,
         daily_cap_nano=row["daily_cap_nano"],

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from tokenrelay.customers.accounts import AccountStore
 from tokenrelay.money import MoneyError, parse_nano
 from tokenrelay.store.tables import accounts, api_keys, ledger
 
@@ -45,7 +46,7 @@ class AccountPage:
             return [dict(r._mapping) for r in await conn.execute(query)]
 
     async def _alert(self, account_id: str) -> int | None:
-        query = select(accounts.c.low_balance_alert_nano).where(accounts.c.id == account_id)
+        query = select(accounts.c.low_balance_nano).where(accounts.c.id == account_id)
         async with self.db.connect() as conn:
             value = (await conn.execute(query)).scalar()
         return int(value) if value is not None else None
@@ -85,9 +86,7 @@ class AccountPage:
             return await self.account(
                 request, session, account, error="Alert threshold: an amount in USD.", status=400
             )
-        stmt = update(accounts).where(accounts.c.id == account.id)
-        async with self.db.begin() as conn:
-            await conn.execute(stmt.values(low_balance_alert_nano=nano))
+        await AccountStore(self.db).set_low_balance(account.id, nano)
         said = "Low-balance alert off." if nano is None else "Low-balance alert saved."
         return await self.account(request, session, account, message=said)
 

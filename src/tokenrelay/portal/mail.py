@@ -20,14 +20,23 @@ async def send_reset(settings: Settings, to: str, link: str, site_name: str) -> 
     if settings.smtp_url is None:
         log.warning("password reset (no SMTP configured, development): %s", link)
         return
+    text = f"Reset your {site_name} password within the hour:\n\n{link}\n"
+    await send(settings, to, "Reset your password", text)
+
+
+async def send(settings: Settings, to: str, subject: str, text: str) -> None:
+    """One plain-text mail; without SMTP, one log line naming the subject (development)."""
+    if settings.smtp_url is None:
+        log.warning("mail to %s (no SMTP configured, development): %s", to, subject)
+        return
     msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = settings.mail_from, to, "Reset your password"
-    msg.set_content(f"Reset your {site_name} password within the hour:\n\n{link}\n")
+    msg["From"], msg["To"], msg["Subject"] = settings.mail_from, to, subject
+    msg.set_content(text)
     url = urlsplit(settings.smtp_url.get_secret_value())
     try:
         await asyncio.to_thread(_send, url.scheme, url.hostname or "localhost", url, msg)
     except (OSError, smtplib.SMTPException) as exc:
-        log.warning("password reset mail not sent: %s", type(exc).__name__)
+        log.warning("mail %r not sent: %s", subject, type(exc).__name__)
 
 
 def _send(scheme: str, host: str, url: object, msg: EmailMessage) -> None:

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tokenrelay import __version__
+from tokenrelay.admin.alerts import AlertWatcher
 from tokenrelay.admin.api import account_route, admin_routes
 from tokenrelay.asgi import Receive, Scope, Send, send_json
 from tokenrelay.billing.engine import BillingEngine
@@ -53,7 +54,7 @@ from tokenrelay.portal.headers import SecurityHeaders
 from tokenrelay.portal.storefront import error_page, wants_html
 from tokenrelay.server.embedded_emulator import EmbeddedEmulator
 from tokenrelay.server.model_routes import count_tokens, list_gemini_models, list_models
-from tokenrelay.server.web import web_routes
+from tokenrelay.server.web import deployment_snapshots, web_routes
 from tokenrelay.settings import Settings, get_settings
 from tokenrelay.store.db import create_engine, migrate_in_child, schema_is_current
 from tokenrelay.upstreams.calls import Upstreams
@@ -183,6 +184,10 @@ class Gateway:
         # then the emulator (upstream connections to it are closed by then).
         self._resources = [upstreams, states, keys, billing, engine, self.relay.reasoning]
         self._resources += [emulator] if emulator else []
+        # Operator and low-balance alerts (console); stopped first, with the upstreams.
+        alerts = AlertWatcher(s, engine, billing.prices, lambda: deployment_snapshots(upstreams))
+        alerts.start()
+        self._resources.insert(0, alerts)
         for vendor in sorted(upstreams.emulated):
             log.warning(
                 "vendor %s has no API key: served by the built-in EMULATOR (not the real API)",

@@ -122,7 +122,9 @@ def keys_create(
 ) -> None:
     """Create a key; the key itself is shown only now."""
     credits = _parse_credits(credits_usd)
-    info, plaintext = _with_store(lambda s: s.create(name, credits, rpm, tpm))
+    info, plaintext = _with_actions(
+        lambda a: a.create_key(_actor(), name=name, credits_usd=credits, rpm=rpm, tpm=tpm)
+    )
     if as_json:
         click.echo(json.dumps({**info.public(), "key": plaintext}))
         return
@@ -180,9 +182,15 @@ def keys_show(key_id: str) -> None:
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
     """Revoke a key; requests with it fail from now on."""
-    info = _with_store(lambda s: s.revoke(key_id))
-    if info is None:
-        raise click.ClickException(f"no key with id {key_id!r}")
+    from tokenrelay.admin.actions import NotFound
+
+    async def op(actions: Any) -> Any:
+        try:
+            return await actions.revoke_key(_actor(), key_id)
+        except NotFound:
+            raise click.ClickException(f"no key with id {key_id!r}") from None
+
+    info = _with_actions(op)
     click.echo(f"revoked {info.id} ({info.name}) at {info.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
 
 
@@ -217,15 +225,17 @@ def credits_add(
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
         raise click.BadParameter("1 to 200 characters", param_hint="--idempotency-key")
 
-    async def op(billing: Any, _store: Any) -> int | None:
+    from tokenrelay.admin.actions import NotFound
+
+    async def op(actions: Any) -> int | None:
         try:
-            return int(await billing.add_credits(key_id, nano, note, idempotency_key))
-        except KeyError:
+            return int(await actions.credit_key(_actor(), key_id, nano, note, idempotency_key))
+        except NotFound:
             return None
         except (BalanceOverflow, IdempotencyConflict) as exc:  # not a database problem
             raise click.ClickException(str(exc)) from exc
 
-    balance = _with_billing(op)
+    balance = _with_actions(op, billing=True)
     if balance is None:
         raise click.ClickException(f"no key with id {key_id!r}")
     if as_json:
@@ -233,6 +243,64 @@ def credits_add(
         return
     sign = "+" if nano > 0 else "-"
     click.echo(f"{key_id}: {sign}${usd(abs(nano))}, balance ${usd(balance)}")
+
+
+@main.group()
+def accounts() -> None:
+    """Disable or enable a customer account, adjust its credit (with a reason)."""
+
+
+def _set_disabled(disabled: bool, doc: str) -> Callable[[str, str], None]:
+    def command(account_id: str, reason: str) -> None:
+        _account_action(lambda a: a.set_account_disabled(_actor(), account_id, disabled, reason))
+        click.echo(f"{'disabled' if disabled else 'enabled'} {account_id}")
+
+    command.__doc__ = doc
+    return command
+
+
+for _name, _disabled, _doc in (
+    ("disable", True, "Refuse every key of ACCOUNT_ID at once (every replica), end sign-ins."),
+    ("enable", False, "Let ACCOUNT_ID's keys and sign-ins work again."),
+):
+    accounts.command(_name)(
+        click.argument("account_id")(
+            click.option("--reason", required=True, help="Why, for the audit log.")(
+                _set_disabled(_disabled, _doc)
+            )
+        )
+    )
+
+
+@accounts.command("credit")
+@click.argument("account_id")
+@click.argument("amount")
+@click.option("--reason", required=True, help="Why, for the ledger and the audit log.")
+def accounts_credit(account_id: str, amount: str, reason: str) -> None:
+    """Add AMOUNT USD to ACCOUNT_ID (negative, after --, to debit), as the console does."""
+    try:
+        nano = parse_nano(amount.strip().lstrip("$"), signed=True, allow_zero=False)
+    except MoneyError as exc:
+        raise click.BadParameter(str(exc), param_hint="AMOUNT") from exc
+    balance = _account_action(
+        lambda a: a.adjust_credit(_actor(), account_id, nano, reason), billing=True
+    )
+    click.echo(f"{account_id}: balance ${usd(int(balance))}")
+
+
+def _account_action(op: Callable[[Any], Awaitable[T]], *, billing: bool = False) -> T:
+    """An operator action on an account: its errors as one line each."""
+    from tokenrelay.admin.actions import ActionError, NotFound
+
+    async def checked(actions: Any) -> T:
+        try:
+            return await op(actions)
+        except NotFound:
+            raise click.ClickException("no such account") from None
+        except ActionError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return _with_actions(checked, billing=billing)
 
 
 @main.command()
@@ -285,18 +353,26 @@ def admin() -> None:
     envvar="TOKENRELAY_ADMIN_PASSWORD",
     help="Prompted for (never on the command line in production); or TOKENRELAY_ADMIN_PASSWORD.",
 )
-def admin_create_user(email: str, password: str) -> None:
+@click.option(
+    "--role",
+    type=click.Choice(["owner", "support", "viewer"]),
+    default="owner",
+    show_default=True,
+    help="owner: everything; support: reads and credit adjustments up to $50; viewer: reads.",
+)
+def admin_create_user(email: str, password: str, role: str) -> None:
     """Create an operator who signs in to /admin with EMAIL and a password."""
-    from tokenrelay.customers.accounts import AdminUsers, SignupError
+    from tokenrelay.admin.operators import OperatorStore
+    from tokenrelay.customers.accounts import SignupError
 
     async def op(store: Any) -> str:
         try:
-            return await AdminUsers(store.engine).create(email, password)
+            return await OperatorStore(store.engine).create(email, password, role)
         except SignupError as exc:
             raise click.ClickException(str(exc)) from None
 
     user_id = _with_store(op)
-    click.echo(f"created operator {user_id} ({email.strip().lower()})")
+    click.echo(f"created operator {user_id} ({email.strip().lower()}, {role})")
 
 
 @main.group()
@@ -395,7 +471,8 @@ def prices_set(
     except PriceError as exc:
         raise click.BadParameter(str(exc)) from exc
 
-    async def op(billing: Any, _store: Any) -> dict[str, Any]:
+    async def op(actions: Any) -> dict[str, Any]:
+        billing = actions.billing
         try:
             current = billing.price_for(model)[0] if billing.prices.catalog.get(model) else None
             # Unset cache rates and tiers keep the values in force today: a price change
@@ -404,12 +481,14 @@ def prices_set(
                 body["tiers"] = new_tiers
             elif current is not None:
                 body["tiers"] = [tier_json(t) for t in current.tiers]
-            version = await billing.set_price(model, parse_price(body, current), start, note)
+            version = await actions.set_price(
+                _actor(), model, parse_price(body, current), start, note
+            )
         except PriceError as exc:  # not a database problem: say it plainly
             raise click.ClickException(str(exc)) from exc
         return dict(version.public())
 
-    row = _with_billing(op)
+    row = _with_actions(op, billing=True)
     if as_json:
         click.echo(json.dumps(row))
         return
@@ -494,6 +573,29 @@ def _with_store(op: Callable[[Any], Awaitable[T]]) -> T:
             await engine.dispose()
 
     return _or_exit(lambda: asyncio.run(run()))
+
+
+def _actor() -> Any:
+    """The audit log's name for whoever runs the CLI."""
+    import getpass
+
+    from tokenrelay.admin.actions import Actor
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Actor(f"cli:{user}")
+
+
+def _with_actions(op: Callable[[Any], Awaitable[T]], *, billing: bool = False) -> T:
+    """Run `op(OperatorActions)`: with the billing engine when the action moves money or
+    prices (credits then reach running gateways' live balances through Redis)."""
+    from tokenrelay.admin.actions import OperatorActions
+
+    if billing:
+        return _with_billing(lambda b, keys: op(OperatorActions(b.engine, keys, b)))
+    return _with_store(lambda keys: op(OperatorActions(keys.engine, keys)))
 
 
 def _with_billing(op: Callable[[Any, Any], Awaitable[T]]) -> T:

@@ -31,7 +31,7 @@ log = logging.getLogger("tokenrelay.server.model_routes")
 async def list_models(relay: Relay, request: Request) -> Response:
     if "x-goog-api-key" in request.headers or "x-goog-api-client" in request.headers:
         return await list_gemini_models(relay, request)  # google-genai calls v1 too
-    listing = relay.catalog.to_openai_list(relay.upstreams.emulated)
+    listing = relay.meter.engine.prices.listing(relay.upstreams.emulated)
     data: list[dict[str, Any]] = listing["data"]
     model_id = request.path_params.get("model_id")
     anthropic_client = "anthropic-version" in request.headers
@@ -97,7 +97,7 @@ def _gemini_model(m: dict[str, Any]) -> dict[str, Any]:
 
 async def list_gemini_models(relay: Relay, request: Request) -> Response:
     """Gemini's `models.list` / `models.get` shape, for the google-genai SDK and Gemini CLI."""
-    data: list[dict[str, Any]] = relay.catalog.to_openai_list(relay.upstreams.emulated)["data"]
+    data: list[dict[str, Any]] = relay.meter.engine.prices.listing(relay.upstreams.emulated)["data"]
     model_id = request.path_params.get("model_id")
     if model_id is None:
         return JSONResponse({"models": [_gemini_model(m) for m in data]})

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.routing import BaseRoute
 
-from tokenrelay.admin.console import Console
+from tokenrelay.admin.actions import OperatorActions
+from tokenrelay.admin.console import Shell, SignIn
+from tokenrelay.admin.pages import Pages
 from tokenrelay.portal.account_page import AccountPage
 from tokenrelay.portal.docs_page import DocsPage
 from tokenrelay.portal.routes import Portal
@@ -17,6 +19,13 @@ from tokenrelay.portal.storefront import Storefront
 
 if TYPE_CHECKING:
     from tokenrelay.gateway.relay import Relay
+    from tokenrelay.upstreams.calls import Upstreams
+
+
+def deployment_snapshots(upstreams: Upstreams) -> list[dict[str, Any]]:
+    """Every deployment's state in this process (the console's and the alerts' view)."""
+    now = time.monotonic()
+    return [d.snapshot(now) for pool in upstreams.pools.values() for d in pool.deployments]
 
 
 def vendor_status(relay: Relay) -> dict[str, str]:
@@ -35,15 +44,17 @@ def vendor_status(relay: Relay) -> dict[str, str]:
 
 def web_routes(relay: Relay) -> list[BaseRoute]:
     def models() -> list[dict[str, Any]]:
-        return list(relay.catalog.to_openai_list(relay.upstreams.emulated)["data"])
+        return list(relay.meter.engine.prices.listing(relay.upstreams.emulated)["data"])
 
     portal = Portal(relay.settings, relay.keys, relay.meter.engine, models)
-    console = Console(portal, lambda: relay.active)
+    shell = Shell(relay.settings, OperatorActions(portal.db, relay.keys, relay.meter.engine))
+    pages = Pages(shell, lambda: relay.active, lambda: deployment_snapshots(relay.upstreams))
     storefront = Storefront(portal, lambda: vendor_status(relay))
     return [
         *storefront.routes(),
         *DocsPage(portal).routes(),
         *AccountPage(portal).routes(),
-        *console.routes(),
+        *SignIn(shell).routes(),
+        *pages.routes(),
         *portal.routes(),
     ]

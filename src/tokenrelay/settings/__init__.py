@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = Field(None, alias="STRIPE_WEBHOOK_SECRET")
     stripe_api_base: str | None = Field(None, alias="TOKENRELAY_STRIPE_API_BASE")  # tests
     stripe_amounts_usd: str = Field("10,25,100", alias="TOKENRELAY_STRIPE_AMOUNTS_USD")
+    # --- Operator alerts (tokenrelay.admin.alerts): a vendor with every deployment down, an
+    # error-rate jump, a model sold below upstream cost go to this webhook (JSON POST) and/or
+    # email address; customers' low-balance emails go out on the same check.
+    alert_webhook_url: SecretStr | None = Field(None, alias="TOKENRELAY_ALERT_WEBHOOK_URL")
+    alert_email: str | None = Field(None, alias="TOKENRELAY_ALERT_EMAIL")
+    alert_interval_s: float = Field(60.0, alias="TOKENRELAY_ALERT_INTERVAL_S", gt=0)
 
     # --- The operator's brand (tokenrelay.portal.brand): every page, mail and docs example.
     # The public base URL customers call (absolute links, docs); unset: http://host:port.

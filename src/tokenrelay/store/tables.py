@@ -62,8 +62,10 @@ accounts = Table(
     Column("price_group", String(64), ForeignKey("price_groups.name"), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("disabled_at", DateTime(timezone=True), nullable=True),
-    # --- storefront (migration 0010): email the customer under this balance (NULL: never).
-    Column("low_balance_alert_nano", BigInteger, nullable=True),
+    # --- console (migration 0009): the customer's low-balance email threshold; NULL: none
+    Column("low_balance_nano", BigInteger, nullable=True),
+    Column("low_balance_alerted_at", DateTime(timezone=True), nullable=True),
+    Index("ix_accounts_disabled_at", "disabled_at"),
 )
 
 # Prepaid codes an operator hands out; stored hashed (sha256, like keys: 128 random bits).
@@ -89,7 +91,49 @@ admin_users = Table(
     Column("email", String(320), nullable=False, unique=True),
     Column("password_hash", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # --- console (migration 0009): owner | support | viewer; a TOTP secret once enrolled
+    Column("role", String(16), nullable=False, server_default="owner"),
+    Column("totp_secret", String(64), nullable=True),
 )
+
+# ---------------------------------------------------------------- console (migration 0009)
+# Operator sign-ins, server-side: the signed cookie names one row (by its sha256), so "sign out
+# everywhere" and removing an operator end every session at once, on every replica.
+operator_sessions = Table(
+    "operator_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_operator_sessions_email", "email"),
+)
+
+# Models an operator hid from customers (no row: shown and sold as the catalog says).
+model_settings = Table(
+    "model_settings",
+    metadata,
+    Column("model_id", String(200), primary_key=True),
+    Column("hidden", Boolean, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# A price group's multiplier for one model, instead of the group's own.
+price_overrides = Table(
+    "price_overrides",
+    metadata,
+    Column("group_name", String(64), primary_key=True),
+    Column("model_id", String(200), primary_key=True),
+    Column("multiplier_ppm", BigInteger, nullable=False),
+)
+
+# Alerts sent, by condition: one condition pages once per quiet period, from any replica.
+alerts_sent = Table(
+    "alerts_sent",
+    metadata,
+    Column("key", String(300), primary_key=True),
+    Column("sent_at", DateTime(timezone=True), nullable=False),
+)
+# ---------------------------------------------------------------- end console
 
 # Every operator action on money or accounts, with who and why.
 audit_log = Table(
@@ -102,6 +146,7 @@ audit_log = Table(
     Column("amount_nano", BigInteger, nullable=True),
     Column("reason", String(500), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_audit_log_account_id", "account_id"),  # a customer's trail (console, 0009)
 )
 
 # Per account, UTC day, model and vendor: the sums of its usage records, kept by the settlement
@@ -212,6 +257,7 @@ usage_records = Table(
     Column("upstream_cost_nano", BigInteger, nullable=False, server_default=text("0")),
     Index("ix_usage_records_account_id_started_at", "account_id", "started_at"),
     Index("ix_usage_records_started_at", "started_at"),
+    Index("ix_usage_records_status_started_at", "status", "started_at"),  # console (0009)
 )
 
 # Operator prices; the catalog's own prices are the implicit version "catalog". Rates are

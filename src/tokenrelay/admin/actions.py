@@ -1,0 +1,347 @@
+"""Operator actions: the one service layer that the CLI, the admin REST API and the console
+pages call. Each action checks its input, does the work through the owner of the data (billing
+for money, the key store for keys) and writes the audit log with who and why, so an operator
+action means the same whichever door it came through.
+
+Errors: ActionError (bad input, the message names the field and is fit for a form or a 400)
+and NotFound (no such account, key or model).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tokenrelay.admin.operators import ROLES, SUPPORT_CREDIT_MAX_NANO
+from tokenrelay.customers.accounts import AccountStore
+from tokenrelay.portal.topups import create_batch
+from tokenrelay.store.tables import (
+    accounts,
+    audit_log,
+    model_settings,
+    price_groups,
+    price_overrides,
+    redemption_codes,
+)
+
+if TYPE_CHECKING:
+    from tokenrelay.billing.engine import BillingEngine
+    from tokenrelay.billing.pricebook import PriceVersion
+    from tokenrelay.catalog import Price
+    from tokenrelay.customers.keys import ApiKeyInfo, KeyStore
+
+MAX_REASON = 500
+MAX_GROUP_NAME = 64
+
+
+class ActionError(ValueError):
+    """The input is wrong; the message names the field."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(LookupError):
+    """No such account, key or model."""
+
+
+class Forbidden(PermissionError):
+    """The actor's role does not allow this action."""
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts: an operator's email, `admin-api` (the shared token) or `cli:<user>`; the
+    token and the CLI hold the machine, so they act as owners."""
+
+    name: str
+    role: str = "owner"
+
+    def require(self, role: str) -> None:
+        if ROLES.index(self.role) > ROLES.index(role):
+            raise Forbidden(f"{self.role} operators may not do this")
+
+
+class OperatorActions:
+    def __init__(
+        self, engine: AsyncEngine, keys: KeyStore, billing: BillingEngine | None = None
+    ) -> None:
+        self.engine = engine
+        self.keys = keys
+        self.billing = billing
+        self.accounts = AccountStore(engine)
+
+    def _billing(self) -> BillingEngine:
+        if self.billing is None:  # a wiring mistake, not an input error
+            raise RuntimeError("this action needs the billing engine")
+        return self.billing
+
+    # ------------------------------------------------------------------ money
+
+    async def adjust_credit(
+        self,
+        actor: Actor,
+        account_id: str,
+        amount_nano: int,
+        reason: str,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """Credit (or, negative, debit) an account with a reason; returns the new balance.
+        With an idempotency key a repeat (a double-submitted form) moves nothing."""
+        actor.require("support")
+        if actor.role == "support" and abs(amount_nano) > SUPPORT_CREDIT_MAX_NANO:
+            raise Forbidden(f"support operators adjust at most ${SUPPORT_CREDIT_MAX_NANO // 10**9}")
+        reason = _reason(reason)
+        if amount_nano == 0:
+            raise ActionError("amount: not zero", "amount")
+        if await self.accounts.get(account_id) is None:
+            raise NotFound(account_id)
+        balance = await self._billing().credit_account(
+            account_id, amount_nano, f"{actor.name}: {reason}", idempotency_key, kind="adjustment"
+        )
+        await self.audit(actor, "credit_adjustment", account_id, amount_nano, reason)
+        return balance
+
+    async def credit_key(
+        self,
+        actor: Actor,
+        key_id: str,
+        amount_nano: int,
+        note: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """Credit the account of a key (the admin API's and the CLI's form); returns the
+        account's new balance. NotFound for an unknown key; billing's BalanceOverflow and
+        IdempotencyConflict pass through."""
+        actor.require("owner")
+        try:
+            balance = await self._billing().add_credits(key_id, amount_nano, note, idempotency_key)
+        except KeyError:
+            raise NotFound(key_id) from None
+        info = await self.keys.get(key_id)
+        await self.audit(
+            actor, "credit", info.account_id if info else None, amount_nano, note or key_id
+        )
+        return balance
+
+    async def set_price(
+        self,
+        actor: Actor,
+        model_id: str,
+        price: Price,
+        effective_from: dt.datetime | None = None,
+        note: str | None = None,
+    ) -> PriceVersion:
+        actor.require("owner")
+        version = await self._billing().set_price(model_id, price, effective_from, note)
+        await self.audit(
+            actor, "price_version", None, None, f"{model_id} {version.id} {note or ''}".strip()
+        )
+        return version
+
+    # ------------------------------------------------------------------ codes
+
+    async def create_code_batch(
+        self, actor: Actor, count: int, amount_nano: int, expires_at: dt.datetime | None
+    ) -> tuple[str, list[str]]:
+        """(batch id, the plaintext codes, shown once)."""
+        actor.require("owner")
+        try:
+            batch_id, codes = await create_batch(self.engine, count, amount_nano, expires_at)
+        except ValueError as exc:
+            raise ActionError(str(exc), str(exc).partition(":")[0]) from None
+        await self.audit(actor, "code_batch", None, amount_nano * count, batch_id)
+        return batch_id, codes
+
+    # ------------------------------------------------------------------ price groups
+
+    async def save_price_group(
+        self, actor: Actor, name: str, multiplier: str | Decimal, account_id: str | None = None
+    ) -> Decimal:
+        """Create or re-price a group, and optionally move an account into it."""
+        actor.require("owner")
+        name = name.strip()
+        if not 0 < len(name) <= MAX_GROUP_NAME:
+            raise ActionError(f"group: 1 to {MAX_GROUP_NAME} characters", "group")
+        ppm = multiplier_ppm(multiplier)
+        if account_id and await self.accounts.get(account_id) is None:
+            raise NotFound(account_id)
+        async with self.engine.begin() as conn:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            stmt = dialect.insert(price_groups).values(name=name, multiplier_ppm=ppm)
+            await conn.execute(
+                stmt.on_conflict_do_update(index_elements=["name"], set_={"multiplier_ppm": ppm})
+            )
+            if account_id:
+                await conn.execute(
+                    update(accounts).where(accounts.c.id == account_id).values(price_group=name)
+                )
+        shown = Decimal(ppm) / 1_000_000
+        await self.audit(actor, "price_group", account_id or None, None, f"{name} x{shown}")
+        if account_id:
+            await self._forget_keys(account_id)  # the cached keys carry the old multiplier
+        return shown
+
+    async def price_groups(self) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(price_groups.c.name, price_groups.c.multiplier_ppm).order_by(
+                    price_groups.c.name
+                )
+            )
+            return [{"name": n, "multiplier": Decimal(ppm) / 1_000_000} for n, ppm in rows]
+
+    async def set_override(
+        self, actor: Actor, group: str, model_id: str, multiplier: str | None
+    ) -> None:
+        """This model's multiplier in this group (None or "": back to the group's own)."""
+        actor.require("owner")
+        billing = self._billing()
+        if billing.prices.catalog.get(model_id) is None:
+            raise NotFound(model_id)
+        async with self.engine.begin() as conn:
+            exists = await conn.scalar(
+                select(price_groups.c.name).where(price_groups.c.name == group)
+            )
+            if exists is None:
+                raise NotFound(group)
+            where = (price_overrides.c.group_name == group) & (
+                price_overrides.c.model_id == model_id
+            )
+            await conn.execute(delete(price_overrides).where(where))
+            if multiplier:
+                ppm = multiplier_ppm(multiplier)
+                await conn.execute(
+                    insert(price_overrides).values(
+                        group_name=group, model_id=model_id, multiplier_ppm=ppm
+                    )
+                )
+        await billing.prices_changed()
+        what = f"{group} {model_id} x{multiplier}" if multiplier else f"{group} {model_id} cleared"
+        await self.audit(actor, "price_override", None, None, what)
+
+    async def set_model_hidden(self, actor: Actor, model_id: str, hidden: bool) -> None:
+        """Take a model off sale (gone from /v1/models, /docs; requests get 404) or back."""
+        actor.require("owner")
+        billing = self._billing()
+        if billing.prices.catalog.get(model_id) is None:
+            raise NotFound(model_id)
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(model_settings).where(model_settings.c.model_id == model_id))
+            await conn.execute(
+                insert(model_settings).values(
+                    model_id=model_id, hidden=hidden, updated_at=dt.datetime.now(dt.UTC)
+                )
+            )
+        await billing.prices_changed()
+        await self.audit(actor, "model_hidden" if hidden else "model_shown", None, None, model_id)
+
+    async def revoke_code_batch(self, actor: Actor, batch_id: str) -> int:
+        """Expire a batch's open codes now (redeemed ones stay); returns how many."""
+        actor.require("owner")
+        now = dt.datetime.now(dt.UTC)
+        t = redemption_codes.c
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                update(redemption_codes)
+                .where(
+                    t.batch_id == batch_id,
+                    t.redeemed_by.is_(None),
+                    t.expires_at.is_(None) | (t.expires_at > now),
+                )
+                .values(expires_at=now)
+            )
+        await self.audit(actor, "code_batch_revoked", None, None, f"{batch_id}: {done.rowcount}")
+        return int(done.rowcount)
+
+    # ------------------------------------------------------------------ keys and accounts
+
+    async def create_key(self, actor: Actor, **fields: Any) -> tuple[ApiKeyInfo, str]:
+        """KeyStore.create's fields; NotFound for an unknown account_id."""
+        actor.require("owner")
+        try:
+            info, plaintext = await self.keys.create(**fields)
+        except KeyError:
+            raise NotFound(str(fields.get("account_id"))) from None
+        await self.audit(actor, "key_created", info.account_id, None, f"{info.id} {info.name}")
+        return info, plaintext
+
+    async def revoke_key(self, actor: Actor, key_id: str) -> ApiKeyInfo:
+        actor.require("owner")
+        info = await self.keys.revoke(key_id)
+        if info is None:
+            raise NotFound(key_id)
+        await self.audit(actor, "key_revoked", info.account_id, None, info.id)
+        return info
+
+    async def set_account_disabled(
+        self, actor: Actor, account_id: str, disabled: bool, reason: str
+    ) -> None:
+        """Disable (every key refused, sign-in refused, sessions ended) or enable again."""
+        actor.require("owner")
+        reason = _reason(reason)
+        async with self.engine.begin() as conn:
+            found = await conn.execute(
+                update(accounts)
+                .where(accounts.c.id == account_id)
+                .values(disabled_at=dt.datetime.now(dt.UTC) if disabled else None)
+            )
+        if not found.rowcount:
+            raise NotFound(account_id)
+        # This process at once; the others through the key store's revocation watch.
+        await self._forget_keys(account_id)
+        action = "account_disabled" if disabled else "account_enabled"
+        await self.audit(actor, action, account_id, None, reason)
+
+    async def _forget_keys(self, account_id: str) -> None:
+        for key in await self.keys.list_for_account(account_id):
+            self.keys.invalidate(key.key_hash)
+
+    # ------------------------------------------------------------------ audit
+
+    async def audit(
+        self,
+        actor: Actor,
+        action: str,
+        account_id: str | None,
+        amount_nano: int | None,
+        reason: str,
+    ) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(audit_log).values(
+                    actor=actor.name[:320],
+                    action=action,
+                    account_id=account_id,
+                    amount_nano=amount_nano,
+                    reason=reason[:MAX_REASON],
+                    created_at=dt.datetime.now(dt.UTC),
+                )
+            )
+
+
+def multiplier_ppm(value: str | Decimal) -> int:
+    """A price multiplier such as "1.25" as parts per million (at least 1 ppm)."""
+    try:
+        ppm = Decimal(value) * 1_000_000
+    except (InvalidOperation, ValueError, TypeError):
+        ppm = Decimal(-1)
+    if not ppm.is_finite() or ppm != int(ppm) or not 1 <= ppm <= 1_000_000_000:
+        raise ActionError("multiplier: a number such as 1.25 (at most 6 decimals)", "multiplier")
+    return int(ppm)
+
+
+def _reason(reason: str) -> str:
+    reason = reason.strip()
+    if not reason:
+        raise ActionError("reason: a reason is required", "reason")
+    if len(reason) > MAX_REASON:
+        raise ActionError(f"reason: at most {MAX_REASON} characters", "reason")
+    return reason

@@ -1,0 +1,216 @@
+"""The operator console in a real browser (Debian's chromium through Playwright), one test per
+page's main flow, each page also at 390 px wide. With TOKENRELAY_SCREENSHOTS=docs/screenshots
+the pages are saved as console-*.png."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pyotp
+import pytest
+
+from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
+from tokenrelay.admin.operators import OperatorStore
+from tokenrelay.store.db import create_engine
+
+pytest.importorskip("playwright.sync_api")
+SHOTS = os.environ.get("TOKENRELAY_SCREENSHOTS")
+PASSWORD = "operator password 1"
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    gateway, thread = start_gateway(
+        tmp_path_factory.mktemp("console-browser"),
+        session_secret="console-browser-secret-01",
+        signup_credit_usd=Decimal("1.00"),
+    )
+
+    async def seed() -> None:
+        engine = create_engine(gateway.settings.database_url)
+        try:
+            await OperatorStore(engine).create("owner@example.com", PASSWORD, "owner")
+        finally:
+            await engine.dispose()
+
+    asyncio.run(seed())
+    yield gateway
+    gateway.server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def customer(gw: RunningGateway) -> dict[str, str]:
+    """A customer with a key and three requests behind it."""
+    made = httpx.post(
+        f"{gw.url}/admin/v1/keys",
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+        json={"name": "shop", "credits_usd": "5.00"},
+    ).json()
+    client = openai.OpenAI(api_key=made["key"], base_url=gw.proxy + "/v1", max_retries=0)
+    for model in ("gpt-4o-mini", "gpt-4o-mini", "gpt-4o"):
+        client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "[[words:9]] hi"}], max_tokens=30
+        )
+    return {"key": made["key"], "account": made["account_id"]}
+
+
+@pytest.fixture()
+def ops(gw: RunningGateway, browser: Any) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1200, "height": 900}, accept_downloads=True)
+    page = ctx.new_page()
+    sign_in(page, gw, "owner@example.com")
+    yield page
+    ctx.close()
+
+
+def sign_in(page: Any, gw: RunningGateway, email: str, code: str = "") -> None:
+    page.goto(gw.url + "/admin")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    if code:
+        page.get_by_label("One-time code (if two-factor is on)").fill(code)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/admin")
+
+
+def shot_and_narrow(page: Any, name: str) -> None:
+    """Saved for the docs, then checked at 390 px: nothing wider than the screen."""
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"console-{name}.png"), full_page=True)
+    size = page.viewport_size
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.reload()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, name
+    page.set_viewport_size(size)
+
+
+def test_overview_charts_ranges_and_tops(ops: Any, customer: dict[str, str]) -> None:
+    ops.goto(ops.url.split("/admin")[0] + "/admin?range=24h")
+    assert ops.get_by_test_id("requests").inner_text() == "3"
+    assert "gpt-4o" in ops.get_by_test_id("top-models").inner_text()
+    assert customer["account"] in ops.get_by_test_id("top-customers").inner_text()
+    assert ops.locator(".uplot").count() == 3  # the three charts drew
+    assert "sells at list price" in ops.get_by_test_id("warning").inner_text()
+    ops.get_by_role("link", name="30d").click()
+    ops.wait_for_url("**range=30d")
+    assert ops.get_by_test_id("requests").inner_text() == "3"
+    shot_and_narrow(ops, "overview")
+
+
+def test_customer_search_credit_and_disable(
+    ops: Any, gw: RunningGateway, customer: dict[str, str]
+) -> None:
+    ops.get_by_role("link", name="Customers").click()
+    ops.get_by_label("Search").fill(customer["key"][-4:])  # by the key's last characters
+    ops.get_by_role("button", name="Search").click()
+    ops.get_by_role("link", name=customer["account"]).click()
+    assert ops.get_by_test_id("balance").inner_text().startswith("$4.99")
+    ops.get_by_label("Amount in USD (negative to debit)").fill("10")
+    ops.locator("#a-why").fill("launch credit")
+    ops.get_by_role("button", name="Apply").click()
+    ops.wait_for_url(f"**/admin/customers/{customer['account']}")
+    assert "launch credit" in ops.get_by_test_id("audit").inner_text()
+    assert ops.get_by_test_id("balance").inner_text().startswith("$14.99")
+    shot_and_narrow(ops, "customer")
+
+    ops.locator("#d-why").fill("suspected fraud")
+    ops.get_by_role("button", name="Disable account").click()
+    assert ops.get_by_test_id("status").inner_text() == "disabled"
+    client = openai.OpenAI(api_key=customer["key"], base_url=gw.proxy + "/v1", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+        )
+    ops.locator("#d-why").fill("cleared")
+    ops.get_by_role("button", name="Enable account").click()
+    assert ops.get_by_test_id("status").inner_text() == "active"
+    ops.get_by_role("link", name="Customers").click()
+    shot_and_narrow(ops, "customers")
+
+
+def test_models_margin_preview_then_save_and_hide(ops: Any, gw: RunningGateway) -> None:
+    ops.get_by_role("link", name="Models and prices").click()
+    ops.get_by_label("Group", exact=True).fill("default")
+    ops.get_by_label("Multiplier", exact=True).fill("1.25")
+    ops.get_by_role("button", name="Preview margin").click()
+    assert "20.0% margin" in ops.get_by_test_id("preview").inner_text()
+    shot_and_narrow(ops, "models-preview")
+    ops.get_by_role("button", name="Save default at ×1.25").click()
+    ops.wait_for_url("**/admin/models")
+    assert "×1.25" in ops.get_by_test_id("groups").inner_text()
+    assert ops.get_by_test_id("warning").count() == 0  # no longer selling at list price
+    ops.get_by_role("button", name="Hide grok-4.3").click()
+    assert "grok-4.3" not in httpx.get(gw.url + "/docs").text
+    ops.get_by_role("button", name="Show grok-4.3").click()
+    assert "grok-4.3" in httpx.get(gw.url + "/docs").text
+    shot_and_narrow(ops, "models")
+
+
+def test_codes_batch_export_and_revoke(ops: Any) -> None:
+    ops.get_by_role("link", name="Codes").click()
+    ops.get_by_label("How many").fill("4")
+    ops.get_by_label("Amount each, USD").fill("2.50")
+    ops.get_by_role("button", name="Create batch").click()
+    assert len(ops.get_by_test_id("codes").inner_text().split()) == 4
+    batch = re.search(r"batch_[0-9a-f]+", ops.get_by_role("alert").inner_text())
+    assert batch
+    with ops.expect_download() as download:
+        ops.locator(f'a[href="/admin/codes/{batch[0]}.csv"]').click()
+    assert Path(download.value.path()).read_text().count("\n") == 5
+    ops.get_by_role("button", name=f"Revoke open codes of {batch[0]}").click()
+    assert "cannot be undone" in ops.content()
+    ops.get_by_role("button", name="Yes, revoke the open codes").click()
+    ops.wait_for_url("**/admin/codes")
+    cells = ops.locator(f'tr[data-batch="{batch[0]}"] td').all_inner_texts()
+    assert cells[2:6] == ["4", "0", "0", "4"]
+    shot_and_narrow(ops, "codes")
+
+
+def test_request_log_filter_and_detail(ops: Any, customer: dict[str, str]) -> None:
+    ops.get_by_role("link", name="Requests").click()
+    assert "Prompts and replies are not stored" in ops.content()
+    ops.get_by_label("Model").fill("gpt-4o")
+    ops.get_by_role("button", name="Filter").click()
+    rows = ops.get_by_test_id("requests").locator("tr")
+    assert rows.count() == 2  # the header and the one gpt-4o request
+    shot_and_narrow(ops, "requests")
+    rows.nth(1).locator("a").first.click()
+    detail = ops.get_by_test_id("request").inner_text()
+    assert "gpt-4o" in detail and customer["account"] in detail
+
+
+def test_operators_add_two_factor_and_sign_out_everywhere(
+    ops: Any, gw: RunningGateway, browser: Any
+) -> None:
+    ops.get_by_role("link", name="Operators").click()
+    ops.get_by_label("Email").fill("help@example.com")
+    ops.get_by_label("Initial password (at least 10 characters)").fill(PASSWORD)
+    ops.get_by_label("Role").select_option("support")
+    ops.get_by_role("button", name="Add operator").click()
+    assert "help@example.com" in ops.get_by_test_id("operators").inner_text()
+
+    helper_ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+    helper = helper_ctx.new_page()
+    sign_in(helper, gw, "help@example.com")
+    helper.get_by_role("link", name="Operators").click()
+    helper.get_by_role("link", name="Turn it on").click()
+    secret = helper.get_by_test_id("totp-secret").inner_text()
+    helper.get_by_label("Code from the app").fill(pyotp.TOTP(secret).now())
+    helper.get_by_role("button", name="Turn on two-factor").click()
+    assert helper.get_by_test_id("my-2fa").inner_text() == "on"
+    shot_and_narrow(helper, "operators")
+    helper.get_by_role("button", name="Sign out everywhere").click()
+    helper.wait_for_url("**/admin/login")
+    sign_in(helper, gw, "help@example.com", pyotp.TOTP(secret).now())
+    assert "support" in helper.get_by_test_id("operator").inner_text()
+    helper_ctx.close()
