@@ -25,6 +25,7 @@ from tokenrelay.admin.actions import ActionError, Actor, Forbidden, NotFound, Op
 from tokenrelay.admin.operators import ROLES, Operator, OperatorStore
 from tokenrelay.customers.accounts import SignupError
 from tokenrelay.money import usd
+from tokenrelay.portal.brand import load_brand
 from tokenrelay.portal.routes import dollars
 from tokenrelay.portal.security import Session, Sessions, Throttle
 from tokenrelay.settings import Settings
@@ -86,6 +87,7 @@ class Shell:
         self.operators = OperatorStore(actions.engine)
         self.sessions = Sessions(settings)
         self.throttle = Throttle(settings.login_attempts, settings.login_window_s)
+        self.brand = load_brand(settings)
 
     def page(
         self,
@@ -98,7 +100,7 @@ class Shell:
     ) -> HTMLResponse:
         pre = session or self._pre(request)
         body = templates.get_template(name).render(
-            csrf=self.sessions.csrf_token(pre), path=request.url.path, **ctx
+            csrf=self.sessions.csrf_token(pre), path=request.url.path, brand=self.brand, **ctx
         )
         response = HTMLResponse(body, status_code=status, headers=HEADERS)
         if session is None and request.cookies.get(PRE) != pre.nonce:
