@@ -91,7 +91,7 @@ def error(status: int, message: str | None = None, details: list[Any] | None = N
     return json_resp(status, {"error": err}, headers, _CT)
 
 
-def _auth(req: Req) -> Resp | None:
+def auth(req: Req) -> Resp | None:
     key = req.headers.get("x-goog-api-key") or req.query.get("key")
     if not key:
         return error(
@@ -383,7 +383,7 @@ def _chunks(
 
 
 def generate(req: Req, model: str, stream: bool) -> Resp:
-    if (denied := _auth(req)) is not None:
+    if (denied := auth(req)) is not None:
         return denied
     model = model.removeprefix("models/")
     try:
@@ -478,7 +478,7 @@ def _fold(
 
 
 def count_tokens(req: Req, model: str) -> Resp:
-    if (denied := _auth(req)) is not None:
+    if (denied := auth(req)) is not None:
         return denied
     model = model.removeprefix("models/")
     try:
@@ -499,7 +499,7 @@ def count_tokens(req: Req, model: str) -> Resp:
 
 
 def models(req: Req) -> Resp:
-    if (denied := _auth(req)) is not None:
+    if (denied := auth(req)) is not None:
         return denied
     data = [
         {

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,20 @@ def new_request_id() -> str:
     data per commit). `random` (reseeded from the OS at start and in every forked worker)
     rather than os.urandom: no syscall, which would hand the GIL to the journal thread."""
     return f"req_{time.time_ns() // 1_000_000:012x}{random.getrandbits(64):016x}"
+
+
+class _Captured:
+    """An ASGI `send` that keeps a unary answer instead of sending it."""
+
+    def __init__(self) -> None:
+        self.status = 500
+        self.body = b""
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        else:
+            self.body += message.get("body", b"")
 
 
 @dataclass(slots=True)
@@ -239,6 +253,8 @@ class Relay:
                 404,
                 param="model",
             )
+        if resolved.entry.kind != "chat":
+            raise invalid(f"model: '{model}' is an embedding model (POST /v1/embeddings)", "model")
         endpoint = self.upstreams.endpoints.get(resolved.entry.vendor)
         if endpoint is None:
             raise GatewayError(
@@ -480,6 +496,44 @@ class Relay:
             ctx.model_asked = asked
         await self.meter.rehold(ctx, q.resolved.entry.id, q.max_output)
         return q
+
+    # ----------------------------------------------------------------------------------------
+    # a request with no HTTP client of its own (a batch line)
+
+    async def decide_detached(
+        self, frontend: Frontend, ctx: RequestContext, payload: dict[str, Any]
+    ) -> Prepared:
+        """Take in and decide `payload` for the key in `ctx.key` (authenticated by the caller),
+        without streaming and without fallbacks (another model would bill at its own prices)."""
+        payload = {**payload, "stream": False}
+        it = await self.intake(frontend, ctx, payload, {NO_FALLBACK_HEADER: "1"})
+        return await self._decide(frontend, it)
+
+    async def answer_detached(self, p: Prepared) -> tuple[int, bytes]:
+        """Call and settle `p` as a unary request whose hold the caller made (ctx.admission):
+        the status and body the client format answers, the error body too. Settled once
+        either way; an answer that did not come whole costs nothing."""
+        ctx, out = p.ctx, _Captured()
+        try:
+            await self._unary(p, out.send)
+        except GatewayError as err:
+            ctx.finish("error", err.message, complete=False)
+            status, body = p.frontend.render_error(err)
+            return status, orjson.dumps(body)
+        except asyncio.CancelledError:
+            # The server stops: no record, the hold dropped; the line runs again later and is
+            # billed then (once: a record already committed makes that settlement a no-op).
+            if ctx.cost_nano is None and ctx.admission is not None:
+                await asyncio.shield(self.meter.engine.release(ctx.admission))
+            raise
+        finally:
+            self.release(ctx)
+            if ctx.duration_ms is None:
+                ctx.finish("error", "interrupted", complete=False)
+            if ctx.cost_nano is None and not getattr(ctx.admission, "released", True):
+                with contextlib.suppress(GatewayError):
+                    await asyncio.shield(self.meter.settle(ctx))
+        return out.status, out.body
 
     # ----------------------------------------------------------------------------------------
     # the driver: one for both paths

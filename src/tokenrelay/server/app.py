@@ -34,6 +34,7 @@ from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.anthropic.frontend import ANTHROPIC_FRONTEND
 from tokenrelay.frontends.chat.frontend import OPENAI_FRONTEND
 from tokenrelay.frontends.gemini.frontend import (
+    EMBED_METHODS,
     GEMINI_FRONTEND,
     JsonArrayStream,
     json_array_stream,
@@ -47,6 +48,7 @@ from tokenrelay.gateway.relay import Relay
 from tokenrelay.ir import ErrorKind
 from tokenrelay.ops.metrics import metrics_endpoint, watch_deployments
 from tokenrelay.server.embedded_emulator import EmbeddedEmulator
+from tokenrelay.server.embedding_routes import gemini_embeddings, openai_embeddings
 from tokenrelay.server.model_routes import count_tokens, list_gemini_models, list_models
 from tokenrelay.server.web import web_routes
 from tokenrelay.settings import Settings, get_settings
@@ -74,6 +76,8 @@ class Gateway:
             ("POST", PROXY + "/chat/completions"): self._chat,
             ("POST", PROXY + "/responses"): self._responses,
             ("POST", PROXY + "/messages/count_tokens"): self._count_tokens,
+            ("POST", PROXY + "/responses/input_tokens"): self._input_tokens,
+            ("POST", PROXY + "/embeddings"): self._embeddings,
         }
         self._other: Starlette | None = None
         self._resources: list[Any] = []
@@ -116,6 +120,14 @@ class Gateway:
         assert self.relay is not None
         await count_tokens(self.relay, scope, receive, send)
 
+    async def _input_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.relay is not None
+        await count_tokens(self.relay, scope, receive, send, RESPONSES_FRONTEND)
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.relay is not None
+        await openai_embeddings(self.relay, scope, receive, send)
+
     async def _gemini(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """`models/{model}:generateContent | :streamGenerateContent | :countTokens`; False
         when the path is none of them (the router answers 404)."""
@@ -138,6 +150,9 @@ class Gateway:
             return True
         if r.method == "countTokens":
             await count_tokens(self.relay, scope, receive, send, GEMINI_FRONTEND)
+            return True
+        if r.method in EMBED_METHODS:
+            await gemini_embeddings(self.relay, scope, receive, send, r.model, r.method)
             return True
         if json_array_stream(r, dict(query)):
             send = JsonArrayStream(send)

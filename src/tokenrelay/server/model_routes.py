@@ -17,8 +17,14 @@ from tokenrelay.customers.keys import presented_key
 from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.anthropic.frontend import ANTHROPIC_FRONTEND, AnthropicFrontend
 from tokenrelay.frontends.gemini.frontend import GEMINI_FRONTEND, GeminiFrontend
+from tokenrelay.frontends.responses.frontend import ResponsesFrontend
 from tokenrelay.gateway.jsonbody import parse_object, read_limited
 from tokenrelay.gateway.relay import new_request_id
+from tokenrelay.vendors.openai_responses import (
+    RESPONSES,
+    input_tokens_request,
+    parse_input_tokens,
+)
 
 if TYPE_CHECKING:
     from tokenrelay.gateway.relay import Relay
@@ -109,7 +115,9 @@ async def list_gemini_models(relay: Relay, request: Request) -> Response:
 
 
 # The count's field in each API's answer.
-_COUNT_FIELD = {"anthropic": "input_tokens", "gemini": "totalTokens"}
+_COUNT_FIELD = {"anthropic": "input_tokens", "gemini": "totalTokens", "responses": "input_tokens"}
+# What else the answer says (OpenAI's `POST /v1/responses/input_tokens` names its object).
+_COUNT_EXTRA: dict[str, dict[str, str]] = {"responses": {"object": "response.input_tokens"}}
 
 
 async def count_tokens(
@@ -117,27 +125,44 @@ async def count_tokens(
     scope: Scope,
     receive: Receive,
     send: Send,
-    frontend: AnthropicFrontend | GeminiFrontend = ANTHROPIC_FRONTEND,
+    frontend: AnthropicFrontend | GeminiFrontend | ResponsesFrontend = ANTHROPIC_FRONTEND,
 ) -> None:
+    """The prompt's token count: the vendor's own count where it has one (Anthropic, Gemini;
+    OpenAI's for a Responses body), the local tokenizer's otherwise. Authenticated like a
+    request, and answers nothing for a model the key may not use."""
     ctx = RequestContext(request_id=new_request_id(), client_format=frontend.name)
     try:
         body = await read_limited(receive, relay.settings.max_body_bytes)
         headers = header_map(scope)
-        if await relay.keys.authenticate(presented_key(headers)) is None:
+        key = await relay.keys.authenticate(presented_key(headers))
+        if key is None:
             raise GatewayError("authentication", "Invalid or missing API key.", 401)
         # The same intake as a request: model, aliases, vendor and validation all agree.
         payload = parse_object(body)
         payload.update(scope.get("path_params") or ())  # Gemini: the model is in the URL
-        it = await relay.intake(frontend, ctx, payload, headers, parse=frontend.parse_count_tokens)
+        parse = getattr(frontend, "parse_count_tokens", None)
+        it = await relay.intake(frontend, ctx, payload, headers, parse=parse)
         ep, req = it.endpoint, it.req
-        call = ep.adapter.build_count_tokens(
-            req, req.model, api_key=ep.api_key, base_url=ep.base_url
-        )
+        if not key.allows(it.resolved.entry.id):
+            raise GatewayError("permission", f"This API key may not use the model {req.model}", 403)
+        if frontend.name == "responses":  # only OpenAI counts a Responses body itself
+            openai = ep.adapter.passthrough(frontend.name) is RESPONSES
+            call = (
+                input_tokens_request(payload, req.model, api_key=ep.api_key, base_url=ep.base_url)
+                if openai
+                else None
+            )
+            parse_count = parse_input_tokens
+        else:
+            call = ep.adapter.build_count_tokens(
+                req, req.model, api_key=ep.api_key, base_url=ep.base_url
+            )
+            parse_count = ep.adapter.parse_count_tokens
         if call is None:
             tokens, exact = estimate_request_tokens(req), False
         else:
             body = await relay.fetch(ep, call, ctx)
-            tokens, exact = ep.adapter.parse_count_tokens(body), True
+            tokens, exact = parse_count(body), True
     except GatewayError as err:
         status, err_body = frontend.render_error(err)
         await send_json(send, status, err_body)
@@ -154,7 +179,7 @@ async def count_tokens(
     await send_json(
         send,
         200,
-        {_COUNT_FIELD[frontend.name]: tokens},
+        {**_COUNT_EXTRA.get(frontend.name, {}), _COUNT_FIELD[frontend.name]: tokens},
         [
             (b"x-tokenrelay-count", b"exact" if exact else b"estimated"),
             (b"x-request-id", ctx.request_id.encode()),
