@@ -26,6 +26,7 @@ from starlette.routing import Route
 from tokenrelay import __version__
 from tokenrelay.admin.api import account_route, admin_routes
 from tokenrelay.asgi import Receive, Scope, Send, send_json
+from tokenrelay.batches import batch_service
 from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.billing.meter import BillingMeter
 from tokenrelay.catalog import Catalog
@@ -188,9 +189,11 @@ class Gateway:
         await billing.start()
         self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing))
         self._billing = billing
-        # Closed in this order: no new upstream traffic, then the writer flushes, then the DB,
-        # then the emulator (upstream connections to it are closed by then).
-        self._resources = [upstreams, states, keys, billing, engine, self.relay.reasoning]
+        batches, batch_routes = batch_service(self.relay, PROXY)
+        batches.start()
+        # Closed in this order: no new batch lines, no new upstream traffic, then the writer
+        # flushes, then the DB, then the emulator (upstream connections to it are closed by then).
+        self._resources = [batches, upstreams, states, keys, billing, engine, self.relay.reasoning]
         self._resources += [emulator] if emulator else []
         for vendor in sorted(upstreams.emulated):
             log.warning(
@@ -208,6 +211,7 @@ class Gateway:
             Route(PROXY + "/models/{model_id:path}", self._models),
             Route("/api/proxy/v1beta/models", self._gemini_models),
             Route("/api/proxy/v1beta/models/{model_id:path}", self._gemini_models),
+            *batch_routes,
             account_route(billing, keys),
             *admin_routes(keys, billing, settings=s, upstreams=upstreams, states=states),
             *web_routes(self.relay),

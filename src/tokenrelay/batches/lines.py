@@ -1,0 +1,146 @@
+"""One batch line: decided like a request of its client format, held at its worst case at the
+batch price, answered through the gateway's own request path (so any catalog model on any
+vendor), settled on its own under the line's request id.
+
+The batch price is the account's price-group multiplier × the model's catalog `batch` field
+(0.5 by default), applied once to the line's list-price cost: `customer_nano` rounds it up to
+the nano-USD, like any request. The usage record keeps the list price as the upstream cost
+(the gateway calls the vendor's standard API for batch lines).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tokenrelay.batches.store import line_request_id
+from tokenrelay.billing.engine import Admission
+from tokenrelay.billing.metering import RequestContext
+from tokenrelay.billing.pricing import customer_nano, usd, worst_case_nano
+from tokenrelay.customers.keys import ApiKeyInfo
+from tokenrelay.errors import GatewayError
+from tokenrelay.frontends.anthropic.frontend import ANTHROPIC_FRONTEND
+from tokenrelay.frontends.chat.embeddings import parse_embeddings, render_embeddings
+from tokenrelay.frontends.chat.frontend import OPENAI_FRONTEND
+from tokenrelay.frontends.responses.frontend import RESPONSES_FRONTEND
+from tokenrelay.gateway.codec import Frontend
+from tokenrelay.gateway.embeddings import decide_embeddings, embed
+from tokenrelay.gateway.relay import Prepared, Relay
+
+EMBEDDINGS = "/v1/embeddings"
+# The endpoints a line may name, and the client format that parses and answers it.
+FRONTENDS: dict[str, Frontend] = {
+    "/v1/chat/completions": OPENAI_FRONTEND,
+    "/v1/responses": RESPONSES_FRONTEND,
+    EMBEDDINGS: OPENAI_FRONTEND,
+    "/v1/messages": ANTHROPIC_FRONTEND,
+}
+
+
+@dataclass(slots=True)
+class Answer:
+    status_code: int
+    body: bytes
+    cost_nano: int
+
+
+class Lines:
+    """Decides and runs batch lines for one gateway (its relay, billing and keys)."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.engine = relay.meter.engine
+
+    def context(
+        self, key: ApiKeyInfo, batch_id: str, line_no: int, endpoint: str
+    ) -> RequestContext:
+        ctx = RequestContext(
+            request_id=line_request_id(batch_id, line_no), client_format=FRONTENDS[endpoint].name
+        )
+        ctx.key, ctx.key_id, ctx.session_id = key, key.id, batch_id  # the batch is the session
+        return ctx
+
+    async def worst_case(self, ctx: RequestContext, endpoint: str, payload: Any) -> int:
+        """Decide the line as it will be sent (raises GatewayError for a line that cannot run)
+        and return its worst case at the batch price, in the customer's nano-USD."""
+        _, max_output = await self._decide(ctx, endpoint, payload)
+        return self._admission(ctx, max_output).hold_nano
+
+    async def run(self, ctx: RequestContext, endpoint: str, payload: Any) -> Answer:
+        """Hold (again, after a restart: a hold still there is not taken twice), call, settle.
+        Errors are answers too, in the line's client format, and cost nothing."""
+        frontend = FRONTENDS[endpoint]
+        try:
+            if endpoint == EMBEDDINGS:
+                return await self._embed(ctx, payload)
+            decided, max_output = await self._decide(ctx, endpoint, payload)
+            await self._hold(ctx, self._admission(ctx, max_output))
+        except GatewayError as err:
+            status, body = frontend.render_error(err)
+            return Answer(status, orjson.dumps(body), 0)
+        assert isinstance(decided, Prepared)
+        status, raw = await self.relay.answer_detached(decided)
+        return Answer(status, raw, ctx.cost_nano or 0)
+
+    async def _embed(self, ctx: RequestContext, payload: Any) -> Answer:
+        req = parse_embeddings(payload)
+
+        async def hold(c: RequestContext) -> None:
+            await self._hold(c, self._admission(c, 0))
+
+        result = await embed(self.relay, ctx, req, hold)
+        body = render_embeddings(
+            result,
+            model=ctx.model_asked,
+            encoding_format=str(payload.get("encoding_format", "float")),
+            input_tokens=ctx.usage.input,
+            extra_usage={"cost_usd": usd(ctx.cost_nano or 0)},
+        )
+        return Answer(200, orjson.dumps(body), ctx.cost_nano or 0)
+
+    async def _decide(
+        self, ctx: RequestContext, endpoint: str, payload: Any
+    ) -> tuple[Prepared | object, int]:
+        if not isinstance(payload, dict):
+            raise GatewayError("invalid_request", "body: expected a JSON object", 400)
+        if endpoint == EMBEDDINGS:
+            return decide_embeddings(self.relay, ctx, parse_embeddings(payload)), 0
+        p = await self.relay.decide_detached(FRONTENDS[endpoint], ctx, payload)
+        return p, p.max_output
+
+    def _admission(self, ctx: RequestContext, max_output: int) -> Admission:
+        key: ApiKeyInfo = ctx.key
+        if not key.allows(ctx.model_id):
+            raise GatewayError(
+                "permission", f"This API key may not use the model {ctx.model_id}", 403
+            )
+        entry = self.relay.catalog.get(ctx.model_id)
+        assert entry is not None
+        ppm = entry.batch_ppm(key.multiplier_ppm)
+        now = dt.datetime.now(dt.UTC)
+        price, version = self.engine.price_for(ctx.model_id, now)
+        worst = customer_nano(worst_case_nano(ctx.input_bound, max(max_output, 0), price), ppm)
+        return Admission(
+            key.id,
+            ctx.request_id,
+            ctx.model_id,
+            key.tpm,
+            price,
+            version,
+            worst if self.engine.enabled else 0,
+            now,
+            account_id=key.account_id or key.id,
+            multiplier_ppm=ppm,
+        )
+
+    async def _hold(self, ctx: RequestContext, admission: Admission) -> None:
+        if admission.hold_nano and not await self.engine.holds.reserve(
+            admission.account_id, admission.request_id, admission.hold_nano
+        ):
+            raise GatewayError(
+                "billing", "Insufficient balance for this batch request: nothing was charged", 402
+            )
+        ctx.admission = admission
