@@ -6,6 +6,7 @@ others, both written as OpenAI writes them when the batch ends."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from typing import Any
@@ -38,6 +39,7 @@ from tokenrelay.batches.store import (
     Batch,
     BatchStore,
     line_request_id,
+    now,
 )
 from tokenrelay.customers.keys import KeyStore
 from tokenrelay.errors import GatewayError, invalid
@@ -45,6 +47,8 @@ from tokenrelay.frontends.chat.frontend import OPENAI_FRONTEND
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings")
 MAX_LINES = 50_000  # OpenAI's own bound on requests per batch
+# An ended batch whose output files are still missing after this had its runner stop first.
+_GRACE = dt.timedelta(seconds=30)
 _CUSTOM_ID = re.compile(r"[^\x00-\x1f]{1,200}")
 
 
@@ -74,6 +78,8 @@ def batch_object(b: Batch) -> dict[str, Any]:
     status = {CANCELLING: "cancelling"}.get(b.status, "in_progress")
     if ended:
         status = "cancelled" if cancelled else "expired" if expired else "completed"
+        if not b.meta.get("finalized"):  # its output files are being written
+            status = "finalizing"
     return {
         "id": b.id,
         "object": "batch",
@@ -261,6 +267,11 @@ class OpenAIBatches:
         batch = await self.store.batch(batch_id, key.account_id or key.id)
         if batch is None or batch.api != "openai":
             raise not_found("batch", batch_id)
+        ended = batch.ended_at
+        # Ended, and its output files missing long after: its runner stopped before writing.
+        if ended is not None and not batch.meta.get("finalized") and now() - ended > _GRACE:
+            await self.write_output(batch)
+            batch = await self.store.batch(batch_id) or batch
         return batch
 
     async def retrieve(self, request: Request) -> Response:
@@ -319,6 +330,7 @@ class OpenAIBatches:
                     batch_id=batch.id,
                 )
                 meta[name] = f["id"]
+        meta["finalized"] = True
         await self.store.set_meta(batch.id, meta)
 
 
