@@ -204,14 +204,21 @@ class BatchJobs:
         self._task = asyncio.create_task(self._run(), name="batch-runner")
 
     async def close(self, grace_s: float = 10.0) -> None:
-        """Stop claiming; let lines in flight finish (up to `grace_s`), record them."""
+        """Stop claiming; let lines in flight finish (up to `grace_s`) and record them. The
+        runner is let out of its round rather than cancelled: a database write cancelled
+        half-way leaves SQLite's write lock with a connection nobody commits."""
         self._stopping = True
         self._wake.set()
-        if self._inflight:
-            await asyncio.wait(set(self._inflight), timeout=grace_s)
-        for task in list(self._inflight):
-            task.cancel()
+        deadline = time.monotonic() + grace_s
         if self._task is not None:
+            await asyncio.wait([self._task], timeout=grace_s)
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=max(deadline - time.monotonic(), 0))
+        for task in list(self._inflight):  # still waiting on a vendor: they run again later
+            task.cancel()
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=5.0)
+        if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
