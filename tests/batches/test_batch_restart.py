@@ -94,3 +94,52 @@ def test_restart_in_the_middle_loses_nothing_and_runs_nothing_twice(
         finally:
             second.server.should_exit = True
             thread.join(timeout=30)
+
+
+def test_two_replicas_share_a_batch_each_line_once(tmp_path: Path) -> None:
+    """Two gateways on one PostgreSQL + Redis claim lines of the same batch (SKIP LOCKED):
+    every line runs once, on one of them."""
+    with backend("postgres+redis", str(tmp_path)) as b, CountingEmulator() as emulator:
+        settings = {
+            "database_url": b.database_url,
+            "redis_url": b.redis_url,
+            "emulator_url": emulator.url,
+            "batch_concurrency": 4,
+        }
+        one, t1 = start_gateway(tmp_path / "a", **settings)
+        two, t2 = start_gateway(tmp_path / "b", **settings)
+        try:
+            r = httpx.post(
+                one.url + "/admin/v1/keys", headers=ADMIN, json={"name": "r", "credits_usd": "100"}
+            )
+            client = openai.OpenAI(api_key=r.json()["key"], base_url=one.proxy + "/v1")
+            rows = [
+                {
+                    "custom_id": f"c{i}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {
+                        "model": MODELS[i % len(MODELS)],
+                        "max_tokens": 20,
+                        "messages": [{"role": "user", "content": f"#line-{i} [[first-delay:30]]"}],
+                    },
+                }
+                for i in range(LINES)
+            ]
+            data = "\n".join(json.dumps(r) for r in rows).encode()
+            f = client.files.create(file=("in.jsonl", data), purpose="batch")
+            batch = client.batches.create(
+                input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            other = openai.OpenAI(api_key=client.api_key, base_url=two.proxy + "/v1")
+            for _ in range(600):
+                done = other.batches.retrieve(batch.id)
+                if done.status == "completed":
+                    break
+                time.sleep(0.1)
+            assert done.request_counts.completed == LINES
+            assert emulator.calls == {i: 1 for i in range(LINES)}
+        finally:
+            for gw, thread in ((one, t1), (two, t2)):
+                gw.server.should_exit = True
+                thread.join(timeout=30)

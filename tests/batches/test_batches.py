@@ -340,3 +340,56 @@ def test_file_upload_is_bounded(tmp_path: Path) -> None:
     finally:
         gateway.server.should_exit = True
         thread.join(timeout=15)
+
+
+def test_expiry_ends_lines_not_run_and_bills_only_those_that_ran(tmp_path: Path) -> None:
+    """Past its completion window, a batch's lines not started end as expired (no cost, holds
+    returned); what ran is billed."""
+    import sqlite3
+
+    gateway, thread = start_gateway(tmp_path, batch_concurrency=1)
+    try:
+        key = gateway.create_key()
+        client = openai.OpenAI(api_key=key, base_url=gateway.proxy + "/v1")
+        bodies = [chat_body(MODELS[0], f"slow {i} [[first-delay:300]]") for i in range(40)]
+        batch = client.batches.create(
+            input_file_id=upload(client, "/v1/chat/completions", bodies),
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+        )
+        while not client.batches.retrieve(batch.id).request_counts.completed:
+            time.sleep(0.05)
+        with sqlite3.connect(tmp_path / "gateway.db") as db:
+            db.execute(
+                "UPDATE batches SET expires_at = '2000-01-01 00:00:00' WHERE id = ?", (batch.id,)
+            )
+        done = wait_openai(client, batch.id)
+        assert done.status == "expired" and done.expired_at is not None
+        ran = done.request_counts.completed
+        assert 0 < ran < len(bodies) and done.request_counts.failed == len(bodies) - ran
+        errors = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]
+        assert {e["error"]["code"] for e in errors} == {"batch_expired"}
+    finally:
+        gateway.server.should_exit = True
+        thread.join(timeout=15)
+
+
+def test_spend_cap_counts_batch_lines(gw: RunningGateway) -> None:
+    r = httpx.post(
+        gw.url + "/admin/v1/keys",
+        headers=ADMIN,
+        json={"name": "capped", "credits_usd": "100", "daily_cap_usd": "0.0001"},
+    )
+    assert r.status_code == 201, r.text
+    client = openai.OpenAI(api_key=r.json()["key"], base_url=gw.proxy + "/v1")
+    bodies = [chat_body("claude-opus-4-7", f"capped {i}", 2_000) for i in range(3)]
+    batch = client.batches.create(
+        input_file_id=upload(client, "/v1/chat/completions", bodies),
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+    )
+    done = wait_openai(client, batch.id)
+    assert done.request_counts.completed == 0 and done.request_counts.failed == 3
+    errors = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]
+    assert {e["response"]["status_code"] for e in errors} == {402}
+    assert usage(gw, r.json()["id"]) == {}

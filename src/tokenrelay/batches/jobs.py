@@ -108,6 +108,11 @@ class BatchJobs:
             body = orjson.dumps(spec.payload).decode()
             ctx = self.lines.context(key, batch_id, i, spec.endpoint)
             try:
+                if len(body) > self.relay.settings.max_body_bytes:  # what a request may be
+                    limit = self.relay.settings.max_body_bytes
+                    raise GatewayError(
+                        "request_too_large", f"Request body exceeds {limit} bytes.", 413
+                    )
                 worst = await self.lines.worst_case(ctx, spec.endpoint, spec.payload)
             except GatewayError as err:
                 status, err_body = FRONTENDS[spec.endpoint].render_error(err)

@@ -137,10 +137,17 @@ class Lines:
         )
 
     async def _hold(self, ctx: RequestContext, admission: Admission) -> None:
+        """The line's hold (taken at creation; again after a restart or a Redis hold's
+        expiry), and the key's spend caps, which count batch lines like any request. Rate
+        limits do not apply: a batch is paced by the runner, not by the client."""
         if admission.hold_nano and not await self.engine.holds.reserve(
             admission.account_id, admission.request_id, admission.hold_nano
         ):
             raise GatewayError(
                 "billing", "Insufficient balance for this batch request: nothing was charged", 402
             )
+        key: ApiKeyInfo = ctx.key
+        if self.engine.enabled and (key.daily_cap_nano or key.monthly_cap_nano):
+            await self.engine.caps.admit(key, admission.request_id, admission.hold_nano)
+            admission.capped = True
         ctx.admission = admission

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -33,8 +34,6 @@ from tokenrelay.batches.store import (
     ENDED,
     ERRORED,
     EXPIRED,
-    PENDING,
-    RUNNING,
     SUCCEEDED,
     Batch,
     BatchStore,
@@ -197,7 +196,7 @@ class OpenAIBatches:
             await form.close()
         parse_input_file(content)
         row = await self.store.add_file(key.account_id or key.id, "batch", filename, content)
-        return JSONResponse(file_object(_Row(row)))
+        return JSONResponse(file_object(SimpleNamespace(**row)))
 
     async def list_files(self, request: Request) -> Response:
         key = await authenticated(self.keys, request)
@@ -332,13 +331,3 @@ class OpenAIBatches:
                 meta[name] = f["id"]
         meta["finalized"] = True
         await self.store.set_meta(batch.id, meta)
-
-
-class _Row:
-    """A dict row with attribute access (what file_object reads)."""
-
-    def __init__(self, row: dict[str, Any]) -> None:
-        self.__dict__.update(row)
-
-
-__all__ = ["PENDING", "RUNNING", "OpenAIBatches"]

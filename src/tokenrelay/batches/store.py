@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.store.tables import batch_files, batch_lines, batches
@@ -320,8 +320,6 @@ class BatchStore:
         ]
         if not rows:
             return
-        from sqlalchemy import bindparam
-
         q = (
             update(batch_lines)
             .where(batch_lines.c.id == bindparam("lid"), batch_lines.c.status == RUNNING)
