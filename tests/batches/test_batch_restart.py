@@ -8,6 +8,7 @@ import json
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -21,6 +22,28 @@ LINES = 120
 MODELS = ["gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash", "grok-3-mini", "deepseek-chat"]
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 NANO = Decimal("1e-9")
+
+
+def start_batch(client: openai.OpenAI) -> Any:
+    """A batch of LINES slow lines over every vendor, each marked for the counting emulator."""
+    rows = [
+        {
+            "custom_id": f"c{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": MODELS[i % len(MODELS)],
+                "max_tokens": 30,
+                "messages": [{"role": "user", "content": f"#line-{i} [[first-delay:40]]"}],
+            },
+        }
+        for i in range(LINES)
+    ]
+    data = "\n".join(json.dumps(r) for r in rows).encode()
+    f = client.files.create(file=("in.jsonl", data), purpose="batch")
+    return client.batches.create(
+        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres+redis"])
@@ -40,24 +63,7 @@ def test_restart_in_the_middle_loses_nothing_and_runs_nothing_twice(
         )
         key, key_id = r.json()["key"], r.json()["id"]
         client = openai.OpenAI(api_key=key, base_url=first.proxy + "/v1")
-        rows = [
-            {
-                "custom_id": f"c{i}",
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": {
-                    "model": MODELS[i % len(MODELS)],
-                    "max_tokens": 30,
-                    "messages": [{"role": "user", "content": f"#line-{i} [[first-delay:40]]"}],
-                },
-            }
-            for i in range(LINES)
-        ]
-        data = "\n".join(json.dumps(r) for r in rows).encode()
-        f = client.files.create(file=("in.jsonl", data), purpose="batch")
-        batch = client.batches.create(
-            input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
-        )
+        batch = start_batch(client)
         while client.batches.retrieve(batch.id).request_counts.completed < LINES // 4:
             time.sleep(0.05)
         first.server.should_exit = True  # graceful stop, lines still pending
@@ -113,24 +119,7 @@ def test_two_replicas_share_a_batch_each_line_once(tmp_path: Path) -> None:
                 one.url + "/admin/v1/keys", headers=ADMIN, json={"name": "r", "credits_usd": "100"}
             )
             client = openai.OpenAI(api_key=r.json()["key"], base_url=one.proxy + "/v1")
-            rows = [
-                {
-                    "custom_id": f"c{i}",
-                    "method": "POST",
-                    "url": "/v1/chat/completions",
-                    "body": {
-                        "model": MODELS[i % len(MODELS)],
-                        "max_tokens": 20,
-                        "messages": [{"role": "user", "content": f"#line-{i} [[first-delay:30]]"}],
-                    },
-                }
-                for i in range(LINES)
-            ]
-            data = "\n".join(json.dumps(r) for r in rows).encode()
-            f = client.files.create(file=("in.jsonl", data), purpose="batch")
-            batch = client.batches.create(
-                input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
-            )
+            batch = start_batch(client)
             other = openai.OpenAI(api_key=client.api_key, base_url=two.proxy + "/v1")
             for _ in range(600):
                 done = other.batches.retrieve(batch.id)
