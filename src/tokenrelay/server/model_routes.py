@@ -95,7 +95,9 @@ def _gemini_model(m: dict[str, Any]) -> dict[str, Any]:
         "description": f"{m.get('display_name', m['id'])} ({m.get('vendor')})",
         "inputTokenLimit": m.get("context_window"),
         "outputTokenLimit": m.get("max_output"),
-        "supportedGenerationMethods": ["generateContent", "countTokens"],
+        "supportedGenerationMethods": ["embedContent", "batchEmbedContents"]
+        if m.get("kind") == "embedding"
+        else ["generateContent", "countTokens"],
     }
 
 
