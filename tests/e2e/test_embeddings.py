@@ -143,6 +143,8 @@ def test_google_genai_embed_content(gw: RunningGateway) -> None:
     assert [e.values for e in many.embeddings] == [w["values"] for w in want]  # type: ignore[attr-defined]
     with pytest.raises(genai.errors.ClientError):
         g.models.embed_content(model="gemini-2.5-flash", contents="not an embedding model")
+    listed = g.models.get(model="gemini-embedding-001")
+    assert listed.supported_actions == ["embedContent", "batchEmbedContents"]
 
 
 def test_embedding_models_listed_with_prices(client: openai.OpenAI) -> None:
