@@ -182,3 +182,11 @@ def test_input_tokens_honours_the_allow_list(gw: RunningGateway, tmp_path: Path)
     assert limited.responses.input_tokens.count(model="gpt-4o", input="x").input_tokens > 0
     with pytest.raises(openai.PermissionDeniedError):
         limited.responses.input_tokens.count(model="claude-haiku-4-5", input="x")
+
+
+def test_input_tokens_is_rate_limited_like_a_request(gw: RunningGateway) -> None:
+    limited = openai.OpenAI(api_key=gw.create_key(rpm=2), base_url=gw.proxy + "/v1", max_retries=0)
+    for _ in range(2):
+        limited.responses.input_tokens.count(model="claude-haiku-4-5", input="x")
+    with pytest.raises(openai.RateLimitError):
+        limited.responses.input_tokens.count(model="claude-haiku-4-5", input="x")

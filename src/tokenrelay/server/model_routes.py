@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -147,6 +148,17 @@ async def count_tokens(
         ep, req = it.endpoint, it.req
         if not key.allows(it.resolved.entry.id):
             raise GatewayError("permission", f"This API key may not use the model {req.model}", 403)
+        if frontend.name == "responses" and key.rpm:  # a request like any other to the key
+            wait = await relay.meter.engine.limiter.check(key.id, key.rpm, None, 0)
+            if wait is not None:
+                raise GatewayError(
+                    "rate_limit",
+                    f"Rate limit reached for this key ({key.rpm} requests per minute); retry in "
+                    f"{math.ceil(wait)} s",
+                    429,
+                    retry_after=float(math.ceil(wait)),
+                    limit="requests",
+                )
         if frontend.name == "responses":  # only OpenAI counts a Responses body itself
             openai = ep.adapter.passthrough(frontend.name) is RESPONSES
             call = (
