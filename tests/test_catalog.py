@@ -87,7 +87,10 @@ def test_packaged_catalog_is_complete(catalog: Catalog) -> None:
     assert set(LINEUP) <= set(ids)
     for entry in catalog.entries():
         assert entry.vendor in VENDORS, entry.id
-        assert entry.price.input > 0 and entry.price.output > 0, entry.id
+        # An embedding model writes nothing: its output price is 0.
+        assert entry.price.input > 0, entry.id
+        assert (entry.price.output > 0) == (entry.kind == "chat"), entry.id
+        assert entry.batch == Decimal("0.5"), entry.id  # the vendors' batch discount
         assert 0 <= entry.price.cache_read <= entry.price.input, entry.id
         assert 0 < entry.default_max_tokens <= entry.max_output <= entry.context_window
         assert entry.default_max_tokens == min(entry.max_output, 8192)
@@ -358,3 +361,20 @@ def test_timeout_settings_and_the_deprecated_single_timeout(
     monkeypatch.setenv("TOKENRELAY_IDLE_TIMEOUT_S", "0")  # the new variables win; 0: none
     monkeypatch.setenv("TOKENRELAY_CONNECT_TIMEOUT_S", "3")
     assert Settings().timeouts() == Timeouts(3, 30, None, 600)
+
+
+def test_kind_and_batch_multiplier() -> None:
+    cat = load_text(
+        '[models."gpt-4o"]\nbatch = 0.4\n'
+        '[models."my-embed"]\nvendor = "openai"\nkind = "embedding"\ncontext_window = 512\n'
+        "input = 0.1\n"
+    )
+    gpt = cat.get("gpt-4o")
+    assert gpt is not None and gpt.batch_ppm(1_000_000) == 400_000
+    assert gpt.batch_ppm(1_234_567) == 493_827  # 493,826.8 rounded up: never below the price
+    embed = cat.get("my-embed")
+    assert embed is not None and embed.kind == "embedding" and embed.price.output == 0
+    with pytest.raises(CatalogError, match="kind"):
+        load_text('[models."gpt-4o"]\nkind = "image"\n')
+    with pytest.raises(CatalogError, match="batch"):
+        load_text('[models."gpt-4o"]\nbatch = 1.5\n')

@@ -420,3 +420,25 @@ def response_events(resp: Response) -> list[Event]:
     if resp.error is not None:
         events.append(resp.error)
     return events
+
+
+# ---------------------------------------------------------------- embeddings
+
+
+@dataclass(slots=True)
+class EmbeddingRequest:
+    """Texts (or, for OpenAI, token arrays) to embed, as the client asked."""
+
+    model: str
+    inputs: list[str | list[int]]
+    dimensions: int | None = None
+    task_type: str | None = None  # Gemini's taskType (RETRIEVAL_QUERY, ...)
+    title: str | None = None  # Gemini: the title of a RETRIEVAL_DOCUMENT
+
+
+@dataclass(slots=True)
+class Embeddings:
+    """One vector per input, in order; `input_tokens` None where the vendor reports none."""
+
+    vectors: list[list[float]]
+    input_tokens: int | None = None

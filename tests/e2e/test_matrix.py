@@ -12,7 +12,7 @@ import pytest
 
 from tokenrelay.catalog import Catalog
 
-MODELS = [e.id for e in Catalog.load().entries()]
+MODELS = [e.id for e in Catalog.load().entries() if e.kind == "chat"]
 PROMPT = [{"role": "user", "content": "Explain recursion in 3 sentences."}]
 
 

@@ -13,8 +13,8 @@ from gateway_support import ADMIN_TOKEN, RunningGateway
 @pytest.mark.parametrize(
     ("path", "headers"),
     [
-        ("/api/proxy/v1/embeddings", {}),
-        ("/api/proxy/v1/messages/batches", {}),
+        ("/api/proxy/v1/images/generations", {}),
+        ("/api/proxy/v1/messages/nothing", {}),
         ("/api/proxy/v2/anything", {"anthropic-version": "2023-06-01"}),
         ("/admin/v1/nothing", {"authorization": f"Bearer {ADMIN_TOKEN}"}),
         ("/no/such/page", {}),
@@ -61,7 +61,7 @@ def test_wrong_method_is_a_json_405_with_allow(
 def test_sdks_raise_not_found(gateway: RunningGateway, api_key: str) -> None:
     oai = openai.OpenAI(api_key=api_key, base_url=gateway.proxy + "/v1", max_retries=0)
     with pytest.raises(openai.NotFoundError) as oai_err:
-        oai.embeddings.create(model="text-embedding-3-small", input="hi")
+        oai.images.generate(model="gpt-image-1", prompt="hi")
     assert oai_err.value.code == "not_found"
 
     claude = anthropic.Anthropic(api_key=api_key, base_url=gateway.proxy, max_retries=0)

@@ -39,9 +39,16 @@ _MODEL_FIELDS = frozenset(
         "aliases",
         "tiers",
         "fallbacks",
+        "kind",
+        "batch",
         *_PRICE_FIELDS,
     }
 )
+# What a model does: "chat" (Messages, Chat Completions, Responses, generateContent) or
+# "embedding" (/v1/embeddings, :embedContent); the one answers no request of the other.
+KINDS = ("chat", "embedding")
+# The vendors' batch APIs bill half the standard rates; a model's `batch` field overrides it.
+DEFAULT_BATCH_MULTIPLIER = Decimal("0.5")
 _TIER_FIELDS = frozenset({"above_prompt_tokens", *_PRICE_FIELDS})
 _CAPABILITY_FIELDS = ("vision", "tools", "thinking")
 _ALIAS_FIELDS = frozenset({"target", "thinking"})
@@ -139,6 +146,14 @@ class ModelEntry:
     created: int = 0  # unix seconds of the release date, for GET /v1/models
     # Models (ids) tried in order when no deployment of this one can take a request.
     fallbacks: tuple[str, ...] = ()
+    kind: str = "chat"
+    # A batch line costs its usage at the model's prices × this (rounded up to the nano-USD
+    # once, with the account's price group: batch_ppm).
+    batch: Decimal = DEFAULT_BATCH_MULTIPLIER
+
+    def batch_ppm(self, multiplier_ppm: int) -> int:
+        """The price-group multiplier (ppm) of a batch line: the account's × `batch`."""
+        return int((multiplier_ppm * self.batch).to_integral_value(rounding="ROUND_CEILING"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,7 +551,15 @@ def _entry(
             f"{where}: unknown vendor {vendor!r} (expected one of {sorted(vendors)}, or an "
             "[upstreams.<name>] table)"
         )
+    kind = body.get("kind", "chat")
+    if kind not in KINDS:
+        raise CatalogError(f"{where}: `kind` must be one of {KINDS}")
+    batch = _money(body.get("batch", DEFAULT_BATCH_MULTIPLIER), "batch", where)
+    if batch > 1:
+        raise CatalogError(f"{where}: `batch` is a multiplier of the prices, at most 1")
     context_window = _positive_int(body, "context_window", where)
+    if kind == "embedding":  # an embedding writes no tokens: its output price is 0 too
+        body = {"max_output": 1, "output": 0, **body}
     max_output = _positive_int(body, "max_output", where)
     default_max = body.get("default_max_tokens", min(max_output, DEFAULT_MAX_TOKENS_CAP))
     if not isinstance(default_max, int) or not 0 < default_max <= max_output:
@@ -570,6 +593,8 @@ def _entry(
         retired=retired,
         created=_created(body.get("released"), where),
         fallbacks=tuple(fallbacks),
+        kind=kind,
+        batch=batch,
     )
 
 
@@ -668,5 +693,7 @@ def _openai_model(entry: ModelEntry, emulated: bool, price: Price) -> dict[str, 
         "context_window": entry.context_window,
         "max_output": entry.max_output,
         "capabilities": {f: getattr(entry.capabilities, f) for f in _CAPABILITY_FIELDS},
+        "kind": entry.kind,
+        "batch_multiplier": format(entry.batch.normalize(), "f"),
         "emulated": emulated,
     }

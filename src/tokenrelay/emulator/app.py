@@ -20,7 +20,14 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from tokenrelay.emulator import anthropic, gemini, openai_compat, openai_errors, openai_responses
+from tokenrelay.emulator import (
+    anthropic,
+    embeddings,
+    gemini,
+    openai_compat,
+    openai_errors,
+    openai_responses,
+)
 from tokenrelay.emulator.openai_errors import COMPATIBLE
 from tokenrelay.emulator.wire import Req, Resp, bearer, json_resp
 
@@ -60,6 +67,8 @@ _ROUTES: dict[tuple[str, str], Callable[[Req], Resp]] = {
     ("GET", "/anthropic/v1/models"): anthropic.models,
     ("POST", "/openai/v1/chat/completions"): lambda r: openai_compat.chat(r, "openai"),
     ("POST", "/openai/v1/responses"): openai_responses.responses,
+    ("POST", "/openai/v1/responses/input_tokens"): openai_responses.input_tokens,
+    ("POST", "/openai/v1/embeddings"): lambda r: embeddings.openai(r, "openai"),
     ("GET", "/openai/v1/models"): lambda r: openai_compat.models(r, "openai"),
     ("POST", "/xai/v1/chat/completions"): lambda r: openai_compat.chat(r, "xai"),
     ("GET", "/xai/v1/models"): lambda r: openai_compat.models(r, "xai"),
@@ -72,7 +81,7 @@ _ROUTES: dict[tuple[str, str], Callable[[Req], Resp]] = {
 }
 _GEMINI_PREFIXES = ("/gemini/v1beta/models/", "/gemini/v1/models/")
 # Any OpenAI-compatible upstream an operator declares: /compat/<name>/v1/...
-_COMPAT = re.compile(r"/compat/([a-z][a-z0-9-]{0,39})/v1/(chat/completions|models)")
+_COMPAT = re.compile(r"/compat/([a-z][a-z0-9-]{0,39})/v1/(chat/completions|models|embeddings)")
 
 
 def _compat_route(method: str, path: str) -> Callable[[Req], Resp] | None:
@@ -84,6 +93,8 @@ def _compat_route(method: str, path: str) -> Callable[[Req], Resp] | None:
         return lambda r: openai_compat.chat(r, COMPATIBLE)
     if (method, endpoint) == ("GET", "models"):
         return lambda r: openai_compat.models(r, COMPATIBLE, name)
+    if (method, endpoint) == ("POST", "embeddings"):
+        return lambda r: embeddings.openai(r, COMPATIBLE)
     return None
 
 
@@ -102,6 +113,10 @@ def route(method: str, path: str) -> Callable[[Req], Resp] | None:
         return lambda r: gemini.generate(r, model, stream=True)
     if action == "countTokens":
         return lambda r: gemini.count_tokens(r, model)
+    if action == "embedContent":
+        return lambda r: embeddings.gemini_embed(r, model)
+    if action == "batchEmbedContents":
+        return lambda r: embeddings.gemini_batch(r, model)
     return None
 
 

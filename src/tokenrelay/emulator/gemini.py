@@ -92,7 +92,7 @@ def error(status: int, message: str | None = None, details: list[Any] | None = N
     return json_resp(status, {"error": err}, headers, _CT)
 
 
-def _auth(req: Req) -> Resp | None:
+def auth(req: Req) -> Resp | None:
     key = req.headers.get("x-goog-api-key") or req.query.get("key")
     if not key:
         return error(
@@ -423,7 +423,7 @@ def _candidate_count(body: dict[str, Any]) -> int:
 
 
 def generate(req: Req, model: str, stream: bool) -> Resp:
-    if (denied := _auth(req)) is not None:
+    if (denied := auth(req)) is not None:
         return denied
     model = model.removeprefix("models/")
     try:
@@ -521,7 +521,7 @@ def _fold(
 
 
 def count_tokens(req: Req, model: str) -> Resp:
-    if (denied := _auth(req)) is not None:
+    if (denied := auth(req)) is not None:
         return denied
     model = model.removeprefix("models/")
     try:
@@ -542,7 +542,7 @@ def count_tokens(req: Req, model: str) -> Resp:
 
 
 def models(req: Req) -> Resp:
-    if (denied := _auth(req)) is not None:
+    if (denied := auth(req)) is not None:
         return denied
     data = [
         {

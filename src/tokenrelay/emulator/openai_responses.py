@@ -492,7 +492,8 @@ class _Answer:
         return frames
 
 
-def responses(req: Req) -> Resp:
+def _checked(req: Req) -> Json | Resp:
+    """The request's body, validated as a Responses body, or the error answer."""
     if (denied := auth(req, "openai")) is not None:
         return denied
     try:
@@ -507,6 +508,21 @@ def responses(req: Req) -> Resp:
         )
     except Invalid as exc:
         return error("openai", exc.status, str(exc), exc.param, exc.code)
+    return body
+
+
+def input_tokens(req: Req) -> Resp:
+    """`POST /v1/responses/input_tokens`: what the body's input would cost in tokens."""
+    body = _checked(req)
+    if isinstance(body, Resp):
+        return body
+    return json_resp(200, {"object": "response.input_tokens", "input_tokens": _input_tokens(body)})
+
+
+def responses(req: Req) -> Resp:
+    body = _checked(req)
+    if isinstance(body, Resp):
+        return body
     reasoning = _reasons(body)
     plan = script.plan(_turn(body, reasoning))
     stream = bool(body.get("stream"))

@@ -78,6 +78,8 @@ def take_in(
             404,
             param="model",
         )
+    if resolved.entry.kind != "chat":
+        raise invalid(f"model: '{model}' is an embedding model (POST /v1/embeddings)", "model")
     endpoint = endpoints.get(resolved.entry.vendor)
     if endpoint is None:
         raise GatewayError(

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -55,6 +56,20 @@ def new_request_id() -> str:
     data per commit). `random` (reseeded from the OS at start and in every forked worker)
     rather than os.urandom: no syscall, which would hand the GIL to the journal thread."""
     return f"req_{time.time_ns() // 1_000_000:012x}{random.getrandbits(64):016x}"
+
+
+class _Captured:
+    """An ASGI `send` that keeps a unary answer instead of sending it."""
+
+    def __init__(self) -> None:
+        self.status = 500
+        self.body = b""
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        else:
+            self.body += message.get("body", b"")
 
 
 class Relay:
@@ -168,6 +183,45 @@ class Relay:
                 # Shielded: a shutdown or disconnect must not lose a settlement half-way.
                 with contextlib.suppress(GatewayError):  # logged; nothing was billed
                     await asyncio.shield(self.meter.settle(f.admission, ctx))
+
+    # ----------------------------------------------------------------------------------------
+    # a request with no HTTP client of its own (a batch line)
+
+    async def decide_detached(
+        self, frontend: Frontend, ctx: RequestContext, payload: dict[str, Any]
+    ) -> Prepared:
+        """Take in and decide `payload` (its key authenticated by the caller), without
+        streaming and without fallbacks (another model would bill at its own prices)."""
+        payload = {**payload, "stream": False}
+        it = self.take_in(frontend.parse_request, ctx, payload, {NO_FALLBACK_HEADER: "1"})
+        return await decide(frontend, it, ctx, self.reasoning)
+
+    async def answer_detached(self, f: Flight, p: Prepared) -> tuple[int, bytes]:
+        """Call and settle `p` as a unary request whose hold the caller made (f.admission):
+        the status and body the client format answers, the error body too. Settled once
+        either way; an answer that did not come whole costs nothing."""
+        ctx, out = f.ctx, _Captured()
+        try:
+            f.opened = await self.caller.open(p, ctx)
+            await self.respond.unary(f, out.send)
+        except GatewayError as err:
+            ctx.finish("error", err.message, complete=False)
+            status, body = f.frontend.render_error(err)
+            return status, orjson.dumps(body)
+        except asyncio.CancelledError:
+            # The server stops: no record, the hold dropped; the line runs again later and is
+            # billed then (once: a record already committed makes that settlement a no-op).
+            if ctx.cost_nano is None and f.admission is not None:
+                await asyncio.shield(self.meter.engine.release(f.admission))
+            raise
+        finally:
+            f.release()
+            if ctx.duration_ms is None:
+                ctx.finish("error", "interrupted", complete=False)
+            if ctx.cost_nano is None and f.admission is not None and not f.admission.released:
+                with contextlib.suppress(GatewayError):
+                    await asyncio.shield(self.meter.settle(f.admission, ctx))
+        return out.status, out.body
 
     async def _open(self, f: Flight, p: Prepared) -> Opened[Prepared]:
         """Open `p`'s call through the upstream caller, with the model's fallbacks (unless

@@ -29,6 +29,7 @@ from tokenrelay import __version__
 from tokenrelay.admin.alerts import AlertWatcher
 from tokenrelay.admin.api import account_route, admin_routes
 from tokenrelay.asgi import Receive, Scope, Send, send_json
+from tokenrelay.batches import batch_service
 from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.billing.meter import BillingMeter
 from tokenrelay.catalog import Catalog
@@ -37,6 +38,7 @@ from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.anthropic.frontend import ANTHROPIC_FRONTEND
 from tokenrelay.frontends.chat.frontend import OPENAI_FRONTEND
 from tokenrelay.frontends.gemini.frontend import (
+    EMBED_METHODS,
     GEMINI_FRONTEND,
     JsonArrayStream,
     json_array_stream,
@@ -53,6 +55,7 @@ from tokenrelay.portal.brand import Brand, load_brand
 from tokenrelay.portal.headers import SecurityHeaders
 from tokenrelay.portal.storefront import error_page, wants_html
 from tokenrelay.server.embedded_emulator import EmbeddedEmulator
+from tokenrelay.server.embedding_routes import gemini_embeddings, openai_embeddings
 from tokenrelay.server.model_routes import count_tokens, list_gemini_models, list_models
 from tokenrelay.server.web import deployment_snapshots, web_routes
 from tokenrelay.settings import Settings, get_settings
@@ -80,6 +83,8 @@ class Gateway:
             ("POST", PROXY + "/chat/completions"): self._chat,
             ("POST", PROXY + "/responses"): self._responses,
             ("POST", PROXY + "/messages/count_tokens"): self._count_tokens,
+            ("POST", PROXY + "/responses/input_tokens"): self._input_tokens,
+            ("POST", PROXY + "/embeddings"): self._embeddings,
         }
         self._other: Starlette | None = None
         self.brand: Brand = load_brand(settings)  # a bad brand file stops the start, not a page
@@ -123,6 +128,14 @@ class Gateway:
         assert self.relay is not None
         await count_tokens(self.relay, scope, receive, send)
 
+    async def _input_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.relay is not None
+        await count_tokens(self.relay, scope, receive, send, RESPONSES_FRONTEND)
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.relay is not None
+        await openai_embeddings(self.relay, scope, receive, send)
+
     async def _gemini(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """`models/{model}:generateContent | :streamGenerateContent | :countTokens`; False
         when the path is none of them (the router answers 404)."""
@@ -145,6 +158,9 @@ class Gateway:
             return True
         if r.method == "countTokens":
             await count_tokens(self.relay, scope, receive, send, GEMINI_FRONTEND)
+            return True
+        if r.method in EMBED_METHODS:
+            await gemini_embeddings(self.relay, scope, receive, send, r.model, r.method)
             return True
         if json_array_stream(r, dict(query)):
             send = JsonArrayStream(send)
@@ -180,9 +196,11 @@ class Gateway:
         await billing.start()
         self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing))
         self._billing = billing
-        # Closed in this order: no new upstream traffic, then the writer flushes, then the DB,
-        # then the emulator (upstream connections to it are closed by then).
-        self._resources = [upstreams, states, keys, billing, engine, self.relay.reasoning]
+        batches, batch_routes = batch_service(self.relay, PROXY)
+        batches.start()
+        # Closed in this order: no new batch lines, no new upstream traffic, then the writer
+        # flushes, then the DB, then the emulator (upstream connections to it are closed by then).
+        self._resources = [batches, upstreams, states, keys, billing, engine, self.relay.reasoning]
         self._resources += [emulator] if emulator else []
         # Operator and low-balance alerts (console); stopped first, with the upstreams.
         alerts = AlertWatcher(s, engine, billing.prices, lambda: deployment_snapshots(upstreams))
@@ -204,6 +222,7 @@ class Gateway:
             Route(PROXY + "/models/{model_id:path}", self._models),
             Route("/api/proxy/v1beta/models", self._gemini_models),
             Route("/api/proxy/v1beta/models/{model_id:path}", self._gemini_models),
+            *batch_routes,
             account_route(billing, keys),
             *admin_routes(keys, billing, settings=s, upstreams=upstreams, states=states),
             *web_routes(self.relay),

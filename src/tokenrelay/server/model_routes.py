@@ -17,10 +17,16 @@ from tokenrelay.billing.metering import RequestContext, estimate_request_tokens
 from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.anthropic.frontend import ANTHROPIC_FRONTEND, AnthropicFrontend
 from tokenrelay.frontends.gemini.frontend import GEMINI_FRONTEND, GeminiFrontend
+from tokenrelay.frontends.responses.frontend import ResponsesFrontend
 from tokenrelay.gateway.intake import receive_request
 from tokenrelay.gateway.relay import new_request_id
 from tokenrelay.upstreams.pools import VendorEndpoint
 from tokenrelay.vendors.base import UpstreamRequest
+from tokenrelay.vendors.openai_responses import (
+    RESPONSES,
+    input_tokens_request,
+    parse_input_tokens,
+)
 
 if TYPE_CHECKING:
     from tokenrelay.gateway.relay import Relay
@@ -91,7 +97,9 @@ def _gemini_model(m: dict[str, Any]) -> dict[str, Any]:
         "description": f"{m.get('display_name', m['id'])} ({m.get('vendor')})",
         "inputTokenLimit": m.get("context_window"),
         "outputTokenLimit": m.get("max_output"),
-        "supportedGenerationMethods": ["generateContent", "countTokens"],
+        "supportedGenerationMethods": ["embedContent", "batchEmbedContents"]
+        if m.get("kind") == "embedding"
+        else ["generateContent", "countTokens"],
     }
 
 
@@ -120,7 +128,9 @@ class _Count:
 
 
 # The count's field in each API's answer.
-_COUNT_FIELD = {"anthropic": "input_tokens", "gemini": "totalTokens"}
+_COUNT_FIELD = {"anthropic": "input_tokens", "gemini": "totalTokens", "responses": "input_tokens"}
+# What else the answer says (OpenAI's `POST /v1/responses/input_tokens` names its object).
+_COUNT_EXTRA: dict[str, dict[str, str]] = {"responses": {"object": "response.input_tokens"}}
 
 
 async def count_tokens(
@@ -128,23 +138,39 @@ async def count_tokens(
     scope: Scope,
     receive: Receive,
     send: Send,
-    frontend: AnthropicFrontend | GeminiFrontend = ANTHROPIC_FRONTEND,
+    frontend: AnthropicFrontend | GeminiFrontend | ResponsesFrontend = ANTHROPIC_FRONTEND,
 ) -> None:
+    """The prompt's token count: the vendor's own count where it has one (Anthropic, Gemini;
+    OpenAI's for a Responses body), the local tokenizer's otherwise. Authenticated like a
+    request, and answers nothing for a model the key may not use."""
     ctx = RequestContext(request_id=new_request_id(), client_format=frontend.name)
     try:
         # The same intake as a request: body bound, key, model, aliases, vendor, validation.
         got = await receive_request(relay.keys, relay.settings.max_body_bytes, ctx, scope, receive)
-        it = relay.take_in(frontend.parse_count_tokens, ctx, got.payload, got.headers)
+        parse = getattr(frontend, "parse_count_tokens", None) or frontend.parse_request
+        it = relay.take_in(parse, ctx, got.payload, got.headers)
         ep, req = it.endpoint, it.req
         can_pay = await relay.meter.admit_count(got.key, it.resolved.entry.id)
-        call = ep.adapter.build_count_tokens(
-            req, req.model, api_key=ep.api_key, base_url=ep.base_url
-        )
+        if frontend.name == "responses":  # only OpenAI counts a Responses body itself
+            openai = ep.adapter.passthrough(frontend.name) is RESPONSES
+            call = (
+                input_tokens_request(
+                    got.payload, req.model, api_key=ep.api_key, base_url=ep.base_url
+                )
+                if openai
+                else None
+            )
+            parse_count = parse_input_tokens
+        else:
+            call = ep.adapter.build_count_tokens(
+                req, req.model, api_key=ep.api_key, base_url=ep.base_url
+            )
+            parse_count = ep.adapter.parse_count_tokens
         if call is None or not can_pay:  # a key that cannot pay gets the local estimate
             tokens, exact = estimate_request_tokens(req), False
         else:
             body = await relay.caller.fetch(_Count(it.resolved.entry.id, ep, call), ctx)
-            tokens, exact = ep.adapter.parse_count_tokens(body), True
+            tokens, exact = parse_count(body), True
     except GatewayError as err:
         status, err_body = frontend.render_error(err)
         await send_json(send, status, err_body)
@@ -161,7 +187,7 @@ async def count_tokens(
     await send_json(
         send,
         200,
-        {_COUNT_FIELD[frontend.name]: tokens},
+        {**_COUNT_EXTRA.get(frontend.name, {}), _COUNT_FIELD[frontend.name]: tokens},
         [
             (b"x-tokenrelay-count", b"exact" if exact else b"estimated"),
             (b"x-request-id", ctx.request_id.encode()),

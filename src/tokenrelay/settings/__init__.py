@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     # Worker processes (as uvicorn/gunicorn read it): more than one needs Redis for billing.
     workers: int = Field(1, alias="WEB_CONCURRENCY")
 
+    # --- Batches (tokenrelay.batches): lines run at once per process, and the largest batch
+    # file or Message Batches body taken. The public URL makes absolute links (results_url).
+    batch_concurrency: int = Field(16, alias="TOKENRELAY_BATCH_CONCURRENCY", ge=1)
+    batch_max_bytes: int = Field(200 * 1024 * 1024, alias="TOKENRELAY_BATCH_MAX_BYTES", gt=0)
+    public_url: str | None = Field(None, alias="TOKENRELAY_PUBLIC_URL")
+
     # --- Customer portal and operator console (tokenrelay.portal)
     # "open": anyone may sign up (and gets signup_credit_usd); "invite": only with a
     # redemption code; "off": no sign-up page (accounts come from the operator).

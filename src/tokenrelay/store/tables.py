@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -302,4 +303,69 @@ deployment_states = Table(
     Column("removed_reason", String(500), nullable=True),  # the vendor's refusal of the key
     Column("version", BigInteger, nullable=False),  # ns since the epoch of the last change
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# ---------------------------------------------------------------- batches (migration 0011)
+# Files a customer uploaded (purpose "batch") and the output/error files of its batches (no
+# content of their own: assembled from the batch's lines when read). Scoped to the account.
+batch_files = Table(
+    "batch_files",
+    metadata,
+    Column("id", String(40), primary_key=True),  # file-<24 hex>
+    Column("account_id", String(40), nullable=False),
+    Column("purpose", String(32), nullable=False),  # batch | batch_output
+    Column("filename", String(255), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("content", LargeBinary, nullable=True),  # NULL: a batch's output or error file
+    Column("batch_id", String(40), nullable=True),  # the batch an output/error file belongs to
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
+    Index("ix_batch_files_account_id", "account_id"),
+)
+
+# A batch job (OpenAI Batch API or Anthropic Message Batches): its lines run through the
+# gateway's own request path, each billed on its own at `multiplier_ppm` (the account's price
+# group × the catalog's batch discount).
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(40), primary_key=True),  # batch_<hex> | msgbatch_<hex>
+    Column("api", String(16), nullable=False),  # openai | anthropic
+    Column("account_id", String(40), nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("endpoint", String(64), nullable=False),  # /v1/chat/completions, /v1/messages, ...
+    Column("input_file_id", String(40), nullable=True),
+    Column("status", String(16), nullable=False),  # in_progress | cancelling | ended
+    Column("multiplier_ppm", BigInteger, nullable=False),
+    Column("hold_nano", BigInteger, nullable=False),  # Σ the lines' worst cases at creation
+    Column("total", Integer, nullable=False),
+    Column("meta", JSON, nullable=True),  # the client's metadata; the output/error file ids
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("cancelling_at", DateTime(timezone=True), nullable=True),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
+    Index("ix_batches_account_id", "account_id"),
+    Index("ix_batches_status", "status"),
+)
+
+# One request of a batch. status: pending -> running (claimed) -> succeeded | errored, or
+# pending -> cancelled | expired. A line's request id (its usage record's) is
+# `<batch id>-<line_no>`: a settlement retried after a crash is billed once.
+batch_lines = Table(
+    "batch_lines",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("batch_id", String(40), nullable=False),
+    Column("line_no", Integer, nullable=False),
+    Column("custom_id", String(200), nullable=False),
+    Column("body", Text, nullable=False),  # the request body (JSON)
+    Column("status", String(16), nullable=False),
+    Column("hold_nano", BigInteger, nullable=False),  # the line's worst case, held for it
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
+    Column("status_code", Integer, nullable=True),
+    Column("result", Text, nullable=True),  # the answer's body (JSON), in the client's format
+    Column("cost_nano", BigInteger, nullable=True),
+    Index("ix_batch_lines_batch_id", "batch_id", "line_no", unique=True),
+    Index("ix_batch_lines_status", "status"),
 )

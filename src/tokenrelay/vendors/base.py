@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -117,6 +117,22 @@ class Vendor(Protocol):
 
 
 UsageSink = Callable[[ir.Usage], None]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A vendor that serves embedding models (OpenAI's wire and its compatibles, Gemini's)."""
+
+    # OpenAI's wire takes token arrays as input; Gemini's only text.
+    embeds_token_arrays: bool
+
+    def build_embeddings(
+        self, req: ir.EmbeddingRequest, upstream_model: str, *, api_key: str, base_url: str
+    ) -> UpstreamRequest:
+        """The vendor call for `req` (always asking for float vectors)."""
+        ...
+
+    def parse_embeddings(self, body: bytes) -> ir.Embeddings: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -630,6 +630,35 @@ class GeminiVendor:
     def parse_count_tokens(self, body: bytes) -> int:
         return int(orjson.loads(body).get("totalTokens", 0))
 
+    # ---------------------------------------------------------------- embeddings
+
+    embeds_token_arrays = False
+
+    def build_embeddings(
+        self, req: ir.EmbeddingRequest, upstream_model: str, *, api_key: str, base_url: str
+    ) -> UpstreamRequest:
+        """Always `batchEmbedContents` (one call for one input or many)."""
+        model = "models/" + upstream_model.removeprefix("models/")
+        requests: list[Json] = []
+        for text in req.inputs:
+            one: Json = {"model": model, "content": {"parts": [{"text": text}]}}
+            if req.dimensions is not None:
+                one["outputDimensionality"] = req.dimensions
+            if req.task_type is not None:
+                one["taskType"] = req.task_type
+            if req.title is not None:
+                one["title"] = req.title
+            requests.append(one)
+        url = _model_url(base_url, upstream_model, "batchEmbedContents")
+        return UpstreamRequest(
+            "POST", url, _headers(api_key), orjson.dumps({"requests": requests}), max_output=0
+        )
+
+    def parse_embeddings(self, body: bytes) -> ir.Embeddings:
+        # The Gemini API reports no token count for embeddings: the gateway estimates it.
+        data = orjson.loads(body)
+        return ir.Embeddings([list(e.get("values") or []) for e in data.get("embeddings") or []])
+
 
 def _retry_after_header(headers: Mapping[str, str]) -> float | None:
     value = headers.get("retry-after") or headers.get("Retry-After")

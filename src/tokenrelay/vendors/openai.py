@@ -519,6 +519,33 @@ class OpenAICompatible:
         retrying (what a 429 tells the client) will not help, so it is a 502, not a 429."""
         return status == 402 or "insufficient_quota" in (info.code, info.type)
 
+    # ---------------------------------------------------------------- embeddings
+
+    embeds_token_arrays = True
+
+    def build_embeddings(
+        self, req: ir.EmbeddingRequest, upstream_model: str, *, api_key: str, base_url: str
+    ) -> UpstreamRequest:
+        body: JSON = {"model": upstream_model, "input": req.inputs, "encoding_format": "float"}
+        if req.dimensions is not None:
+            body["dimensions"] = req.dimensions
+        return UpstreamRequest(
+            method="POST",
+            url=base_url.rstrip("/") + "/embeddings",
+            headers={"authorization": f"Bearer {api_key}", "content-type": "application/json"},
+            body=orjson.dumps(body),
+            max_output=0,
+        )
+
+    def parse_embeddings(self, body: bytes) -> ir.Embeddings:
+        data = orjson.loads(body)
+        items = sorted(data.get("data") or [], key=lambda d: d.get("index", 0))
+        usage = data.get("usage") or {}
+        tokens = usage.get("prompt_tokens")
+        return ir.Embeddings(
+            [list(d["embedding"]) for d in items], int(tokens) if tokens is not None else None
+        )
+
     # ---------------------------------------------------------------- token counting
 
     def build_count_tokens(

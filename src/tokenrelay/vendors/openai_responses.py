@@ -271,6 +271,23 @@ class ResponsesPassthrough(OpenAICompatible):
 RESPONSES = ResponsesPassthrough()
 
 
+def input_tokens_request(
+    body: JSON, upstream_model: str, *, api_key: str, base_url: str
+) -> UpstreamRequest:
+    """OpenAI's own count of a Responses body's input (`POST /responses/input_tokens`)."""
+    body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+    return UpstreamRequest(
+        method="POST",
+        url=base_url.rstrip("/") + "/responses/input_tokens",
+        headers={"authorization": f"Bearer {api_key}", "content-type": "application/json"},
+        body=orjson.dumps({**body, "model": upstream_model}),
+    )
+
+
+def parse_input_tokens(body: bytes) -> int:
+    return int(orjson.loads(body).get("input_tokens", 0))
+
+
 class OpenAIVendor(OpenAICompatible):
     """OpenAI itself: Chat Completions clients on its chat wire, Responses clients on its
     Responses API, both passed through."""

@@ -74,20 +74,21 @@ _ERRORS: dict[ir.ErrorKind, tuple[int | None, str]] = {
 }
 _SERVER_STATUS = {503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED", 502: "UNAVAILABLE"}
 _METHODS = {"generateContent": False, "streamGenerateContent": True}
+EMBED_METHODS = ("embedContent", "batchEmbedContents")
 SSE_TYPE = b"text/event-stream"
 
 
 @dataclass(frozen=True, slots=True)
 class GeminiRoute:
     model: str
-    method: str  # generateContent | streamGenerateContent | countTokens
+    method: str  # generateContent | streamGenerateContent | countTokens | EMBED_METHODS
 
 
 def route(path: str) -> GeminiRoute | None:
     """`/api/proxy/v1beta/models/{model}:{method}` (the model may repeat `models/`)."""
     rest = path.split("/models/", 1)[1] if "/models/" in path else ""
     model, sep, method = rest.rpartition(":")
-    if not sep or not model or method not in ("countTokens", *_METHODS):
+    if not sep or not model or method not in ("countTokens", *_METHODS, *EMBED_METHODS):
         return None
     return GeminiRoute(model.removeprefix("models/"), method)
 

@@ -1,0 +1,80 @@
+"""What the batch and file routes of both APIs share: the customer's key, bounded bodies,
+errors in the client's format, and the public base URL of absolute links."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tokenrelay.asgi import BodyTooLarge, read_body
+from tokenrelay.customers.keys import ApiKeyInfo, KeyStore, presented_key
+from tokenrelay.errors import GatewayError
+from tokenrelay.gateway.codec import Frontend
+from tokenrelay.gateway.jsonbody import parse_object
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def not_found(what: str, ident: str) -> GatewayError:
+    return GatewayError("not_found", f"No {what} found with id '{ident}'.", 404)
+
+
+async def authenticated(keys: KeyStore, request: Request) -> ApiKeyInfo:
+    key = await keys.authenticate(presented_key(request.headers))
+    if key is None:
+        raise GatewayError("authentication", "Invalid or missing API key.", 401)
+    return key
+
+
+def too_large(limit: int) -> GatewayError:
+    return GatewayError("request_too_large", f"Request body exceeds {limit} bytes.", 413)
+
+
+async def json_body(request: Request, limit: int) -> dict[str, Any]:
+    """The JSON object of the request, read no further than `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    try:
+        body = await read_body(request.receive, limit)
+    except BodyTooLarge:
+        raise too_large(limit) from None
+    return parse_object(body)
+
+
+def answering(frontend: Frontend, handler: Endpoint) -> Endpoint:
+    """`handler`, its GatewayErrors answered in `frontend`'s error shape."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except GatewayError as err:
+            status, body = frontend.render_error(err)
+            headers = {"retry-after": str(round(err.retry_after))} if err.retry_after else None
+            return JSONResponse(body, status_code=status, headers=headers)
+
+    return endpoint
+
+
+def jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in rows)
+
+
+def public_base(request: Request, public_url: str | None) -> str:
+    """The gateway's public URL (TOKENRELAY_PUBLIC_URL), else the one the request came to."""
+    if public_url:
+        return public_url.rstrip("/")
+    return str(request.base_url).rstrip("/")
+
+
+def page_limit(request: Request, default: int = 20, most: int = 100) -> int:
+    raw = request.query_params.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise GatewayError(
+            "invalid_request", f"limit: expected an integer in 1..{most}", 400, param="limit"
+        )
+    return int(raw)

@@ -1,0 +1,158 @@
+"""One batch line: decided like a request of its client format, held at its worst case at the
+batch price, answered through the gateway's own request path (so any catalog model on any
+vendor), settled on its own under the line's request id.
+
+The batch price is the account's price-group multiplier × the model's catalog `batch` field
+(0.5 by default), applied once to the line's list-price cost: `customer_nano` rounds it up to
+the nano-USD, like any request. The usage record keeps the list price as the upstream cost
+(the gateway calls the vendor's standard API for batch lines).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tokenrelay.batches.store import line_request_id
+from tokenrelay.billing.engine import Admission
+from tokenrelay.billing.metering import RequestContext
+from tokenrelay.billing.pricing import customer_nano, usd, worst_case_nano
+from tokenrelay.customers.keys import ApiKeyInfo
+from tokenrelay.errors import GatewayError
+from tokenrelay.frontends.anthropic.frontend import ANTHROPIC_FRONTEND
+from tokenrelay.frontends.chat.embeddings import parse_embeddings, render_embeddings
+from tokenrelay.frontends.chat.frontend import OPENAI_FRONTEND
+from tokenrelay.frontends.responses.frontend import RESPONSES_FRONTEND
+from tokenrelay.gateway.codec import Frontend
+from tokenrelay.gateway.decide import Prepared
+from tokenrelay.gateway.embeddings import decide_embeddings, embed
+from tokenrelay.gateway.relay import Relay
+from tokenrelay.gateway.respond import Flight
+
+EMBEDDINGS = "/v1/embeddings"
+# The endpoints a line may name, and the client format that parses and answers it.
+FRONTENDS: dict[str, Frontend] = {
+    "/v1/chat/completions": OPENAI_FRONTEND,
+    "/v1/responses": RESPONSES_FRONTEND,
+    EMBEDDINGS: OPENAI_FRONTEND,
+    "/v1/messages": ANTHROPIC_FRONTEND,
+}
+
+
+@dataclass(slots=True)
+class Answer:
+    status_code: int
+    body: bytes
+    cost_nano: int
+
+
+class Lines:
+    """Decides and runs batch lines for one gateway (its relay, billing and keys)."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.engine = relay.meter.engine
+
+    def context(self, key: ApiKeyInfo, batch_id: str, line_no: int, endpoint: str) -> Flight:
+        frontend = FRONTENDS[endpoint]
+        ctx = RequestContext(
+            request_id=line_request_id(batch_id, line_no), client_format=frontend.name
+        )
+        ctx.key_id, ctx.session_id = key.id, batch_id  # the batch is the session
+        return Flight(ctx, frontend, key=key)
+
+    async def worst_case(self, f: Flight, endpoint: str, payload: Any) -> int:
+        """Decide the line as it will be sent (raises GatewayError for a line that cannot run)
+        and return its worst case at the batch price, in the customer's nano-USD."""
+        _, max_output = await self._decide(f, endpoint, payload)
+        return self._admission(f, max_output).hold_nano
+
+    async def run(self, f: Flight, endpoint: str, payload: Any) -> Answer:
+        """Hold (again, after a restart: a hold still there is not taken twice), call, settle.
+        Errors are answers too, in the line's client format, and cost nothing."""
+        frontend = FRONTENDS[endpoint]
+        try:
+            if endpoint == EMBEDDINGS:
+                return await self._embed(f, payload)
+            decided, max_output = await self._decide(f, endpoint, payload)
+            await self._hold(f, self._admission(f, max_output))
+        except GatewayError as err:
+            status, body = frontend.render_error(err)
+            return Answer(status, orjson.dumps(body), 0)
+        assert isinstance(decided, Prepared)
+        status, raw = await self.relay.answer_detached(f, decided)
+        return Answer(status, raw, f.ctx.cost_nano or 0)
+
+    async def _embed(self, f: Flight, payload: Any) -> Answer:
+        req = parse_embeddings(payload)
+
+        async def hold(g: Flight) -> None:
+            await self._hold(g, self._admission(g, 0))
+
+        result = await embed(self.relay, f, req, hold)
+        ctx = f.ctx
+        body = render_embeddings(
+            result,
+            model=ctx.model_asked,
+            encoding_format=str(payload.get("encoding_format", "float")),
+            input_tokens=ctx.usage.input,
+            extra_usage={"cost_usd": usd(ctx.cost_nano or 0)},
+        )
+        return Answer(200, orjson.dumps(body), ctx.cost_nano or 0)
+
+    async def _decide(
+        self, f: Flight, endpoint: str, payload: Any
+    ) -> tuple[Prepared | object, int]:
+        ctx = f.ctx
+        if not isinstance(payload, dict):
+            raise GatewayError("invalid_request", "body: expected a JSON object", 400)
+        if endpoint == EMBEDDINGS:
+            return decide_embeddings(self.relay, ctx, parse_embeddings(payload)), 0
+        p = await self.relay.decide_detached(FRONTENDS[endpoint], ctx, payload)
+        return p, p.max_output
+
+    def _admission(self, f: Flight, max_output: int) -> Admission:
+        ctx, key = f.ctx, f.key
+        assert key is not None
+        if not key.allows(ctx.model_id):
+            raise GatewayError(
+                "permission", f"This API key may not use the model {ctx.model_id}", 403
+            )
+        entry = self.relay.catalog.get(ctx.model_id)
+        assert entry is not None
+        ppm = entry.batch_ppm(key.multiplier_ppm)
+        now = dt.datetime.now(dt.UTC)
+        price, version = self.engine.price_for(ctx.model_id, now)
+        worst = customer_nano(worst_case_nano(ctx.input_bound, max(max_output, 0), price), ppm)
+        return Admission(
+            key.id,
+            ctx.request_id,
+            ctx.model_id,
+            key.tpm,
+            price,
+            version,
+            worst if self.engine.enabled else 0,
+            now,
+            account_id=key.account_id or key.id,
+            multiplier_ppm=ppm,
+        )
+
+    async def _hold(self, f: Flight, admission: Admission) -> None:
+        """The line's hold (taken at creation; again after a restart or a Redis hold's
+        expiry), and the key's spend caps, which count batch lines like any request. Rate
+        limits do not apply: a batch is paced by the runner, not by the client."""
+        if admission.hold_nano and not await self.engine.holds.reserve(
+            admission.account_id, admission.request_id, admission.hold_nano
+        ):
+            raise GatewayError(
+                "billing", "Insufficient balance for this batch request: nothing was charged", 402
+            )
+        key = f.key
+        assert key is not None
+        if self.engine.enabled and (key.daily_cap_nano or key.monthly_cap_nano):
+            await self.engine.caps.admit(key, admission.request_id, admission.hold_nano)
+            admission.capped = True
+        f.admission = admission
