@@ -1,0 +1,51 @@
+"""Credit forms: redeem a code, pay by card through Stripe Checkout."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from tokenrelay.money import usd
+from tokenrelay.portal.dashboard import DashboardPages
+from tokenrelay.portal.security import Session
+from tokenrelay.portal.topups import RedeemError, redeem
+from tokenrelay.portal.web import EXPIRED, plain
+
+log = logging.getLogger("tokenrelay.portal")
+
+
+class CreditForms(DashboardPages):
+    async def redeem_code(self, request: Request, session: Session, account: Any) -> Response:
+        form = await self.form(request, session)
+        if form is None:
+            return plain(403, EXPIRED)
+        try:
+            amount = await redeem(self.billing, account.id, form.get("code", ""))
+        except RedeemError as exc:
+            return await self.dashboard(request, session, account, error=str(exc), status=400)
+        return await self.dashboard(
+            request, session, account, message=f"${usd(amount)} added to your balance."
+        )
+
+    async def stripe_checkout(self, request: Request, session: Session, account: Any) -> Response:
+        form = await self.form(request, session)
+        if form is None:
+            return plain(403, EXPIRED)
+        if self.stripe is None:
+            return plain(404, "card payments are not configured")
+        raw = form.get("usd", "")
+        try:
+            url = await self.stripe.checkout_url(
+                account.id, int(raw) if raw.isdigit() else -1, str(request.base_url).rstrip("/")
+            )
+        except ValueError as exc:
+            return await self.dashboard(request, session, account, error=str(exc), status=400)
+        except Exception as exc:  # Stripe unreachable or refusing: nothing was charged
+            log.warning("stripe checkout failed: %s", type(exc).__name__)
+            return await self.dashboard(
+                request, session, account, error="Card payments are unavailable.", status=502
+            )
+        return RedirectResponse(url, status_code=303)
