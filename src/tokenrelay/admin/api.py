@@ -26,6 +26,7 @@ from tokenrelay.billing.ledger import MAX_USAGE_LIMIT, BalanceOverflow, Idempote
 from tokenrelay.billing.pricebook import PriceError, parse_price, parse_time
 from tokenrelay.customers.keys import KeyStore, presented_key
 from tokenrelay.money import MAX_AMOUNT_NANO, MoneyError, parse_nano, usd
+from tokenrelay.portal.throttle import Backoff, client_ip, shared_store
 from tokenrelay.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -81,11 +82,21 @@ def admin_routes(
     engine = billing if isinstance(billing, BillingEngine) else None
     secret = (settings or get_settings()).admin_token
     token = secret.get_secret_value().encode() if secret else None
+    # Wrong tokens per client IP: a few free, then each guess waits longer (across replicas).
+    guesses = Backoff(shared_store(settings or get_settings()), "admin-token", 5, 300)
 
     def guarded(handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
+            ip = client_ip(request)
+            wait = await guesses.wait(ip)
+            if wait is not None:
+                refused = _error(429, "rate_limit_error", "too many invalid admin tokens")
+                refused.headers["retry-after"] = str(int(wait) + 1)
+                return refused
             denied = _check_admin(request, token)
             if denied is not None:
+                if denied.status_code == 401:
+                    await guesses.failed(ip)
                 return denied
             try:
                 return await handler(request)

@@ -68,13 +68,13 @@ class Console:
         if form is None:
             return _plain(403, "the form expired; reload the page and try again")
         email = form.get("email", "").strip().lower()[:320]
-        if p.throttled(request, f"operator:{email}") is not None:
+        if await p.throttled(request, f"operator:{email}") is not None:
             return p.page(request, "auth_form.html", 429, error="Too many attempts.", **ctx)
         operator = await self.users.authenticate(email, form.get("password", ""))
         if operator is None:
-            p.sign_in_result(request, f"operator:{email}", False)
+            await p.sign_in_result(request, f"operator:{email}", False)
             return p.page(request, "auth_form.html", 401, error="Wrong email or password.", **ctx)
-        p.sign_in_result(request, f"operator:{email}", True)
+        await p.sign_in_result(request, f"operator:{email}", True)
         response = RedirectResponse("/admin", status_code=303)
         p.sessions.start(response, request, KIND, operator)
         return response

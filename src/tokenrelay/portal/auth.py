@@ -10,6 +10,7 @@ from starlette.responses import RedirectResponse, Response
 
 from tokenrelay.customers.accounts import SignupError
 from tokenrelay.portal import mail
+from tokenrelay.portal.throttle import client_ip
 from tokenrelay.portal.topups import RedeemError, redeem
 from tokenrelay.portal.web import EXPIRED, KIND, PortalBase, field, plain
 
@@ -17,19 +18,19 @@ log = logging.getLogger("tokenrelay.portal")
 
 
 class AuthPages(PortalBase):
-    def throttled(self, request: Request, name: str) -> float | None:
+    async def throttled(self, request: Request, name: str) -> float | None:
         """Seconds to wait before another sign-in attempt for `name` from this client."""
-        ip = request.client.host if request.client else ""
-        waits = [self.throttle.blocked(name), self.ip_throttle.blocked(ip)]
-        return max((w for w in waits if w is not None), default=None)
+        ip = client_ip(request)
+        pair = await self.sign_in_throttle.wait(f"{ip}|{name}")
+        return max(pair or 0.0, await self.ip_throttle.wait(ip) or 0.0) or None
 
-    def sign_in_result(self, request: Request, name: str, ok: bool) -> None:
-        ip = request.client.host if request.client else ""
+    async def sign_in_result(self, request: Request, name: str, ok: bool) -> None:
+        ip = client_ip(request)
         if ok:
-            self.throttle.succeeded(name)
+            await self.sign_in_throttle.succeeded(f"{ip}|{name}")
         else:
-            self.throttle.failed(name)
-            self.ip_throttle.failed(ip)
+            await self.sign_in_throttle.failed(f"{ip}|{name}")
+            await self.ip_throttle.failed(ip)
 
     def _signup_fields(self, email: str = "") -> list[dict[str, Any]]:
         fields = [
@@ -114,7 +115,7 @@ class AuthPages(PortalBase):
         if form is None:
             return plain(403, EXPIRED)
         email = form.get("email", "").strip().lower()[:320]
-        wait = self.throttled(request, f"email:{email}")
+        wait = await self.throttled(request, f"email:{email}")
         if wait is not None:
             refused = self.page(
                 request,
@@ -129,7 +130,7 @@ class AuthPages(PortalBase):
             return refused
         account = await self.accounts.authenticate(email, form.get("password", ""))
         if account is None:
-            self.sign_in_result(request, f"email:{email}", False)
+            await self.sign_in_result(request, f"email:{email}", False)
             return self.page(
                 request,
                 "auth_form.html",
@@ -139,7 +140,7 @@ class AuthPages(PortalBase):
                 error="Wrong email or password.",
                 **ctx,
             )
-        self.sign_in_result(request, f"email:{email}", True)
+        await self.sign_in_result(request, f"email:{email}", True)
         response = RedirectResponse("/dashboard", status_code=303)
         self.sessions.start(response, request, KIND, account.id, account.password_tag)
         return response

@@ -11,6 +11,7 @@ from starlette.responses import RedirectResponse, Response
 from tokenrelay.money import usd
 from tokenrelay.portal.dashboard import DashboardPages
 from tokenrelay.portal.security import Session
+from tokenrelay.portal.throttle import client_ip
 from tokenrelay.portal.topups import RedeemError, redeem
 from tokenrelay.portal.web import EXPIRED, plain
 
@@ -22,9 +23,15 @@ class CreditForms(DashboardPages):
         form = await self.form(request, session)
         if form is None:
             return plain(403, EXPIRED)
+        names = (f"account:{account.id}", f"ip:{client_ip(request)}")
+        wait = await self.code_throttle.wait(*names)
+        if wait is not None:
+            error = f"Too many wrong codes: try again in {int(wait) + 1} seconds."
+            return await self.dashboard(request, session, account, error=error, status=429)
         try:
             amount = await redeem(self.billing, account.id, form.get("code", ""))
         except RedeemError as exc:
+            await self.code_throttle.failed(*names)
             return await self.dashboard(request, session, account, error=str(exc), status=400)
         return await self.dashboard(
             request, session, account, message=f"${usd(amount)} added to your balance."

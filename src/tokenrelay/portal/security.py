@@ -1,4 +1,4 @@
-"""Sessions, CSRF tokens, reset links and sign-in throttling for the portal and the console.
+"""Sessions, CSRF tokens and reset links for the portal and the console.
 
 Sessions are signed cookies (itsdangerous, HMAC-SHA256 with TOKENRELAY_SESSION_SECRET), not
 server-side rows: any replica behind a load balancer reads them without a shared store. The
@@ -14,8 +14,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,36 +114,3 @@ class Sessions:
 
 def _cookie(kind: str) -> str:
     return f"tr_{kind}"
-
-
-class Throttle:
-    """Failed sign-ins per name (email, client IP) in a sliding window; per process (a
-    replica counts its own: N replicas allow N × the attempts, still a hard bound)."""
-
-    def __init__(self, attempts: int, window_s: float, max_names: int = 100_000) -> None:
-        self._attempts = attempts
-        self._window = window_s
-        self._max = max_names
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()
-
-    def blocked(self, *names: str) -> float | None:
-        """Seconds until a retry is allowed, if any name is over its limit."""
-        now = time.monotonic()
-        wait = 0.0
-        for name in names:
-            recent = [t for t in self._failures.get(name, []) if now - t < self._window]
-            if len(recent) >= self._attempts:
-                wait = max(wait, self._window - (now - recent[0]))
-        return wait or None
-
-    def failed(self, *names: str) -> None:
-        now = time.monotonic()
-        for name in names:
-            times = [t for t in self._failures.pop(name, []) if now - t < self._window]
-            self._failures[name] = [*times, now]
-            if len(self._failures) > self._max:
-                self._failures.popitem(last=False)
-
-    def succeeded(self, *names: str) -> None:
-        for name in names:
-            self._failures.pop(name, None)

@@ -14,7 +14,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from tokenrelay.customers.accounts import AccountStore
 from tokenrelay.money import usd
-from tokenrelay.portal.security import Session, Sessions, Throttle
+from tokenrelay.portal.security import Session, Sessions
+from tokenrelay.portal.throttle import Backoff, Quota, shared_store
 
 if TYPE_CHECKING:
     from tokenrelay.billing.engine import BillingEngine
@@ -62,9 +63,16 @@ class PortalBase:
         self.db = billing.engine
         self.accounts = AccountStore(self.db)
         self.sessions = Sessions(settings)
-        self.throttle = Throttle(settings.login_attempts, settings.login_window_s)
-        # Per client IP, looser: many customers may share one address (NAT, an office).
-        self.ip_throttle = Throttle(settings.login_attempts * 10, settings.login_window_s)
+        store = shared_store(settings)
+        window = settings.login_window_s
+        # Per (client IP, account): the owner's own address is never slowed by an outsider's.
+        self.sign_in_throttle = Backoff(store, "signin", settings.login_attempts, window)
+        # Per client IP across accounts, looser: a NAT or an office shares one address.
+        self.ip_throttle = Backoff(store, "signin-ip", settings.login_attempts * 10, window)
+        # Redemption codes have 100 random bits; guessing is slowed anyway, per account and IP.
+        self.code_throttle = Backoff(store, "code", settings.login_attempts, window)
+        self.signups_per_ip = Quota(store, "signup-ip", settings.signup_per_ip_hour, 3600)
+        self.signups = Quota(store, "signup", settings.signup_per_hour, 3600)
         self.models = models
         self.stripe: StripeTopUps | None = None
         if settings.stripe_secret_key is not None:

@@ -110,9 +110,33 @@ class Settings(BaseSettings):
     # "auto": cookies are Secure when the request came over https (X-Forwarded-Proto counts
     # only through a proxy uvicorn trusts); "on" / "off" force it.
     cookie_secure: str = Field("auto", alias="TOKENRELAY_COOKIE_SECURE", pattern="^(auto|on|off)$")
-    # Failed sign-ins per email (and per client IP) within login_window_s before a 429.
+    # Failed sign-ins per (client IP, email) within login_window_s before each further try
+    # waits, doubling from a second; ten times as many per client IP across emails.
     login_attempts: int = Field(5, alias="TOKENRELAY_LOGIN_ATTEMPTS", gt=0)
     login_window_s: int = Field(300, alias="TOKENRELAY_LOGIN_WINDOW_S", gt=0)
+    # The address customers reach the gateway at (https://api.example.com): every absolute link
+    # (reset and verification mail, the docs' examples, Stripe's return URLs) is built from it,
+    # never from the request's Host header, and when set a request for another Host gets 421.
+    # Unset: http://TOKENRELAY_HOST:TOKENRELAY_PORT (the embedded default, `make run`).
+    public_url: str | None = Field(
+        None, alias="TOKENRELAY_PUBLIC_URL", pattern="^https?://[^/]+/?$"
+    )
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated IPs or
+    # CIDRs, "*" for any): the load balancer in front. The client IP that throttles count is
+    # the first address from the right that is not one of them.
+    trusted_proxies: str = Field("127.0.0.1", alias="TOKENRELAY_TRUSTED_PROXIES")
+    # Sign-ups per client IP and in all per hour (shared across replicas with Redis).
+    signup_per_ip_hour: int = Field(3, alias="TOKENRELAY_SIGNUP_PER_IP_HOUR", ge=0)
+    signup_per_hour: int = Field(100, alias="TOKENRELAY_SIGNUP_PER_HOUR", ge=0)
+    # One account per mailbox: "strip" treats a+tag@ as a@ (most providers deliver both to
+    # one inbox); "keep" makes them different accounts. Dots in the local part are ignored
+    # at the domains listed (Gmail delivers a.lice@ to alice@).
+    signup_plus_tags: str = Field(
+        "strip", alias="TOKENRELAY_SIGNUP_PLUS_TAGS", pattern="^(strip|keep)$"
+    )
+    signup_dotless_domains: str = Field(
+        "gmail.com,googlemail.com", alias="TOKENRELAY_SIGNUP_DOTLESS_DOMAINS"
+    )
     # Password reset mail: smtp://user:pass@host:port (smtps:// for TLS); unset, the reset
     # link is written to the log (development).
     smtp_url: SecretStr | None = Field(None, alias="TOKENRELAY_SMTP_URL")
@@ -138,6 +162,13 @@ class Settings(BaseSettings):
         return Timeouts(
             self.connect_timeout_s, first_byte or None, idle or None, self.total_timeout_s or None
         )
+
+    def public_base(self) -> str:
+        """The gateway's public origin, without a trailing slash: links are built from it."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "localhost" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
 
     def is_emulated(self, api_key: str | None) -> bool:
         """Whether a vendor with this key (None: not set) is served by the emulator."""
