@@ -169,7 +169,7 @@ class AuthPages(PortalBase):
         account = await self.accounts.by_email(form.get("email", ""))
         if account is not None and account.email:
             token = self.sessions.reset_token(account.id, account.password_tag)
-            link = f"{str(request.base_url).rstrip('/')}/reset/confirm?t={token}"
+            link = f"{self.settings.public_base()}/reset/confirm?t={token}"
             await mail.send_reset(self.settings, account.email, link)
         # The same answer whether or not the email has an account.
         return self.page(

@@ -46,7 +46,7 @@ class CreditForms(DashboardPages):
         raw = form.get("usd", "")
         try:
             url = await self.stripe.checkout_url(
-                account.id, int(raw) if raw.isdigit() else -1, str(request.base_url).rstrip("/")
+                account.id, int(raw) if raw.isdigit() else -1, self.settings.public_base()
             )
         except ValueError as exc:
             return await self.dashboard(request, session, account, error=str(exc), status=400)

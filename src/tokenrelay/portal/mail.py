@@ -1,6 +1,7 @@
-"""Password-reset mail: SMTP when TOKENRELAY_SMTP_URL is set, else one log line (development).
+"""Password-reset and address-verification mail: SMTP when TOKENRELAY_SMTP_URL is set, else
+one log line (development).
 
-The log line carries the reset link (its token) and nothing else secret: no key, no password.
+The log line carries the link (its token) and nothing else secret: no key, no password.
 """
 
 from __future__ import annotations
@@ -17,17 +18,29 @@ log = logging.getLogger("tokenrelay.portal")
 
 
 async def send_reset(settings: Settings, to: str, link: str) -> None:
+    text = f"Reset your tokenrelay password within the hour:\n\n{link}\n"
+    await _deliver(settings, to, "Reset your password", text, "password reset", link)
+
+
+async def send_verification(settings: Settings, to: str, link: str) -> None:
+    text = f"Confirm your email address to get your tokenrelay API keys:\n\n{link}\n"
+    await _deliver(settings, to, "Confirm your email address", text, "email verification", link)
+
+
+async def _deliver(
+    settings: Settings, to: str, subject: str, text: str, what: str, link: str
+) -> None:
     if settings.smtp_url is None:
-        log.warning("password reset (no SMTP configured, development): %s", link)
+        log.warning("%s for %s (no SMTP configured, development): %s", what, to, link)
         return
     msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = settings.mail_from, to, "Reset your password"
-    msg.set_content(f"Reset your tokenrelay password within the hour:\n\n{link}\n")
+    msg["From"], msg["To"], msg["Subject"] = settings.mail_from, to, subject
+    msg.set_content(text)
     url = urlsplit(settings.smtp_url.get_secret_value())
     try:
         await asyncio.to_thread(_send, url.scheme, url.hostname or "localhost", url, msg)
     except (OSError, smtplib.SMTPException) as exc:
-        log.warning("password reset mail not sent: %s", type(exc).__name__)
+        log.warning("%s mail not sent: %s", what, type(exc).__name__)
 
 
 def _send(scheme: str, host: str, url: object, msg: EmailMessage) -> None:

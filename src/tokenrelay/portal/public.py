@@ -56,7 +56,7 @@ class PublicPages(PortalBase):
             if m.get("vendor") not in {v for v, _ in examples}:
                 examples.append((m.get("vendor", ""), m["id"]))
         session = self.sessions.read(request, KIND)
-        base = str(request.base_url).rstrip("/")
+        base = self.settings.public_base()
         return self.page(
             request,
             "docs.html",
