@@ -8,13 +8,18 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from tokenrelay.customers.accounts import SignupError
+from tokenrelay.customers.accounts import SignupError, check_sign_up
 from tokenrelay.portal import mail
+from tokenrelay.portal.security import Session
 from tokenrelay.portal.throttle import client_ip
 from tokenrelay.portal.topups import RedeemError, redeem
 from tokenrelay.portal.web import EXPIRED, KIND, PortalBase, field, plain
 
 log = logging.getLogger("tokenrelay.portal")
+
+
+class SignupTooMany(SignupError):
+    """Over the per-address or the global sign-up quota."""
 
 
 class AuthPages(PortalBase):
@@ -60,10 +65,14 @@ class AuthPages(PortalBase):
             return plain(403, EXPIRED)
         email, password = form.get("email", ""), form.get("password", "")
         code = form.get("code", "").strip()
+        ip = client_ip(request)
         try:
             if self.settings.signup == "invite" and not code:
                 raise SignupError("sign-up needs an invitation code")
-            account = await self.accounts.sign_up(email, password)
+            check_sign_up(email, password)  # a typo does not count against the quotas
+            if not (await self.signups_per_ip.take(ip) and await self.signups.take()):
+                raise SignupTooMany("Too many new accounts from here just now; try again later.")
+            account = await self.accounts.sign_up(email, password, mailbox=self.mailbox_key, ip=ip)
             if code:
                 try:
                     await redeem(self.billing, account.id, code)
@@ -83,17 +92,13 @@ class AuthPages(PortalBase):
             return self.page(
                 request,
                 "auth_form.html",
-                400,
+                429 if isinstance(exc, SignupTooMany) else 400,
                 fields=self._signup_fields(email),
                 links=links,
                 error=str(exc),
                 **ctx,
             )
-        if self.settings.signup_credit_usd > 0:
-            nano = int(self.settings.signup_credit_usd * 10**9)
-            await self.billing.credit_account(
-                account.id, nano, "sign-up credit", f"signup:{account.id}"
-            )
+        await self.send_verification(account.id, account.email or "")
         target = "/dashboard?notice=code" if notice else "/dashboard"
         response = RedirectResponse(target, status_code=303)
         self.sessions.start(response, request, KIND, account.id, account.password_tag)
@@ -146,13 +151,52 @@ class AuthPages(PortalBase):
         return response
 
     async def logout(self, request: Request) -> Response:
-        session = self.sessions.read(request, KIND)
-        form = await self.form(request, session) if session else None
-        if form is None:
+        session = await self.session(request, KIND)
+        if session is None:
+            return RedirectResponse("/", status_code=303)  # signed out already
+        if await self.form(request, session) is None:
             return plain(403, EXPIRED)
         response = RedirectResponse("/", status_code=303)
-        self.sessions.end(response, KIND)
+        await self.end_session(response, session, KIND)
         return response
+
+    # ------------------------------------------------------------------ email verification
+
+    async def send_verification(self, account_id: str, email: str) -> None:
+        token = self.sessions.verify_token(account_id, email)
+        link = f"{self.settings.public_base()}/verify?t={token}"
+        await mail.send_verification(self.settings, email, link)
+
+    async def verify(self, request: Request) -> Response:
+        """The link in the verification mail: the address is confirmed, the starting credit
+        (if the operator gives one) credited once, by its idempotency key."""
+        subject = self.sessions.verify_subject(request.query_params.get("t", ""))
+        account = await self.accounts.get(subject[0]) if subject else None
+        if subject is None or account is None or account.email != subject[1]:
+            return plain(
+                400, "this confirmation link is invalid or has expired; sign in to get another"
+            )
+        await self.accounts.mark_verified(account.id, subject[1])
+        if self.settings.signup_credit_usd > 0:
+            nano = int(self.settings.signup_credit_usd * 10**9)
+            await self.billing.credit_account(
+                account.id, nano, "sign-up credit", f"signup:{account.id}"
+            )
+        log.info("account %s verified its email", account.id)
+        return RedirectResponse("/dashboard?notice=verified", status_code=303)
+
+    async def resend_verification(
+        self, request: Request, session: Session, account: Any
+    ) -> Response:
+        form = await self.form(request, session)
+        if form is None:
+            return plain(403, EXPIRED)
+        if account.email_verified or not account.email:
+            return RedirectResponse("/dashboard", status_code=303)
+        if not await self.verification_mails.take(account.id):
+            return RedirectResponse("/dashboard?notice=wait", status_code=303)
+        await self.send_verification(account.id, account.email)
+        return RedirectResponse("/dashboard?notice=sent", status_code=303)
 
     async def reset(self, request: Request) -> Response:
         ctx: dict[str, Any] = {

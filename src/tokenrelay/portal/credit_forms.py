@@ -33,9 +33,9 @@ class CreditForms(DashboardPages):
         except RedeemError as exc:
             await self.code_throttle.failed(*names)
             return await self.dashboard(request, session, account, error=str(exc), status=400)
-        return await self.dashboard(
-            request, session, account, message=f"${usd(amount)} added to your balance."
-        )
+        response = RedirectResponse("/dashboard", status_code=303)
+        self.sessions.flash(response, session, message=f"${usd(amount)} added to your balance.")
+        return response
 
     async def stripe_checkout(self, request: Request, session: Session, account: Any) -> Response:
         form = await self.form(request, session)
@@ -44,10 +44,14 @@ class CreditForms(DashboardPages):
         if self.stripe is None:
             return plain(404, "card payments are not configured")
         raw = form.get("usd", "")
+        amount = int(raw) if raw.isdigit() else -1
+        if amount not in self.stripe.amounts:
+            error = f"choose one of {', '.join(map(str, self.stripe.amounts))} USD"
+            return await self.dashboard(request, session, account, error=error, status=400)
+        if not await self.once(account.id, form):
+            return RedirectResponse("/dashboard?notice=again", status_code=303)
         try:
-            url = await self.stripe.checkout_url(
-                account.id, int(raw) if raw.isdigit() else -1, self.settings.public_base()
-            )
+            url = await self.stripe.checkout_url(account.id, amount, self.settings.public_base())
         except ValueError as exc:
             return await self.dashboard(request, session, account, error=str(exc), status=400)
         except Exception as exc:  # Stripe unreachable or refusing: nothing was charged

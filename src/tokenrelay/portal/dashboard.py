@@ -14,8 +14,18 @@ from starlette.responses import HTMLResponse, Response
 
 from tokenrelay.money import usd
 from tokenrelay.portal import queries
-from tokenrelay.portal.security import Session
+from tokenrelay.portal.security import FLASH, Session
 from tokenrelay.portal.web import SECURITY_HEADERS, PortalBase, dollars, templates
+
+# ?notice=… after a redirect: (where it shows, what it says).
+NOTICES = {
+    "paid": ("message", "Payment received: the credit appears once Stripe confirms it."),
+    "code": ("error", "Your account is ready, but the code could not be redeemed."),
+    "verified": ("message", "Your email address is confirmed: your account is ready."),
+    "sent": ("message", "A new confirmation link is on its way."),
+    "wait": ("error", "Confirmation links were sent a few times already; try again later."),
+    "again": ("message", "That form was sent already: nothing was done twice."),
+}
 
 
 class DashboardPages(PortalBase):
@@ -62,11 +72,15 @@ class DashboardPages(PortalBase):
         for m in models:
             m["cost_usd"] = usd(int(m["cost"] or 0))
         fresh = await self.accounts.get(account.id)
-        if request.query_params.get("notice") == "paid":
-            message = message or "Payment received: the credit appears once Stripe confirms it."
-        if request.query_params.get("notice") == "code":
-            error = error or "Your account is ready, but the code could not be redeemed."
-        return self.page(
+        flash = self.sessions.take_flash(request, session)
+        new_key = new_key or flash.get("new_key")
+        message = message or flash.get("message")
+        kind, text = NOTICES.get(request.query_params.get("notice", ""), ("", ""))
+        if kind == "message":
+            message = message or text
+        elif kind == "error":
+            error = error or text
+        response = self.page(
             request,
             "dashboard.html",
             status,
@@ -80,11 +94,15 @@ class DashboardPages(PortalBase):
             key_names={k.id: k.name for k in keys},
             models=models,
             new_key=new_key,
+            signup_credit=self.settings.signup_credit_usd > 0,
             stripe_amounts=self.stripe.amounts if self.stripe else [],
             message=message,
             error=error,
             **usage_ctx,
         )
+        if flash:
+            response.delete_cookie(FLASH, path="/dashboard")
+        return response
 
     async def usage_fragment(self, request: Request, session: Session, account: Any) -> Response:
         keys = await self.keys.list_for_account(account.id)

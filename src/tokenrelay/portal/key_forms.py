@@ -22,23 +22,35 @@ class KeyForms(DashboardPages):
         form = await self.form(request, session)
         if form is None:
             return plain(403, EXPIRED)
+        if not account.email_verified:
+            error = "Confirm your email address first: the link is in your inbox."
+            return await self.dashboard(request, session, account, error=error, status=403)
         try:
             fields = _key_fields(form)
         except ValueError as exc:
             return await self.dashboard(request, session, account, error=str(exc), status=400)
+        if not await self.once(account.id, form):
+            return RedirectResponse("/dashboard?notice=again", status_code=303)
         info, plaintext = await self.keys.create(account_id=account.id, **fields)
         log.info("account %s created key %s", account.id, info.id)
-        return await self.dashboard(request, session, account, new_key=plaintext)
+        response = RedirectResponse("/dashboard", status_code=303)
+        self.sessions.flash(response, session, new_key=plaintext)
+        return response
 
     async def revoke_key(self, request: Request, session: Session, account: Any) -> Response:
-        form = await self.form(request, session)
-        if form is None:
-            return plain(403, EXPIRED)
+        """GET asks to confirm (a revoked key cannot come back); POST revokes."""
         key = await self.keys.get(request.path_params["key_id"])
         if key is None or key.account_id != account.id:  # someone else's key: not found
             return plain(404, "no such key")
+        if request.method == "GET":
+            return self.page(request, "confirm_revoke.html", session=session, key=key, account=True)
+        form = await self.form(request, session)
+        if form is None:
+            return plain(403, EXPIRED)
         await self.keys.revoke(key.id)
-        return RedirectResponse("/dashboard", status_code=303)
+        response = RedirectResponse("/dashboard", status_code=303)
+        self.sessions.flash(response, session, message=f"Key {key.name} is revoked.")
+        return response
 
 
 def _key_fields(form: dict[str, str]) -> dict[str, Any]:

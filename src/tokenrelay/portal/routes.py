@@ -8,6 +8,8 @@ Each concern lives in its own module; `Portal` puts them together and lists the 
 
 from __future__ import annotations
 
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -18,6 +20,13 @@ from tokenrelay.portal.public import PublicPages
 from tokenrelay.portal.web import HERE, plain
 
 _plain = plain  # the operator console's name for it
+FORM_URLS = (
+    "/dashboard/keys",
+    "/dashboard/redeem",
+    "/dashboard/stripe",
+    "/verify/resend",
+    "/logout",
+)
 
 __all__ = ["Portal", "_plain"]
 
@@ -42,11 +51,19 @@ class Portal(PublicPages, AuthPages, KeyForms, CreditForms):
             Route("/logout", self.logout, methods=["POST"]),
             Route("/reset", self.reset, methods=["GET", "POST"]),
             Route("/reset/confirm", self.reset_confirm, methods=["GET", "POST"]),
+            Route("/verify", self.verify),
+            Route("/verify/resend", s(self.resend_verification), methods=["POST"]),
             Route("/dashboard", s(self.dashboard)),
             Route("/dashboard/usage", s(self.usage_fragment)),
             Route("/dashboard/usage.csv", s(self.usage_csv)),
             Route("/dashboard/keys", s(self.create_key), methods=["POST"]),
-            Route("/dashboard/keys/{key_id}/revoke", s(self.revoke_key), methods=["POST"]),
+            Route("/dashboard/keys/{key_id}/revoke", s(self.revoke_key), methods=["GET", "POST"]),
             Route("/dashboard/redeem", s(self.redeem_code), methods=["POST"]),
+            # A form's URL opened (a bookmark, a reload after the redirect): the dashboard.
+            *[Route(path, _to_dashboard, methods=["GET"]) for path in FORM_URLS],
             Mount("/static/portal", StaticFiles(directory=HERE / "static"), name="portal"),
         ]
+
+
+async def _to_dashboard(request: Request) -> Response:
+    return RedirectResponse("/dashboard", status_code=303)

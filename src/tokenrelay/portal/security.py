@@ -10,13 +10,16 @@ but cannot read or forge the token.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.fernet import Fernet, InvalidToken
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,6 +29,9 @@ from tokenrelay.settings import Settings
 log = logging.getLogger("tokenrelay.portal")
 
 RESET_TTL_S = 3600
+VERIFY_TTL_S = 3 * 24 * 3600
+FLASH_TTL_S = 300
+FLASH = "tr_flash"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +58,9 @@ class Sessions:
         self._secure = settings.cookie_secure
         self._signer = URLSafeTimedSerializer(secret, salt="tokenrelay-session")
         self._reset = URLSafeTimedSerializer(secret, salt="tokenrelay-reset")
+        self._verify = URLSafeTimedSerializer(secret, salt="tokenrelay-verify")
+        flash_key = hashlib.sha256(b"flash:" + self._secret).digest()
+        self._flash = Fernet(base64.urlsafe_b64encode(flash_key))
 
     # ------------------------------------------------------------------ sessions
 
@@ -85,6 +94,29 @@ class Sessions:
     def end(self, response: Response, kind: str) -> None:
         response.delete_cookie(_cookie(kind), path="/")
 
+    # ------------------------------------------------------------------ flash (post/redirect/get)
+
+    def flash(self, response: Response, session: Session, **notes: str) -> None:
+        """What a POST has to tell the page it redirects to (a new key, shown once): encrypted,
+        bound to the session, read by one GET and then deleted."""
+        data = json.dumps({"nonce": session.nonce, **notes}).encode()
+        response.set_cookie(
+            FLASH, self._flash.encrypt(data).decode(), max_age=FLASH_TTL_S, httponly=True,
+            samesite="lax", secure=self._secure == "on", path="/dashboard",
+        )  # fmt: skip
+
+    def take_flash(self, request: Request, session: Session) -> dict[str, str]:
+        raw = request.cookies.get(FLASH)
+        if not raw:
+            return {}
+        try:
+            data = json.loads(self._flash.decrypt(raw.encode(), ttl=FLASH_TTL_S))
+        except (InvalidToken, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.pop("nonce", None) != session.nonce:
+            return {}
+        return {str(k): str(v) for k, v in data.items()}
+
     # ------------------------------------------------------------------ CSRF
 
     def csrf_token(self, session: Session | None) -> str:
@@ -101,6 +133,19 @@ class Sessions:
     def reset_token(self, account_id: str, password_tag: str) -> str:
         """Good for an hour and until the password changes (the tag is part of the hash)."""
         return self._reset.dumps([account_id, password_tag])
+
+    def verify_token(self, account_id: str, email: str) -> str:
+        """Confirms that the account's owner reads this address; good for three days."""
+        return self._verify.dumps([account_id, email])
+
+    def verify_subject(self, token: str) -> tuple[str, str] | None:
+        try:
+            data = self._verify.loads(token, max_age=VERIFY_TTL_S)
+        except BadSignature:
+            return None
+        if not isinstance(data, list) or len(data) != 2:
+            return None
+        return str(data[0]), str(data[1])
 
     def reset_subject(self, token: str) -> tuple[str, str] | None:
         try:

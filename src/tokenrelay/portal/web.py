@@ -12,8 +12,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from tokenrelay.customers.accounts import AccountStore
+from tokenrelay.customers.accounts import AccountStore, mailbox_key
 from tokenrelay.money import usd
+from tokenrelay.portal.once import SpentTokens
 from tokenrelay.portal.security import Session, Sessions
 from tokenrelay.portal.throttle import Backoff, Quota, shared_store
 
@@ -73,6 +74,10 @@ class PortalBase:
         self.code_throttle = Backoff(store, "code", settings.login_attempts, window)
         self.signups_per_ip = Quota(store, "signup-ip", settings.signup_per_ip_hour, 3600)
         self.signups = Quota(store, "signup", settings.signup_per_hour, 3600)
+        self.verification_mails = Quota(store, "verify-mail", 3, 3600)
+        self.spent = SpentTokens(self.db)
+        dotless = {d.strip().lower() for d in settings.signup_dotless_domains.split(",")}
+        self.dotless_domains = frozenset(d for d in dotless if d)
         self.models = models
         self.stripe: StripeTopUps | None = None
         if settings.stripe_secret_key is not None:
@@ -80,10 +85,33 @@ class PortalBase:
 
             self.stripe = StripeTopUps(settings, billing)
 
+    def mailbox_key(self, email: str) -> str:
+        strip_plus = self.settings.signup_plus_tags == "strip"
+        return mailbox_key(email, strip_plus, self.dotless_domains)
+
+    async def session(self, request: Request, kind: str) -> Session | None:
+        """The signed-in session of this cookie, unless it was signed out (on any replica)."""
+        session = self.sessions.read(request, kind)
+        if session is None or await self.spent.spent("session", session.nonce):
+            return None
+        return session
+
+    async def end_session(self, response: Response, session: Session, kind: str) -> None:
+        """Sign out: the cookie goes, and its nonce is used up for as long as it could live."""
+        await self.spent.spend("session", session.nonce, self.settings.session_ttl_s)
+        self.sessions.end(response, kind)
+
+    async def once(self, account_id: str, form: dict[str, str]) -> bool:
+        """Whether this form (its `once` token) is sent for the first time: a reload, a double
+        click or a back-and-resend creates no second key and moves no money twice."""
+        return await self.spent.spend("form", f"{account_id}:{form.get('once', '')}", 86400)
+
     def page(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         session = ctx.pop("session", None) or self.pre_session(request)
         body = templates.get_template(name).render(
             csrf=self.sessions.csrf_token(session),
+            # Forms that create keys or move money send it back; it is used up once.
+            once=secrets.token_urlsafe(16),
             signup_open=self.settings.signup != "off",
             **ctx,
         )
@@ -113,7 +141,7 @@ class PortalBase:
         self, handler: Callable[[Request, Session, Any], Awaitable[Response]]
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            session = self.sessions.read(request, KIND)
+            session = await self.session(request, KIND)
             account = await self.accounts.get(session.subject) if session else None
             if (
                 session is None
