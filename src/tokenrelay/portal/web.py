@@ -104,7 +104,8 @@ class PortalBase:
     async def once(self, account_id: str, form: dict[str, str]) -> bool:
         """Whether this form (its `once` token) is sent for the first time: a reload, a double
         click or a back-and-resend creates no second key and moves no money twice."""
-        return await self.spent.spend("form", f"{account_id}:{form.get('once', '')}", 86400)
+        token = form.get("once", "")
+        return bool(token) and await self.spent.spend("form", f"{account_id}:{token}", 86400)
 
     def page(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         session = ctx.pop("session", None) or self.pre_session(request)
