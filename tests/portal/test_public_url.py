@@ -83,6 +83,8 @@ def test_with_a_public_url_pages_under_other_hosts_are_refused(
     assert r.status_code == 421 and not mailed_links(caplog, "password reset", "prod@example.com")
     for path in ("/", "/docs", "/login", "/dashboard", "/admin/login"):
         assert httpx.get(production.url + path, headers={"host": EVIL}).status_code == 421, path
+    # The site's own name, without the port as nginx's $host passes it, is the site.
+    assert httpx.get(production.url + "/login", headers={"host": "127.0.0.1"}).status_code == 200
     # The API does not read Host: it answers as ever.
     assert httpx.get(production.url + "/healthz", headers={"host": EVIL}).status_code == 200
 

@@ -29,7 +29,7 @@ def web_routes(relay: Relay) -> list[BaseRoute]:
     console = Console(portal, lambda: relay.active)
     routes = [*console.routes(), *portal.routes()]
     if relay.settings.public_url:
-        host = (urlsplit(relay.settings.public_url).netloc or "").lower()
+        host = urlsplit(relay.settings.public_url).hostname or ""
         for route in routes:
             if isinstance(route, Route | Mount):
                 route.app = _known_host(route.app, host)
@@ -41,9 +41,17 @@ def _known_host(app: ASGIApp, host: str) -> ASGIApp:
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         asked = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
-        if asked.lower() != host:
+        # The name only: a proxy may pass Host without the port (nginx's $host).
+        if _hostname(asked) != host:
             await refused(scope, receive, send)
             return
         await app(scope, receive, send)
 
     return guarded
+
+
+def _hostname(host_header: str) -> str | None:
+    try:
+        return urlsplit("//" + host_header).hostname
+    except ValueError:  # a malformed Host header names no site of ours
+        return None
