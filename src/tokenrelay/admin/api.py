@@ -273,6 +273,18 @@ def _billing_handlers(billing: BillingEngine) -> list[tuple[str, str, Handler]]:
     ]
 
 
+# What a customer sees of a usage record: never the upstream cost (the reseller's price), the
+# price version or how the gateway served it.
+CUSTOMER_USAGE_FIELDS = frozenset(
+    (
+        "request_id", "model", "model_asked", "vendor", "stream", "input_tokens",
+        "output_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+        "reasoning_tokens", "usage_source", "cost_usd", "status", "error", "started_at",
+        "duration_ms", "ttft_ms", "session_id",
+    )
+)  # fmt: skip
+
+
 def account_route(billing: BillingEngine, key_store: KeyStore) -> Route:
     """GET /api/proxy/v1/account: the caller's own balance, spend and recent usage, with the
     customer key (x-api-key or Authorization: Bearer) as the only credential."""
@@ -293,7 +305,7 @@ def account_route(billing: BillingEngine, key_store: KeyStore) -> Route:
                 "spent_usd": summary["spent_usd"],
                 "requests": summary["requests"],
                 "recent_usage": [
-                    {k: v for k, v in row.items() if k != "key_id"}
+                    {k: v for k, v in row.items() if k in CUSTOMER_USAGE_FIELDS}
                     for row in summary["recent_usage"]
                 ],
             }

@@ -36,7 +36,7 @@ class Console:
         self, handler: Callable[[Request, Session], Awaitable[Response]]
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            session = self.portal.sessions.read(request, KIND)
+            session = await self.portal.session(request, KIND)  # signed out: ended
             if session is None:
                 if request.method == "GET":
                     return RedirectResponse("/admin/login", status_code=303)
@@ -83,7 +83,7 @@ class Console:
         if await self.portal.form(request, session) is None:
             return _plain(403, "the form expired; reload the page and try again")
         response = RedirectResponse("/admin/login", status_code=303)
-        self.portal.sessions.end(response, KIND)
+        await self.portal.end_session(response, session, KIND)
         return response
 
     async def overview(
