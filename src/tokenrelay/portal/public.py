@@ -46,7 +46,7 @@ def _cli_setups(base: str, examples: list[tuple[str, str]]) -> list[dict[str, An
 
 class PublicPages(PortalBase):
     async def landing(self, request: Request) -> Response:
-        session = self.sessions.read(request, KIND)
+        session = await self.session(request, KIND)
         return self.page(request, "landing.html", account=session is not None)
 
     async def docs(self, request: Request) -> Response:
@@ -55,7 +55,7 @@ class PublicPages(PortalBase):
         for m in models:
             if m.get("vendor") not in {v for v, _ in examples}:
                 examples.append((m.get("vendor", ""), m["id"]))
-        session = self.sessions.read(request, KIND)
+        session = await self.session(request, KIND)
         base = self.settings.public_base()
         return self.page(
             request,
