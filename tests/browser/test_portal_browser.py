@@ -27,6 +27,7 @@ import openai
 import pytest
 
 from gateway_support import RunningGateway, start_gateway
+from mail_outbox import last_link
 
 pytest.importorskip("playwright.sync_api")
 SECRET = "whsec_browser_test"
@@ -72,6 +73,11 @@ def test_customer_and_operator_in_the_browser(
     shot(page, "02-signup")
     page.get_by_role("button", name="Sign up").click()
     page.wait_for_url("**/dashboard")
+    # No credit and no key before the address is confirmed: the mailed link does that.
+    assert page.get_by_test_id("balance").inner_text() == "$0.00"
+    assert page.get_by_text("Create a key").count() == 0
+    page.goto(last_link("email verification", "browser@example.com"))
+    page.wait_for_url("**/dashboard?notice=verified")
     assert page.get_by_test_id("balance").inner_text() == "$1.00"
 
     page.get_by_text("Create a key").click()
@@ -164,6 +170,7 @@ def test_customer_and_operator_in_the_browser(
     csv_text = Path(download.value.path()).read_text()
     assert csv_text.count("\n") == 3 and "gpt-4o-mini" in csv_text
 
+    page.get_by_role("link", name="Revoke key laptop").click()  # asks first
     page.get_by_role("button", name="Revoke key laptop").click()
     page.wait_for_url("**/dashboard")
     assert "revoked" in page.content()

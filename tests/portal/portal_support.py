@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any
 
 import httpx
 
+from mail_outbox import last_link
+
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
+ONCE = re.compile(r'name="once" value="([^"]+)"')
 NEW_KEY = re.compile(r'data-testid="new-key">([^<]+)<')
 BALANCE = re.compile(r'data-testid="balance">\$([0-9.]+)<')
 
@@ -15,7 +19,17 @@ BALANCE = re.compile(r'data-testid="balance">\$([0-9.]+)<')
 class Browser:
     def __init__(self, base: str) -> None:
         self.base = base
-        self.http = httpx.Client(base_url=base, timeout=30, follow_redirects=True)
+        # Each browser is another customer at an address of its own, as the gateway sees it
+        # through the trusted proxy in front (127.0.0.1): per-address throttles apply per test.
+        address = (
+            f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+        )
+        self.http = httpx.Client(
+            base_url=base,
+            timeout=30,
+            follow_redirects=True,
+            headers={"x-forwarded-for": address},
+        )
 
     def csrf(self, path: str) -> str:
         page = self.http.get(path)
@@ -24,13 +38,28 @@ class Browser:
         assert found, page.text[:500]
         return found.group(1)
 
-    def post(self, path: str, form: dict[str, str], page: str | None = None) -> httpx.Response:
-        token = self.csrf(page or path)
-        return self.http.post(path, data={**form, "csrf": token})
+    def form_tokens(self, path: str) -> dict[str, str]:
+        """The hidden tokens a browser sends back with a form of this page: the CSRF token and,
+        on forms that create keys or move money, the one-time token."""
+        page = self.http.get(path)
+        assert page.status_code == 200, page.text
+        found = CSRF.search(page.text)
+        assert found, page.text[:500]
+        once = ONCE.search(page.text)
+        return {"csrf": found.group(1), **({"once": once.group(1)} if once else {})}
 
-    def sign_up(self, email: str, password: str = "correct horse battery") -> httpx.Response:
+    def post(self, path: str, form: dict[str, str], page: str | None = None) -> httpx.Response:
+        return self.http.post(path, data={**form, **self.form_tokens(page or path)})
+
+    def sign_up(
+        self, email: str, password: str = "correct horse battery", *, verify: bool = True
+    ) -> httpx.Response:
+        """Sign up and, unless told not to, open the link of the verification mail."""
         r = self.post("/signup", {"email": email, "password": password})
         assert r.status_code == 200 and r.url.path == "/dashboard", r.text[:500]
+        if verify:
+            r = self.http.get(last_link("email verification", email))
+            assert r.status_code == 200 and r.url.path == "/dashboard", r.text[:500]
         return r
 
     def create_key(self, name: str = "laptop", **extra: str) -> str:

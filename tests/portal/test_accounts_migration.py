@@ -1,22 +1,25 @@
-"""Migration 0004 on a database with keys, balances, ledger and usage (SQLite and PostgreSQL):
-every key's balance moves into an account of its own, nothing lost, the ledger still adds up;
-and the downgrade gives each key its balance back."""
+"""Account migrations on SQLite and PostgreSQL. 0004, on a database with keys, balances,
+ledger and usage: every key's balance moves into an account of its own, nothing lost, the
+ledger still adds up; and the downgrade gives each key its balance back. 0007: see below."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic import command
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backends import BACKENDS, Backend, _run, backend
 from tokenrelay.billing import ledger
 from tokenrelay.store.db import alembic_config, create_engine
 
+Alembic = Callable[[str, str], Awaitable[None]]
+Rows = Callable[[str], Awaitable[list[tuple[Any, ...]]]]
 BALANCES = {"key_000000000001": 5_000_000_000, "key_000000000002": 0, "key_000000000003": -3}
 
 
@@ -26,8 +29,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
         yield b
 
 
-async def _scenario(url: str) -> dict[str, Any]:
-    engine = create_engine(url)
+def _tools(engine: AsyncEngine) -> tuple[Alembic, Rows]:
+    """Run an Alembic step on the engine; read rows with plain SQL."""
 
     async def alembic(step: str, revision: str) -> None:
         async with engine.begin() as conn:
@@ -37,6 +40,12 @@ async def _scenario(url: str) -> dict[str, Any]:
         async with engine.connect() as conn:
             return [tuple(r) for r in (await conn.execute(text(sql))).all()]
 
+    return alembic, rows
+
+
+async def _scenario(url: str) -> dict[str, Any]:
+    engine = create_engine(url)
+    alembic, rows = _tools(engine)
     try:
         await alembic("upgrade", "0003")
         now = dt.datetime.now(dt.UTC)
@@ -116,3 +125,48 @@ def test_each_key_balance_moves_into_its_own_account(store: Backend) -> None:
     assert r["problems"] == []
     assert r["downgraded"] == list(BALANCES.items())
     assert r["again"] == [(f"acct_{k}", bal) for k, bal in BALANCES.items()]
+
+
+async def _portal_security(url: str) -> dict[str, Any]:
+    """Migration 0007: accounts that exist keep working (their email counts as verified, their
+    mailbox key is their email), and the downgrade goes back cleanly."""
+    engine = create_engine(url)
+    alembic, rows = _tools(engine)
+
+    try:
+        await alembic("upgrade", "0006")
+        async with engine.begin() as conn:
+            for account_id, email in (("acct_a", "a@example.com"), ("acct_b", None)):
+                await conn.execute(
+                    text(
+                        "INSERT INTO accounts (id, name, email, balance_nano, price_group, "
+                        "created_at) VALUES (:id, :id, :email, 5, 'default', :at)"
+                    ),
+                    {"id": account_id, "email": email, "at": dt.datetime.now(dt.UTC)},
+                )
+        await alembic("upgrade", "0007")
+        result = {
+            "accounts": await rows(
+                "SELECT id, email_key, email_verified_at IS NOT NULL, signup_ip FROM accounts "
+                "ORDER BY id"
+            ),
+            "spent": await rows("SELECT count(*) FROM spent_tokens"),
+        }
+        await alembic("downgrade", "0006")
+        result["downgraded"] = await rows(
+            "SELECT id, email, balance_nano FROM accounts ORDER BY id"
+        )
+        await alembic("upgrade", "0007")
+        return result
+    finally:
+        await engine.dispose()
+
+
+def test_existing_accounts_stay_usable(store: Backend) -> None:
+    r = _run(_portal_security(store.database_url))
+    assert r["accounts"] == [
+        ("acct_a", "a@example.com", True, None),
+        ("acct_b", None, False, None),
+    ]
+    assert r["spent"] == [(0,)]
+    assert r["downgraded"] == [("acct_a", "a@example.com", 5), ("acct_b", None, 5)]

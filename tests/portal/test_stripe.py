@@ -213,9 +213,10 @@ def paying_customer(gw: RunningGateway, email: str, cents: int, intent: str) -> 
 def test_checkout_webhook_credits_once_and_refunds_and_disputes_debit(gw: RunningGateway) -> None:
     b = Browser(gw.url)
     b.sign_up("payer@example.com")
-    token = b.csrf("/dashboard")
+    tokens = b.form_tokens("/dashboard")  # CSRF and the form's one-time token
+    token = tokens["csrf"]
     assert "Pay with Stripe" in b.http.get("/dashboard").text
-    r = b.http.post("/dashboard/stripe", data={"usd": "25", "csrf": token}, follow_redirects=False)
+    r = b.http.post("/dashboard/stripe", data={"usd": "25", **tokens}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "https://pay.example/cs_1"
     sent = SEEN[-1]
     assert sent["line_items[0][price_data][unit_amount]"] == ["2500"]

@@ -32,6 +32,7 @@ from tokenrelay.billing.ledger import (
 from tokenrelay.billing.pricebook import PriceError, parse_price, parse_time
 from tokenrelay.customers.keys import KeyStore, presented_key
 from tokenrelay.money import MAX_AMOUNT_NANO, MoneyError, parse_nano, usd
+from tokenrelay.portal.throttle import Backoff, client_ip, shared_store
 from tokenrelay.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -89,11 +90,21 @@ def admin_routes(
     actions = OperatorActions(key_store.engine, key_store, engine)
     secret = (settings or get_settings()).admin_token
     token = secret.get_secret_value().encode() if secret else None
+    # Wrong tokens per client IP: a few free, then each guess waits longer (across replicas).
+    guesses = Backoff(shared_store(settings or get_settings()), "admin-token", 5, 300)
 
     def guarded(handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
+            ip = client_ip(request)
+            wait = await guesses.wait(ip)
+            if wait is not None:
+                refused = _error(429, "rate_limit_error", "too many invalid admin tokens")
+                refused.headers["retry-after"] = str(int(wait) + 1)
+                return refused
             denied = _check_admin(request, token)
             if denied is not None:
+                if denied.status_code == 401:
+                    await guesses.failed(ip)
                 return denied
             try:
                 return await handler(request)
@@ -300,6 +311,18 @@ def _billing_handlers(
         ("/admin/v1/prices", "POST", set_price),
         ("/admin/v1/ledger/verify", "GET", verify),
     ]
+
+
+# What a customer sees of a usage record: never the upstream cost (the reseller's price), the
+# price version or how the gateway served it.
+CUSTOMER_USAGE_FIELDS = frozenset(
+    (
+        "request_id", "model", "model_asked", "vendor", "stream", "input_tokens",
+        "output_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+        "reasoning_tokens", "usage_source", "cost_usd", "status", "error", "started_at",
+        "duration_ms", "ttft_ms", "session_id",
+    )
+)  # fmt: skip
 
 
 def account_route(billing: BillingEngine, key_store: KeyStore) -> Route:

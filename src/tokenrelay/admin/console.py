@@ -26,8 +26,9 @@ from tokenrelay.admin.operators import ROLES, Operator, OperatorStore
 from tokenrelay.customers.accounts import SignupError
 from tokenrelay.money import usd
 from tokenrelay.portal.brand import load_brand
-from tokenrelay.portal.routes import dollars
-from tokenrelay.portal.security import Session, Sessions, Throttle
+from tokenrelay.portal.security import Session, Sessions
+from tokenrelay.portal.throttle import Backoff, client_ip, shared_store
+from tokenrelay.portal.web import dollars
 from tokenrelay.settings import Settings
 
 HERE = Path(__file__).parent
@@ -86,7 +87,11 @@ class Shell:
         self.actions = actions
         self.operators = OperatorStore(actions.engine)
         self.sessions = Sessions(settings)
-        self.throttle = Throttle(settings.login_attempts, settings.login_window_s)
+        store = shared_store(settings)
+        window = settings.login_window_s
+        # Per (client IP, operator): an outsider never locks an operator out; per IP, looser.
+        self.throttle = Backoff(store, "operator", settings.login_attempts, window)
+        self.ip_throttle = Backoff(store, "operator-ip", settings.login_attempts * 10, window)
         self.brand = load_brand(settings)
 
     def page(
@@ -193,8 +198,9 @@ class SignIn:
         if form is None:
             return plain(403, EXPIRED)
         email = form.get("email", "").strip().lower()[:320]
-        ip = request.client.host if request.client else ""
-        wait = self.shell.throttle.blocked(f"operator:{email}", f"ip:{ip}")
+        ip = client_ip(request)
+        who = f"{ip}|{email}"
+        wait = await self.shell.throttle.wait(who) or await self.shell.ip_throttle.wait(ip)
         if wait is not None:
             refused = self._login_page(request, 429, error="Too many attempts.", email=email)
             refused.headers["retry-after"] = str(int(wait) + 1)
@@ -203,11 +209,12 @@ class SignIn:
             email, form.get("password", ""), form.get("code", "")
         )
         if operator is None:
-            self.shell.throttle.failed(f"operator:{email}", f"ip:{ip}")
+            await self.shell.throttle.failed(who)
+            await self.shell.ip_throttle.failed(ip)
             return self._login_page(
                 request, 401, error="Wrong email, password or one-time code.", email=email
             )
-        self.shell.throttle.succeeded(f"operator:{email}")
+        await self.shell.throttle.succeeded(who)
         response = RedirectResponse("/admin", status_code=303)
         ttl = self.shell.settings.session_ttl_s
         session_id = await self.ops.start_session(operator.email, ttl)

@@ -136,6 +136,7 @@ def _responses(ok: str, schema: dict[str, Any], *errors: int) -> dict[str, Any]:
     out = {ok: _json(schema, "success")}
     out["401"] = _json(_ERROR, "missing or wrong admin token")
     out["403"] = _json(_ERROR, "admin API disabled (no TOKENRELAY_ADMIN_TOKEN)")
+    out["429"] = _json(_ERROR, "too many wrong admin tokens from this address (Retry-After)")
     for status in errors:
         out[str(status)] = _json(_ERROR, "see error.message")
     return out

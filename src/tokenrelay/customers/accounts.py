@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,15 +46,46 @@ class Account:
     disabled: bool
     # A fingerprint of the password hash: a reset link is only good until the password changes.
     password_tag: str
+    # No starting credit and no key before the owner proves they read the address.
+    email_verified: bool = False
 
 
 def normalize_email(email: str) -> str:
-    return email.strip().lower()
+    """The address as mail delivers it: NFKC, lower case, the domain without a trailing dot
+    and in its ASCII (IDNA) form, so `ALICE@Example.COM.` and `alice@example.com` are one."""
+    email = unicodedata.normalize("NFKC", email).strip().lower()
+    local, _, domain = email.rpartition("@")
+    try:
+        domain = domain.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        return email  # not a domain: valid_email refuses it
+    return f"{local}@{domain}"
 
 
 def valid_email(email: str) -> bool:
-    local, _, domain = email.partition("@")
-    return bool(local) and "." in domain and len(email) <= 320 and " " not in email
+    """A normalized address with a plain ASCII local part: letters from other scripts that
+    look like Latin ones (Cyrillic а) would otherwise make look-alike accounts."""
+    local, _, domain = email.rpartition("@")
+    return (
+        bool(local)
+        and local.isascii()
+        and local.isprintable()
+        and "@" not in local
+        and "." in domain.strip(".")
+        and len(email) <= 320
+        and " " not in email
+    )
+
+
+def mailbox_key(email: str, strip_plus: bool, dotless_domains: frozenset[str]) -> str:
+    """One key per inbox, for a normalized address: `a+x@` is `a@` when plus-tags are
+    stripped; at domains that ignore dots in the local part, `a.lice@` is `alice@`."""
+    local, _, domain = email.rpartition("@")
+    if strip_plus:
+        local = local.split("+", 1)[0]
+    if domain in dotless_domains:
+        local = local.replace(".", "")
+    return f"{local}@{domain}"
 
 
 def check_password(password: str) -> None:
@@ -60,6 +93,15 @@ def check_password(password: str) -> None:
         raise SignupError(f"the password needs at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
         raise SignupError(f"the password may have at most {MAX_PASSWORD} characters")
+
+
+def check_sign_up(email: str, password: str) -> str:
+    """The normalized email, when both would make an account; SignupError otherwise."""
+    email = normalize_email(email)
+    if not valid_email(email):
+        raise SignupError("enter a valid email address")
+    check_password(password)
+    return email
 
 
 def hash_password(password: str) -> str:
@@ -80,13 +122,22 @@ class AccountStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def sign_up(self, email: str, password: str, name: str | None = None) -> Account:
-        """A new account with no balance (the caller credits any starting credit through
-        billing, so that the ledger has it). SignupError for a bad or taken email."""
-        email = normalize_email(email)
-        if not valid_email(email):
-            raise SignupError("enter a valid email address")
-        check_password(password)
+    async def sign_up(
+        self,
+        email: str,
+        password: str,
+        name: str | None = None,
+        *,
+        mailbox: Callable[[str], str] = lambda email: email,
+        ip: str | None = None,
+    ) -> Account:
+        """A new account with no balance and its email not yet verified (the caller credits
+        any starting credit through billing once it is, so that the ledger has it).
+        SignupError for a bad email or one whose mailbox (`mailbox` of the normalized email)
+        has an account already."""
+        email = check_sign_up(email, password)
+        if await self._mailbox_taken(mailbox(email)):
+            raise SignupError("an account with this email exists; sign in instead")
         now = dt.datetime.now(dt.UTC)
         row = {
             "id": f"acct_{secrets.token_hex(6)}",
@@ -96,13 +147,34 @@ class AccountStore:
             "balance_nano": 0,
             "price_group": DEFAULT_PRICE_GROUP,
             "created_at": now,
+            "email_key": mailbox(email),
+            "signup_ip": (ip or "")[:64] or None,
         }
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(insert(accounts).values(**row))
         except IntegrityError:
             raise SignupError("an account with this email exists; sign in instead") from None
-        return _account({**row, "disabled_at": None})
+        return _account({**row, "disabled_at": None, "email_verified_at": None})
+
+    async def _mailbox_taken(self, key: str) -> bool:
+        async with self.engine.connect() as conn:
+            found = await conn.scalar(select(accounts.c.id).where(accounts.c.email_key == key))
+        return found is not None
+
+    async def mark_verified(self, account_id: str, email: str) -> bool:
+        """Record that the owner reads `email` (still the account's); True the first time."""
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                update(accounts)
+                .where(
+                    accounts.c.id == account_id,
+                    accounts.c.email == email,
+                    accounts.c.email_verified_at.is_(None),
+                )
+                .values(email_verified_at=dt.datetime.now(dt.UTC))
+            )
+        return bool(done.rowcount)
 
     async def authenticate(self, email: str, password: str) -> Account | None:
         account = await self.by_email(email)
@@ -172,4 +244,9 @@ def _account(row: Any) -> Account:
         disabled=row["disabled_at"] is not None,
         # One-way (the hash's salt stays secret): it goes into cookies and reset links.
         password_tag=hashlib.sha256((pw or "").encode()).hexdigest()[:16],
+        email_verified=_get(row, "email_verified_at") is not None,
     )
+
+
+def _get(row: Any, column: str) -> Any:
+    return row.get(column) if hasattr(row, "get") else row[column]

@@ -1,6 +1,7 @@
-"""Password-reset mail: SMTP when TOKENRELAY_SMTP_URL is set, else one log line (development).
+"""Password-reset and address-verification mail: SMTP when TOKENRELAY_SMTP_URL is set, else
+one log line (development).
 
-The log line carries the reset link (its token) and nothing else secret: no key, no password.
+The log line carries the link (its token) and nothing else secret: no key, no password.
 """
 
 from __future__ import annotations
@@ -16,12 +17,25 @@ from tokenrelay.settings import Settings
 log = logging.getLogger("tokenrelay.portal")
 
 
-async def send_reset(settings: Settings, to: str, link: str, site_name: str) -> None:
-    if settings.smtp_url is None:
-        log.warning("password reset (no SMTP configured, development): %s", link)
-        return
+async def send_reset(settings: Settings, to: str, link: str, site_name: str = "tokenrelay") -> None:
     text = f"Reset your {site_name} password within the hour:\n\n{link}\n"
-    await send(settings, to, "Reset your password", text)
+    await _deliver(settings, to, "Reset your password", text, "password reset", link)
+
+
+async def send_verification(
+    settings: Settings, to: str, link: str, site_name: str = "tokenrelay"
+) -> None:
+    text = f"Confirm your email address to get your {site_name} API keys:\n\n{link}\n"
+    await _deliver(settings, to, "Confirm your email address", text, "email verification", link)
+
+
+async def _deliver(
+    settings: Settings, to: str, subject: str, text: str, what: str, link: str
+) -> None:
+    if settings.smtp_url is None:
+        log.warning("%s for %s (no SMTP configured, development): %s", what, to, link)
+        return
+    await send(settings, to, subject, text)
 
 
 async def send(settings: Settings, to: str, subject: str, text: str) -> None:

@@ -1,4 +1,4 @@
-"""Sessions, CSRF tokens, reset links and sign-in throttling for the portal and the console.
+"""Sessions, CSRF tokens and reset links for the portal and the console.
 
 Sessions are signed cookies (itsdangerous, HMAC-SHA256 with TOKENRELAY_SESSION_SECRET), not
 server-side rows: any replica behind a load balancer reads them without a shared store. The
@@ -10,15 +10,16 @@ but cannot read or forge the token.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 import logging
 import secrets
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.fernet import Fernet, InvalidToken
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,6 +29,9 @@ from tokenrelay.settings import Settings
 log = logging.getLogger("tokenrelay.portal")
 
 RESET_TTL_S = 3600
+VERIFY_TTL_S = 3 * 24 * 3600
+FLASH_TTL_S = 300
+FLASH = "tr_flash"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,9 @@ class Sessions:
         self._secure = settings.cookie_secure
         self._signer = URLSafeTimedSerializer(secret, salt="tokenrelay-session")
         self._reset = URLSafeTimedSerializer(secret, salt="tokenrelay-reset")
+        self._verify = URLSafeTimedSerializer(secret, salt="tokenrelay-verify")
+        flash_key = hashlib.sha256(b"flash:" + self._secret).digest()
+        self._flash = Fernet(base64.urlsafe_b64encode(flash_key))
 
     # ------------------------------------------------------------------ sessions
 
@@ -87,6 +94,29 @@ class Sessions:
     def end(self, response: Response, kind: str) -> None:
         response.delete_cookie(_cookie(kind), path="/")
 
+    # ------------------------------------------------------------------ flash (post/redirect/get)
+
+    def flash(self, response: Response, session: Session, **notes: str) -> None:
+        """What a POST has to tell the page it redirects to (a new key, shown once): encrypted,
+        bound to the session, read by one GET and then deleted."""
+        data = json.dumps({"nonce": session.nonce, **notes}).encode()
+        response.set_cookie(
+            FLASH, self._flash.encrypt(data).decode(), max_age=FLASH_TTL_S, httponly=True,
+            samesite="lax", secure=self._secure == "on", path="/dashboard",
+        )  # fmt: skip
+
+    def take_flash(self, request: Request, session: Session) -> dict[str, str]:
+        raw = request.cookies.get(FLASH)
+        if not raw:
+            return {}
+        try:
+            data = json.loads(self._flash.decrypt(raw.encode(), ttl=FLASH_TTL_S))
+        except (InvalidToken, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.pop("nonce", None) != session.nonce:
+            return {}
+        return {str(k): str(v) for k, v in data.items()}
+
     # ------------------------------------------------------------------ CSRF
 
     def csrf_token(self, session: Session | None) -> str:
@@ -104,6 +134,19 @@ class Sessions:
         """Good for an hour and until the password changes (the tag is part of the hash)."""
         return self._reset.dumps([account_id, password_tag])
 
+    def verify_token(self, account_id: str, email: str) -> str:
+        """Confirms that the account's owner reads this address; good for three days."""
+        return self._verify.dumps([account_id, email])
+
+    def verify_subject(self, token: str) -> tuple[str, str] | None:
+        try:
+            data = self._verify.loads(token, max_age=VERIFY_TTL_S)
+        except BadSignature:
+            return None
+        if not isinstance(data, list) or len(data) != 2:
+            return None
+        return str(data[0]), str(data[1])
+
     def reset_subject(self, token: str) -> tuple[str, str] | None:
         try:
             data = self._reset.loads(token, max_age=RESET_TTL_S)
@@ -116,36 +159,3 @@ class Sessions:
 
 def _cookie(kind: str) -> str:
     return f"tr_{kind}"
-
-
-class Throttle:
-    """Failed sign-ins per name (email, client IP) in a sliding window; per process (a
-    replica counts its own: N replicas allow N × the attempts, still a hard bound)."""
-
-    def __init__(self, attempts: int, window_s: float, max_names: int = 100_000) -> None:
-        self._attempts = attempts
-        self._window = window_s
-        self._max = max_names
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()
-
-    def blocked(self, *names: str) -> float | None:
-        """Seconds until a retry is allowed, if any name is over its limit."""
-        now = time.monotonic()
-        wait = 0.0
-        for name in names:
-            recent = [t for t in self._failures.get(name, []) if now - t < self._window]
-            if len(recent) >= self._attempts:
-                wait = max(wait, self._window - (now - recent[0]))
-        return wait or None
-
-    def failed(self, *names: str) -> None:
-        now = time.monotonic()
-        for name in names:
-            times = [t for t in self._failures.pop(name, []) if now - t < self._window]
-            self._failures[name] = [*times, now]
-            if len(self._failures) > self._max:
-                self._failures.popitem(last=False)
-
-    def succeeded(self, *names: str) -> None:
-        for name in names:
-            self._failures.pop(name, None)

@@ -116,7 +116,7 @@ def wants_html(request: Request) -> bool:
 def error_page(
     brand: Brand, status: int, message: str, headers: dict[str, str] | None = None
 ) -> HTMLResponse:
-    from tokenrelay.portal.routes import templates
+    from tokenrelay.portal.web import templates
 
     body = templates.get_template("error.html").render(
         brand=brand,

@@ -42,6 +42,9 @@ def _options(settings: Settings, http: Any) -> dict[str, Any]:
         "access_log": False,
         "timeout_keep_alive": settings.keepalive_timeout_s,
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
+        # The client address (throttles, logs) from X-Forwarded-For only through these peers.
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.trusted_proxies,
     }
 
 

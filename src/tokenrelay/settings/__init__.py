@@ -107,7 +107,6 @@ class Settings(BaseSettings):
     # file or Message Batches body taken. The public URL makes absolute links (results_url).
     batch_concurrency: int = Field(16, alias="TOKENRELAY_BATCH_CONCURRENCY", ge=1)
     batch_max_bytes: int = Field(200 * 1024 * 1024, alias="TOKENRELAY_BATCH_MAX_BYTES", gt=0)
-    public_url: str | None = Field(None, alias="TOKENRELAY_PUBLIC_URL")
 
     # --- Customer portal and operator console (tokenrelay.portal)
     # "open": anyone may sign up (and gets signup_credit_usd); "invite": only with a
@@ -122,9 +121,33 @@ class Settings(BaseSettings):
     # "auto": cookies are Secure when the request came over https (X-Forwarded-Proto counts
     # only through a proxy uvicorn trusts); "on" / "off" force it.
     cookie_secure: str = Field("auto", alias="TOKENRELAY_COOKIE_SECURE", pattern="^(auto|on|off)$")
-    # Failed sign-ins per email (and per client IP) within login_window_s before a 429.
+    # Failed sign-ins per (client IP, email) within login_window_s before each further try
+    # waits, doubling from a second; ten times as many per client IP across emails.
     login_attempts: int = Field(5, alias="TOKENRELAY_LOGIN_ATTEMPTS", gt=0)
     login_window_s: int = Field(300, alias="TOKENRELAY_LOGIN_WINDOW_S", gt=0)
+    # The address customers reach the gateway at (https://api.example.com): every absolute link
+    # (reset and verification mail, the docs' examples, Stripe's return URLs) is built from it,
+    # never from the request's Host header, and when set a request for another Host gets 421.
+    # Unset: http://TOKENRELAY_HOST:TOKENRELAY_PORT (the embedded default, `make run`).
+    public_url: str | None = Field(
+        None, alias="TOKENRELAY_PUBLIC_URL", pattern="^https?://[^/]+/?$"
+    )
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated IPs or
+    # CIDRs, "*" for any): the load balancer in front. The client IP that throttles count is
+    # the first address from the right that is not one of them.
+    trusted_proxies: str = Field("127.0.0.1", alias="TOKENRELAY_TRUSTED_PROXIES")
+    # Sign-ups per client IP and in all per hour (shared across replicas with Redis).
+    signup_per_ip_hour: int = Field(3, alias="TOKENRELAY_SIGNUP_PER_IP_HOUR", ge=0)
+    signup_per_hour: int = Field(100, alias="TOKENRELAY_SIGNUP_PER_HOUR", ge=0)
+    # One account per mailbox: "strip" treats a+tag@ as a@ (most providers deliver both to
+    # one inbox); "keep" makes them different accounts. Dots in the local part are ignored
+    # at the domains listed (Gmail delivers a.lice@ to alice@).
+    signup_plus_tags: str = Field(
+        "strip", alias="TOKENRELAY_SIGNUP_PLUS_TAGS", pattern="^(strip|keep)$"
+    )
+    signup_dotless_domains: str = Field(
+        "gmail.com,googlemail.com", alias="TOKENRELAY_SIGNUP_DOTLESS_DOMAINS"
+    )
     # Password reset mail: smtp://user:pass@host:port (smtps:// for TLS); unset, the reset
     # link is written to the log (development).
     smtp_url: SecretStr | None = Field(None, alias="TOKENRELAY_SMTP_URL")
@@ -143,8 +166,7 @@ class Settings(BaseSettings):
     alert_interval_s: float = Field(60.0, alias="TOKENRELAY_ALERT_INTERVAL_S", gt=0)
 
     # --- The operator's brand (tokenrelay.portal.brand): every page, mail and docs example.
-    # The public base URL customers call (absolute links, docs); unset: http://host:port.
-    public_url: str | None = Field(None, alias="TOKENRELAY_PUBLIC_URL")
+    # The public base URL is `public_url` (above): every page, mail and docs example uses it.
     site_name: str = Field("tokenrelay", alias="TOKENRELAY_SITE_NAME", min_length=1)
     support_email: str | None = Field(None, alias="TOKENRELAY_SUPPORT_EMAIL")
     brand_color: str = Field("#3559c7", alias="TOKENRELAY_BRAND_COLOR", pattern="^#[0-9a-fA-F]{6}$")
@@ -173,6 +195,13 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """The embedded default (SQLite, one process): a demo or a developer's machine."""
         return self.database_url.startswith("sqlite")
+
+    def public_base(self) -> str:
+        """The gateway's public origin, without a trailing slash: links are built from it."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "localhost" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
 
     def is_emulated(self, api_key: str | None) -> bool:
         """Whether a vendor with this key (None: not set) is served by the emulator."""

@@ -67,6 +67,11 @@ accounts = Table(
     Column("low_balance_nano", BigInteger, nullable=True),
     Column("low_balance_alerted_at", DateTime(timezone=True), nullable=True),
     Index("ix_accounts_disabled_at", "disabled_at"),
+    # Migration 0007: the mailbox the email reaches (customers.email_address.mailbox_key), one
+    # account each; no credit and no key before the address is verified; where it signed up.
+    Column("email_key", String(320), nullable=True, unique=True),
+    Column("email_verified_at", DateTime(timezone=True), nullable=True),
+    Column("signup_ip", String(64), nullable=True),
 )
 
 # Prepaid codes an operator hands out; stored hashed (sha256, like keys: 128 random bits).
@@ -178,6 +183,16 @@ stripe_payments = Table(
     Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
     Column("amount_nano", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+# One-time tokens that are used up (migration 0007): a signed-out session's nonce, a submitted
+# form's token. The primary key makes the first use win on every replica; rows go once expired.
+spent_tokens = Table(
+    "spent_tokens",
+    metadata,
+    Column("digest", String(64), primary_key=True),  # sha256 of purpose and token
+    Column("purpose", String(16), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_spent_tokens_expires_at", "expires_at"),
 )
 # ---------------------------------------------------------------- end accounts
 
