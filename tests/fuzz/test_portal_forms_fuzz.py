@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "portal"))
 from portal_support import Browser
 
 from gateway_support import RunningGateway, start_gateway
+from tokenrelay.admin.operators import OperatorStore
 from tokenrelay.billing import ledger
-from tokenrelay.customers.accounts import AdminUsers
 from tokenrelay.store.db import create_engine
 
 EXAMPLES = int(os.environ.get("TOKENRELAY_FUZZ_EXAMPLES", "20"))
@@ -80,7 +80,7 @@ def signed_in(gw: RunningGateway) -> dict[str, Browser]:
     async def operator() -> None:
         engine = create_engine(gw.settings.database_url)
         try:
-            await AdminUsers(engine).create(*OPERATOR)
+            await OperatorStore(engine).create(*OPERATOR)
         finally:
             await engine.dispose()
 

@@ -114,8 +114,8 @@ def test_low_balance_email_once_per_fall(
 
     db(gw, threshold)
     deadline = time.monotonic() + 30
-    while "low@example.com" not in caplog.text and time.monotonic() < deadline:
+    while "running low" not in caplog.text and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1.0)
-    mails = [r for r in caplog.records if "low@example.com" in r.getMessage()]
-    assert len(mails) == 1 and "running low" in mails[0].getMessage()
+    mails = [r.getMessage() for r in caplog.records if "low@example.com" in r.getMessage()]
+    assert len([m for m in mails if "running low" in m]) == 1, mails

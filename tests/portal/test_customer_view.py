@@ -13,7 +13,7 @@ import pytest
 from portal_support import Browser
 
 from gateway_support import RunningGateway, start_gateway
-from tokenrelay.customers.accounts import AdminUsers
+from tokenrelay.admin.operators import OperatorStore
 from tokenrelay.store.db import create_engine
 
 
@@ -54,7 +54,7 @@ def test_an_operator_sign_out_ends_the_console_session(gw: RunningGateway) -> No
     async def create_operator() -> None:
         engine = create_engine(gw.settings.database_url)
         try:
-            await AdminUsers(engine).create("leaving-ops@example.com", "operator password 1")
+            await OperatorStore(engine).create("leaving-ops@example.com", "operator password 1")
         finally:
             await engine.dispose()
 

@@ -196,11 +196,13 @@ def test_the_reset_link_uses_the_public_url_not_the_host_header(
     b.http.cookies.clear()
     token = b.csrf("/reset")
     with caplog.at_level("WARNING", logger="tokenrelay.portal"):
-        r = b.http.post(
+        forged = b.http.post(
             "/reset",
             data={"email": "reset-host@example.com", "csrf": token},
             headers={"host": "attacker.example"},
         )
+        assert forged.status_code == 421  # a public URL is set: another Host is refused
+        r = b.http.post("/reset", data={"email": "reset-host@example.com", "csrf": token})
     assert r.status_code == 200
     links = [m for m in caplog.messages if "/reset/confirm?t=" in m]
     assert links and all("https://ai.acme.example/reset/confirm?t=" in m for m in links)

@@ -200,7 +200,7 @@ def paying_customer(gw: RunningGateway, email: str, cents: int, intent: str) -> 
     """A signed-up customer whose Checkout payment of `cents` was credited."""
     b = Browser(gw.url)
     b.sign_up(email)
-    form = {"usd": "25", "csrf": b.csrf("/dashboard")}
+    form = {"usd": "25", **b.form_tokens("/dashboard")}
     r = b.http.post("/dashboard/stripe", data=form, follow_redirects=False)
     assert r.status_code == 303
     account_id = SEEN[-1]["metadata[account_id]"][0]

@@ -73,13 +73,18 @@ def web_routes(relay: Relay) -> list[BaseRoute]:
     return routes
 
 
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
 def _known_host(app: ASGIApp, host: str) -> ASGIApp:
     refused = PlainTextResponse(f"unknown host: this site is {host}\n", status_code=421)
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         asked = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
-        # The name only: a proxy may pass Host without the port (nginx's $host).
-        if _hostname(asked) != host:
+        # The name only: a proxy may pass Host without the port (nginx's $host). Loopback
+        # names are the machine itself (health checks, an operator on the host), never a
+        # name a third party can point at it.
+        if _hostname(asked) not in (host, *LOOPBACK):
             await refused(scope, receive, send)
             return
         await app(scope, receive, send)
