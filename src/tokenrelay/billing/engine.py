@@ -24,7 +24,7 @@ from tokenrelay.billing.caps import SpendCaps
 from tokenrelay.billing.holds import Holds, MemoryHolds, RedisHolds
 from tokenrelay.billing.journal import JournalWriter, try_lock_journal
 from tokenrelay.billing.pricebook import PriceBook, PriceVersion
-from tokenrelay.billing.pricing import cost_nano, customer_nano, usd, worst_case_nano
+from tokenrelay.billing.pricing import customer_nano, priced_nano, usd, worst_case_nano
 from tokenrelay.billing.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from tokenrelay.billing.writer import SettlementWriter, UsageRecord
 from tokenrelay.catalog import Catalog, Price
@@ -337,8 +337,7 @@ class BillingEngine:
         price, version = admission.price, admission.price_version_id
         if record.model and record.model != admission.model_id:  # a fallback model answered
             price, version = self.prices.price_for(record.model, admission.started_at)
-        upstream = cost_nano(_totals(record), price)
-        cost = customer_nano(upstream, admission.multiplier_ppm)
+        upstream, cost = priced_nano(_totals(record), price, admission.multiplier_ppm)
         record.cost_nano, record.upstream_cost_nano = cost, upstream
         record.price_version_id = version
         record.request_id, record.key_id = admission.request_id, admission.key_id
