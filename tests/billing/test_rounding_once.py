@@ -7,6 +7,7 @@ import asyncio
 import math
 import random
 import uuid
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -82,14 +83,14 @@ async def _settle_all(tmp_path: Path, ppm: int, batch: list[ir.UsageTotals]) -> 
     engine = create_engine(f"sqlite:///{tmp_path}/rounding.db")
     await migrate_async(engine)
     store = KeyStore(engine)
-    key, _ = await store.create("marked-up", 1000)
+    created, _ = await store.create("marked-up", Decimal(1000))
     async with engine.begin() as conn:
         await conn.execute(insert(price_groups).values(name="plus15", multiplier_ppm=ppm))
         await conn.execute(
-            update(accounts).where(accounts.c.id == key.account_id).values(price_group="plus15")
+            update(accounts).where(accounts.c.id == created.account_id).values(price_group="plus15")
         )
     store.clear_cache()
-    key = await store.get(key.id)
+    key = await store.get(created.id)
     assert key is not None
     settings_ = Settings(TOKENRELAY_DATABASE_URL=str(engine.url))  # type: ignore[call-arg]
     billing = BillingEngine(settings_, engine, CATALOG)
