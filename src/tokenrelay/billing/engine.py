@@ -19,10 +19,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay import ir
-from tokenrelay.billing import ledger
+from tokenrelay.billing import ledger, policy
 from tokenrelay.billing.caps import SpendCaps
 from tokenrelay.billing.holds import Holds, MemoryHolds, RedisHolds
 from tokenrelay.billing.journal import JournalWriter, try_lock_journal
+from tokenrelay.billing.policy import billable
 from tokenrelay.billing.pricebook import PriceBook, PriceVersion
 from tokenrelay.billing.pricing import customer_nano, priced_nano, usd, worst_case_nano
 from tokenrelay.billing.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -80,6 +81,7 @@ class BillingEngine:
         self.settings = settings
         self.engine = engine
         self.enabled = settings.billing == "on"
+        self.policy = settings.billing_policy
         self.prices = PriceBook(catalog, engine)
         self.caps = SpendCaps(engine)
         self._redis = redis
@@ -337,7 +339,12 @@ class BillingEngine:
         price, version = admission.price, admission.price_version_id
         if record.model and record.model != admission.model_id:  # a fallback model answered
             price, version = self.prices.price_for(record.model, admission.started_at)
-        upstream, cost = priced_nano(_totals(record), price, admission.multiplier_ppm)
+        metered = _totals(record)
+        upstream, cost = priced_nano(metered, price, admission.multiplier_ppm)
+        billed = billable(metered, policy.Outcome(record.reason), self.policy)
+        if billed is not metered:  # the customer pays less than the vendor billed: our loss
+            billed_list, cost = priced_nano(billed, price, admission.multiplier_ppm)
+            record.loss_nano = upstream - billed_list
         record.cost_nano, record.upstream_cost_nano = cost, upstream
         record.price_version_id = version
         record.request_id, record.key_id = admission.request_id, admission.key_id

@@ -265,6 +265,8 @@ def usage_json(row: Any) -> dict[str, Any]:
         "account_id": row["account_id"],
         "cost_usd": usd(int(row["cost_nano"])),
         "upstream_cost_usd": usd(int(row["upstream_cost_nano"])),
+        "reason": row["reason"],
+        "loss_usd": usd(int(row["loss_nano"])),
         "price_version": row["price_version_id"],
         "status": row["status"],
         "error": row["error"],
@@ -366,13 +368,14 @@ async def _verify_rollup(conn: AsyncConnection) -> list[str]:
             u.output_tokens,
             u.cost_nano,
             u.upstream_cost_nano,
+            u.loss_nano,
         )
     )
     expected = {
         tuple(row[:4]): row[4:]
         for row in rollup(
-            (a, _utc(started).date().isoformat(), model, vendor, status, i, o, cost, up)
-            for a, started, model, vendor, status, i, o, cost, up in records
+            (a, _utc(started).date().isoformat(), model, vendor, status, i, o, cost, up, loss)
+            for a, started, model, vendor, status, i, o, cost, up, loss in records
         )
     }
     d = usage_daily.c

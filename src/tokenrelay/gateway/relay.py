@@ -187,7 +187,7 @@ class Relay:
             if ctx.stream:
                 await self._stream(p, receive, send)
             else:
-                await self._unary(p, send)
+                await self._unary(p, receive, send)
         except GatewayError as err:  # raised before any byte of the answer went out
             ctx.finish("error", err.message, complete=False)
             await self._send_error(frontend, send, ctx, err)
@@ -212,10 +212,15 @@ class Relay:
             self.release(ctx)
             if ctx.duration_ms is None:
                 ctx.finish("error", "interrupted", complete=False)
-            if ctx.cost_nano is None:  # not settled on the way out (error, disconnect)
-                # Shielded: a shutdown or disconnect must not lose a settlement half-way.
-                with contextlib.suppress(GatewayError):  # logged; nothing was billed
-                    await asyncio.shield(self.meter.settle(ctx))
+            await self._settle_ending(ctx)  # not settled on the way out (disconnect)
+
+    async def _settle_ending(self, ctx: RequestContext) -> None:
+        """Settle an ending other than a complete answer before its last byte goes out, so
+        its record is there once the client has it. Shielded: a shutdown or disconnect must
+        not lose a settlement half-way. A ledger that cannot commit bills nothing (logged)."""
+        if ctx.cost_nano is None:
+            with contextlib.suppress(GatewayError):
+                await asyncio.shield(self.meter.settle(ctx))
 
     async def intake(
         self,
@@ -484,21 +489,28 @@ class Relay:
     # ----------------------------------------------------------------------------------------
     # the driver: one for both paths
 
-    async def _unary(self, p: Prepared, send: Send) -> None:
+    async def _unary(self, p: Prepared, receive: Receive, send: Send) -> None:
         ctx = p.ctx
         resp, p = await self._open(p)
-        try:
-            async with resp:
-                try:
-                    data = await resp.read()
-                except OSError as exc:  # the body stalled (idle, total) or broke: not delivered
-                    ctx.upstream_answered = False
-                    raise upstream_unreachable(p.endpoint.name, exc, started=True) from None
-        finally:
-            self.release(ctx)
-        p.exchange.read_unary(data)
-        if self.reasoning.pending:  # shared before the client can send the next turn
-            await self.reasoning.flush()
+        # Watched while the vendor answers: a client gone before its body could be sent is
+        # settled as such (billing/policy.py), not as a delivered answer.
+        async with DisconnectWatch(receive, cancel=False) as watch:
+            try:
+                async with resp:
+                    try:
+                        data = await resp.read()
+                    except OSError as exc:  # the body stalled or broke: not delivered
+                        ctx.upstream_answered = False
+                        raise upstream_unreachable(p.endpoint.name, exc, started=True) from None
+            finally:
+                self.release(ctx)
+            p.exchange.read_unary(data)
+            if self.reasoning.pending:  # shared before the client can send the next turn
+                await self.reasoning.flush()
+            await asyncio.sleep(0)  # a disconnect that arrived with the body is seen
+        if watch.disconnected:
+            ctx.finish("cancelled", "client disconnected")
+            return  # settled on the way out
         ctx.finish("ok")
         await self.meter.settle(ctx)  # committed before the client can have the answer
         body = p.exchange.unary_body(self.meter.extra_usage(ctx))
@@ -521,14 +533,14 @@ class Relay:
                 try:
                     async for chunk in resp.content.iter_any():
                         out = ex.feed(chunk)
+                        if ex.failure is not None:  # it goes out once the ending is settled
+                            break
                         if out and not watch.disconnected:
                             ctx.mark_first_byte()
                             await send_chunk(send, out)
                         out = b""
                         if ex.cut:  # the gateway ended it (a stop sequence)
                             resp.close()  # hang up: the rest is not wanted
-                            break
-                        if ex.failure is not None:
                             break
                     else:
                         out = ex.close()
@@ -542,6 +554,7 @@ class Relay:
                     # The server's shutdown grace ran out: end the stream the format's way;
                     # what was delivered is billed.
                     ctx.finish("cancelled", "gateway shutting down", complete=False)
+                    await self._settle_ending(ctx)
                     await send_chunk(send, ex.error(SHUTTING_DOWN), more=False)
                     return
                 except OSError as exc:  # connection failures and timeouts (idle, total)
@@ -559,6 +572,7 @@ class Relay:
             ctx.finish("error", err.message, complete=False)
             if not ex.error_forwarded:
                 out += ex.error(GatewayError.from_ir(err))
+            await self._settle_ending(ctx)
             await send_chunk(send, out, more=False)
             return
         ex.completed()
@@ -604,6 +618,7 @@ class Relay:
     async def _send_error(
         self, frontend: Frontend, send: Send, ctx: RequestContext, err: GatewayError
     ) -> None:
+        await self._settle_ending(ctx)
         status, body = frontend.render_error(err)
         ctx.http_status = status
         headers = [*JSON_HEADERS, (b"x-request-id", ctx.request_id.encode())]
