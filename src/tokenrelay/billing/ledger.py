@@ -80,6 +80,20 @@ async def newest_entry_id(engine: AsyncEngine) -> int:
         return int(await conn.scalar(select(_newest_entry())) or 0)
 
 
+async def entries_after(
+    engine: AsyncEngine, after_id: int
+) -> list[tuple[int, str, str, int, str | None]]:
+    """(id, account, kind, amount, request id) of every ledger entry after `after_id`."""
+    c = ledger.c
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(c.id, c.account_id, c.kind, c.amount_nano, c.request_id)
+            .where(c.id > after_id)
+            .order_by(c.id)
+        )
+        return [(int(r[0]), r[1], r[2], int(r[3]), r[4]) for r in rows]
+
+
 async def credits_since(engine: AsyncEngine, after_id: int) -> list[tuple[int, str, int]]:
     """(entry id, account id, amount) of the credits and adjustments after `after_id`, oldest
     first: what another process (the CLI) did to balances this one keeps in memory."""

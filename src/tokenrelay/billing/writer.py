@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
+import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tokenrelay.billing")
 
+# A fault hook for crash tests (tests/billing_e2e/test_redis_reconcile.py, bench/chaos.py):
+# "kill-after-commit" SIGKILLs the process right after a batch commits, before any caller
+# takes its Redis step.
+_FAULT = os.environ.get("TOKENRELAY_FAULT", "")
 _MAX_BATCH = 500  # 22 columns × 500 rows stays far below SQLite's bound-parameter limit
 _MAX_BACKOFF_S = 2.0
 
@@ -190,6 +196,8 @@ class SettlementWriter:
         while True:
             try:
                 inserted = await self._commit(batch)
+                if _FAULT == "kill-after-commit" and inserted:
+                    os.kill(os.getpid(), signal.SIGKILL)
             except (OperationalError, OSError, TimeoutError, ConnectionError) as exc:
                 # The database is away: keep the records and retry; callers keep waiting.
                 log.warning("settlement batch of %d failed, retrying: %s", len(batch), _brief(exc))
