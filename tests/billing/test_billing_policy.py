@@ -103,6 +103,18 @@ def test_a_stream_error_after_output_is_recorded_before_its_end(gw: RunningGatew
     assert balance(gw, key_id) == Decimal("5.00") - Decimal(record["cost_usd"])
 
 
+def only_record(gw: RunningGateway, key_id: str) -> dict[str, Any]:
+    """The key's one usage record, once it is there (settled when the vendor answers, after
+    the client left)."""
+    deadline = time.monotonic() + 15
+    found: list[dict[str, Any]] = []
+    while not found and time.monotonic() < deadline:
+        found = list(records(gw, key_id).values())
+        time.sleep(0.1)
+    assert len(found) == 1, found
+    return found[0]
+
+
 def test_a_non_stream_answer_whose_client_left_is_not_billed(gw: RunningGateway) -> None:
     key_id, key = create_key(gw)
     client = openai.OpenAI(api_key=key, base_url=gw.proxy + "/v1", max_retries=0, timeout=1.0)
@@ -111,19 +123,35 @@ def test_a_non_stream_answer_whose_client_left_is_not_billed(gw: RunningGateway)
             model="gpt-4o",
             messages=[{"role": "user", "content": "[[first-delay:2500]] a slow answer"}],
         )
-    # The vendor answers 1.5 s after the client left; the gateway settles then.
-    deadline = time.monotonic() + 15
-    found: list[dict[str, Any]] = []
-    while not found and time.monotonic() < deadline:
-        found = list(records(gw, key_id).values())
-        time.sleep(0.1)
-    assert len(found) == 1, found
-    record = found[0]
+    record = only_record(gw, key_id)
     assert record["reason"] == "client_cut_before_body"
     assert record["status"] == "cancelled"
     assert record["output_tokens"] > 0  # the vendor's answer, as it billed it
     assert Decimal(record["cost_usd"]) == 0
     assert Decimal(record["loss_usd"]) == Decimal(record["upstream_cost_usd"]) > 0
+    assert balance(gw, key_id) == Decimal("5.00")
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4-6"])
+def test_a_stream_whose_client_left_before_its_first_byte_is_not_billed(
+    gw: RunningGateway, model: str
+) -> None:
+    key_id, key = create_key(gw)
+    client = anthropic.Anthropic(api_key=key, base_url=gw.proxy, max_retries=0, timeout=0.6)
+    with (
+        pytest.raises(anthropic.APITimeoutError),
+        client.messages.stream(
+            model=model,
+            max_tokens=100,
+            messages=[{"role": "user", "content": "[[first-delay:1500]] [[words:10]] slow"}],
+        ) as stream,
+    ):
+        for _ in stream:
+            pass
+    record = only_record(gw, key_id)
+    assert record["reason"] == "client_cut_before_output"
+    assert record["output_tokens"] == 0
+    assert Decimal(record["cost_usd"]) == 0
     assert balance(gw, key_id) == Decimal("5.00")
 
 

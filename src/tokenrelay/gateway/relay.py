@@ -522,7 +522,14 @@ class Relay:
 
     async def _stream(self, p: Prepared, receive: Receive, send: Send) -> None:
         ctx = p.ctx
-        resp, p = await self._open(p)
+        # Watched from the start (the server reads the socket only while someone waits on
+        # `receive`): a client gone before the vendor's first byte is not served at all.
+        async with DisconnectWatch(receive, cancel=False) as early:
+            resp, p = await self._open(p)
+        if early.disconnected:
+            resp.close()
+            ctx.finish("cancelled", "client disconnected", complete=False)
+            return  # settled on the way out (billing/policy.py: client_cut_before_output)
         ex = p.exchange
         async with resp:
             ex.start(p.call)
