@@ -3,7 +3,7 @@
 UV := python3 -m uv
 PORT ?= 8080
 
-.PHONY: clients run test lint bench setup fuzz pools-report
+.PHONY: clients run test lint bench setup fuzz pools-report chaos
 
 setup:
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
@@ -45,3 +45,9 @@ fuzz: setup
 # fallbacks, billed == delivered; and the prompt-cache read share with and without affinity.
 pools-report: setup
 	$(UV) run --frozen python -m bench.pools_report
+
+# Issue 21's chaos run: 3 replicas on PostgreSQL + a Redis of its own, 5,000 requests over the
+# four client APIs with vendor faults and client disconnects, two SIGKILLs and a Redis pause;
+# prints Redis - database balance, holds left and requests billed beyond the policy (bench/chaos.py).
+chaos: setup
+	$(UV) run --frozen python -m bench.chaos --requests $(or $(REQUESTS),5000)

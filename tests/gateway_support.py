@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -80,6 +82,26 @@ def start_gateway(tmp: Path, **overrides: object) -> tuple[RunningGateway, threa
             raise RuntimeError("gateway did not start")
         time.sleep(0.02)
     return RunningGateway(f"http://127.0.0.1:{settings.port}", settings, server), thread
+
+
+def spawn_gateway(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """`tokenrelay serve` as a process of its own (one a test may SIGKILL), once healthy."""
+    exe = Path(sys.executable).with_name("tokenrelay")
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--port", str(port)],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(log.read_text()[-2000:])
 
 
 def metric_samples(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -158,9 +158,17 @@ def test_lines_journaled_before_the_session_and_account_columns_replay() -> None
     record.started_at = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
     record.upstream_cost_nano = 9
     values = record_values(record)
-    assert _COLUMNS[-3:] == ["session_id", "account_id", "upstream_cost_nano"]
-    assert values[-2:] == ["acct_key_1", 9]
-    assert _from_json(values[:-3]) == values
+    assert _COLUMNS[-5:] == [
+        "session_id",
+        "account_id",
+        "upstream_cost_nano",
+        "reason",
+        "loss_nano",
+    ]
+    assert values[-4:] == ["acct_key_1", 9, "completed", 0]
+    before_policy = [*values[:-2], "unrecorded", 0]
+    assert _from_json(values[:-5]) == before_policy
+    assert _from_json(values[:-2]) == before_policy
     with_session = UsageRecord("req_new", "key_1", "gpt-4o", session_id="s-1", cost_nano=5)
     new = record_values(with_session)
     assert _from_json(new)[_COLUMNS.index("session_id")] == "s-1"

@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from backends import Backend, backend
-from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, spawn_gateway, start_gateway
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 VENDOR_MODELS = ["claude-sonnet-4-6", "gpt-4o", "gemini-2.5-flash", "grok-4.3", "deepseek-chat"]
@@ -405,25 +405,6 @@ def test_client_disconnect_cancels_upstream_and_bills_what_was_sent(
 # 1. exactly once, across SIGKILL
 
 
-def _spawn(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    exe = Path(sys.executable).with_name("tokenrelay")
-    proc = subprocess.Popen(
-        [str(exe), "serve", "--port", str(port)],
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(log.read_text()[-2000:])
-
-
 def test_sigkill_right_after_a_burst_bills_every_completed_request_once(
     store: Backend, tmp_path: Path
 ) -> None:
@@ -438,7 +419,7 @@ def test_sigkill_right_after_a_burst_bills_every_completed_request_once(
     if store.redis_url:
         env["TOKENRELAY_REDIS_URL"] = store.redis_url
     url = f"http://127.0.0.1:{port}"
-    proc = _spawn(env, port, tmp_path / "gw.log")
+    proc = spawn_gateway(env, port, tmp_path / "gw.log")
     try:
         # Holds are worst cases (no max_tokens: the model's whole output limit): fund all 40.
         key_id, key = create_key(url, "50.00")
@@ -468,7 +449,7 @@ def test_sigkill_right_after_a_burst_bills_every_completed_request_once(
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
 
-    proc = _spawn(env, port, tmp_path / "gw.log")
+    proc = spawn_gateway(env, port, tmp_path / "gw.log")
     try:
         records = usage(url, key_id)
         ids = [r["request_id"] for r in records]

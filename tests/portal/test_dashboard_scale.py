@@ -84,6 +84,7 @@ async def seeded(tmp_path: Path) -> AsyncIterator[tuple[Portal, str]]:
                 r["output_tokens"],
                 r["cost_nano"],
                 r["upstream_cost_nano"],
+                0,
             )
             for r in rows
         )

@@ -13,18 +13,20 @@ import datetime as dt
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay import ir
-from tokenrelay.billing import ledger
+from tokenrelay.billing import ledger, policy
 from tokenrelay.billing.caps import RedisSpendCaps, SpendCaps
-from tokenrelay.billing.holds import Holds, MemoryHolds, RedisHolds
+from tokenrelay.billing.holds import HOLD_RENEW_S, Holds, MemoryHolds, RedisHolds
 from tokenrelay.billing.journal import JournalWriter, try_lock_journal
+from tokenrelay.billing.policy import billable
 from tokenrelay.billing.pricebook import PriceBook, PriceVersion
-from tokenrelay.billing.pricing import cost_nano, customer_nano, usd, worst_case_nano
+from tokenrelay.billing.pricing import customer_nano, priced_nano, usd, worst_case_nano
 from tokenrelay.billing.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from tokenrelay.billing.writer import SettlementWriter, UsageRecord
 from tokenrelay.catalog import Catalog, Price
@@ -38,6 +40,10 @@ __all__ = ["Admission", "BillingConfigError", "BillingEngine", "UsageRecord"]
 
 _PRICE_POLL_S = 10.0
 _REFRESH_S = 2.0
+_RECONCILE_S = 5.0
+_RECONCILE_LATE_ROUNDS = 6  # entries committed up to ~30 s after their id was handed out
+_RECONCILE_START_ENTRIES = 20_000  # at start: this many newest ledger entries are checked
+_VERIFY_ENTRIES = 1_000_000  # `ledger verify`: this many
 
 
 # Token counts a key may ask for a minute when it has no rpm limit of its own.
@@ -82,6 +88,7 @@ class BillingEngine:
         self.settings = settings
         self.engine = engine
         self.enabled = settings.billing == "on"
+        self.policy = settings.billing_policy
         self.prices = PriceBook(catalog, engine)
         self.caps: SpendCaps | RedisSpendCaps = SpendCaps(engine)
         self._redis = redis
@@ -111,6 +118,12 @@ class BillingEngine:
         # Committed credits Redis refused: ledger entry id -> (key id, amount, Redis run id).
         self._deferred_credits: dict[int, tuple[str, int, str | None]] = {}
         self._refused_logged_at = -1e9
+        # Redis holds of this process's requests in flight (hold id -> account): their leases
+        # are renewed while they run (holds.HOLD_RENEW_S).
+        self._leased: dict[str, str] = {}
+        # Newest ledger id at each of the last reconciliations: the next one reads on from the
+        # oldest, so an entry committed late (PostgreSQL hands out ids before commit) is seen.
+        self._reconciled_ids: deque[int] = deque(maxlen=_RECONCILE_LATE_ROUNDS)
 
     async def start(self, *, serving: bool = True) -> None:
         """Load prices and connect. `serving=False` (CLI) skips the background tasks and the
@@ -140,7 +153,7 @@ class BillingEngine:
             self._own_redis = True
         loader = self._load_balance
         if self._redis is not None:
-            self.holds = RedisHolds(self._redis, loader, prefix=self._prefix)
+            self.holds = RedisHolds(self._redis, self._load_balance_marked, prefix=self._prefix)
             self.limiter = RedisRateLimiter(self._redis, prefix=self._prefix)
             self.caps = RedisSpendCaps(self.engine, self._redis, prefix=self._prefix)
         else:
@@ -163,6 +176,8 @@ class BillingEngine:
             if self._redis is not None:
                 self._spawn(self._listen_prices())
                 self._spawn(self._replay_deferred())
+                self._spawn(self._renew_leases())
+                self._spawn(self._reconcile_redis())
             elif self.enabled:
                 # SQLite commits one writer at a time, so ledger ids appear in commit order and
                 # reading on from the newest one seen misses nothing. (PostgreSQL hands out ids
@@ -228,6 +243,9 @@ class BillingEngine:
         except GatewayError:
             raise
         except Exception as exc:
+            # "Nothing was charged": a reserve that reaches Redis after all must not stay held.
+            self._leased.pop(request_id, None)
+            self._deferred[request_id] = (key.account_id or key.id, None, self._redis_run_id)
             now_s = time.monotonic()
             if now_s - self._refused_logged_at > 5.0:  # one line per outage, not per request
                 self._refused_logged_at = now_s
@@ -319,7 +337,10 @@ class BillingEngine:
         self, account_id: str, hold_id: str, amount: int, worst: int, what: str
     ) -> None:
         """Hold `amount` under `hold_id`, or raise 402 naming the request's `worst` case."""
+        self._leased[hold_id] = account_id  # before the call: a reserve that times out may
+        # still run on Redis later, and must then be reclaimed (its lease is never renewed)
         if not await self.holds.reserve(account_id, hold_id, amount):
+            self._leased.pop(hold_id, None)
             available = max(await self.holds.available(account_id), 0)
             raise GatewayError(
                 "billing",
@@ -368,6 +389,7 @@ class BillingEngine:
         admission.hold_nano -= admission.extra_hold_nano
         admission.extra_hold_nano = 0
         if hold_id is not None:
+            self._leased.pop(hold_id, None)
             try:
                 await self.holds.release(admission.account_id, hold_id)
             except Exception as exc:  # expires with its TTL (Redis); nothing is billed by it
@@ -381,8 +403,12 @@ class BillingEngine:
         price, version = admission.price, admission.price_version_id
         if record.model and record.model != admission.model_id:  # a fallback model answered
             price, version = self.prices.price_for(record.model, admission.started_at)
-        upstream = cost_nano(_totals(record), price)
-        cost = customer_nano(upstream, admission.multiplier_ppm)
+        metered = _totals(record)
+        upstream, cost = priced_nano(metered, price, admission.multiplier_ppm)
+        billed = billable(metered, policy.Outcome(record.reason), self.policy)
+        if billed is not metered:  # the customer pays less than the vendor billed: our loss
+            billed_list, cost = priced_nano(billed, price, admission.multiplier_ppm)
+            record.loss_nano = upstream - billed_list
         record.cost_nano, record.upstream_cost_nano = cost, upstream
         record.price_version_id = version
         record.request_id, record.key_id = admission.request_id, admission.key_id
@@ -424,6 +450,7 @@ class BillingEngine:
         the hold only). The ledger is the truth and has committed, so an unreachable Redis must
         not fail the request: the step waits in `_deferred` and is replayed when Redis answers
         again (idempotent by request id)."""
+        self._leased.pop(request_id, None)
         try:
             await self._hold_step(key_id, request_id, cost)
         except Exception as exc:
@@ -549,8 +576,40 @@ class BillingEngine:
         return {**summary, "recent_usage": await self.usage(key_id, None, 20)}
 
     async def verify(self) -> list[str]:
+        """The ledger's problems, then Redis's: balances it holds that the database does not
+        explain once every committed entry's Redis step has run (replayed here first)."""
         await self.writer.flush()
-        return await ledger.verify(self.engine)
+        problems = await ledger.verify(self.engine)
+        if isinstance(self.holds, RedisHolds):
+            replayed = await self.reconcile(_VERIFY_ENTRIES)
+            if replayed:
+                log.warning("ledger verify: %d Redis balance steps replayed", replayed)
+            cached = await self.holds.balances()
+            in_db = await ledger.load_balances(self.engine, list(cached))
+            for account, balance in sorted(cached.items()):
+                db = in_db.get(account, (0, 0))[0]
+                if balance != db:
+                    problems.append(
+                        f"account {account}: Redis balance {usd(balance)} != database "
+                        f"{usd(db)} (Redis {usd(balance - db)} richer)"
+                    )
+        return problems
+
+    async def reconcile(self, newest_entries: int | None = None) -> int:
+        """Replay the Redis step of every committed ledger entry that lacks it (a process
+        killed between its commit and its Redis step): the entries after the oldest newest-id
+        of the last rounds, or the `newest_entries` newest. Idempotent, and safe beside live
+        steps (the same markers). Returns how many steps were applied."""
+        assert isinstance(self.holds, RedisHolds)
+        newest = await ledger.newest_entry_id(self.engine)
+        if newest_entries is not None or not self._reconciled_ids:
+            after = newest - (newest_entries or _RECONCILE_START_ENTRIES)
+        else:
+            after = self._reconciled_ids[0]
+        entries = await ledger.entries_after(self.engine, max(after, 0))
+        applied = await self.holds.replay(entries) if entries else 0
+        self._reconciled_ids.append(newest)
+        return applied
 
     async def set_price(
         self,
@@ -576,6 +635,9 @@ class BillingEngine:
                 log.warning("price change notice not published: %s", exc)
 
     # ---------------------------------------------------------------- background
+
+    async def _load_balance_marked(self, account_id: str) -> tuple[int, int]:
+        return await ledger.load_balance_marked(self.engine, account_id)
 
     async def _load_balance(self, key_id: str) -> int:
         if not self._follow_credits:
@@ -636,6 +698,37 @@ class BillingEngine:
             except Exception as exc:
                 log.debug("balance cache still unreachable: %s", _reason(exc))
             await asyncio.sleep(0.5 if self._deferred or self._deferred_credits else 5.0)
+
+    async def _renew_leases(self) -> None:
+        assert isinstance(self.holds, RedisHolds)
+        while True:
+            await asyncio.sleep(HOLD_RENEW_S)
+            by_account: dict[str, list[str]] = {}
+            for hold_id, account in list(self._leased.items()):
+                by_account.setdefault(account, []).append(hold_id)
+            if not by_account:
+                continue
+            try:
+                await self.holds.renew(by_account)
+            except Exception as exc:  # next round; holds outlive one missed renewal
+                log.debug("hold leases not renewed: %s", _reason(exc))
+
+    async def _reconcile_redis(self) -> None:
+        """At start and every few seconds, on one replica at a time: Redis balances follow
+        the ledger even when a process died between a commit and its Redis step."""
+        assert self._redis is not None
+        lock = f"{self._prefix}reconciling"
+        while True:
+            try:
+                if await self._redis.set(lock, "1", nx=True, px=int(_RECONCILE_S * 800)):
+                    applied = await self.reconcile()
+                    if applied:
+                        log.warning("Redis balances: %d missing step(s) replayed", applied)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("Redis reconciliation skipped: %s", _reason(exc))
+            await asyncio.sleep(_RECONCILE_S)
 
     async def _refresh_balances(self) -> None:
         """Credits that another process (the CLI) wrote reach the in-memory balances within

@@ -19,9 +19,14 @@ from typing import Any, Protocol
 from tokenrelay.single_flight import SingleFlight
 
 BalanceLoader = Callable[[str], Awaitable[int]]
-# A request's hold outlives any request (upstream timeout is 600 s by default); past this, the
-# hold of a crashed replica stops blocking the key's balance.
-DEFAULT_HOLD_TTL_S = 1800
+# (balance, id of the newest ledger entry it includes), read in one statement.
+MarkedLoader = Callable[[str], Awaitable[tuple[int, int]]]
+# A Redis hold is a lease: the process that made it renews it every HOLD_RENEW_S while its
+# request runs (BillingEngine), so the hold of a replica that was killed, or of a request that
+# got "nothing was charged" while Redis was unreachable, is reclaimed within HOLD_LEASE_S.
+DEFAULT_HOLD_TTL_S = 8
+HOLD_RENEW_S = 2.0
+_REPLAY_BATCH = 5_000  # ledger entries per pipeline
 # Request ids settled lately, so a repeated settle cannot debit twice. The engine already settles
 # each request once; this is the second line of defence, and it only needs to outlast a retry,
 # not a day's traffic (200k ids took 33 MB of RSS, reached a few minutes into a soak).
@@ -210,11 +215,17 @@ return 1
 """
 )
 
+# Replays (BillingEngine.reconcile) of ledger entries, ARGV[4] the entry id: a balance loaded
+# from the database at or after the entry (its `mark`) includes it already.
+_UNLESS_LOADED_WITH = """
+if redis.call('HEXISTS', KEYS[1], 'balance') == 0 then return 0 end
+local mark = redis.call('HGET', KEYS[1], 'mark')
+if mark and tonumber(ARGV[4]) <= tonumber(mark) then return 0 end
+"""
+
 # KEYS 4: settled marker. ARGV: request id, cost (or '' to release only), marker ttl s.
 # Returns 1 if this call settled (or released) the request, 0 if it was done before.
-_SETTLE = (
-    _PURGE
-    + """
+_SETTLE_STEP = """
 local amt = redis.call('HGET', KEYS[2], ARGV[1])
 if amt then
   decr(KEYS[1], 'held', amt)
@@ -231,10 +242,11 @@ if redis.call('HEXISTS', KEYS[1], 'balance') == 1 then
 end
 return 1
 """
-)
+_SETTLE = _PURGE + _SETTLE_STEP
+_REPLAY_DEBIT = _PURGE + _UNLESS_LOADED_WITH + _SETTLE_STEP
 
 # KEYS 2: the credit's applied marker (its ledger entry): a replayed credit is not added twice.
-_CREDIT = """
+_CREDIT_STEP = """
 if ARGV[3] == '1' and redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[2])) == false then
   return 0
 end
@@ -242,6 +254,25 @@ if ARGV[1] ~= '0' and redis.call('HEXISTS', KEYS[1], 'balance') == 1 then
   redis.call('HINCRBY', KEYS[1], 'balance', ARGV[1])
 end
 return 1
+"""
+_CREDIT = _CREDIT_STEP
+_REPLAY_CREDIT = _UNLESS_LOADED_WITH + _CREDIT_STEP
+
+# ARGV: balance, ledger mark. The first replica to load wins; later loads never overwrite.
+_LOAD = """
+if redis.call('HSETNX', KEYS[1], 'balance', ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'mark', ARGV[2])
+end
+"""
+
+# KEYS: the hold expiry zset. ARGV: lease ms, then the request ids whose leases are renewed
+# (XX: a hold already settled, released or reclaimed is not brought back).
+_RENEW = """
+local now = redis.call('TIME')
+local until_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', until_ms, ARGV[i])
+end
 """
 
 # {balance, held} as strings, subtracted in Python: a Lua subtraction would be a double.
@@ -263,7 +294,7 @@ class RedisHolds:
     def __init__(
         self,
         redis: Any,
-        loader: BalanceLoader,
+        loader: BalanceLoader | MarkedLoader,
         *,
         prefix: str = "tokenrelay:",
         hold_ttl_s: int = DEFAULT_HOLD_TTL_S,
@@ -274,6 +305,10 @@ class RedisHolds:
         self._prefix = prefix
         self._hold_ttl_ms = hold_ttl_s * 1000
         self._settled_ttl_s = settled_ttl_s
+        self._load = redis.register_script(_LOAD)
+        self._renew = redis.register_script(_RENEW)
+        self._replay_debit = redis.register_script(_REPLAY_DEBIT)
+        self._replay_credit = redis.register_script(_REPLAY_CREDIT)
         self._reserve = redis.register_script(_RESERVE)
         self._settle = redis.register_script(_SETTLE)
         self._credit = redis.register_script(_CREDIT)
@@ -287,9 +322,11 @@ class RedisHolds:
         return f"{self._prefix}settled:{{{key_id}}}:{request_id}"
 
     async def _init_balance(self, key_id: str) -> None:
-        # HSETNX: the first replica to load wins; later loads never overwrite live state.
-        balance = await self._loader(key_id)
-        await self._redis.hsetnx(self._keys(key_id)[0], "balance", balance)
+        # The first replica to load wins; later loads never overwrite live state. The mark
+        # (newest ledger entry the balance includes) tells `replay` which entries it has.
+        loaded = await self._loader(key_id)
+        balance, mark = loaded if isinstance(loaded, tuple) else (loaded, 0)
+        await self._load(keys=self._keys(key_id)[:1], args=[str(int(balance)), str(int(mark))])
 
     async def reserve(self, key_id: str, request_id: str, amount_nano: int) -> bool:
         keys = [*self._keys(key_id), self._marker(key_id, request_id)]
@@ -316,6 +353,56 @@ class RedisHolds:
         keys = [self._keys(key_id)[0], marker]
         once = "1" if entry_id is not None else "0"
         await self._credit(keys=keys, args=[str(int(amount_nano)), self._settled_ttl_s, once])
+
+    async def renew(self, holds: dict[str, list[str]]) -> None:
+        """Extend the leases of the holds of requests still running (account -> hold ids)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key_id, request_ids in holds.items():
+                keys = self._keys(key_id)[2:3]
+                await self._renew(keys=keys, args=[self._hold_ttl_ms, *request_ids], client=pipe)
+            await pipe.execute()
+
+    async def replay(self, entries: list[tuple[int, str, str, int, str | None]]) -> int:
+        """Apply the ledger entries (id, account, kind, amount, request id) whose Redis step
+        never ran (a process killed between its commit and that step): each once, by the same
+        markers the live steps set, and only to a balance loaded before the entry. Returns how
+        many were applied."""
+        if len(entries) > _REPLAY_BATCH:
+            head = await self.replay(entries[:_REPLAY_BATCH])
+            return head + await self.replay(entries[_REPLAY_BATCH:])
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entry_id, account, kind, amount, request_id in entries:
+                if kind == "debit" and request_id is not None:
+                    keys = [*self._keys(account), self._marker(account, request_id)]
+                    args = [request_id, str(-amount), self._settled_ttl_s, entry_id]
+                    await self._replay_debit(keys=keys, args=args, client=pipe)
+                else:
+                    marker = f"{self._prefix}credited:{{{account}}}:{entry_id}"
+                    args = [str(amount), self._settled_ttl_s, "1", entry_id]
+                    keys = [self._keys(account)[0], marker]
+                    await self._replay_credit(keys=keys, args=args, client=pipe)
+            results = await pipe.execute()
+        return sum(int(r or 0) for r in results)
+
+    async def balances(self) -> dict[str, int]:
+        """Account -> the balance Redis holds for it (every loaded account)."""
+        pattern = f"{self._prefix}bal:{{*}}"
+        out: dict[str, int] = {}
+        async for raw in self._redis.scan_iter(match=pattern, count=1000):
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            value = await self._redis.hget(name, "balance")
+            if value is not None:
+                out[name[len(self._prefix) + 5 : -1]] = int(value)
+        return out
+
+    async def held_total(self) -> int:
+        """Everything held now over every account (expired leases reclaimed first)."""
+        total = 0
+        for account in await self.balances():
+            value = await self._available(keys=self._keys(account))
+            if value is not None:
+                total += int(value[1])
+        return total
 
     async def available(self, key_id: str) -> int:
         value = await self._available(keys=self._keys(key_id))

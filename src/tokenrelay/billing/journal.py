@@ -100,8 +100,8 @@ _REQUEST_ID, _KEY_ID, _ACCOUNT_ID, _COST = (
     _COLUMNS.index(c) for c in ("request_id", "key_id", "account_id", "cost_nano")
 )
 _MODEL_ASKED, _ERROR = _COLUMNS.index("model_asked"), _COLUMNS.index("error")
-_MODEL, _VENDOR, _STATUS, _UPSTREAM = (
-    _COLUMNS.index(c) for c in ("model", "vendor", "status", "upstream_cost_nano")
+_MODEL, _VENDOR, _STATUS, _UPSTREAM, _LOSS = (
+    _COLUMNS.index(c) for c in ("model", "vendor", "status", "upstream_cost_nano", "loss_nano")
 )
 _IN, _CACHE_READ, _CACHE_WRITE, _OUT = (
     _COLUMNS.index(c)
@@ -402,6 +402,7 @@ def _commit(conn: sqlite3.Connection, rows: list[list[Any]]) -> int:
                     r[_OUT],
                     r[_COST],
                     r[_UPSTREAM],
+                    r[_LOSS],
                 )
                 for r in fresh
             )
@@ -440,10 +441,13 @@ def sqlite_datetime(d: dt.datetime) -> str:
 def _from_json(raw: Any) -> list[Any]:
     """A journal line: bound values in column order (or, from an older gateway, an object)."""
     if isinstance(raw, list):
-        if len(raw) == len(_COLUMNS) - 3:
+        if len(raw) == len(_COLUMNS) - 5:
             # Journaled before accounts and sessions (migrations 0004, 0005): no session, the
             # key's own account, its list cost the price it was billed at.
-            return [*raw, None, f"acct_{raw[_KEY_ID]}", raw[_COST]]
+            raw = [*raw, None, f"acct_{raw[_KEY_ID]}", raw[_COST]]
+        if len(raw) == len(_COLUMNS) - 2:
+            # Journaled before the billing policy (0008): no reason recorded, no loss.
+            raw = [*raw, "unrecorded", 0]
         if len(raw) != len(_COLUMNS):
             raise ValueError(f"{len(raw)} values for {len(_COLUMNS)} columns")
         return raw

@@ -10,8 +10,9 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tokenrelay.billing.writer import ROLLUP_COLUMNS, ROLLUP_SUMS, rollup
 from tokenrelay.money import MAX_BALANCE_NANO, usd
 from tokenrelay.store.tables import (
     accounts,
@@ -77,6 +78,20 @@ async def load_balances(engine: AsyncEngine, account_ids: list[str]) -> dict[str
 async def newest_entry_id(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         return int(await conn.scalar(select(_newest_entry())) or 0)
+
+
+async def entries_after(
+    engine: AsyncEngine, after_id: int
+) -> list[tuple[int, str, str, int, str | None]]:
+    """(id, account, kind, amount, request id) of every ledger entry after `after_id`."""
+    c = ledger.c
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(c.id, c.account_id, c.kind, c.amount_nano, c.request_id)
+            .where(c.id > after_id)
+            .order_by(c.id)
+        )
+        return [(int(r[0]), r[1], r[2], int(r[3]), r[4]) for r in rows]
 
 
 async def credits_since(engine: AsyncEngine, after_id: int) -> list[tuple[int, str, int]]:
@@ -264,6 +279,8 @@ def usage_json(row: Any) -> dict[str, Any]:
         "account_id": row["account_id"],
         "cost_usd": usd(int(row["cost_nano"])),
         "upstream_cost_usd": usd(int(row["upstream_cost_nano"])),
+        "reason": row["reason"],
+        "loss_usd": usd(int(row["loss_nano"])),
         "price_version": row["price_version_id"],
         "status": row["status"],
         "error": row["error"],
@@ -368,36 +385,7 @@ async def verify(engine: AsyncEngine) -> list[str]:
             f"usage {rid}: cost {usd(int(cost))} (key {k}) but debit {usd(int(amt))} (key {dk})"
             for rid, k, cost, dk, amt in mismatched
         ]
-        # The daily roll-up (dashboards, margins) adds up to the usage records, per account.
-        recorded = (
-            select(
-                usage_records.c.account_id.label("a"),
-                func.count().label("n"),
-                func.sum(usage_records.c.cost_nano).label("cost"),
-            )
-            .group_by(usage_records.c.account_id)
-            .subquery()
-        )
-        rolled = (
-            select(
-                usage_daily.c.account_id.label("a"),
-                func.sum(usage_daily.c.requests).label("n"),
-                func.sum(usage_daily.c.cost_nano).label("cost"),
-            )
-            .group_by(usage_daily.c.account_id)
-            .subquery()
-        )
-        pairs = await conn.execute(
-            select(
-                recorded.c.a, recorded.c.n, recorded.c.cost, rolled.c.n, rolled.c.cost
-            ).outerjoin(rolled, rolled.c.a == recorded.c.a)
-        )
-        problems += [
-            f"account {a}: usage_daily has {rn or 0} requests / {usd(int(rc or 0))}, "
-            f"usage records {n} / {usd(int(c))}"
-            for a, n, c, rn, rc in pairs
-            if (int(rn or 0), int(rc or 0)) != (int(n), int(c))
-        ]
+        problems += await _verify_rollup(conn)
         bad_kind = await conn.execute(
             select(ledger.c.id, ledger.c.kind).where(
                 ledger.c.kind.not_in(["credit", "debit", "adjustment"])
@@ -406,6 +394,59 @@ async def verify(engine: AsyncEngine) -> list[str]:
         )
         problems += [f"ledger row {i}: invalid {kind!r} entry" for i, kind in bad_kind]
     return problems
+
+
+async def _verify_rollup(conn: AsyncConnection) -> list[str]:
+    """The daily roll-up (dashboards, margins) is the usage records summed: every column of
+    every usage_daily row, and no row without records (or records without a row)."""
+    u = usage_records.c
+    records = await conn.execute(
+        select(
+            u.account_id,
+            u.started_at,
+            u.model,
+            u.vendor,
+            u.status,
+            u.input_tokens + u.cache_read_tokens + u.cache_write_tokens,
+            u.output_tokens,
+            u.cost_nano,
+            u.upstream_cost_nano,
+            u.loss_nano,
+        )
+    )
+    expected = {
+        tuple(row[:4]): row[4:]
+        for row in rollup(
+            (a, _utc(started).date().isoformat(), model, vendor, status, i, o, cost, up, loss)
+            for a, started, model, vendor, status, i, o, cost, up, loss in records
+        )
+    }
+    d = usage_daily.c
+    rolled = {
+        tuple(row[:4]): tuple(int(v) for v in row[4:])
+        for row in await conn.execute(select(*(d[c] for c in ROLLUP_COLUMNS)))
+    }
+    problems = []
+    for group in sorted(expected.keys() | rolled.keys()):
+        want, have = expected.get(group), rolled.get(group)
+        if want == have:
+            continue
+        where = "usage_daily {} {} {} ({})".format(*group)
+        if have is None:
+            problems.append(f"{where}: missing, the usage records sum to {want}")
+        elif want is None:
+            problems.append(f"{where}: {have} without any usage record")
+        else:
+            diff = [
+                f"{c} {h} != {w}" for c, h, w in zip(ROLLUP_SUMS, have, want, strict=True) if h != w
+            ]
+            problems.append(f"{where}: " + ", ".join(diff) + " (the usage records')")
+    return problems
+
+
+def _utc(started: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; they were stored in UTC."""
+    return started.replace(tzinfo=dt.UTC) if started.tzinfo is None else started.astimezone(dt.UTC)
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from tokenrelay.billing.engine import Admission, BillingEngine, UsageRecord
 from tokenrelay.billing.metering import RequestContext
+from tokenrelay.billing.policy import outcome
 from tokenrelay.billing.pricing import usd
 from tokenrelay.customers.keys import ApiKeyInfo
 from tokenrelay.errors import GatewayError
@@ -71,6 +72,7 @@ class BillingMeter:
             ctx.usage = UsageTotals()
             ctx.usage_source = "vendor"
         record = UsageRecord.from_context(ctx, attempts=max(ctx.attempts, 1))
+        record.reason = outcome(ctx)
         try:
             ctx.cost_nano = await self.engine.settle(admission, record)
         except Exception as exc:  # the ledger did not commit: nothing is billed

@@ -126,6 +126,7 @@ class RequestContext:
     error: str | None = None
     usage_source: Literal["vendor", "estimated"] = "vendor"
     session_id: str | None = None  # the client's session header (X-Claude-Code-Session-Id)
+    stop_reason: str | None = None  # the vendor's, when the translated path saw it
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self._t0) * 1000

@@ -7,20 +7,54 @@ have a fraction (e.g. $0.0375/1M), so the sum is taken in Decimal and rounded on
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from decimal import Decimal
+from fractions import Fraction
 from functools import lru_cache
 
 from tokenrelay import ir
 from tokenrelay.catalog import Price
-from tokenrelay.money import NANO_PER_USD, div_half_up, round_half_up, usd
+from tokenrelay.money import NANO_PER_USD, div_half_up, usd
 
-__all__ = ["NANO_PER_USD", "cost_nano", "customer_nano", "usd", "worst_case_nano"]
+__all__ = [
+    "NANO_PER_USD",
+    "cost_nano",
+    "customer_nano",
+    "priced_nano",
+    "usd",
+    "worst_case_nano",
+]
 PPM = 1_000_000
 _PER_TOKEN = Decimal(NANO_PER_USD) / Decimal(1_000_000)
 
 
 def cost_nano(usage: ir.UsageTotals, price: Price) -> int:
+    """The list price of `usage`, rounded half-up once to the nano-USD."""
+    return _half_up(_exact_nano(usage, price))
+
+
+def priced_nano(usage: ir.UsageTotals, price: Price, multiplier_ppm: int) -> tuple[int, int]:
+    """(list price, customer price) of `usage`. The customer's is rounded once, up, from the
+    exact list amount × the price group's multiplier: rounding the list price first and then
+    the multiplied amount could put a nano above ceil(exact × multiplier)."""
+    exact = _exact_nano(usage, price)
+    upstream = _half_up(exact)
+    if multiplier_ppm == PPM:
+        return upstream, upstream
+    return upstream, math.ceil(exact * multiplier_ppm / PPM)
+
+
+def _half_up(exact: Fraction) -> int:
+    return math.floor(exact + _HALF)
+
+
+_HALF = Fraction(1, 2)
+
+
+def _exact_nano(usage: ir.UsageTotals, price: Price) -> Fraction:
+    """The exact nano-USD list amount of `usage` (a femto-USD integer / 10^6 in the common
+    case, a Decimal sum otherwise)."""
     rates = price.for_prompt(usage.prompt_total)
     cache_write_5m = max(usage.cache_write - usage.cache_write_1h, 0)
     femto = _femto_rates(rates)
@@ -32,7 +66,7 @@ def cost_nano(usage: ir.UsageTotals, price: Price) -> int:
             + cache_write_5m * femto[3]
             + usage.cache_write_1h * femto[4]
         )
-        return _femto_to_nano(total)
+        return Fraction(total, _FEMTO_PER_NANO)
     exact = (
         usage.input * rates.input
         + usage.output * rates.output
@@ -40,7 +74,7 @@ def cost_nano(usage: ir.UsageTotals, price: Price) -> int:
         + cache_write_5m * rates.cache_write
         + usage.cache_write_1h * rates.cache_write_1h
     ) * _PER_TOKEN
-    return round_half_up(exact)
+    return Fraction(exact)
 
 
 # A rate in USD per 1M tokens × 10^9 = femto-USD (1e-15) per token: an exact integer for any

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
+import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tokenrelay.billing")
 
+# A fault hook for crash tests (tests/billing_e2e/test_redis_reconcile.py, bench/chaos.py):
+# "kill-after-commit" SIGKILLs the process right after a batch commits, before any caller
+# takes its Redis step.
+_FAULT = os.environ.get("TOKENRELAY_FAULT", "")
 _MAX_BATCH = 500  # 22 columns × 500 rows stays far below SQLite's bound-parameter limit
 _MAX_BACKOFF_S = 2.0
 
@@ -62,6 +68,8 @@ class UsageRecord:
     price_version_id: str = ""  # set by BillingEngine.settle
     account_id: str = ""  # set by BillingEngine.settle: the account the key spends from
     upstream_cost_nano: int = 0  # set by BillingEngine.settle: the catalog's list price
+    reason: str = "completed"  # how it ended: a policy.Outcome value (set by BillingMeter)
+    loss_nano: int = 0  # set by BillingEngine.settle: upstream cost the customer did not pay
 
     @classmethod
     def from_context(cls, ctx: RequestContext, *, attempts: int = 1) -> UsageRecord:
@@ -118,6 +126,8 @@ class UsageRecord:
             "price_version_id": self.price_version_id,
             "account_id": self.account_id or f"acct_{self.key_id}",
             "upstream_cost_nano": self.upstream_cost_nano,
+            "reason": self.reason,
+            "loss_nano": self.loss_nano,
         }
 
 
@@ -186,6 +196,8 @@ class SettlementWriter:
         while True:
             try:
                 inserted = await self._commit(batch)
+                if _FAULT == "kill-after-commit" and inserted:
+                    os.kill(os.getpid(), signal.SIGKILL)
             except (OperationalError, OSError, TimeoutError, ConnectionError) as exc:
                 # The database is away: keep the records and retry; callers keep waiting.
                 log.warning("settlement batch of %d failed, retrying: %s", len(batch), _brief(exc))
@@ -281,6 +293,7 @@ class SettlementWriter:
                     r["output_tokens"],
                     r["cost_nano"],
                     r["upstream_cost_nano"],
+                    r["loss_nano"],
                 )
                 for r in (rows[rid] for rid in inserted)
             )
@@ -310,25 +323,27 @@ ROLLUP_SUMS = (
     "output_tokens",
     "cost_nano",
     "upstream_cost_nano",
+    "loss_nano",
 )
 ROLLUP_COLUMNS = ("account_id", "day", "model", "vendor", *ROLLUP_SUMS)
 
 
 def rollup(
-    records: Iterable[tuple[str, str, str, str, str, int, int, int, int]],
+    records: Iterable[tuple[str, str, str, str, str, int, int, int, int, int]],
 ) -> list[tuple[Any, ...]]:
-    """(account, day, model, vendor, status, input, output, cost, upstream) of new usage
+    """(account, day, model, vendor, status, input, output, cost, upstream, loss) of new usage
     records -> one usage_daily increment per (account, day, model, vendor), sorted (lock
     order), in ROLLUP_COLUMNS order."""
     sums: dict[tuple[str, str, str, str], list[int]] = {}
-    for account, day, model, vendor, status, tokens_in, tokens_out, cost, upstream in records:
-        acc = sums.setdefault((account, day, model, vendor), [0, 0, 0, 0, 0, 0])
+    for account, day, model, vendor, status, tokens_in, tokens_out, cost, upstream, loss in records:
+        acc = sums.setdefault((account, day, model, vendor), [0, 0, 0, 0, 0, 0, 0])
         acc[0] += 1
         acc[1] += status == "error"
         acc[2] += tokens_in
         acc[3] += tokens_out
         acc[4] += cost
         acc[5] += upstream
+        acc[6] += loss
     return [(*k, *v) for k, v in sorted(sums.items())]
 
 

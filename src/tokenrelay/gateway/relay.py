@@ -72,6 +72,12 @@ class _Captured:
             self.body += message.get("body", b"")
 
 
+async def _never_gone() -> dict[str, Any]:
+    """The `receive` of a request without a client: nobody can leave."""
+    await asyncio.Event().wait()
+    return {"type": "http.disconnect"}
+
+
 class Relay:
     def __init__(
         self,
@@ -150,11 +156,10 @@ class Relay:
             await self.respond.error(f, send, INTERNAL)
             return
         try:
-            f.opened = await self._open(f, p)
             if ctx.stream:
-                await self.respond.stream(f, receive, send)
+                await self.respond.stream(f, receive, send, lambda: self._open(f, p))
             else:
-                await self.respond.unary(f, send)
+                await self.respond.unary(f, receive, send, lambda: self._open(f, p))
         except GatewayError as err:  # raised before any byte of the answer went out
             ctx.finish("error", err.message, complete=False)
             await self.respond.error(f, send, err)
@@ -179,10 +184,7 @@ class Relay:
             f.release()
             if ctx.duration_ms is None:
                 ctx.finish("error", "interrupted", complete=False)
-            if ctx.cost_nano is None:  # not settled on the way out (error, disconnect)
-                # Shielded: a shutdown or disconnect must not lose a settlement half-way.
-                with contextlib.suppress(GatewayError):  # logged; nothing was billed
-                    await asyncio.shield(self.meter.settle(f.admission, ctx))
+            await self.respond.settle_ending(f)  # not settled on the way out (disconnect)
 
     # ----------------------------------------------------------------------------------------
     # a request with no HTTP client of its own (a batch line)
@@ -202,8 +204,7 @@ class Relay:
         either way; an answer that did not come whole costs nothing."""
         ctx, out = f.ctx, _Captured()
         try:
-            f.opened = await self.caller.open(p, ctx)
-            await self.respond.unary(f, out.send)
+            await self.respond.unary(f, _never_gone, out.send, lambda: self.caller.open(p, ctx))
         except GatewayError as err:
             ctx.finish("error", err.message, complete=False)
             status, body = f.frontend.render_error(err)

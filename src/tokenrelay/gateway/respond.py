@@ -6,6 +6,8 @@ and every way a stream can end — the vendor's end, a stop sequence cut, an ups
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,6 +36,7 @@ from tokenrelay.upstreams.calls import upstream_unreachable
 if TYPE_CHECKING:
     from tokenrelay.upstreams.attempts import Opened
 
+Opener = Callable[[], Awaitable["Opened[Prepared]"]]
 SHUTTING_DOWN = GatewayError(
     "overloaded", "The gateway is restarting; retry the request.", 503, retry_after=1.0
 )
@@ -62,22 +65,29 @@ class Responder:
         self.reasoning = reasoning
         self.drain = drain  # a client gone mid-stream: read on to the vendor's final usage
 
-    async def unary(self, f: Flight, send: Send) -> None:
-        ctx, opened = f.ctx, f.opened
-        assert opened is not None
-        p = opened.target
-        try:
-            async with opened.response as resp:
-                try:
-                    data = await resp.read()
-                except OSError as exc:  # the body stalled (idle, total) or broke: not delivered
-                    ctx.upstream_answered = False
-                    raise upstream_unreachable(p.endpoint.name, exc, started=True) from None
-        finally:
-            f.release()
-        p.exchange.read_unary(data)
-        if self.reasoning.pending:  # shared before the client can send the next turn
-            await self.reasoning.flush()
+    async def unary(self, f: Flight, receive: Receive, send: Send, open_call: Opener) -> None:
+        ctx = f.ctx
+        # Watched while the vendor answers: a client gone before its body could be sent is
+        # settled as such (billing/policy.py), not as a delivered answer.
+        async with DisconnectWatch(receive, cancel=False) as watch:
+            opened = f.opened = await open_call()
+            p = opened.target
+            try:
+                async with opened.response as resp:
+                    try:
+                        data = await resp.read()
+                    except OSError as exc:  # the body stalled or broke: not delivered
+                        ctx.upstream_answered = False
+                        raise upstream_unreachable(p.endpoint.name, exc, started=True) from None
+            finally:
+                f.release()
+            p.exchange.read_unary(data)
+            if self.reasoning.pending:  # shared before the client can send the next turn
+                await self.reasoning.flush()
+            await asyncio.sleep(0)  # a disconnect that arrived with the body is seen
+        if watch.disconnected:
+            ctx.finish("cancelled", "client disconnected")
+            return  # settled on the way out
         ctx.finish("ok")
         await self.meter.settle(f.admission, ctx)  # committed before the client has it
         body = p.exchange.unary_body(self.meter.extra_usage(ctx))
@@ -87,9 +97,16 @@ class Responder:
         headers = [*JSON_HEADERS, *response_headers(ctx), *self.meter.cost_headers(ctx)]
         await send_bytes(send, 200, body, headers)
 
-    async def stream(self, f: Flight, receive: Receive, send: Send) -> None:
-        ctx, opened = f.ctx, f.opened
-        assert opened is not None
+    async def stream(self, f: Flight, receive: Receive, send: Send, open_call: Opener) -> None:
+        ctx = f.ctx
+        # Watched from the start (the server reads the socket only while someone waits on
+        # `receive`): a client gone before the vendor's first byte is not served at all.
+        async with DisconnectWatch(receive, cancel=False) as early:
+            opened = f.opened = await open_call()
+        if early.disconnected:
+            opened.response.close()
+            ctx.finish("cancelled", "client disconnected", complete=False)
+            return  # settled on the way out (billing/policy.py: client_cut_before_output)
         p = opened.target
         ex = p.exchange
         async with opened.response as resp:
@@ -100,14 +117,14 @@ class Responder:
                 try:
                     async for chunk in resp.content.iter_any():
                         out = ex.feed(chunk)
+                        if ex.failure is not None:  # it goes out once the ending is settled
+                            break
                         if out and not watch.disconnected:
                             ctx.mark_first_byte()
                             await send_chunk(send, out)
                         out = b""
                         if ex.cut:  # the gateway ended it (a stop sequence)
                             resp.close()  # hang up: the rest is not wanted
-                            break
-                        if ex.failure is not None:
                             break
                     else:
                         out = ex.close()
@@ -121,6 +138,7 @@ class Responder:
                     # The server's shutdown grace ran out: end the stream the format's way;
                     # what was delivered is billed.
                     ctx.finish("cancelled", "gateway shutting down", complete=False)
+                    await self.settle_ending(f)
                     await send_chunk(send, ex.error(SHUTTING_DOWN), more=False)
                     return
                 except OSError as exc:  # connection failures and timeouts (idle, total)
@@ -138,6 +156,7 @@ class Responder:
             ctx.finish("error", err.message, complete=False)
             if not ex.error_forwarded:
                 out += ex.error(GatewayError.from_ir(err))
+            await self.settle_ending(f)
             await send_chunk(send, out, more=False)
             return
         ex.completed()
@@ -162,7 +181,16 @@ class Responder:
             }
         )
 
+    async def settle_ending(self, f: Flight) -> None:
+        """Settle an ending other than a complete answer before its last byte goes out, so
+        its record is there once the client has it. Shielded: a shutdown or disconnect must
+        not lose a settlement half-way. A ledger that cannot commit bills nothing (logged)."""
+        if f.ctx.cost_nano is None:
+            with contextlib.suppress(GatewayError):
+                await asyncio.shield(self.meter.settle(f.admission, f.ctx))
+
     async def error(self, f: Flight, send: Send, err: GatewayError) -> None:
+        await self.settle_ending(f)
         status, body = f.frontend.render_error(err)
         f.ctx.http_status = status
         headers = [*JSON_HEADERS, (b"x-request-id", f.ctx.request_id.encode())]

@@ -51,6 +51,7 @@ class TranslatedExchange(ExchangeBase):
         if folded.error is not None:
             raise GatewayError.from_ir(folded.error)
         remember(self._reasoning, self._vendor.name, folded)
+        self._ctx.stop_reason = folded.stop_reason
         self._folded = folded
 
     def unary_body(self, extra_usage: Mapping[str, Any]) -> bytes:
@@ -100,7 +101,9 @@ class TranslatedExchange(ExchangeBase):
             elif isinstance(ev, ir.Usage):
                 ctx.apply_usage(ev)
             else:
-                self.done |= isinstance(ev, ir.Finish)
+                if isinstance(ev, ir.Finish):
+                    self.done = True
+                    ctx.stop_reason = ev.stop_reason
                 self._collected.append(ev)
             out += self._renderer.render(ev)
         return bytes(out)

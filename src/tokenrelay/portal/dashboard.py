@@ -126,7 +126,7 @@ class DashboardPages(PortalBase):
         columns = [
             "request_id", "started_at", "key_id", "model", "vendor", "stream", "input_tokens",
             "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
-            "status", "duration_ms",
+            "status", "reason", "duration_ms",
         ]  # fmt: skip
         writer = csv.writer(out)
         writer.writerow([*columns, "cost_usd"])

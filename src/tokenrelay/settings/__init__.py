@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     shutdown_grace_s: int = Field(30, alias="TOKENRELAY_SHUTDOWN_GRACE_S")
     # Billing: "on" reserves, settles and records every request; "off" only prices responses.
     billing: Literal["on", "off"] = Field("on", alias="TOKENRELAY_BILLING")
+    # What a customer pays for each way a request ends (billing/policy.py, README "Billing").
+    billing_policy: Literal["delivered", "vendor_accepted_input"] = Field(
+        "delivered", alias="TOKENRELAY_BILLING_POLICY"
+    )
     # The settlement writer waits this long for more records before committing a batch.
     writer_batch_ms: float = Field(2.0, alias="TOKENRELAY_WRITER_BATCH_MS")
     # Prefix of every Redis key the gateway writes (holds, rate limits, price notices).

@@ -171,6 +171,8 @@ usage_daily = Table(
     Column("output_tokens", BigInteger, nullable=False),
     Column("cost_nano", BigInteger, nullable=False),
     Column("upstream_cost_nano", BigInteger, nullable=False),
+    # migration 0008: the vendor's cost of work the customer was not billed for (policy.py)
+    Column("loss_nano", BigInteger, nullable=False, server_default=text("0")),
     Index("ix_usage_daily_day", "day"),
 )
 
@@ -274,6 +276,10 @@ usage_records = Table(
     Index("ix_usage_records_account_id_started_at", "account_id", "started_at"),
     Index("ix_usage_records_started_at", "started_at"),
     Index("ix_usage_records_status_started_at", "status", "started_at"),  # console (0009)
+    # --- billing policy (migration 0008): how the request ended (billing/policy.py's reason
+    # code) and the part of upstream_cost_nano the customer was not billed for.
+    Column("reason", String(40), nullable=False, server_default=text("'unrecorded'")),
+    Column("loss_nano", BigInteger, nullable=False, server_default=text("0")),
 )
 
 # Operator prices; the catalog's own prices are the implicit version "catalog". Rates are
