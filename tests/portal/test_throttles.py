@@ -87,7 +87,9 @@ def test_wrong_admin_tokens_are_slowed_per_address(gw: RunningGateway) -> None:
 
     codes = [keys(f"guess-{i}", "203.0.113.88") for i in range(30)]
     assert codes[:5] == [401] * 5 and set(codes[5:]) == {429}, codes
-    assert keys(ADMIN_TOKEN, "203.0.113.88") == 429  # the guesser's address waits
+    # The right token passes even from the guessing address (a NAT or the proxy every client
+    # shares must not lock the operator out); only wrong guesses wait.
+    assert keys(ADMIN_TOKEN, "203.0.113.88") == 200
     assert keys(ADMIN_TOKEN, "198.51.100.9") == 200  # the operator's does not
 
 
