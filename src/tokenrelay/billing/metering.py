@@ -126,6 +126,8 @@ class RequestContext:
     http_status: int | None = None  # what the client was answered (the access log's)
     admission: Any = None  # the billing engine's hold for this request
     cost_nano: int | None = None
+    record: Any = None  # the UsageRecord settled (a receipt is signed from it)
+    receipt: str | None = None  # signed when first asked for
     status: Status = "ok"
     error: str | None = None
     usage_source: Literal["vendor", "estimated"] = "vendor"

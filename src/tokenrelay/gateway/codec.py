@@ -8,7 +8,7 @@ which vendor answers.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 from tokenrelay import ir
 from tokenrelay.errors import GatewayError
@@ -17,7 +17,7 @@ from tokenrelay.errors import GatewayError
 class StreamRenderer(Protocol):
     # The format reports the prompt's size when the stream opens (Anthropic's message_start):
     # the gateway renders its estimate as a Usage event first when the vendor says it late.
-    usage_at_start: ClassVar[bool]
+    usage_at_start: bool
 
     def render(self, ev: ir.Event) -> bytes:
         """SSE bytes for one IR event (b"" when the event produces nothing yet).

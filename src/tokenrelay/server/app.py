@@ -29,6 +29,7 @@ from tokenrelay.admin.api import account_route, admin_routes
 from tokenrelay.asgi import Receive, Scope, Send, send_json
 from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.billing.meter import BillingMeter
+from tokenrelay.billing.receipts import WELL_KNOWN_PATH, load_signer
 from tokenrelay.catalog import Catalog
 from tokenrelay.customers.keys import KeyStore
 from tokenrelay.errors import GatewayError
@@ -172,7 +173,9 @@ class Gateway:
         await states.start()
         billing = BillingEngine(s, engine, catalog)
         await billing.start()
-        self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing))
+        seed = s.receipt_key.get_secret_value() if s.receipt_key else None
+        receipts = await load_signer(seed, engine)
+        self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing, receipts))
         self._billing = billing
         # Closed in this order: no new upstream traffic, then the writer flushes, then the DB,
         # then the emulator (upstream connections to it are closed by then).
@@ -194,6 +197,7 @@ class Gateway:
             Route(PROXY + "/models/{model_id:path}", self._models),
             Route("/api/proxy/v1beta/models", self._gemini_models),
             Route("/api/proxy/v1beta/models/{model_id:path}", self._gemini_models),
+            Route(WELL_KNOWN_PATH, lambda _: JSONResponse(receipts.public_document())),
             account_route(billing, keys),
             *admin_routes(keys, billing, settings=s, upstreams=upstreams, states=states),
             *web_routes(self.relay),
