@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from tokenrelay.billing.engine import Admission, BillingEngine, UsageRecord
+from tokenrelay.billing.engine import Admission, BillingEngine, UsageRecord, worst_case_hold
 from tokenrelay.billing.metering import RequestContext
-from tokenrelay.billing.pricing import usd
+from tokenrelay.billing.pricing import cost_nano, customer_nano, usd
 from tokenrelay.billing.receipts import RECEIPT_HEADER, ReceiptSigner, claims
 from tokenrelay.errors import GatewayError
 from tokenrelay.ir import UsageTotals
@@ -44,6 +44,23 @@ class BillingMeter:
         """A token count: allow-list and throttle (raises 403/429); True when the account can
         pay for the vendor's own count."""
         return await self.engine.admit_count(key, model_id)
+
+    def quote(
+        self, ctx: RequestContext, model_id: str, max_output: int, input_tokens: int, output: int
+    ) -> dict[str, Any]:
+        """What admitting the decided request would hold (the figure `admit` holds, from the
+        same bound), the most it can cost, and its cost at `output` tokens of answer."""
+        price, version = self.engine.price_for(model_id)
+        ppm = ctx.key.multiplier_ppm
+        worst = worst_case_hold(ctx.input_bound, max_output, price, ppm)
+        usage = UsageTotals(input=input_tokens, output=min(max(output, 0), max_output))
+        return {
+            "hold_usd": usd(worst if self.engine.enabled else 0),
+            "max_cost_usd": usd(worst),
+            "expected_cost_usd": usd(customer_nano(cost_nano(usage, price), ppm)),
+            "expected_output_tokens": usage.output,
+            "price_version": version,
+        }
 
     def cost(self, ctx: RequestContext) -> int:
         if ctx.cost_nano is None:

@@ -258,6 +258,13 @@ class Relay:
             req.thinking = ir.ThinkingConfig(enabled=resolved.thinking)
         return Intake(ctx, payload, headers, resolved, endpoint, req)
 
+    async def prepare(
+        self, frontend: Frontend, ctx: RequestContext, scope: Scope, receive: Receive
+    ) -> Prepared:
+        """A request read, authenticated and decided as `serve` decides it; nothing held or
+        sent (issue 25: the cost quote)."""
+        return await self._prepare(frontend, ctx, scope, receive)
+
     async def _prepare(
         self, frontend: Frontend, ctx: RequestContext, scope: Scope, receive: Receive
     ) -> Prepared:

@@ -45,6 +45,7 @@ from tokenrelay.frontends.gemini.frontend import PREFIXES as GEMINI_PREFIXES
 from tokenrelay.frontends.gemini.frontend import route as gemini_route
 from tokenrelay.frontends.gemini.frontend import status_body as gemini_status_body
 from tokenrelay.frontends.responses.frontend import RESPONSES_FRONTEND
+from tokenrelay.gateway.quote import quote_routes
 from tokenrelay.gateway.relay import Relay
 from tokenrelay.ir import ErrorKind
 from tokenrelay.ops.metrics import metrics_endpoint, watch_deployments
@@ -198,6 +199,15 @@ class Gateway:
             Route("/api/proxy/v1beta/models", self._gemini_models),
             Route("/api/proxy/v1beta/models/{model_id:path}", self._gemini_models),
             Route(WELL_KNOWN_PATH, lambda _: JSONResponse(receipts.public_document())),
+            *quote_routes(
+                self.relay,
+                {
+                    "messages": ANTHROPIC_FRONTEND,
+                    "chat/completions": OPENAI_FRONTEND,
+                    "responses": RESPONSES_FRONTEND,
+                },
+                {"gemini": GEMINI_FRONTEND},
+            ),
             account_route(billing, keys),
             *admin_routes(keys, billing, settings=s, upstreams=upstreams, states=states),
             *web_routes(self.relay),
