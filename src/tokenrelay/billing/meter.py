@@ -14,6 +14,7 @@ from typing import Any
 from tokenrelay.billing.engine import Admission, BillingEngine, UsageRecord, worst_case_hold
 from tokenrelay.billing.metering import RequestContext
 from tokenrelay.billing.pricing import cost_nano, customer_nano, usd
+from tokenrelay.billing.ratelimit import Levels
 from tokenrelay.billing.receipts import RECEIPT_HEADER, ReceiptSigner, claims
 from tokenrelay.errors import GatewayError
 from tokenrelay.ir import UsageTotals
@@ -61,6 +62,13 @@ class BillingMeter:
             "expected_output_tokens": usage.output,
             "price_version": version,
         }
+
+    def rate_levels(self, ctx: RequestContext) -> tuple[int | None, int | None, Levels]:
+        """The key's rpm and tpm limits and what its buckets hold now (no I/O)."""
+        key = ctx.key
+        if key is None or not (key.rpm or key.tpm):
+            return None, None, (None, None)
+        return key.rpm, key.tpm, self.engine.limiter.levels(key.id, key.rpm, key.tpm)
 
     def cost(self, ctx: RequestContext) -> int:
         if ctx.cost_nano is None:

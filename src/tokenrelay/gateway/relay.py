@@ -50,6 +50,7 @@ from tokenrelay.gateway.translated import TranslatedExchange
 from tokenrelay.ops.access_log import enable as enable_access_log
 from tokenrelay.ops.access_log import log_request
 from tokenrelay.ops.metrics import observe, request_started
+from tokenrelay.ops.ratelimit_headers import rate_limit_headers
 from tokenrelay.ops.tracing import tracing_for
 from tokenrelay.reasoning.cache import reasoning_cache_for, restore
 from tokenrelay.settings import Settings
@@ -607,6 +608,7 @@ class Relay:
         if ctx.fallback_from:  # another model answered: which one
             headers.append((b"x-tokenrelay-model", ctx.model_id.encode()))
             headers.append((b"x-tokenrelay-fallback-from", ctx.fallback_from.encode()))
+        headers += rate_limit_headers(ctx.client_format, *self.meter.rate_levels(ctx))  # issue 25
         return headers
 
     async def _send_error(
@@ -615,8 +617,12 @@ class Relay:
         status, body = frontend.render_error(err)
         ctx.http_status = status
         headers = [*JSON_HEADERS, (b"x-request-id", ctx.request_id.encode())]
-        if err.retry_after is not None:
-            headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
+        headers += rate_limit_headers(ctx.client_format, *self.meter.rate_levels(ctx))  # issue 25
+        retry_after = err.retry_after
+        if retry_after is None and status in (429, 503):  # issue 25: always said on these
+            retry_after = 1.0
+        if retry_after is not None:
+            headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
         if status >= 500:
             # The SDKs retry 5xx; not when the vendor refused the gateway's own account.
             retry = b"false" if err.code == ir.UPSTREAM_ACCOUNT_ERROR else b"true"
