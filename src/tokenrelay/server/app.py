@@ -49,6 +49,7 @@ from tokenrelay.gateway.quote import quote_routes
 from tokenrelay.gateway.relay import Relay
 from tokenrelay.ir import ErrorKind
 from tokenrelay.ops.metrics import metrics_endpoint, watch_deployments
+from tokenrelay.server.compatibility_page import compatibility_routes
 from tokenrelay.server.embedded_emulator import EmbeddedEmulator
 from tokenrelay.server.model_routes import count_tokens, list_gemini_models, list_models
 from tokenrelay.server.web import web_routes
@@ -199,6 +200,7 @@ class Gateway:
             Route("/api/proxy/v1beta/models", self._gemini_models),
             Route("/api/proxy/v1beta/models/{model_id:path}", self._gemini_models),
             Route(WELL_KNOWN_PATH, lambda _: JSONResponse(receipts.public_document())),
+            *compatibility_routes(),
             *quote_routes(
                 self.relay,
                 {
