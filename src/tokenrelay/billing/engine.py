@@ -50,6 +50,13 @@ _VERIFY_ENTRIES = 1_000_000  # `ledger verify`: this many
 COUNT_RPM = 120
 
 
+def worst_case_hold(prompt_bound: int, max_output: int, price: Price, multiplier_ppm: int) -> int:
+    """What a request's admission holds: the most it can cost the customer (its prompt bound
+    and every output token it allows, at the account's price multiplier). The cost quote
+    states the same figure."""
+    return customer_nano(worst_case_nano(prompt_bound, max(max_output, 0), price), multiplier_ppm)
+
+
 class BillingConfigError(RuntimeError):
     """A configuration that would break a billing guarantee; the message says what to change."""
 
@@ -329,7 +336,7 @@ class BillingEngine:
                     retry_after=float(math.ceil(wait)),
                     limit="tokens" if tokens else "requests",
                 )
-        worst = customer_nano(worst_case_nano(prompt_bound, max(max_output, 0), price), ppm)
+        worst = worst_case_hold(prompt_bound, max_output, price, key.multiplier_ppm)
         await self._reserve(key.account_id or key.id, request_id, worst, worst, "")
         return worst
 
@@ -367,9 +374,8 @@ class BillingEngine:
             raise GatewayError("permission", f"This API key may not use the model {model_id}", 403)
         price, version = self.prices.price_for(model_id, admission.started_at)
         if self.enabled:
-            worst = customer_nano(
-                worst_case_nano(prompt_bound, max(max_output_tokens, 0), price),
-                admission.multiplier_ppm,
+            worst = worst_case_hold(
+                prompt_bound, max_output_tokens, price, admission.multiplier_ppm
             )
             base = admission.hold_nano - admission.extra_hold_nano
             extra = worst - base

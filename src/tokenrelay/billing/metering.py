@@ -55,7 +55,7 @@ def count_tokens(text: str) -> int:
         return len(text.encode("utf-8", "surrogatepass"))
 
 
-def _prompt_texts(req: ir.Request) -> tuple[list[str], int]:
+def prompt_texts(req: ir.Request) -> tuple[list[str], int]:
     """Every text the model will read, and how many images it will see."""
     pieces: list[str] = [t.text for t in req.system]
     for tool in req.tools:
@@ -79,7 +79,7 @@ def _prompt_texts(req: ir.Request) -> tuple[list[str], int]:
 def estimate_request_tokens(req: ir.Request) -> int:
     """A local prompt-size estimate with a real BPE (off the hot path: used for count_tokens and
     when a vendor reported no usage). ~4 tokens of role framing per message; ~1.5k per image."""
-    pieces, images = _prompt_texts(req)
+    pieces, images = prompt_texts(req)
     return count_tokens("\n".join(pieces)) + 4 * len(req.messages) + 1500 * images
 
 
@@ -122,6 +122,9 @@ class RequestContext:
     upstream_answered: bool = False  # a vendor attempt returned 200: its tokens are billable
     http_status: int | None = None  # what the client was answered (the access log's)
     cost_nano: int | None = None
+    record: Any = None  # the UsageRecord settled (a receipt is signed from it)
+    receipt: str | None = None  # signed when first asked for
+    multiplier_ppm: int = 1_000_000  # the price group's, as settled (the receipt says it)
     status: Status = "ok"
     error: str | None = None
     usage_source: Literal["vendor", "estimated"] = "vendor"

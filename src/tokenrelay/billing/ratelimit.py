@@ -21,7 +21,16 @@ class RateLimiter(Protocol):
         self, key_id: str, rpm: int | None, tpm: int | None, tokens_estimate: int
     ) -> float | None: ...
     async def consume_tokens(self, key_id: str, tpm: int | None, tokens: int) -> None: ...
+    def levels(self, key_id: str, rpm: int | None, tpm: int | None) -> Levels:
+        """What the key's buckets hold now (requests, tokens; None: no such limit), as this
+        process last saw them: no I/O, it runs on every response (rate-limit headers)."""
+        ...
+
     async def close(self) -> None: ...
+
+
+# (requests, tokens) a key's buckets hold; None where the key has no such limit.
+Levels = tuple[float | None, float | None]
 
 
 class _Bucket:
@@ -75,13 +84,27 @@ class MemoryRateLimiter:
         if tpm and tokens > 0:
             self._bucket(self._tpm, key_id, tpm, self._clock()).level -= tokens
 
+    def levels(self, key_id: str, rpm: int | None, tpm: int | None) -> Levels:
+        now = self._clock()
+        return _level(self._rpm.get(key_id), rpm, now), _level(self._tpm.get(key_id), tpm, now)
+
     async def close(self) -> None:
         return None
 
 
+def _level(bucket: _Bucket | None, per_min: int | None, now: float) -> float | None:
+    """A bucket's level at `now` without refilling it (a missing bucket is full)."""
+    if not per_min:
+        return None
+    if bucket is None:
+        return float(per_min)
+    return min(float(per_min), bucket.level + (now - bucket.stamp) * per_min / 60.0)
+
+
 # KEYS: 1 bucket hash. ARGV: rpm (0 = none), tpm (0 = none), tokens needed, consume (0/1 request,
 # or the token count to take with mode 'tokens'), mode. Time is Redis's own: replicas' clocks
-# never disagree about a bucket. Returns the wait in ms as a string ('' when admitted).
+# never disagree about a bucket. A check returns 'wait|requests|tokens': the wait in ms ('' when
+# admitted) and the levels the buckets are left at (the rate-limit headers').
 _BUCKET = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
@@ -112,14 +135,16 @@ if tpm > 0 then
   if tl < need then wait = math.max(wait, (need - tl) * 60 / tpm) end
   store('tpm', tl)
 end
+local tl = -1
+if tpm > 0 then tl = level('tpm', tpm) end
 if wait > 0 then
   if rpm > 0 then store('rpm', r) end
   redis.call('EXPIRE', KEYS[1], 3600)
-  return tostring(math.ceil(wait * 1000))
+  return tostring(math.ceil(wait * 1000)) .. '|' .. tostring(r) .. '|' .. tostring(tl)
 end
 if rpm > 0 then store('rpm', r - 1) end
 redis.call('EXPIRE', KEYS[1], 3600)
-return ''
+return '|' .. tostring(r - 1) .. '|' .. tostring(tl)
 """
 
 
@@ -128,6 +153,8 @@ class RedisRateLimiter:
         self._redis = redis
         self._prefix = prefix
         self._script = redis.register_script(_BUCKET)
+        # key id -> (requests, tokens, local time): the levels the last check here left.
+        self._seen: dict[str, tuple[float, float, float]] = {}
 
     def _key(self, key_id: str) -> str:
         return f"{self._prefix}rl:{{{key_id}}}"
@@ -138,11 +165,31 @@ class RedisRateLimiter:
         args = [rpm or 0, tpm or 0, max(tokens_estimate, 0), 1, "check"]
         raw = await self._script(keys=[self._key(key_id)], args=args)
         text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
-        return int(text) / 1000.0 if text else None
+        wait, _, rest = text.partition("|")
+        if rest:
+            requests, _, tokens = rest.partition("|")
+            if len(self._seen) > _IDLE_EVICT:
+                self._seen.clear()
+            self._seen[key_id] = (float(requests), float(tokens), time.monotonic())
+        return int(wait) / 1000.0 if wait else None
+
+    def levels(self, key_id: str, rpm: int | None, tpm: int | None) -> Levels:
+        seen = self._seen.get(key_id)
+        if seen is None:
+            return (float(rpm) if rpm else None), (float(tpm) if tpm else None)
+        requests, tokens, stamp = seen
+        elapsed = time.monotonic() - stamp
+        return (
+            min(float(rpm), requests + elapsed * rpm / 60.0) if rpm else None,
+            min(float(tpm), tokens + elapsed * tpm / 60.0) if tpm else None,
+        )
 
     async def consume_tokens(self, key_id: str, tpm: int | None, tokens: int) -> None:
         if tpm and tokens > 0:
             await self._script(keys=[self._key(key_id)], args=[0, tpm, tokens, 0, "tokens"])
+            seen = self._seen.get(key_id)
+            if seen is not None:  # what the script took, as it took it
+                self._seen[key_id] = (seen[0], seen[1] - tokens, seen[2])
 
     async def close(self) -> None:
         return None

@@ -18,6 +18,10 @@ ExtraUsage = Mapping[str, Any]
 
 
 class StreamRenderer(Protocol):
+    # The format reports the prompt's size when the stream opens (Anthropic's message_start):
+    # the gateway renders its estimate as a Usage event first when the vendor says it late.
+    usage_at_start: bool
+
     def render(self, ev: ir.Event) -> bytes:
         """SSE bytes for one IR event (b"" when the event produces nothing yet).
 

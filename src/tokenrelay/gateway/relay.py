@@ -27,7 +27,7 @@ from tokenrelay.asgi import ClientDisconnected, Receive, Scope, Send
 from tokenrelay.billing.meter import BillingMeter
 from tokenrelay.billing.metering import RequestContext
 from tokenrelay.catalog import Catalog
-from tokenrelay.customers.keys import KeyStore
+from tokenrelay.customers.keys import ApiKeyInfo, KeyStore
 from tokenrelay.errors import GatewayError
 from tokenrelay.gateway.codec import Frontend
 from tokenrelay.gateway.decide import Prepared, decide
@@ -133,6 +133,15 @@ class Relay:
         headers: dict[str, str],
     ) -> Intake:
         return take_in(self.catalog, self.upstreams.endpoints, parse, ctx, payload, headers)
+
+    async def prepare(
+        self, frontend: Frontend, ctx: RequestContext, scope: Scope, receive: Receive
+    ) -> tuple[ApiKeyInfo, Prepared]:
+        """A request read, authenticated and decided as `serve` decides it; nothing held or
+        sent (the cost quote: the same decision, so it cannot drift)."""
+        got = await receive_request(self.keys, self.settings.max_body_bytes, ctx, scope, receive)
+        it = self.take_in(frontend.parse_request, ctx, got.payload, got.headers)
+        return got.key, await decide(frontend, it, ctx, self.reasoning)
 
     async def _serve(self, f: Flight, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = f.ctx

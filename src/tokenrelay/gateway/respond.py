@@ -30,6 +30,7 @@ from tokenrelay.customers.keys import ApiKeyInfo
 from tokenrelay.errors import GatewayError
 from tokenrelay.gateway.codec import Frontend
 from tokenrelay.gateway.decide import Prepared
+from tokenrelay.ops.ratelimit_headers import rate_limit_headers
 from tokenrelay.reasoning.cache import ReasoningCache
 from tokenrelay.upstreams.calls import upstream_unreachable
 
@@ -94,7 +95,7 @@ class Responder:
         ctx.mark_first_byte()
         f.response_started = True
         ctx.http_status = 200
-        headers = [*JSON_HEADERS, *response_headers(ctx), *self.meter.cost_headers(ctx)]
+        headers = [*JSON_HEADERS, *self.headers(f), *self.meter.cost_headers(ctx)]
         await send_bytes(send, 200, body, headers)
 
     async def stream(self, f: Flight, receive: Receive, send: Send, open_call: Opener) -> None:
@@ -177,7 +178,7 @@ class Responder:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*SSE_HEADERS, *response_headers(f.ctx)],
+                "headers": [*SSE_HEADERS, *self.headers(f)],
             }
         )
 
@@ -194,19 +195,26 @@ class Responder:
         status, body = f.frontend.render_error(err)
         f.ctx.http_status = status
         headers = [*JSON_HEADERS, (b"x-request-id", f.ctx.request_id.encode())]
-        if err.retry_after is not None:
-            headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
+        headers += rate_limit_headers(f.ctx.client_format, *self.meter.rate_levels(f.key))
+        retry_after = err.retry_after
+        if retry_after is None and status in (429, 503):  # always said on these
+            retry_after = 1.0
+        if retry_after is not None:
+            headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
         if status >= 500:
             # The SDKs retry 5xx; not when the vendor refused the gateway's own account.
             retry = b"false" if err.code == ir.UPSTREAM_ACCOUNT_ERROR else b"true"
             headers.append((b"x-should-retry", retry))
         await send_bytes(send, status, orjson.dumps(body), headers)
 
-
-def response_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
-    rid = ctx.request_id.encode()
-    headers = [(b"x-request-id", rid), (b"request-id", rid)]
-    if ctx.fallback_from:  # another model answered: which one
-        headers.append((b"x-tokenrelay-model", ctx.model_id.encode()))
-        headers.append((b"x-tokenrelay-fallback-from", ctx.fallback_from.encode()))
-    return headers
+    def headers(self, f: Flight) -> list[tuple[bytes, bytes]]:
+        """What every answer carries: its request id, which model answered when a fallback
+        did, and the key's rate-limit state in the client format's convention."""
+        ctx = f.ctx
+        rid = ctx.request_id.encode()
+        headers = [(b"x-request-id", rid), (b"request-id", rid)]
+        if ctx.fallback_from:  # another model answered: which one
+            headers.append((b"x-tokenrelay-model", ctx.model_id.encode()))
+            headers.append((b"x-tokenrelay-fallback-from", ctx.fallback_from.encode()))
+        headers += rate_limit_headers(ctx.client_format, *self.meter.rate_levels(f.key))
+        return headers

@@ -12,6 +12,7 @@ from tokenrelay import ir
 from tokenrelay.errors import GatewayError
 from tokenrelay.gateway.codec import StreamRenderer
 from tokenrelay.gateway.exchange import ExchangeBase
+from tokenrelay.gateway.opening_usage import opening_input_tokens
 from tokenrelay.gateway.stop_sequences import StopFilter
 from tokenrelay.reasoning.cache import remember
 from tokenrelay.vendors.base import StreamDecoder, UpstreamRequest
@@ -74,6 +75,8 @@ class TranslatedExchange(ExchangeBase):
             include_usage=self._req.include_usage,
             echo=self._req.echo,
         )
+        if self._renderer.usage_at_start:  # the vendor's own count, when it comes, replaces it
+            self._renderer.render(ir.Usage(input=opening_input_tokens(self._req)))
 
     def feed(self, chunk: bytes) -> bytes:
         assert self._decoder is not None

@@ -32,6 +32,7 @@ from tokenrelay.asgi import Receive, Scope, Send, send_json
 from tokenrelay.batches import batch_service
 from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.billing.meter import BillingMeter
+from tokenrelay.billing.receipts import WELL_KNOWN_PATH, load_signer
 from tokenrelay.catalog import Catalog
 from tokenrelay.customers.keys import KeyStore
 from tokenrelay.errors import GatewayError
@@ -48,12 +49,14 @@ from tokenrelay.frontends.gemini.frontend import PREFIXES as GEMINI_PREFIXES
 from tokenrelay.frontends.gemini.frontend import route as gemini_route
 from tokenrelay.frontends.gemini.frontend import status_body as gemini_status_body
 from tokenrelay.frontends.responses.frontend import RESPONSES_FRONTEND
+from tokenrelay.gateway.quote import quote_routes
 from tokenrelay.gateway.relay import Relay
 from tokenrelay.ir import ErrorKind
 from tokenrelay.ops.metrics import metrics_endpoint, watch_deployments
 from tokenrelay.portal.brand import Brand, load_brand
 from tokenrelay.portal.headers import SecurityHeaders
 from tokenrelay.portal.storefront import error_page, wants_html
+from tokenrelay.server.compatibility_page import compatibility_routes
 from tokenrelay.server.embedded_emulator import EmbeddedEmulator
 from tokenrelay.server.embedding_routes import gemini_embeddings, openai_embeddings
 from tokenrelay.server.model_routes import count_tokens, list_gemini_models, list_models
@@ -194,7 +197,9 @@ class Gateway:
         await states.start()
         billing = BillingEngine(s, engine, catalog)
         await billing.start()
-        self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing))
+        seed = s.receipt_key.get_secret_value() if s.receipt_key else None
+        receipts = await load_signer(seed, engine)
+        self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing, receipts))
         self._billing = billing
         batches, batch_routes = batch_service(self.relay, PROXY)
         batches.start()
@@ -223,6 +228,17 @@ class Gateway:
             Route("/api/proxy/v1beta/models", self._gemini_models),
             Route("/api/proxy/v1beta/models/{model_id:path}", self._gemini_models),
             *batch_routes,
+            Route(WELL_KNOWN_PATH, lambda _: JSONResponse(receipts.public_document())),
+            *compatibility_routes(),
+            *quote_routes(
+                self.relay,
+                {
+                    "messages": ANTHROPIC_FRONTEND,
+                    "chat/completions": OPENAI_FRONTEND,
+                    "responses": RESPONSES_FRONTEND,
+                },
+                {"gemini": GEMINI_FRONTEND},
+            ),
             account_route(billing, keys),
             *admin_routes(keys, billing, settings=s, upstreams=upstreams, states=states),
             *web_routes(self.relay),

@@ -667,3 +667,63 @@ def _table(rows: list[tuple[str, ...]]) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@main.group()
+def receipts() -> None:
+    """Check the signed usage receipts responses carry (x-tokenrelay-receipt)."""
+
+
+@receipts.command("verify")
+@click.argument("receipt")
+@click.option(
+    "--url",
+    default=None,
+    help="The gateway whose key and prices to check against [default: TOKENRELAY_HOST:PORT]",
+)
+def verify_receipt(receipt: str, url: str | None) -> None:
+    """Check RECEIPT's signature with the gateway's published key, and recompute its charge
+    from the published prices (GET /api/proxy/v1/models)."""
+    import base64
+    import urllib.request
+
+    from tokenrelay.billing.receipts import (
+        WELL_KNOWN_PATH,
+        InvalidReceipt,
+        price_from_listing,
+        recompute_charge,
+        verify,
+    )
+
+    s = get_settings()
+    base = (url or f"http://{s.host}:{s.port}").rstrip("/")
+
+    def get(path: str) -> Any:
+        with urllib.request.urlopen(base + path, timeout=10) as r:
+            return json.loads(r.read())
+
+    if not base.startswith(("http://", "https://")):
+        raise click.ClickException("--url must be an http(s) URL")
+    public = base64.b64decode(get(WELL_KNOWN_PATH)["public_key_base64"])
+    try:
+        claims = verify(receipt, public)
+    except InvalidReceipt as exc:
+        raise click.ClickException(f"INVALID: {exc}") from None
+    click.echo(f"signature: valid (key {claims.get('kid')})")
+    click.echo(json.dumps(claims, indent=2, sort_keys=True))
+    listed = {m["id"]: m for m in get("/api/proxy/v1/models")["data"]}
+    model = listed.get(claims["model"])
+    if model is None:
+        raise click.ClickException(f"model {claims['model']} is not in the published price list")
+    if claims["price_version"] != "catalog":
+        click.echo(
+            f"note: billed at price version {claims['price_version']}; the list shows the "
+            "catalog's current prices"
+        )
+    expected = recompute_charge(claims, price_from_listing(model["pricing"]))
+    if expected != claims["charged_nano"]:
+        raise click.ClickException(
+            f"charge MISMATCH: receipt says ${claims['charged_usd']}, the published prices give "
+            f"${usd(expected)}"
+        )
+    click.echo(f"charge: ${claims['charged_usd']} matches the published prices")

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # Bearer token a Prometheus scrape of /metrics sends (the admin token works too); with
     # neither set /metrics is off: it shows revenue, models and deployments.
     metrics_token: SecretStr | None = Field(None, alias="TOKENRELAY_METRICS_TOKEN")
+    # Ed25519 private seed (32 bytes, base64) usage receipts are signed with; the same on every
+    # replica. Unset: generated once and kept in the database (billing/receipts.py).
+    receipt_key: SecretStr | None = Field(None, alias="TOKENRELAY_RECEIPT_KEY")
     key_prefix: str = Field("sk-aic-", alias="TOKENRELAY_KEY_PREFIX")
     catalog_path: str | None = Field(None, alias="TOKENRELAY_CATALOG")
     # Which vendors the built-in emulator serves. "auto": those without a key, on the embedded

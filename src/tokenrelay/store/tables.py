@@ -390,3 +390,14 @@ batch_lines = Table(
     Index("ix_batch_lines_batch_id", "batch_id", "line_no", unique=True),
     Index("ix_batch_lines_status", "status"),
 )
+
+# The gateway's own signing keys, by use (`receipts`: the Ed25519 key usage receipts are signed
+# with, billing/receipts.py), for a deployment that configures none: every replica reads the one
+# the first process created. Private: nothing but the signer reads this table.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("name", String(50), primary_key=True),
+    Column("private_key", String(200), nullable=False),  # base64url of the 32-byte seed
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

@@ -75,6 +75,8 @@ def _delta_prefix(index: int, delta_type: str, field: str) -> bytes:
 class AnthropicStreamRenderer:
     """IR events → Anthropic SSE for one response. Not thread-safe; one per stream."""
 
+    usage_at_start = True
+
     __slots__ = (
         "_finish",
         "_id",

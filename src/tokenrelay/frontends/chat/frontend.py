@@ -85,6 +85,8 @@ def _usage(u: ir.UsageTotals, extra: Mapping[str, Any], *, thought: bool) -> dic
 class OpenAIStreamRenderer:
     """IR events → chat.completion.chunk SSE for one response (one choice, index 0)."""
 
+    usage_at_start = False
+
     __slots__ = (
         "_blocks",
         "_calls",

@@ -221,6 +221,8 @@ def _redacted_part(data: str) -> dict[str, Any]:
 class GeminiStreamRenderer:
     """IR events → `data: GenerateContentResponse` SSE chunks, one candidate."""
 
+    usage_at_start = False
+
     __slots__ = ("_calls", "_finish", "_head", "_id", "_model", "_tail")
 
     def __init__(self) -> None:

@@ -160,6 +160,8 @@ class _Open:
 class ResponsesStreamRenderer:
     """IR events → Responses API SSE events for one response."""
 
+    usage_at_start = False
+
     def __init__(self, *, request_id: str, echo: Echo) -> None:
         self._items = _Items(request_id, echo)
         self._seq = 0

@@ -1,0 +1,191 @@
+"""Signed usage receipts: what a request was billed, signed with the gateway's Ed25519 key.
+
+A receipt is `<payload>.<signature>`, both base64url without padding: the payload is the
+claims as compact JSON with sorted keys, the signature Ed25519 over those exact bytes. Anyone
+holding the public key (`/.well-known/tokenrelay-receipts.json`) checks it with `cryptography`
+alone (README, "Usage receipts"), and recomputes the charge from the published prices
+(`tokenrelay receipts verify`).
+
+Claims come from the usage record the ledger holds (`claims`), so the same request always gives
+the same receipt (Ed25519 signatures are deterministic): the CSV export can sign its rows again.
+
+The key: `TOKENRELAY_RECEIPT_KEY` (the 32-byte private seed, base64), the same on every replica;
+without it the first process generates one and stores it in the database (`signing_keys`), where
+every later process and replica reads the same one.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tokenrelay import ir
+from tokenrelay.billing.pricebook import RATE_FIELDS
+from tokenrelay.billing.pricing import cost_nano, customer_nano
+from tokenrelay.billing.writer import UsageRecord
+from tokenrelay.catalog import Price, PriceTier
+from tokenrelay.money import usd
+from tokenrelay.store.tables import signing_keys
+
+RECEIPT_HEADER = b"x-tokenrelay-receipt"
+WELL_KNOWN_PATH = "/.well-known/tokenrelay-receipts.json"
+RECEIPT_VERSION = 1
+_KEY_NAME = "receipts"
+
+
+class InvalidReceipt(ValueError):
+    """Not a receipt, or its signature does not match its content."""
+
+
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64u(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def claims(record: UsageRecord, multiplier_ppm: int) -> dict[str, Any]:
+    """What a receipt states for a settled record: enough to recompute the charge from the
+    list price (`usage` × the price version's rates × the account's price multiplier)."""
+    started = record.started_at or dt.datetime.fromtimestamp(0, dt.UTC)
+    return {
+        "v": RECEIPT_VERSION,
+        "request_id": record.request_id,
+        "key_id": record.key_id,
+        "model_asked": record.model_asked or record.model,
+        "model": record.model,
+        "vendor": record.vendor,
+        "usage": {
+            "input_tokens": record.input_tokens,
+            "output_tokens": record.output_tokens,
+            "cache_read_tokens": record.cache_read_tokens,
+            "cache_write_tokens": record.cache_write_tokens,
+            "cache_write_1h_tokens": record.cache_write_1h_tokens,
+            "reasoning_tokens": record.reasoning_tokens,
+        },
+        "usage_source": record.usage_source,
+        "status": record.status,
+        "price_version": record.price_version_id,
+        "price_multiplier_ppm": multiplier_ppm,
+        "charged_nano": record.cost_nano,
+        "charged_usd": usd(record.cost_nano),
+        "started_at": started.astimezone(dt.UTC).isoformat(),
+    }
+
+
+class ReceiptSigner:
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+        self.public_raw = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.kid = hashlib.sha256(self.public_raw).hexdigest()[:16]
+
+    def sign(self, payload: dict[str, Any]) -> str:
+        body = orjson.dumps({**payload, "kid": self.kid}, option=orjson.OPT_SORT_KEYS)
+        return _b64u(body) + "." + _b64u(self._key.sign(body))
+
+    def public_document(self) -> dict[str, Any]:
+        """The well-known document: the key as a JWK (RFC 8037) and as raw base64."""
+        return {
+            "format": "base64url(JSON claims) '.' base64url(Ed25519 signature over those bytes)",
+            "keys": [
+                {
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "alg": "EdDSA",
+                    "use": "sig",
+                    "kid": self.kid,
+                    "x": _b64u(self.public_raw),
+                }
+            ],
+            "public_key_base64": base64.b64encode(self.public_raw).decode(),
+        }
+
+
+def verify(receipt: str, public_key_raw: bytes) -> dict[str, Any]:
+    """The receipt's claims, when its signature is the key's; raises InvalidReceipt."""
+    payload, sep, signature = receipt.strip().partition(".")
+    try:
+        if not sep:
+            raise ValueError("no signature")
+        body = _unb64u(payload)
+        Ed25519PublicKey.from_public_bytes(public_key_raw).verify(_unb64u(signature), body)
+        out = orjson.loads(body)
+    except InvalidSignature:
+        raise InvalidReceipt("the signature does not match this receipt's content") from None
+    except ValueError as exc:  # binascii.Error and orjson's errors are ValueErrors
+        raise InvalidReceipt(f"not a receipt ({exc})") from None
+    if not isinstance(out, dict):
+        raise InvalidReceipt("not a receipt (claims are not an object)")
+    return out
+
+
+def signer_from_seed(seed_b64: str) -> ReceiptSigner:
+    try:
+        seed = base64.b64decode(seed_b64, validate=True)
+        return ReceiptSigner(Ed25519PrivateKey.from_private_bytes(seed))
+    except ValueError:
+        raise ValueError(
+            "TOKENRELAY_RECEIPT_KEY must be a 32-byte Ed25519 private key in base64 "
+            "(python -c 'import os,base64;print(base64.b64encode(os.urandom(32)).decode())')"
+        ) from None
+
+
+async def load_signer(seed_b64: str | None, engine: AsyncEngine) -> ReceiptSigner:
+    """The configured key, else the one in the database (created by the first process to
+    ask: a concurrent first start loses the insert race and reads the winner's)."""
+    if seed_b64:
+        return signer_from_seed(seed_b64)
+    query = select(signing_keys.c.private_key).where(signing_keys.c.name == _KEY_NAME)
+    async with engine.connect() as conn:
+        stored = (await conn.execute(query)).scalar_one_or_none()
+    if stored is None:
+        seed = _b64u(Ed25519PrivateKey.generate().private_bytes_raw())
+        row = {"name": _KEY_NAME, "private_key": seed, "created_at": dt.datetime.now(dt.UTC)}
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(insert(signing_keys).values(**row))
+            stored = seed
+        except IntegrityError:
+            async with engine.connect() as conn:
+                stored = (await conn.execute(query)).scalar_one()
+    return ReceiptSigner(Ed25519PrivateKey.from_private_bytes(_unb64u(stored)))
+
+
+def price_from_listing(pricing: dict[str, Any]) -> Price:
+    """A model's price as `GET /api/proxy/v1/models` publishes it (`pricing`)."""
+
+    def rate(obj: dict[str, Any], field: str) -> Decimal:
+        return Decimal(str(obj[f"{field}_per_mtok"]))
+
+    def tier(t: dict[str, Any]) -> PriceTier:
+        return PriceTier(int(t["above_prompt_tokens"]), *(rate(t, f) for f in RATE_FIELDS))
+
+    i, o, cr, cw, cw1h = (rate(pricing, f) for f in RATE_FIELDS)
+    return Price(i, o, cr, cw, cw1h, tiers=tuple(tier(t) for t in pricing.get("tiers", ())))
+
+
+def recompute_charge(receipt_claims: dict[str, Any], price: Price) -> int:
+    """The charge the receipt's usage comes to at `price` (list rates × price multiplier),
+    computed as the gateway bills: nano-USD, rounded once."""
+    u = receipt_claims["usage"]
+    totals = ir.UsageTotals(
+        input=u["input_tokens"],
+        output=u["output_tokens"],
+        cache_read=u["cache_read_tokens"],
+        cache_write=u["cache_write_tokens"],
+        cache_write_1h=u["cache_write_1h_tokens"],
+        reasoning=u["reasoning_tokens"],
+    )
+    return customer_nano(cost_nano(totals, price), receipt_claims["price_multiplier_ppm"])

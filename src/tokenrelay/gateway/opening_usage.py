@@ -1,0 +1,39 @@
+"""The prompt size a stream reports before the vendor has said it.
+
+An Anthropic-format stream opens with `message_start.usage.input_tokens`, which Claude Code reads
+for its context meter; vendors of other formats report their prompt count only at the end (or
+not at all), so the gateway states its own estimate up front and the final `message_delta`
+carries the vendor's count. A vendor that reports the count at the start (Gemini) overrides it.
+
+The estimate is the one billing uses for an unreported prompt (the same BPE, texts and framing),
+counted a piece at a time with the counts of recent pieces remembered: a coding session resends
+its system prompt, tools and earlier turns on every request, so only the new turn is counted
+(an 85 kB prompt costs ~14 ms to count whole, a few µs when seen before).
+"""
+
+from __future__ import annotations
+
+from tokenrelay import ir
+from tokenrelay.billing.metering import count_tokens, prompt_texts
+
+_MAX_REMEMBERED = 4096
+# (length, hash) of a piece → its count. Not the text itself: a cache of prompts would hold
+# megabytes; a collision only skews an estimate the final usage corrects anyway.
+_counts: dict[tuple[int, int], int] = {}
+
+
+def _tokens(text: str) -> int:
+    if len(text) < 256:  # short pieces: counting costs less than remembering
+        return count_tokens(text)
+    key = (len(text), hash(text))
+    n = _counts.get(key)
+    if n is None:
+        if len(_counts) >= _MAX_REMEMBERED:
+            _counts.clear()
+        n = _counts[key] = count_tokens(text)
+    return n
+
+
+def opening_input_tokens(req: ir.Request) -> int:
+    pieces, images = prompt_texts(req)
+    return sum(_tokens(p) for p in pieces) + 4 * len(req.messages) + 1500 * images

@@ -1,0 +1,147 @@
+"""Issue 25, item 3: every answer carries a receipt signed with the gateway's Ed25519 key, that
+the README's snippet alone verifies, that fails after any change, and whose charge
+`tokenrelay receipts verify` recomputes from the published prices."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+from click.testing import CliRunner
+from cryptography.exceptions import InvalidSignature
+
+from backends import BACKENDS, _run, backend
+from tokenrelay.billing.receipts import load_signer
+from tokenrelay.server.cli import main as cli
+from tokenrelay.store.db import create_engine, migrate_sync
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_snippet() -> Any:
+    """`verify_receipt` as the README documents it, run as written."""
+    section = README.read_text().split("### Usage receipts (signed)", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    scope: dict[str, Any] = {}
+    exec(code.group(1), scope)  # the documented code, nothing of ours
+    return scope["verify_receipt"]
+
+
+def public_key(gateway) -> str:
+    doc = httpx.get(gateway.url + "/.well-known/tokenrelay-receipts.json").json()
+    jwk = doc["keys"][0]
+    assert (jwk["kty"], jwk["crv"]) == ("OKP", "Ed25519")
+    raw = base64.urlsafe_b64decode(jwk["x"] + "==")
+    assert base64.b64decode(doc["public_key_base64"]) == raw
+    return str(doc["public_key_base64"])
+
+
+def b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def changed_copies(receipt: str) -> list[tuple[str, str]]:
+    """The receipt with each claim (and each usage count) changed, its signature kept."""
+    payload, signature = receipt.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    out = []
+    paths = [(k,) for k in claims if k != "usage"] + [("usage", k) for k in claims["usage"]]
+    for path in paths:
+        copy = json.loads(json.dumps(claims))
+        holder = copy if len(path) == 1 else copy["usage"]
+        value = holder[path[-1]]
+        holder[path[-1]] = value + 1 if isinstance(value, int) else str(value) + "x"
+        body = json.dumps(copy, separators=(",", ":"), sort_keys=True).encode()
+        out.append(("/".join(path), b64u(body) + "." + signature))
+    return out
+
+
+def test_a_receipt_verifies_with_the_readme_snippet_and_fails_when_changed(
+    gateway, api_key
+) -> None:
+    client = openai.OpenAI(api_key=api_key, base_url=gateway.proxy + "/v1", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gemini-2.5-flash", max_tokens=50, messages=[{"role": "user", "content": "Hello"}]
+    )
+    completion = raw.parse()
+    receipt = raw.headers["x-tokenrelay-receipt"]
+    # Translated: the body's usage has it too (a pass-through body stays the vendor's own).
+    assert (completion.usage.model_extra or {})["receipt"] == receipt
+    verify_receipt = readme_snippet()
+    key = public_key(gateway)
+    claims = verify_receipt(receipt, key)
+    assert claims["request_id"] == raw.headers["x-request-id"]
+    assert claims["model_asked"] == "gemini-2.5-flash" and claims["vendor"] == "gemini"
+    assert claims["usage"]["input_tokens"] == completion.usage.prompt_tokens
+    assert claims["usage"]["output_tokens"] == completion.usage.completion_tokens
+    assert claims["charged_usd"] == raw.headers["x-tokenrelay-cost-usd"]
+    copies = changed_copies(receipt)
+    assert len(copies) >= 15
+    for field, forged in copies:
+        with pytest.raises(InvalidSignature):
+            verify_receipt(forged, key)
+            pytest.fail(f"a receipt with {field} changed verified")
+    payload, signature = receipt.split(".")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    with pytest.raises(InvalidSignature):
+        verify_receipt(payload + "." + flipped, key)
+
+
+@pytest.mark.parametrize("model", ["gemini-2.5-flash", "claude-sonnet-4-6"])
+def test_a_stream_ends_with_its_receipt(gateway, api_key, model: str) -> None:
+    client = anthropic.Anthropic(api_key=api_key, base_url=gateway.proxy, max_retries=0)
+    with client.messages.stream(
+        model=model, max_tokens=50, messages=[{"role": "user", "content": "Hi"}]
+    ) as stream:
+        deltas = [e for e in stream if e.type == "message_delta"]
+    usage = deltas[-1].usage.model_extra or {}
+    claims = readme_snippet()(usage["receipt"], public_key(gateway))
+    assert claims["model_asked"] == model and claims["charged_usd"] == usage["cost_usd"]
+    assert claims["usage"]["output_tokens"] == deltas[-1].usage.output_tokens
+
+
+def test_the_cli_recomputes_the_charge_from_the_published_prices(gateway, api_key) -> None:
+    r = httpx.post(
+        gateway.proxy + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {api_key}"},
+        json={
+            "model": "deepseek-chat",
+            "max_tokens": 40,
+            "messages": [{"role": "user", "content": "Hi"}],
+        },
+    )
+    receipt = r.headers["x-tokenrelay-receipt"]
+    ok = CliRunner().invoke(cli, ["receipts", "verify", receipt, "--url", gateway.url])
+    assert ok.exit_code == 0, ok.output
+    assert "signature: valid" in ok.output and "matches the published prices" in ok.output
+    _, forged = next(c for c in changed_copies(receipt) if c[0] == "charged_nano")
+    bad = CliRunner().invoke(cli, ["receipts", "verify", forged, "--url", gateway.url])
+    assert bad.exit_code != 0 and "INVALID" in bad.output
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_every_process_signs_with_the_one_key_in_the_database(
+    backend_name: str, tmp_path: Path
+) -> None:
+    with backend(backend_name, tmp_path) as b:
+        migrate_sync(b.database_url)
+
+        async def kids() -> list[str]:
+            engines = [create_engine(b.database_url) for _ in range(3)]
+            try:
+                signers = [await load_signer(None, e) for e in engines]
+                return [s.kid for s in signers]
+            finally:
+                for e in engines:
+                    await e.dispose()
+
+        first, again = _run(kids()), _run(kids())
+        assert len(set(first + again)) == 1
