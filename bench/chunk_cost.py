@@ -170,30 +170,33 @@ def _one(case: Case, chunks: list[bytes]) -> None:
     ex.tail({"cost_usd": 0.001})  # type: ignore[attr-defined]
 
 
-def per_chunk_us(name: str, streams: int = 300, rounds: int = 5) -> float:
-    """Median over rounds of CPU µs per content chunk (the stream's whole work ÷ its chunks)."""
-    case = CASES[name]
-    chunks = case[2]()
-    _one(case, chunks)  # warm-up (imports, caches)
-    xs = []
+def per_chunk_us(
+    streams: int = 100,
+    rounds: int = 9,
+    pick: Callable[[list[float]], float] = statistics.median,
+) -> dict[str, float]:
+    """CPU µs per content chunk for every case (a stream's whole work ÷ its chunks), the
+    cases taken in turn within each round so a burst of other work hits them alike; the median
+    over rounds, or what `pick` takes."""
+    streams_of = {name: CASES[name][2]() for name in CASES}
+    for name, chunks in streams_of.items():
+        _one(CASES[name], chunks)  # warm-up (imports, caches)
+    xs: dict[str, list[float]] = {name: [] for name in CASES}
     for _ in range(rounds):
-        t0 = time.process_time()
-        for _ in range(streams):
-            _one(case, chunks)
-        xs.append((time.process_time() - t0) * 1e6 / (streams * CHUNKS))
-    return statistics.median(xs)
-
-
-def measure(streams: int = 300, rounds: int = 5) -> dict[str, float]:
-    return {name: round(per_chunk_us(name, streams, rounds), 2) for name in CASES}
+        for name, chunks in streams_of.items():
+            t0 = time.process_time()
+            for _ in range(streams):
+                _one(CASES[name], chunks)
+            xs[name].append((time.process_time() - t0) * 1e6 / (streams * CHUNKS))
+    return {name: round(pick(v), 2) for name, v in xs.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.chunk_cost", description=__doc__)
-    ap.add_argument("--streams", type=int, default=300)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--streams", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args()
-    for name, us in measure(args.streams, args.rounds).items():
+    for name, us in per_chunk_us(args.streams, args.rounds).items():
         print(f"{name:16s} {us:6.2f} µs CPU/chunk")
 
 
