@@ -3,7 +3,7 @@
 UV := python3 -m uv
 PORT ?= 8080
 
-.PHONY: clients run test lint bench setup fuzz pools-report chaos
+.PHONY: clients run test lint bench bench-check setup fuzz pools-report chaos
 
 setup:
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
@@ -33,6 +33,11 @@ lint: setup
 
 bench: setup
 	$(UV) run --frozen python -m bench
+
+# The speed gate (about 50 s): CPU per request and per stream chunk against the committed
+# bench/results/baseline.json; fails past +10 %. Run before a change to the request path lands.
+bench-check: setup
+	$(UV) run --frozen python -m bench.check
 
 # Hypothesis over both client APIs and count_tokens against a live gateway (2,500 examples for
 # each of the 8 tests: 20,000 bodies; the summary line counts bodies and 5xx), and schemathesis

@@ -213,6 +213,7 @@ class TokenRelay(Contender):
 
     billing: bool = True
     pools: int = 0  # > 0: the vendors get this many deployments, all pointing at the mock
+    profile: Path | None = None  # run under cProfile, its stats written here at stop
     base: str = ""
     key: str = ""
 
@@ -244,6 +245,17 @@ class TokenRelay(Contender):
                 self.notes.append("TOKENRELAY_BILLING is not a known setting yet: billing stays on")
         log = d / "stdout.log"
         cmd = [str(REPO / ".venv" / "bin" / "tokenrelay"), "serve", "--port", str(port)]
+        if self.profile is not None:
+            # The event loop thread's CPU time, not wall time (a shared machine's waits).
+            code = (
+                "import cProfile, runpy, sys, time\n"
+                "p = cProfile.Profile(time.thread_time)\n"
+                "sys.argv = sys.argv[1:]\n"
+                "p.enable()\n"
+                "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+                f"finally:\n    p.disable()\n    p.dump_stats({str(self.profile)!r})\n"
+            )
+            cmd[:0] = [str(REPO / ".venv" / "bin" / "python"), "-c", code]
         self.process = proc.spawn(cmd, proc.GATEWAY_CORE, log, env=env, cwd=d)
         self.base = f"http://127.0.0.1:{port}"
         proc.wait_http(self.base + "/", self.process, 60, log)

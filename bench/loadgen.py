@@ -83,10 +83,13 @@ def _last_line(out: str, tag: str) -> dict[str, Any]:
     raise RuntimeError(f"no {tag} line in output:\n{out[-2000:]}")
 
 
-def wrk(target: Target, connections: int, seconds: float, *, timeout_s: int = 30) -> dict[str, Any]:
-    """Non-stream load with wrk (one thread). Latency in ms, rps, errors."""
+def wrk(
+    target: Target, connections: int, seconds: float, *, timeout_s: int = 30, marker: str = ""
+) -> dict[str, Any]:
+    """Non-stream load with wrk (one thread); with a `stream_marker`, streams of that shape.
+    Latency in ms, rps, errors."""
     env = dict(os.environ)
-    env["WRK_BODY"] = target.body(stream=False)
+    env["WRK_BODY"] = target.body(stream=bool(marker), marker=marker)
     env["WRK_HEADERS"] = "\n".join(f"{k}: {v}" for k, v in target.headers.items())
     cmd = [
         "taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}",

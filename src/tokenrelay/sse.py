@@ -41,9 +41,13 @@ class SSEParser:
             end = buf.find(b"\n\n", start)
             if end < 0:
                 break
-            ev = _parse_block(buf[start:end].split(b"\n"), buf[start : end + 2])
-            if ev is not None:
-                events.append(ev)
+            block = buf[start:end]
+            if block[:6] == b"data: " and b"\n" not in block:  # the usual event: one data line
+                events.append(SSEEvent(None, block[6:], buf[start : end + 2]))
+            else:
+                ev = _parse_block(block.split(b"\n"), buf[start : end + 2])
+                if ev is not None:
+                    events.append(ev)
             start = end + 2
         self._buf = buf[start:] + held
         return events

@@ -28,14 +28,16 @@ class PassthroughExchange(ExchangeBase):
 
     def read_unary(self, data: bytes) -> None:
         events = self._vendor.parse_response(data)
+        error = None  # the last one, as ir.fold keeps it: folding the whole answer is not needed
         for ev in events:
             if isinstance(ev, ir.Usage):
                 self._ctx.apply_usage(ev)
-        folded = ir.fold(events)
-        if folded.error is not None:
-            raise GatewayError.from_ir(folded.error)
+            elif isinstance(ev, ir.Error):
+                error = ev
+        if error is not None:
+            raise GatewayError.from_ir(error)
         if self._vendor.remembers_reasoning:
-            remember(self._reasoning, self._vendor.name, folded)
+            remember(self._reasoning, self._vendor.name, ir.fold(events))
         self._data = data
 
     def unary_body(self, extra_usage: Mapping[str, Any]) -> bytes:

@@ -19,6 +19,7 @@ import ssl
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
+from functools import lru_cache
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -390,6 +391,19 @@ class _Pool:
         return conn
 
 
+@lru_cache(maxsize=1024)
+def _route(url: str) -> tuple[tuple[str, str, int], str]:
+    """A URL's pool key (scheme, host, port) and request target, parsed once per URL: a
+    vendor's few URLs come back on every call."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise UpstreamConnectionError(f"unsupported URL {url!r}")
+    port = parts.port or (443 if scheme == "https" else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return (scheme, parts.hostname, port), target
+
+
 class HttpClient:
     def __init__(
         self,
@@ -426,16 +440,10 @@ class HttpClient:
         t = timeouts or self.timeouts
         loop = asyncio.get_running_loop()
         deadline = loop.time() + t.total_s if t.total_s else None
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise UpstreamConnectionError(f"unsupported URL {url!r}")
-        port = parts.port or (443 if scheme == "https" else 80)
-        key = (scheme, parts.hostname, port)
+        key, target = _route(url)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = _Pool(self, scheme, parts.hostname, port)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            pool = self._pools[key] = _Pool(self, *key)
         lines = [f"{method} {target} HTTP/1.1", f"host: {pool.host_header}"]
         lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() != "host"]
         lines.append(f"content-length: {len(body)}")

@@ -18,9 +18,9 @@ from tokenrelay.sse import SSEEvent, SSEParser, encode
 from tokenrelay.vendors.base import (
     Passthrough,
     PassthroughScan,
+    Seen,
     UpstreamRequest,
     UsageSink,
-    error_message,
     rate_limit_named,
 )
 
@@ -489,46 +489,25 @@ class AnthropicStreamDecoder:
 # The adapter
 
 
+_SEEN = {
+    "message_start": Seen.USAGE,
+    "message_delta": Seen.FINAL,
+    "message_stop": Seen.END,
+    "error": Seen.ERROR,
+}
+
+
 class AnthropicScan(PassthroughScan):
     """Usage rides on `message_start` (input) and `message_delta` (output, final); the stream
-    ends with `message_stop`, or an `error` event."""
+    ends with `message_stop`, or an `error` event. Every event is named on its `event:` line."""
 
-    def process(self, events: list[SSEEvent]) -> bytes:
-        out = bytearray()
-        for ev in events:
-            name = ev.event
-            if self.tail or name == "message_delta":
-                if name == "message_delta":
-                    self.apply_usage_from(ev.raw)
-                elif name == "message_stop":
-                    self.done = True
-                elif name == "error":
-                    self.failed = error_message(ev.data)
-                    self.error_forwarded = True
-                    out += b"".join(e.raw for e in self.tail) + ev.raw
-                    self.tail.clear()
-                    continue
-                self.tail.append(ev)
-                continue
-            self.raw.append(ev.raw)
-            if name == "message_start":
-                self.apply_usage_from(ev.raw)
-            elif name == "error":
-                self.failed = error_message(ev.data)
-                self.error_forwarded = True
-            out += ev.raw
-        return bytes(out)
+    def seen(self, ev: SSEEvent) -> Seen:
+        return _SEEN.get(ev.event or "", Seen.PLAIN)
 
-    def render_tail(self, extra_usage: Mapping[str, Any]) -> bytes:
-        out = bytearray()
-        for ev in self.tail:
-            if ev.event == "message_delta" and extra_usage:
-                msg = orjson.loads(ev.data)
-                msg.setdefault("usage", {}).update(extra_usage)
-                out += encode(orjson.dumps(msg), "message_delta")
-            else:
-                out += ev.raw
-        return bytes(out)
+    def add_cost(self, ev: SSEEvent, extra_usage: Mapping[str, Any]) -> bytes:
+        msg = orjson.loads(ev.data)
+        msg.setdefault("usage", {}).update(extra_usage)
+        return encode(orjson.dumps(msg), "message_delta")
 
 
 class AnthropicVendor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
@@ -145,13 +146,29 @@ class Passthrough:
     reasoning: ReasoningCache
 
 
+class Seen(Enum):
+    """What a scan's `seen` hook makes of one event (most are PLAIN: passed on, not parsed)."""
+
+    PLAIN = 0  # vendor bytes, passed on
+    USAGE = 1  # carries usage that is not the final count (Anthropic's message_start): passed on
+    FINAL = 2  # carries the final usage: held back, the cost goes into it
+    FINAL_HIDDEN = 3  # the final usage on a chunk the client did not ask for: read, dropped
+    FINAL_END = 4  # the final usage, and the answer's end (Responses, Gemini)
+    END = 5  # the stream's terminator ([DONE], message_stop): held back
+    ERROR = 6  # the vendor's own error event: passed on, the stream failed
+
+
+_HELD = (Seen.FINAL, Seen.FINAL_END)
+
+
 class PassthroughScan:
     """Watches a same-format stream go by on the fast path: the vendor's bytes go to the client
     unchanged while usage, completion and errors are read from the few events that carry them.
 
     From the event that carries the final usage on, events are held back in `tail`: they go out
-    (with the cost added) only after the settlement has committed. Subclasses (one per wire
-    format, in its adapter) say which events those are."""
+    (with the cost added) only after the settlement has committed. Each wire format (a subclass
+    in its adapter) fills two hooks: `seen` — which event is which, by a cheap bytes search, so
+    the per-chunk cost stays a few µs — and `add_cost` — where the cost goes in the final one."""
 
     def __init__(self, decode: Callable[[bytes], list[ir.Event]], on_usage: UsageSink) -> None:
         self._decode = decode
@@ -161,12 +178,66 @@ class PassthroughScan:
         self.error_forwarded = False
         self.raw: list[bytes] = []  # what reached the client, for estimates and reasoning memory
         self.tail: list[SSEEvent] = []
+        self._final: SSEEvent | None = None  # the held event that gets the cost
+
+    def seen(self, ev: SSEEvent) -> Seen:
+        raise NotImplementedError
+
+    def add_cost(self, ev: SSEEvent, extra_usage: Mapping[str, Any]) -> bytes:
+        """The final event with the settled cost merged into its usage, re-encoded."""
+        raise NotImplementedError
+
+    def failure(self, data: bytes) -> str:
+        return error_message(data)
 
     def process(self, events: list[SSEEvent]) -> bytes:
-        raise NotImplementedError
+        if len(events) == 1 and not self.tail:  # the usual read: one event, nothing held
+            ev = events[0]
+            kind = self.seen(ev)
+            if kind is Seen.PLAIN:
+                self.raw.append(ev.raw)
+                return ev.raw
+            return self._special(ev, kind)
+        out = []
+        for ev in events:
+            kind = self.seen(ev)
+            if kind is Seen.PLAIN and not self.tail:
+                self.raw.append(ev.raw)
+                out.append(ev.raw)
+            else:
+                out.append(self._special(ev, kind))
+        return b"".join(out)
+
+    def _special(self, ev: SSEEvent, kind: Seen) -> bytes:
+        if kind is Seen.ERROR:
+            self.failed = self.failure(ev.data)
+            self.error_forwarded = True
+            held, self.tail = self.tail, []  # the end will not come: what was held goes too
+            return b"".join(e.raw for e in held) + ev.raw
+        if kind is Seen.END:
+            self.done = True
+            self.tail.append(ev)
+            return b""
+        if self.tail:  # after the final usage: held with it
+            self.tail.append(ev)
+            return b""
+        self.raw.append(ev.raw)
+        if kind is Seen.PLAIN:
+            return ev.raw
+        self.apply_usage_from(ev.raw)
+        if kind is Seen.USAGE:
+            return ev.raw
+        if kind in _HELD:
+            self._final = ev
+            self.tail.append(ev)
+        self.done |= kind is Seen.FINAL_END
+        return b""
 
     def render_tail(self, extra_usage: Mapping[str, Any]) -> bytes:
-        raise NotImplementedError
+        return b"".join(
+            self.add_cost(ev, extra_usage) if ev is self._final and extra_usage else ev.raw
+            for ev in self.tail
+        )
 
     def apply_usage_from(self, raw: bytes) -> None:
         for ev in self._decode(raw):

@@ -20,9 +20,9 @@ from tokenrelay.sse import SSEEvent, SSEParser, encode
 from tokenrelay.vendors.base import (
     Passthrough,
     PassthroughScan,
+    Seen,
     UpstreamRequest,
     UsageSink,
-    error_message,
     rate_limit_named,
 )
 from tokenrelay.vendors.gemini_schema import clean_schema
@@ -485,39 +485,19 @@ class GeminiScan(PassthroughScan):
                 self._finished.add(candidate.get("index", 0))
         return len(self._finished) >= self._candidates
 
-    def process(self, events: list[SSEEvent]) -> bytes:
-        out = bytearray()
-        for ev in events:
-            data = ev.data
-            if self.tail:
-                self.tail.append(ev)
-                continue
-            self.raw.append(ev.raw)
-            if data.startswith(b'{"error"'):
-                self.failed = error_message(data)
-                self.error_forwarded = True
-                out += ev.raw
-            elif self._ends(data):
-                self.apply_usage_from(ev.raw)
-                self.done = True
-                self.tail.append(ev)
-            else:
-                out += ev.raw
-        return bytes(out)
+    def seen(self, ev: SSEEvent) -> Seen:
+        data = ev.data
+        if data.startswith(b'{"error"'):
+            return Seen.ERROR
+        return Seen.FINAL_END if self._ends(data) else Seen.PLAIN
 
-    def render_tail(self, extra_usage: Mapping[str, Any]) -> bytes:
-        out = bytearray()
-        for i, ev in enumerate(self.tail):
-            if i == 0 and extra_usage:
-                chunk = orjson.loads(ev.data)
-                usage = chunk.setdefault("usageMetadata", {})
-                for key, value in extra_usage.items():  # cost_usd → costUsd (camelCase JSON)
-                    head, *rest = key.split("_")
-                    usage[head + "".join(w.title() for w in rest)] = value
-                out += encode(orjson.dumps(chunk))  # LF framing, as the parser left the rest
-            else:
-                out += ev.raw
-        return bytes(out)
+    def add_cost(self, ev: SSEEvent, extra_usage: Mapping[str, Any]) -> bytes:
+        chunk = orjson.loads(ev.data)
+        usage = chunk.setdefault("usageMetadata", {})
+        for key, value in extra_usage.items():  # cost_usd → costUsd (camelCase JSON)
+            head, *rest = key.split("_")
+            usage[head + "".join(w.title() for w in rest)] = value
+        return encode(orjson.dumps(chunk))  # LF framing, as the parser left the rest
 
 
 # --------------------------------------------------------------------------------------------

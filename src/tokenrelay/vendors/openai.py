@@ -23,10 +23,10 @@ from tokenrelay.sse import SSEEvent, SSEParser, encode
 from tokenrelay.vendors.base import (
     Passthrough,
     PassthroughScan,
+    Seen,
     UpstreamRequest,
     UsageSink,
     Vendor,
-    error_message,
     rate_limit_named,
 )
 
@@ -151,7 +151,8 @@ def choice_count(body: JSON) -> int:
 
 
 def _has_usage(data: bytes) -> bool:
-    return b'"usage":{' in data or b'"usage": {' in data
+    # One search on most chunks; DeepSeek's carry `"usage":null` until the last.
+    return b'"usage"' in data and (b'"usage":{' in data or b'"usage": {' in data)
 
 
 class ChatScan(PassthroughScan):
@@ -165,42 +166,19 @@ class ChatScan(PassthroughScan):
         super().__init__(decode, on_usage)
         self.client_usage = client_usage
 
-    def process(self, events: list[SSEEvent]) -> bytes:
-        out = bytearray()
-        for ev in events:
-            data = ev.data
+    def seen(self, ev: SSEEvent) -> Seen:
+        data = ev.data
+        if not _has_usage(data):
             if data == b"[DONE]":
-                self.done = True
-                self.tail.append(ev)
-                continue
-            self.raw.append(ev.raw)
-            if data.startswith(b'{"error"'):
-                self.failed = error_message(data)
-                self.error_forwarded = True
-                out += ev.raw
-                continue
-            if _has_usage(data):
-                self.apply_usage_from(ev.raw)
-                usage_only = b'"choices":[]' in data or b'"choices": []' in data
-                if not (usage_only and not self.client_usage):
-                    self.tail.append(ev)
-                continue
-            if self.tail:
-                self.tail.append(ev)
-                continue
-            out += ev.raw
-        return bytes(out)
+                return Seen.END
+            return Seen.ERROR if data.startswith(b'{"error"') else Seen.PLAIN
+        usage_only = b'"choices":[]' in data or b'"choices": []' in data
+        return Seen.FINAL_HIDDEN if usage_only and not self.client_usage else Seen.FINAL
 
-    def render_tail(self, extra_usage: Mapping[str, Any]) -> bytes:
-        out = bytearray()
-        for ev in self.tail:
-            if extra_usage and _has_usage(ev.data):
-                chunk = orjson.loads(ev.data)
-                chunk["usage"].update(extra_usage)
-                out += encode(orjson.dumps(chunk))
-            else:
-                out += ev.raw
-        return bytes(out)
+    def add_cost(self, ev: SSEEvent, extra_usage: Mapping[str, Any]) -> bytes:
+        chunk = orjson.loads(ev.data)
+        chunk["usage"].update(extra_usage)
+        return encode(orjson.dumps(chunk))
 
 
 class OpenAICompatible:
@@ -272,7 +250,7 @@ class OpenAICompatible:
 
     def passthrough_scan(
         self, on_usage: UsageSink, *, client_usage: bool, choices: int = 1
-    ) -> ChatScan:  # the usage chunk comes after every choice
+    ) -> PassthroughScan:  # the usage chunk comes after every choice
         decoder = self.stream_decoder
         return ChatScan(lambda raw: decoder(_NO_CALL).feed(raw), on_usage, client_usage)
 

@@ -19,7 +19,8 @@ import orjson
 from tokenrelay import ir
 from tokenrelay.reasoning.cache import BLOB_PREFIX
 from tokenrelay.sse import SSEEvent, SSEParser, encode
-from tokenrelay.vendors.base import Passthrough, PassthroughScan, UpstreamRequest, UsageSink, Vendor
+from tokenrelay.vendors import base
+from tokenrelay.vendors.base import Passthrough, PassthroughScan, Seen, UpstreamRequest
 from tokenrelay.vendors.openai import JSON, MALFORMED, OpenAICompatible
 
 RESPONSES_FORMAT = "responses"  # the client format (frontends/responses.py) passed through
@@ -188,35 +189,21 @@ class ResponsesScan(PassthroughScan):
     the stream: it is held back and goes out, with the cost merged into its usage, after the
     settlement. `response.failed` and `error` are the vendor's own failure events."""
 
-    def process(self, events: list[SSEEvent]) -> bytes:
-        out = bytearray()
-        for ev in events:
-            self.raw.append(ev.raw)
-            kind = _event_type(ev)
-            if kind in _FINAL:
-                self.apply_usage_from(ev.raw)
-                self.tail.append(ev)
-                self.done = True
-                continue
-            if kind in _FAILED:
-                self.failed = _failure(orjson.loads(ev.data)).message
-                self.error_forwarded = True
-            if self.tail:
-                self.tail.append(ev)
-                continue
-            out += ev.raw
-        return bytes(out)
+    def seen(self, ev: SSEEvent) -> Seen:
+        kind = _event_type(ev)
+        if kind in _FINAL:
+            return Seen.FINAL_END
+        return Seen.ERROR if kind in _FAILED else Seen.PLAIN
 
-    def render_tail(self, extra_usage: Mapping[str, Any]) -> bytes:
-        out = bytearray()
-        for ev in self.tail:
-            if extra_usage and b'"usage":{' in ev.data:
-                obj = orjson.loads(ev.data)
-                obj["response"]["usage"].update(extra_usage)
-                out += encode(orjson.dumps(obj), ev.event)
-            else:
-                out += ev.raw
-        return bytes(out)
+    def failure(self, data: bytes) -> str:
+        return _failure(orjson.loads(data)).message
+
+    def add_cost(self, ev: SSEEvent, extra_usage: Mapping[str, Any]) -> bytes:
+        if b'"usage":{' not in ev.data:  # nothing to add the cost to
+            return ev.raw
+        obj = orjson.loads(ev.data)
+        obj["response"]["usage"].update(extra_usage)
+        return encode(orjson.dumps(obj), ev.event)
 
 
 def _ours(item: object) -> bool:
@@ -254,7 +241,7 @@ class ResponsesPassthrough(OpenAICompatible):
         )
 
     def passthrough_scan(
-        self, on_usage: UsageSink, *, client_usage: bool, choices: int = 1
+        self, on_usage: base.UsageSink, *, client_usage: bool, choices: int = 1
     ) -> ResponsesScan:
         return ResponsesScan(_decode, on_usage)
 
@@ -292,7 +279,7 @@ class OpenAIVendor(OpenAICompatible):
     """OpenAI itself: Chat Completions clients on its chat wire, Responses clients on its
     Responses API, both passed through."""
 
-    def passthrough(self, client_format: str) -> Vendor | None:
+    def passthrough(self, client_format: str) -> base.Vendor | None:
         if client_format == RESPONSES_FORMAT:
             return RESPONSES
         return super().passthrough(client_format)

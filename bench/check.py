@@ -1,0 +1,84 @@
+"""The speed regression gate: `make bench-check` (= `python -m bench.check`).
+
+Measures the two figures that do not move with the machine's noise — the gateway's CPU per
+request (billing on and off, `bench.cpu_cost`: wrk c=64 against the Node mock, an OpenAI
+client on the fast path) and CPU per stream chunk (`bench.chunk_cost`, in process) — and
+compares them with the committed baseline, bench/results/baseline.json. Any figure more than
+10 % above its baseline fails the gate (exit 1). `--update` writes the figures measured as the
+new baseline (commit it with the change that earned it). About a minute.
+
+Each figure is the lowest over the rounds, not the median: on a shared VM other work only ever
+adds CPU time (cache misses, steal counted as ours), so the minimum is the steadiest estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import chunk_cost, cpu_cost, phases, proc
+from bench import contenders as cmod
+
+BASELINE = Path(__file__).parent / "results" / "baseline.json"
+TOLERANCE = 0.10
+
+
+def request_figures(rounds: int, seconds: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="tokenrelay-check-") as tmp:
+        mock, port = phases.start_mock(Path(tmp))
+        try:
+            ctx = cmod.Ctx(mock_port=port, workdir=Path(tmp))
+            med = cpu_cost.compare(ctx, "openai", rounds, seconds, log=lambda _: None)
+        finally:
+            proc.stop(mock)
+    return {f"request_billing_{k}_cpu_us": v["cpu_us_min"] for k, v in med.items()}
+
+
+def chunk_figures(streams: int, rounds: int) -> dict[str, float]:
+    figures = chunk_cost.per_chunk_us(streams, rounds, min)
+    return {f"chunk_{name}_cpu_us": us for name, us in figures.items()}
+
+
+def verdict(measured: dict[str, float], baseline: dict[str, float]) -> list[str]:
+    """One line per figure; those past the tolerance start with FAIL."""
+    lines = []
+    for name, value in measured.items():
+        base = baseline.get(name)
+        if base is None:
+            lines.append(f"new   {name:36s} {value:8.2f} (no baseline)")
+            continue
+        ratio = value / base
+        mark = "FAIL" if ratio > 1 + TOLERANCE else "ok  "
+        lines.append(f"{mark}  {name:36s} {value:8.2f} µs  baseline {base:8.2f}  ×{ratio:.3f}")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.check", description=__doc__)
+    ap.add_argument("--update", action="store_true", help="write the figures as the baseline")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=2)
+    ap.add_argument("--no-requests", action="store_true", help="per-chunk figures only (5 s)")
+    args = ap.parse_args()
+    measured = chunk_figures(60, 15)
+    if not args.no_requests:
+        measured |= request_figures(args.rounds, args.seconds)
+    baseline = json.loads(BASELINE.read_text())["figures"] if BASELINE.exists() else {}
+    lines = verdict(measured, baseline)
+    load = [round(x, 1) for x in os.getloadavg()]  # a busy machine reads high: say so
+    print("\n".join(lines) + f"\nload average {load}")
+    if args.update:
+        note = "CPU µs (lowest over rounds); `make bench-check` fails past +10 %"
+        doc = {"note": note, "load": load, "figures": baseline | measured}
+        BASELINE.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"baseline written: {BASELINE}")
+    elif any(line.startswith("FAIL") for line in lines):
+        sys.exit(f"bench-check: a figure is more than {TOLERANCE:.0%} above its baseline")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Where a request's CPU goes: `python -m bench.profile [--scenario openai] [--stream]`.
+
+Runs the gateway under cProfile timed by the event loop thread's CPU clock (billing on, SQLite,
+the Node mock upstream), drives it with wrk c=8 for a few seconds, stops it, and writes the top
+functions per request (CPU µs a request) and by own time to
+bench/results/profile-<scenario>[-stream].txt (the raw stats to /tmp/<name>.prof, for
+`python -m pstats`). Start-up (imports) is in it too; the absolute figures carry cProfile's
+overhead: read the request path's shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import pstats
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+from bench import contenders as cmod
+from bench import loadgen, phases, proc
+
+OUT = Path(__file__).parent / "results"
+
+
+def per_request(stats: pstats.Stats, n: int) -> str:
+    """The request path's functions (ours and the server's) called at least once a request:
+    CPU µs a request, cumulative and own (a coroutine counts once per resumption)."""
+    rows = []
+    for (path, line, func), (_, calls, own, cum, _) in stats.stats.items():  # type: ignore[attr-defined]
+        if calls >= n and any(p in path for p in ("tokenrelay/", "uvicorn/", "aiohttp/")):
+            where = path.split("site-packages/")[-1].split("src/")[-1]
+            rows.append((cum / n * 1e6, own / n * 1e6, calls / n, f"{where}:{line}({func})"))
+    rows.sort(reverse=True)
+    lines = ["  cum µs  own µs  calls/req  function (CPU per request, cProfile's overhead in it)"]
+    lines += [f"{c:8.1f} {o:7.1f} {k:9.1f}  {f}" for c, o, k, f in rows[:50]]
+    return "\n".join(lines) + "\n\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    ap.add_argument("--scenario", default="openai", choices=cmod.CPU_SCENARIOS)
+    ap.add_argument("--stream", action="store_true", help="64-chunk streams instead of unary")
+    ap.add_argument("--seconds", type=float, default=6)
+    args = ap.parse_args()
+    name = f"profile-{args.scenario}{'-stream' if args.stream else ''}"
+    with tempfile.TemporaryDirectory(prefix="tokenrelay-profile-") as tmp:
+        mock, port = phases.start_mock(Path(tmp))
+        gw = cmod.TokenRelay("tokenrelay-profile", profile=Path(tmp) / "gw.prof")
+        try:
+            gw.start(cmod.Ctx(mock_port=port, workdir=Path(tmp)))
+            target = gw.target(args.scenario)
+            marker = loadgen.stream_marker(64, 0) if args.stream else ""
+            res = loadgen.wrk(target, 8, args.seconds, marker=marker)
+        finally:
+            # SIGINT: uvicorn re-raises the signal it stopped on, and a KeyboardInterrupt still
+            # lets the profile be written (a SIGTERM's default action would not).
+            if gw.process is not None:
+                gw.process.send_signal(signal.SIGINT)
+                gw.process.wait(30)
+            gw.stop()
+            proc.stop(mock)
+        text = io.StringIO()
+        stats = pstats.Stats(str(Path(tmp) / "gw.prof"), stream=text)
+        n = max(res["requests"], 1)
+        text.write(f"{name}: {n} requests under wrk c=8, {args.seconds} s\n\n")
+        text.write(per_request(stats, n))
+        stats.sort_stats("tottime").print_stats(30)
+        shutil.copy(Path(tmp) / "gw.prof", f"/tmp/{name}.prof")
+    (OUT / f"{name}.txt").write_text(text.getvalue().replace(str(Path.cwd()), "."))
+    print(f"written: {OUT / name}.txt")
+
+
+if __name__ == "__main__":
+    main()
