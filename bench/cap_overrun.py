@@ -122,7 +122,8 @@ def main() -> None:
     models = sorted({u["model"] for u in served})
     print(f"requests={args.requests} statuses={ {s: statuses.count(s) for s in set(statuses)} }")
     print(
-        f"served by {models}; spent ${spent} on a ${args.cap} cap; over the cap: ${max(spent - Decimal(args.cap), Decimal(0))}"
+        f"served by {models}; spent ${spent} on a ${args.cap} cap; "
+        f"over the cap: ${max(spent - Decimal(args.cap), Decimal(0))}"
     )
     first.should_exit = second.should_exit = True
     time.sleep(1)
