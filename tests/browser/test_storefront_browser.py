@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from gateway_support import RunningGateway, free_port, start_gateway
+from mail_outbox import last_link
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -113,6 +114,9 @@ def test_storefront_pages_in_the_browser(gw: RunningGateway, browser: object, si
     page.get_by_label("Password (at least 10 characters)").fill("correct horse battery")
     page.get_by_role("button", name="Sign up").click()
     page.wait_for_url("**/dashboard")
+    # Keys wait for the address to be confirmed: the mailed link does that.
+    page.goto(last_link("email verification", f"{size}@example.com"))
+    page.wait_for_url("**/dashboard?notice=verified")
     page.get_by_text("Create a key").click()
     page.get_by_label("Name").fill("laptop")
     page.get_by_role("button", name="Create key").click()
