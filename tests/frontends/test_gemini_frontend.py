@@ -49,7 +49,7 @@ def test_route_takes_model_and_method_from_the_path() -> None:
     assert r is not None and (r.model, r.method) == ("gemini-2.5-flash", "streamGenerateContent")
     r = route("/api/proxy/v1/models/models/claude-sonnet-4-6:countTokens")
     assert r is not None and r.model == "claude-sonnet-4-6"
-    assert route("/api/proxy/v1beta/models/x:embedContent") is None
+    assert route("/api/proxy/v1beta/models/x:unknownMethod") is None
     assert route("/api/proxy/v1beta/models/:generateContent") is None
     assert route_payload(r, {}) == {"model": "claude-sonnet-4-6", "stream": False}
     stream = route("/api/proxy/v1beta/models/m:streamGenerateContent")
