@@ -20,13 +20,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
 from starlette.requests import Request
 
 from tokenrelay.settings import Settings
 
 log = logging.getLogger("tokenrelay.portal")
-_DOWN = (OSError, RedisError)
 MAX_NAMES = 100_000  # in-process state is bounded: the oldest names go first
 
 # KEYS[1]: the name's hash; ARGV: free, base_s, max_s, now, window_s. Returns the wait (s).
@@ -75,6 +73,13 @@ class Store:
         self.redis = redis
         self.prefix = prefix
         self._local: OrderedDict[str, tuple[float, float, float]] = OrderedDict()
+        # Imported only with Redis configured: the redis package pulls in optional
+        # instrumentation (OpenTelemetry) that the embedded default must not load.
+        self._down: tuple[type[BaseException], ...] = (OSError,)
+        if redis is not None:
+            from redis.exceptions import RedisError
+
+            self._down = (OSError, RedisError)
 
     async def fail(
         self, name: str, free: int, base_s: float, max_s: float, window_s: float
@@ -85,7 +90,7 @@ class Store:
                 return float(
                     await self.redis.eval(_FAIL, 1, key, free, base_s, max_s, now, window_s)
                 )
-            except _DOWN as exc:  # Redis gone: count here rather than not at all
+            except self._down as exc:  # Redis gone: count here rather than not at all
                 log.warning("throttle falls back to this process: %s", type(exc).__name__)
         n, until, expires = self._local.pop(key, (0.0, 0.0, 0.0))
         if expires < now:
@@ -102,7 +107,7 @@ class Store:
             try:
                 until = await self.redis.hget(key, "until")
                 return max(0.0, float(until) - now) if until is not None else 0.0
-            except _DOWN as exc:
+            except self._down as exc:
                 log.warning("throttle falls back to this process: %s", type(exc).__name__)
         _, until, expires = self._local.get(key, (0.0, 0.0, 0.0))
         return max(0.0, until - now) if expires >= now else 0.0
@@ -113,7 +118,7 @@ class Store:
         if self.redis is not None:
             try:
                 await self.redis.delete(key)
-            except _DOWN as exc:
+            except self._down as exc:
                 log.warning("throttle falls back to this process: %s", type(exc).__name__)
 
     async def hit(self, name: str, window_s: int) -> int:
@@ -124,7 +129,7 @@ class Store:
         if self.redis is not None:
             try:
                 return int(await self.redis.eval(_HIT, 1, key, window_s))
-            except _DOWN as exc:
+            except self._down as exc:
                 log.warning("throttle falls back to this process: %s", type(exc).__name__)
         n, _, _ = self._local.pop(key, (0.0, 0.0, 0.0))
         self._remember(key, (n + 1, 0.0, (window + 1) * window_s))
