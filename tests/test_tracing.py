@@ -148,10 +148,6 @@ def test_a_stream_span_has_its_ttft(gw: RunningGateway, exporter: InMemorySpanEx
     assert len(attempts) == 1
 
 
-@pytest.mark.xfail(
-    reason="regressed in stop 18's merges (closing note)",
-    strict=False,
-)
 def test_off_by_default_and_never_imported(tmp_path: Path) -> None:
     code = f"""
 import asyncio, sys
