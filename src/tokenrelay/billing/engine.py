@@ -15,7 +15,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -295,14 +295,7 @@ class BillingEngine:
         rpm = key.rpm or COUNT_RPM
         wait = await self.limiter.check(f"{key.id}:count", rpm, None, 0)
         if wait is not None:
-            raise GatewayError(
-                "rate_limit",
-                f"Token-count rate limit reached for this key ({rpm}/min); retry in "
-                f"{math.ceil(wait)} s",
-                429,
-                retry_after=float(math.ceil(wait)),
-                limit="requests",
-            )
+            raise _rate_limited(f"Token-count rate limit reached for this key ({rpm}/min)", wait)
         if not self.enabled:
             return True
         return await self.holds.available(key.account_id or key.id) > 0
@@ -328,13 +321,10 @@ class BillingEngine:
                     or await self.limiter.check(key.id, None, key.tpm, prompt_bound // 4)
                     is not None
                 )
-                raise GatewayError(
-                    "rate_limit",
-                    f"Rate limit reached for this key ({_limits(key)}); retry in "
-                    f"{math.ceil(wait)} s",
-                    429,
-                    retry_after=float(math.ceil(wait)),
-                    limit="tokens" if tokens else "requests",
+                raise _rate_limited(
+                    f"Rate limit reached for this key ({_limits(key)})",
+                    wait,
+                    "tokens" if tokens else "requests",
                 )
         worst = worst_case_hold(prompt_bound, max_output, price, key.multiplier_ppm)
         await self._reserve(key.account_id or key.id, request_id, worst, worst, "")
@@ -802,3 +792,13 @@ def _limits(key: ApiKeyInfo) -> str:
         f"{key.tpm} tokens/min" if key.tpm else "",
     ]
     return ", ".join(p for p in parts if p)
+
+
+def _rate_limited(
+    what: str, wait: float, limit: Literal["requests", "tokens"] = "requests"
+) -> GatewayError:
+    """A 429 that says which limit refused and when to retry (whole seconds, rounded up)."""
+    seconds = math.ceil(wait)
+    return GatewayError(
+        "rate_limit", f"{what}; retry in {seconds} s", 429, retry_after=float(seconds), limit=limit
+    )
