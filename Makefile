@@ -32,6 +32,7 @@ lint: setup
 	$(UV) run --frozen ruff check src tests bench
 	$(UV) run --frozen ruff format --check src tests bench
 	$(UV) run --frozen lint-imports
+	$(UV) run --frozen mypy
 
 bench: setup
 	$(UV) run --frozen python -m bench
