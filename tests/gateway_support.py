@@ -76,7 +76,7 @@ def start_gateway(tmp: Path, **overrides: object) -> tuple[RunningGateway, threa
         # The production server setup (connection limits, timeouts), on the plain asyncio loop.
         config = uvicorn_config(create_app(settings), settings, loop="asyncio", log_level="warning")
         server = uvicorn.Server(config)
-        thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+        thread = threading.Thread(target=asyncio.run, args=(server.serve(),), daemon=True)
         thread.start()
         deadline = time.monotonic() + 60  # a loaded CI machine starts slowly
         while not server.started and thread.is_alive() and time.monotonic() < deadline:
@@ -97,7 +97,7 @@ def spawn_gateway(env: dict[str, str], port: int, log: Path) -> subprocess.Popen
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a loaded CI machine starts slowly
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:

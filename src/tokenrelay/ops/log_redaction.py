@@ -51,9 +51,9 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def secrets_of(settings: Settings) -> list[str]:
+def secrets_of(settings: Settings, catalog: Catalog | None = None) -> list[str]:
     try:  # the operator's own upstreams have keys too; a bad catalog fails startup anyway
-        upstreams = Catalog.load(settings.catalog_path).upstreams
+        upstreams = (catalog or Catalog.load(settings.catalog_path)).upstreams
     except CatalogError:
         upstreams = ()
     values = [spec.api_key() for spec in registry(upstreams).values()]
@@ -66,10 +66,12 @@ def secrets_of(settings: Settings) -> list[str]:
 LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
 
 
-def install(settings: Settings, loggers: Iterable[str] = LOGGERS) -> None:
+def install(
+    settings: Settings, loggers: Iterable[str] = LOGGERS, catalog: Catalog | None = None
+) -> None:
     """Add the filter to every handler of `loggers`: a handler's filter also sees the records
     propagated from child loggers (sqlalchemy, aiosqlite, asyncpg, ...)."""
-    redactor = RedactSecrets(secrets_of(settings), settings.key_prefix)
+    redactor = RedactSecrets(secrets_of(settings, catalog), settings.key_prefix)
     for name in loggers:
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(redactor)

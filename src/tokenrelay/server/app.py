@@ -77,8 +77,9 @@ class Gateway:
     """Top-level ASGI callable. Exact-path dict lookup for the proxy routes keeps the hot path
     free of a router; the rest goes to a Starlette app."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
         self.settings = settings
+        self._catalog = catalog  # loaded once by the server when it has one (serve.py)
         self.relay: Relay | None = None
         self._billing: BillingEngine | None = None
         self._routes: dict[tuple[str, str], Handler] = {
@@ -179,7 +180,7 @@ class Gateway:
             await migrate_in_child(s.database_url)
         keys = KeyStore(engine, s.key_prefix)
         keys.start()
-        catalog = Catalog.load(s.catalog_path)
+        catalog = self._catalog or Catalog.load(s.catalog_path)
         emulator = None
         vendors = registry(catalog.upstreams)
         keys_env = [v.api_key() for v in vendors.values()]
@@ -405,8 +406,8 @@ def freeze_heap() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
-def create_app(settings: Settings | None = None) -> Gateway:
-    return Gateway(settings or get_settings())
+def create_app(settings: Settings | None = None, catalog: Catalog | None = None) -> Gateway:
+    return Gateway(settings or get_settings(), catalog)
 
 
 async def not_found(send: Send) -> None:

@@ -8,6 +8,7 @@ ledger in PostgreSQL (`multi_worker_problem` says what is missing, before anythi
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from tokenrelay.catalog import Catalog
 from tokenrelay.ops import log_format, log_redaction
 from tokenrelay.server.http_guard import Limits, guarded_protocol
 from tokenrelay.settings import Settings, get_settings
@@ -85,10 +87,9 @@ def multi_worker_problem(settings: Settings, workers: int) -> str | None:
         )
     if settings.emulator_url or not settings.emulator_port:
         return None  # each worker starts its own emulator on a free port, or none
-    from tokenrelay.catalog import Catalog
     from tokenrelay.vendors import registry
 
-    vendors = registry(Catalog.load(settings.catalog_path).upstreams).values()
+    vendors = registry(process_catalog(settings.catalog_path).upstreams).values()
     if any(settings.is_emulated(v.api_key()) for v in vendors):
         port = settings.emulator_port
         return (
@@ -106,6 +107,10 @@ class WorkerConfig(uvicorn.Config):
     def __init__(self, settings: Settings, workers: int, **overrides: Any) -> None:
         self.limits = _limits(settings)
         options = {**_options(settings, "httptools"), **overrides}
+        # uvicorn kills a worker that does not answer its health ping within the timeout
+        # (default 5 s) and starts another: a worker still importing and migrating on a busy
+        # machine is not hung, and killing it only starts the same slow start again.
+        options.setdefault("timeout_worker_healthcheck", 30)
         super().__init__(
             "tokenrelay.server.serve:worker_app", factory=True, workers=workers, **options
         )
@@ -114,7 +119,7 @@ class WorkerConfig(uvicorn.Config):
         super().configure_logging()
         settings = get_settings()
         configure_logging(settings)
-        log_redaction.install(settings)
+        log_redaction.install(settings, catalog=process_catalog(settings.catalog_path))
 
     def load(self) -> None:
         super().load()
@@ -125,9 +130,16 @@ def worker_app() -> Gateway:
     """The app factory each worker process calls (settings from the environment)."""
     from tokenrelay.server.app import create_app
 
-    app = create_app(get_settings())
+    settings = get_settings()
+    app = create_app(settings, process_catalog(settings.catalog_path))
     app.freeze_heap_after_startup = True
     return app
+
+
+@functools.cache
+def process_catalog(path: str | None) -> Catalog:
+    """The catalog this server process loads once: for log redaction and for the app."""
+    return Catalog.load(path)
 
 
 def serve(host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
@@ -145,13 +157,14 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
     configure_logging(settings)
     from tokenrelay.server.app import create_app
 
-    app = create_app(settings)
+    catalog = process_catalog(settings.catalog_path)
+    app = create_app(settings, catalog)
     app.freeze_heap_after_startup = True
     config = uvicorn_config(app, settings, loop="uvloop", log_level=settings.log_level.lower())
     # After uvicorn.Config, which installs uvicorn's own handlers. At DEBUG, aiosqlite reprs
     # every call with its SQL parameters (key hashes): the filter blanks those, in either format.
     log_format.install(settings.log_format, log_redaction.LOGGERS)
-    log_redaction.install(settings)
+    log_redaction.install(settings, catalog=catalog)
     server = uvicorn.Server(config)
     server.run()
     if not server.started:
