@@ -18,6 +18,7 @@ from tokenrelay.gateway.jsonbody import parse_object, read_limited
 from tokenrelay.upstreams.pools import VendorEndpoint
 
 Parser = Callable[[Any, Mapping[str, str]], ir.Request]
+NO_ROUTE: Mapping[str, Any] = {}
 
 
 @dataclass(slots=True)
@@ -27,6 +28,7 @@ class Received:
     key: ApiKeyInfo
     payload: dict[str, Any]
     headers: dict[str, str]
+    route: dict[str, Any]  # what the URL says beside the body (Gemini: model, stream)
 
 
 @dataclass(slots=True)
@@ -35,6 +37,7 @@ class Intake:
 
     payload: dict[str, Any]
     headers: dict[str, str]
+    route: Mapping[str, Any]
     resolved: Resolved
     endpoint: VendorEndpoint
     req: ir.Request
@@ -44,7 +47,8 @@ async def receive_request(
     keys: KeyStore, max_body_bytes: int, ctx: RequestContext, scope: Scope, receive: Receive
 ) -> Received:
     """The body (bounded before it is read), the headers and the key they present (401
-    without one). What the route's URL says (Gemini's model and streaming) joins the body."""
+    without one), and what the route's URL says (Gemini's model and streaming) beside them:
+    never merged into the body, which may go to the vendor as it came."""
     body = await read_limited(receive, max_body_bytes)
     headers = header_map(scope)
     ctx.session_id = session_id(headers)
@@ -52,9 +56,7 @@ async def receive_request(
     if key is None:
         raise GatewayError("authentication", "Invalid or missing API key.", 401)
     ctx.key_id = key.id
-    payload = parse_object(body)
-    payload.update(scope.get("path_params") or ())
-    return Received(key, payload, headers)
+    return Received(key, parse_object(body), headers, dict(scope.get("path_params") or ()))
 
 
 def take_in(
@@ -64,10 +66,12 @@ def take_in(
     ctx: RequestContext,
     payload: dict[str, Any],
     headers: dict[str, str],
+    route: Mapping[str, Any] = NO_ROUTE,
 ) -> Intake:
     """Resolve the model and its vendor, validate the body into the IR (`parse`: the
-    frontend's parser for this route's shape of body)."""
-    model = payload.get("model")
+    frontend's parser for this route's shape of body). `route` overrides the body's model
+    and streaming: the URL's (Gemini), or the model of a fallback."""
+    model = route.get("model", payload.get("model"))
     if not isinstance(model, str) or not model:
         raise invalid("model: Field required (a model name string)", "model")
     resolved = catalog.resolve(model)
@@ -89,6 +93,8 @@ def take_in(
             retry_after=60.0,
         )
     req = parse(payload, headers)
+    if "stream" in route:
+        req.stream = bool(route["stream"])
     ctx.model_asked = model
     ctx.model_id = resolved.entry.id
     ctx.vendor = endpoint.name
@@ -97,4 +103,4 @@ def take_in(
     req.model = resolved.entry.upstream
     if resolved.thinking is not None and (req.thinking is None or req.thinking.enabled is None):
         req.thinking = ir.ThinkingConfig(enabled=resolved.thinking)
-    return Intake(payload, headers, resolved, endpoint, req)
+    return Intake(payload, headers, route, resolved, endpoint, req)

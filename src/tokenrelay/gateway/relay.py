@@ -18,7 +18,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -31,7 +31,7 @@ from tokenrelay.customers.keys import ApiKeyInfo, KeyStore
 from tokenrelay.errors import GatewayError
 from tokenrelay.gateway.codec import Frontend
 from tokenrelay.gateway.decide import Prepared, decide
-from tokenrelay.gateway.intake import Intake, Parser, receive_request, take_in
+from tokenrelay.gateway.intake import NO_ROUTE, Intake, Parser, receive_request, take_in
 from tokenrelay.gateway.respond import SHUTTING_DOWN, Flight, Responder
 from tokenrelay.ops.access_log import enable as enable_access_log
 from tokenrelay.ops.access_log import log_request
@@ -131,8 +131,9 @@ class Relay:
         ctx: RequestContext,
         payload: dict[str, Any],
         headers: dict[str, str],
+        route: Mapping[str, Any] = NO_ROUTE,
     ) -> Intake:
-        return take_in(self.catalog, self.upstreams.endpoints, parse, ctx, payload, headers)
+        return take_in(self.catalog, self.upstreams.endpoints, parse, ctx, payload, headers, route)
 
     async def prepare(
         self, frontend: Frontend, ctx: RequestContext, scope: Scope, receive: Receive
@@ -140,7 +141,7 @@ class Relay:
         """A request read, authenticated and decided as `serve` decides it; nothing held or
         sent (the cost quote: the same decision, so it cannot drift)."""
         got = await receive_request(self.keys, self.settings.max_body_bytes, ctx, scope, receive)
-        it = self.take_in(frontend.parse_request, ctx, got.payload, got.headers)
+        it = self.take_in(frontend.parse_request, ctx, got.payload, got.headers, got.route)
         return got.key, await decide(frontend, it, ctx, self.reasoning)
 
     async def _serve(self, f: Flight, scope: Scope, receive: Receive, send: Send) -> None:
@@ -150,7 +151,7 @@ class Relay:
                 self.keys, self.settings.max_body_bytes, ctx, scope, receive
             )
             f.key = got.key
-            it = self.take_in(f.frontend.parse_request, ctx, got.payload, got.headers)
+            it = self.take_in(f.frontend.parse_request, ctx, got.payload, got.headers, got.route)
             p = await decide(f.frontend, it, ctx, self.reasoning)
             f.admission = await self.meter.admit(got.key, ctx, p.model_id, p.max_output)
         except GatewayError as err:
@@ -243,10 +244,12 @@ class Relay:
 
         async def decide_fallback(model: str) -> Prepared:
             asked = ctx.model_asked
+            # A copy: the parsers and adapters only read a body, but the two calls must not
+            # share one. The model goes on the route, so the body is the client's either way.
             payload = orjson.loads(orjson.dumps(it.payload))
-            payload["model"] = model
+            route = {**it.route, "model": model}
             try:
-                taken = self.take_in(f.frontend.parse_request, ctx, payload, it.headers)
+                taken = self.take_in(f.frontend.parse_request, ctx, payload, it.headers, route)
                 q = await decide(f.frontend, taken, ctx, self.reasoning)
             finally:
                 ctx.model_asked = asked

@@ -148,7 +148,7 @@ async def count_tokens(
         # The same intake as a request: body bound, key, model, aliases, vendor, validation.
         got = await receive_request(relay.keys, relay.settings.max_body_bytes, ctx, scope, receive)
         parse = getattr(frontend, "parse_count_tokens", None) or frontend.parse_request
-        it = relay.take_in(parse, ctx, got.payload, got.headers)
+        it = relay.take_in(parse, ctx, got.payload, got.headers, got.route)
         ep, req = it.endpoint, it.req
         can_pay = await relay.meter.admit_count(got.key, it.resolved.entry.id)
         if frontend.name == "responses":  # only OpenAI counts a Responses body itself

@@ -34,7 +34,8 @@ from tokenrelay import ir
 from tokenrelay.frontends import validate as v
 from tokenrelay.frontends.validate import JSONObject
 
-# Route fields the gateway puts into the payload (never sent to a vendor: see GeminiVendor).
+# What Gemini's URL says (the model, streaming): a body that repeats them is not sent on with
+# them (see GeminiVendor); the gateway reads them from the route (gateway.intake).
 ROUTE_FIELDS = ("model", "stream")
 _TOP_LEVEL = frozenset(
     {
@@ -111,9 +112,10 @@ def unwrap_signature(value: str | None) -> str | None:
 
 def parse_generate_request(body: Any, headers: Mapping[str, str]) -> ir.Request:
     data = _camel(v.body_object(body))
-    model = v.required_string(data, "model").removeprefix("models/")
+    # The model and streaming come from the URL (the intake sets them); a batch line's or a
+    # countTokens' inner request may name its model.
+    model = (v.opt_string(data, "model") or "").removeprefix("models/")
     req = ir.Request(model=model, messages=[], extras_format="gemini")
-    req.stream = data.get("stream") is True
     req.include_usage = True  # Gemini streams always carry usageMetadata
     system = data.get("systemInstruction")
     if system is not None:
