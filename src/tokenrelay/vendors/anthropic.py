@@ -513,6 +513,7 @@ class AnthropicScan(PassthroughScan):
 class AnthropicVendor:
     name = "anthropic"
     native_format = "anthropic"
+    request_id_header = "request-id"
     remembers_reasoning = False  # same-format clients replay their own signed thinking
     # Images are scaled to fit ~1.15 MP (≈1,600 tokens); newer models read up to ~3.75 MP.
     max_image_tokens = 5_000

@@ -507,6 +507,9 @@ class GeminiScan(PassthroughScan):
 class GeminiVendor:
     name = "gemini"
     native_format = "gemini"
+    # The Generative Language API sends no request-id header (its responseId is in the body,
+    # which the relay does not hand back to billing): receipts say null for Gemini.
+    request_id_header = ""
     remembers_reasoning = False
     # An image is 258 tokens per 768-px tile (media_resolution up to ~1,120 an image on Gemini 3);
     # a fileUri may name a video or a PDF, which only the context window bounds.

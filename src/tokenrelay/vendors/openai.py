@@ -186,6 +186,7 @@ class OpenAICompatible:
 
     name = "openai"
     native_format = "openai"
+    request_id_header = "x-request-id"
     remembers_reasoning = False
     # gpt-4o-mini bills a 2048×2048 image as 2,833 + 4 × 5,667 tokens: the dearest known.
     max_image_tokens = 25_600
