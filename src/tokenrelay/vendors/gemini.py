@@ -25,6 +25,7 @@ from tokenrelay.vendors.base import (
     UsageSink,
     rate_limit_named,
 )
+from tokenrelay.vendors.beta_policy import report_dropped
 from tokenrelay.vendors.gemini_schema import clean_schema
 
 Json = dict[str, Any]
@@ -524,6 +525,7 @@ class GeminiVendor:
         else:
             url = _model_url(base_url, upstream_model, "generateContent")
         body = orjson.dumps(build_body(req))
+        report_dropped(self.name, self.native_format, req)
         return UpstreamRequest("POST", url, _headers(api_key), body, max_output=req.max_tokens)
 
     def enforces_stop(self, model: str) -> bool:

@@ -29,6 +29,7 @@ from tokenrelay.vendors.base import (
     Vendor,
     rate_limit_named,
 )
+from tokenrelay.vendors.beta_policy import report_dropped
 
 JSON = dict[str, Any]
 
@@ -210,6 +211,7 @@ class OpenAICompatible:
         self, req: ir.Request, upstream_model: str, *, api_key: str, base_url: str
     ) -> UpstreamRequest:
         body = self.build_body(req, upstream_model)
+        report_dropped(self.name, "openai", req)  # Chat Completions' fields
         return UpstreamRequest(
             method="POST",
             url=base_url.rstrip("/") + "/chat/completions",
