@@ -130,6 +130,11 @@ def _sent_to_vendor(p: Probe, body: dict[str, Any]) -> str:
     return adapter.build_request(req, req.model, api_key="k", base_url="http://v").body.decode()
 
 
+def _media_reaches_vendor(p: Probe, body: dict[str, Any], data: str, what: str) -> None:
+    """The media's bytes in the vendor's call, not dropped or replaced on the way."""
+    p.check(f"the {what} in the vendor's call", data[:64] in _sent_to_vendor(p, body))
+
+
 def _schema_reaches_vendor(p: Probe, body: dict[str, Any]) -> None:
     sent = _sent_to_vendor(p, body)
     p.check("the schema in the vendor's call", '"temp_c"' in sent and '"required"' in sent)
@@ -146,14 +151,16 @@ def _refused(probe: Probe, exc: Exception) -> None:
 CLIENT_ERRORS = (anthropic.BadRequestError, openai.BadRequestError, genai_errors.ClientError)
 
 
-def _answered(p: Probe, ask: Callable[[], str], what: str) -> None:
-    """`ask` answers with text (`what` survived) or is refused in the client's format."""
+def _pdf_answered(p: Probe, ask: Callable[[], str], body: dict[str, Any]) -> None:
+    """`ask` (sending `body`, a PDF in it) answers with text, or is refused in the client's
+    format; the PDF in the vendor's call."""
     try:
         text = ask()
     except CLIENT_ERRORS as exc:
         return _refused(p, exc)
     assert text
-    p.check(what, True)
+    p.check("base64 PDF accepted", True)
+    _media_reaches_vendor(p, body, PDF_B64, "document")
 
 
 def _wait(get: Callable[[], Any], done: Callable[[Any], bool]) -> Any:
@@ -239,17 +246,16 @@ def messages_images(c: anthropic.Anthropic, model: str, p: Probe) -> None:
     assert _text(msg)
     p.check("base64 image accepted", True)
     p.check("the image counted in input_tokens", msg.usage.input_tokens > base.usage.input_tokens)
+    body = {"model": model, "max_tokens": 100, "messages": with_image}
+    _media_reaches_vendor(p, body, PNG_B64, "image")
 
 
 def messages_documents(c: anthropic.Anthropic, model: str, p: Probe) -> None:
     doc = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf"}}
     doc["source"]["data"] = PDF_B64  # type: ignore[index]
     turns: Any = [{"role": "user", "content": [doc, {"type": "text", "text": "Summarise"}]}]
-    _answered(
-        p,
-        lambda: _text(c.messages.create(model=model, max_tokens=100, messages=turns)),
-        "base64 PDF accepted",
-    )
+    body = {"model": model, "max_tokens": 100, "messages": turns}
+    _pdf_answered(p, lambda: _text(c.messages.create(**body)), body)
 
 
 def messages_stop_sequences(c: anthropic.Anthropic, model: str, p: Probe) -> None:
@@ -388,17 +394,15 @@ def chat_images(c: openai.OpenAI, model: str, p: Probe) -> None:
     p.check(
         "the image counted in prompt_tokens", done.usage.prompt_tokens > base.usage.prompt_tokens
     )
+    _media_reaches_vendor(p, {"model": model, "messages": with_image}, PNG_B64, "image")
 
 
 def chat_documents(c: openai.OpenAI, model: str, p: Probe) -> None:
     part = {"type": "file", "file": {"filename": "a.pdf"}}
     part["file"]["file_data"] = _data_url("application/pdf", PDF_B64)  # type: ignore[index]
     turns: Any = [{"role": "user", "content": [part, {"type": "text", "text": "Summarise"}]}]
-    _answered(
-        p,
-        lambda: _chat_text(c.chat.completions.create(model=model, messages=turns)),
-        "base64 PDF accepted",
-    )
+    body = {"model": model, "messages": turns}
+    _pdf_answered(p, lambda: _chat_text(c.chat.completions.create(**body)), body)
 
 
 def chat_stop_sequences(c: openai.OpenAI, model: str, p: Probe) -> None:
@@ -521,15 +525,15 @@ def responses_images(c: openai.OpenAI, model: str, p: Probe) -> None:
     assert done.output_text and done.usage and base.usage
     p.check("base64 image accepted", True)
     p.check("the image counted in input_tokens", done.usage.input_tokens > base.usage.input_tokens)
+    _media_reaches_vendor(p, {"model": model, "input": items}, PNG_B64, "image")
 
 
 def responses_documents(c: openai.OpenAI, model: str, p: Probe) -> None:
     doc = {"type": "input_file", "filename": "a.pdf"}
     doc["file_data"] = _data_url("application/pdf", PDF_B64)
     items: Any = [{"role": "user", "content": [doc, {"type": "input_text", "text": "Summarise"}]}]
-    _answered(
-        p, lambda: c.responses.create(model=model, input=items).output_text, "base64 PDF accepted"
-    )
+    body = {"model": model, "input": items}
+    _pdf_answered(p, lambda: c.responses.create(**body).output_text, body)
 
 
 def responses_stop_sequences(c: openai.OpenAI, model: str, p: Probe) -> None:
@@ -633,6 +637,11 @@ def gemini_reasoning(c: genai.Client, model: str, p: Probe) -> None:
     p.check("thoughtsTokenCount", bool(u and (u.thoughts_token_count or 0) > 0))
 
 
+def _g_body(model: str, mime: str, data: str) -> dict[str, Any]:
+    part = {"inlineData": {"mimeType": mime, "data": data}}
+    return {"model": model, "contents": [{"role": "user", "parts": [part, {"text": "Describe"}]}]}
+
+
 def _g_inline(c: genai.Client, model: str, p: Probe, mime: str, data: bytes) -> Any:
     part = types.Part.from_bytes(data=data, mime_type=mime)
     try:
@@ -654,6 +663,7 @@ def gemini_images(c: genai.Client, model: str, p: Probe) -> None:
         "the image counted in promptTokenCount",
         bool(u and b and (u.prompt_token_count or 0) > (b.prompt_token_count or 0)),
     )
+    _media_reaches_vendor(p, _g_body(model, "image/png", PNG_B64), PNG_B64, "image")
 
 
 def gemini_documents(c: genai.Client, model: str, p: Probe) -> None:
@@ -661,6 +671,8 @@ def gemini_documents(c: genai.Client, model: str, p: Probe) -> None:
     if done is not None:
         assert _g_text(done)
         p.check("inline PDF accepted", True)
+        body = _g_body(model, "application/pdf", PDF_B64)
+        _media_reaches_vendor(p, body, PDF_B64, "document")
 
 
 def gemini_stop_sequences(c: genai.Client, model: str, p: Probe) -> None:
