@@ -16,23 +16,26 @@ from tokenrelay.catalog import compatibility as c
 _STYLE = (
     "<style>td.yes{background:#dfd}td.partial{background:#ffd}td.no,td.failing{background:#fdd}"
     "td.n\\/a,td.untested{background:#eee}td,th{padding:4px 8px;vertical-align:top}"
-    "table{border-collapse:collapse}td{border:1px solid #ccc}small{color:#555}</style>"
+    "table{border-collapse:collapse}td{border:1px solid #ccc}small{color:#555}"
+    "summary{font-size:small;color:#555;cursor:pointer}</style>"
 )
 
 
-def _cell(row: dict[str, Any]) -> str:
-    """A cell's status, with what survives and what is lost spelled out beneath it."""
+def _cell(row: dict[str, Any], column_model: str) -> str:
+    """A cell's status, what was lost spelled out beneath it, what survived folded under it."""
     status = str(row["status"])
     parts = [f"<b>{escape(status)}</b>"]
+    if row.get("model") and row["model"] != column_model:
+        parts.append(f"<small>checked on {escape(str(row['model']))}</small>")
     if row.get("note"):
         parts.append(f"<small>{escape(str(row['note']))}</small>")
     if row.get("lost"):
         lost = "; ".join(str(x) for x in row["lost"])
         parts.append(f"<small>lost: {escape(lost)}</small>")
-    kept = "; ".join(str(x) for x in row.get("survives") or ())
-    return (
-        f'<td class="{escape(status)}" title="survives: {escape(kept)}">{"<br>".join(parts)}</td>'
-    )
+    if row.get("survives"):
+        kept = "; ".join(str(x) for x in row["survives"])
+        parts.append(f"<details><summary>survives</summary><small>{escape(kept)}</small></details>")
+    return f'<td class="{escape(status)}">{"".join(parts[:1])}<br>{"<br>".join(parts[1:])}</td>'
 
 
 def _head(vendors: dict[str, str]) -> str:
@@ -47,7 +50,10 @@ def _api_sections() -> str:
     for api, api_name in c.CLIENT_APIS.items():
         rows = "".join(
             f'<tr><th title="{escape(what)}">{escape(feature)}</th>'
-            + "".join(_cell(by_key[api, vendor, feature]) for vendor in c.VENDOR_MODELS)
+            + "".join(
+                _cell(by_key[api, vendor, feature], model)
+                for vendor, model in c.VENDOR_MODELS.items()
+            )
             + "</tr>"
             for feature, what in c.FEATURES.items()
         )
@@ -64,7 +70,7 @@ def _cli_section() -> str:
         by_cli.setdefault(row["cli"], []).append(row)
     rows = "".join(
         f"<tr><th>{escape(c.CLIS[cli])}<br><small>{escape(cells[0]['version'])}</small></th>"
-        + "".join(_cell(r) for r in cells)
+        + "".join(_cell(r, c.VENDOR_MODELS[r["vendor"]]) for r in cells)
         + "</tr>"
         for cli, cells in by_cli.items()
     )
