@@ -65,6 +65,12 @@ CACHED = "[[cache]] Hi"  # the emulator: report part of the prompt as read from 
 LONG = "You are a meticulous assistant. Follow the house style closely. " * 300
 
 
+def _own(p: Probe) -> str:
+    """A long prompt no other cell sends: a vendor's prompt cache holds no earlier copy, so the
+    first call writes and the second reads whatever order the tests run in."""
+    return p.key + " " + LONG
+
+
 def _png() -> bytes:
     """A 16×16 red PNG, built here so no binary fixture is needed."""
 
@@ -303,7 +309,7 @@ def messages_batches(c: anthropic.Anthropic, model: str, p: Probe) -> None:
 
 
 def messages_cache_control(c: anthropic.Anthropic, model: str, p: Probe) -> None:
-    system: Any = [{"type": "text", "text": LONG, "cache_control": {"type": "ephemeral"}}]
+    system: Any = [{"type": "text", "text": _own(p), "cache_control": {"type": "ephemeral"}}]
     ask: Any = [{"role": "user", "content": CACHED}]
     first = c.messages.create(model=model, max_tokens=50, system=system, messages=ask)
     again = c.messages.create(model=model, max_tokens=50, system=system, messages=ask)
@@ -429,11 +435,14 @@ def chat_count_tokens(c: openai.OpenAI, model: str, p: Probe) -> None:
     p.not_applicable("Chat Completions has no count endpoint (the gateway serves Anthropic's)")
 
 
+ENDED = ("completed", "failed", "expired", "cancelled")  # not validating/in_progress/finalizing
+
+
 def _openai_batch(c: openai.OpenAI, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
     line = {"custom_id": "one", "method": "POST", "url": endpoint, "body": body}
     f = c.files.create(file=("in.jsonl", json.dumps(line).encode()), purpose="batch")
     batch = c.batches.create(input_file_id=f.id, endpoint=endpoint, completion_window="24h")  # type: ignore[arg-type]
-    done = _wait(lambda: c.batches.retrieve(batch.id), lambda b: b.status != "in_progress")
+    done = _wait(lambda: c.batches.retrieve(batch.id), lambda b: b.status in ENDED)
     assert done.status == "completed" and done.output_file_id, done
     out: dict[str, Any] = json.loads(c.files.content(done.output_file_id).text.splitlines()[0])
     assert out["response"]["status_code"] == 200, out
@@ -447,7 +456,7 @@ def chat_batches(c: openai.OpenAI, model: str, p: Probe) -> None:
 
 
 def chat_cache_control(c: openai.OpenAI, model: str, p: Probe) -> None:
-    turns: Any = [{"role": "system", "content": LONG}, {"role": "user", "content": CACHED}]
+    turns: Any = [{"role": "system", "content": _own(p)}, {"role": "user", "content": CACHED}]
     c.chat.completions.create(model=model, messages=turns, max_tokens=50)
     again = c.chat.completions.create(model=model, messages=turns, max_tokens=50)
     details = again.usage.prompt_tokens_details if again.usage else None
@@ -564,8 +573,9 @@ def responses_batches(c: openai.OpenAI, model: str, p: Probe) -> None:
 
 
 def responses_cache_control(c: openai.OpenAI, model: str, p: Probe) -> None:
-    c.responses.create(model=model, instructions=LONG, input=CACHED, max_output_tokens=50)
-    again = c.responses.create(model=model, instructions=LONG, input=CACHED, max_output_tokens=50)
+    long = _own(p)
+    c.responses.create(model=model, instructions=long, input=CACHED, max_output_tokens=50)
+    again = c.responses.create(model=model, instructions=long, input=CACHED, max_output_tokens=50)
     details = again.usage.input_tokens_details if again.usage else None
     p.check("cache reads reported on a repeat", bool(details and details.cached_tokens > 0))
 
@@ -718,7 +728,7 @@ def gemini_batches(c: genai.Client, model: str, p: Probe) -> None:
 
 
 def gemini_cache_control(c: genai.Client, model: str, p: Probe) -> None:
-    config = types.GenerateContentConfig(system_instruction=LONG)
+    config = types.GenerateContentConfig(system_instruction=_own(p))
     c.models.generate_content(model=model, contents=CACHED, config=config)
     again = c.models.generate_content(model=model, contents=CACHED, config=config)
     u = again.usage_metadata
