@@ -190,9 +190,17 @@ def messages_text(c: anthropic.Anthropic, model: str, p: Probe) -> None:
     words: Any = [{"role": "user", "content": WORDS}]
     msg = c.messages.create(model=model, max_tokens=200, messages=words)
     with c.messages.stream(model=model, max_tokens=200, messages=words) as s:
-        streamed = "".join(s.text_stream)
+        events = list(s)
         final = s.get_final_message()
+    streamed = "".join(
+        e.delta.text  # type: ignore[union-attr]
+        for e in events
+        if e.type == "content_block_delta" and e.delta.type == "text_delta"
+    )
     assert _text(msg).strip()
+    start = next(e for e in events if e.type == "message_start")
+    # Claude Code's context meter reads it: the prompt's size, not 0 (issue 25, item 2).
+    p.check("input_tokens already at message_start", start.message.usage.input_tokens > 0)
     p.check("streamed text equals the whole answer", streamed == _text(msg))
     p.check("stop_reason end_turn", msg.stop_reason == final.stop_reason == "end_turn")
     p.check("usage input and output tokens", msg.usage.input_tokens > 0 < msg.usage.output_tokens)
