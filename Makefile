@@ -23,8 +23,10 @@ clients:
 	  fi; \
 	done
 
+# Three pytest-xdist workers, a test file each at a time (module fixtures stay per file): most
+# tests wait on servers and streams, so three overlap well on CI's two cores. JOBS=0 runs serially.
 test: setup clients
-	$(UV) run --frozen pytest
+	$(UV) run --frozen pytest -n $(or $(JOBS),3) --dist loadfile
 
 # The compatibility contract (/compatibility): runs the matrix (tests/compat, official SDKs
 # against the emulator) and the coding CLIs (tests/clients), records what each cell observed in
