@@ -82,6 +82,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "compat_cli(name): a coding-CLI run recorded in the compatibility contract"
     )
     config.stash[_OBSERVED] = {}
+    if RECORD and (hasattr(config, "workerinput") or getattr(config.option, "numprocesses", 0)):
+        raise pytest.UsageError("TOKENRELAY_COMPAT_RECORD=1 records in one process: drop -n")
 
 
 @pytest.fixture
