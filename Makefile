@@ -3,7 +3,7 @@
 UV := python3 -m uv
 PORT ?= 8080
 
-.PHONY: clients run test lint bench bench-check setup fuzz pools-report chaos
+.PHONY: clients run test lint bench bench-check setup fuzz pools-report chaos compat
 
 setup:
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
@@ -27,6 +27,14 @@ clients:
 # tests wait on servers and streams, so three overlap well on CI's two cores. JOBS=0 runs serially.
 test: setup clients
 	$(UV) run --frozen pytest -n $(or $(JOBS),3) --dist loadfile
+
+# The compatibility contract (/compatibility): runs the matrix (tests/compat, official SDKs
+# against the emulator) and the coding CLIs (tests/clients), records what each cell observed in
+# src/tokenrelay/catalog/compatibility_results.json, and fails when that changed the committed
+# file (CI runs it; commit the new file when a change of behaviour is meant).
+compat: setup clients
+	TOKENRELAY_COMPAT_RECORD=1 $(UV) run --frozen pytest -p no:randomly tests/compat tests/clients/test_coding_clis.py
+	git diff --exit-code -- src/tokenrelay/catalog/compatibility_results.json
 
 lint: setup
 	$(UV) run --frozen ruff check src tests bench

@@ -10,6 +10,8 @@ import pytest
 from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, start_gateway
 
 __all__ = ["ADMIN_TOKEN", "RunningGateway", "free_port", "start_gateway"]
+# Records the compatibility matrix tests' outcomes as the published contract.
+pytest_plugins = ["compat_recorder"]
 
 
 @pytest.fixture(scope="session")

@@ -144,6 +144,7 @@ def gemini_runs(served: ServedGateway, tmp_path_factory: pytest.TempPathFactory)
     return _runs(served, tmp_path_factory.mktemp("gemini"), gemini_cli)
 
 
+@pytest.mark.compat_cli("claude-code")  # recorded in the compatibility contract
 @pytest.mark.parametrize("model", MODELS)
 def test_claude_code_reads_a_file(claude_runs: dict[str, Run], model: str) -> None:
     run = claude_runs[model]
@@ -153,11 +154,13 @@ def test_claude_code_reads_a_file(claude_runs: dict[str, Run], model: str) -> No
     assert len(sessions) == 1 and None not in sessions, sessions
 
 
+@pytest.mark.compat_cli("codex")  # recorded in the compatibility contract
 @pytest.mark.parametrize("model", MODELS)
 def test_codex_exec_reads_a_file(codex_runs: dict[str, Run], model: str) -> None:
     _check(codex_runs[model])
 
 
+@pytest.mark.compat_cli("gemini-cli")  # recorded in the compatibility contract
 @pytest.mark.parametrize("model", MODELS)
 def test_gemini_cli_reads_a_file(gemini_runs: dict[str, Run], model: str) -> None:
     _check(gemini_runs[model])

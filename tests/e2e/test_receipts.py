@@ -80,6 +80,7 @@ def test_a_receipt_verifies_with_the_readme_snippet_and_fails_when_changed(
     claims = verify_receipt(receipt, key)
     assert claims["request_id"] == raw.headers["x-request-id"]
     assert claims["model_asked"] == "gemini-2.5-flash" and claims["vendor"] == "gemini"
+    assert claims["upstream_request_id"] is None  # Gemini sends no request id header
     assert claims["usage"]["input_tokens"] == completion.usage.prompt_tokens
     assert claims["usage"]["output_tokens"] == completion.usage.completion_tokens
     assert claims["charged_usd"] == raw.headers["x-tokenrelay-cost-usd"]
@@ -106,6 +107,33 @@ def test_a_stream_ends_with_its_receipt(gateway, api_key, model: str) -> None:
     claims = readme_snippet()(usage["receipt"], public_key(gateway))
     assert claims["model_asked"] == model and claims["charged_usd"] == usage["cost_usd"]
     assert claims["usage"]["output_tokens"] == deltas[-1].usage.output_tokens
+
+
+@pytest.mark.parametrize(
+    ("model", "path", "header"),
+    [
+        ("claude-sonnet-4-6", "/anthropic/v1/messages", "request-id"),
+        ("gpt-4o", "/openai/v1/chat/completions", "x-request-id"),
+    ],
+)
+def test_a_receipt_names_the_vendors_own_request_id(
+    gateway, api_key, model: str, path: str, header: str
+) -> None:
+    """The pass-through body reaches the vendor as sent, so the same body sent to the vendor
+    (the emulator: ids derive from the body) gets the id the receipt must quote."""
+    body = {"model": model, "max_tokens": 30, "messages": [{"role": "user", "content": "Hi"}]}
+    client_path = "/v1/messages" if model.startswith("claude") else "/v1/chat/completions"
+    auth = {"authorization": f"Bearer {api_key}", "x-api-key": api_key}
+    r = httpx.post(gateway.proxy + client_path, json=body, headers=auth)
+    assert r.status_code == 200, r.text
+    direct = httpx.post(
+        gateway.emulator_url + path,
+        json=body,
+        headers={"authorization": "Bearer k", "x-api-key": "k"},
+    )
+    vendor_id = direct.headers[header]
+    claims = readme_snippet()(r.headers["x-tokenrelay-receipt"], public_key(gateway))
+    assert claims["upstream_request_id"] == vendor_id != claims["request_id"]
 
 
 def test_the_cli_recomputes_the_charge_from_the_published_prices(gateway, api_key) -> None:

@@ -120,6 +120,7 @@ class RequestContext:
     deployment: str = ""  # the deployment that answered
     fallback_from: str = ""  # the model asked when a fallback model answered
     upstream_answered: bool = False  # a vendor attempt returned 200: its tokens are billable
+    upstream_request_id: str = ""  # the answering vendor's id for the call (receipts)
     http_status: int | None = None  # what the client was answered (the access log's)
     cost_nano: int | None = None
     record: Any = None  # the UsageRecord settled (a receipt is signed from it)

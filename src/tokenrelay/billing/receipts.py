@@ -67,6 +67,8 @@ def claims(record: UsageRecord, multiplier_ppm: int) -> dict[str, Any]:
         "model_asked": record.model_asked or record.model,
         "model": record.model,
         "vendor": record.vendor,
+        # the vendor's own id for the call, to match against its logs (None: it sent none)
+        "upstream_request_id": record.upstream_request_id or None,
         "usage": {
             "input_tokens": record.input_tokens,
             "output_tokens": record.output_tokens,

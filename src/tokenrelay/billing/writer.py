@@ -64,6 +64,7 @@ class UsageRecord:
     duration_ms: int | None = None
     ttft_ms: int | None = None
     session_id: str | None = None  # the client's session, when it names one
+    upstream_request_id: str = ""  # the vendor's request id (receipts; not a column)
     cost_nano: int = 0  # set by BillingEngine.settle: the customer's price
     price_version_id: str = ""  # set by BillingEngine.settle
     account_id: str = ""  # set by BillingEngine.settle: the account the key spends from
@@ -96,6 +97,7 @@ class UsageRecord:
             duration_ms=round(ctx.duration_ms) if ctx.duration_ms is not None else None,
             ttft_ms=round(ctx.first_byte_ms) if ctx.first_byte_ms is not None else None,
             session_id=ctx.session_id,
+            upstream_request_id=ctx.upstream_request_id,
         )
 
     def row(self) -> dict[str, Any]:

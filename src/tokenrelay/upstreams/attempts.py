@@ -52,6 +52,7 @@ class CallRecord(Protocol):
     deployment: str
     fallback_from: str
     upstream_answered: bool
+    upstream_request_id: str
 
 
 T = TypeVar("T", bound=Target)
@@ -213,6 +214,7 @@ class Caller:
                 pool.succeeded(d)
                 record.deployment = d.id
                 record.upstream_answered = True
+                record.upstream_request_id = resp.headers.get(ep.adapter.request_id_header, "")
                 return Opened(resp, target, d)
             try:
                 async with resp:

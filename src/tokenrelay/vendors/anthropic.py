@@ -24,6 +24,7 @@ from tokenrelay.vendors.base import (
     rate_limit_named,
     status_error,
 )
+from tokenrelay.vendors.beta_policy import beta_headers, report_dropped
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -286,7 +287,7 @@ def fold_system_messages(body: Json) -> Json:
 
 
 def _headers(req: ir.Request, api_key: str) -> dict[str, str]:
-    headers = dict(req.passthrough_headers)
+    headers = beta_headers(req.passthrough_headers)
     headers["x-api-key"] = api_key
     headers["anthropic-version"] = API_VERSION
     headers["content-type"] = "application/json"
@@ -501,6 +502,7 @@ class AnthropicScan(PassthroughScan):
 class AnthropicVendor:
     name = "anthropic"
     native_format = "anthropic"
+    request_id_header = "request-id"
     remembers_reasoning = False  # same-format clients replay their own signed thinking
     # Images are scaled to fit ~1.15 MP (≈1,600 tokens); newer models read up to ~3.75 MP.
     max_image_tokens = 5_000
@@ -510,6 +512,7 @@ class AnthropicVendor:
         self, req: ir.Request, upstream_model: str, *, api_key: str, base_url: str
     ) -> UpstreamRequest:
         body = build_body(req, upstream_model)
+        report_dropped(self.name, self.native_format, req)
         return UpstreamRequest(
             "POST",
             base_url.rstrip("/") + "/v1/messages",
@@ -534,7 +537,7 @@ class AnthropicVendor:
 
     def passthrough_request(self, body: Json, req: ir.Request, via: Passthrough) -> UpstreamRequest:
         headers = {
-            **req.passthrough_headers,
+            **beta_headers(req.passthrough_headers),
             "x-api-key": via.api_key,
             "anthropic-version": via.client_headers.get("anthropic-version", API_VERSION),
             "content-type": "application/json",

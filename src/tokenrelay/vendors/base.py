@@ -46,6 +46,9 @@ class StreamDecoder(Protocol):
 
 class Vendor(Protocol):
     name: str  # anthropic | openai | gemini | xai | deepseek
+    # The response header carrying the vendor's id for a call ("": it sends none), quoted on
+    # receipts so a customer can match a charge against the vendor's own records.
+    request_id_header: str
     # The most prompt tokens one image can cost on this vendor, whatever its size.
     max_image_tokens: int
     # False where a media URL may be any media (Gemini fileUri: video, audio, PDFs), which only

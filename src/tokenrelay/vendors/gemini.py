@@ -26,6 +26,7 @@ from tokenrelay.vendors.base import (
     rate_limit_named,
     status_error,
 )
+from tokenrelay.vendors.beta_policy import report_dropped
 from tokenrelay.vendors.gemini_schema import clean_schema
 
 Json = dict[str, Any]
@@ -496,6 +497,9 @@ class GeminiScan(PassthroughScan):
 class GeminiVendor:
     name = "gemini"
     native_format = "gemini"
+    # The Generative Language API sends no request-id header (its responseId is in the body,
+    # which the relay does not hand back to billing): receipts say null for Gemini.
+    request_id_header = ""
     remembers_reasoning = False
     # An image is 258 tokens per 768-px tile (media_resolution up to ~1,120 an image on Gemini 3);
     # a fileUri may name a video or a PDF, which only the context window bounds.
@@ -510,6 +514,7 @@ class GeminiVendor:
         else:
             url = _model_url(base_url, upstream_model, "generateContent")
         body = orjson.dumps(build_body(req))
+        report_dropped(self.name, self.native_format, req)
         return UpstreamRequest("POST", url, _headers(api_key), body, max_output=req.max_tokens)
 
     def enforces_stop(self, model: str) -> bool:

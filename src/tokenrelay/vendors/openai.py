@@ -30,6 +30,7 @@ from tokenrelay.vendors.base import (
     rate_limit_named,
     status_error,
 )
+from tokenrelay.vendors.beta_policy import report_dropped
 
 JSON = dict[str, Any]
 
@@ -187,6 +188,7 @@ class OpenAICompatible:
 
     name = "openai"
     native_format = "openai"
+    request_id_header = "x-request-id"
     remembers_reasoning = False
     # gpt-4o-mini bills a 2048×2048 image as 2,833 + 4 × 5,667 tokens: the dearest known.
     max_image_tokens = 25_600
@@ -210,6 +212,7 @@ class OpenAICompatible:
         self, req: ir.Request, upstream_model: str, *, api_key: str, base_url: str
     ) -> UpstreamRequest:
         body = self.build_body(req, upstream_model)
+        report_dropped(self.name, "openai", req)  # Chat Completions' fields
         return UpstreamRequest(
             method="POST",
             url=base_url.rstrip("/") + "/chat/completions",
