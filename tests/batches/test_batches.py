@@ -32,7 +32,10 @@ def gw(
 ) -> Iterator[RunningGateway]:
     with backend(request.param, str(tmp_path_factory.mktemp("batches"))) as b:
         gateway, thread = start_gateway(
-            tmp_path_factory.mktemp("gw"), database_url=b.database_url, redis_url=b.redis_url
+            tmp_path_factory.mktemp("gw"),
+            database_url=b.database_url,
+            redis_url=b.redis_url,
+            batch_poll_s=0.2,
         )
         yield gateway
         gateway.server.should_exit = True

@@ -42,6 +42,7 @@ from tokenrelay.batches.store import (
     new_id,
     now,
 )
+from tokenrelay.batches.vendor import VendorBatches
 from tokenrelay.billing.pricing import usd
 from tokenrelay.customers.keys import ApiKeyInfo
 from tokenrelay.errors import GatewayError
@@ -85,6 +86,8 @@ class BatchJobs:
         self._batches: dict[str, Batch] = {}
         self._keys: dict[str, tuple[float, ApiKeyInfo | None]] = {}
         self._stopping = False
+        s = relay.settings
+        self.vendor = VendorBatches(self, s.batch_vendor_apis, s.batch_poll_s)
 
     # ---------------------------------------------------------------- create, cancel
 
@@ -120,7 +123,8 @@ class BatchJobs:
                     NewLine(spec.custom_id, body, 0, status, orjson.dumps(err_body).decode())
                 )
                 continue
-            new.append(NewLine(spec.custom_id, body, worst))
+            queued = self.vendor.takes(ctx, spec.endpoint)
+            new.append(NewLine(spec.custom_id, body, worst, queued=queued))
         total_hold = sum(ln.hold_nano for ln in new)
         held = await self._hold_all(account, batch_id, new, total_hold)
         created = now()
@@ -189,6 +193,8 @@ class BatchJobs:
             return None
         if await self.store.mark_cancelling(account_id, batch_id):
             await self._end_lines(batch, CANCELLED)
+            self.vendor.poll_soon()  # its lines at a vendor: asked to stop at the next round
+            self._wake.set()
         return await self.store.batch(batch_id, account_id)
 
     async def _end_lines(self, batch: Batch, status: str) -> None:
@@ -229,6 +235,7 @@ class BatchJobs:
                 await self._task
         with contextlib.suppress(Exception):
             await self._flush()
+        await self.vendor.close()
 
     async def _run(self) -> None:
         try:
@@ -247,6 +254,9 @@ class BatchJobs:
                 if time.monotonic() - last_housekeeping > _HOUSEKEEPING_S:
                     last_housekeeping = time.monotonic()
                     await self._housekeeping()
+                if await self.vendor.submit():
+                    await self._flush()
+                await self.vendor.poll()
                 free = self.concurrency - len(self._inflight)
                 claimed = await self.store.claim(free) if free > 0 else []
                 for line in claimed:
@@ -292,6 +302,19 @@ class BatchJobs:
                 answer = Answer(status, orjson.dumps(body), 0)
         self._done.append((line, batch, answer))
 
+    def finished(self, line: ClaimedLine, batch: Batch, answer: Answer) -> None:
+        """`line` ended with `answer`: recorded at the next flush."""
+        self._done.append((line, batch, answer))
+
+    async def flush(self) -> None:
+        await self._flush()
+
+    async def batch(self, batch_id: str) -> Batch | None:
+        return await self._batch(batch_id)
+
+    async def key(self, key_id: str) -> ApiKeyInfo | None:
+        return await self._key(key_id)
+
     async def _flush(self) -> None:
         """Record finished lines in one transaction; end the batches that have no line left."""
         done, self._done = self._done, []
@@ -301,7 +324,7 @@ class BatchJobs:
             await self.store.record(
                 (
                     line.id,
-                    SUCCEEDED if a.status_code == 200 else ERRORED,
+                    a.state or (SUCCEEDED if a.status_code == 200 else ERRORED),
                     a.status_code,
                     a.body.decode(),
                     a.cost_nano,
