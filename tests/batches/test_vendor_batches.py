@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,22 +54,6 @@ STANDARD_PATHS = {
     "gemini": ":generateContent",
     None: "/deepseek/",
 }
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres+redis"])
-def gw(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningGateway]:
-    with backend(request.param, str(tmp_path_factory.mktemp("vb"))) as b:
-        gateway, thread = start_gateway(
-            tmp_path_factory.mktemp("gw"),
-            database_url=b.database_url,
-            redis_url=b.redis_url,
-            batch_poll_s=0.1,
-        )
-        yield gateway
-        gateway.server.should_exit = True
-        thread.join(timeout=15)
 
 
 def requests_since(gw: RunningGateway, mark: int) -> list[str]:

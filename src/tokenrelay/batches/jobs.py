@@ -57,6 +57,8 @@ _LEASE = dt.timedelta(minutes=15)
 _IDLE_POLL_S = 0.5
 _HOUSEKEEPING_S = 10.0
 _KEY_TTL_S = 5.0
+# Hold calls in flight at once when a batch's lines are held or their holds returned.
+_HOLD_CALLS = 256
 
 # Called when a batch ends, once (by the runner that ended it): writes its output files.
 OnEnd = Callable[[Batch], Awaitable[None]]
@@ -159,31 +161,49 @@ class BatchJobs:
     async def _hold_all(
         self, account: str, batch_id: str, lines: list[NewLine], total: int
     ) -> list[str]:
+        """Every line's hold, `_HOLD_CALLS` calls in flight at once (on Redis, a 10,000-line
+        batch waits on 40 round trips, not 10,000); all released again on a 402."""
         if not self.engine.enabled:
             return []
+        wanted = [
+            (line_request_id(batch_id, i), ln.hold_nano)
+            for i, ln in enumerate(lines)
+            if ln.hold_nano
+        ]
         held: list[str] = []
-        for i, ln in enumerate(lines):
-            if not ln.hold_nano:
+        for start in range(0, len(wanted), _HOLD_CALLS):
+            chunk = wanted[start : start + _HOLD_CALLS]
+            got = await asyncio.gather(
+                *(self.engine.holds.reserve(account, rid, n) for rid, n in chunk),
+                return_exceptions=True,
+            )
+            held += [rid for (rid, _), ok in zip(chunk, got, strict=True) if ok is True]
+            if all(ok is True for ok in got):
                 continue
-            rid = line_request_id(batch_id, i)
-            if not await self.engine.holds.reserve(account, rid, ln.hold_nano):
-                await self._release(account, held)
-                available = max(await self.engine.holds.available(account), 0)
-                raise GatewayError(
-                    "billing",
-                    f"Insufficient balance: ${usd(available)} available, this batch may cost up "
-                    f"to ${usd(total)} at batch prices (lower max_tokens or add credits)",
-                    402,
-                )
-            held.append(rid)
+            await self._release(account, held)
+            failed = next((e for e in got if isinstance(e, BaseException)), None)
+            if failed is not None:
+                raise failed
+            available = max(await self.engine.holds.available(account), 0)
+            raise GatewayError(
+                "billing",
+                f"Insufficient balance: ${usd(available)} available, this batch may cost up "
+                f"to ${usd(total)} at batch prices (lower max_tokens or add credits)",
+                402,
+            )
         return held
 
     async def _release(self, account: str, request_ids: list[str]) -> None:
-        for rid in request_ids:
-            try:
-                await self.engine.holds.release(account, rid)
-            except Exception as exc:  # Redis down: the hold expires with its TTL
-                log.warning("batch hold %s not released: %s", rid, type(exc).__name__)
+        """Holds returned, `_HOLD_CALLS` calls in flight at once."""
+        for start in range(0, len(request_ids), _HOLD_CALLS):
+            chunk = request_ids[start : start + _HOLD_CALLS]
+            got = await asyncio.gather(
+                *(self.engine.holds.release(account, rid) for rid in chunk),
+                return_exceptions=True,
+            )
+            for rid, result in zip(chunk, got, strict=True):
+                if isinstance(result, BaseException):  # Redis down: it expires with its TTL
+                    log.warning("batch hold %s not released: %s", rid, type(result).__name__)
 
     async def cancel(self, account_id: str, batch_id: str) -> Batch | None:
         """Lines not started end as cancelled (their holds return); lines running finish and
@@ -334,8 +354,12 @@ class BatchJobs:
         except BaseException:
             self._done[:0] = done  # written on the next round
             raise
-        for line, batch, _ in done:  # a line that failed before its hold keeps no hold
-            await self._release(batch.account_id, [line_request_id(batch.id, line.line_no)])
+        # A line that failed before its hold keeps no hold: released per account together.
+        ended: dict[str, list[str]] = {}
+        for line, batch, _ in done:
+            ended.setdefault(batch.account_id, []).append(line_request_id(batch.id, line.line_no))
+        for account, request_ids in ended.items():
+            await self._release(account, request_ids)
         for batch_id in {line.batch_id for line, _, _ in done}:
             await self._maybe_end(batch_id)
 
