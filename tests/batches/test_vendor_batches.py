@@ -203,3 +203,42 @@ def test_vendor_batch_survives_a_restart(tmp_path: Path) -> None:
         finally:
             second.server.should_exit = True
             thread.join(timeout=30)
+
+
+def test_vendor_batch_past_its_window_bills_only_what_the_vendor_ran(tmp_path: Path) -> None:
+    """Past the completion window, the vendor batch is stopped: lines the vendor answered are
+    billed, the others end as expired at no cost."""
+    import sqlite3
+
+    gateway, thread = start_gateway(tmp_path, batch_poll_s=0.1)
+    try:
+        key, key_id = key_for(gateway, "100")
+        client = openai.OpenAI(api_key=key, base_url=gateway.proxy + "/v1")
+        bodies = [chat_body("claude-haiku-4-5", f"slow {i} [[first-delay:200]]") for i in range(30)]
+        batch = client.batches.create(
+            input_file_id=upload(client, "/v1/chat/completions", bodies),
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+        )
+        db = sqlite3.connect(tmp_path / "gateway.db")
+        query = "SELECT count(*) FROM batch_lines WHERE batch_id = ? AND status = 'at_vendor'"
+        for _ in range(200):
+            if db.execute(query, (batch.id,)).fetchone()[0] == 30:
+                break
+            time.sleep(0.05)
+        time.sleep(1.5)  # the vendor answers some
+        with db:
+            db.execute(
+                "UPDATE batches SET expires_at = '2000-01-01 00:00:00' WHERE id = ?", (batch.id,)
+            )
+        done = wait_openai(client, batch.id)
+        assert done.status == "expired"
+        ran = done.request_counts.completed
+        assert 0 < ran < 30 and done.request_counts.failed == 30 - ran
+        errors = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]
+        assert {e["error"]["code"] for e in errors} == {"batch_expired"}
+        billed = [r for r in usage(gateway, key_id) if r.startswith(batch.id)]
+        assert len(billed) == ran
+    finally:
+        gateway.server.should_exit = True
+        thread.join(timeout=15)

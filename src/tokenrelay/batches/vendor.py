@@ -21,13 +21,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httpx
 import orjson
 
-from tokenrelay.batches.lines import EMBEDDINGS, FRONTENDS, Answer
+from tokenrelay.batches.lines import EMBEDDINGS, FRONTENDS, Answer, Lines
 from tokenrelay.batches.store import (
     AT_VENDOR,
     CANCELLED,
@@ -38,28 +37,39 @@ from tokenrelay.batches.store import (
     QUEUED,
     SUBMITTING,
     Batch,
+    BatchStore,
     ClaimedLine,
     now,
 )
+from tokenrelay.customers.keys import ApiKeyInfo
 from tokenrelay.errors import GatewayError
 from tokenrelay.gateway.decide import Prepared
+from tokenrelay.gateway.relay import Relay
 from tokenrelay.gateway.respond import Flight
 from tokenrelay.vendors import BATCH_WIRES
 from tokenrelay.vendors.base import BatchItem, BatchOutcome, BatchWire, UpstreamRequest
-
-if TYPE_CHECKING:
-    from tokenrelay.batches.jobs import BatchJobs
 
 log = logging.getLogger("tokenrelay.batches.vendor")
 
 _SUBMIT_MAX = 10_000  # lines taken per round (a vendor batch holds up to 50,000 or 100,000)
 _STATE = {"succeeded": "succeeded", "errored": "errored", "cancelled": CANCELLED}
 
-Done = Callable[[ClaimedLine, Batch, Answer], Awaitable[None]]
+
+class Runner(Protocol):
+    """What this module needs of the runner (jobs.BatchJobs) it works for."""
+
+    relay: Relay
+    store: BatchStore
+    lines: Lines
+
+    async def batch(self, batch_id: str) -> Batch | None: ...
+    async def key(self, key_id: str) -> ApiKeyInfo | None: ...
+    def finished(self, line: ClaimedLine, batch: Batch, answer: Answer) -> None: ...
+    async def flush(self) -> None: ...
 
 
 class VendorBatches:
-    def __init__(self, jobs: BatchJobs, enabled: bool, poll_s: float) -> None:
+    def __init__(self, jobs: Runner, enabled: bool, poll_s: float) -> None:
         self.jobs = jobs
         self.store = jobs.store
         self.lines = jobs.lines
