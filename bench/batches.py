@@ -71,7 +71,13 @@ class Gateway:
         }
         exe = Path(sys.executable).with_name("tokenrelay")
         self.proc = subprocess.Popen([str(exe), "serve", "--port", str(self.port)], env=self.env)
-        _wait(self.url + "/healthz", self.proc)
+        for attempt in range(5):  # a loaded machine may take minutes to start it
+            try:
+                _wait(self.url + "/healthz", self.proc)
+                break
+            except SystemExit:
+                if attempt == 4 or self.proc.poll() is not None:
+                    raise
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

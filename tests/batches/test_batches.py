@@ -22,6 +22,7 @@ ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 # One model of every vendor.
 MODELS = ["gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash", "grok-3-mini", "deepseek-chat"]
 NANO = Decimal("1e-9")
+CHAT = "/v1/chat/completions"
 
 
 def key_for(gw: RunningGateway, credits: str = "1000.00") -> tuple[str, str]:
@@ -89,6 +90,13 @@ def upload(client: openai.OpenAI, endpoint: str, bodies: list[dict[str, Any]]) -
     return f.id
 
 
+def start(client: openai.OpenAI, bodies: list[dict[str, Any]], endpoint: Any = CHAT) -> Any:
+    """A batch of `bodies` (uploaded as its input file) at `endpoint`."""
+    return client.batches.create(
+        input_file_id=upload(client, endpoint, bodies), endpoint=endpoint, completion_window="24h"
+    )
+
+
 def test_openai_batch_on_every_vendor_costs_half(gw: RunningGateway) -> None:
     key, key_id = key_for(gw)
     client = openai.OpenAI(api_key=key, base_url=gw.proxy + "/v1")
@@ -129,11 +137,7 @@ def test_responses_and_embeddings_lines(gw: RunningGateway) -> None:
     key, key_id = key_for(gw)
     client = openai.OpenAI(api_key=key, base_url=gw.proxy + "/v1")
     responses = [{"model": m, "input": "summarise this", "max_output_tokens": 30} for m in MODELS]
-    batch = client.batches.create(
-        input_file_id=upload(client, "/v1/responses", responses),
-        endpoint="/v1/responses",
-        completion_window="24h",
-    )
+    batch = start(client, responses, "/v1/responses")
     done = wait_openai(client, batch.id)
     out = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
     assert [o["response"]["body"]["object"] for o in out] == ["response"] * len(MODELS)
@@ -142,11 +146,7 @@ def test_responses_and_embeddings_lines(gw: RunningGateway) -> None:
         {"model": m, "input": ["a", "bb"]}
         for m in ("text-embedding-3-small", "gemini-embedding-001")
     ]
-    batch = client.batches.create(
-        input_file_id=upload(client, "/v1/embeddings", embeds),
-        endpoint="/v1/embeddings",
-        completion_window="24h",
-    )
+    batch = start(client, embeds, "/v1/embeddings")
     done = wait_openai(client, batch.id)
     assert done.request_counts.completed == 2
     out = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
@@ -209,11 +209,7 @@ def test_cancel_mid_way_bills_only_finished_lines(gw: RunningGateway) -> None:
         chat_body(MODELS[i % len(MODELS)], f"slow {i} [[first-delay:400]]") for i in range(48)
     ]
     before = balance_nano(gw, key)
-    batch = client.batches.create(
-        input_file_id=upload(client, "/v1/chat/completions", bodies),
-        endpoint="/v1/chat/completions",
-        completion_window="24h",
-    )
+    batch = start(client, bodies)
     for _ in range(200):
         if client.batches.retrieve(batch.id).request_counts.completed:
             break
@@ -338,11 +334,7 @@ def test_expiry_ends_lines_not_run_and_bills_only_those_that_ran(tmp_path: Path)
         key = gateway.create_key()
         client = openai.OpenAI(api_key=key, base_url=gateway.proxy + "/v1")
         bodies = [chat_body("deepseek-chat", f"slow {i} [[first-delay:300]]") for i in range(40)]
-        batch = client.batches.create(
-            input_file_id=upload(client, "/v1/chat/completions", bodies),
-            endpoint="/v1/chat/completions",
-            completion_window="24h",
-        )
+        batch = start(client, bodies)
         while not client.batches.retrieve(batch.id).request_counts.completed:
             time.sleep(0.05)
         with sqlite3.connect(tmp_path / "gateway.db") as db:
@@ -369,11 +361,7 @@ def test_spend_cap_counts_batch_lines(gw: RunningGateway) -> None:
     assert r.status_code == 201, r.text
     client = openai.OpenAI(api_key=r.json()["key"], base_url=gw.proxy + "/v1")
     bodies = [chat_body("claude-opus-4-7", f"capped {i}", 2_000) for i in range(3)]
-    batch = client.batches.create(
-        input_file_id=upload(client, "/v1/chat/completions", bodies),
-        endpoint="/v1/chat/completions",
-        completion_window="24h",
-    )
+    batch = start(client, bodies)
     done = wait_openai(client, batch.id)
     assert done.request_counts.completed == 0 and done.request_counts.failed == 3
     errors = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]

@@ -47,7 +47,8 @@ def test_openai_sdk_files_and_batches(emu: CountingEmulator, vendor: str, model:
     batch = client.batches.create(
         input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
-    assert batch.status == "in_progress" and batch.request_counts.total == 3
+    assert batch.status == "in_progress"
+    assert batch.request_counts is not None and batch.request_counts.total == 3
     done = _wait(lambda: client.batches.retrieve(batch.id), lambda b: b.status == "completed")
     assert done.request_counts.completed == 3
     out = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
@@ -59,17 +60,18 @@ def test_openai_sdk_files_and_batches(emu: CountingEmulator, vendor: str, model:
     assert batch.id in [b.id for b in client.batches.list()]
 
 
+def _params(text: str) -> Any:
+    return {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 30,
+        "messages": [{"role": "user", "content": text}],
+    }
+
+
 def test_anthropic_sdk_message_batches_and_cancel(emu: CountingEmulator) -> None:
     client = anthropic.Anthropic(api_key="k", base_url=f"{emu.url}/anthropic")
-    params: Any = {"model": "claude-haiku-4-5", "max_tokens": 30}
     batch = client.messages.batches.create(
-        requests=[
-            {
-                "custom_id": f"r{i}",
-                "params": {**params, "messages": [{"role": "user", "content": f"q{i}"}]},
-            }
-            for i in range(3)
-        ]
+        requests=[{"custom_id": f"r{i}", "params": _params(f"q{i}")} for i in range(3)]
     )
     assert batch.processing_status == "in_progress"
     done = _wait(
@@ -78,20 +80,14 @@ def test_anthropic_sdk_message_batches_and_cancel(emu: CountingEmulator) -> None
     )
     assert done.request_counts.succeeded == 3
     results = {r.custom_id: r.result for r in client.messages.batches.results(batch.id)}
-    direct = client.messages.create(**params, messages=[{"role": "user", "content": "q1"}])
+    direct = client.messages.create(**_params("q1"))
     r1 = results["r1"]
     assert r1.type == "succeeded"
     assert r1.message.usage.output_tokens == direct.usage.output_tokens
     # Slow lines, cancelled once some ended: those keep their answer, the rest are canceled.
     slow = client.messages.batches.create(
         requests=[
-            {
-                "custom_id": f"s{i}",
-                "params": {
-                    **params,
-                    "messages": [{"role": "user", "content": f"s{i} [[first-delay:100]]"}],
-                },
-            }
+            {"custom_id": f"s{i}", "params": _params(f"s{i} [[first-delay:100]]")}
             for i in range(30)
         ]
     )

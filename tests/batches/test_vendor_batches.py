@@ -24,7 +24,7 @@ from test_batches import (
     cost_nano,
     half_up,
     key_for,
-    upload,
+    start,
     usage,
     wait_anthropic,
     wait_openai,
@@ -81,19 +81,15 @@ def test_openai_batch_goes_to_the_vendor_batch_api(gw: RunningGateway, model: st
     direct = direct_costs(gw, key, "vendor batch")[model]
     client = openai.OpenAI(api_key=key, base_url=gw.proxy + "/v1")
     before = balance_nano(gw, key)
-    start = mark(gw)
+    since = mark(gw)
     bodies = [chat_body(model, "vendor batch") for _ in range(3)]
-    batch = client.batches.create(
-        input_file_id=upload(client, "/v1/chat/completions", bodies),
-        endpoint="/v1/chat/completions",
-        completion_window="24h",
-    )
+    batch = start(client, bodies)
     done = wait_openai(client, batch.id)
     assert done.status == "completed" and done.request_counts.completed == 3
     out = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
     assert sorted(o["custom_id"] for o in out) == ["line-0", "line-1", "line-2"]
     assert all(o["response"]["body"]["choices"][0]["message"]["content"] for o in out)
-    calls = requests_since(gw, start)
+    calls = requests_since(gw, since)
     vendor = VENDOR_OF[model]
     if vendor is not None:  # one vendor batch, no standard call
         assert sum(1 for c in calls if c.startswith("POST") and BATCH_PATHS[vendor] in c) == 1
@@ -118,7 +114,7 @@ def test_anthropic_batch_translated_per_line_to_each_vendor(gw: RunningGateway) 
             model=model, max_tokens=40, messages=[{"role": "user", "content": "translate"}]
         )
         direct[model] = int(float(raw.headers["x-tokenrelay-cost-usd"]) * 1e9 + 0.5)
-    start = mark(gw)
+    since = mark(gw)
     requests: list[Any] = [
         {
             "custom_id": f"r{i}",
@@ -134,7 +130,7 @@ def test_anthropic_batch_translated_per_line_to_each_vendor(gw: RunningGateway) 
     done = wait_anthropic(client, batch.id)
     assert done.request_counts.succeeded == len(MODELS)
     results = {r.custom_id: r.result for r in client.messages.batches.results(batch.id)}
-    calls = requests_since(gw, start)
+    calls = requests_since(gw, since)
     for vendor in ("openai", "anthropic", "gemini", "xai"):
         assert any(c.startswith("POST") and BATCH_PATHS[vendor] in c for c in calls), vendor
     records = usage(gw, key_id)
@@ -150,11 +146,7 @@ def test_cancel_mid_way_at_the_vendor_bills_only_finished_lines(gw: RunningGatew
     # 30 lines the vendor answers 0.2 s apart: cancelled once the vendor has some done.
     bodies = [chat_body("claude-haiku-4-5", f"slow {i} [[first-delay:200]]") for i in range(30)]
     before = balance_nano(gw, key)
-    batch = client.batches.create(
-        input_file_id=upload(client, "/v1/chat/completions", bodies),
-        endpoint="/v1/chat/completions",
-        completion_window="24h",
-    )
+    batch = start(client, bodies)
     time.sleep(1.5)
     client.batches.cancel(batch.id)
     done = wait_openai(client, batch.id)
@@ -183,11 +175,7 @@ def test_vendor_batch_survives_a_restart(tmp_path: Path) -> None:
         key, key_id = key_for(first, "100")
         client = openai.OpenAI(api_key=key, base_url=first.proxy + "/v1")
         bodies = [chat_body("gpt-4o-mini", f"#line-{i} [[first-delay:100]]") for i in range(20)]
-        batch = client.batches.create(
-            input_file_id=upload(client, "/v1/chat/completions", bodies),
-            endpoint="/v1/chat/completions",
-            completion_window="24h",
-        )
+        batch = start(client, bodies)
         while sum(emulator.calls.values()) < 20:  # sent to the vendor's batch
             time.sleep(0.05)
         first.server.should_exit = True
@@ -215,11 +203,7 @@ def test_vendor_batch_past_its_window_bills_only_what_the_vendor_ran(tmp_path: P
         key, key_id = key_for(gateway, "100")
         client = openai.OpenAI(api_key=key, base_url=gateway.proxy + "/v1")
         bodies = [chat_body("claude-haiku-4-5", f"slow {i} [[first-delay:200]]") for i in range(30)]
-        batch = client.batches.create(
-            input_file_id=upload(client, "/v1/chat/completions", bodies),
-            endpoint="/v1/chat/completions",
-            completion_window="24h",
-        )
+        batch = start(client, bodies)
         db = sqlite3.connect(tmp_path / "gateway.db")
         query = "SELECT count(*) FROM batch_lines WHERE batch_id = ? AND status = 'at_vendor'"
         for _ in range(200):
