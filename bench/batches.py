@@ -11,6 +11,10 @@
                                                    # batch APIs), the gateway stopped (SIGTERM,
                                                    # or SIGKILL) half-way and started again:
                                                    # lines lost, lines sent twice
+    .venv/bin/python -m bench.batches holds [--n 10000] [--redis URL]
+                                                   # Redis calls of a batch's creation hold:
+                                                   # a hold per line (as before) or one of
+                                                   # the sum (jobs._hold_all)
     .venv/bin/python -m bench.batches embeddings [--n 300]
                                                    # added latency over a direct emulator call
 
@@ -309,6 +313,43 @@ def restart(lines: int, kill: bool, vendor: bool) -> None:
         }))  # fmt: skip
 
 
+def holds(n: int, url: str) -> None:
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from tokenrelay.billing.holds import RedisHolds
+
+    async def run() -> None:
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=256)
+        r = aioredis.Redis(connection_pool=pool)
+
+        async def loader(key_id: str) -> int:
+            return 10**15
+
+        h = RedisHolds(r, loader, prefix="bench-holds:")
+        try:
+            t = time.perf_counter()
+            for i in range(n):
+                await h.reserve("acct", f"b-{i}", 1000)
+            per_line = time.perf_counter() - t
+            for i in range(n):
+                await h.release("acct", f"b-{i}")
+            t = time.perf_counter()
+            await h.reserve("acct", "b", 1000 * n)
+            await h.release("acct", "b")
+            one = time.perf_counter() - t
+        finally:
+            keys = [k async for k in r.scan_iter("bench-holds:*")]
+            if keys:
+                await r.delete(*keys)
+            await r.aclose()
+        print(json.dumps({"lines": n, "hold_per_line_s": round(per_line, 3),
+                          "one_hold_of_the_sum_s": round(one, 4)}))  # fmt: skip
+
+    asyncio.run(run())
+
+
 def embeddings(n: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tr-embed-"))
     with CountingEmulator() as emu:
@@ -357,6 +398,9 @@ def main() -> None:
     r.add_argument("--lines", type=int, default=10_000)
     r.add_argument("--kill", action="store_true")
     r.add_argument("--vendor", action="store_true")
+    h = sub.add_parser("holds")
+    h.add_argument("--n", type=int, default=10_000)
+    h.add_argument("--redis", default="redis://127.0.0.1:6379/7")
     e = sub.add_parser("embeddings")
     e.add_argument("--n", type=int, default=300)
     args = ap.parse_args()
@@ -364,6 +408,8 @@ def main() -> None:
         table()
     elif args.what == "restart":
         restart(args.lines, args.kill, args.vendor)
+    elif args.what == "holds":
+        holds(args.n, args.redis)
     else:
         embeddings(args.n)
 
