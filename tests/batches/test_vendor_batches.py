@@ -226,3 +226,35 @@ def test_vendor_batch_past_its_window_bills_only_what_the_vendor_ran(tmp_path: P
     finally:
         gateway.server.should_exit = True
         thread.join(timeout=15)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"])
+def test_a_line_the_vendor_refuses_errors_in_the_client_format_at_no_cost(
+    gw: RunningGateway, model: str
+) -> None:
+    """A vendor batch's errored line comes back as the client format's error (the vendor's
+    400 as an Anthropic invalid_request_error here), costs nothing; its neighbours answer."""
+    key, key_id = key_for(gw)
+    client = anthropic.Anthropic(api_key=key, base_url=gw.proxy)
+    texts = ["fine", "refused [[error:400]]"]
+    requests: list[Any] = [
+        {
+            "custom_id": f"r{i}",
+            "params": {
+                "model": model,
+                "max_tokens": 30,
+                "messages": [{"role": "user", "content": t}],
+            },
+        }
+        for i, t in enumerate(texts)
+    ]
+    batch = client.messages.batches.create(requests=requests)
+    done = wait_anthropic(client, batch.id)
+    assert (done.request_counts.succeeded, done.request_counts.errored) == (1, 1)
+    results = {r.custom_id: r.result for r in client.messages.batches.results(batch.id)}
+    assert results["r0"].type == "succeeded"
+    assert results["r1"].type == "errored"
+    assert results["r1"].error.error.type == "invalid_request_error"
+    records = usage(gw, key_id)
+    assert cost_nano(records[f"{batch.id}-0"]) > 0
+    assert f"{batch.id}-1" not in records or cost_nano(records[f"{batch.id}-1"]) == 0

@@ -171,8 +171,11 @@ class VendorBatches:
         batches = [b for b in [await self.store.batch(i) for i in batch_ids] if b is not None]
         stopping = any(b.status == CANCELLING or b.expires_at < now() for b in batches)
         if stopping and job not in self._cancelled:
-            self._cancelled.add(job)
-            await wire.cancel(self._send, vendor_id, api_key=api_key, base_url=base_url)
+            self._cancelled.add(job)  # asked once: a vendor batch that ended may refuse it
+            try:
+                await wire.cancel(self._send, vendor_id, api_key=api_key, base_url=base_url)
+            except Exception as exc:
+                log.warning("vendor batch %s not cancelled: %s", job, exc)
         state = await wire.poll(self._send, vendor_id, api_key=api_key, base_url=base_url)
         if not state.ended:
             return
