@@ -22,8 +22,11 @@ import redis
 from gateway_support import free_port
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-# Parallel runs (several checkouts on one machine) each set their own db; CI uses 13.
-REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('TOKENRELAY_TEST_REDIS_DB', '13')}"
+# Parallel runs (several checkouts on one machine) each set their own db; CI uses 13. Each
+# pytest-xdist worker (gw0, gw1, ...) takes the next db along, since backend() flushes its db.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_REDIS_DB = (int(os.environ.get("TOKENRELAY_TEST_REDIS_DB", "13")) + _WORKER) % 16
+REDIS_URL = f"redis://127.0.0.1:6379/{_REDIS_DB}"
 BACKENDS = ["sqlite", "postgres+redis"]
 
 

@@ -61,27 +61,31 @@ class RunningGateway:
 
 
 def start_gateway(tmp: Path, **overrides: object) -> tuple[RunningGateway, threading.Thread]:
-    port = free_port()
-    values: dict[str, object] = {
-        "host": "127.0.0.1",
-        "port": port,
-        "database_url": f"sqlite:///{tmp / 'gateway.db'}",
-        "admin_token": ADMIN_TOKEN,
-        "emulate": "all",
-        **overrides,
-    }
-    settings = Settings(**values)  # type: ignore[arg-type]
-    # The production server setup (connection limits, timeouts), on the plain asyncio loop.
-    config = uvicorn_config(create_app(settings), settings, loop="asyncio", log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("gateway did not start")
-        time.sleep(0.02)
-    return RunningGateway(f"http://127.0.0.1:{settings.port}", settings, server), thread
+    # A port from free_port() can be taken by another test process (pytest-xdist workers)
+    # before the gateway binds it: then the server thread ends at once and we try a new port.
+    for _ in range(3):
+        values: dict[str, object] = {
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "database_url": f"sqlite:///{tmp / 'gateway.db'}",
+            "admin_token": ADMIN_TOKEN,
+            "emulate": "all",
+            **overrides,
+        }
+        settings = Settings(**values)  # type: ignore[arg-type]
+        # The production server setup (connection limits, timeouts), on the plain asyncio loop.
+        config = uvicorn_config(create_app(settings), settings, loop="asyncio", log_level="warning")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60  # a loaded CI machine starts slowly
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if server.started:
+            return RunningGateway(f"http://127.0.0.1:{settings.port}", settings, server), thread
+        if thread.is_alive():
+            break
+    raise RuntimeError("gateway did not start")
 
 
 def spawn_gateway(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:

@@ -207,7 +207,7 @@ class Overview:
             if len(self._tops) > 64:
                 self._tops.clear()
             self._tops[key] = hit
-        return hit[1]  # type: ignore[no-any-return]
+        return hit[1]
 
 
 LATENCY_SERIES = ("p50", "p95", "ttft50", "ttft95")

@@ -232,19 +232,20 @@ class BillingEngine:
         price, version = self.prices.price_for(model_id, now)
         account = key.account_id or key.id
         ppm = self.prices.multiplier(key.price_group, model_id, key.multiplier_ppm)
+        admission = Admission(
+            key_id=key.id,
+            request_id=request_id,
+            model_id=model_id,
+            tpm=key.tpm,
+            price=price,
+            price_version_id=version,
+            hold_nano=0,
+            started_at=now,
+            account_id=account,
+            multiplier_ppm=ppm,
+        )
         if not self.enabled:
-            return Admission(
-                key.id,
-                request_id,
-                model_id,
-                key.tpm,
-                price,
-                version,
-                0,
-                now,
-                account_id=account,
-                multiplier_ppm=ppm,
-            )
+            return admission
         try:
             worst = await self._hold(key, request_id, prompt_bound, max_output_tokens, price, ppm)
         except GatewayError:
@@ -270,19 +271,8 @@ class BillingEngine:
             except GatewayError:
                 await self._update_holds(account, request_id, None)
                 raise
-        return Admission(
-            key.id,
-            request_id,
-            model_id,
-            key.tpm,
-            price,
-            version,
-            worst,
-            now,
-            account_id=account,
-            multiplier_ppm=ppm,
-            capped=capped,
-        )
+        admission.hold_nano, admission.capped = worst, capped
+        return admission
 
     async def admit_count(self, key: ApiKeyInfo, model_id: str) -> bool:
         """Admission for a token count (count_tokens, :countTokens): the key's allow-list

@@ -170,17 +170,19 @@ def parse_price(body: dict[str, Any], base: Price | None = None) -> Price:
     Unset cache rates come from `base` (the price in force) when given, else cache read 0,
     cache write = input and 1h write = cache write, so a two-number price is complete."""
     rates = {f: _rate(body.get(f), f) for f in RATE_FIELDS}
-    if rates["input"] is None or rates["output"] is None:
+    given_input, output = rates["input"], rates["output"]
+    if given_input is None or output is None:
         raise PriceError("input and output: both are required (USD per 1M tokens)")
-    for f in ("cache_read", "cache_write", "cache_write_1h"):
-        if rates[f] is None and base is not None:
-            rates[f] = getattr(base, f)
-    if rates["cache_read"] is None:
-        rates["cache_read"] = Decimal(0)
-    if rates["cache_write"] is None:
-        rates["cache_write"] = rates["input"]
-    if rates["cache_write_1h"] is None:
-        rates["cache_write_1h"] = rates["cache_write"]
+
+    def rate(name: str, default: Decimal) -> Decimal:
+        given = rates[name]
+        if given is not None:
+            return given
+        return getattr(base, name) if base is not None else default
+
+    cache_read = rate("cache_read", Decimal(0))
+    cache_write = rate("cache_write", given_input)
+    cache_write_1h = rate("cache_write_1h", cache_write)
     raw_tiers = body.get("tiers") or []
     if not isinstance(raw_tiers, list) or len(raw_tiers) > _MAX_TIERS:
         raise PriceError(f"tiers: must be a list of at most {_MAX_TIERS} tiers")
@@ -204,7 +206,7 @@ def parse_price(body: dict[str, Any], base: Price | None = None) -> Price:
     tiers.sort(key=lambda t: t.above_prompt_tokens)
     if len({t.above_prompt_tokens for t in tiers}) != len(tiers):
         raise PriceError("tiers: two tiers have the same above_prompt_tokens")
-    return Price(*(rates[f] for f in RATE_FIELDS), tiers=tuple(tiers))  # type: ignore[arg-type]
+    return Price(given_input, output, cache_read, cache_write, cache_write_1h, tuple(tiers))
 
 
 def parse_time(value: Any, field: str = "effective_from") -> dt.datetime | None:

@@ -252,7 +252,8 @@ class Catalog:
     def timeouts_for(self, vendor: str, defaults: Timeouts) -> Timeouts:
         """The vendor's call timeouts: `defaults` (the settings') with its table's fields."""
         override = self.timeouts.get(vendor)
-        return replace(defaults, **override) if override else defaults
+        # The loader admits None only for the fields that take it (connect_s is always a number).
+        return replace(defaults, **override) if override else defaults  # type: ignore[arg-type]
 
     def resolve(self, name: str) -> Resolved | None:
         """Exact id or alias (case-sensitive); Gemini's `models/` prefix is accepted."""
@@ -581,7 +582,7 @@ def _entry(
         raise CatalogError(f"{where}: `fallbacks` must be a list of model names")
     return ModelEntry(
         id=model_id,
-        vendor=vendor,
+        vendor=str(vendor),  # one of `vendors`, checked above
         upstream=upstream,
         display_name=display_name,
         context_window=context_window,

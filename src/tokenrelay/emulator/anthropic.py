@@ -18,6 +18,7 @@ from tokenrelay.emulator.wire import (
     json_resp,
     rand_id,
     sign,
+    sse_resp,
     verify,
 )
 
@@ -332,7 +333,7 @@ def _turn(body: dict[str, Any], turns: list[tuple[str, list[dict[str, Any]]]]) -
     ]
     texts = [b.get("text", "") for b in last if b.get("type") == "text"]
     choice = body.get("tool_choice") or {}
-    mode = {"none": "none", "any": "any", "tool": "any"}.get(choice.get("type"), "auto")
+    mode = {"none": "none", "any": "any", "tool": "any"}.get(str(choice.get("type")), "auto")
     tools = [
         (str(t["name"]), t.get("input_schema") or {})
         for t in body.get("tools") or []
@@ -573,15 +574,7 @@ def messages(req: Req) -> Resp:
                     },
                 )
             )
-        return Resp(
-            frames=frames,
-            content_type="text/event-stream; charset=utf-8",
-            headers=[*headers, ("cache-control", "no-cache")],
-            delay=plan.delay,
-            first_delay=plan.first_delay,
-            cut=plan.cut,
-            stall=plan.stall,
-        )
+        return sse_resp(frames, plan, headers)
     out = {
         "model": model,
         "id": msg_id,

@@ -17,6 +17,7 @@ from tokenrelay.emulator.wire import (
     json_resp,
     rand_id,
     sign,
+    sse_resp,
     verify,
 )
 
@@ -473,14 +474,7 @@ def generate(req: Req, model: str, stream: bool) -> Resp:
             )
         elif not sse and not plan.cut:
             frames.append(b"]")
-        return Resp(
-            frames=frames,
-            content_type="text/event-stream" if sse else _CT,
-            delay=plan.delay,
-            first_delay=plan.first_delay,
-            cut=plan.cut,
-            stall=plan.stall,
-        )
+        return sse_resp(frames, plan, content_type="text/event-stream" if sse else _CT)
     resp = json_resp(200, _fold(model, plan, chunks, visible, count), content_type=_CT)
     resp.first_delay = plan.first_delay + plan.delay * max(len(plan.words) - 1, 0)
     return resp

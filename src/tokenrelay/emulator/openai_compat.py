@@ -25,6 +25,7 @@ from tokenrelay.emulator.wire import (
     json_resp,
     rand_id,
     sse_data,
+    sse_resp,
     uuid_like,
 )
 
@@ -475,7 +476,7 @@ _FINISH = {
 
 
 def _message(vendor: str, seed: bytes, plan: script.Plan, visible: bool) -> dict[str, Any]:
-    calls = []
+    calls: list[dict[str, Any]] = []
     for k, call in enumerate(plan.tool_calls):
         fn = {"name": call.name, "arguments": _args(vendor, call.args)}
         if vendor == "xai":
@@ -682,16 +683,7 @@ def chat(req: Req, vendor: str) -> Resp:
     keepalive = vendor == "deepseek" and plan.keepalive
     if stream:
         frames = _stream(vendor, seed, env, plan, visible, usage, include_usage, reasoning)
-        return Resp(
-            frames=frames,
-            content_type="text/event-stream; charset=utf-8",
-            headers=[*headers, ("cache-control", "no-cache")],
-            delay=plan.delay,
-            first_delay=plan.first_delay,
-            cut=plan.cut,
-            stall=plan.stall,
-            preamble=b": keep-alive\n\n" if keepalive else b"",
-        )
+        return sse_resp(frames, plan, headers, preamble=b": keep-alive\n\n" if keepalive else b"")
     choice: dict[str, Any] = {"index": 0, "message": _message(vendor, seed, plan, visible)}
     if vendor != "xai":
         choice["logprobs"] = None

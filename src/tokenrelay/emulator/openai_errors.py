@@ -6,7 +6,7 @@ from __future__ import annotations
 from tokenrelay.emulator.wire import Req, Resp, bearer, is_bad_key, json_resp, mask_key
 
 # status → (message, type, code) per vendor; xAI bodies are {"code": <status text>, "error": msg}
-_OPENAI_ERRORS = {
+_OPENAI_ERRORS: dict[int, tuple[str, str, str | None]] = {
     400: ("Emulated bad request.", "invalid_request_error", None),
     401: (
         "Incorrect API key provided. You can find your API key at "
@@ -32,7 +32,7 @@ _OPENAI_ERRORS = {
     ),
     503: ("The engine is currently overloaded, please try again later", "server_error", None),
 }
-_DEEPSEEK_ERRORS = {
+_DEEPSEEK_ERRORS: dict[int, tuple[str, str, str | None]] = {
     400: ("Invalid request", "invalid_request_error", "invalid_request_error"),
     401: ("Authentication Fails (no such user)", "authentication_error", "invalid_request_error"),
     402: ("Insufficient Balance", "unknown_error", "invalid_request_error"),
@@ -44,7 +44,7 @@ _DEEPSEEK_ERRORS = {
 # The dialect of a generic compatible server (vLLM, Ollama, Mistral, ...) under any name:
 # OpenAI's error shape, neutral messages.
 COMPATIBLE = "compatible"
-_COMPATIBLE_ERRORS = {
+_COMPATIBLE_ERRORS: dict[int, tuple[str, str, str | None]] = {
     400: ("Bad request", "invalid_request_error", None),
     401: ("Invalid API key", "invalid_request_error", "invalid_api_key"),
     403: ("Forbidden", "permission_error", None),
@@ -53,7 +53,10 @@ _COMPATIBLE_ERRORS = {
     500: ("Internal server error", "server_error", None),
     503: ("Service unavailable", "server_error", None),
 }
-_TABLES = {"deepseek": _DEEPSEEK_ERRORS, COMPATIBLE: _COMPATIBLE_ERRORS}
+_TABLES: dict[str, dict[int, tuple[str, str, str | None]]] = {
+    "deepseek": _DEEPSEEK_ERRORS,
+    COMPATIBLE: _COMPATIBLE_ERRORS,
+}
 _XAI_CODES = {
     400: "Client specified an invalid argument",
     401: "Unauthenticated",

@@ -28,6 +28,7 @@ from tokenrelay.emulator.wire import (
     hex_id,
     json_resp,
     sign,
+    sse_resp,
     verify,
 )
 
@@ -534,14 +535,7 @@ def responses(req: Req) -> Resp:
     answer = _Answer(body, plan, seed, reasoning)
     headers = [("x-request-id", "req_" + hex_id(seed, "request", 32))]
     if stream:
-        return Resp(
-            frames=answer.stream(),
-            content_type="text/event-stream; charset=utf-8",
-            headers=[*headers, ("cache-control", "no-cache")],
-            delay=plan.delay,
-            first_delay=plan.first_delay,
-            cut=plan.cut,
-        )
+        return sse_resp(answer.stream(), plan, headers)
     resp = json_resp(200, answer.envelope(answer.status, answer.output(), answer.usage), headers)
     resp.first_delay = plan.first_delay + plan.delay * max(len(plan.words) - 1, 0)
     return resp

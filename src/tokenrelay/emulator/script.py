@@ -266,7 +266,8 @@ def _asked_path(ask: str) -> str | None:
     (Gemini CLI's session context): a directory is not what a read is asked for."""
     found = [m.group(0) for m in _PATH.finditer(ask)]
     files = [p for p in found if "." in p.rsplit("/", 1)[-1]]
-    return (files or found or [None])[-1]
+    chosen = files or found
+    return chosen[-1] if chosen else None
 
 
 def _choose(turn: Turn) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:

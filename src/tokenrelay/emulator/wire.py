@@ -6,9 +6,12 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from tokenrelay.emulator.script import Plan
 
 # Keyed hashes stand in for the vendors' opaque reasoning signatures: the gateway cannot forge
 # them, so a 200 on a follow-up request proves it replayed what the emulator issued.
@@ -70,6 +73,27 @@ class Resp:
     delay: float = 0.0  # seconds between frames
     cut: bool = False  # drop the connection after the frames, without a terminator
     stall: float = 0.0  # seconds of silence after the frames, before the cut
+
+
+def sse_resp(
+    frames: list[bytes],
+    plan: Plan,
+    headers: list[tuple[str, str]] | None = None,
+    *,
+    content_type: str = "text/event-stream; charset=utf-8",
+    preamble: bytes = b"",
+) -> Resp:
+    """A stream of pre-encoded events, paced and cut as the request's script says."""
+    return Resp(
+        frames=frames,
+        content_type=content_type,
+        headers=[*(headers or []), ("cache-control", "no-cache")],
+        delay=plan.delay,
+        first_delay=plan.first_delay,
+        cut=plan.cut,
+        stall=plan.stall,
+        preamble=preamble,
+    )
 
 
 def json_resp(

@@ -8,8 +8,10 @@ fields: SDKs and hand-written clients often send explicit nulls.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from tokenrelay import ir
 from tokenrelay.errors import GatewayError, invalid
 
 JSONObject = dict[str, Any]
@@ -117,3 +119,36 @@ def one_of(value: Any, path: str, allowed: tuple[str, ...]) -> str:
         choices = ", ".join(repr(a) for a in allowed)
         raise fail(path, f"expected one of {choices}")
     return str(value)
+
+
+def required_string(parent: JSONObject, key: str, path: str = "") -> str:
+    return string(required(parent, key, path), at(path, key))
+
+
+def required_obj(parent: JSONObject, key: str, path: str = "") -> JSONObject:
+    return obj(required(parent, key, path), at(path, key))
+
+
+def required_array(parent: JSONObject, key: str, path: str = "") -> list[Any]:
+    return array(required(parent, key, path), at(path, key))
+
+
+_DATA_URI = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)", re.S)
+
+
+def data_uri(uri: str, path: str) -> tuple[str, str]:
+    """(media type, base64 data) of a `data:<type>;base64,<data>` URI."""
+    match = _DATA_URI.fullmatch(uri)
+    if match is None:
+        raise fail(path, "expected a data:<media type>;base64,<data> URI")
+    return match["mime"], match["data"]
+
+
+def image_url(url: str, path: str) -> ir.Image:
+    """An image given as a base64 data: URI or an http(s) URL."""
+    if url.startswith("data:"):
+        mime, data = data_uri(url, path)
+        return ir.Image(media_type=mime, data=data)
+    if not url.startswith(("https://", "http://")):
+        raise fail(path, "expected an http(s) URL or a base64 data: URI")
+    return ir.Image(url=url)

@@ -48,6 +48,6 @@ def log_request(ctx: RequestContext) -> None:
     # Not ACCESS.info: that walks the stack for the caller's file and line (~4 µs), unused.
     if ACCESS.isEnabledFor(logging.INFO):
         record = ACCESS.makeRecord(
-            ACCESS.name, logging.INFO, "", 0, Fields("request", fields), None, None
+            ACCESS.name, logging.INFO, "", 0, Fields("request", fields), (), None
         )
         ACCESS.handle(record)

@@ -14,6 +14,7 @@ import os
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -53,14 +54,17 @@ _DEPLOYMENT_IN_FLIGHT = ("tokenrelay_deployment_in_flight", "Vendor calls open p
 _DEPLOYMENT_FAILURES = ("tokenrelay_deployment_failures", "Failed vendor calls per deployment.")
 
 
-class DeploymentView:
+class DeploymentView(Protocol):
     """What the deployment metrics read of a deployment (pools.Deployment has these)."""
 
-    vendor: str
-    name: str
-    in_flight: int
-    total_failures: int
-
+    @property
+    def vendor(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def total_failures(self) -> int: ...
     def state(self, now: float) -> str: ...
 
 

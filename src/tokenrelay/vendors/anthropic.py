@@ -27,6 +27,7 @@ from tokenrelay.vendors.base import (
     UsageSink,
     batch_call,
     rate_limit_named,
+    status_error,
     unstreamed,
 )
 
@@ -314,17 +315,6 @@ ERROR_TYPES: dict[str, tuple[ir.ErrorKind, int]] = {
     "permission_error": ("api_error", 502),
     "billing_error": ("api_error", 502),
 }
-STATUS_ERRORS: dict[int, tuple[ir.ErrorKind, int]] = {
-    400: ("invalid_request", 400),
-    404: ("not_found", 404),
-    408: ("timeout", 504),
-    413: ("request_too_large", 413),
-    429: ("rate_limit", 429),
-    500: ("api_error", 500),
-    503: ("overloaded", 503),
-    504: ("timeout", 504),
-    529: ("overloaded", 529),
-}
 # An overload keeps its own status, whatever the body's error type says (a 503 from a proxy in
 # front of the API carries `api_error`): clients' retry logic and dashboards tell them apart.
 OVERLOAD_STATUSES = frozenset({503, 529})
@@ -365,9 +355,7 @@ def error_from(err: Any, status: int | None = None) -> ir.Error:
     if status in OVERLOAD_STATUSES:
         kind, client_status = "overloaded", status
     elif status is not None and etype not in ERROR_TYPES:
-        kind, client_status = STATUS_ERRORS.get(
-            status, ("invalid_request", 400) if 400 <= status < 500 else ("api_error", 502)
-        )
+        kind, client_status = status_error(status)
     limit = rate_limit_named(message) if kind == "rate_limit" else None
     return ir.Error(kind, message, client_status, limit=limit)
 

@@ -249,6 +249,30 @@ class PassthroughScan:
         return self._decode(b"".join(self.raw))
 
 
+# What a vendor's HTTP status means for the client, when the body names nothing more precise.
+# An overload keeps its own status (503 or 529): clients' retry logic and dashboards tell them
+# apart, and the Anthropic frontend renders both.
+_STATUS_ERRORS: dict[int, tuple[ir.ErrorKind, int]] = {
+    400: ("invalid_request", 400),
+    404: ("not_found", 404),
+    408: ("timeout", 504),
+    413: ("request_too_large", 413),
+    429: ("rate_limit", 429),
+    500: ("api_error", 500),
+    503: ("overloaded", 503),
+    504: ("timeout", 504),
+    529: ("overloaded", 529),
+}
+
+
+def status_error(status: int) -> tuple[ir.ErrorKind, int]:
+    """(error kind, client status) for a vendor's HTTP status: the rare other 4xx (409, 422,
+    ...) mean the request as sent was not acceptable; any other status is a bad gateway."""
+    if status in _STATUS_ERRORS:
+        return _STATUS_ERRORS[status]
+    return ("invalid_request", 400) if 400 <= status < 500 else ("api_error", 502)
+
+
 def rate_limit_named(*texts: str | None) -> ir.RateLimit | None:
     """Which per-minute limit a vendor's 429 wording names (OpenAI "tokens per min (TPM)",
     Anthropic "request tokens ... per-minute", Gemini quota ids "...InputTokensPer..."), if any."""

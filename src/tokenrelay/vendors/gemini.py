@@ -29,6 +29,7 @@ from tokenrelay.vendors.base import (
     UsageSink,
     batch_call,
     rate_limit_named,
+    status_error,
 )
 from tokenrelay.vendors.gemini_schema import clean_schema
 
@@ -234,16 +235,6 @@ STATUS_NAMES: dict[str, tuple[ir.ErrorKind, int]] = {
     "UNAVAILABLE": ("overloaded", 503),
     "DEADLINE_EXCEEDED": ("timeout", 504),
 }
-STATUS_CODES: dict[int, tuple[ir.ErrorKind, int]] = {
-    400: ("invalid_request", 400),
-    404: ("not_found", 404),
-    413: ("request_too_large", 413),
-    429: ("rate_limit", 429),
-    500: ("api_error", 500),
-    503: ("overloaded", 503),
-    504: ("timeout", 504),
-    529: ("overloaded", 529),
-}
 CREDENTIAL_STATUSES = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED"})
 
 
@@ -302,9 +293,7 @@ def error_from(err: Mapping[str, Any], http_status: int | None = None) -> ir.Err
     reasons = {d.get("reason") for d in details if isinstance(d, dict)} if details else set()
     if "API_KEY_INVALID" in reasons or status in CREDENTIAL_STATUSES or code in (401, 403):
         return _credentials_error(status or code or "unknown")
-    kind, client_status = STATUS_NAMES.get(status) or STATUS_CODES.get(
-        code or 0, ("invalid_request", 400) if code and 400 <= code < 500 else ("api_error", 502)
-    )
+    kind, client_status = STATUS_NAMES.get(status) or status_error(code or 0)
     if code in (503, 529):  # an overload keeps its own status
         kind, client_status = "overloaded", code
     message = err.get("message")

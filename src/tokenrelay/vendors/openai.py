@@ -33,6 +33,7 @@ from tokenrelay.vendors.base import (
     Vendor,
     batch_call,
     rate_limit_named,
+    status_error,
     unstreamed,
 )
 
@@ -472,24 +473,20 @@ class OpenAICompatible:
         if self.account_exhausted(status, info):
             return ir.Error("api_error", UPSTREAM_ACCOUNT, 502, code=ir.UPSTREAM_ACCOUNT_ERROR)
         message = scrub(info.message or f"The upstream provider answered HTTP {status}.")
-        if status == 404:
-            return ir.Error("not_found", message, 404)
-        if status == 413:
-            return ir.Error("request_too_large", message, 413)
-        if status == 429:
-            limit = info.type if info.type in ("tokens", "requests") else None
+        kind, client_status = status_error(status)
+        if kind == "rate_limit":
+            limit: ir.RateLimit | None = (
+                "tokens"
+                if info.type == "tokens"
+                else "requests"
+                if info.type == "requests"
+                else None
+            )
             limit = limit or rate_limit_named(info.message)
             return ir.Error("rate_limit", message, 429, wait, limit=limit)
-        if status in (408, 504):
-            return ir.Error("timeout", message, 504, wait)
-        if status in (503, 529):  # the status stays: the Anthropic frontend renders both
-            return ir.Error("overloaded", message, status, wait)
-        if status == 500:
-            return ir.Error("api_error", message, 500, wait)
-        if status >= 500 or status < 400:
-            return ir.Error("api_error", message, 502, wait)
-        # 400, 422 and the rare other 4xx (409, ...): the request as sent was not acceptable.
-        return ir.Error("invalid_request", message, 400, param=info.param, code=info.code)
+        if kind == "invalid_request":  # the request as sent was not acceptable
+            return ir.Error(kind, message, 400, param=info.param, code=info.code)
+        return ir.Error(kind, message, client_status, None if kind == "not_found" else wait)
 
     def credentials_rejected(self, status: int, info: ErrorInfo) -> bool:
         """Hook. Some vendors (xAI) answer a bad key with HTTP 400, so look at the body too."""

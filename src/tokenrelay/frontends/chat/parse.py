@@ -17,27 +17,12 @@ Mapping choices worth knowing:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from tokenrelay import ir
-from tokenrelay.frontends.validate import (
-    JSONObject,
-    array,
-    at,
-    body_object,
-    fail,
-    integer,
-    obj,
-    one_of,
-    opt_boolean,
-    opt_number,
-    opt_string,
-    required,
-    string,
-    string_list,
-)
+from tokenrelay.frontends import validate as v
+from tokenrelay.frontends.validate import JSONObject
 
 _MODELED = frozenset(
     {
@@ -60,7 +45,6 @@ _MODELED = frozenset(
 )
 _LEGACY = ("functions", "function_call")
 _ROLES = ("system", "developer", "user", "assistant", "tool")
-_DATA_URI = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)", re.S)
 
 
 def client_wants_usage(body: Any) -> bool:
@@ -72,33 +56,31 @@ def client_wants_usage(body: Any) -> bool:
 
 
 def parse_chat_request(body: Any, headers: Mapping[str, str]) -> ir.Request:
-    data = body_object(body)
+    data = v.body_object(body)
     for key in _LEGACY:
         if data.get(key) is not None:
-            raise fail(key, f"the deprecated '{key}' parameter is not supported; use 'tools'")
-    req = ir.Request(
-        model=string(required(data, "model"), "model"), messages=[], extras_format="openai"
-    )
-    req.system, req.messages = _messages(required(data, "messages"))
+            raise v.fail(key, f"the deprecated '{key}' parameter is not supported; use 'tools'")
+    req = ir.Request(model=v.required_string(data, "model"), messages=[], extras_format="openai")
+    req.system, req.messages = _messages(v.required(data, "messages"))
     _sampling(data, req)
     _tools(data, req)
     if data.get("response_format") is not None:
         req.response_format = _response_format(data["response_format"])
-    effort = opt_string(data, "reasoning_effort")
+    effort = v.opt_string(data, "reasoning_effort")
     if effort is not None:
         req.thinking = (
             ir.ThinkingConfig(enabled=False)
             if effort == "none"
             else ir.ThinkingConfig(enabled=True, effort=effort)
         )
-    req.stream = bool(opt_boolean(data, "stream"))
+    req.stream = bool(v.opt_boolean(data, "stream"))
     if data.get("stream_options") is not None:
-        opt_boolean(
-            obj(data["stream_options"], "stream_options"), "include_usage", "stream_options"
+        v.opt_boolean(
+            v.obj(data["stream_options"], "stream_options"), "include_usage", "stream_options"
         )
         req.include_usage = client_wants_usage(data)
-    user = opt_string(data, "user")  # deprecated by OpenAI in favour of safety_identifier
-    req.user = opt_string(data, "safety_identifier") or user
+    user = v.opt_string(data, "user")  # deprecated by OpenAI in favour of safety_identifier
+    req.user = v.opt_string(data, "safety_identifier") or user
     req.extras.update((k, v) for k, v in data.items() if k not in _MODELED)
     req.server_tools = data.get("web_search_options") is not None  # search runs vendor-side
     return req
@@ -107,17 +89,17 @@ def parse_chat_request(body: Any, headers: Mapping[str, str]) -> ir.Request:
 def _sampling(data: JSONObject, req: ir.Request) -> None:
     for key in ("max_completion_tokens", "max_tokens"):  # the current name wins
         if data.get(key) is not None:
-            req.max_tokens = integer(data[key], key, minimum=1)
+            req.max_tokens = v.integer(data[key], key, minimum=1)
             break
-    req.temperature = opt_number(data, "temperature", minimum=0, maximum=2)
-    req.top_p = opt_number(data, "top_p", minimum=0, maximum=1)
+    req.temperature = v.opt_number(data, "temperature", minimum=0, maximum=2)
+    req.top_p = v.opt_number(data, "top_p", minimum=0, maximum=1)
     stop = data.get("stop")
     if isinstance(stop, str):
         req.stop = [stop]
     elif stop is not None:
         if not isinstance(stop, list):
-            raise fail("stop", "expected a string or a list of strings")
-        req.stop = string_list(stop, "stop", max_items=4)
+            raise v.fail("stop", "expected a string or a list of strings")
+        req.stop = v.string_list(stop, "stop", max_items=4)
 
 
 # ---------------------------------------------------------------------------------- messages
@@ -133,29 +115,31 @@ class _Conversation:
         self.call_names: dict[str, str] = {}  # tool_call id → function name (Gemini needs it)
 
     def add(self, msg: JSONObject, path: str) -> None:
-        role = one_of(required(msg, "role", path), at(path, "role"), _ROLES)
+        role = v.one_of(v.required(msg, "role", path), v.at(path, "role"), _ROLES)
         if role != "assistant" and msg.get("tool_calls") is not None:
             # OpenAI refuses it too; dropping it would answer a request the client did not make.
-            raise fail(at(path, "tool_calls"), f"not allowed on a '{role}' message")
-        content_path = at(path, "content")
+            raise v.fail(v.at(path, "tool_calls"), f"not allowed on a '{role}' message")
+        content_path = v.at(path, "content")
         if role in ("system", "developer"):
-            self.system += _texts(required(msg, "content", path), content_path)
+            self.system += _texts(v.required(msg, "content", path), content_path)
         elif role == "tool":
             self._tool(msg, path)
         elif role == "user":
-            parts = _user_content(required(msg, "content", path), content_path)
+            parts = _user_content(v.required(msg, "content", path), content_path)
             if self.tool_turn is not None:  # text after tool results joins their turn
                 self.tool_turn.parts += parts
                 self.tool_turn = None
             else:
-                self.messages.append(ir.Message("user", parts, name=opt_string(msg, "name", path)))
+                self.messages.append(
+                    ir.Message("user", parts, name=v.opt_string(msg, "name", path))
+                )
         else:
             self.tool_turn = None
             self.messages.append(self._assistant(msg, path))
 
     def _tool(self, msg: JSONObject, path: str) -> None:
-        call_id = string(required(msg, "tool_call_id", path), at(path, "tool_call_id"))
-        content = _texts(required(msg, "content", path), at(path, "content"))
+        call_id = v.required_string(msg, "tool_call_id", path)
+        content = _texts(v.required(msg, "content", path), v.at(path, "content"))
         result = ir.ToolResult(call_id, list(content), name=self.call_names.get(call_id))
         if self.tool_turn is None:
             self.tool_turn = ir.Message("user", [])
@@ -164,32 +148,32 @@ class _Conversation:
 
     def _assistant(self, msg: JSONObject, path: str) -> ir.Message:
         if msg.get("function_call") is not None:
-            raise fail(at(path, "function_call"), "deprecated; use 'tool_calls'")
+            raise v.fail(v.at(path, "function_call"), "deprecated; use 'tool_calls'")
         parts: list[ir.Part] = []
-        reasoning = opt_string(msg, "reasoning_content", path)
+        reasoning = v.opt_string(msg, "reasoning_content", path)
         if reasoning:
             parts.append(ir.Thinking(reasoning))
         content = msg.get("content")
         if content is not None:
             # "" next to tool_calls is common; Anthropic and Gemini reject empty text parts.
-            texts = _texts(content, at(path, "content"), allow_refusal=True)
+            texts = _texts(content, v.at(path, "content"), allow_refusal=True)
             parts += [t for t in texts if t.text]
-        refusal = opt_string(msg, "refusal", path)
+        refusal = v.opt_string(msg, "refusal", path)
         if refusal and content is None:
             parts.append(ir.Text(refusal))
         if msg.get("tool_calls") is not None:
-            for i, raw in enumerate(array(msg["tool_calls"], at(path, "tool_calls"))):
-                call = _tool_call(raw, at(at(path, "tool_calls"), i))
+            for i, raw in enumerate(v.array(msg["tool_calls"], v.at(path, "tool_calls"))):
+                call = _tool_call(raw, v.at(v.at(path, "tool_calls"), i))
                 self.call_names[call.id] = call.name
                 parts.append(call)
-        return ir.Message("assistant", parts, name=opt_string(msg, "name", path))
+        return ir.Message("assistant", parts, name=v.opt_string(msg, "name", path))
 
 
 def _messages(value: Any) -> tuple[list[ir.Text], list[ir.Message]]:
     conv = _Conversation()
-    for i, raw in enumerate(array(value, "messages")):
-        path = at("messages", i)
-        conv.add(obj(raw, path), path)
+    for i, raw in enumerate(v.array(value, "messages")):
+        path = v.at("messages", i)
+        conv.add(v.obj(raw, path), path)
     return conv.system, conv.messages
 
 
@@ -198,14 +182,14 @@ def _texts(value: Any, path: str, *, allow_refusal: bool = False) -> list[ir.Tex
     if isinstance(value, str):
         return [ir.Text(value)]
     if not isinstance(value, list):
-        raise fail(path, "expected a string or a list of text parts")
+        raise v.fail(path, "expected a string or a list of text parts")
     kinds = ("text", "refusal") if allow_refusal else ("text",)
     texts = []
     for i, raw in enumerate(value):
-        where = at(path, i)
-        part = obj(raw, where)
-        kind = one_of(part.get("type"), at(where, "type"), kinds)
-        texts.append(ir.Text(string(required(part, kind, where), at(where, kind))))
+        where = v.at(path, i)
+        part = v.obj(raw, where)
+        kind = v.one_of(part.get("type"), v.at(where, "type"), kinds)
+        texts.append(ir.Text(v.string(v.required(part, kind, where), v.at(where, kind))))
     return texts
 
 
@@ -213,69 +197,56 @@ def _user_content(value: Any, path: str) -> list[ir.Part]:
     if isinstance(value, str):
         return [ir.Text(value)]
     if not isinstance(value, list):
-        raise fail(path, "expected a string or a list of content parts")
+        raise v.fail(path, "expected a string or a list of content parts")
     parts: list[ir.Part] = []
     for i, raw in enumerate(value):
-        where = at(path, i)
-        part = obj(raw, where)
-        kind = string(required(part, "type", where), at(where, "type"))
+        where = v.at(path, i)
+        part = v.obj(raw, where)
+        kind = v.required_string(part, "type", where)
         if kind == "text":
-            parts.append(ir.Text(string(required(part, "text", where), at(where, "text"))))
+            parts.append(ir.Text(v.required_string(part, "text", where)))
         elif kind == "image_url":
             parts.append(_image(part, where))
         elif kind == "file":
             parts.append(_file(part, where))
         elif kind == "input_audio":
-            raise fail(at(where, "type"), "audio input is not supported by this gateway")
+            raise v.fail(v.at(where, "type"), "audio input is not supported by this gateway")
         else:
-            raise fail(at(where, "type"), f"unsupported content part type {kind!r}")
+            raise v.fail(v.at(where, "type"), f"unsupported content part type {kind!r}")
     return parts
 
 
 def _image(part: JSONObject, path: str) -> ir.Image:
-    spec_path = at(path, "image_url")
-    spec = obj(required(part, "image_url", path), spec_path)
-    url = string(required(spec, "url", spec_path), at(spec_path, "url"))
-    if url.startswith("data:"):
-        mime, data = _data_uri(url, at(spec_path, "url"))
-        return ir.Image(media_type=mime, data=data)
-    if not url.startswith(("https://", "http://")):
-        raise fail(at(spec_path, "url"), "expected an http(s) URL or a base64 data: URI")
-    return ir.Image(url=url)
+    spec_path = v.at(path, "image_url")
+    spec = v.required_obj(part, "image_url", path)
+    return v.image_url(v.required_string(spec, "url", spec_path), v.at(spec_path, "url"))
 
 
 def _file(part: JSONObject, path: str) -> ir.Document:
-    spec_path = at(path, "file")
-    spec = obj(required(part, "file", path), spec_path)
+    spec_path = v.at(path, "file")
+    spec = v.obj(v.required(part, "file", path), spec_path)
     if spec.get("file_data") is None:
         # file_id refers to OpenAI's Files API, which no other vendor can read.
-        raise fail(at(spec_path, "file_data"), "Field required (file_id is not supported)")
-    where = at(spec_path, "file_data")
-    mime, data = _data_uri(string(spec["file_data"], where), where)
+        raise v.fail(v.at(spec_path, "file_data"), "Field required (file_id is not supported)")
+    where = v.at(spec_path, "file_data")
+    mime, data = v.data_uri(v.string(spec["file_data"], where), where)
     return ir.Document(
         source_type="base64",
         media_type=mime,
         data=data,
-        filename=opt_string(spec, "filename", spec_path),
+        filename=v.opt_string(spec, "filename", spec_path),
     )
 
 
-def _data_uri(uri: str, path: str) -> tuple[str, str]:
-    match = _DATA_URI.fullmatch(uri)
-    if match is None:
-        raise fail(path, "expected a data:<media type>;base64,<data> URI")
-    return match["mime"], match["data"]
-
-
 def _tool_call(value: Any, path: str) -> ir.ToolCall:
-    call = obj(value, path)
-    one_of(call.get("type", "function"), at(path, "type"), ("function",))
-    fn_path = at(path, "function")
-    fn = obj(required(call, "function", path), fn_path)
+    call = v.obj(value, path)
+    v.one_of(call.get("type", "function"), v.at(path, "type"), ("function",))
+    fn_path = v.at(path, "function")
+    fn = v.obj(v.required(call, "function", path), fn_path)
     return ir.ToolCall(
-        id=string(required(call, "id", path), at(path, "id")),
-        name=string(required(fn, "name", fn_path), at(fn_path, "name")),
-        arguments=opt_string(fn, "arguments", fn_path) or "{}",
+        id=v.required_string(call, "id", path),
+        name=v.required_string(fn, "name", fn_path),
+        arguments=v.opt_string(fn, "arguments", fn_path) or "{}",
     )
 
 
@@ -284,60 +255,63 @@ def _tool_call(value: Any, path: str) -> ir.ToolCall:
 
 def _tools(data: JSONObject, req: ir.Request) -> None:
     if data.get("tools") is not None:
-        for i, raw in enumerate(array(data["tools"], "tools")):
-            path = at("tools", i)
-            tool = obj(raw, path)
+        for i, raw in enumerate(v.array(data["tools"], "tools")):
+            path = v.at("tools", i)
+            tool = v.obj(raw, path)
             if tool.get("type") != "function":
                 req.extras["tools"] = data["tools"]
                 continue
             req.tools.append(_function_tool(tool, path))
     if data.get("tool_choice") is not None:
         req.tool_choice = _tool_choice(data["tool_choice"])
-    if opt_boolean(data, "parallel_tool_calls") is False:
+    if v.opt_boolean(data, "parallel_tool_calls") is False:
         req.tool_choice = req.tool_choice or ir.ToolChoice("auto")
         req.tool_choice.disable_parallel = True
 
 
 def _function_tool(tool: JSONObject, path: str) -> ir.Tool:
-    fn_path = at(path, "function")
-    fn = obj(required(tool, "function", path), fn_path)
+    return function(v.required_obj(tool, "function", path), v.at(path, "function"))
+
+
+def function(fn: JSONObject, path: str, prefix: str = "") -> ir.Tool:
+    """An OpenAI function definition (Chat nests it under `function`; Responses does not)."""
     parameters = fn.get("parameters")
     return ir.Tool(
-        name=string(required(fn, "name", fn_path), at(fn_path, "name")),
-        description=opt_string(fn, "description", fn_path),
+        name=prefix + v.required_string(fn, "name", path),
+        description=v.opt_string(fn, "description", path),
         parameters=(
             {"type": "object", "properties": {}}
             if parameters is None
-            else obj(parameters, at(fn_path, "parameters"))
+            else v.obj(parameters, v.at(path, "parameters"))
         ),
-        strict=opt_boolean(fn, "strict", fn_path),
+        strict=v.opt_boolean(fn, "strict", path),
     )
 
 
 def _tool_choice(value: Any) -> ir.ToolChoice:
     if isinstance(value, str):
-        mode = one_of(value, "tool_choice", ("auto", "required", "none"))
+        mode = v.one_of(value, "tool_choice", ("auto", "required", "none"))
         return ir.ToolChoice("any" if mode == "required" else mode)  # type: ignore[arg-type]
-    choice = obj(value, "tool_choice")
-    one_of(choice.get("type"), "tool_choice.type", ("function",))
-    fn = obj(required(choice, "function", "tool_choice"), "tool_choice.function")
-    name = string(required(fn, "name", "tool_choice.function"), "tool_choice.function.name")
+    choice = v.obj(value, "tool_choice")
+    v.one_of(choice.get("type"), "tool_choice.type", ("function",))
+    fn = v.obj(v.required(choice, "function", "tool_choice"), "tool_choice.function")
+    name = v.string(v.required(fn, "name", "tool_choice.function"), "tool_choice.function.name")
     return ir.ToolChoice("tool", name=name)
 
 
 def _response_format(value: Any) -> dict[str, Any] | None:
-    fmt = obj(value, "response_format")
-    kind = one_of(fmt.get("type"), "response_format.type", ("text", "json_object", "json_schema"))
+    fmt = v.obj(value, "response_format")
+    kind = v.one_of(fmt.get("type"), "response_format.type", ("text", "json_object", "json_schema"))
     if kind == "text":
         return None
     if kind == "json_object":
         return {"type": "json_object"}
     spec_path = "response_format.json_schema"
-    spec = obj(required(fmt, "json_schema", "response_format"), spec_path)
+    spec = v.obj(v.required(fmt, "json_schema", "response_format"), spec_path)
     schema = spec.get("schema")
     return {
         "type": "json_schema",
-        "name": string(required(spec, "name", spec_path), at(spec_path, "name")),
-        "schema": {} if schema is None else obj(schema, at(spec_path, "schema")),
-        "strict": opt_boolean(spec, "strict", spec_path),
+        "name": v.required_string(spec, "name", spec_path),
+        "schema": {} if schema is None else v.obj(schema, v.at(spec_path, "schema")),
+        "strict": v.opt_boolean(spec, "strict", spec_path),
     }

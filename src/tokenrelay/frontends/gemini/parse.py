@@ -31,22 +31,8 @@ from typing import Any
 import orjson
 
 from tokenrelay import ir
-from tokenrelay.frontends.validate import (
-    JSONObject,
-    array,
-    at,
-    body_object,
-    fail,
-    integer,
-    obj,
-    opt_boolean,
-    opt_integer,
-    opt_number,
-    opt_string,
-    required,
-    string,
-    string_list,
-)
+from tokenrelay.frontends import validate as v
+from tokenrelay.frontends.validate import JSONObject
 
 # Route fields the gateway puts into the payload (never sent to a vendor: see GeminiVendor).
 ROUTE_FIELDS = ("model", "stream")
@@ -97,7 +83,7 @@ def _camel(d: JSONObject) -> JSONObject:
 
 
 def _object(value: Any, path: str) -> JSONObject:
-    return _camel(obj(value, path))
+    return _camel(v.obj(value, path))
 
 
 # Anthropic's redacted thinking travels as a thought part whose wrapped signature is this
@@ -124,15 +110,15 @@ def unwrap_signature(value: str | None) -> str | None:
 
 
 def parse_generate_request(body: Any, headers: Mapping[str, str]) -> ir.Request:
-    data = _camel(body_object(body))
-    model = string(required(data, "model"), "model").removeprefix("models/")
+    data = _camel(v.body_object(body))
+    model = v.required_string(data, "model").removeprefix("models/")
     req = ir.Request(model=model, messages=[], extras_format="gemini")
     req.stream = data.get("stream") is True
     req.include_usage = True  # Gemini streams always carry usageMetadata
     system = data.get("systemInstruction")
     if system is not None:
         req.system = _system(system)
-    req.messages = _Conversation().messages_of(required(data, "contents"))
+    req.messages = _Conversation().messages_of(v.required(data, "contents"))
     _tools(data, req)
     gen = data.get("generationConfig")
     if gen is not None:
@@ -145,7 +131,7 @@ def parse_generate_request(body: Any, headers: Mapping[str, str]) -> ir.Request:
 
 def parse_count_tokens(body: Any, headers: Mapping[str, str]) -> ir.Request:
     """countTokens takes `contents` or a whole `generateContentRequest`."""
-    data = _camel(body_object(body))
+    data = _camel(v.body_object(body))
     inner = data.get("generateContentRequest")
     if inner is not None:
         data = {**_object(inner, "generateContentRequest"), "model": data.get("model")}
@@ -159,11 +145,13 @@ def _system(value: Any) -> list[ir.Text]:
     if isinstance(value, str):  # the SDKs accept a bare string; the API a Content
         return [ir.Text(value)]
     content = _object(value, "systemInstruction")
-    parts = array(required(content, "parts", "systemInstruction"), "systemInstruction.parts")
+    parts = v.array(v.required(content, "parts", "systemInstruction"), "systemInstruction.parts")
     texts = []
     for i, raw in enumerate(parts):
-        where = at("systemInstruction.parts", i)
-        texts.append(ir.Text(string(required(obj(raw, where), "text", where), at(where, "text"))))
+        where = v.at("systemInstruction.parts", i)
+        texts.append(
+            ir.Text(v.string(v.required(v.obj(raw, where), "text", where), v.at(where, "text")))
+        )
     return texts
 
 
@@ -175,13 +163,13 @@ class _Conversation:
         self.unanswered: list[tuple[str, str]] = []  # (name, id) of calls not yet answered
 
     def messages_of(self, value: Any) -> list[ir.Message]:
-        for i, raw in enumerate(array(value, "contents")):
-            path = at("contents", i)
+        for i, raw in enumerate(v.array(value, "contents")):
+            path = v.at("contents", i)
             content = _object(raw, path)
             role = content.get("role") or "user"
             if role not in ("user", "model", "function"):
-                raise fail(at(path, "role"), "expected one of 'user', 'model'")
-            parts = array(required(content, "parts", path), at(path, "parts"))
+                raise v.fail(v.at(path, "role"), "expected one of 'user', 'model'")
+            parts = v.required_array(content, "parts", path)
             if role == "model":
                 self.messages.append(ir.Message("assistant", self._model_parts(parts, i, path)))
             else:
@@ -193,11 +181,11 @@ class _Conversation:
         thinking: ir.Thinking | None = None  # the open run of thought parts
         calls = 0
         for j, raw in enumerate(parts):
-            where = at(at(path, "parts"), j)
+            where = v.at(v.at(path, "parts"), j)
             part = _object(raw, where)
-            signature = unwrap_signature(opt_string(part, "thoughtSignature", where))
+            signature = unwrap_signature(v.opt_string(part, "thoughtSignature", where))
             if part.get("thought") is True:
-                text = opt_string(part, "text", where) or ""
+                text = v.opt_string(part, "text", where) or ""
                 if signature and signature.startswith(REDACTED):
                     out.append(ir.RedactedThinking(signature[len(REDACTED) :]))
                     thinking = None
@@ -212,7 +200,7 @@ class _Conversation:
             call = part.get("functionCall")
             if call is not None:
                 tool_call = _function_call(
-                    _object(call, at(where, "functionCall")), where, turn, calls
+                    _object(call, v.at(where, "functionCall")), where, turn, calls
                 )
                 tool_call.signature = signature
                 calls += 1
@@ -225,13 +213,13 @@ class _Conversation:
     def _user_parts(self, parts: list[Any], path: str) -> list[ir.Part]:
         out: list[ir.Part] = []
         for j, raw in enumerate(parts):
-            where = at(at(path, "parts"), j)
+            where = v.at(v.at(path, "parts"), j)
             part = _object(raw, where)
             response = part.get("functionResponse")
             if response is not None:
-                out.append(self._result(_object(response, at(where, "functionResponse")), where))
+                out.append(self._result(_object(response, v.at(where, "functionResponse")), where))
             elif part.get("functionCall") is not None:
-                raise fail(at(where, "functionCall"), "only allowed in a 'model' turn")
+                raise v.fail(v.at(where, "functionCall"), "only allowed in a 'model' turn")
             else:
                 out += _content_part(part, where)
         # Tool results first in their turn: the order Anthropic requires.
@@ -239,22 +227,22 @@ class _Conversation:
         return out
 
     def _result(self, response: JSONObject, where: str) -> ir.ToolResult:
-        path = at(where, "functionResponse")
-        name = string(required(response, "name", path), at(path, "name"))
-        call_id = _call_id(opt_string(response, "id", path), name)
+        path = v.at(where, "functionResponse")
+        name = v.required_string(response, "name", path)
+        call_id = _call_id(v.opt_string(response, "id", path), name)
         if call_id is None:
             call_id = next((i for n, i in self.unanswered if n == name), None) or f"call_{name}"
         self.unanswered = [(n, i) for n, i in self.unanswered if i != call_id]
         value = response.get("response")
-        value = {} if value is None else obj(value, at(path, "response"))
+        value = {} if value is None else v.obj(value, v.at(path, "response"))
         is_error = set(value) == {"error"}
         text = next(iter(value.values())) if len(value) == 1 else None
         if not isinstance(text, str) or not (is_error or set(value) & {"output", "result"}):
             text = orjson.dumps(value).decode()
         content: list[ir.Text | ir.Image] = [ir.Text(text)]
-        for k, raw in enumerate(array(response.get("parts") or [], at(path, "parts"))):
+        for k, raw in enumerate(v.array(response.get("parts") or [], v.at(path, "parts"))):
             for p in _content_part(
-                _object(raw, at(at(path, "parts"), k)), at(at(path, "parts"), k)
+                _object(raw, v.at(v.at(path, "parts"), k)), v.at(v.at(path, "parts"), k)
             ):
                 if isinstance(p, ir.Text | ir.Image):
                     content.append(p)
@@ -267,49 +255,49 @@ def _call_id(value: str | None, name: str) -> str | None:
 
 
 def _function_call(call: JSONObject, where: str, turn: int, n: int) -> ir.ToolCall:
-    path = at(where, "functionCall")
+    path = v.at(where, "functionCall")
     args = call.get("args")
-    name = string(required(call, "name", path), at(path, "name"))
+    name = v.required_string(call, "name", path)
     return ir.ToolCall(
-        id=_call_id(opt_string(call, "id", path), name) or f"call_{turn}_{n}",
+        id=_call_id(v.opt_string(call, "id", path), name) or f"call_{turn}_{n}",
         name=name,
-        arguments=orjson.dumps({} if args is None else obj(args, at(path, "args"))).decode(),
+        arguments=orjson.dumps({} if args is None else v.obj(args, v.at(path, "args"))).decode(),
     )
 
 
 def _content_part(part: JSONObject, where: str) -> list[ir.Part]:
     if "text" in part:
-        text = string(part["text"], at(where, "text"))
+        text = v.string(part["text"], v.at(where, "text"))
         return [ir.Text(text)] if text else []
     inline = part.get("inlineData")
     if inline is not None:
-        path = at(where, "inlineData")
+        path = v.at(where, "inlineData")
         blob = _object(inline, path)
-        mime = string(required(blob, "mimeType", path), at(path, "mimeType"))
-        data = string(required(blob, "data", path), at(path, "data"))
+        mime = v.required_string(blob, "mimeType", path)
+        data = v.required_string(blob, "data", path)
         if mime.startswith("image/"):
             return [ir.Image(media_type=mime, data=data)]
         return [ir.Document("base64", media_type=mime, data=data)]
     file = part.get("fileData")
     if file is not None:
-        path = at(where, "fileData")
+        path = v.at(where, "fileData")
         ref = _object(file, path)
-        uri = string(required(ref, "fileUri", path), at(path, "fileUri"))
-        file_mime = opt_string(ref, "mimeType", path)
+        uri = v.required_string(ref, "fileUri", path)
+        file_mime = v.opt_string(ref, "mimeType", path)
         if file_mime and file_mime.startswith("image/"):
             return [ir.Image(media_type=file_mime, url=uri)]
         return [ir.Document("url", media_type=file_mime, url=uri)]
     code = part.get("executableCode")
     if code is not None:  # Gemini's own code execution, shown to other vendors as text
-        return [ir.Text("```\n" + str(obj(code, where).get("code") or "") + "\n```")]
+        return [ir.Text("```\n" + str(v.obj(code, where).get("code") or "") + "\n```")]
     result = part.get("codeExecutionResult")
     if result is not None:
-        return [ir.Text(str(obj(result, where).get("output") or ""))]
+        return [ir.Text(str(v.obj(result, where).get("output") or ""))]
     if part.get("functionResponse") is not None or part.get("functionCall") is not None:
-        raise fail(where, "function parts are not allowed here")
+        raise v.fail(where, "function parts are not allowed here")
     if part.get("thoughtSignature") is not None or not part:
         return []  # a signature alone (the end of a Gemini 3 answer): nothing to say
-    raise fail(where, f"unsupported part (keys: {', '.join(sorted(part))})")
+    raise v.fail(where, f"unsupported part (keys: {', '.join(sorted(part))})")
 
 
 # ------------------------------------------------------------------------------------ tools
@@ -319,13 +307,13 @@ def _tools(data: JSONObject, req: ir.Request) -> None:
     tools = data.get("tools")
     server: list[Any] = []
     if tools is not None:
-        for i, raw in enumerate(array(tools, "tools")):
-            path = at("tools", i)
+        for i, raw in enumerate(v.array(tools, "tools")):
+            path = v.at("tools", i)
             tool = _object(raw, path)
             decls = tool.get("functionDeclarations")
             if decls is not None:
-                for j, decl in enumerate(array(decls, at(path, "functionDeclarations"))):
-                    where = at(at(path, "functionDeclarations"), j)
+                for j, decl in enumerate(v.array(decls, v.at(path, "functionDeclarations"))):
+                    where = v.at(v.at(path, "functionDeclarations"), j)
                     req.tools.append(_declaration(_object(decl, where), where))
             others = {k: v for k, v in tool.items() if k != "functionDeclarations"}
             if others:
@@ -343,14 +331,14 @@ def _tools(data: JSONObject, req: ir.Request) -> None:
 def _declaration(decl: JSONObject, path: str) -> ir.Tool:
     schema = decl.get("parametersJsonSchema")
     if schema is not None:
-        params = obj(schema, at(path, "parametersJsonSchema"))
+        params = v.obj(schema, v.at(path, "parametersJsonSchema"))
     elif decl.get("parameters") is not None:
-        params = json_schema(obj(decl["parameters"], at(path, "parameters")))
+        params = json_schema(v.obj(decl["parameters"], v.at(path, "parameters")))
     else:
         params = {"type": "object", "properties": {}}
     return ir.Tool(
-        name=string(required(decl, "name", path), at(path, "name")),
-        description=opt_string(decl, "description", path),
+        name=v.required_string(decl, "name", path),
+        description=v.opt_string(decl, "description", path),
         parameters=params,
     )
 
@@ -359,9 +347,9 @@ def _calling(config: JSONObject) -> ir.ToolChoice:
     path = "toolConfig.functionCallingConfig"
     mode = str(config.get("mode") or "AUTO").upper()
     if mode not in _MODES:
-        raise fail(at(path, "mode"), "expected one of " + ", ".join(_MODES[:4]))
+        raise v.fail(v.at(path, "mode"), "expected one of " + ", ".join(_MODES[:4]))
     names = config.get("allowedFunctionNames")
-    allowed = string_list(names, at(path, "allowedFunctionNames")) if names else []
+    allowed = v.string_list(names, v.at(path, "allowedFunctionNames")) if names else []
     if mode == "NONE":
         return ir.ToolChoice("none")
     if mode == "ANY":
@@ -403,27 +391,27 @@ def json_schema(schema: Any) -> Any:
 
 def _generation(gen: JSONObject, req: ir.Request) -> None:
     path = "generationConfig"
-    req.temperature = opt_number(gen, "temperature", path, minimum=0, maximum=2)
-    req.top_p = opt_number(gen, "topP", path, minimum=0, maximum=1)
-    req.top_k = opt_integer(gen, "topK", path, minimum=1)
-    req.max_tokens = opt_integer(gen, "maxOutputTokens", path, minimum=1)
-    opt_integer(gen, "candidateCount", path, minimum=1)  # a Gemini upstream generates them
+    req.temperature = v.opt_number(gen, "temperature", path, minimum=0, maximum=2)
+    req.top_p = v.opt_number(gen, "topP", path, minimum=0, maximum=1)
+    req.top_k = v.opt_integer(gen, "topK", path, minimum=1)
+    req.max_tokens = v.opt_integer(gen, "maxOutputTokens", path, minimum=1)
+    v.opt_integer(gen, "candidateCount", path, minimum=1)  # a Gemini upstream generates them
     stop = gen.get("stopSequences")
     if stop is not None:
-        req.stop = string_list(stop, at(path, "stopSequences"), max_items=5)
-    mime = opt_string(gen, "responseMimeType", path)
+        req.stop = v.string_list(stop, v.at(path, "stopSequences"), max_items=5)
+    mime = v.opt_string(gen, "responseMimeType", path)
     schema = gen.get("responseJsonSchema") or gen.get("_responseJsonSchema")
     if schema is None and gen.get("responseSchema") is not None:
-        schema = json_schema(_object(gen["responseSchema"], at(path, "responseSchema")))
+        schema = json_schema(_object(gen["responseSchema"], v.at(path, "responseSchema")))
     if schema is not None or mime == "application/json":
         req.response_format = (
             {"type": "json_object"}
             if schema is None
-            else {"type": "json_schema", "name": "response", "schema": obj(schema, path)}
+            else {"type": "json_schema", "name": "response", "schema": v.obj(schema, path)}
         )
     thinking = gen.get("thinkingConfig")
     if thinking is not None:
-        req.thinking = _thinking(_object(thinking, at(path, "thinkingConfig")))
+        req.thinking = _thinking(_object(thinking, v.at(path, "thinkingConfig")))
     rest = {k: v for k, v in gen.items() if k not in _GEN_MODELED}
     if rest or "candidateCount" in gen:
         req.extras["generationConfig"] = {
@@ -436,11 +424,11 @@ def _thinking(cfg: JSONObject) -> ir.ThinkingConfig:
     path = "generationConfig.thinkingConfig"
     budget = cfg.get("thinkingBudget")
     if budget is not None:
-        budget = integer(budget, at(path, "thinkingBudget"), minimum=-1)
-    level = opt_string(cfg, "thinkingLevel", path)
+        budget = v.integer(budget, v.at(path, "thinkingBudget"), minimum=-1)
+    level = v.opt_string(cfg, "thinkingLevel", path)
     if level is not None and level.upper() not in _LEVELS:
-        raise fail(at(path, "thinkingLevel"), "expected one of " + ", ".join(_LEVELS))
-    include = opt_boolean(cfg, "includeThoughts", path)
+        raise v.fail(v.at(path, "thinkingLevel"), "expected one of " + ", ".join(_LEVELS))
+    include = v.opt_boolean(cfg, "includeThoughts", path)
     if budget == 0:
         return ir.ThinkingConfig(enabled=False)
     return ir.ThinkingConfig(

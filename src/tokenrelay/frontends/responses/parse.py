@@ -23,28 +23,14 @@ Mapping choices worth knowing:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tokenrelay import ir
-from tokenrelay.frontends.validate import (
-    JSONObject,
-    array,
-    at,
-    body_object,
-    fail,
-    integer,
-    obj,
-    one_of,
-    opt_boolean,
-    opt_number,
-    opt_string,
-    required,
-    string,
-    string_list,
-)
+from tokenrelay.frontends import validate as v
+from tokenrelay.frontends.chat.parse import function
+from tokenrelay.frontends.validate import JSONObject
 from tokenrelay.reasoning.cache import BLOB_PREFIX, from_blob
 
 NAMESPACE_SEP = "__"
@@ -74,7 +60,6 @@ _STORED = {
     "as `input`",
 }
 _ROLES = ("user", "assistant", "system", "developer")
-_DATA_URI = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)", re.S)
 _SKIPPED_ITEMS = frozenset({"web_search_call"})  # OpenAI-run search: its answer text follows
 
 
@@ -92,23 +77,21 @@ def _unblob(blob: str, path: str) -> list[ir.Part]:
     try:
         return list(from_blob(blob))
     except ValueError:
-        raise fail(path, "not reasoning this gateway issued (send it back unchanged)") from None
+        raise v.fail(path, "not reasoning this gateway issued (send it back unchanged)") from None
 
 
 def parse_responses_request(body: Any, headers: Mapping[str, str]) -> tuple[ir.Request, Echo]:
-    data = body_object(body)
+    data = v.body_object(body)
     for key, why in _STORED.items():
         if data.get(key) is not None:
-            raise fail(key, why)
-    if opt_boolean(data, "background"):
-        raise fail("background", "background responses need stored responses; stream instead")
-    req = ir.Request(
-        model=string(required(data, "model"), "model"), messages=[], extras_format="responses"
-    )
+            raise v.fail(key, why)
+    if v.opt_boolean(data, "background"):
+        raise v.fail("background", "background responses need stored responses; stream instead")
+    req = ir.Request(model=v.required_string(data, "model"), messages=[], extras_format="responses")
     echo = Echo()
-    instructions = opt_string(data, "instructions")
+    instructions = v.opt_string(data, "instructions")
     conv = _Conversation()
-    conv.items(required(data, "input"))
+    conv.items(v.required(data, "input"))
     req.system = ([ir.Text(instructions)] if instructions else []) + conv.system
     req.messages = conv.messages
     _tools(data, req, echo)
@@ -116,19 +99,19 @@ def parse_responses_request(body: Any, headers: Mapping[str, str]) -> tuple[ir.R
     req.max_tokens = (
         None
         if data.get("max_output_tokens") is None
-        else integer(data["max_output_tokens"], "max_output_tokens", minimum=1)
+        else v.integer(data["max_output_tokens"], "max_output_tokens", minimum=1)
     )
-    req.temperature = opt_number(data, "temperature", minimum=0, maximum=2)
-    req.top_p = opt_number(data, "top_p", minimum=0, maximum=1)
+    req.temperature = v.opt_number(data, "temperature", minimum=0, maximum=2)
+    req.top_p = v.opt_number(data, "top_p", minimum=0, maximum=1)
     if data.get("text") is not None:
-        req.response_format = _text_format(obj(data["text"], "text"))
+        req.response_format = _text_format(v.obj(data["text"], "text"))
     if data.get("include") is not None:
-        include = string_list(data["include"], "include")
+        include = v.string_list(data["include"], "include")
         echo.encrypted = "reasoning.encrypted_content" in include
-    req.stream = bool(opt_boolean(data, "stream"))
+    req.stream = bool(v.opt_boolean(data, "stream"))
     req.include_usage = True  # usage is part of every response
-    user = opt_string(data, "user")
-    req.user = opt_string(data, "safety_identifier") or user
+    user = v.opt_string(data, "user")
+    req.user = v.opt_string(data, "safety_identifier") or user
     req.extras.update((k, v) for k, v in data.items() if k not in _MODELED)
     echo.fields = _echo_fields(data)
     return req, echo
@@ -170,12 +153,12 @@ class _Conversation:
         if isinstance(value, str):
             self.messages.append(ir.Message("user", [ir.Text(value)]))
             return
-        for i, raw in enumerate(array(value, "input")):
-            path = at("input", i)
-            self.add(obj(raw, path), path)
+        for i, raw in enumerate(v.array(value, "input")):
+            path = v.at("input", i)
+            self.add(v.obj(raw, path), path)
 
     def add(self, item: JSONObject, path: str) -> None:
-        kind = string(item.get("type", "message"), at(path, "type"))
+        kind = v.string(item.get("type", "message"), v.at(path, "type"))
         if kind == "message":
             self._message(item, path)
         elif kind == "function_call":
@@ -185,9 +168,9 @@ class _Conversation:
         elif kind == "reasoning":
             self._reasoning(item, path)
         elif kind == "item_reference":
-            raise fail(path, "the gateway does not store items; send the item itself")
+            raise v.fail(path, "the gateway does not store items; send the item itself")
         elif kind not in _SKIPPED_ITEMS:
-            raise fail(at(path, "type"), f"unsupported input item type {kind!r}")
+            raise v.fail(v.at(path, "type"), f"unsupported input item type {kind!r}")
 
     def _assistant_turn(self) -> ir.Message:
         self.tool_turn = None
@@ -197,9 +180,9 @@ class _Conversation:
         return self.assistant
 
     def _message(self, item: JSONObject, path: str) -> None:
-        role = one_of(required(item, "role", path), at(path, "role"), _ROLES)
-        content_path = at(path, "content")
-        content = required(item, "content", path)
+        role = v.one_of(v.required(item, "role", path), v.at(path, "role"), _ROLES)
+        content_path = v.at(path, "content")
+        content = v.required(item, "content", path)
         if role in ("system", "developer"):
             self.system += [p for p in _parts(content, content_path) if isinstance(p, ir.Text)]
         elif role == "assistant":
@@ -217,24 +200,24 @@ class _Conversation:
                 self.messages.append(ir.Message("user", parts))
 
     def _call(self, item: JSONObject, path: str) -> ir.ToolCall:
-        name = string(required(item, "name", path), at(path, "name"))
-        namespace = opt_string(item, "namespace", path)
+        name = v.required_string(item, "name", path)
+        namespace = v.opt_string(item, "namespace", path)
         if namespace:
             name = namespace + NAMESPACE_SEP + name
         call = ir.ToolCall(
-            id=string(required(item, "call_id", path), at(path, "call_id")),
+            id=v.required_string(item, "call_id", path),
             name=name,
-            arguments=opt_string(item, "arguments", path) or "{}",
+            arguments=v.opt_string(item, "arguments", path) or "{}",
         )
         self.call_names[call.id] = call.name
         return call
 
     def _output(self, item: JSONObject, path: str) -> None:
         self.assistant = None
-        call_id = string(required(item, "call_id", path), at(path, "call_id"))
-        output = required(item, "output", path)
+        call_id = v.required_string(item, "call_id", path)
+        output = v.required(item, "output", path)
         content = [
-            p for p in _parts(output, at(path, "output")) if isinstance(p, ir.Text | ir.Image)
+            p for p in _parts(output, v.at(path, "output")) if isinstance(p, ir.Text | ir.Image)
         ]
         result = ir.ToolResult(call_id, content, name=self.call_names.get(call_id))
         if self.tool_turn is None:
@@ -243,16 +226,19 @@ class _Conversation:
         self.tool_turn.parts.append(result)
 
     def _reasoning(self, item: JSONObject, path: str) -> None:
-        blob = opt_string(item, "encrypted_content", path)
+        blob = v.opt_string(item, "encrypted_content", path)
         turn = self._assistant_turn()
         if blob is not None and blob.startswith(BLOB_PREFIX):
-            turn.parts += _unblob(blob, at(path, "encrypted_content"))
+            turn.parts += _unblob(blob, v.at(path, "encrypted_content"))
             return
         if blob is not None:
             return  # OpenAI's own: meaningful to OpenAI only, which gets the body as sent
-        summary = array(item.get("summary") or [], at(path, "summary"))
+        summary = v.array(item.get("summary") or [], v.at(path, "summary"))
         texts = [
-            string(obj(s, at(at(path, "summary"), i)).get("text", ""), at(at(path, "summary"), i))
+            v.string(
+                v.obj(s, v.at(v.at(path, "summary"), i)).get("text", ""),
+                v.at(v.at(path, "summary"), i),
+            )
             for i, s in enumerate(summary)
         ]
         if any(texts):
@@ -263,56 +249,45 @@ def _parts(value: Any, path: str) -> list[ir.Part]:
     if isinstance(value, str):
         return [ir.Text(value)]
     parts: list[ir.Part] = []
-    for i, raw in enumerate(array(value, path)):
-        where = at(path, i)
-        part = obj(raw, where)
-        kind = string(required(part, "type", where), at(where, "type"))
+    for i, raw in enumerate(v.array(value, path)):
+        where = v.at(path, i)
+        part = v.obj(raw, where)
+        kind = v.required_string(part, "type", where)
         if kind in ("input_text", "output_text", "text"):
-            parts.append(ir.Text(string(required(part, "text", where), at(where, "text"))))
+            parts.append(ir.Text(v.required_string(part, "text", where)))
         elif kind == "refusal":
-            parts.append(ir.Text(string(required(part, "refusal", where), at(where, "refusal"))))
+            parts.append(ir.Text(v.required_string(part, "refusal", where)))
         elif kind == "input_image":
             parts.append(_image(part, where))
         elif kind == "input_file":
             parts.append(_file(part, where))
         else:
-            raise fail(at(where, "type"), f"unsupported content part type {kind!r}")
+            raise v.fail(v.at(where, "type"), f"unsupported content part type {kind!r}")
     return parts
 
 
 def _image(part: JSONObject, path: str) -> ir.Image:
     if part.get("image_url") is None:
         # file_id refers to OpenAI's Files API, which no other vendor can read.
-        raise fail(at(path, "image_url"), "Field required (file_id is not supported)")
-    url = string(part["image_url"], at(path, "image_url"))
-    if url.startswith("data:"):
-        mime, data = _data_uri(url, at(path, "image_url"))
-        return ir.Image(media_type=mime, data=data)
-    if not url.startswith(("https://", "http://")):
-        raise fail(at(path, "image_url"), "expected an http(s) URL or a base64 data: URI")
-    return ir.Image(url=url)
+        raise v.fail(v.at(path, "image_url"), "Field required (file_id is not supported)")
+    return v.image_url(
+        v.string(part["image_url"], v.at(path, "image_url")), v.at(path, "image_url")
+    )
 
 
 def _file(part: JSONObject, path: str) -> ir.Document:
-    filename = opt_string(part, "filename", path)
+    filename = v.opt_string(part, "filename", path)
     if part.get("file_data") is not None:
-        where = at(path, "file_data")
-        value = string(part["file_data"], where)
+        where = v.at(path, "file_data")
+        value = v.string(part["file_data"], where)
         mime, data = (
-            _data_uri(value, where) if value.startswith("data:") else ("application/pdf", value)
+            v.data_uri(value, where) if value.startswith("data:") else ("application/pdf", value)
         )
         return ir.Document(source_type="base64", media_type=mime, data=data, filename=filename)
     if part.get("file_url") is not None:
-        url = string(part["file_url"], at(path, "file_url"))
+        url = v.string(part["file_url"], v.at(path, "file_url"))
         return ir.Document(source_type="url", url=url, filename=filename)
-    raise fail(at(path, "file_data"), "Field required (file_id is not supported)")
-
-
-def _data_uri(uri: str, path: str) -> tuple[str, str]:
-    match = _DATA_URI.fullmatch(uri)
-    if match is None:
-        raise fail(path, "expected a data:<media type>;base64,<data> URI")
-    return match["mime"], match["data"]
+    raise v.fail(v.at(path, "file_data"), "Field required (file_id is not supported)")
 
 
 # ------------------------------------------------------------------------------------ tools
@@ -327,23 +302,23 @@ CLIENT_RUN = frozenset(
 
 def _tools(data: JSONObject, req: ir.Request, echo: Echo) -> None:
     namespaces: set[str] = set()
-    for i, raw in enumerate(array(data.get("tools") or [], "tools")):
-        path = at("tools", i)
-        tool = obj(raw, path)
-        kind = string(required(tool, "type", path), at(path, "type"))
+    for i, raw in enumerate(v.array(data.get("tools") or [], "tools")):
+        path = v.at("tools", i)
+        tool = v.obj(raw, path)
+        kind = v.required_string(tool, "type", path)
         if kind == "function":
-            req.tools.append(_function(tool, path))
+            req.tools.append(function(tool, path))
         elif kind == "namespace":
-            ns = string(required(tool, "name", path), at(path, "name"))
+            ns = v.required_string(tool, "name", path)
             namespaces.add(ns)
-            for j, inner in enumerate(array(required(tool, "tools", path), at(path, "tools"))):
-                where = at(at(path, "tools"), j)
-                fn = obj(inner, where)
+            for j, inner in enumerate(v.required_array(tool, "tools", path)):
+                where = v.at(v.at(path, "tools"), j)
+                fn = v.obj(inner, where)
                 if fn.get("type") != "function":
-                    req.native_only.append((at(where, "type"), f"the {fn.get('type')!r} tool"))
+                    req.native_only.append((v.at(where, "type"), f"the {fn.get('type')!r} tool"))
                     req.server_tools |= fn.get("type") not in CLIENT_RUN
                     continue
-                req.tools.append(_function(fn, where, prefix=ns + NAMESPACE_SEP))
+                req.tools.append(function(fn, where, prefix=ns + NAMESPACE_SEP))
         elif kind == "web_search" and tool.get("external_web_access") is False:
             # An offer of OpenAI's search index, not a requirement: left out of a translation;
             # OpenAI may still search it, pass after pass.
@@ -354,36 +329,22 @@ def _tools(data: JSONObject, req: ir.Request, echo: Echo) -> None:
     echo.namespaces = frozenset(namespaces)
     if data.get("tool_choice") is not None:
         req.tool_choice = _tool_choice(data["tool_choice"], req)
-    if opt_boolean(data, "parallel_tool_calls") is False:
+    if v.opt_boolean(data, "parallel_tool_calls") is False:
         req.tool_choice = req.tool_choice or ir.ToolChoice("auto")
         req.tool_choice.disable_parallel = True
 
 
-def _function(tool: JSONObject, path: str, prefix: str = "") -> ir.Tool:
-    parameters = tool.get("parameters")
-    return ir.Tool(
-        name=prefix + string(required(tool, "name", path), at(path, "name")),
-        description=opt_string(tool, "description", path),
-        parameters=(
-            {"type": "object", "properties": {}}
-            if parameters is None
-            else obj(parameters, at(path, "parameters"))
-        ),
-        strict=opt_boolean(tool, "strict", path),
-    )
-
-
 def _tool_choice(value: Any, req: ir.Request) -> ir.ToolChoice:
     if isinstance(value, str):
-        mode = one_of(value, "tool_choice", ("auto", "required", "none"))
+        mode = v.one_of(value, "tool_choice", ("auto", "required", "none"))
         return ir.ToolChoice("any" if mode == "required" else mode)  # type: ignore[arg-type]
-    choice = obj(value, "tool_choice")
-    kind = string(required(choice, "type", "tool_choice"), "tool_choice.type")
+    choice = v.obj(value, "tool_choice")
+    kind = v.string(v.required(choice, "type", "tool_choice"), "tool_choice.type")
     if kind == "function":
-        name = string(required(choice, "name", "tool_choice"), "tool_choice.name")
+        name = v.string(v.required(choice, "name", "tool_choice"), "tool_choice.name")
         return ir.ToolChoice("tool", name=name)
     if kind == "allowed_tools":  # a subset the model may use: the mode is what translates
-        mode = one_of(choice.get("mode", "auto"), "tool_choice.mode", ("auto", "required"))
+        mode = v.one_of(choice.get("mode", "auto"), "tool_choice.mode", ("auto", "required"))
         return ir.ToolChoice("any" if mode == "required" else "auto")
     req.native_only.append(("tool_choice", f"forcing the built-in tool {kind!r}"))
     return ir.ToolChoice("any")
@@ -392,12 +353,12 @@ def _tool_choice(value: Any, req: ir.Request) -> ir.ToolChoice:
 def _reasoning(data: JSONObject, req: ir.Request, echo: Echo) -> None:
     if data.get("reasoning") is None:
         return
-    spec = obj(data["reasoning"], "reasoning")
-    summary = opt_string(spec, "summary", "reasoning") or opt_string(
+    spec = v.obj(data["reasoning"], "reasoning")
+    summary = v.opt_string(spec, "summary", "reasoning") or v.opt_string(
         spec, "generate_summary", "reasoning"
     )
     echo.summary = summary is not None and summary != "none"
-    effort = opt_string(spec, "effort", "reasoning")
+    effort = v.opt_string(spec, "effort", "reasoning")
     if effort == "none":
         req.thinking = ir.ThinkingConfig(enabled=False)
     elif effort is not None:
@@ -407,8 +368,8 @@ def _reasoning(data: JSONObject, req: ir.Request, echo: Echo) -> None:
 def _text_format(text: JSONObject) -> dict[str, Any] | None:
     if text.get("format") is None:
         return None
-    fmt = obj(text["format"], "text.format")
-    kind = one_of(fmt.get("type"), "text.format.type", ("text", "json_object", "json_schema"))
+    fmt = v.obj(text["format"], "text.format")
+    kind = v.one_of(fmt.get("type"), "text.format.type", ("text", "json_object", "json_schema"))
     if kind == "text":
         return None
     if kind == "json_object":
@@ -416,11 +377,11 @@ def _text_format(text: JSONObject) -> dict[str, Any] | None:
     schema = fmt.get("schema")
     out: dict[str, Any] = {
         "type": "json_schema",
-        "name": string(required(fmt, "name", "text.format"), "text.format.name"),
-        "schema": {} if schema is None else obj(schema, "text.format.schema"),
-        "strict": opt_boolean(fmt, "strict", "text.format"),
+        "name": v.string(v.required(fmt, "name", "text.format"), "text.format.name"),
+        "schema": {} if schema is None else v.obj(schema, "text.format.schema"),
+        "strict": v.opt_boolean(fmt, "strict", "text.format"),
     }
-    description = opt_string(fmt, "description", "text.format")
+    description = v.opt_string(fmt, "description", "text.format")
     if description:
         out["description"] = description
     return out
