@@ -53,6 +53,8 @@ log = logging.getLogger("tokenrelay.batches.vendor")
 
 _SUBMIT_MAX = 10_000  # lines taken per round (a vendor batch holds up to 50,000 or 100,000)
 _STATE = {"succeeded": "succeeded", "errored": "errored", "cancelled": CANCELLED}
+# A line the vendor's results leave out of a batch that ran (a failed vendor batch).
+_NO_ANSWER = b'{"error": {"message": "The vendor\'s batch returned no answer for this request."}}'
 
 
 class Runner(Protocol):
@@ -189,7 +191,9 @@ class VendorBatches:
             batch = fresh.get(line.batch_id) or await self.store.batch(line.batch_id)
             if batch is None:
                 continue
-            outcome = by_id.get(str(line.id)) or BatchOutcome(str(line.id), state.unanswered, 0)
+            outcome = by_id.get(str(line.id)) or BatchOutcome(
+                str(line.id), state.unanswered, 502, _NO_ANSWER
+            )
             self.jobs.finished(line, batch, await self._answer(batch, line, outcome))
         self._cancelled.discard(job)
         await self.jobs.flush()
