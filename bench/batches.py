@@ -1,13 +1,20 @@
 """Figures for batches and embeddings (issue 24), each against the vendor emulator:
 
-    .venv/bin/python -m bench.batches table        # batch API × vendor: created, completed,
-                                                   # results read, cost = Σ lines at batch
-                                                   # price, cancel mid-way bills finished lines
-    .venv/bin/python -m bench.batches restart [--lines 10000] [--kill]
+    .venv/bin/python -m bench.batches table        # batch API × vendor: how the lines ran (the
+                                                   # vendor's batch API, or the gateway),
+                                                   # created, completed, results read, cost =
+                                                   # Σ lines at batch price, cancel mid-way
+                                                   # bills finished lines
+    .venv/bin/python -m bench.batches restart [--lines 10000] [--kill] [--vendor]
                                                    # time and memory of a batch through the
-                                                   # gateway-run path, the gateway stopped
-                                                   # (SIGTERM, or SIGKILL) half-way and started
-                                                   # again: lines lost, lines sent twice
+                                                   # gateway-run path (--vendor: the vendors'
+                                                   # batch APIs), the gateway stopped (SIGTERM,
+                                                   # or SIGKILL) half-way and started again:
+                                                   # lines lost, lines sent twice
+    .venv/bin/python -m bench.batches holds [--n 10000] [--redis URL]
+                                                   # Redis calls of a batch's creation hold:
+                                                   # a hold per line (as before) or one of
+                                                   # the sum (jobs._hold_all)
     .venv/bin/python -m bench.batches embeddings [--n 300]
                                                    # added latency over a direct emulator call
 
@@ -63,11 +70,18 @@ class Gateway:
             "TOKENRELAY_DATABASE_URL": f"sqlite:///{db}",
             "TOKENRELAY_ADMIN_TOKEN": "adm",
             "TOKENRELAY_LOG_LEVEL": "warning",
+            "TOKENRELAY_BATCH_POLL_S": "0.2",
             **env,
         }
         exe = Path(sys.executable).with_name("tokenrelay")
         self.proc = subprocess.Popen([str(exe), "serve", "--port", str(self.port)], env=self.env)
-        _wait(self.url + "/healthz", self.proc)
+        for attempt in range(5):  # a loaded machine may take minutes to start it
+            try:
+                _wait(self.url + "/healthz", self.proc)
+                break
+            except SystemExit:
+                if attempt == 4 or self.proc.poll() is not None:
+                    raise
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -184,14 +198,29 @@ def _results(gw: Gateway, key: str, api: str, b: dict[str, Any]) -> int:
     return sum(1 for x in lines if x["result"]["type"] == "succeeded")
 
 
+def _emulator_seq(emu: CountingEmulator) -> int:
+    seen = httpx.get(emu.url + "/_requests").json()["data"]
+    return max((r["seq"] for r in seen), default=0)
+
+
+def _ran_at(emu: CountingEmulator, mark: int) -> str:
+    """Where the vendor saw the lines since `mark`: its batch API (the create call's path), or
+    the standard API (the gateway ran them)."""
+    seen = httpx.get(emu.url + "/_requests").json()["data"]
+    posts = [r["path"] for r in seen if r["seq"] > mark and r["method"] == "POST"]
+    batch = [p for p in posts if p.endswith(("/batches", ":batchGenerateContent"))]
+    return f"vendor batch `POST {batch[0]}`" if batch else f"gateway, {len(posts)} calls"
+
+
 def table() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tr-batches-"))
     with CountingEmulator() as emu:
         gw = Gateway(tmp / "gw.db", emu.url, TOKENRELAY_BATCH_CONCURRENCY="4")
         try:
-            print("| batch API | vendor | model | created | completed | results read "
-                  "| Σ lines (nano-USD) | Σ direct ÷ 2, rounded up | equal |")  # fmt: skip
-            print("|---|---|---|---|---|---|---:|---:|---|")
+            print("| batch API | vendor | model | lines ran at | created | completed "
+                  "| results read | Σ lines (nano-USD) | Σ direct ÷ 2, rounded up "
+                  "| equal |")  # fmt: skip
+            print("|---|---|---|---|---|---|---|---:|---:|---|")
             for vendor, model in MODELS.items():
                 key, key_id = gw.key()
                 bodies = [_chat(model, f"line {i}") for i in range(3)]
@@ -203,12 +232,14 @@ def table() -> None:
                            for r in direct)  # fmt: skip
                 for api in ("openai", "anthropic"):
                     make = _openai_batch if api == "openai" else _anthropic_batch
+                    mark = _emulator_seq(emu)
                     bid = make(gw, key, bodies)
                     b = _wait_batch(gw, key, _path(api, bid), _ended)
                     read = _results(gw, key, api, b)
                     got = sum(_nano(u["cost_usd"]) for u in gw.usage(key_id, bid))
-                    print(f"| {api} | {vendor} | {model} | yes | {_finished(b)}/3 | {read} "
-                          f"| {got} | {want} | {got == want} |")  # fmt: skip
+                    via = _ran_at(emu, mark)
+                    print(f"| {api} | {vendor} | {model} | {via} | yes | {_finished(b)}/3 "
+                          f"| {read} | {got} | {want} | {got == want} |")  # fmt: skip
             # Cancel mid-way: 40 slow lines over every vendor, cancelled once the first answered.
             for api in ("openai", "anthropic"):
                 key, key_id = gw.key("50")
@@ -232,10 +263,12 @@ def table() -> None:
             gw.stop()
 
 
-def restart(lines: int, kill: bool) -> None:
+def restart(lines: int, kill: bool, vendor: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tr-batches-"))
+    # The gateway-run path unless --vendor: every line through the gateway's request path.
+    env = {"TOKENRELAY_BATCH_VENDOR_APIS": "1" if vendor else "0"}
     with CountingEmulator() as emu:
-        gw = Gateway(tmp / "gw.db", emu.url)
+        gw = Gateway(tmp / "gw.db", emu.url, **env)
         key, key_id = gw.key()
         models = list(MODELS.values())
         bodies = [_chat(models[i % 5], f"#line-{i} summarise") for i in range(lines)]
@@ -243,12 +276,19 @@ def restart(lines: int, kill: bool) -> None:
         bid = _openai_batch(gw, key, bodies)
         created_s = time.perf_counter() - t0
         path = _path("openai", bid)
-        _wait_batch(gw, key, path, lambda b: _finished(b) >= lines // 2)
+        # Half-way: half the lines answered (gateway-run), or sent to the vendors' batches
+        # (their answers come when a vendor batch ends).
+        _wait_batch(
+            gw,
+            key,
+            path,
+            lambda b: _finished(b) >= lines // 2 or (vendor and len(emu.calls) >= lines // 2),
+        )
         t_stop = time.perf_counter()
         peak1 = gw.stop(signal.SIGKILL if kill else signal.SIGTERM)
         t_stopped = time.perf_counter()
         sent_before = sum(emu.calls.values())
-        gw = Gateway(tmp / "gw.db", emu.url)
+        gw = Gateway(tmp / "gw.db", emu.url, **env)
         t_up = time.perf_counter()
         b = _wait_batch(gw, key, path, _ended)
         total_s = time.perf_counter() - t0
@@ -260,6 +300,7 @@ def restart(lines: int, kill: bool) -> None:
         running_s = total_s - created_s - (t_up - t_stop)
         print(json.dumps({
             "lines": lines, "restart": "SIGKILL" if kill else "SIGTERM",
+            "path": "vendor batch APIs" if vendor else "gateway-run",
             "create_s": round(created_s, 2), "total_s": round(total_s, 2),
             "stop_s": round(t_stopped - t_stop, 2), "start_s": round(t_up - t_stopped, 2),
             "lines_per_s_running": round(lines / running_s, 1),
@@ -270,6 +311,43 @@ def restart(lines: int, kill: bool) -> None:
             "billed_nano": sum(_nano(u["cost_usd"]) for u in usage),
             "peak_rss_mb_first": round(peak1, 1), "peak_rss_mb_second": round(peak2, 1),
         }))  # fmt: skip
+
+
+def holds(n: int, url: str) -> None:
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from tokenrelay.billing.holds import RedisHolds
+
+    async def run() -> None:
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=256)
+        r = aioredis.Redis(connection_pool=pool)
+
+        async def loader(key_id: str) -> int:
+            return 10**15
+
+        h = RedisHolds(r, loader, prefix="bench-holds:")
+        try:
+            t = time.perf_counter()
+            for i in range(n):
+                await h.reserve("acct", f"b-{i}", 1000)
+            per_line = time.perf_counter() - t
+            for i in range(n):
+                await h.release("acct", f"b-{i}")
+            t = time.perf_counter()
+            await h.reserve("acct", "b", 1000 * n)
+            await h.release("acct", "b")
+            one = time.perf_counter() - t
+        finally:
+            keys = [k async for k in r.scan_iter("bench-holds:*")]
+            if keys:
+                await r.delete(*keys)
+            await r.aclose()
+        print(json.dumps({"lines": n, "hold_per_line_s": round(per_line, 3),
+                          "one_hold_of_the_sum_s": round(one, 4)}))  # fmt: skip
+
+    asyncio.run(run())
 
 
 def embeddings(n: int) -> None:
@@ -319,13 +397,19 @@ def main() -> None:
     r = sub.add_parser("restart")
     r.add_argument("--lines", type=int, default=10_000)
     r.add_argument("--kill", action="store_true")
+    r.add_argument("--vendor", action="store_true")
+    h = sub.add_parser("holds")
+    h.add_argument("--n", type=int, default=10_000)
+    h.add_argument("--redis", default="redis://127.0.0.1:6379/7")
     e = sub.add_parser("embeddings")
     e.add_argument("--n", type=int, default=300)
     args = ap.parse_args()
     if args.what == "table":
         table()
     elif args.what == "restart":
-        restart(args.lines, args.kill)
+        restart(args.lines, args.kill, args.vendor)
+    elif args.what == "holds":
+        holds(args.n, args.redis)
     else:
         embeddings(args.n)
 

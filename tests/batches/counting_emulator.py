@@ -36,9 +36,9 @@ class CountingEmulator:
                 if not message.get("more_body"):
                     break
             body = b"".join(chunks)
-            for m in _MARK.finditer(body):
-                self.calls[int(m.group(1))] += 1
-                break
+            # Each line once per call: a vendor batch carries many lines in one body.
+            for n in {int(m.group(1)) for m in _MARK.finditer(body)}:
+                self.calls[n] += 1
             replayed = False
 
             async def replay() -> dict[str, Any]:

@@ -1,6 +1,7 @@
-"""A batch survives a restart of the gateway in the middle of it: the second process runs
-what the first did not, no line is lost and none reaches a vendor twice, each is billed once
-(on SQLite, the embedded default, and on PostgreSQL + Redis)."""
+"""A batch run by the gateway itself (vendor batch APIs off: every line through the gateway
+path) survives a restart in the middle of it: the second process runs what the first did not,
+no line is lost and none reaches a vendor twice, each is billed once (on SQLite, the embedded
+default, and on PostgreSQL + Redis). test_vendor_batches covers lines at a vendor's batch."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ def test_restart_in_the_middle_loses_nothing_and_runs_nothing_twice(
             "redis_url": b.redis_url,
             "emulator_url": emulator.url,
             "batch_concurrency": 8,
+            "batch_vendor_apis": False,
         }
         first, thread = start_gateway(tmp_path / "a", **settings)
         r = httpx.post(
@@ -111,6 +113,7 @@ def test_two_replicas_share_a_batch_each_line_once(tmp_path: Path) -> None:
             "redis_url": b.redis_url,
             "emulator_url": emulator.url,
             "batch_concurrency": 4,
+            "batch_vendor_apis": False,
         }
         one, t1 = start_gateway(tmp_path / "a", **settings)
         two, t2 = start_gateway(tmp_path / "b", **settings)

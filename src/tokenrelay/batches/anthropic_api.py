@@ -17,10 +17,10 @@ from starlette.routing import Route
 from tokenrelay.batches.http import (
     answering,
     authenticated,
+    batch_page,
     json_body,
     jsonl,
     not_found,
-    page_limit,
     public_base,
 )
 from tokenrelay.batches.jobs import BatchJobs, LineSpec
@@ -30,8 +30,7 @@ from tokenrelay.batches.store import (
     ENDED,
     ERRORED,
     EXPIRED,
-    PENDING,
-    RUNNING,
+    OPEN,
     SUCCEEDED,
     Batch,
     BatchStore,
@@ -96,7 +95,7 @@ class AnthropicBatches:
             if b.status == CANCELLING
             else "in_progress",
             "request_counts": {
-                "processing": c.get(PENDING, 0) + c.get(RUNNING, 0),
+                "processing": sum(c.get(s, 0) for s in OPEN),
                 "succeeded": c.get(SUCCEEDED, 0),
                 "errored": c.get(ERRORED, 0),
                 "canceled": c.get(CANCELLED, 0),
@@ -165,18 +164,11 @@ class AnthropicBatches:
 
     async def list_batches(self, request: Request) -> Response:
         key = await authenticated(self.keys, request)
-        limit = page_limit(request, default=20, most=1000)
-        after = request.query_params.get("after_id")
-        rows = await self.store.batches(key.account_id or key.id, "anthropic", limit + 1, after)
-        data = [self.batch_object(b, request) for b in rows[:limit]]
-        return JSONResponse(
-            {
-                "data": data,
-                "has_more": len(rows) > limit,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-            }
-        )
+        account = key.account_id or key.id
+        return await batch_page(
+            self.store, account, "anthropic", request, lambda b: self.batch_object(b, request),
+            most=1000, after="after_id", head={},
+        )  # fmt: skip
 
     async def results(self, request: Request) -> Response:
         batch = await self._batch(request)

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tokenrelay.asgi import BodyTooLarge, read_body
+from tokenrelay.batches.store import Batch, BatchStore
 from tokenrelay.customers.keys import ApiKeyInfo, KeyStore, presented_key
 from tokenrelay.errors import GatewayError
 from tokenrelay.gateway.codec import Frontend
@@ -78,3 +79,33 @@ def page_limit(request: Request, default: int = 20, most: int = 100) -> int:
             "invalid_request", f"limit: expected an integer in 1..{most}", 400, param="limit"
         )
     return int(raw)
+
+
+def page(data: list[dict[str, Any]], has_more: bool, head: dict[str, Any]) -> dict[str, Any]:
+    """A list page as both APIs write it: `head` (OpenAI's `object: list`), the items, the
+    first and last ids, whether more follow."""
+    return {
+        **head,
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
+
+
+async def batch_page(
+    store: BatchStore,
+    account_id: str,
+    api: str,
+    request: Request,
+    render: Callable[[Batch], dict[str, Any]],
+    *,
+    most: int,
+    after: str,
+    head: dict[str, Any],
+) -> Response:
+    """The account's batches of `api`, newest first, a page of `limit` (1..`most`) after the
+    id in the query parameter `after` (OpenAI: `after`; Anthropic: `after_id`)."""
+    limit = page_limit(request, default=20, most=most)
+    rows = await store.batches(account_id, api, limit + 1, request.query_params.get(after))
+    return JSONResponse(page([render(b) for b in rows[:limit]], len(rows) > limit, head))

@@ -47,6 +47,7 @@ class Answer:
     status_code: int
     body: bytes
     cost_nano: int
+    state: str | None = None  # the line's end when it is not answered (cancelled, expired)
 
 
 class Lines:
@@ -67,8 +68,8 @@ class Lines:
     async def worst_case(self, f: Flight, endpoint: str, payload: Any) -> int:
         """Decide the line as it will be sent (raises GatewayError for a line that cannot run)
         and return its worst case at the batch price, in the customer's nano-USD."""
-        _, max_output = await self._decide(f, endpoint, payload)
-        return self._admission(f, max_output).hold_nano
+        _, max_output = await self.decide(f, endpoint, payload)
+        return self.admission(f, max_output).hold_nano
 
     async def run(self, f: Flight, endpoint: str, payload: Any) -> Answer:
         """Hold (again, after a restart: a hold still there is not taken twice), call, settle.
@@ -77,8 +78,8 @@ class Lines:
         try:
             if endpoint == EMBEDDINGS:
                 return await self._embed(f, payload)
-            decided, max_output = await self._decide(f, endpoint, payload)
-            await self._hold(f, self._admission(f, max_output))
+            decided, max_output = await self.decide(f, endpoint, payload)
+            await self.hold(f, self.admission(f, max_output))
         except GatewayError as err:
             status, body = frontend.render_error(err)
             return Answer(status, orjson.dumps(body), 0)
@@ -86,11 +87,36 @@ class Lines:
         status, raw = await self.relay.answer_detached(f, decided)
         return Answer(status, raw, f.ctx.cost_nano or 0)
 
+    async def settle_answer(self, f: Flight, p: Prepared, max_output: int, body: bytes) -> Answer:
+        """A vendor batch's answer to the line decided as `p`: read as the standard API's
+        answer, settled at the batch price (held again first: a lease may have lapsed while
+        the vendor worked; the vendor ran it, so it is billed even when that hold fails),
+        rendered in the line's client format."""
+        admission = self.admission(f, max_output)
+        try:
+            await self.hold(f, admission)
+        except GatewayError:
+            f.admission = admission
+        ctx = f.ctx
+        ctx.upstream_answered, ctx.attempts = True, 1
+        try:
+            p.exchange.read_unary(body)
+        except GatewayError as err:
+            ctx.upstream_answered = False
+            ctx.finish("error", err.message, complete=False)
+            await self.relay.meter.settle(f.admission, ctx)
+            status, error = f.frontend.render_error(err)
+            return Answer(status, orjson.dumps(error), 0)
+        ctx.finish("ok")
+        await self.relay.meter.settle(f.admission, ctx)
+        out = p.exchange.unary_body(self.relay.meter.extra_usage(ctx))
+        return Answer(200, out, ctx.cost_nano or 0)
+
     async def _embed(self, f: Flight, payload: Any) -> Answer:
         req = parse_embeddings(payload)
 
         async def hold(g: Flight) -> None:
-            await self._hold(g, self._admission(g, 0))
+            await self.hold(g, self.admission(g, 0))
 
         result = await embed(self.relay, f, req, hold)
         ctx = f.ctx
@@ -103,9 +129,7 @@ class Lines:
         )
         return Answer(200, orjson.dumps(body), ctx.cost_nano or 0)
 
-    async def _decide(
-        self, f: Flight, endpoint: str, payload: Any
-    ) -> tuple[Prepared | object, int]:
+    async def decide(self, f: Flight, endpoint: str, payload: Any) -> tuple[Prepared | object, int]:
         ctx = f.ctx
         if not isinstance(payload, dict):
             raise GatewayError("invalid_request", "body: expected a JSON object", 400)
@@ -114,7 +138,7 @@ class Lines:
         p = await self.relay.decide_detached(FRONTENDS[endpoint], ctx, payload)
         return p, p.max_output
 
-    def _admission(self, f: Flight, max_output: int) -> Admission:
+    def admission(self, f: Flight, max_output: int) -> Admission:
         ctx, key = f.ctx, f.key
         assert key is not None
         if not key.allows(ctx.model_id):
@@ -140,7 +164,7 @@ class Lines:
             multiplier_ppm=ppm,
         )
 
-    async def _hold(self, f: Flight, admission: Admission) -> None:
+    async def hold(self, f: Flight, admission: Admission) -> None:
         """The line's hold (taken at creation; again after a restart or a Redis hold's
         expiry), and the key's spend caps, which count batch lines like any request. Rate
         limits do not apply: a batch is paced by the runner, not by the client."""

@@ -21,9 +21,11 @@ from starlette.routing import Route
 from tokenrelay.batches.http import (
     answering,
     authenticated,
+    batch_page,
     json_body,
     jsonl,
     not_found,
+    page,
     page_limit,
     too_large,
 )
@@ -202,16 +204,7 @@ class OpenAIBatches:
         key = await authenticated(self.keys, request)
         purpose = request.query_params.get("purpose")
         rows = await self.store.files(key.account_id or key.id, purpose, page_limit(request, 100))
-        data = [file_object(r) for r in rows]
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": data,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-                "has_more": False,
-            }
-        )
+        return JSONResponse(page([file_object(r) for r in rows], False, {"object": "list"}))
 
     async def _file(self, request: Request, *, content: bool = False) -> Any:
         key = await authenticated(self.keys, request)
@@ -283,19 +276,11 @@ class OpenAIBatches:
 
     async def list_batches(self, request: Request) -> Response:
         key = await authenticated(self.keys, request)
-        limit = page_limit(request)
-        after = request.query_params.get("after")
-        rows = await self.store.batches(key.account_id or key.id, "openai", limit + 1, after)
-        data = [batch_object(b) for b in rows[:limit]]
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": data,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-                "has_more": len(rows) > limit,
-            }
-        )
+        account = key.account_id or key.id
+        return await batch_page(
+            self.store, account, "openai", request, batch_object,
+            most=100, after="after", head={"object": "list"},
+        )  # fmt: skip
 
     # ---------------------------------------------------------------- the end of a batch
 

@@ -13,13 +13,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.store.tables import batch_files, batch_lines, batches
 
 # Line states: waiting, taken by a runner, and the four ends.
 PENDING, RUNNING = "pending", "running"
+# A line for a vendor's batch API: waiting to go, being sent, in a vendor batch, its answer
+# being read back and settled.
+QUEUED, SUBMITTING, AT_VENDOR, COLLECTING = "queued", "submitting", "at_vendor", "collecting"
+OPEN = (PENDING, RUNNING, QUEUED, SUBMITTING, AT_VENDOR, COLLECTING)
+# What a line left half-way by a runner that stopped goes back to.
+_RESUMED = {RUNNING: PENDING, SUBMITTING: QUEUED, COLLECTING: AT_VENDOR}
 SUCCEEDED, ERRORED, CANCELLED, EXPIRED = "succeeded", "errored", "cancelled", "expired"
 # Batch states (each API renders its own words for them).
 IN_PROGRESS, CANCELLING, ENDED = "in_progress", "cancelling", "ended"
@@ -52,6 +58,7 @@ class NewLine:
     # Refused at creation (bad model, invalid body): the error answer, the line never runs.
     status_code: int | None = None
     result: str | None = None
+    queued: bool = False  # for the vendor's batch API
 
 
 @dataclass(slots=True)
@@ -156,7 +163,11 @@ class BatchStore:
                 "line_no": i,
                 "custom_id": ln.custom_id,
                 "body": ln.body,
-                "status": ERRORED if ln.status_code is not None else PENDING,
+                "status": ERRORED
+                if ln.status_code is not None
+                else QUEUED
+                if ln.queued
+                else PENDING,
                 "hold_nano": ln.hold_nano,
                 "status_code": ln.status_code,
                 "result": ln.result,
@@ -225,8 +236,10 @@ class BatchStore:
             return (await conn.execute(q)).rowcount == 1
 
     async def end_lines(self, batch_id: str, status: str) -> list[tuple[int, int]]:
-        """Pending lines of the batch → `status` (cancelled, expired): (line_no, hold) each."""
-        where = and_(batch_lines.c.batch_id == batch_id, batch_lines.c.status == PENDING)
+        """Lines of the batch not started → `status` (cancelled, expired): (line_no, hold) each."""
+        where = and_(
+            batch_lines.c.batch_id == batch_id, batch_lines.c.status.in_((PENDING, QUEUED))
+        )
         async with self.engine.begin() as conn:
             rows = (
                 await conn.execute(
@@ -255,7 +268,7 @@ class BatchStore:
             left = await conn.scalar(
                 select(func.count()).where(
                     batch_lines.c.batch_id == batch_id,
-                    batch_lines.c.status.in_((PENDING, RUNNING)),
+                    batch_lines.c.status.in_(OPEN),
                 )
             )
             if left:
@@ -285,20 +298,25 @@ class BatchStore:
 
     # ---------------------------------------------------------------- lines
 
-    async def claim(self, limit: int) -> list[ClaimedLine]:
-        """Take up to `limit` pending lines (oldest first) for this runner."""
+    async def claim(
+        self, limit: int, status: str = PENDING, to: str = RUNNING, vendor_job: str | None = None
+    ) -> list[ClaimedLine]:
+        """Take up to `limit` lines in `status` (oldest first) for this runner: pending lines
+        to run, queued lines to send to a vendor, a vendor batch's lines to settle."""
         pick = (
             select(batch_lines.c.id)
-            .where(batch_lines.c.status == PENDING)
+            .where(batch_lines.c.status == status)
             .order_by(batch_lines.c.id)
             .limit(limit)
         )
+        if vendor_job is not None:
+            pick = pick.where(batch_lines.c.vendor_job == vendor_job)
         if self.postgres:
             pick = pick.with_for_update(skip_locked=True)
         q = (
             update(batch_lines)
             .where(batch_lines.c.id.in_(pick.scalar_subquery()))
-            .values(status=RUNNING, claimed_at=now())
+            .values(status=to, claimed_at=now())
             .returning(
                 batch_lines.c.id,
                 batch_lines.c.batch_id,
@@ -322,7 +340,11 @@ class BatchStore:
             return
         q = (
             update(batch_lines)
-            .where(batch_lines.c.id == bindparam("lid"), batch_lines.c.status == RUNNING)
+            .where(
+                batch_lines.c.id == bindparam("lid"),
+                # Spelled out: an IN list cannot go into an executemany.
+                or_(*(batch_lines.c.status == s for s in (RUNNING, SUBMITTING, COLLECTING))),
+            )
             .values(
                 status=bindparam("s"),
                 status_code=bindparam("code"),
@@ -334,14 +356,46 @@ class BatchStore:
             await conn.execute(q, rows)
 
     async def release_stale(self, older_than: dt.datetime | None) -> int:
-        """Lines a runner took and never finished (it died) go back to pending: all of them
-        (None: the embedded default starts, no other runner exists) or those claimed before
-        `older_than`."""
-        q = update(batch_lines).where(batch_lines.c.status == RUNNING)
-        if older_than is not None:
-            q = q.where(batch_lines.c.claimed_at < older_than)
+        """Lines a runner took and never finished (it died) go back where they were: all of
+        them (None: the embedded default starts, no other runner exists) or those claimed
+        before `older_than`. A line half-way through its vendor batch's settlement goes back
+        to the vendor batch (its answer is read again and settled once), never to be run."""
+        released = 0
         async with self.engine.begin() as conn:
-            return int((await conn.execute(q.values(status=PENDING, claimed_at=None))).rowcount)
+            for taken, back in _RESUMED.items():
+                q = update(batch_lines).where(batch_lines.c.status == taken)
+                if older_than is not None:
+                    q = q.where(batch_lines.c.claimed_at < older_than)
+                result = await conn.execute(q.values(status=back, claimed_at=None))
+                released += int(result.rowcount)
+        return released
+
+    async def to_vendor(self, line_ids: list[int], vendor_job: str | None) -> None:
+        """Sent lines into their vendor batch (None: the vendor refused the batch, the
+        gateway runs them itself)."""
+        values: dict[str, Any] = (
+            {"status": AT_VENDOR, "vendor_job": vendor_job}
+            if vendor_job
+            else {"status": PENDING, "claimed_at": None}
+        )
+        async with self.engine.begin() as conn:
+            for start in range(0, len(line_ids), 1000):
+                chunk = line_ids[start : start + 1000]
+                await conn.execute(
+                    update(batch_lines)
+                    .where(batch_lines.c.id.in_(chunk), batch_lines.c.status == SUBMITTING)
+                    .values(**values)
+                )
+
+    async def vendor_jobs(self) -> list[tuple[str, str]]:
+        """The vendor batches lines wait in: (vendor job, tokenrelay batch id)."""
+        q = (
+            select(batch_lines.c.vendor_job, batch_lines.c.batch_id)
+            .where(batch_lines.c.status == AT_VENDOR)
+            .distinct()
+        )
+        async with self.engine.connect() as conn:
+            return [(r.vendor_job, r.batch_id) for r in (await conn.execute(q)).all()]
 
     async def results(self, batch_id: str, statuses: tuple[str, ...]) -> list[Any]:
         q = (

@@ -22,6 +22,7 @@ import orjson
 
 from tokenrelay.emulator import (
     anthropic,
+    batches,
     embeddings,
     gemini,
     openai_compat,
@@ -100,7 +101,11 @@ def _compat_route(method: str, path: str) -> Callable[[Req], Resp] | None:
 
 def route(method: str, path: str) -> Callable[[Req], Resp] | None:
     bare = path.rstrip("/") or "/"
-    handler = _ROUTES.get((method, bare)) or _compat_route(method, bare)
+    handler = (
+        _ROUTES.get((method, bare))
+        or _compat_route(method, bare)
+        or batches.route(method, bare, route)
+    )
     prefix = next((p for p in _GEMINI_PREFIXES if path.startswith(p)), None)
     if handler is not None or method != "POST" or prefix is None:
         return handler
@@ -117,6 +122,8 @@ def route(method: str, path: str) -> Callable[[Req], Resp] | None:
         return lambda r: embeddings.gemini_embed(r, model)
     if action == "batchEmbedContents":
         return lambda r: embeddings.gemini_batch(r, model)
+    if action == "batchGenerateContent":
+        return lambda r: batches.gemini_create(r, route, model)
     return None
 
 
@@ -272,6 +279,7 @@ def create_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         req = Req(method=method, path=path, query=query, headers=headers, body=body)
         req.deployment = deployment
+        req.root = root + (f"/_d/{deployment}" if deployment else "")
         key = bearer(req)
         fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
         entry: dict[str, str | int | None] = {

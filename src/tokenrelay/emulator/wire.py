@@ -32,6 +32,7 @@ class Req:
     body: bytes
     _json: Any = None
     deployment: str | None = None  # served as one deployment of many (`/_d/<name>/...`)
+    root: str = ""  # where the emulator is mounted (absolute links it hands out)
 
     def json(self) -> dict[str, Any]:
         if self._json is None:

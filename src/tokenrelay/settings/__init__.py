@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     # file or Message Batches body taken. The public URL makes absolute links (results_url).
     batch_concurrency: int = Field(16, alias="TOKENRELAY_BATCH_CONCURRENCY", ge=1)
     batch_max_bytes: int = Field(200 * 1024 * 1024, alias="TOKENRELAY_BATCH_MAX_BYTES", gt=0)
+    # Lines for a vendor with a batch API of its own go to it as one vendor batch (its batch
+    # price); off: the gateway runs every line itself. Vendor batches are polled this often.
+    batch_vendor_apis: bool = Field(True, alias="TOKENRELAY_BATCH_VENDOR_APIS")
+    batch_poll_s: float = Field(30.0, alias="TOKENRELAY_BATCH_POLL_S", gt=0)
 
     # --- Customer portal and operator console (tokenrelay.portal)
     # "open": anyone may sign up (and gets signup_credit_usd); "invite": only with a

@@ -387,8 +387,11 @@ batch_lines = Table(
     Column("status_code", Integer, nullable=True),
     Column("result", Text, nullable=True),  # the answer's body (JSON), in the client's format
     Column("cost_nano", BigInteger, nullable=True),
+    # The vendor batch the line went into, "<vendor>:<vendor batch id>" (migration 0016).
+    Column("vendor_job", String(160), nullable=True),
     Index("ix_batch_lines_batch_id", "batch_id", "line_no", unique=True),
     Index("ix_batch_lines_status", "status"),
+    Index("ix_batch_lines_vendor_job", "vendor_job"),
 )
 
 # The gateway's own signing keys, by use (`receipts`: the Ed25519 key usage receipts are signed

@@ -17,13 +17,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from tokenrelay.vendors.anthropic import ANTHROPIC
-from tokenrelay.vendors.base import Vendor
+from tokenrelay.vendors.anthropic import ANTHROPIC, ANTHROPIC_BATCHES
+from tokenrelay.vendors.base import BatchWire, Vendor
 from tokenrelay.vendors.deepseek import DEEPSEEK
-from tokenrelay.vendors.gemini import GEMINI
-from tokenrelay.vendors.openai import OpenAICompatible
+from tokenrelay.vendors.gemini import GEMINI, GEMINI_BATCHES
+from tokenrelay.vendors.openai import OPENAI_BATCHES, OpenAICompatible
 from tokenrelay.vendors.openai_responses import OPENAI_VENDOR
-from tokenrelay.vendors.xai import XAI
+from tokenrelay.vendors.xai import XAI, XAI_BATCHES
 
 # The emulator serves any config-defined OpenAI-compatible upstream under this path + its name.
 COMPATIBLE_EMULATOR_PREFIX = "/compat/"
@@ -59,6 +59,13 @@ BUILTIN: tuple[VendorSpec, ...] = (
     VendorSpec(DEEPSEEK, "https://api.deepseek.com", "DEEPSEEK_API_KEY", "/deepseek"),
 )
 BUILTIN_NAMES = frozenset(spec.name for spec in BUILTIN)
+# The vendors with a batch API of their own (DeepSeek has none; nor do compatible upstreams).
+BATCH_WIRES: dict[str, BatchWire] = {
+    "anthropic": ANTHROPIC_BATCHES,
+    "openai": OPENAI_BATCHES,
+    "gemini": GEMINI_BATCHES,
+    "xai": XAI_BATCHES,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,13 +16,19 @@ import orjson
 from tokenrelay import ir
 from tokenrelay.sse import SSEEvent, SSEParser, encode
 from tokenrelay.vendors.base import (
+    BatchItem,
+    BatchOutcome,
+    BatchPoll,
+    BatchSend,
     Passthrough,
     PassthroughScan,
     Seen,
     UpstreamRequest,
     UsageSink,
+    batch_call,
     rate_limit_named,
     status_error,
+    unstreamed,
 )
 from tokenrelay.vendors.beta_policy import beta_headers, report_dropped
 
@@ -622,3 +628,74 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 _NO_CALL = UpstreamRequest("POST", "", {}, b"")
 ANTHROPIC = AnthropicVendor()
+
+
+# --------------------------------------------------------------------------------------------
+# Message Batches: POST /v1/messages/batches {requests: [{custom_id, params}]}, polled until
+# `processing_status: ended`, results as JSONL from `results_url`.
+
+_BATCH_STATES = {"succeeded": "succeeded", "errored": "errored", "canceled": "cancelled"}
+
+
+class AnthropicBatches:
+    def _headers(self, api_key: str) -> dict[str, str]:
+        return {
+            "x-api-key": api_key,
+            "anthropic-version": API_VERSION,
+            "content-type": "application/json",
+        }
+
+    def _url(self, base_url: str, tail: str = "") -> str:
+        return f"{base_url.rstrip('/')}/v1/messages/batches{tail}"
+
+    def group(self, call: UpstreamRequest) -> str:
+        return "messages"  # a batch may mix models
+
+    async def submit(
+        self, send: BatchSend, group: str, items: list[BatchItem], *, api_key: str, base_url: str
+    ) -> str:
+        requests = [{"custom_id": it.custom_id, "params": unstreamed(it.call)} for it in items]
+        body = orjson.dumps({"requests": requests})
+        call = UpstreamRequest("POST", self._url(base_url), self._headers(api_key), body)
+        return str(orjson.loads(await batch_call(send, call))["id"])
+
+    async def poll(
+        self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str
+    ) -> BatchPoll:
+        call = UpstreamRequest(
+            "GET", self._url(base_url, "/" + batch_id), self._headers(api_key), b""
+        )
+        got = orjson.loads(await batch_call(send, call))
+        return BatchPoll(got.get("processing_status") == "ended", {"url": got.get("results_url")})
+
+    async def results(
+        self, send: BatchSend, batch_id: str, poll: BatchPoll, *, api_key: str, base_url: str
+    ) -> list[BatchOutcome]:
+        url = poll.handle.get("url") or self._url(base_url, f"/{batch_id}/results")
+        call = UpstreamRequest("GET", url, self._headers(api_key), b"")
+        out = []
+        for raw in (await batch_call(send, call)).splitlines():
+            if not raw.strip():
+                continue
+            line = orjson.loads(raw)
+            result = line.get("result") or {}
+            kind = result.get("type")
+            cid = str(line.get("custom_id"))
+            if kind == "succeeded":
+                out.append(BatchOutcome(cid, "succeeded", 200, orjson.dumps(result["message"])))
+            elif kind == "errored":
+                err: Json = result.get("error") or {}
+                nested = err.get("error")
+                inner: Json = nested if isinstance(nested, dict) else err
+                status = ERROR_TYPES.get(str(inner.get("type")), ("api_error", 500))[1]
+                out.append(BatchOutcome(cid, "errored", status, orjson.dumps(err)))
+            else:
+                out.append(BatchOutcome(cid, _BATCH_STATES.get(str(kind), "expired"), 0))
+        return out
+
+    async def cancel(self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str) -> None:
+        url = self._url(base_url, f"/{batch_id}/cancel")
+        await batch_call(send, UpstreamRequest("POST", url, self._headers(api_key), b""))
+
+
+ANTHROPIC_BATCHES = AnthropicBatches()

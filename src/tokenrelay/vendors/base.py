@@ -6,7 +6,7 @@ Adapters are stateless singletons; per-stream state lives in the `StreamDecoder`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
@@ -296,3 +296,90 @@ def error_message(data: bytes) -> str:
     if isinstance(err, dict):
         return str(err.get("message") or err.get("type") or "upstream error")
     return str(err or "upstream error")
+
+
+# ---------------------------------------------------------------- vendor batch APIs
+# A vendor's batch API, sans I/O: the wire builds each call and reads each answer; the caller
+# (tokenrelay.batches) sends them through `BatchSend` and keeps the state in its database.
+
+BatchSend = Callable[[UpstreamRequest], Awaitable[tuple[int, bytes]]]
+
+
+class BatchError(Exception):
+    """The vendor's batch API refused or failed a call (its status and body, for the log)."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"vendor batch call answered {status}: {body[:300]!r}")
+        self.status = status
+
+
+@dataclass(slots=True)
+class BatchItem:
+    """One line going into a vendor batch: the call the vendor's standard API would get."""
+
+    custom_id: str
+    call: UpstreamRequest
+
+
+@dataclass(slots=True)
+class BatchPoll:
+    ended: bool
+    # What the results call reads (OpenAI: the output and error file ids; Gemini: the answers
+    # came inline with the poll).
+    handle: dict[str, Any] = field(default_factory=dict)
+    # How a line the results do not name ended (the vendor stopped before running it).
+    unanswered: str = "expired"
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """A line's end at the vendor: `succeeded` (status 200, the standard API's body),
+    `errored` (the vendor's error status and body), `cancelled` or `expired` (no body)."""
+
+    custom_id: str
+    state: str
+    status: int = 200
+    body: bytes = b""
+
+
+class BatchWire(Protocol):
+    def group(self, call: UpstreamRequest) -> str:
+        """Lines whose calls share a group go in one vendor batch (OpenAI: one endpoint per
+        batch; Gemini: one model per batch)."""
+        ...
+
+    async def submit(
+        self, send: BatchSend, group: str, items: list[BatchItem], *, api_key: str, base_url: str
+    ) -> str:
+        """Create the vendor batch; its id."""
+        ...
+
+    async def poll(
+        self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str
+    ) -> BatchPoll: ...
+
+    async def results(
+        self, send: BatchSend, batch_id: str, poll: BatchPoll, *, api_key: str, base_url: str
+    ) -> list[BatchOutcome]:
+        """Every line's end, once `poll.ended`."""
+        ...
+
+    async def cancel(self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str) -> None:
+        """Ask the vendor to stop: lines it finished stay finished (and billed)."""
+        ...
+
+
+def unstreamed(call: UpstreamRequest) -> dict[str, Any]:
+    """The body of `call` as a batch line: a line of a vendor batch may not stream."""
+    body: dict[str, Any] = orjson.loads(call.body)
+    body.pop("stream", None)
+    body.pop("stream_options", None)
+    return body
+
+
+async def batch_call(send: BatchSend, call: UpstreamRequest) -> bytes:
+    """`call`'s 2xx body (BatchError otherwise)."""
+    status, body = await send(call)
+    if not 200 <= status < 300:
+        raise BatchError(status, body)
+    return body

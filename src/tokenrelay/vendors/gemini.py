@@ -18,11 +18,16 @@ import orjson
 from tokenrelay import ir
 from tokenrelay.sse import SSEEvent, SSEParser, encode
 from tokenrelay.vendors.base import (
+    BatchItem,
+    BatchOutcome,
+    BatchPoll,
+    BatchSend,
     Passthrough,
     PassthroughScan,
     Seen,
     UpstreamRequest,
     UsageSink,
+    batch_call,
     rate_limit_named,
     status_error,
 )
@@ -643,3 +648,77 @@ def _retry_after_header(headers: Mapping[str, str]) -> float | None:
 
 
 GEMINI = GeminiVendor()
+
+
+# --------------------------------------------------------------------------------------------
+# Batch Mode: POST models/{model}:batchGenerateContent with the requests inline (one model per
+# batch), an Operation `batches/{id}` polled until `done`; the answers come inline, in the
+# order of the requests, each `{response | error, metadata: {key}}`.
+
+_BATCH_STATE_ENDED = (
+    "BATCH_STATE_SUCCEEDED",
+    "BATCH_STATE_FAILED",
+    "BATCH_STATE_CANCELLED",
+    "BATCH_STATE_EXPIRED",
+)
+
+
+class GeminiBatches:
+    def group(self, call: UpstreamRequest) -> str:
+        """The call's model (`.../models/{model}:generateContent`)."""
+        return call.url.rpartition("/models/")[2].partition(":")[0]
+
+    async def submit(
+        self, send: BatchSend, group: str, items: list[BatchItem], *, api_key: str, base_url: str
+    ) -> str:
+        requests = [
+            {"request": orjson.loads(item.call.body), "metadata": {"key": item.custom_id}}
+            for item in items
+        ]
+        body = {
+            "batch": {
+                "display_name": f"tokenrelay-{len(items)}",
+                "input_config": {"requests": {"requests": requests}},
+            }
+        }
+        url = _model_url(base_url, group, "batchGenerateContent")
+        call = UpstreamRequest("POST", url, _headers(api_key), orjson.dumps(body))
+        name = str(orjson.loads(await batch_call(send, call))["name"])
+        return name.removeprefix("batches/")
+
+    def _batch_url(self, base_url: str, batch_id: str, verb: str = "") -> str:
+        return f"{base_url.rstrip('/')}/v1beta/batches/{batch_id}{verb}"
+
+    async def poll(
+        self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str
+    ) -> BatchPoll:
+        call = UpstreamRequest("GET", self._batch_url(base_url, batch_id), _headers(api_key), b"")
+        op = orjson.loads(await batch_call(send, call))
+        state = str((op.get("metadata") or {}).get("state", ""))
+        ended = bool(op.get("done")) or state in _BATCH_STATE_ENDED
+        unanswered = {"BATCH_STATE_CANCELLED": "cancelled", "BATCH_STATE_EXPIRED": "expired"}
+        return BatchPoll(ended, {"operation": op}, unanswered.get(state, "errored"))
+
+    async def results(
+        self, send: BatchSend, batch_id: str, poll: BatchPoll, *, api_key: str, base_url: str
+    ) -> list[BatchOutcome]:
+        op: Json = poll.handle["operation"]
+        output = op.get("response") or (op.get("metadata") or {}).get("output") or {}
+        answers = (output.get("inlinedResponses") or {}).get("inlinedResponses") or []
+        out = []
+        for answer in answers:
+            key = str((answer.get("metadata") or {}).get("key"))
+            if "response" in answer:
+                out.append(BatchOutcome(key, "succeeded", 200, orjson.dumps(answer["response"])))
+            else:
+                err = answer.get("error") or {}
+                status = int(err.get("code") or 500)
+                out.append(BatchOutcome(key, "errored", status, orjson.dumps({"error": err})))
+        return out
+
+    async def cancel(self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str) -> None:
+        url = self._batch_url(base_url, batch_id, ":cancel")
+        await batch_call(send, UpstreamRequest("POST", url, _headers(api_key), b""))
+
+
+GEMINI_BATCHES = GeminiBatches()

@@ -21,14 +21,20 @@ from tokenrelay.errors import invalid
 from tokenrelay.reasoning.cache import ReasoningCache
 from tokenrelay.sse import SSEEvent, SSEParser, encode
 from tokenrelay.vendors.base import (
+    BatchItem,
+    BatchOutcome,
+    BatchPoll,
+    BatchSend,
     Passthrough,
     PassthroughScan,
     Seen,
     UpstreamRequest,
     UsageSink,
     Vendor,
+    batch_call,
     rate_limit_named,
     status_error,
+    unstreamed,
 )
 from tokenrelay.vendors.beta_policy import report_dropped
 
@@ -806,3 +812,107 @@ OPENAI = OpenAICompatible()
 
 
 _NO_CALL = UpstreamRequest("POST", "", {}, b"")
+
+
+# --------------------------------------------------------------------------------------------
+# The Batch API: the lines as a JSONL file (POST /files, purpose batch), POST /batches on it,
+# polled until it ends; the output file holds the lines that answered, the error file the rest
+# (`response.status_code` not 200, or `error.code` batch_cancelled / batch_expired).
+
+_ENDED = ("completed", "failed", "expired", "cancelled")
+_NOT_RUN = {"batch_cancelled": "cancelled", "batch_expired": "expired"}
+
+
+class OpenAIBatches:
+    def _headers(self, api_key: str, content_type: str = "application/json") -> dict[str, str]:
+        return {"authorization": f"Bearer {api_key}", "content-type": content_type}
+
+    def group(self, call: UpstreamRequest) -> str:
+        """The call's endpoint as the Batch API names it: one endpoint per batch."""
+        return "/v1/" + call.url.rpartition("/v1/")[2]
+
+    async def submit(
+        self, send: BatchSend, group: str, items: list[BatchItem], *, api_key: str, base_url: str
+    ) -> str:
+        lines = [
+            orjson.dumps(
+                {
+                    "custom_id": it.custom_id,
+                    "method": "POST",
+                    "url": group,
+                    "body": unstreamed(it.call),
+                }
+            )
+            for it in items
+        ]
+        boundary = "tokenrelay-" + orjson.dumps(len(lines)).decode() + "-batch"
+        form = b"".join(
+            [
+                f'--{boundary}\r\ncontent-disposition: form-data; name="purpose"\r\n\r\n'
+                "batch\r\n".encode(),
+                f'--{boundary}\r\ncontent-disposition: form-data; name="file"; '
+                'filename="batch.jsonl"\r\ncontent-type: application/jsonl\r\n\r\n'.encode(),
+                b"\n".join(lines),
+                f"\r\n--{boundary}--\r\n".encode(),
+            ]
+        )
+        root = base_url.rstrip("/")
+        upload = UpstreamRequest(
+            "POST",
+            root + "/files",
+            self._headers(api_key, f"multipart/form-data; boundary={boundary}"),
+            form,
+        )
+        file_id = orjson.loads(await batch_call(send, upload))["id"]
+        create = orjson.dumps(
+            {"input_file_id": file_id, "endpoint": group, "completion_window": "24h"}
+        )
+        call = UpstreamRequest("POST", root + "/batches", self._headers(api_key), create)
+        return str(orjson.loads(await batch_call(send, call))["id"])
+
+    async def poll(
+        self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str
+    ) -> BatchPoll:
+        url = f"{base_url.rstrip('/')}/batches/{batch_id}"
+        got = orjson.loads(
+            await batch_call(send, UpstreamRequest("GET", url, self._headers(api_key), b""))
+        )
+        files = {k: got.get(k) for k in ("output_file_id", "error_file_id")}
+        status = got.get("status")
+        unanswered = {"cancelled": "cancelled", "expired": "expired"}.get(status, "errored")
+        return BatchPoll(status in _ENDED, {**files, "status": status}, unanswered)
+
+    async def results(
+        self, send: BatchSend, batch_id: str, poll: BatchPoll, *, api_key: str, base_url: str
+    ) -> list[BatchOutcome]:
+        out: list[BatchOutcome] = []
+        for key in ("output_file_id", "error_file_id"):
+            file_id = poll.handle.get(key)
+            if not file_id:
+                continue
+            url = f"{base_url.rstrip('/')}/files/{file_id}/content"
+            data = await batch_call(send, UpstreamRequest("GET", url, self._headers(api_key), b""))
+            for raw in data.splitlines():
+                if raw.strip():
+                    out.append(_outcome(orjson.loads(raw)))
+        return out
+
+    async def cancel(self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str) -> None:
+        url = f"{base_url.rstrip('/')}/batches/{batch_id}/cancel"
+        await batch_call(send, UpstreamRequest("POST", url, self._headers(api_key), b""))
+
+
+def _outcome(line: JSON) -> BatchOutcome:
+    cid = str(line.get("custom_id"))
+    response = line.get("response")
+    if isinstance(response, dict):
+        status = int(response.get("status_code") or 500)
+        body = orjson.dumps(response.get("body"))
+        return BatchOutcome(cid, "succeeded" if status == 200 else "errored", status, body)
+    code = str((line.get("error") or {}).get("code"))
+    if code in _NOT_RUN:
+        return BatchOutcome(cid, _NOT_RUN[code], 0)
+    return BatchOutcome(cid, "errored", 500, orjson.dumps({"error": line.get("error")}))
+
+
+OPENAI_BATCHES = OpenAIBatches()

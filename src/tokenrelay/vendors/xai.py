@@ -16,7 +16,13 @@
 from __future__ import annotations
 
 from tokenrelay import ir
-from tokenrelay.vendors.openai import JSON, ErrorInfo, OpenAICompatible, effort_level
+from tokenrelay.vendors.openai import (
+    JSON,
+    ErrorInfo,
+    OpenAIBatches,
+    OpenAICompatible,
+    effort_level,
+)
 
 _REJECTED_BY_REASONING = ("stop", "presence_penalty", "frequency_penalty")
 
@@ -66,3 +72,7 @@ class XAIVendor(OpenAICompatible):
 
 
 XAI = XAIVendor()
+
+
+# xAI's Files and Batch APIs take OpenAI's shapes (a JSONL of {custom_id, method, url, body}).
+XAI_BATCHES = OpenAIBatches()
