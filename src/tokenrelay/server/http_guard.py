@@ -63,7 +63,7 @@ class CoalescingTransport:
     changes, never their order. A stream's head (chunked, no content-length) goes at once.
     """
 
-    __slots__ = ("_transport", "_held", "_loop")
+    __slots__ = ("_held", "_loop", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
