@@ -163,7 +163,7 @@ def main() -> None:
     for label, m in med.items():
         print(
             f"{what} {label:6s} {m['cpu_us_per_request']:7.1f} µs CPU/request "
-            f"(±{m['cpu_us_spread'] / 2:.1f} over rounds; "
+            f"(±{m['cpu_us_spread'] / 2:.1f} over rounds, lowest {m['cpu_us_min']:.1f}; "
             f"{m['main_thread_cpu_us_per_request']:.1f} in the event loop's thread)"
             f"   {m['rps']:8.0f} req/s   p50 {m['p50_ms_c1']:.3f} ms at c=1   ({args.scenario})"
         )
