@@ -15,13 +15,12 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 
 from bench import loadgen, phases, proc
 from bench.contenders import OPENAI_MODEL, REPO
