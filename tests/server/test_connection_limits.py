@@ -155,3 +155,27 @@ def test_a_stream_longer_than_every_timeout_is_not_cut(gw: RunningGateway) -> No
         assert r.text.rstrip().endswith("data: [DONE]")
         # The same connection serves the next request after it.
         assert client.get(gw.url + "/healthz").status_code == 200
+
+
+def test_sized_answers_arrive_whole_and_in_order(gw: RunningGateway) -> None:
+    """A sized answer's head waits for its body to go out in one write: a HEAD answer (no body
+    ever follows) still gets its head, and answers on one keep-alive connection, pipelined
+    too, come whole and in order."""
+    with connect(gw) as sock:
+        sock.sendall(b"HEAD /healthz HTTP/1.1\r\nhost: gw\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"\r\ncontent-length: " in head.lower()
+        first = get_health(sock)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n" * 2)
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(first):
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            data += chunk
+    head_1, _, rest = data.partition(b"\r\n\r\n")
+    assert rest.startswith(first) and rest[len(first) :].startswith(b"HTTP/1.1 200"), data

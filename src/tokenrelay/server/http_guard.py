@@ -74,7 +74,7 @@ class CoalescingTransport:
         held = self._held
         if held is not None:
             self._held = None
-            self._transport.write(held + data)
+            self._transport.writelines((held, data))  # one writev on uvloop: no copy of data
         elif data.startswith(b"HTTP/1.1 ") and b"\r\ncontent-length: " in data:
             self._held = data
             self._loop.call_soon(self.flush)
@@ -85,7 +85,8 @@ class CoalescingTransport:
         held = self._held
         if held is not None:
             self._held = None
-            self._transport.write(held)
+            if not self._transport.is_closing():  # a client gone meanwhile: nobody to tell
+                self._transport.write(held)
 
     def close(self) -> None:
         self.flush()
