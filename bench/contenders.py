@@ -214,6 +214,7 @@ class TokenRelay(Contender):
     billing: bool = True
     pools: int = 0  # > 0: the vendors get this many deployments, all pointing at the mock
     profile: Path | None = None  # run under cProfile, its stats written here at stop
+    source: Path | None = None  # another tree's src/ (cpu_cost --against), else this one's
     base: str = ""
     key: str = ""
 
@@ -239,6 +240,8 @@ class TokenRelay(Contender):
             catalog.write_text(pool_catalog(ctx.mock_port, self.pools))
             env["TOKENRELAY_CATALOG"] = str(catalog)
             env["BENCH_POOL_KEY"] = "bench"
+        if self.source is not None:
+            env["PYTHONPATH"] = str(self.source)  # ahead of the editable install's path
         if not self.billing:
             env["TOKENRELAY_BILLING"] = "off"
             if not billing_switch_exists():

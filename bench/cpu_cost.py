@@ -1,5 +1,6 @@
 """Gateway CPU per request, billing on and off: `python -m bench.cpu_cost [--rounds 3]`;
-`--pools 3` compares instead the single-key path with 3 deployments per vendor (same mock).
+`--pools 3` compares instead the single-key path with 3 deployments per vendor (same mock);
+`--against REF` compares instead this tree with git REF (e.g. main), both billing on.
 
 req/s on this VM moves ±25% with CPU steal; the gateway's own CPU time per request (utime +
 stime of its process, /proc) does not, so this is the figure to optimise the hot path against.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -62,6 +64,27 @@ def compare_pools(
         cmod.TokenRelay(f"tokenrelay-pools{pools}", pools=pools),
     ]
     return alternate(ctx, variants, ("single", "pools"), scenario, rounds, seconds, "pools", log)
+
+
+def compare_against(
+    ctx: cmod.Ctx,
+    scenario: str,
+    rounds: int,
+    seconds: float,
+    ref: str,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, float]]:
+    """git `ref`'s code against this tree's, billing on, rounds alternating: a change's
+    effect measured in one run, so the machine's drifting load hits both sides alike."""
+    tree = ctx.workdir / "against"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", ref, "src"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    variants: list[cmod.Contender] = [
+        cmod.TokenRelay("tokenrelay-ref", source=tree / "src"),
+        cmod.TokenRelay("tokenrelay-tree"),
+    ]
+    return alternate(ctx, variants, (ref, "tree"), scenario, rounds, seconds, "against", log)
 
 
 def alternate(
@@ -117,13 +140,18 @@ def main() -> None:
         default=0,
         help="compare the single-key path with N deployments per vendor instead of billing",
     )
+    ap.add_argument("--against", metavar="REF", help="compare this tree with git REF instead")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tokenrelay-cpu-") as tmp:
         mock, port = phases.start_mock(Path(tmp))
         try:
             ctx = cmod.Ctx(mock_port=port, workdir=Path(tmp))
             quiet: Callable[[str], None] = lambda _: None  # noqa: E731
-            if args.pools:
+            if args.against:
+                med = compare_against(
+                    ctx, args.scenario, args.rounds, args.seconds, args.against, quiet
+                )
+            elif args.pools:
                 med = compare_pools(
                     ctx, args.scenario, args.rounds, args.seconds, args.pools, quiet
                 )
@@ -131,16 +159,16 @@ def main() -> None:
                 med = compare(ctx, args.scenario, args.rounds, args.seconds, log=quiet)
         finally:
             proc.stop(mock)
-    what = "pools" if args.pools else "billing"
+    what = "against" if args.against else "pools" if args.pools else "billing"
     for label, m in med.items():
         print(
             f"{what} {label:6s} {m['cpu_us_per_request']:7.1f} µs CPU/request "
-            f"(±{m['cpu_us_spread'] / 2:.1f} over rounds; "
+            f"(±{m['cpu_us_spread'] / 2:.1f} over rounds, lowest {m['cpu_us_min']:.1f}; "
             f"{m['main_thread_cpu_us_per_request']:.1f} in the event loop's thread)"
             f"   {m['rps']:8.0f} req/s   p50 {m['p50_ms_c1']:.3f} ms at c=1   ({args.scenario})"
         )
     a, b = med.values()
-    on, off = (b, a) if args.pools else (a, b)
+    on, off = (b, a) if args.pools or args.against else (a, b)
     print(
         f"{what} costs {on['cpu_us_per_request'] - off['cpu_us_per_request']:.1f} µs/request; "
         f"on÷off req/s {on['rps'] / off['rps']:.3f} "

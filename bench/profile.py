@@ -6,16 +6,24 @@ functions per request (CPU µs a request) and by own time to
 bench/results/profile-<scenario>[-stream].txt (the raw stats to /tmp/<name>.prof, for
 `python -m pstats`). Start-up (imports) is in it too; the absolute figures carry cProfile's
 overhead: read the request path's shares.
+
+`--flame` samples instead with py-spy (no overhead in the process; `pip install py-spy` anywhere,
+found on PATH or as $PY_SPY) under wrk c=64, billing on, and writes the flame graph
+bench/results/flame-<scenario>[-stream].svg and its collapsed stacks (.txt): native frames of
+uvloop and the kernel show as their Python caller's own time.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import pstats
 import shutil
 import signal
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from bench import contenders as cmod
@@ -38,12 +46,42 @@ def per_request(stats: pstats.Stats, n: int) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def flame(scenario: str, stream: bool, seconds: float) -> None:
+    spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("--flame needs py-spy: pip install py-spy (or set PY_SPY)")
+    name = f"flame-{scenario}{'-stream' if stream else ''}"
+    with tempfile.TemporaryDirectory(prefix="tokenrelay-flame-") as tmp:
+        mock, port = phases.start_mock(Path(tmp))
+        gw = cmod.TokenRelay("tokenrelay-flame")
+        try:
+            gw.start(cmod.Ctx(mock_port=port, workdir=Path(tmp)))
+            target = gw.target(scenario)
+            marker = loadgen.stream_marker(64, 0) if stream else ""
+            loadgen.wrk(target, 64, 2, marker=marker)  # warm-up
+            for fmt, ext in (("flamegraph", "svg"), ("raw", "txt")):
+                cmd = [spy, "record", "-p", str(gw.pid), "-r", "500", "-d", str(round(seconds))]
+                cmd += ["-f", fmt, "-o", str(OUT / f"{name}.{ext}"), "--nonblocking"]
+                sampler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+                time.sleep(0.5)
+                loadgen.wrk(target, 64, seconds, marker=marker)
+                sampler.wait(60)
+        finally:
+            gw.stop()
+            proc.stop(mock)
+    print(f"written: {OUT / name}.svg and .txt")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     ap.add_argument("--scenario", default="openai", choices=cmod.CPU_SCENARIOS)
     ap.add_argument("--stream", action="store_true", help="64-chunk streams instead of unary")
     ap.add_argument("--seconds", type=float, default=6)
+    ap.add_argument("--flame", action="store_true", help="py-spy flame graph (wrk c=64)")
     args = ap.parse_args()
+    if args.flame:
+        flame(args.scenario, args.stream, args.seconds)
+        return
     name = f"profile-{args.scenario}{'-stream' if args.stream else ''}"
     with tempfile.TemporaryDirectory(prefix="tokenrelay-profile-") as tmp:
         mock, port = phases.start_mock(Path(tmp))

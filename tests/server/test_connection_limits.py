@@ -46,15 +46,20 @@ def read_until_closed(sock: socket.socket) -> tuple[bytes, float]:
     return data, time.monotonic() - start
 
 
-def get_health(sock: socket.socket) -> bytes:
-    """One keep-alive GET /healthz on `sock`; the response's body."""
-    sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n")
+def read_head(sock: socket.socket) -> bytes:
+    """What `sock` receives up to the end of a response head at least."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         assert chunk, "connection closed"
         data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    return data
+
+
+def get_health(sock: socket.socket) -> bytes:
+    """One keep-alive GET /healthz on `sock`; the response's body."""
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n")
+    head, _, body = read_head(sock).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     length = next(
         int(line.split(b":")[1])
@@ -155,3 +160,23 @@ def test_a_stream_longer_than_every_timeout_is_not_cut(gw: RunningGateway) -> No
         assert r.text.rstrip().endswith("data: [DONE]")
         # The same connection serves the next request after it.
         assert client.get(gw.url + "/healthz").status_code == 200
+
+
+def test_sized_answers_arrive_whole_and_in_order(gw: RunningGateway) -> None:
+    """A sized answer's head waits for its body to go out in one write: a HEAD answer (no body
+    ever follows) still gets its head, and answers on one keep-alive connection, pipelined
+    too, come whole and in order."""
+    with connect(gw) as sock:
+        sock.sendall(b"HEAD /healthz HTTP/1.1\r\nhost: gw\r\n\r\n")
+        head = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"\r\ncontent-length: " in head.lower()
+        first = get_health(sock)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n" * 2)
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(first):
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            data += chunk
+    _, _, rest = data.partition(b"\r\n\r\n")
+    assert rest.startswith(first) and rest[len(first) :].startswith(b"HTTP/1.1 200"), data

@@ -38,6 +38,12 @@ def priced_nano(usage: ir.UsageTotals, price: Price, multiplier_ppm: int) -> tup
     """(list price, customer price) of `usage`. The customer's is rounded once, up, from the
     exact list amount × the price group's multiplier: rounding the list price first and then
     the multiplied amount could put a nano above ceil(exact × multiplier)."""
+    femto = _femto_total(usage, price)
+    if femto is not None:  # integers all the way (Fraction arithmetic cost ~8 µs a request)
+        upstream = _femto_to_nano(femto)
+        if multiplier_ppm == PPM:
+            return upstream, upstream
+        return upstream, -((-femto * multiplier_ppm) // (_FEMTO_PER_NANO * PPM))
     exact = _exact_nano(usage, price)
     upstream = _half_up(exact)
     if multiplier_ppm == PPM:
@@ -55,18 +61,11 @@ _HALF = Fraction(1, 2)
 def _exact_nano(usage: ir.UsageTotals, price: Price) -> Fraction:
     """The exact nano-USD list amount of `usage` (a femto-USD integer / 10^6 in the common
     case, a Decimal sum otherwise)."""
+    femto = _femto_total(usage, price)
+    if femto is not None:  # integer arithmetic, same result as the Decimal sum below
+        return Fraction(femto, _FEMTO_PER_NANO)
     rates = price.for_prompt(usage.prompt_total)
     cache_write_5m = max(usage.cache_write - usage.cache_write_1h, 0)
-    femto = _femto_rates(rates)
-    if femto is not None:  # integer arithmetic, same result as the Decimal sum below
-        total = (
-            usage.input * femto[0]
-            + usage.output * femto[1]
-            + usage.cache_read * femto[2]
-            + cache_write_5m * femto[3]
-            + usage.cache_write_1h * femto[4]
-        )
-        return Fraction(total, _FEMTO_PER_NANO)
     exact = (
         usage.input * rates.input
         + usage.output * rates.output
@@ -75,6 +74,20 @@ def _exact_nano(usage: ir.UsageTotals, price: Price) -> Fraction:
         + usage.cache_write_1h * rates.cache_write_1h
     ) * _PER_TOKEN
     return Fraction(exact)
+
+
+def _femto_total(usage: ir.UsageTotals, price: Price) -> int | None:
+    """The exact list amount of `usage` in femto-USD, when every rate fits (else None)."""
+    femto = _femto_rates(price.for_prompt(usage.prompt_total))
+    if femto is None:
+        return None
+    return (
+        usage.input * femto[0]
+        + usage.output * femto[1]
+        + usage.cache_read * femto[2]
+        + max(usage.cache_write - usage.cache_write_1h, 0) * femto[3]
+        + usage.cache_write_1h * femto[4]
+    )
 
 
 # A rate in USD per 1M tokens × 10^9 = femto-USD (1e-15) per token: an exact integer for any
