@@ -1,5 +1,6 @@
 """Page weight and server time of the storefront's pages: `/`, `/pricing`, `/docs` and a
-signed-in `/dashboard` (with 200 requests on it), against a gateway on this machine.
+signed-in `/dashboard` (200 requests on it, two keys, two models), against a gateway on this
+machine.
 
     .venv/bin/python -m bench.storefront_pages
 
@@ -40,11 +41,16 @@ def main() -> None:
     )
     b = Browser(gw.url)
     b.sign_up("bench@example.com")
-    key = b.create_key("bench")
-    client = openai.OpenAI(api_key=key, base_url=gw.proxy + "/v1", max_retries=0)
-    for _ in range(200):
-        client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+    # Two keys and two models: the dashboard's charts and tables have a line of each.
+    clients = [
+        openai.OpenAI(api_key=b.create_key(name), base_url=gw.proxy + "/v1", max_retries=0)
+        for name in ("bench", "ci")
+    ]
+    for i in range(200):
+        clients[i % 2].chat.completions.create(
+            model=("gpt-4o-mini", "claude-haiku-4-5")[i // 2 % 2],
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=5,
         )
     print(f"{'page':<12}{'weight KB':>10}{'html KB':>9}{'median ms':>11}{'p95 ms':>8}")
     for path in ("/", "/pricing", "/docs", "/dashboard"):
