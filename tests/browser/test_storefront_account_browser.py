@@ -107,7 +107,10 @@ def test_dashboard_chart_requests_and_csv(
     rows = page.locator('table[data-testid="usage"] tr[data-request-id]')
     assert rows.count() == 3
     first = rows.first
-    assert first.get_by_role("link", name="completed").is_visible()
+    reason = first.get_by_role("link", name="completed")
+    box = reason.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= WIDTHS[size]["width"]  # not cut off
+    assert "cached" in first.get_by_test_id("cached-reasoning").inner_text()
     assert first.locator("td[data-label=Cost]").inner_text().startswith("$0.0000")
     assert fits(page)
     shot(page, f"17-dashboard-usage-{size}")

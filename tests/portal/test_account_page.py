@@ -76,6 +76,7 @@ def test_export_then_delete_the_account(gw: RunningGateway, tmp_path: Path) -> N
     assert data["account"]["email"] == "leaving@example.com"
     assert [k["name"] for k in data["keys"]] == ["laptop"] and key not in exported.text
     assert any(e["amount_nano"] == 2_500_000_000 for e in data["ledger"])
+    assert len(data["sign_ins"]) == 1 and data["sign_ins"][0]["created_at"].endswith("+00:00")
 
     page = c.http.get("/account").text
     assert "not paid out automatically" in page and "$2.50" in page.split('id="h-delete"')[1]

@@ -189,6 +189,10 @@ class AccountPage:
             },
             "keys": keys,
             "ledger": entries,
+            "sign_ins": [
+                {k: v for k, v in row.items() if k != "id_hash"}
+                for row in await self.portal.signins.listing(account.id)
+            ],
             "usage_csv": f"{self.portal.brand.public_url}/dashboard/usage.csv",
         }
         return Response(

@@ -25,8 +25,10 @@ document.addEventListener("DOMContentLoaded", () => {
         label: name, stroke: colors[i % colors.length], width: 2,
         value: (u, v) => v == null ? "--" : fmt(v), points: {size: 5},
       }))],
+      // Requests come whole: ticks at whole numbers only.
       axes: [{}, {size: kind === "cost" ? 80 : 50, values: (u, vs) => vs.map(kind === "cost" ?
-        (v) => "$" + (v >= 0.01 || v === 0 ? v.toFixed(2) : v.toPrecision(2)) : count)}],
+        (v) => "$" + (v >= 0.01 || v === 0 ? v.toFixed(2) : v.toPrecision(2)) : count),
+        ...(kind === "cost" ? {} : {incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 1e5, 1e6]})}],
     }, [data.x, ...by[kind]], el);
     el.setAttribute("aria-label", (kind === "cost" ? "Spend" : "Requests") + " by " +
       (split ? split.value : "model") + ": " + by.names.join(", "));
