@@ -76,10 +76,10 @@ class DashboardPages(PortalBase):
         series = await queries.usage_series(self.db, account.id, since, hourly=days == 1)
         key_names = {k.id: k.name for k in keys}
         chart = chart_data(buckets, series, key_names)
-        models = await queries.per_model(self.db, account.id, days)
-        fresh = await self.accounts.get(account.id)
-        ppm = await prices.multiplier_ppm(self.db, fresh.price_group if fresh else None)
-        caching = await cache_report(self.db, account.id, days, self.models(), ppm)
+        # `account` was read for this request (the sign-in check); the forms that re-render
+        # this page on an error changed nothing.
+        ppm = await prices.multiplier_ppm(self.db, account.price_group)
+        caching = await cache_report(self.db, account.id, since, self.models(), ppm)
         flash = self.sessions.take_flash(request, session)
         new_key = new_key or flash.get("new_key")
         message = message or flash.get("message")
@@ -93,8 +93,8 @@ class DashboardPages(PortalBase):
             "dashboard.html",
             status,
             session=session,
-            account=fresh,
-            balance=dollars(fresh.balance_nano if fresh else 0),
+            account=account,
+            balance=dollars(account.balance_nano),
             spent=dollars(sum(row[4] for row in series)),
             requests=sum(row[3] for row in series),
             chart=chart,
@@ -103,7 +103,7 @@ class DashboardPages(PortalBase):
             caching=caching,
             keys=keys,
             key_names=key_names,
-            models=models,
+            models=[r["name"] for r in caching["model"]],
             new_key=new_key,
             signup_credit=self.settings.signup_credit_usd > 0,
             stripe_amounts=self.stripe.amounts if self.stripe else [],
@@ -135,8 +135,7 @@ class DashboardPages(PortalBase):
         await self.billing.writer.flush()
         rows = await queries.usage_csv_rows(self.db, self._filter(request, account.id))
         signer = await self._receipt_signer()
-        fresh = await self.accounts.get(account.id)
-        group = fresh.price_group if fresh else account.price_group
+        group = account.price_group
         group_ppm = await prices.multiplier_ppm(self.db, group)
         out = io.StringIO()
         columns = [

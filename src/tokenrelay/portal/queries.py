@@ -86,27 +86,6 @@ async def daily_spend(
         return [(str(day), int(c or 0)) for day, c in await conn.execute(query)]
 
 
-async def per_model(engine: AsyncEngine, account_id: str, days: int = 30) -> list[dict[str, Any]]:
-    d = usage_daily.c
-    query = (
-        select(
-            d.model,
-            func.sum(d.requests),
-            func.sum(d.input_tokens),
-            func.sum(d.output_tokens),
-            func.sum(d.cost_nano),
-        )
-        .where(d.account_id == account_id, d.day >= _since_day(days))
-        .group_by(d.model)
-        .order_by(func.sum(d.cost_nano).desc())
-    )
-    async with engine.connect() as conn:
-        return [
-            {"model": m, "requests": int(n), "input": int(i), "output": int(o), "cost": int(c)}
-            for m, n, i, o, c in await conn.execute(query)
-        ]
-
-
 def _bucket(engine: AsyncEngine, column: Any, hourly: bool) -> Any:
     """The UTC day (or hour) of a timestamp as text, in either database's dialect."""
     if engine.dialect.name == "postgresql":

@@ -113,11 +113,11 @@ class PortalBase:
     async def session(self, request: Request, kind: str) -> Session | None:
         """The signed-in session of this cookie, unless it was signed out (on any replica)."""
         session = self.sessions.read(request, kind)
-        if session is None or await self.spent.spent("session", session.nonce):
+        if session is None:
             return None
-        if kind == KIND and not await self.signins.active(session.subject, session.nonce):
-            return None  # ended from the account page, or by a password change
-        return session
+        if kind == KIND:  # a customer's sign-in is its row: one query, gone once ended
+            return session if await self.signins.active(session.subject, session.nonce) else None
+        return None if await self.spent.spent("session", session.nonce) else session
 
     async def start_session(self, response: Response, request: Request, account: Any) -> None:
         """Sign the customer in (the cookie) and list the sign-in on the account page."""
@@ -126,10 +126,12 @@ class PortalBase:
         await self.signins.add(account.id, nonce, user_agent, client_ip(request))
 
     async def end_session(self, response: Response, session: Session, kind: str) -> None:
-        """Sign out: the cookie goes, and its nonce is used up for as long as it could live."""
-        await self.spent.spend("session", session.nonce, self.settings.session_ttl_s)
+        """Sign out: the cookie goes, and the sign-in's row (a customer's) or its nonce is used
+        up for as long as it could live."""
         if kind == KIND:
             await self.signins.end(session.subject, session_id(session.nonce))
+        else:
+            await self.spent.spend("session", session.nonce, self.settings.session_ttl_s)
         self.sessions.end(response, kind)
 
     async def visitor(self, request: Request) -> tuple[Session, Any] | None:
