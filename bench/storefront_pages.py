@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "portal")
 from portal_support import Browser
 
 from gateway_support import free_port, spawn_gateway
+from tokenrelay.store.db import migrate
 
 ASSET = re.compile(r'<(?:link[^>]+href|script[^>]+src|img[^>]+src)="(/[^"]+)"')
 RUNS = 50
@@ -53,11 +54,19 @@ def main() -> None:
         "TOKENRELAY_SIGNUP_CREDIT_USD": "5.00",
         "TOKENRELAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
     }
-    proc = spawn_gateway(env, port, tmp / "gateway.log")
+    # Migrated first: a start on a busy machine then stays within spawn_gateway's patience.
+    migrate(env["TOKENRELAY_DATABASE_URL"])
+    log = tmp / "gateway.log"
+    proc = spawn_gateway(env, port, log)
     try:
         url = f"http://127.0.0.1:{port}"
         b = Browser(url)
-        b.sign_up("bench@example.com")
+        b.sign_up("bench@example.com", verify=False)
+        # Another process: its verification mail is a line of its log (no SMTP configured).
+        mailed = re.findall(
+            r"email verification for bench@example.com \(.*?\): (\S+)", log.read_text()
+        )
+        assert b.http.get(mailed[-1]).status_code == 200
         # Two keys and two models: the dashboard's charts and tables have a line of each.
         clients = [
             openai.OpenAI(api_key=b.create_key(name), base_url=url + "/api/proxy/v1", max_retries=0)
