@@ -28,6 +28,7 @@ import pytest
 
 from gateway_support import RunningGateway, start_gateway
 from mail_outbox import last_link
+from tokenrelay.portal.web import dollars
 
 pytest.importorskip("playwright.sync_api")
 SECRET = "whsec_browser_test"
@@ -74,11 +75,11 @@ def test_customer_and_operator_in_the_browser(
     page.get_by_role("button", name="Sign up").click()
     page.wait_for_url("**/dashboard")
     # No credit and no key before the address is confirmed: the mailed link does that.
-    assert page.get_by_test_id("balance").inner_text() == "$0.00"
+    assert page.get_by_test_id("balance").inner_text() == "$0.000000"
     assert page.get_by_text("Create a key").count() == 0
     page.goto(last_link("email verification", "browser@example.com"))
     page.wait_for_url("**/dashboard?notice=verified")
-    assert page.get_by_test_id("balance").inner_text() == "$1.00"
+    assert page.get_by_test_id("balance").inner_text() == "$1.000000"
 
     page.get_by_text("Create a key").click()
     page.get_by_label("Name").fill("laptop")
@@ -99,7 +100,8 @@ def test_customer_and_operator_in_the_browser(
     usage = page.get_by_test_id("usage").inner_text()
     for raw, model in ((a, "claude-haiku-4-5"), (o, "gpt-4o-mini")):
         assert model in usage
-        assert "$" + raw.headers["x-tokenrelay-cost-usd"] in usage
+        cost_nano = int(Decimal(raw.headers["x-tokenrelay-cost-usd"]) * 10**9)
+        assert dollars(cost_nano) in usage  # the portal's one money format
     shot(page, "04-dashboard")
 
     # The operator signs in (own account), creates a code batch, sees the margin.
@@ -137,7 +139,7 @@ def test_customer_and_operator_in_the_browser(
 
     page.get_by_label("Redemption code").fill(code)
     page.get_by_role("button", name="Redeem").click()
-    assert "$3.00 added" in page.content()
+    assert "$3.000000 added" in page.content()
     balance = Decimal(page.get_by_test_id("balance").inner_text().lstrip("$"))
 
     # Paid through Checkout: the webhook (signed as Stripe signs it) credits the account.

@@ -14,7 +14,7 @@ from mail_outbox import last_link
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 ONCE = re.compile(r'name="once" value="([^"]+)"')
 NEW_KEY = re.compile(r'data-testid="new-key">([^<]+)<')
-BALANCE = re.compile(r'data-testid="balance">\$([0-9.]+)<')
+BALANCE = re.compile(r'data-testid="balance">\$([0-9.,]+)<')
 
 
 class Browser:
@@ -76,7 +76,7 @@ class Browser:
         page = self.http.get("/dashboard")
         found = BALANCE.search(page.text)
         assert found, page.text[:500]
-        return found.group(1)
+        return found.group(1).replace(",", "")  # as shown, without thousands separators
 
     def close(self) -> None:
         self.http.close()

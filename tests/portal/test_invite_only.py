@@ -57,7 +57,7 @@ def test_invite_only_sign_up_needs_a_valid_code(gw: RunningGateway) -> None:
 
     r = b.post("/signup", {"email": "invited@example.com", "password": PASSWORD, "code": code})
     assert r.url.path == "/dashboard"
-    assert b.balance() == "2.00"
+    assert b.balance() == "2.000000"
     other = Browser(gw.url)
     r = other.post("/signup", {"email": "again@example.com", "password": PASSWORD, "code": code})
     assert r.status_code == 400

@@ -18,6 +18,7 @@ import pytest
 from portal_support import Browser, form_error
 
 from gateway_support import RunningGateway, start_gateway
+from tokenrelay.portal.web import dollars
 
 PASSWORD = "correct horse battery"
 
@@ -39,7 +40,7 @@ def test_sign_up_key_calls_and_costs_on_the_dashboard(gw: RunningGateway) -> Non
     landing = b.http.get("/")
     assert "Get your API key" in landing.text
     b.sign_up("alice@example.com")
-    assert b.balance() == "1.00"  # the starting credit
+    assert b.balance() == "1.000000"  # the starting credit
     key = b.create_key("laptop")
     assert key.startswith("sk-aic-")
     assert key not in b.http.get("/dashboard").text  # shown once
@@ -63,15 +64,17 @@ def test_sign_up_key_calls_and_costs_on_the_dashboard(gw: RunningGateway) -> Non
     page = b.http.get("/dashboard").text
     rows = re.findall(r'<tr data-request-id="([^"]+)">(.*?)</tr>', page, re.S)
     assert len(rows) == 2
-    assert {"claude-haiku-4-5", "gpt-4o-mini"} <= set(re.findall(r"<td>([a-z0-9.-]+)</td>", page))
-    assert f"${cost}" in page or f"${cost:.9f}".rstrip("0") in page
+    models = set(re.findall(r'<td data-label="Model">([a-z0-9.-]+)</td>', page))
+    assert {"claude-haiku-4-5", "gpt-4o-mini"} <= models
+    assert dollars(int(cost * 10**9)) in page  # the portal's one money format
     assert Decimal(b.balance()) < Decimal("1.00")
 
     export = b.http.get("/dashboard/usage.csv")
     assert export.headers["content-type"].startswith("text/csv")
     table = list(csv.DictReader(io.StringIO(export.text)))
     assert {r["request_id"] for r in table} == {rid for rid, _ in rows}
-    assert sum(Decimal(r["cost_usd"]) for r in table) == Decimal("1.00") - Decimal(b.balance())
+    spent_nano = sum(int(Decimal(r["cost_usd"]) * 10**9) for r in table)  # exact in the CSV
+    assert dollars(10**9 - spent_nano) == "$" + b.balance()  # as the dashboard rounds it
 
     only_claude = b.http.get("/dashboard/usage", params={"model": "claude-haiku-4-5"}).text
     assert "claude-haiku-4-5" in only_claude and "gpt-4o-mini" not in only_claude
@@ -153,7 +156,7 @@ def test_bad_input_gets_a_clear_4xx(gw: RunningGateway) -> None:
     assert r.status_code == 400 and "not a redemption code" in (form_error(r) or "")
     r = b.post("/dashboard/redeem", {"code": "TR-AAAAAAAAAAAAAAAAAAAA"}, page="/dashboard")
     assert r.status_code == 400 and "unknown code" in (form_error(r) or "")
-    assert b.balance() == "1.00"
+    assert b.balance() == "1.000000"
     assert b.http.get("/dashboard/usage", params={"at": "garbage", "rid": "x"}).status_code == 200
 
 

@@ -49,7 +49,7 @@ def at(b: Browser, ip: str) -> Browser:
 def test_no_credit_and_no_key_before_the_address_is_verified(gw: RunningGateway) -> None:
     b = Browser(gw.url)
     b.sign_up("unverified@example.com", verify=False)
-    assert b.balance() == "0.00"
+    assert b.balance() == "0.000000"
     page = b.http.get("/dashboard").text
     assert "Confirm your email address" in page and 'action="/dashboard/keys"' not in page
     r = b.post("/dashboard/keys", {"name": "farmed"}, page="/dashboard")
@@ -59,7 +59,7 @@ def test_no_credit_and_no_key_before_the_address_is_verified(gw: RunningGateway)
     link = last_link("email verification", "unverified@example.com")
     assert b.http.get(link).url.path == "/dashboard"
     assert b.http.get(link).url.path == "/dashboard"  # opened twice: credited once
-    assert b.balance() == "1.00"
+    assert b.balance() == "1.000000"
     assert b.create_key("after").startswith("sk-aic-")
     # A link for someone else's account, or a forged one, verifies nothing.
     assert b.http.get(link[:-3] + "abc").status_code == 400

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, insert, update
 
 from gateway_support import RunningGateway, start_gateway
 from tokenrelay.catalog import Catalog
-from tokenrelay.money import usd
+from tokenrelay.portal.web import dollars
 from tokenrelay.store.tables import accounts, price_groups
 
 HTML = {"accept": "text/html,application/xhtml+xml"}
@@ -180,9 +180,9 @@ def test_the_dashboard_shows_what_prompt_caching_saved(gw: RunningGateway) -> No
     table = page.split('data-testid="cache-model"')[1].split("</table>")[0]
     row = table.split(">gpt-4o<")[1].split("</tr>")[0]
     assert f"{read * 100 / prompt:.1f}%" in row
-    assert f"${usd(saved_nano)}" in row
+    assert dollars(saved_nano) in row
     spent = sum(int(Decimal(r["cost_usd"]) * 10**9) for r in rows)
-    assert 'data-label="Requests">2<' in row and f'data-label="Spend">${usd(spent)}<' in row
+    assert 'data-label="Requests">2<' in row and f'data-label="Spend">{dollars(spent)}<' in row
     assert 'aria-current="page">7 days' in page and "Spent, last 7 days" in page
     assert "cached" in page.split('data-testid="cache-key"')[1].split("</table>")[0]
     b.close()

@@ -17,8 +17,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from tokenrelay.customers.accounts import AccountStore
+from tokenrelay.customers.accounts import AccountStore, SignupError
 from tokenrelay.money import MoneyError, parse_nano
+from tokenrelay.portal.signins import session_id
+from tokenrelay.portal.web import EXPIRED, KIND, plain
 from tokenrelay.store.tables import accounts, api_keys, ledger
 
 if TYPE_CHECKING:
@@ -26,6 +28,12 @@ if TYPE_CHECKING:
     from tokenrelay.portal.security import Session
 
 TOPUPS = 200
+# ?notice=… after a redirect.
+NOTICES = {
+    "password": ("message", "Password changed: every other sign-in has ended."),
+    "ended": ("message", "That sign-in has ended."),
+    "gone": ("message", "That sign-in had ended already."),
+}
 
 
 class AccountPage:
@@ -61,6 +69,9 @@ class AccountPage:
         error: str | None = None,
         status: int = 200,
     ) -> Response:
+        kind, text = NOTICES.get(request.query_params.get("notice", ""), ("", ""))
+        if kind == "message":
+            message = message or text
         return self.portal.page(
             request,
             "account.html",
@@ -69,9 +80,63 @@ class AccountPage:
             account=account,
             alert_nano=await self._alert(account.id),
             topups=await self._topups(account.id),
+            signins=await self.portal.signins.listing(account.id),
+            this_signin=session_id(session.nonce),
             message=message,
             error=error,
         )
+
+    async def change_password(self, request: Request, session: Session, account: Any) -> Response:
+        """The current password, then the new one: every other sign-in ends, this one goes on."""
+        form = await self.portal.form(request, session)
+        if form is None:
+            return plain(403, EXPIRED)
+        name = f"password:{account.id}"
+        wait = await self.portal.throttled(request, name)
+        if wait is not None:
+            refused = await self.account(
+                request, session, account, status=429,
+                error="Too many wrong passwords; try again in a few minutes.",
+            )  # fmt: skip
+            refused.headers["retry-after"] = str(int(wait) + 1)
+            return refused
+        current = await self.portal.accounts.authenticate(
+            account.email or "", form.get("current", "")
+        )
+        await self.portal.sign_in_result(request, name, current is not None)
+        if current is None or current.id != account.id:
+            return await self.account(
+                request, session, account, error="Your current password is not that.", status=400
+            )
+        try:
+            await self.portal.accounts.set_password(account.id, form.get("new", ""))
+        except SignupError as exc:
+            return await self.account(request, session, account, error=str(exc), status=400)
+        await self.portal.signins.end_all(account.id)
+        fresh = await self.portal.accounts.get(account.id)
+        response = RedirectResponse("/account?notice=password", status_code=303)
+        await self.portal.start_session(response, request, fresh or account)
+        return response
+
+    async def end_signin(self, request: Request, session: Session, account: Any) -> Response:
+        if await self.portal.form(request, session) is None:
+            return plain(403, EXPIRED)
+        which = request.path_params["sid"]
+        if which == session_id(session.nonce):  # this browser's own: a plain sign-out
+            response = RedirectResponse("/login", status_code=303)
+            await self.portal.end_session(response, session, KIND)
+            return response
+        ended = await self.portal.signins.end(account.id, which)
+        notice = "ended" if ended else "gone"
+        return RedirectResponse(f"/account?notice={notice}#h-security", status_code=303)
+
+    async def end_everywhere(self, request: Request, session: Session, account: Any) -> Response:
+        if await self.portal.form(request, session) is None:
+            return plain(403, EXPIRED)
+        await self.portal.signins.end_all(account.id)
+        response = RedirectResponse("/login", status_code=303)
+        await self.portal.end_session(response, session, KIND)
+        return response
 
     async def set_alert(self, request: Request, session: Session, account: Any) -> Response:
         form = await self.portal.form(request, session)
@@ -124,6 +189,10 @@ class AccountPage:
             },
             "keys": keys,
             "ledger": entries,
+            "sign_ins": [
+                {k: v for k, v in row.items() if k != "id_hash"}
+                for row in await self.portal.signins.listing(account.id)
+            ],
             "usage_csv": f"{self.portal.brand.public_url}/dashboard/usage.csv",
         }
         return Response(
@@ -153,8 +222,9 @@ class AccountPage:
         stmt = update(accounts).where(accounts.c.id == account.id)
         async with self.db.begin() as conn:
             await conn.execute(stmt.values(disabled_at=dt.datetime.now(dt.UTC)))
+        await self.portal.signins.end_all(account.id)
         response = RedirectResponse("/?notice=deleted", status_code=303)
-        self.portal.sessions.end(response, "customer")
+        self.portal.sessions.end(response, KIND)
         return response
 
     def routes(self) -> list[BaseRoute]:
@@ -162,6 +232,9 @@ class AccountPage:
         return [
             Route("/account", s(self.account)),
             Route("/account/alert", s(self.set_alert), methods=["POST"]),
+            Route("/account/password", s(self.change_password), methods=["POST"]),
+            Route("/account/sessions/{sid}/end", s(self.end_signin), methods=["POST"]),
+            Route("/account/sessions/end-all", s(self.end_everywhere), methods=["POST"]),
             Route("/account/receipts/{entry_id}", s(self.receipt)),
             Route("/account/export.json", s(self.export)),
             Route("/account/delete", s(self.delete), methods=["POST"]),

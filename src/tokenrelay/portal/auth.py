@@ -101,7 +101,7 @@ class AuthPages(PortalBase):
         await self.send_verification(account.id, account.email or "")
         target = "/dashboard?notice=code" if notice else "/dashboard"
         response = RedirectResponse(target, status_code=303)
-        self.sessions.start(response, request, KIND, account.id, account.password_tag)
+        await self.start_session(response, request, account)
         log.info("account %s signed up", account.id)
         return response
 
@@ -147,7 +147,7 @@ class AuthPages(PortalBase):
             )
         await self.sign_in_result(request, f"email:{email}", True)
         response = RedirectResponse("/dashboard", status_code=303)
-        self.sessions.start(response, request, KIND, account.id, account.password_tag)
+        await self.start_session(response, request, account)
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -248,8 +248,9 @@ class AuthPages(PortalBase):
             return self.page(
                 request, "auth_form.html", 400, fields=fields, links=[], error=str(exc), **ctx
             )
+        # A new password ends every sign-in (the old password may be what leaked).
+        await self.signins.end_all(account.id)
         fresh = await self.accounts.get(account.id)
         response = RedirectResponse("/dashboard", status_code=303)
-        tag = fresh.password_tag if fresh else ""
-        self.sessions.start(response, request, KIND, account.id, tag)
+        await self.start_session(response, request, fresh or account)
         return response

@@ -8,12 +8,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from tokenrelay.money import usd
 from tokenrelay.portal.dashboard import DashboardPages
 from tokenrelay.portal.security import Session
 from tokenrelay.portal.throttle import client_ip
 from tokenrelay.portal.topups import RedeemError, redeem
-from tokenrelay.portal.web import EXPIRED, plain
+from tokenrelay.portal.web import EXPIRED, dollars, plain
 
 log = logging.getLogger("tokenrelay.portal")
 
@@ -34,7 +33,7 @@ class CreditForms(DashboardPages):
             await self.code_throttle.failed(*names)
             return await self.dashboard(request, session, account, error=str(exc), status=400)
         response = RedirectResponse("/dashboard", status_code=303)
-        self.sessions.flash(response, session, message=f"${usd(amount)} added to your balance.")
+        self.sessions.flash(response, session, message=f"{dollars(amount)} added to your balance.")
         return response
 
     async def stripe_checkout(self, request: Request, session: Session, account: Any) -> Response:

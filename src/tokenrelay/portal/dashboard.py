@@ -4,6 +4,7 @@ an htmx fragment and a CSV export)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 from typing import Any
@@ -12,6 +13,8 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from tokenrelay.billing.receipts import ReceiptSigner, claims, load_signer
+from tokenrelay.billing.writer import UsageRecord
 from tokenrelay.money import usd
 from tokenrelay.portal import prices, queries
 from tokenrelay.portal.cache_report import cache_report
@@ -30,6 +33,8 @@ NOTICES = {
 
 
 class DashboardPages(PortalBase):
+    _signer: ReceiptSigner | None = None
+
     def _filter(self, request: Request, account_id: str) -> queries.UsageFilter:
         q = request.query_params
         return queries.UsageFilter(
@@ -41,8 +46,6 @@ class DashboardPages(PortalBase):
         f = self._filter(request, account.id)
         before = _cursor(request)
         rows, cursor = await queries.usage_page(self.db, f, before)
-        for r in rows:
-            r["cost_usd"] = usd(int(r["cost_nano"]))
         next_cursor = None
         if cursor is not None:
             params = {"model": f.model or "", "key": f.key_id or ""}
@@ -69,13 +72,14 @@ class DashboardPages(PortalBase):
         usage_ctx = await self._usage_ctx(request, account)
         keys = await self.keys.list_for_account(account.id)
         days = _range_days(request)
-        daily = await queries.daily_spend(self.db, account.id, days)
-        models = await queries.per_model(self.db, account.id, days)
-        for m in models:
-            m["cost_usd"] = usd(int(m["cost"] or 0))
-        fresh = await self.accounts.get(account.id)
-        ppm = await prices.multiplier_ppm(self.db, fresh.price_group if fresh else None)
-        caching = await cache_report(self.db, account.id, days, self.models(), ppm)
+        buckets, since = _buckets(days)
+        series = await queries.usage_series(self.db, account.id, since, hourly=days == 1)
+        key_names = {k.id: k.name for k in keys}
+        chart = chart_data(buckets, series, key_names)
+        # `account` was read for this request (the sign-in check); the forms that re-render
+        # this page on an error changed nothing.
+        ppm = await prices.multiplier_ppm(self.db, account.price_group)
+        caching = await cache_report(self.db, account.id, since, self.models(), ppm)
         flash = self.sessions.take_flash(request, session)
         new_key = new_key or flash.get("new_key")
         message = message or flash.get("message")
@@ -89,17 +93,17 @@ class DashboardPages(PortalBase):
             "dashboard.html",
             status,
             session=session,
-            account=fresh,
-            balance=dollars(fresh.balance_nano if fresh else 0),
-            spent30=usd(sum(c for _, c in daily)),
-            chart_days=list(_last_days(days)),
-            chart_costs=[dict(daily).get(d, 0) / 1e9 for d in _last_days(days)],
+            account=account,
+            balance=dollars(account.balance_nano),
+            spent=dollars(sum(row[4] for row in series)),
+            requests=sum(row[3] for row in series),
+            chart=chart,
             days=days,
             ranges=RANGES,
             caching=caching,
             keys=keys,
-            key_names={k.id: k.name for k in keys},
-            models=models,
+            key_names=key_names,
+            models=[r["name"] for r in caching["model"]],
             new_key=new_key,
             signup_credit=self.settings.signup_credit_usd > 0,
             stripe_amounts=self.stripe.amounts if self.stripe else [],
@@ -119,20 +123,38 @@ class DashboardPages(PortalBase):
         )
         return HTMLResponse(body, headers=SECURITY_HEADERS)
 
+    async def _receipt_signer(self) -> ReceiptSigner:
+        """The gateway's receipt key (the setting, or the one every replica shares in the
+        database): the CSV's receipts check against the same published key."""
+        if self._signer is None:
+            seed = self.settings.receipt_key
+            self._signer = await load_signer(seed.get_secret_value() if seed else None, self.db)
+        return self._signer
+
     async def usage_csv(self, request: Request, session: Session, account: Any) -> Response:
         await self.billing.writer.flush()
         rows = await queries.usage_csv_rows(self.db, self._filter(request, account.id))
+        signer = await self._receipt_signer()
+        group = account.price_group
+        group_ppm = await prices.multiplier_ppm(self.db, group)
         out = io.StringIO()
         columns = [
             "request_id", "started_at", "key_id", "model", "vendor", "stream", "input_tokens",
             "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
-            "status", "reason", "duration_ms",
+            "status", "reason", "ttft_ms", "duration_ms",
         ]  # fmt: skip
         writer = csv.writer(out)
-        writer.writerow([*columns, "cost_usd"])
+        writer.writerow([*columns, "cost_usd", "receipt"])
         for r in rows:
+            # The receipt the answer carried (signatures are deterministic): the group's
+            # multiplier for this model, as the request was billed unless it changed since.
+            ppm = self.billing.prices.multiplier(group, r["model"], group_ppm)
+            record = UsageRecord(**{k: v for k, v in r.items() if k in RECORD_FIELDS})
+            record.started_at = _aware(r["started_at"])
+            receipt = signer.sign(claims(record, ppm))
             r["started_at"] = _iso_utc(r["started_at"])
-            writer.writerow([_csv_safe(r[c]) for c in columns] + [usd(int(r["cost_nano"]))])
+            cells = [_csv_safe(r[c]) for c in columns]
+            writer.writerow([*cells, usd(int(r["cost_nano"])), receipt])
         return Response(
             out.getvalue(),
             media_type="text/csv",
@@ -143,10 +165,53 @@ class DashboardPages(PortalBase):
         )
 
 
-def _last_days(n: int) -> list[str]:
-    """The last `n` UTC days, oldest first: the chart shows days without spend as zero."""
-    today = dt.datetime.now(dt.UTC).date()
-    return [(today - dt.timedelta(days=i)).isoformat() for i in range(n - 1, -1, -1)]
+def _buckets(days: int) -> tuple[list[str], dt.datetime]:
+    """The chart's UTC buckets, oldest first (the last 24 hours for a one-day range, else the
+    last `days` days: empty ones show as zero), and the time the first one starts."""
+    now = dt.datetime.now(dt.UTC)
+    if days == 1:
+        hour = now.replace(minute=0, second=0, microsecond=0)
+        hours = [hour - dt.timedelta(hours=i) for i in range(23, -1, -1)]
+        return [h.strftime("%Y-%m-%dT%H") for h in hours], hours[0]
+    first = now.replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=days - 1)
+    return [(first + dt.timedelta(days=i)).date().isoformat() for i in range(days)], first
+
+
+SERIES_MAX = 6  # lines a chart can tell apart; the rest add up to "other"
+
+
+def chart_data(
+    buckets: list[str], rows: list[tuple[str, str, str, int, int]], key_names: dict[str, str]
+) -> dict[str, Any]:
+    """Spend (USD) and requests per bucket, split by model and by key, for chart.js."""
+    at = {b: i for i, b in enumerate(buckets)}
+    out: dict[str, Any] = {
+        "x": [int(dt.datetime.fromisoformat(b).replace(tzinfo=dt.UTC).timestamp()) for b in buckets]
+    }
+    for split in ("model", "key"):
+        of = [row[1] if split == "model" else row[2] for row in rows]
+        totals: dict[str, int] = {}
+        for name, row in zip(of, rows, strict=True):
+            totals[name] = totals.get(name, 0) + row[4] + row[3]  # cost, then count
+        ranked = sorted(totals, key=lambda n: -totals[n])
+        shown = ranked[:SERIES_MAX] if len(ranked) <= SERIES_MAX else ranked[: SERIES_MAX - 1]
+        names = [*shown, *(["other"] if len(ranked) > len(shown) else [])]
+        cost = [[0] * len(buckets) for _ in names]
+        count = [[0] * len(buckets) for _ in names]
+        for name, row in zip(of, rows, strict=True):
+            i = at.get(row[0])
+            if i is None:
+                continue
+            line = names.index(name) if name in shown else len(names) - 1
+            cost[line][i] += row[4]
+            count[line][i] += row[3]
+        labels = [key_names.get(n, n) for n in names] if split == "key" else names
+        out[split] = {
+            "names": labels,
+            "cost": [[c / 1e9 for c in line] for line in cost],
+            "requests": count,
+        }
+    return out
 
 
 def _cursor(request: Request) -> tuple[dt.datetime, str] | None:
@@ -176,7 +241,13 @@ def _range_days(request: Request) -> int:
     return int(raw) if raw.isdigit() and int(raw) in RANGES else 30
 
 
+RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(UsageRecord))
+
+
+def _aware(when: dt.datetime) -> dt.datetime:
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)  # SQLite's are naive UTC
+
+
 def _iso_utc(when: dt.datetime) -> str:
     """ISO-8601 in UTC with a Z, as spreadsheets and pandas parse it."""
-    aware = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-    return aware.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _aware(when).astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

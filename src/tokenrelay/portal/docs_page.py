@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from tokenrelay.billing import policy
 from tokenrelay.portal import docs_examples as ex
 
 if TYPE_CHECKING:
@@ -27,16 +28,24 @@ TOC = (
 )
 
 
+# What each charge means to the customer; attempts have no record of their own.
+CHARGED = {
+    policy.Charge.USAGE: "the tokens used",
+    policy.Charge.INPUT: "the prompt only",
+    policy.Charge.NOTHING: "nothing",
+}
+ATTEMPTS = (policy.Outcome.RETRIED_ATTEMPT, policy.Outcome.FALLBACK_ATTEMPT)
+
+
 class DocsPage:
     def __init__(self, portal: Portal) -> None:
         self.portal = portal
 
     async def _key_placeholder(self, request: Request) -> tuple[bool, str]:
-        session = self.portal.sessions.read(request, "customer")
-        account = await self.portal.accounts.get(session.subject) if session else None
-        if account is None:
+        found = await self.portal.visitor(request)
+        if found is None:
             return False, self.portal.settings.key_prefix + "..."
-        keys = await self.portal.keys.list_for_account(account.id)
+        keys = await self.portal.keys.list_for_account(found[1].id)
         live = [k for k in keys if not k.revoked and not k.expired()]
         return True, (live[0].key_hint if live else self.portal.settings.key_prefix + "...")
 
@@ -58,6 +67,11 @@ class DocsPage:
             clis=ex.tabbed(ex.coding_clis(base, models, f"${ex.KEY_ENV}", self.portal.brand.slug)),
             models=models,
             model_count=len(catalog),
+            charges=[
+                (str(r.outcome), r.when, CHARGED[r.charge(self.portal.settings.billing_policy)])
+                for r in policy.TABLE
+                if r.outcome not in ATTEMPTS
+            ],
         )
 
     def routes(self) -> list[BaseRoute]:

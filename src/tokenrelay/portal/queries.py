@@ -86,24 +86,31 @@ async def daily_spend(
         return [(str(day), int(c or 0)) for day, c in await conn.execute(query)]
 
 
-async def per_model(engine: AsyncEngine, account_id: str, days: int = 30) -> list[dict[str, Any]]:
-    d = usage_daily.c
+def _bucket(engine: AsyncEngine, column: Any, hourly: bool) -> Any:
+    """The UTC day (or hour) of a timestamp as text, in either database's dialect."""
+    if engine.dialect.name == "postgresql":
+        fmt = 'YYYY-MM-DD"T"HH24' if hourly else "YYYY-MM-DD"
+        return func.to_char(func.timezone("UTC", column), fmt)
+    return func.strftime("%Y-%m-%dT%H" if hourly else "%Y-%m-%d", column)
+
+
+async def usage_series(
+    engine: AsyncEngine, account_id: str, since: dt.datetime, *, hourly: bool = False
+) -> list[tuple[str, str, str, int, int]]:
+    """(bucket, model, key id, requests, cost nano) per UTC day (or hour) since `since`: the
+    dashboard's charts by model and by key (the daily roll-up has no key)."""
+    u = usage_records.c
+    bucket = _bucket(engine, u.started_at, hourly).label("bucket")
     query = (
-        select(
-            d.model,
-            func.sum(d.requests),
-            func.sum(d.input_tokens),
-            func.sum(d.output_tokens),
-            func.sum(d.cost_nano),
-        )
-        .where(d.account_id == account_id, d.day >= _since_day(days))
-        .group_by(d.model)
-        .order_by(func.sum(d.cost_nano).desc())
+        select(bucket, u.model, u.key_id, func.count(), func.sum(u.cost_nano))
+        .where(u.account_id == account_id, u.started_at >= since)
+        .group_by(bucket, u.model, u.key_id)
+        .order_by(bucket)
     )
     async with engine.connect() as conn:
         return [
-            {"model": m, "requests": int(n), "input": int(i), "output": int(o), "cost": int(c)}
-            for m, n, i, o, c in await conn.execute(query)
+            (str(b), str(m), str(k), int(n), int(c or 0))
+            for b, m, k, n, c in await conn.execute(query)
         ]
 
 

@@ -78,8 +78,10 @@ class Sessions:
 
     def start(
         self, response: Response, request: Request, kind: str, subject: str, tag: str = ""
-    ) -> None:
-        token = self._signer.dumps([kind, subject, secrets.token_urlsafe(16), tag])
+    ) -> str:
+        """Set the session cookie; returns its nonce (what names this sign-in)."""
+        nonce = secrets.token_urlsafe(16)
+        token = self._signer.dumps([kind, subject, nonce, tag])
         response.set_cookie(
             _cookie(kind),
             token,
@@ -90,6 +92,7 @@ class Sessions:
             or (self._secure == "auto" and request.url.scheme == "https"),
             path="/",
         )
+        return nonce
 
     def end(self, response: Response, kind: str) -> None:
         response.delete_cookie(_cookie(kind), path="/")

@@ -43,8 +43,8 @@ class Storefront:
 
     async def _visitor(self, request: Request) -> tuple[Any, int]:
         """The signed-in account (or None) and the multiplier of its price group."""
-        session = self.portal.sessions.read(request, "customer")
-        account = await self.portal.accounts.get(session.subject) if session else None
+        found = await self.portal.visitor(request)
+        account = found[1] if found else None
         group = account.price_group if account is not None else None
         return account, await prices.multiplier_ppm(self.portal.db, group)
 

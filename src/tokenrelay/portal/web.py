@@ -12,13 +12,15 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from tokenrelay.billing import policy
 from tokenrelay.customers.accounts import AccountStore, mailbox_key
 from tokenrelay.money import usd
 from tokenrelay.portal import key_snippets
 from tokenrelay.portal.brand import load_brand
 from tokenrelay.portal.once import SpentTokens
 from tokenrelay.portal.security import Session, Sessions
-from tokenrelay.portal.throttle import Backoff, Quota, shared_store
+from tokenrelay.portal.signins import SignIns, describe, session_id
+from tokenrelay.portal.throttle import Backoff, Quota, client_ip, shared_store
 
 if TYPE_CHECKING:
     from tokenrelay.billing.engine import BillingEngine
@@ -32,9 +34,20 @@ PRE = "pre"  # the pre-session cookie that binds the CSRF token of sign-up and s
 EXPIRED = "the form expired; reload the page and try again"
 
 
+# Every amount the portal shows has this many decimals: a request costing $0.000021 and a
+# balance of $4.999979 read alike (whole cents would show most requests as $0.00). Exports
+# (CSV, JSON) keep the exact nano-USD amounts.
+PLACES = 6
+
+
 def dollars(nano: int) -> str:
-    """ "$1.25", "-$0.50": the sign before the currency, as people write it."""
-    return f"-${usd(-nano)}" if nano < 0 else f"${usd(nano)}"
+    """ "$1,234.500000", "-$0.500000": the one money format of the portal's pages, rounded
+    half up to a micro-dollar, the sign before the currency as people write it."""
+    step = 10 ** (9 - PLACES)
+    micro = (abs(nano) + step // 2) // step
+    whole, frac = divmod(micro, 10**PLACES)
+    text = f"${whole:,}.{frac:0{PLACES}d}"
+    return "-" + text if nano < 0 and micro else text
 
 
 templates = Environment(
@@ -45,6 +58,9 @@ templates = Environment(
 templates.filters["usd"] = usd
 templates.filters["dollars"] = dollars
 templates.globals["key_snippets"] = key_snippets.snippets
+templates.filters["device"] = describe
+# Each billing reason code, as a customer would describe how the request ended.
+templates.globals["billing_reasons"] = {str(r.outcome): r.when for r in policy.TABLE}
 SECURITY_HEADERS = {
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
@@ -80,6 +96,7 @@ class PortalBase:
         self.signups = Quota(store, "signup", settings.signup_per_hour, 3600)
         self.verification_mails = Quota(store, "verify-mail", 3, 3600)
         self.spent = SpentTokens(self.db)
+        self.signins = SignIns(self.db)
         dotless = {d.strip().lower() for d in settings.signup_dotless_domains.split(",")}
         self.dotless_domains = frozenset(d for d in dotless if d)
         self.models = models
@@ -96,14 +113,40 @@ class PortalBase:
     async def session(self, request: Request, kind: str) -> Session | None:
         """The signed-in session of this cookie, unless it was signed out (on any replica)."""
         session = self.sessions.read(request, kind)
-        if session is None or await self.spent.spent("session", session.nonce):
+        if session is None:
             return None
-        return session
+        if kind == KIND:  # a customer's sign-in is its row: one query, gone once ended
+            return session if await self.signins.active(session.subject, session.nonce) else None
+        return None if await self.spent.spent("session", session.nonce) else session
+
+    async def start_session(self, response: Response, request: Request, account: Any) -> None:
+        """Sign the customer in (the cookie) and list the sign-in on the account page."""
+        nonce = self.sessions.start(response, request, KIND, account.id, account.password_tag)
+        user_agent = request.headers.get("user-agent", "")
+        await self.signins.add(account.id, nonce, user_agent, client_ip(request))
 
     async def end_session(self, response: Response, session: Session, kind: str) -> None:
-        """Sign out: the cookie goes, and its nonce is used up for as long as it could live."""
-        await self.spent.spend("session", session.nonce, self.settings.session_ttl_s)
+        """Sign out: the cookie goes, and the sign-in's row (a customer's) or its nonce is used
+        up for as long as it could live."""
+        if kind == KIND:
+            await self.signins.end(session.subject, session_id(session.nonce))
+        else:
+            await self.spent.spend("session", session.nonce, self.settings.session_ttl_s)
         self.sessions.end(response, kind)
+
+    async def visitor(self, request: Request) -> tuple[Session, Any] | None:
+        """The signed-in customer's session and account, or None (signed out, the account
+        disabled, or its password changed since this sign-in)."""
+        session = await self.session(request, KIND)
+        account = await self.accounts.get(session.subject) if session else None
+        if (
+            session is None
+            or account is None
+            or account.disabled
+            or session.tag != account.password_tag
+        ):
+            return None
+        return session, account
 
     async def once(self, account_id: str, form: dict[str, str]) -> bool:
         """Whether this form (its `once` token) is sent for the first time: a reload, a double
@@ -147,18 +190,12 @@ class PortalBase:
         self, handler: Callable[[Request, Session, Any], Awaitable[Response]]
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            session = await self.session(request, KIND)
-            account = await self.accounts.get(session.subject) if session else None
-            if (
-                session is None
-                or account is None
-                or account.disabled
-                or session.tag != account.password_tag
-            ):
+            found = await self.visitor(request)
+            if found is None:
                 if request.method == "GET":
                     return RedirectResponse("/login", status_code=303)
                 return plain(401, "sign in first")
-            return await handler(request, session, account)
+            return await handler(request, *found)
 
         return endpoint
 

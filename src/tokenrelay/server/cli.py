@@ -61,6 +61,9 @@ def serve(host: str | None, port: int | None, quickstart_key: bool, workers: int
     bind_host, bind_port = host or settings.host, port or settings.port
     _port_free_or_exit(bind_host, bind_port)
     site = settings.public_url or f"http://{_local(bind_host)}:{bind_port}"
+    # `make run` (its --quickstart-key) runs from the checkout, where `tokenrelay` is not on
+    # PATH: its hints name the command as that shell can run it (the README's spelling).
+    cli = "python3 -m uv run --frozen tokenrelay" if quickstart_key else "tokenrelay"
     if quickstart_key and not _with_store(lambda s: s.list()):
         info, plaintext = _with_store(lambda s: s.create("quickstart", Decimal("5.00"), None, None))
         click.echo(f"Quick-start API key ({info.id}, ${info.balance_usd} of credit), shown once:")
@@ -68,12 +71,10 @@ def serve(host: str | None, port: int | None, quickstart_key: bool, workers: int
     elif quickstart_key:
         click.echo(
             f"Keys exist already (the quick-start key was shown on the first run). Another: sign"
-            f" up at {site}/signup, or `tokenrelay keys create --name me --credits 5.00`."
+            f" up at {site}/signup, or `{cli} keys create --name me --credits 5.00`."
         )
     click.echo(f"Site: {site}/  (docs {site}/docs, prices {site}/pricing)")
-    click.echo(
-        f"Operator console: {site}/admin  (an operator: `tokenrelay admin create-user EMAIL`)"
-    )
+    click.echo(f"Operator console: {site}/admin  (an operator: `{cli} admin create-user EMAIL`)")
     run_server(bind_host, bind_port, workers)
 
 

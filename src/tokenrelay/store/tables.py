@@ -196,6 +196,19 @@ spent_tokens = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Index("ix_spent_tokens_expires_at", "expires_at"),
 )
+# Customer sign-ins (migration 0015): one row per signed cookie (by the sha256 of its nonce),
+# so the account page lists them and can end one, or all, on every replica.
+customer_sessions = Table(
+    "customer_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    Column("user_agent", String(200), nullable=False, server_default=""),
+    Column("ip", String(64), nullable=False, server_default=""),
+    Index("ix_customer_sessions_account_id", "account_id"),
+)
 # ---------------------------------------------------------------- end accounts
 
 api_keys = Table(
