@@ -560,6 +560,10 @@ def input_tokens(req: Req) -> Resp:
     return json_resp(200, {"object": "response.input_tokens", "input_tokens": _input_tokens(body)})
 
 
+def _parts(content: Any) -> Any:
+    return [{"type": "input_text", "text": content}] if isinstance(content, str) else content
+
+
 def compact(req: Req) -> Resp:
     """`POST /v1/responses/compact`: the new conversation (the user's messages, then one
     compaction item) as a `response.compaction` object, usage included."""
@@ -573,7 +577,11 @@ def compact(req: Req) -> Resp:
     if plan.error is not None:
         return error("openai", plan.error)
     answer = _Answer(body, plan, req.seed("openai"), False)
-    kept = [i for i in items if _kind(i) == "message" and i.get("role") == "user"]
+    kept = [
+        {"type": "message", "role": "user", "content": _parts(i.get("content"))}
+        for i in items
+        if _kind(i) == "message" and i.get("role") == "user"
+    ]
     return json_resp(
         200,
         {

@@ -415,6 +415,14 @@ class ResponsesFrontend:
         return error_status_and_body(err)
 
 
+def _user_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A user message as an output item (OpenAI's shape: typed, its text in parts)."""
+    content = item.get("content")
+    if isinstance(content, str):
+        content = [{"type": "input_text", "text": content}]
+    return {"type": "message", "role": "user", "content": content}
+
+
 class ResponsesCompactFrontend(ResponsesFrontend):
     """`POST /responses/compact`: the conversation compacted, answered at once as a
     `response.compaction` object whose output is the new conversation: the user's messages as
@@ -431,7 +439,9 @@ class ResponsesCompactFrontend(ResponsesFrontend):
             return super().parse_request(body, headers)
         trigger = {"type": "compaction_trigger"}
         req = super().parse_request({**body, "input": [*items, trigger], "stream": False}, headers)
-        req.echo.kept = [i for i in items if isinstance(i, dict) and i.get("role") == "user"]
+        req.echo.kept = [
+            _user_item(i) for i in items if isinstance(i, dict) and i.get("role") == "user"
+        ]
         return req
 
     def render_response(
