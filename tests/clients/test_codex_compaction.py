@@ -15,11 +15,11 @@ vendor call, clean ledger).
 
 from __future__ import annotations
 
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import cli_setup
 import pytest
 from cli_setup import codex
 from served_gateway import ServedGateway
@@ -46,15 +46,7 @@ def _run(served: ServedGateway, tmp: Path, model: str, mode: str) -> dict[str, A
         text = text.replace('name = "tokenrelay"', 'name = "OpenAI"')
     config.write_text(text)
     mark = served.emulator_mark()
-    done = subprocess.run(
-        run.argv,
-        env=run.env,
-        cwd=workspace,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=150,
-    )
+    done = cli_setup.run(run, workspace)
     return {
         "returncode": done.returncode,
         "output": (done.stdout + done.stderr).replace("filler words here. ", ""),

@@ -62,9 +62,7 @@ def test_compact_endpoint_returns_the_new_conversation(client: openai.OpenAI, mo
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_compaction_trigger_streams_one_compaction_item(
-    client: openai.OpenAI, model: str
-) -> None:
+def test_compaction_trigger_streams_one_compaction_item(client: openai.OpenAI, model: str) -> None:
     """What Codex sends a provider it takes for OpenAI: the trigger last, tools offered, a
     stream whose only output item is the compaction."""
     items = [*CONVERSATION, {"type": "compaction_trigger"}]
@@ -117,7 +115,8 @@ def test_the_summary_reaches_the_next_vendor(
     summary = compaction.open_sealed(blob)
     # Count tokens the way the vendor would see the request: the summary's text is in it.
     headers = {"authorization": f"Bearer {api_key}"}
-    body = {"model": "claude-sonnet-4-6", "input": [{"type": "compaction", "encrypted_content": blob}]}
+    item = {"type": "compaction", "encrypted_content": blob}
+    body = {"model": "claude-sonnet-4-6", "input": [item]}
     with_item = httpx.post(
         gateway.proxy + "/v1/responses/input_tokens", json=body, headers=headers, timeout=30
     )
