@@ -188,6 +188,11 @@ def reasoning_for(text: str) -> list[str]:
     )
 
 
+def without_reminders(text: str) -> str:
+    """`text` less the context a coding agent adds (Claude Code's <system-reminder> blocks)."""
+    return _REMINDER.sub("", text)
+
+
 def _tool_result_reply(results: list[tuple[str, str]]) -> list[str]:
     text = " ".join(f"Tool {name} returned: {content}." for name, content in results)
     return _pieces(text.split())
