@@ -131,13 +131,17 @@ def test_the_summary_reaches_the_next_vendor(
 def test_a_sealed_item_opens_with_the_same_key_only() -> None:
     """Replicas derive the same key from the shared receipt key: one seals, another opens;
     a gateway with another key refuses it."""
-    compaction.install_key(b"replica key")
-    blob = compaction.seal("the summary", "m")
-    compaction.install_key(b"another gateway")
-    sealed_elsewhere = compaction.seal("x", "m")
-    assert compaction.open_sealed(blob) == "the summary"  # older keys still open
-    compaction._fernets[:] = compaction._fernets[:1]
-    compaction._derived[:] = compaction._derived[:1]
-    with pytest.raises(ValueError):
-        compaction.open_sealed(blob)
-    assert compaction.open_sealed(sealed_elsewhere) == "x"
+    saved = list(compaction._fernets), list(compaction._derived)
+    try:
+        compaction.install_key(b"replica key")
+        blob = compaction.seal("the summary", "m")
+        compaction.install_key(b"another gateway")
+        sealed_elsewhere = compaction.seal("x", "m")
+        assert compaction.open_sealed(blob) == "the summary"  # older keys still open
+        compaction._fernets[:] = compaction._fernets[:1]
+        compaction._derived[:] = compaction._derived[:1]
+        with pytest.raises(ValueError):
+            compaction.open_sealed(blob)
+        assert compaction.open_sealed(sealed_elsewhere) == "x"
+    finally:  # the in-process gateway's key, as it was
+        compaction._fernets[:], compaction._derived[:] = saved
