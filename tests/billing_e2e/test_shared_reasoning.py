@@ -121,9 +121,16 @@ def test_tool_loop_continues_on_another_gateway(
     text, calls2, finish = _turn(_client(b, key), model, messages, extra, stream)
     assert finish == "stop" and not calls2 and "18" in text
 
-    # The control: a gateway that never saw turn 1 cannot restore it, and the vendor refuses.
-    with pytest.raises(openai.BadRequestError):
-        _turn(_client(c, c.create_key("control")), model, messages, extra, stream)
+    # The control: a gateway that never saw turn 1 cannot restore it. DeepSeek (a Chat client
+    # on its own wire: the fast path) refuses the turn; Anthropic and Gemini would too, but the
+    # turn goes through converted, as one another vendor made would (reasoning/cache.py
+    # convert_for: the tool use as text, the stand-in signature), without the reasoning.
+    control = _client(c, c.create_key("control"))
+    if model.startswith("deepseek"):
+        with pytest.raises(openai.BadRequestError):
+            _turn(control, model, messages, extra, stream)
+    else:
+        assert _turn(control, model, messages, extra, stream)[2] in ("stop", "tool_calls")
 
 
 def test_state_encoding_round_trips_compactly() -> None:

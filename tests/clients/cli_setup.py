@@ -6,6 +6,7 @@ configuration leaks in). Their environment and config files come from
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,21 @@ BIN = Path(__file__).parent / "node_modules" / ".bin"
 class Invocation:
     argv: list[str]
     env: dict[str, str]
+
+
+def run(
+    invocation: Invocation, cwd: Path, timeout: float = 150
+) -> subprocess.CompletedProcess[str]:
+    """A CLI run to its end in `cwd`, with no input (non-interactive), its output captured."""
+    return subprocess.run(
+        invocation.argv,
+        env=invocation.env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _base_env(home: Path) -> dict[str, str]:

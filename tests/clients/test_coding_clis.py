@@ -10,7 +10,6 @@ calls apart); the tests, one per model, then check what each run did.
 
 from __future__ import annotations
 
-import subprocess
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cli_setup
 import pytest
 from cli_setup import BIN, Invocation, claude_code, codex, gemini_cli
 from served_gateway import ServedGateway
@@ -77,15 +77,7 @@ def _run(served: ServedGateway, tmp: Path, setup: Setup, model: str) -> tuple[An
     (workspace / "notes.txt").write_text(f"The secret word is {secret}.\n")
     key_id, key = served.create_key(f"cli-{model}")
     run = setup(served.url, key, home, model, PROMPT)
-    done = subprocess.run(
-        run.argv,
-        env=run.env,
-        cwd=workspace,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=150,
-    )
+    done = cli_setup.run(run, workspace)
     return key_id, secret, done
 
 

@@ -318,11 +318,12 @@ def test_reasoning_summary_streams_and_encrypted_reasoning_round_trips(
     follow = client.responses.create(model=model, input=items, **opts)
     assert "rain" in follow.output_text
 
-    # Without it, the vendors that need it refuse the turn (what the round trip is for).
+    # Without it the turn still goes through, converted as for a turn another vendor made
+    # (reasoning/cache.py convert_for: Anthropic reads the tool use as text, DeepSeek a note
+    # for its reasoning_content) instead of the vendor's refusal.
     if model != "o4-mini":
         stripped = [i for i in items if i.get("type") != "reasoning"]
-        with pytest.raises(openai.BadRequestError):
-            client.responses.create(model=model, input=stripped, **opts)
+        assert client.responses.create(model=model, input=stripped, **opts).status == "completed"
 
 
 def test_conversation_moving_from_claude_to_openai_drops_claudes_reasoning(

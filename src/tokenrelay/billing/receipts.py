@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import hmac
 from decimal import Decimal
 from typing import Any
 
@@ -96,6 +97,11 @@ class ReceiptSigner:
     def sign(self, payload: dict[str, Any]) -> str:
         body = orjson.dumps({**payload, "kid": self.kid}, option=orjson.OPT_SORT_KEYS)
         return _b64u(body) + "." + _b64u(self._key.sign(body))
+
+    def derive_secret(self, label: bytes) -> bytes:
+        """A secret for another use (`label`) that every replica derives alike: the gateway's
+        other keys need no configuration of their own."""
+        return hmac.new(self._key.private_bytes_raw(), label, hashlib.sha256).digest()
 
     def public_document(self) -> dict[str, Any]:
         """The well-known document: the key as a JWK (RFC 8037) and as raw base64."""

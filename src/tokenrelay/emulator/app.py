@@ -69,6 +69,7 @@ _ROUTES: dict[tuple[str, str], Callable[[Req], Resp]] = {
     ("POST", "/openai/v1/chat/completions"): lambda r: openai_compat.chat(r, "openai"),
     ("POST", "/openai/v1/responses"): openai_responses.responses,
     ("POST", "/openai/v1/responses/input_tokens"): openai_responses.input_tokens,
+    ("POST", "/openai/v1/responses/compact"): openai_responses.compact,
     ("POST", "/openai/v1/embeddings"): lambda r: embeddings.openai(r, "openai"),
     ("GET", "/openai/v1/models"): lambda r: openai_compat.models(r, "openai"),
     ("POST", "/xai/v1/chat/completions"): lambda r: openai_compat.chat(r, "xai"),

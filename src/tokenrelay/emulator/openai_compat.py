@@ -348,6 +348,18 @@ def _turn(vendor: str, body: dict[str, Any], reasoning: bool) -> script.Turn:
     }
     results: list[tuple[str, str]] = []
     text = ""
+    # System text or reminders after tool results (Claude Code adds them in long sessions, as
+    # a mid-conversation system message) ask nothing: the results are what the model answers.
+    while len(messages) > 1 and messages[-1].get("role") in ("system", "developer", "user"):
+        last = messages[-1]
+        if (
+            last.get("role") == "user"
+            and script.without_reminders(_text(last.get("content"))).strip()
+        ):
+            break
+        messages = messages[:-1]
+    if messages[-1].get("role") != "tool":
+        messages = body["messages"]
     if messages[-1].get("role") == "tool":
         for msg in reversed(messages):
             if msg.get("role") != "tool":

@@ -7,7 +7,10 @@ What the real API does and this one copies: reasoning models (o-series, gpt-5) e
 its `encrypted_content` comes only with `include: ["reasoning.encrypted_content"]`. Encrypted
 reasoning sent back is verified (a keyed hash stands in for OpenAI's encryption), so a 200 on
 the next turn proves the gateway returned it untouched. `previous_response_id` needs stored
-responses, which the emulator never keeps. Faults: the script's triggers; a mid-stream error is
+responses, which the emulator never keeps. Compaction (`POST /v1/responses/compact`, or a
+`compaction_trigger` item last in the input) answers one `compaction` item whose
+`encrypted_content` is keyed like the reasoning (sent back, it is verified the same way: another
+gateway's or vendor's is refused). Faults: the script's triggers; a mid-stream error is
 a `response.failed` event, `[[max]]` ends `incomplete` with `incomplete_details`.
 """
 
@@ -34,6 +37,7 @@ from tokenrelay.emulator.wire import (
 
 _REASONING_MODELS = ("o1", "o3", "o4", "gpt-5")
 _SIGN_KIND = "openai-reasoning"
+_COMPACTION_KIND = "openai-compaction"
 _MIDSTREAM = {
     "code": "server_error",
     "message": "An error occurred while processing your request. You can retry your request, "
@@ -139,6 +143,14 @@ def _check_items(value: Any) -> None:
                     param=f"input[{i}].encrypted_content",
                     code="invalid_encrypted_content",
                 )
+        elif itype == "compaction":
+            text, _, mac = str(item.get("encrypted_content")).rpartition("~")
+            if not verify(_COMPACTION_KIND, text, mac):
+                raise Invalid(
+                    f"The encrypted content for item {item.get('id')} could not be verified.",
+                    param=f"input[{i}].encrypted_content",
+                    code="invalid_encrypted_content",
+                )
         elif itype == "item_reference":
             raise Invalid(
                 f"Item with id '{item.get('id')}' not found. Items are not persisted when "
@@ -193,12 +205,20 @@ def _turn(body: Json, reasoning: bool) -> script.Turn:
     text = " ".join(r for _, r in results) or next(
         (_text(i.get("content")) for i in reversed(value) if i.get("role") == "user"), ""
     )
+    # A compaction after the user's last message: the model goes on from its summary.
+    for item in reversed(value):
+        if _kind(item) == "compaction":
+            text = str(item.get("encrypted_content")).rpartition("~")[0]
+        if _kind(item) in ("compaction", "function_call_output") or item.get("role") == "user":
+            break
     choice = body.get("tool_choice", "auto")
     forced = None
     if isinstance(choice, dict):
         forced, mode = choice.get("name"), "any"
     else:
         mode = {"none": "none", "required": "any"}.get(str(choice), "auto")
+    if _compacting(body):
+        forced, mode = None, "none"  # the answer is the summary
     cap = body.get("max_output_tokens")
     return script.Turn(
         model=str(body["model"]),
@@ -211,6 +231,11 @@ def _turn(body: Json, reasoning: bool) -> script.Turn:
         reasoning=reasoning,
         parallel_allowed=body.get("parallel_tool_calls", True) is not False,
     )
+
+
+def _compacting(body: Json) -> bool:
+    value = body.get("input")
+    return isinstance(value, list) and bool(value) and _kind(value[-1]) == "compaction_trigger"
 
 
 def _kind(item: Any) -> str:
@@ -357,7 +382,17 @@ class _Answer:
             item["namespace"] = namespace
         return item
 
+    def compaction_item(self) -> Json:
+        summary = "Summary: " + self.plan.text
+        return {
+            "id": "cmp_" + hex_id(self.seed, "compaction", 48),
+            "type": "compaction",
+            "encrypted_content": summary + "~" + sign(_COMPACTION_KIND, summary),
+        }
+
     def output(self) -> list[Json]:
+        if _compacting(self.body):
+            return [self.compaction_item()]
         out: list[Json] = []
         if self.reasoning:
             out.append(self.reasoning_item())
@@ -387,6 +422,12 @@ class _Answer:
             self.event("response.in_progress", response=self.envelope("in_progress", [], None)),
         ]
         done: list[Json] = []
+        if _compacting(self.body):
+            item = self.compaction_item()
+            frames.append(self.event("response.output_item.added", output_index=0, item=item))
+            frames.append(self.event("response.output_item.done", output_index=0, item=item))
+            envelope = self.envelope("completed", [item], self.usage)
+            return [*frames, self.event("response.completed", response=envelope)]
         if self.reasoning:
             frames += self._reasoning_events(len(done))
             done.append(self.reasoning_item())
@@ -518,6 +559,40 @@ def input_tokens(req: Req) -> Resp:
     if isinstance(body, Resp):
         return body
     return json_resp(200, {"object": "response.input_tokens", "input_tokens": _input_tokens(body)})
+
+
+def _parts(content: Any) -> Any:
+    return [{"type": "input_text", "text": content}] if isinstance(content, str) else content
+
+
+def compact(req: Req) -> Resp:
+    """`POST /v1/responses/compact`: the new conversation (the user's messages, then one
+    compaction item) as a `response.compaction` object, usage included."""
+    body = _checked(req)
+    if isinstance(body, Resp):
+        return body
+    value = body["input"]
+    items = [{"role": "user", "content": value}] if isinstance(value, str) else list(value)
+    body = {**body, "input": [*items, {"type": "compaction_trigger"}]}
+    plan = script.plan(_turn(body, False))
+    if plan.error is not None:
+        return error("openai", plan.error)
+    answer = _Answer(body, plan, req.seed("openai"), False)
+    kept = [
+        {"type": "message", "role": "user", "content": _parts(i.get("content"))}
+        for i in items
+        if _kind(i) == "message" and i.get("role") == "user"
+    ]
+    return json_resp(
+        200,
+        {
+            "id": answer.id.replace("resp_", "cmp_", 1),
+            "object": "response.compaction",
+            "created_at": answer.created,
+            "output": [*kept, answer.compaction_item()],
+            "usage": answer.usage,
+        },
+    )
 
 
 def responses(req: Req) -> Resp:

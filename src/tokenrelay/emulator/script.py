@@ -12,7 +12,10 @@ name, or the words of it: "Read notes.txt", "weather in Paris" for get_weather);
 prompt that names a file path, the tool that reads files (or runs a shell command: `cat <path>`),
 with the path as its argument; else, when the client requires some tool, the first one;
 otherwise no tool. A turn that carries tool results
-is answered from them ("Tool X returned: ...").
+is answered from them ("Tool X returned: ..."); a turn that hands over a compacted conversation's
+summary (a gateway's or Codex's handoff) is answered without a tool, as a model goes on from its
+summary instead of redoing the work it lists; a turn that asks for a handoff summary (a
+compaction) is answered with a short one (its first words of the tool results, if any).
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ _WORD = re.compile(r"[A-Za-z0-9']+")
 # Context a coding agent adds to the user's turn (Claude Code's reminders): not the user's ask.
 _REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.S)
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_SUMMARY_ASK = re.compile(r"handoff summary", re.I)
+_SUMMARY_WORDS = 40
+_HANDOFF = re.compile(r"conversation were compacted|produced a summary of its thinking", re.I)
 # A file path: has a slash, or a name of 2+ characters with an extension that starts with a
 # letter ("notes.txt", "src/app.py"; not "e.g" or "4.3").
 _PATH = re.compile(
@@ -180,6 +186,11 @@ def reasoning_for(text: str) -> list[str]:
             "briefly.",
         ]
     )
+
+
+def without_reminders(text: str) -> str:
+    """`text` less the context a coding agent adds (Claude Code's <system-reminder> blocks)."""
+    return _REMINDER.sub("", text)
 
 
 def _tool_result_reply(results: list[tuple[str, str]]) -> list[str]:
@@ -344,7 +355,12 @@ def plan(turn: Turn) -> Plan:
         p.reasoning = reasoning_for(turn.text)
 
     wants_tools = (
-        turn.tools and turn.tool_mode != "none" and not turn.tool_results and "max" not in m
+        turn.tools
+        and turn.tool_mode != "none"
+        and not turn.tool_results
+        and "max" not in m
+        and not _HANDOFF.search(turn.text)
+        and not _SUMMARY_ASK.search(turn.text)
     )
     if wants_tools:
         p.tool_calls = _tool_calls(turn, "parallel" in m)
@@ -353,7 +369,10 @@ def plan(turn: Turn) -> Plan:
         p.stop = "tool_use"
         return p
 
-    if turn.tool_results:
+    if _SUMMARY_ASK.search(turn.text):
+        done = " ".join(f"{name}: {content}" for name, content in turn.tool_results)
+        words = _pieces(("Summary of the work so far. " + done).split()[:_SUMMARY_WORDS])
+    elif turn.tool_results:
         words = _tool_result_reply(turn.tool_results)
     elif "words" in m:
         n = min(max(_int(m["words"], 0), 0), _MAX_WORDS)

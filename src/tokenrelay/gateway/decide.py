@@ -14,7 +14,7 @@ from tokenrelay.gateway.fastpath import PassthroughExchange
 from tokenrelay.gateway.intake import Intake
 from tokenrelay.gateway.prompt_bound import prompt_bound
 from tokenrelay.gateway.translated import TranslatedExchange
-from tokenrelay.reasoning.cache import ReasoningCache, restore
+from tokenrelay.reasoning.cache import ReasoningCache, convert_for, needs_conversion, restore
 from tokenrelay.upstreams.pools import VendorEndpoint
 from tokenrelay.vendors.base import Passthrough, UpstreamRequest
 
@@ -50,6 +50,8 @@ async def decide(
     # translated path, which sees the text as IR deltas.
     own_stop = bool(req.stop) and not ep.adapter.enforces_stop(req.model)
     fast = None if own_stop else ep.adapter.passthrough(frontend.name)
+    if fast is not None and needs_conversion(reasoning, ep.name, req):
+        fast = None  # another vendor's turns: converted on the translated path
     if fast is not None:
         ctx.fast_path = True
         # The client's own body goes on: what it asks is what the vendor is asked.
@@ -71,6 +73,7 @@ async def decide(
             req.max_tokens = entry.max_output
         ep.adapter.finalize(req, entry.default_max_tokens)
         restore(reasoning, ep.name, req)
+        convert_for(ep.name, req)
         stops = req.stop
         if own_stop:
             req.stop = []

@@ -248,6 +248,102 @@ def restore(cache: ReasoningCache, vendor: str, req: ir.Request) -> None:
             msg.parts = [*state.thinking, *kept]
 
 
+# Google's documented stand-in for a function call Gemini did not generate (another model's, in
+# a conversation that changed models): Gemini 3 refuses an unsigned call otherwise.
+GEMINI_FOREIGN_SIGNATURE = "skip_thought_signature_validator"
+# DeepSeek's thinking mode refuses a tool-call turn without reasoning_content; another model's
+# turn has none DeepSeek could read, so it says so.
+FOREIGN_REASONING = "(This step was taken by another model; its reasoning is not available.)"
+
+
+def convert_for(vendor: str, req: ir.Request) -> None:
+    """After `restore`: what is still missing for `vendor` in turns another vendor made (the
+    conversation changed model), converted: Gemini gets the stand-in signature on unsigned
+    calls, DeepSeek reasoning text on tool-call turns (the other vendor's visible reasoning,
+    else a note), Anthropic with thinking on sees tool use that no signed thinking leads as
+    text (Anthropic refuses it, and a signature cannot be made up)."""
+    if vendor == "gemini":
+        for msg in req.messages:
+            calls = [p for p in msg.parts if isinstance(p, ir.ToolCall)]
+            if msg.role == "assistant" and calls and not any(c.signature for c in calls):
+                calls[0].signature = GEMINI_FOREIGN_SIGNATURE
+    elif vendor == "deepseek" and _thinks(req):
+        for msg in req.messages:
+            if msg.role != "assistant" or not any(isinstance(p, ir.ToolCall) for p in msg.parts):
+                continue
+            if not any(isinstance(p, ir.Thinking) and p.text for p in msg.parts):
+                msg.parts = [ir.Thinking(FOREIGN_REASONING), *msg.parts]
+    elif vendor == "anthropic" and _thinks(req):
+        _tool_use_as_text(req.messages)
+
+
+def needs_conversion(cache: ReasoningCache, vendor: str, req: ir.Request) -> bool:
+    """Whether `req` holds another vendor's turns that `convert_for` must change for `vendor`:
+    such a request cannot take the fast path (the client's bytes would be refused)."""
+    if vendor == "gemini":
+        return any(
+            msg.role == "assistant"
+            and calls
+            and not any(c.signature or _cached_signature(cache, c.id) for c in calls)
+            for msg in req.messages
+            for calls in [[p for p in msg.parts if isinstance(p, ir.ToolCall)]]
+        )
+    if vendor == "anthropic" and _thinks(req):
+        return any(_unsigned_tool_use(m) for m in req.messages)
+    return False
+
+
+def _cached_signature(cache: ReasoningCache, call_id: str) -> bool:
+    state = cache.get(call_id)
+    return state is not None and call_id in state.tool_signatures
+
+
+def _signed_first(msg: ir.Message) -> bool:
+    first = msg.parts[0] if msg.parts else None
+    return isinstance(first, ir.RedactedThinking) or (
+        isinstance(first, ir.Thinking) and bool(first.signature)
+    )
+
+
+def _thinks(req: ir.Request) -> bool:
+    return req.thinking is not None and req.thinking.enabled is not False
+
+
+def _unsigned_tool_use(msg: ir.Message) -> bool:
+    return (
+        msg.role == "assistant"
+        and any(isinstance(p, ir.ToolCall) for p in msg.parts)
+        and not _signed_first(msg)
+    )
+
+
+def _tool_use_as_text(messages: list[ir.Message]) -> None:
+    """Every tool use no signed thinking leads, and its results, as text (the lastmost set is
+    what Anthropic checks; once it is text, the one before is the lastmost)."""
+    names: dict[str, str] = {}
+    for msg in messages:
+        if _unsigned_tool_use(msg):
+            parts: list[ir.Part] = []
+            for p in msg.parts:
+                if isinstance(p, ir.ToolCall):
+                    names[p.id] = p.name
+                    parts.append(ir.Text(f"[called the tool {p.name} with {p.arguments}]"))
+                elif not isinstance(p, ir.Thinking | ir.RedactedThinking):
+                    parts.append(p)
+            msg.parts = parts
+        elif msg.role == "user" and names:
+            converted: list[ir.Part] = []
+            for p in msg.parts:
+                if isinstance(p, ir.ToolResult) and p.tool_call_id in names:
+                    said = " ".join(c.text for c in p.content if isinstance(c, ir.Text))
+                    name = names[p.tool_call_id]
+                    converted.append(ir.Text(f"[the tool {name} returned: {said}]"))
+                    converted += [c for c in p.content if isinstance(c, ir.Image)]
+                else:
+                    converted.append(p)
+            msg.parts = converted
+
+
 def _needs_thinking(vendor: str, msg: ir.Message) -> bool:
     thinking = [p for p in msg.parts if isinstance(p, ir.Thinking | ir.RedactedThinking)]
     if not thinking:

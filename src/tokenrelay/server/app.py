@@ -48,7 +48,10 @@ from tokenrelay.frontends.gemini.frontend import (
 from tokenrelay.frontends.gemini.frontend import PREFIXES as GEMINI_PREFIXES
 from tokenrelay.frontends.gemini.frontend import route as gemini_route
 from tokenrelay.frontends.gemini.frontend import status_body as gemini_status_body
-from tokenrelay.frontends.responses.frontend import RESPONSES_FRONTEND
+from tokenrelay.frontends.responses.frontend import (
+    RESPONSES_COMPACT_FRONTEND,
+    RESPONSES_FRONTEND,
+)
 from tokenrelay.gateway.quote import quote_routes
 from tokenrelay.gateway.relay import Relay
 from tokenrelay.ir import ErrorKind
@@ -56,6 +59,7 @@ from tokenrelay.ops.metrics import metrics_endpoint, watch_deployments
 from tokenrelay.portal.brand import Brand, load_brand
 from tokenrelay.portal.headers import SecurityHeaders
 from tokenrelay.portal.storefront import error_page, wants_html
+from tokenrelay.reasoning import compaction
 from tokenrelay.server.compatibility_page import compatibility_routes
 from tokenrelay.server.embedded_emulator import EmbeddedEmulator
 from tokenrelay.server.embedding_routes import gemini_embeddings, openai_embeddings
@@ -88,6 +92,7 @@ class Gateway:
             ("POST", PROXY + "/responses"): self._responses,
             ("POST", PROXY + "/messages/count_tokens"): self._count_tokens,
             ("POST", PROXY + "/responses/input_tokens"): self._input_tokens,
+            ("POST", PROXY + "/responses/compact"): self._compact,
             ("POST", PROXY + "/embeddings"): self._embeddings,
         }
         self._other: Starlette | None = None
@@ -127,6 +132,10 @@ class Gateway:
     async def _responses(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.relay is not None
         await self.relay.serve(RESPONSES_FRONTEND, scope, receive, send)
+
+    async def _compact(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.relay is not None
+        await self.relay.serve(RESPONSES_COMPACT_FRONTEND, scope, receive, send)
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.relay is not None
@@ -200,6 +209,7 @@ class Gateway:
         await billing.start()
         seed = s.receipt_key.get_secret_value() if s.receipt_key else None
         receipts = await load_signer(seed, engine)
+        compaction.install_key(receipts.derive_secret(b"compaction"))
         self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing, receipts))
         self._billing = billing
         batches, batch_routes = batch_service(self.relay, PROXY)

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from tokenrelay import ir
+from tokenrelay.reasoning import compaction
 from tokenrelay.reasoning.cache import BLOB_PREFIX
 from tokenrelay.sse import SSEEvent, SSEParser, encode
 from tokenrelay.vendors import base
@@ -24,6 +25,7 @@ from tokenrelay.vendors.base import Passthrough, PassthroughScan, Seen, Upstream
 from tokenrelay.vendors.openai import JSON, MALFORMED, OpenAICompatible
 
 RESPONSES_FORMAT = "responses"  # the client format (frontends/responses.py) passed through
+COMPACT_FORMAT = "responses_compact"  # `/responses/compact`, to OpenAI's own endpoint
 _FINAL = ("response.completed", "response.incomplete")
 _FAILED = ("response.failed", "error")
 _INCOMPLETE = {"max_output_tokens": "max_tokens", "content_filter": "refusal"}
@@ -214,9 +216,32 @@ def _ours(item: object) -> bool:
     return isinstance(blob, str) and blob.startswith(BLOB_PREFIX)
 
 
+def _input_for_openai(items: list[Any]) -> list[Any]:
+    """The client's input as OpenAI can read it: reasoning another vendor did left out (OpenAI
+    refuses encrypted content it did not issue), and a compaction the gateway sealed (another
+    vendor compacted) given as the summary's text in a user message."""
+    out: list[Any] = []
+    for item in items:
+        if _ours(item):
+            continue
+        if isinstance(item, dict) and item.get("type") == "compaction":
+            blob = item.get("encrypted_content")
+            if compaction.is_sealed(blob):
+                try:
+                    text = compaction.expanded(str(blob))
+                except ValueError:
+                    continue  # refused by the parser before this: cannot happen
+                part = {"type": "input_text", "text": text}
+                item = {"type": "message", "role": "user", "content": [part]}
+        out.append(item)
+    return out
+
+
 class ResponsesPassthrough(OpenAICompatible):
     """The Responses side of the OpenAI adapter: requests, answers and errors on its wire.
     (Errors share the Chat Completions shape, so `parse_error` is the inherited one.)"""
+
+    path = "/responses"
 
     def passthrough_request(self, body: JSON, req: ir.Request, via: Passthrough) -> UpstreamRequest:
         # The gateway keeps nothing; what OpenAI stored would belong to the operator's account.
@@ -228,13 +253,11 @@ class ResponsesPassthrough(OpenAICompatible):
             fits = type(asked) is int and 0 <= asked <= cap
             body["max_tool_calls"] = asked if fits else cap
         items = body.get("input")
-        if isinstance(items, list) and any(_ours(i) for i in items):
-            # Reasoning another vendor did (the conversation changed models): OpenAI cannot
-            # read it, and refuses encrypted content it did not issue.
-            body["input"] = [i for i in items if not _ours(i)]
+        if isinstance(items, list):  # the conversation may have changed models
+            body["input"] = _input_for_openai(items)
         return UpstreamRequest(
             "POST",
-            via.base_url.rstrip("/") + "/responses",
+            via.base_url.rstrip("/") + self.path,
             {"authorization": "Bearer " + via.api_key, "content-type": "application/json"},
             orjson.dumps(body),
             max_output=req.max_tokens,
@@ -255,7 +278,22 @@ class ResponsesPassthrough(OpenAICompatible):
         return response_events(obj)
 
 
+class CompactPassthrough(ResponsesPassthrough):
+    """`/responses/compact`: one JSON answer (a `response.compaction` object, usage included),
+    never a stream; OpenAI keeps nothing of it, so `store` is not sent."""
+
+    path = "/responses/compact"
+
+    def passthrough_request(self, body: JSON, req: ir.Request, via: Passthrough) -> UpstreamRequest:
+        call = super().passthrough_request(body, req, via)
+        sent = orjson.loads(call.body)
+        sent.pop("store", None)
+        call.body = orjson.dumps(sent)
+        return call
+
+
 RESPONSES = ResponsesPassthrough()
+COMPACT = CompactPassthrough()
 
 
 def input_tokens_request(
@@ -282,6 +320,8 @@ class OpenAIVendor(OpenAICompatible):
     def passthrough(self, client_format: str) -> base.Vendor | None:
         if client_format == RESPONSES_FORMAT:
             return RESPONSES
+        if client_format == COMPACT_FORMAT:
+            return COMPACT
         return super().passthrough(client_format)
 
 

@@ -8,6 +8,10 @@ thinking → `reasoning` (its text as a summary when `reasoning.summary` asked; 
 as the gateway's own `encrypted_content`), redacted thinking → `reasoning` with only
 `encrypted_content`, tool call → `function_call` (namespaced names split back).
 
+Asked to compact (a `compaction_trigger` item, or `/responses/compact`: `ResponsesCompactFrontend`),
+the model's text becomes one `compaction` item instead, its summary sealed by the gateway
+(reasoning/compaction.py); reasoning and text are not shown on the way.
+
 The response object echoes the request's parameters, which the Frontend protocol's renderer
 does not receive: `parse_request` leaves them in a context variable that the same request's
 task reads when rendering (each request runs in a task of its own, with its own context).
@@ -26,9 +30,16 @@ from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.chat.frontend import error_status_and_body
 from tokenrelay.frontends.responses.parse import NAMESPACE_SEP, Echo, parse_responses_request
 from tokenrelay.gateway.codec import ExtraUsage
+from tokenrelay.reasoning import compaction
 from tokenrelay.reasoning.cache import to_blob
 
-__all__ = ["RESPONSES_FRONTEND", "ResponsesFrontend", "ResponsesStreamRenderer"]
+__all__ = [
+    "RESPONSES_COMPACT_FRONTEND",
+    "RESPONSES_FRONTEND",
+    "ResponsesCompactFrontend",
+    "ResponsesFrontend",
+    "ResponsesStreamRenderer",
+]
 
 # IR stop reason → why a response is `incomplete` (the others complete it).
 _INCOMPLETE = {
@@ -96,6 +107,10 @@ class _Items:
         if self.echo.encrypted:
             item["encrypted_content"] = to_blob(state)
         return item
+
+    def compaction_item(self, summary: str) -> dict[str, Any]:
+        sealed = compaction.seal(summary, self.model)
+        return {"id": self.item_id("cmp"), "type": "compaction", "encrypted_content": sealed}
 
     def envelope(
         self,
@@ -168,6 +183,9 @@ class ResponsesStreamRenderer:
         self._started = False
         self._stop: str | None = None
         self._open: dict[int, _Open] = {}
+        # Compacting: the text of every block, kept for the one compaction item at the end.
+        self._summary: list[str] | None = [] if echo.compact else None
+        self._text_blocks: set[int] = set()
 
     def _event(self, etype: str, fields: dict[str, Any]) -> bytes:
         data = orjson.dumps({"type": etype, "sequence_number": self._seq, **fields})
@@ -185,6 +203,11 @@ class ResponsesStreamRenderer:
             self._items.model = ev.model
             return self._start()
         out = self._start()
+        if self._summary is not None:
+            if isinstance(ev, ir.BlockStart) and ev.kind == "text":
+                self._text_blocks.add(ev.index)
+            if isinstance(ev, ir.BlockStart | ir.BlockStop):
+                return out  # nothing shows until the summary is whole
         if isinstance(ev, ir.BlockStart):
             return out + self._block_start(ev)
         if isinstance(ev, ir.BlockStop):
@@ -228,6 +251,10 @@ class ResponsesStreamRenderer:
         return self._event("response.output_item.added", {"output_index": index, "item": item})
 
     def _delta(self, ev: ir.Delta) -> bytes:
+        if self._summary is not None:
+            if ev.index in self._text_blocks:
+                self._summary.append(ev.value)
+            return b""
         block = self._open.get(ev.index)
         if block is None or not ev.value:
             return b""
@@ -312,6 +339,12 @@ class ResponsesStreamRenderer:
         out = self._start()
         for index in list(self._open):
             out += self._block_stop(index)
+        if self._summary is not None:
+            item = self._items.compaction_item("".join(self._summary))
+            where = {"output_index": len(self._items.done)}
+            self._items.done.append(item)
+            out += self._event("response.output_item.added", {**where, "item": item})
+            out += self._event("response.output_item.done", {**where, "item": item})
         response = self._items.envelope(
             "completed", usage=_usage(usage, extra_usage), stop_reason=self._stop
         )
@@ -336,6 +369,10 @@ class ResponsesStreamRenderer:
 
 
 def _render(resp: ir.Response, items: _Items) -> None:
+    if items.echo.compact:
+        summary = "".join(p.text for p in resp.content if isinstance(p, ir.Text))
+        items.done.append(items.compaction_item(summary))
+        return
     for part in resp.content:
         if isinstance(part, ir.Text):
             items.done.append(message_item(items.item_id("msg"), part.text, "completed"))
@@ -378,4 +415,50 @@ class ResponsesFrontend:
         return error_status_and_body(err)
 
 
+def _user_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A user message as an output item (OpenAI's shape: typed, its text in parts)."""
+    content = item.get("content")
+    if isinstance(content, str):
+        content = [{"type": "input_text", "text": content}]
+    return {"type": "message", "role": "user", "content": content}
+
+
+class ResponsesCompactFrontend(ResponsesFrontend):
+    """`POST /responses/compact`: the conversation compacted, answered at once as a
+    `response.compaction` object whose output is the new conversation: the user's messages as
+    they were, then one `compaction` item. OpenAI models pass it to OpenAI's own endpoint (the
+    `responses_compact` passthrough); every other model writes the summary itself."""
+
+    name = "responses_compact"
+
+    def parse_request(self, body: Any, headers: Mapping[str, str]) -> ir.Request:
+        items = body.get("input") if isinstance(body, dict) else None
+        if isinstance(items, str):
+            items = [{"type": "message", "role": "user", "content": items}]
+        if not isinstance(items, list):  # the Responses parser's error names what is wrong
+            return super().parse_request(body, headers)
+        trigger = {"type": "compaction_trigger"}
+        req = super().parse_request({**body, "input": [*items, trigger], "stream": False}, headers)
+        req.echo.kept = [
+            _user_item(i) for i in items if isinstance(i, dict) and i.get("role") == "user"
+        ]
+        return req
+
+    def render_response(
+        self, resp: ir.Response, *, request_id: str, extra_usage: ExtraUsage, echo: Any = None
+    ) -> dict[str, Any]:
+        echo = echo or Echo(compact=True)
+        items = _Items(request_id, echo)
+        items.model = resp.model
+        summary = "".join(p.text for p in resp.content if isinstance(p, ir.Text))
+        return {
+            "id": "cmp_" + request_id.removeprefix("req_"),
+            "object": "response.compaction",
+            "created_at": items.created,
+            "output": [*echo.kept, items.compaction_item(summary)],
+            "usage": _usage(resp.usage, extra_usage),
+        }
+
+
 RESPONSES_FRONTEND = ResponsesFrontend()
+RESPONSES_COMPACT_FRONTEND = ResponsesCompactFrontend()

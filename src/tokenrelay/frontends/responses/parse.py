@@ -15,6 +15,10 @@ Mapping choices worth knowing:
   `req.server_tools` (the hold counts their sampling passes). A `web_search` tool without live
   access (`external_web_access: false`, which Codex CLI sends on every request by default) is
   only an offer of OpenAI's cached search index: elsewhere it is left out instead.
+- Compaction (reasoning/compaction.py): a `compaction_trigger` item asks for the conversation
+  to be compacted (`Echo.compact`: the renderer answers with one `compaction` item, and the
+  model is asked for a summary, tools off); a `compaction` item the gateway sealed becomes the
+  summary's text in a user turn again; OpenAI's own only means something to OpenAI (fast path).
 - The gateway stores no response: `previous_response_id`, `conversation`, `item_reference`
   and `background` are refused with the way to do without them.
 - Whatever the renderer must echo or obey (include, summary, the request's parameters) is
@@ -31,6 +35,7 @@ from tokenrelay import ir
 from tokenrelay.frontends import validate as v
 from tokenrelay.frontends.chat.parse import function
 from tokenrelay.frontends.validate import JSONObject
+from tokenrelay.reasoning import compaction
 from tokenrelay.reasoning.cache import BLOB_PREFIX, from_blob
 
 NAMESPACE_SEP = "__"
@@ -71,6 +76,8 @@ class Echo:
     summary: bool = False  # reasoning.summary asked: reasoning text streams as a summary
     encrypted: bool = False  # include: reasoning.encrypted_content
     namespaces: frozenset[str] = frozenset()
+    compact: bool = False  # a compaction_trigger came: the answer is one compaction item
+    kept: list[Any] = field(default_factory=list)  # /responses/compact: the user's messages
 
 
 def _unblob(blob: str, path: str) -> list[ir.Part]:
@@ -95,6 +102,16 @@ def parse_responses_request(body: Any, headers: Mapping[str, str]) -> tuple[ir.R
     req.system = ([ir.Text(instructions)] if instructions else []) + conv.system
     req.messages = conv.messages
     _tools(data, req, echo)
+    if conv.compact:
+        echo.compact = True
+        # The summary is the whole answer: a tool call would be a turn nobody runs.
+        ask = ir.Text(compaction.SUMMARIZATION_PROMPT)
+        if req.messages and req.messages[-1].role == "user":  # after tool results: one turn
+            req.messages[-1].parts.append(ask)
+        else:
+            req.messages.append(ir.Message("user", [ask]))
+        if req.tools:
+            req.tool_choice = ir.ToolChoice("none")
     _reasoning(data, req, echo)
     req.max_tokens = (
         None
@@ -148,6 +165,7 @@ class _Conversation:
         self.assistant: ir.Message | None = None  # open while assistant-side items keep coming
         self.tool_turn: ir.Message | None = None  # open while function outputs keep coming
         self.call_names: dict[str, str] = {}
+        self.compact = False
 
     def items(self, value: Any) -> None:
         if isinstance(value, str):
@@ -167,6 +185,10 @@ class _Conversation:
             self._output(item, path)
         elif kind == "reasoning":
             self._reasoning(item, path)
+        elif kind == "compaction":
+            self._compaction(item, path)
+        elif kind == "compaction_trigger":
+            self.compact = True
         elif kind == "item_reference":
             raise v.fail(path, "the gateway does not store items; send the item itself")
         elif kind not in _SKIPPED_ITEMS:
@@ -224,6 +246,21 @@ class _Conversation:
             self.tool_turn = ir.Message("user", [])
             self.messages.append(self.tool_turn)
         self.tool_turn.parts.append(result)
+
+    def _compaction(self, item: JSONObject, path: str) -> None:
+        blob = v.opt_string(item, "encrypted_content", path)
+        if not compaction.is_sealed(blob):
+            return  # OpenAI's own: meaningful to OpenAI only, which gets the body as sent
+        assert blob is not None
+        try:
+            text = compaction.expanded(blob)
+        except ValueError:
+            where = v.at(path, "encrypted_content")
+            raise v.fail(
+                where, "not a compaction this gateway made (send it back unchanged)"
+            ) from None
+        self.assistant = self.tool_turn = None
+        self.messages.append(ir.Message("user", [ir.Text(text)]))
 
     def _reasoning(self, item: JSONObject, path: str) -> None:
         blob = v.opt_string(item, "encrypted_content", path)
