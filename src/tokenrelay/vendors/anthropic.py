@@ -15,21 +15,7 @@ import orjson
 
 from tokenrelay import ir
 from tokenrelay.sse import SSEEvent, SSEParser, encode
-from tokenrelay.vendors.base import (
-    BatchItem,
-    BatchOutcome,
-    BatchPoll,
-    BatchSend,
-    Passthrough,
-    PassthroughScan,
-    Seen,
-    UpstreamRequest,
-    UsageSink,
-    batch_call,
-    rate_limit_named,
-    status_error,
-    unstreamed,
-)
+from tokenrelay.vendors import base
 from tokenrelay.vendors.beta_policy import beta_headers, report_dropped
 
 API_VERSION = "2023-06-01"
@@ -356,8 +342,8 @@ def error_from(err: Any, status: int | None = None) -> ir.Error:
     if status in OVERLOAD_STATUSES:
         kind, client_status = "overloaded", status
     elif status is not None and etype not in ERROR_TYPES:
-        kind, client_status = status_error(status)
-    limit = rate_limit_named(message) if kind == "rate_limit" else None
+        kind, client_status = base.status_error(status)
+    limit = base.rate_limit_named(message) if kind == "rate_limit" else None
     return ir.Error(kind, message, client_status, limit=limit)
 
 
@@ -485,19 +471,19 @@ class AnthropicStreamDecoder:
 
 
 _SEEN = {
-    "message_start": Seen.USAGE,
-    "message_delta": Seen.FINAL,
-    "message_stop": Seen.END,
-    "error": Seen.ERROR,
+    "message_start": base.Seen.USAGE,
+    "message_delta": base.Seen.FINAL,
+    "message_stop": base.Seen.END,
+    "error": base.Seen.ERROR,
 }
 
 
-class AnthropicScan(PassthroughScan):
+class AnthropicScan(base.PassthroughScan):
     """Usage rides on `message_start` (input) and `message_delta` (output, final); the stream
     ends with `message_stop`, or an `error` event. Every event is named on its `event:` line."""
 
-    def seen(self, ev: SSEEvent) -> Seen:
-        return _SEEN.get(ev.event or "", Seen.PLAIN)
+    def seen(self, ev: SSEEvent) -> base.Seen:
+        return _SEEN.get(ev.event or "", base.Seen.PLAIN)
 
     def add_cost(self, ev: SSEEvent, extra_usage: Mapping[str, Any]) -> bytes:
         msg = orjson.loads(ev.data)
@@ -516,10 +502,10 @@ class AnthropicVendor:
 
     def build_request(
         self, req: ir.Request, upstream_model: str, *, api_key: str, base_url: str
-    ) -> UpstreamRequest:
+    ) -> base.UpstreamRequest:
         body = build_body(req, upstream_model)
         report_dropped(self.name, self.native_format, req)
-        return UpstreamRequest(
+        return base.UpstreamRequest(
             "POST",
             base_url.rstrip("/") + "/v1/messages",
             _headers(req, api_key),
@@ -541,14 +527,16 @@ class AnthropicVendor:
     def passthrough(self, client_format: str) -> AnthropicVendor | None:
         return self if client_format == self.native_format else None
 
-    def passthrough_request(self, body: Json, req: ir.Request, via: Passthrough) -> UpstreamRequest:
+    def passthrough_request(
+        self, body: Json, req: ir.Request, via: base.Passthrough
+    ) -> base.UpstreamRequest:
         headers = {
             **beta_headers(req.passthrough_headers),
             "x-api-key": via.api_key,
             "anthropic-version": via.client_headers.get("anthropic-version", API_VERSION),
             "content-type": "application/json",
         }
-        return UpstreamRequest(
+        return base.UpstreamRequest(
             "POST",
             via.base_url.rstrip("/") + "/v1/messages",
             headers,
@@ -557,7 +545,7 @@ class AnthropicVendor:
         )
 
     def passthrough_scan(
-        self, on_usage: UsageSink, *, client_usage: bool, choices: int = 1
+        self, on_usage: base.UsageSink, *, client_usage: bool, choices: int = 1
     ) -> AnthropicScan:
         decoder = self.stream_decoder
         return AnthropicScan(lambda raw: decoder(_NO_CALL).feed(raw), on_usage)
@@ -573,7 +561,7 @@ class AnthropicVendor:
             return [error_from(msg.get("error"))]
         return parse_message(msg)
 
-    def stream_decoder(self, upstream: UpstreamRequest) -> AnthropicStreamDecoder:
+    def stream_decoder(self, upstream: base.UpstreamRequest) -> AnthropicStreamDecoder:
         return AnthropicStreamDecoder()
 
     def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ir.Error:
@@ -601,11 +589,11 @@ class AnthropicVendor:
 
     def build_count_tokens(
         self, req: ir.Request, upstream_model: str, *, api_key: str, base_url: str
-    ) -> UpstreamRequest:
+    ) -> base.UpstreamRequest:
         full = build_body(req, upstream_model)
         keys = ("model", "system", "messages", "tools", "tool_choice", "thinking")
         body = {k: full[k] for k in keys if k in full}
-        return UpstreamRequest(
+        return base.UpstreamRequest(
             "POST",
             base_url.rstrip("/") + "/v1/messages/count_tokens",
             _headers(req, api_key),
@@ -626,7 +614,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None  # an HTTP date: rare from this vendor, and the SDKs back off anyway
 
 
-_NO_CALL = UpstreamRequest("POST", "", {}, b"")
+_NO_CALL = base.UpstreamRequest("POST", "", {}, b"")
 ANTHROPIC = AnthropicVendor()
 
 
@@ -648,33 +636,47 @@ class AnthropicBatches:
     def _url(self, base_url: str, tail: str = "") -> str:
         return f"{base_url.rstrip('/')}/v1/messages/batches{tail}"
 
-    def group(self, call: UpstreamRequest) -> str:
+    def group(self, call: base.UpstreamRequest) -> str:
         return "messages"  # a batch may mix models
 
     async def submit(
-        self, send: BatchSend, group: str, items: list[BatchItem], *, api_key: str, base_url: str
+        self,
+        send: base.BatchSend,
+        group: str,
+        items: list[base.BatchItem],
+        *,
+        api_key: str,
+        base_url: str,
     ) -> str:
-        requests = [{"custom_id": it.custom_id, "params": unstreamed(it.call)} for it in items]
+        requests = [{"custom_id": it.custom_id, "params": base.unstreamed(it.call)} for it in items]
         body = orjson.dumps({"requests": requests})
-        call = UpstreamRequest("POST", self._url(base_url), self._headers(api_key), body)
-        return str(orjson.loads(await batch_call(send, call))["id"])
+        call = base.UpstreamRequest("POST", self._url(base_url), self._headers(api_key), body)
+        return str(orjson.loads(await base.batch_call(send, call))["id"])
 
     async def poll(
-        self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str
-    ) -> BatchPoll:
-        call = UpstreamRequest(
+        self, send: base.BatchSend, batch_id: str, *, api_key: str, base_url: str
+    ) -> base.BatchPoll:
+        call = base.UpstreamRequest(
             "GET", self._url(base_url, "/" + batch_id), self._headers(api_key), b""
         )
-        got = orjson.loads(await batch_call(send, call))
-        return BatchPoll(got.get("processing_status") == "ended", {"url": got.get("results_url")})
+        got = orjson.loads(await base.batch_call(send, call))
+        return base.BatchPoll(
+            got.get("processing_status") == "ended", {"url": got.get("results_url")}
+        )
 
     async def results(
-        self, send: BatchSend, batch_id: str, poll: BatchPoll, *, api_key: str, base_url: str
-    ) -> list[BatchOutcome]:
+        self,
+        send: base.BatchSend,
+        batch_id: str,
+        poll: base.BatchPoll,
+        *,
+        api_key: str,
+        base_url: str,
+    ) -> list[base.BatchOutcome]:
         url = poll.handle.get("url") or self._url(base_url, f"/{batch_id}/results")
-        call = UpstreamRequest("GET", url, self._headers(api_key), b"")
+        call = base.UpstreamRequest("GET", url, self._headers(api_key), b"")
         out = []
-        for raw in (await batch_call(send, call)).splitlines():
+        for raw in (await base.batch_call(send, call)).splitlines():
             if not raw.strip():
                 continue
             line = orjson.loads(raw)
@@ -682,20 +684,24 @@ class AnthropicBatches:
             kind = result.get("type")
             cid = str(line.get("custom_id"))
             if kind == "succeeded":
-                out.append(BatchOutcome(cid, "succeeded", 200, orjson.dumps(result["message"])))
+                out.append(
+                    base.BatchOutcome(cid, "succeeded", 200, orjson.dumps(result["message"]))
+                )
             elif kind == "errored":
                 err: Json = result.get("error") or {}
                 nested = err.get("error")
                 inner: Json = nested if isinstance(nested, dict) else err
                 status = ERROR_TYPES.get(str(inner.get("type")), ("api_error", 500))[1]
-                out.append(BatchOutcome(cid, "errored", status, orjson.dumps(err)))
+                out.append(base.BatchOutcome(cid, "errored", status, orjson.dumps(err)))
             else:
-                out.append(BatchOutcome(cid, _BATCH_STATES.get(str(kind), "expired"), 0))
+                out.append(base.BatchOutcome(cid, _BATCH_STATES.get(str(kind), "expired"), 0))
         return out
 
-    async def cancel(self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str) -> None:
+    async def cancel(
+        self, send: base.BatchSend, batch_id: str, *, api_key: str, base_url: str
+    ) -> None:
         url = self._url(base_url, f"/{batch_id}/cancel")
-        await batch_call(send, UpstreamRequest("POST", url, self._headers(api_key), b""))
+        await base.batch_call(send, base.UpstreamRequest("POST", url, self._headers(api_key), b""))
 
 
 ANTHROPIC_BATCHES = AnthropicBatches()

@@ -17,20 +17,7 @@ import orjson
 
 from tokenrelay import ir
 from tokenrelay.sse import SSEEvent, SSEParser, encode
-from tokenrelay.vendors.base import (
-    BatchItem,
-    BatchOutcome,
-    BatchPoll,
-    BatchSend,
-    Passthrough,
-    PassthroughScan,
-    Seen,
-    UpstreamRequest,
-    UsageSink,
-    batch_call,
-    rate_limit_named,
-    status_error,
-)
+from tokenrelay.vendors import base
 from tokenrelay.vendors.beta_policy import report_dropped
 from tokenrelay.vendors.gemini_schema import clean_schema
 
@@ -294,13 +281,13 @@ def error_from(err: Mapping[str, Any], http_status: int | None = None) -> ir.Err
     reasons = {d.get("reason") for d in details if isinstance(d, dict)} if details else set()
     if "API_KEY_INVALID" in reasons or status in CREDENTIAL_STATUSES or code in (401, 403):
         return _credentials_error(status or code or "unknown")
-    kind, client_status = STATUS_NAMES.get(status) or status_error(code or 0)
+    kind, client_status = STATUS_NAMES.get(status) or base.status_error(code or 0)
     if code in (503, 529):  # an overload keeps its own status
         kind, client_status = "overloaded", code
     message = err.get("message")
     if not isinstance(message, str) or not message:
         message = f"gemini error ({status or code or 'unknown'})"
-    limit = rate_limit_named(*_quota_ids(details)) if kind == "rate_limit" else None
+    limit = base.rate_limit_named(*_quota_ids(details)) if kind == "rate_limit" else None
     return ir.Error(kind, message.strip(), client_status, _retry_delay(details), limit=limit)
 
 
@@ -448,7 +435,7 @@ class GeminiStreamDecoder:
 ROUTE_FIELDS = ("model", "stream")
 
 
-class GeminiScan(PassthroughScan):
+class GeminiScan(base.PassthroughScan):
     """Usage is cumulative on every chunk, over all candidates; the chunk with the last
     candidate's `finishReason` (or a prompt's `blockReason`) carries the final count and ends
     the answer, so it and anything after it are held back until the settlement commits. With
@@ -457,7 +444,10 @@ class GeminiScan(PassthroughScan):
     that final chunk having come. An error arrives as a `{"error": ...}` chunk."""
 
     def __init__(
-        self, decode: Callable[[bytes], list[ir.Event]], on_usage: UsageSink, candidates: int = 1
+        self,
+        decode: Callable[[bytes], list[ir.Event]],
+        on_usage: base.UsageSink,
+        candidates: int = 1,
     ) -> None:
         super().__init__(decode, on_usage)
         self._candidates = candidates
@@ -480,11 +470,11 @@ class GeminiScan(PassthroughScan):
                 self._finished.add(candidate.get("index", 0))
         return len(self._finished) >= self._candidates
 
-    def seen(self, ev: SSEEvent) -> Seen:
+    def seen(self, ev: SSEEvent) -> base.Seen:
         data = ev.data
         if data.startswith(b'{"error"'):
-            return Seen.ERROR
-        return Seen.FINAL_END if self._ends(data) else Seen.PLAIN
+            return base.Seen.ERROR
+        return base.Seen.FINAL_END if self._ends(data) else base.Seen.PLAIN
 
     def add_cost(self, ev: SSEEvent, extra_usage: Mapping[str, Any]) -> bytes:
         chunk = orjson.loads(ev.data)
@@ -513,14 +503,14 @@ class GeminiVendor:
 
     def build_request(
         self, req: ir.Request, upstream_model: str, *, api_key: str, base_url: str
-    ) -> UpstreamRequest:
+    ) -> base.UpstreamRequest:
         if req.stream:
             url = _model_url(base_url, upstream_model, "streamGenerateContent") + "?alt=sse"
         else:
             url = _model_url(base_url, upstream_model, "generateContent")
         body = orjson.dumps(build_body(req))
         report_dropped(self.name, self.native_format, req)
-        return UpstreamRequest("POST", url, _headers(api_key), body, max_output=req.max_tokens)
+        return base.UpstreamRequest("POST", url, _headers(api_key), body, max_output=req.max_tokens)
 
     def enforces_stop(self, model: str) -> bool:
         return True
@@ -528,7 +518,9 @@ class GeminiVendor:
     def passthrough(self, client_format: str) -> GeminiVendor | None:
         return self if client_format == self.native_format else None
 
-    def passthrough_request(self, body: Json, req: ir.Request, via: Passthrough) -> UpstreamRequest:
+    def passthrough_request(
+        self, body: Json, req: ir.Request, via: base.Passthrough
+    ) -> base.UpstreamRequest:
         """The client's body as it came; the model (its URL's) is the catalog's upstream name."""
         sent = {k: v for k, v in body.items() if k not in ROUTE_FIELDS}
         if req.stream:
@@ -539,7 +531,7 @@ class GeminiVendor:
         count = None
         if isinstance(gen, dict):
             count = gen.get("candidateCount") or gen.get("candidate_count")
-        return UpstreamRequest(
+        return base.UpstreamRequest(
             "POST",
             url,
             _headers(via.api_key),
@@ -549,7 +541,7 @@ class GeminiVendor:
         )
 
     def passthrough_scan(
-        self, on_usage: UsageSink, *, client_usage: bool, choices: int = 1
+        self, on_usage: base.UsageSink, *, client_usage: bool, choices: int = 1
     ) -> GeminiScan:
         return GeminiScan(lambda raw: GeminiStreamDecoder().feed(raw), on_usage, choices)
 
@@ -571,7 +563,7 @@ class GeminiVendor:
         decoder.end_body(events)
         return events
 
-    def stream_decoder(self, upstream: UpstreamRequest) -> GeminiStreamDecoder:
+    def stream_decoder(self, upstream: base.UpstreamRequest) -> GeminiStreamDecoder:
         return GeminiStreamDecoder()
 
     def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ir.Error:
@@ -593,7 +585,7 @@ class GeminiVendor:
 
     def build_count_tokens(
         self, req: ir.Request, upstream_model: str, *, api_key: str, base_url: str
-    ) -> UpstreamRequest:
+    ) -> base.UpstreamRequest:
         full = build_body(req)
         if "systemInstruction" in full or "tools" in full:
             # Only the generateContentRequest form counts system text and tool declarations.
@@ -604,7 +596,7 @@ class GeminiVendor:
         else:
             body = {"contents": full["contents"]}
         url = _model_url(base_url, upstream_model, "countTokens")
-        return UpstreamRequest("POST", url, _headers(api_key), orjson.dumps(body))
+        return base.UpstreamRequest("POST", url, _headers(api_key), orjson.dumps(body))
 
     def parse_count_tokens(self, body: bytes) -> int:
         return int(orjson.loads(body).get("totalTokens", 0))
@@ -615,7 +607,7 @@ class GeminiVendor:
 
     def build_embeddings(
         self, req: ir.EmbeddingRequest, upstream_model: str, *, api_key: str, base_url: str
-    ) -> UpstreamRequest:
+    ) -> base.UpstreamRequest:
         """Always `batchEmbedContents` (one call for one input or many)."""
         model = "models/" + upstream_model.removeprefix("models/")
         requests: list[Json] = []
@@ -629,7 +621,7 @@ class GeminiVendor:
                 one["title"] = req.title
             requests.append(one)
         url = _model_url(base_url, upstream_model, "batchEmbedContents")
-        return UpstreamRequest(
+        return base.UpstreamRequest(
             "POST", url, _headers(api_key), orjson.dumps({"requests": requests}), max_output=0
         )
 
@@ -664,12 +656,18 @@ _BATCH_STATE_ENDED = (
 
 
 class GeminiBatches:
-    def group(self, call: UpstreamRequest) -> str:
+    def group(self, call: base.UpstreamRequest) -> str:
         """The call's model (`.../models/{model}:generateContent`)."""
         return call.url.rpartition("/models/")[2].partition(":")[0]
 
     async def submit(
-        self, send: BatchSend, group: str, items: list[BatchItem], *, api_key: str, base_url: str
+        self,
+        send: base.BatchSend,
+        group: str,
+        items: list[base.BatchItem],
+        *,
+        api_key: str,
+        base_url: str,
     ) -> str:
         requests = [
             {"request": orjson.loads(item.call.body), "metadata": {"key": item.custom_id}}
@@ -682,26 +680,34 @@ class GeminiBatches:
             }
         }
         url = _model_url(base_url, group, "batchGenerateContent")
-        call = UpstreamRequest("POST", url, _headers(api_key), orjson.dumps(body))
-        name = str(orjson.loads(await batch_call(send, call))["name"])
+        call = base.UpstreamRequest("POST", url, _headers(api_key), orjson.dumps(body))
+        name = str(orjson.loads(await base.batch_call(send, call))["name"])
         return name.removeprefix("batches/")
 
     def _batch_url(self, base_url: str, batch_id: str, verb: str = "") -> str:
         return f"{base_url.rstrip('/')}/v1beta/batches/{batch_id}{verb}"
 
     async def poll(
-        self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str
-    ) -> BatchPoll:
-        call = UpstreamRequest("GET", self._batch_url(base_url, batch_id), _headers(api_key), b"")
-        op = orjson.loads(await batch_call(send, call))
+        self, send: base.BatchSend, batch_id: str, *, api_key: str, base_url: str
+    ) -> base.BatchPoll:
+        call = base.UpstreamRequest(
+            "GET", self._batch_url(base_url, batch_id), _headers(api_key), b""
+        )
+        op = orjson.loads(await base.batch_call(send, call))
         state = str((op.get("metadata") or {}).get("state", ""))
         ended = bool(op.get("done")) or state in _BATCH_STATE_ENDED
         unanswered = {"BATCH_STATE_CANCELLED": "cancelled", "BATCH_STATE_EXPIRED": "expired"}
-        return BatchPoll(ended, {"operation": op}, unanswered.get(state, "errored"))
+        return base.BatchPoll(ended, {"operation": op}, unanswered.get(state, "errored"))
 
     async def results(
-        self, send: BatchSend, batch_id: str, poll: BatchPoll, *, api_key: str, base_url: str
-    ) -> list[BatchOutcome]:
+        self,
+        send: base.BatchSend,
+        batch_id: str,
+        poll: base.BatchPoll,
+        *,
+        api_key: str,
+        base_url: str,
+    ) -> list[base.BatchOutcome]:
         op: Json = poll.handle["operation"]
         output = op.get("response") or (op.get("metadata") or {}).get("output") or {}
         answers = (output.get("inlinedResponses") or {}).get("inlinedResponses") or []
@@ -709,16 +715,20 @@ class GeminiBatches:
         for answer in answers:
             key = str((answer.get("metadata") or {}).get("key"))
             if "response" in answer:
-                out.append(BatchOutcome(key, "succeeded", 200, orjson.dumps(answer["response"])))
+                out.append(
+                    base.BatchOutcome(key, "succeeded", 200, orjson.dumps(answer["response"]))
+                )
             else:
                 err = answer.get("error") or {}
                 status = int(err.get("code") or 500)
-                out.append(BatchOutcome(key, "errored", status, orjson.dumps({"error": err})))
+                out.append(base.BatchOutcome(key, "errored", status, orjson.dumps({"error": err})))
         return out
 
-    async def cancel(self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str) -> None:
+    async def cancel(
+        self, send: base.BatchSend, batch_id: str, *, api_key: str, base_url: str
+    ) -> None:
         url = self._batch_url(base_url, batch_id, ":cancel")
-        await batch_call(send, UpstreamRequest("POST", url, _headers(api_key), b""))
+        await base.batch_call(send, base.UpstreamRequest("POST", url, _headers(api_key), b""))
 
 
 GEMINI_BATCHES = GeminiBatches()

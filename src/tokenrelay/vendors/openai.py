@@ -20,22 +20,7 @@ from tokenrelay import ir
 from tokenrelay.errors import invalid
 from tokenrelay.reasoning.cache import ReasoningCache
 from tokenrelay.sse import SSEEvent, SSEParser, encode
-from tokenrelay.vendors.base import (
-    BatchItem,
-    BatchOutcome,
-    BatchPoll,
-    BatchSend,
-    Passthrough,
-    PassthroughScan,
-    Seen,
-    UpstreamRequest,
-    UsageSink,
-    Vendor,
-    batch_call,
-    rate_limit_named,
-    status_error,
-    unstreamed,
-)
+from tokenrelay.vendors import base
 from tokenrelay.vendors.beta_policy import report_dropped
 
 JSON = dict[str, Any]
@@ -163,25 +148,28 @@ def _has_usage(data: bytes) -> bool:
     return b'"usage"' in data and (b'"usage":{' in data or b'"usage": {' in data)
 
 
-class ChatScan(PassthroughScan):
+class ChatScan(base.PassthroughScan):
     """Usage rides on the last chunk (`choices: []` on OpenAI and xAI, the finish chunk on
     DeepSeek); `[DONE]` ends the stream. Billing always asks for the usage chunk; a client that
     did not ask does not get the usage-only one."""
 
     def __init__(
-        self, decode: Callable[[bytes], list[ir.Event]], on_usage: UsageSink, client_usage: bool
+        self,
+        decode: Callable[[bytes], list[ir.Event]],
+        on_usage: base.UsageSink,
+        client_usage: bool,
     ) -> None:
         super().__init__(decode, on_usage)
         self.client_usage = client_usage
 
-    def seen(self, ev: SSEEvent) -> Seen:
+    def seen(self, ev: SSEEvent) -> base.Seen:
         data = ev.data
         if not _has_usage(data):
             if data == b"[DONE]":
-                return Seen.END
-            return Seen.ERROR if data.startswith(b'{"error"') else Seen.PLAIN
+                return base.Seen.END
+            return base.Seen.ERROR if data.startswith(b'{"error"') else base.Seen.PLAIN
         usage_only = b'"choices":[]' in data or b'"choices": []' in data
-        return Seen.FINAL_HIDDEN if usage_only and not self.client_usage else Seen.FINAL
+        return base.Seen.FINAL_HIDDEN if usage_only and not self.client_usage else base.Seen.FINAL
 
     def add_cost(self, ev: SSEEvent, extra_usage: Mapping[str, Any]) -> bytes:
         chunk = orjson.loads(ev.data)
@@ -216,10 +204,10 @@ class OpenAICompatible:
 
     def build_request(
         self, req: ir.Request, upstream_model: str, *, api_key: str, base_url: str
-    ) -> UpstreamRequest:
+    ) -> base.UpstreamRequest:
         body = self.build_body(req, upstream_model)
         report_dropped(self.name, "openai", req)  # Chat Completions' fields
-        return UpstreamRequest(
+        return base.UpstreamRequest(
             method="POST",
             url=base_url.rstrip("/") + "/chat/completions",
             headers={"authorization": f"Bearer {api_key}", "content-type": "application/json"},
@@ -234,10 +222,12 @@ class OpenAICompatible:
     def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
         """Nothing to decide: the vendor defaults the output cap to the model's limit."""
 
-    def passthrough(self, client_format: str) -> Vendor | None:
+    def passthrough(self, client_format: str) -> base.Vendor | None:
         return self if client_format == self.native_format else None
 
-    def passthrough_request(self, body: JSON, req: ir.Request, via: Passthrough) -> UpstreamRequest:
+    def passthrough_request(
+        self, body: JSON, req: ir.Request, via: base.Passthrough
+    ) -> base.UpstreamRequest:
         body = {**body, "model": req.model}
         if body.get("stream") is True:
             opts = body.get("stream_options")
@@ -246,7 +236,7 @@ class OpenAICompatible:
                 "include_usage": True,
             }
         self.passthrough_body(body, req, via.reasoning)
-        return UpstreamRequest(
+        return base.UpstreamRequest(
             "POST",
             via.base_url.rstrip("/") + "/chat/completions",
             {"authorization": "Bearer " + via.api_key, "content-type": "application/json"},
@@ -259,8 +249,8 @@ class OpenAICompatible:
         """Hook: what this vendor needs added to a same-format body."""
 
     def passthrough_scan(
-        self, on_usage: UsageSink, *, client_usage: bool, choices: int = 1
-    ) -> PassthroughScan:  # the usage chunk comes after every choice
+        self, on_usage: base.UsageSink, *, client_usage: bool, choices: int = 1
+    ) -> base.PassthroughScan:  # the usage chunk comes after every choice
         decoder = self.stream_decoder
         return ChatScan(lambda raw: decoder(_NO_CALL).feed(raw), on_usage, client_usage)
 
@@ -419,7 +409,7 @@ class OpenAICompatible:
             events.append(self.finish(reason, refused=bool(refusal)))
         return events
 
-    def stream_decoder(self, upstream: UpstreamRequest) -> ChatStreamDecoder:
+    def stream_decoder(self, upstream: base.UpstreamRequest) -> ChatStreamDecoder:
         return ChatStreamDecoder(self)
 
     def usage(self, raw: JSON) -> ir.Usage:
@@ -456,7 +446,9 @@ class OpenAICompatible:
         if "overloaded" in text or "unavailable" in text:
             return ir.Error("overloaded", message, 503)
         if "rate_limit" in text or info.type in ("tokens", "requests"):
-            return ir.Error("rate_limit", message, 429, limit=rate_limit_named(info.type, message))
+            return ir.Error(
+                "rate_limit", message, 429, limit=base.rate_limit_named(info.type, message)
+            )
         if "timeout" in text:
             return ir.Error("timeout", message, 504)
         if info.type == "invalid_request_error":
@@ -476,7 +468,7 @@ class OpenAICompatible:
         if self.account_exhausted(status, info):
             return ir.Error("api_error", UPSTREAM_ACCOUNT, 502, code=ir.UPSTREAM_ACCOUNT_ERROR)
         message = scrub(info.message or f"The upstream provider answered HTTP {status}.")
-        kind, client_status = status_error(status)
+        kind, client_status = base.status_error(status)
         if kind == "rate_limit":
             limit: ir.RateLimit | None = (
                 "tokens"
@@ -485,7 +477,7 @@ class OpenAICompatible:
                 if info.type == "requests"
                 else None
             )
-            limit = limit or rate_limit_named(info.message)
+            limit = limit or base.rate_limit_named(info.message)
             return ir.Error("rate_limit", message, 429, wait, limit=limit)
         if kind == "invalid_request":  # the request as sent was not acceptable
             return ir.Error(kind, message, 400, param=info.param, code=info.code)
@@ -509,11 +501,11 @@ class OpenAICompatible:
 
     def build_embeddings(
         self, req: ir.EmbeddingRequest, upstream_model: str, *, api_key: str, base_url: str
-    ) -> UpstreamRequest:
+    ) -> base.UpstreamRequest:
         body: JSON = {"model": upstream_model, "input": req.inputs, "encoding_format": "float"}
         if req.dimensions is not None:
             body["dimensions"] = req.dimensions
-        return UpstreamRequest(
+        return base.UpstreamRequest(
             method="POST",
             url=base_url.rstrip("/") + "/embeddings",
             headers={"authorization": f"Bearer {api_key}", "content-type": "application/json"},
@@ -534,7 +526,7 @@ class OpenAICompatible:
 
     def build_count_tokens(
         self, req: ir.Request, upstream_model: str, *, api_key: str, base_url: str
-    ) -> UpstreamRequest | None:
+    ) -> base.UpstreamRequest | None:
         return None  # no counting endpoint: the relay estimates locally
 
     def parse_count_tokens(self, body: bytes) -> int:
@@ -811,7 +803,7 @@ def _int(value: object) -> int:
 OPENAI = OpenAICompatible()
 
 
-_NO_CALL = UpstreamRequest("POST", "", {}, b"")
+_NO_CALL = base.UpstreamRequest("POST", "", {}, b"")
 
 
 # --------------------------------------------------------------------------------------------
@@ -827,12 +819,18 @@ class OpenAIBatches:
     def _headers(self, api_key: str, content_type: str = "application/json") -> dict[str, str]:
         return {"authorization": f"Bearer {api_key}", "content-type": content_type}
 
-    def group(self, call: UpstreamRequest) -> str:
+    def group(self, call: base.UpstreamRequest) -> str:
         """The call's endpoint as the Batch API names it: one endpoint per batch."""
         return "/v1/" + call.url.rpartition("/v1/")[2]
 
     async def submit(
-        self, send: BatchSend, group: str, items: list[BatchItem], *, api_key: str, base_url: str
+        self,
+        send: base.BatchSend,
+        group: str,
+        items: list[base.BatchItem],
+        *,
+        api_key: str,
+        base_url: str,
     ) -> str:
         lines = [
             orjson.dumps(
@@ -840,7 +838,7 @@ class OpenAIBatches:
                     "custom_id": it.custom_id,
                     "method": "POST",
                     "url": group,
-                    "body": unstreamed(it.call),
+                    "body": base.unstreamed(it.call),
                 }
             )
             for it in items
@@ -857,62 +855,74 @@ class OpenAIBatches:
             ]
         )
         root = base_url.rstrip("/")
-        upload = UpstreamRequest(
+        upload = base.UpstreamRequest(
             "POST",
             root + "/files",
             self._headers(api_key, f"multipart/form-data; boundary={boundary}"),
             form,
         )
-        file_id = orjson.loads(await batch_call(send, upload))["id"]
+        file_id = orjson.loads(await base.batch_call(send, upload))["id"]
         create = orjson.dumps(
             {"input_file_id": file_id, "endpoint": group, "completion_window": "24h"}
         )
-        call = UpstreamRequest("POST", root + "/batches", self._headers(api_key), create)
-        return str(orjson.loads(await batch_call(send, call))["id"])
+        call = base.UpstreamRequest("POST", root + "/batches", self._headers(api_key), create)
+        return str(orjson.loads(await base.batch_call(send, call))["id"])
 
     async def poll(
-        self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str
-    ) -> BatchPoll:
+        self, send: base.BatchSend, batch_id: str, *, api_key: str, base_url: str
+    ) -> base.BatchPoll:
         url = f"{base_url.rstrip('/')}/batches/{batch_id}"
         got = orjson.loads(
-            await batch_call(send, UpstreamRequest("GET", url, self._headers(api_key), b""))
+            await base.batch_call(
+                send, base.UpstreamRequest("GET", url, self._headers(api_key), b"")
+            )
         )
         files = {k: got.get(k) for k in ("output_file_id", "error_file_id")}
         status = got.get("status")
         unanswered = {"cancelled": "cancelled", "expired": "expired"}.get(status, "errored")
-        return BatchPoll(status in _ENDED, {**files, "status": status}, unanswered)
+        return base.BatchPoll(status in _ENDED, {**files, "status": status}, unanswered)
 
     async def results(
-        self, send: BatchSend, batch_id: str, poll: BatchPoll, *, api_key: str, base_url: str
-    ) -> list[BatchOutcome]:
-        out: list[BatchOutcome] = []
+        self,
+        send: base.BatchSend,
+        batch_id: str,
+        poll: base.BatchPoll,
+        *,
+        api_key: str,
+        base_url: str,
+    ) -> list[base.BatchOutcome]:
+        out: list[base.BatchOutcome] = []
         for key in ("output_file_id", "error_file_id"):
             file_id = poll.handle.get(key)
             if not file_id:
                 continue
             url = f"{base_url.rstrip('/')}/files/{file_id}/content"
-            data = await batch_call(send, UpstreamRequest("GET", url, self._headers(api_key), b""))
+            data = await base.batch_call(
+                send, base.UpstreamRequest("GET", url, self._headers(api_key), b"")
+            )
             for raw in data.splitlines():
                 if raw.strip():
                     out.append(_outcome(orjson.loads(raw)))
         return out
 
-    async def cancel(self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str) -> None:
+    async def cancel(
+        self, send: base.BatchSend, batch_id: str, *, api_key: str, base_url: str
+    ) -> None:
         url = f"{base_url.rstrip('/')}/batches/{batch_id}/cancel"
-        await batch_call(send, UpstreamRequest("POST", url, self._headers(api_key), b""))
+        await base.batch_call(send, base.UpstreamRequest("POST", url, self._headers(api_key), b""))
 
 
-def _outcome(line: JSON) -> BatchOutcome:
+def _outcome(line: JSON) -> base.BatchOutcome:
     cid = str(line.get("custom_id"))
     response = line.get("response")
     if isinstance(response, dict):
         status = int(response.get("status_code") or 500)
         body = orjson.dumps(response.get("body"))
-        return BatchOutcome(cid, "succeeded" if status == 200 else "errored", status, body)
+        return base.BatchOutcome(cid, "succeeded" if status == 200 else "errored", status, body)
     code = str((line.get("error") or {}).get("code"))
     if code in _NOT_RUN:
-        return BatchOutcome(cid, _NOT_RUN[code], 0)
-    return BatchOutcome(cid, "errored", 500, orjson.dumps({"error": line.get("error")}))
+        return base.BatchOutcome(cid, _NOT_RUN[code], 0)
+    return base.BatchOutcome(cid, "errored", 500, orjson.dumps({"error": line.get("error")}))
 
 
 OPENAI_BATCHES = OpenAIBatches()
