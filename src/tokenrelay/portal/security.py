@@ -11,6 +11,7 @@ but cannot read or forge the token.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -42,17 +43,24 @@ class Session:
     tag: str = ""
 
 
+@functools.cache
+def _process_secret() -> str:
+    """Without TOKENRELAY_SESSION_SECRET: one random key for the process (the portal and the
+    console share it), and one warning."""
+    log.warning(
+        "TOKENRELAY_SESSION_SECRET is not set: sessions are signed with a per-process "
+        "key (sign-ins end on restart; set it for several replicas)"
+    )
+    return secrets.token_urlsafe(32)
+
+
 class Sessions:
     """One signer per secret; `kind` separates customer and operator cookies and tokens."""
 
     def __init__(self, settings: Settings) -> None:
         secret = settings.session_secret.get_secret_value() if settings.session_secret else None
         if secret is None:
-            log.warning(
-                "TOKENRELAY_SESSION_SECRET is not set: sessions are signed with a per-process "
-                "key (sign-ins end on restart; set it for several replicas)"
-            )
-            secret = secrets.token_urlsafe(32)
+            secret = _process_secret()
         self._secret = secret.encode()
         self._ttl = settings.session_ttl_s
         self._secure = settings.cookie_secure
