@@ -10,6 +10,7 @@ and NotFound (no such account, key or model).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -35,9 +36,14 @@ if TYPE_CHECKING:
     from tokenrelay.billing.pricebook import PriceVersion
     from tokenrelay.catalog import Price
     from tokenrelay.customers.keys import ApiKeyInfo, KeyStore
+    from tokenrelay.upstreams.calls import Upstreams
+    from tokenrelay.upstreams.deployment_state import DeploymentStates, Probe
 
 MAX_REASON = 500
 MAX_GROUP_NAME = 64
+DEPLOYMENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+MAX_WEIGHT = 1000
 
 
 class ActionError(ValueError):
@@ -71,12 +77,20 @@ class Actor:
 
 class OperatorActions:
     def __init__(
-        self, engine: AsyncEngine, keys: KeyStore, billing: BillingEngine | None = None
+        self,
+        engine: AsyncEngine,
+        keys: KeyStore,
+        billing: BillingEngine | None = None,
+        *,
+        upstreams: Upstreams | None = None,
+        states: DeploymentStates | None = None,
     ) -> None:
         self.engine = engine
         self.keys = keys
         self.billing = billing
         self.accounts = AccountStore(engine)
+        self.upstreams = upstreams
+        self.states = states
 
     def _billing(self) -> BillingEngine:
         if self.billing is None:  # a wiring mistake, not an input error
@@ -304,6 +318,134 @@ class OperatorActions:
         for key in await self.keys.list_for_account(account_id):
             self.keys.invalidate(key.key_hash)
 
+    # ------------------------------------------------------------------ upstream deployments
+
+    def _upstream(self) -> tuple[Upstreams, DeploymentStates]:
+        if self.upstreams is None or self.states is None:  # a wiring mistake
+            raise RuntimeError("this action needs the upstreams and their shared state")
+        return self.upstreams, self.states
+
+    def _deployment(self, deployment_id: str) -> Any:
+        found = self._upstream()[0].deployment(deployment_id)
+        if found is None:
+            raise NotFound(deployment_id)
+        return found
+
+    async def add_deployment(
+        self,
+        actor: Actor,
+        vendor: str,
+        name: str,
+        base_url: str,
+        key: str,
+        weight: str | int = 1,
+        region: str = "",
+        models: str = "",
+    ) -> str:
+        """A new deployment of `vendor`, in service on every replica within a second; returns
+        its id. `key`: the vendor key (stored encrypted) or `env:NAME`."""
+        actor.require("owner")
+        upstreams, states = self._upstream()
+        if vendor not in upstreams.vendors:
+            raise ActionError("vendor: not a vendor of this gateway", "vendor")
+        name = name.strip().lower()
+        if not DEPLOYMENT_NAME.fullmatch(name):
+            raise ActionError("name: letters, digits, - and _ (at most 63)", "name")
+        dep_id = f"{vendor}/{name}"
+        if upstreams.deployment(dep_id) is not None:
+            raise ActionError("name: this vendor already has a deployment of that name", "name")
+        values = {
+            "base_url": _base_url(base_url),
+            **self._key_columns(key),
+            "weight": _weight(weight),
+            "region": region.strip()[:64] or None,
+            "models": self._models(vendor, models) or None,
+        }
+        await states.save_account(dep_id, actor.name, **values)
+        await self.audit(actor, "deployment_added", None, None, f"{dep_id} {values['base_url']}")
+        return dep_id
+
+    async def change_deployment(
+        self, actor: Actor, deployment_id: str, weight: str | int, region: str, models: str
+    ) -> None:
+        """Weight, region and models of any deployment (configured or added)."""
+        actor.require("owner")
+        _pool, d = self._deployment(deployment_id)
+        values = {
+            "weight": _weight(weight),
+            "region": region.strip()[:64],
+            "models": self._models(d.vendor, models),
+        }
+        await self._upstream()[1].save_account(deployment_id, actor.name, **values)
+        what = f"{deployment_id} weight {values['weight']} region {values['region'] or '-'}"
+        await self.audit(actor, "deployment_changed", None, None, what)
+
+    async def rotate_deployment_key(self, actor: Actor, deployment_id: str, key: str) -> None:
+        """A new key for a deployment: every process uses it within a second, no restart."""
+        actor.require("owner")
+        self._deployment(deployment_id)
+        columns = self._key_columns(key)
+        await self._upstream()[1].save_account(deployment_id, actor.name, **columns)
+        shown = columns["key_env"] or f"...{columns['key_last4']}"
+        await self.audit(actor, "deployment_key_rotated", None, None, f"{deployment_id} {shown}")
+
+    async def set_deployment_drained(self, actor: Actor, deployment_id: str, drained: bool) -> None:
+        """Drain (no new requests) or restore (also after the vendor refused its key)."""
+        actor.require("owner")
+        pool, d = self._deployment(deployment_id)
+        states = self._upstream()[1]
+        await (states.drain if drained else states.restore)(pool, d)
+        action = "deployment_drained" if drained else "deployment_restored"
+        await self.audit(actor, action, None, None, deployment_id)
+
+    async def test_deployment(self, actor: Actor, deployment_id: str) -> Probe:
+        """One live call through the deployment (a few tokens of its first model)."""
+        from tokenrelay.upstreams.deployment_state import probe
+
+        actor.require("owner")
+        _pool, d = self._deployment(deployment_id)
+        entry = next(
+            (
+                e
+                for e in self._billing().prices.catalog.entries()
+                if e.vendor == d.vendor and e.kind == "chat" and not e.retired and d.serves(e.id)
+            ),
+            None,
+        )
+        if entry is None:
+            raise ActionError("models: this deployment serves no chat model to test", "models")
+        result = await probe(self._upstream()[0], d, entry.id, entry.upstream)
+        what = f"{deployment_id} {entry.id}: {result.status or 'no answer'} {result.detail}"
+        await self.audit(actor, "deployment_tested", None, None, what)
+        return result
+
+    def _key_columns(self, key: str) -> dict[str, Any]:
+        key = key.strip()
+        if key.startswith("env:"):
+            env = key[4:]
+            if not ENV_NAME.fullmatch(env):
+                raise ActionError("key: env:NAME with a variable name", "key")
+            return {"key_env": env, "key_ciphertext": None, "key_last4": None}
+        if not 8 <= len(key) <= 1000 or not key.isprintable() or " " in key:
+            raise ActionError(
+                "key: the vendor's API key (8 to 1000 characters), or env:NAME", "key"
+            )
+        box = self._upstream()[1].keys
+        if not box.configured:
+            raise ActionError(
+                "key: set TOKENRELAY_SECRET_KEY to store keys encrypted, or give env:NAME", "key"
+            )
+        return {"key_ciphertext": box.seal(key), "key_env": None, "key_last4": key[-4:]}
+
+    def _models(self, vendor: str, models: str) -> list[str]:
+        ids = [m for m in re.split(r"[\s,]+", models.strip()) if m]
+        catalog = self._billing().prices.catalog
+        for m in ids:
+            entry = catalog.get(m)
+            if entry is None or entry.vendor != vendor:
+                raise ActionError(f"models: {m[:80]} is not a model of {vendor}", "models")
+        return ids
+
     # ------------------------------------------------------------------ audit
 
     async def audit(
@@ -336,6 +478,20 @@ def multiplier_ppm(value: str | Decimal) -> int:
     if not ppm.is_finite() or ppm != int(ppm) or not 1 <= ppm <= 1_000_000_000:
         raise ActionError("multiplier: a number such as 1.25 (at most 6 decimals)", "multiplier")
     return int(ppm)
+
+
+def _base_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url) or len(url) > 500:
+        raise ActionError("base_url: an http(s) URL such as https://api.openai.com", "base_url")
+    return url
+
+
+def _weight(weight: str | int) -> int:
+    raw = str(weight).strip()
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw[:6]) <= MAX_WEIGHT:
+        raise ActionError(f"weight: a whole number from 1 to {MAX_WEIGHT}", "weight")
+    return int(raw)
 
 
 def _reason(reason: str) -> str:

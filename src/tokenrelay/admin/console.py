@@ -285,6 +285,8 @@ class SignIn:
             return plain(403, EXPIRED)
         secret = form.get("secret", "")[:64]
         if not await self.ops.enroll(operator.email, secret, form.get("code", "")):
+            if not self.ops.valid_secret(secret):
+                secret = self.ops.new_secret()  # a tampered form: start over with a new one
             return self.shell.page(
                 request,
                 "console_2fa.html",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -127,12 +128,19 @@ class OperatorStore:
         return pyotp.random_base32()
 
     @staticmethod
+    def valid_secret(secret: str) -> bool:
+        """A secret as new_secret makes them (the form sends it back: anything may come)."""
+        return re.fullmatch(r"[A-Z2-7]{32}", secret) is not None
+
+    @staticmethod
     def provisioning_uri(email: str, secret: str) -> str:
         return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=ISSUER)
 
     async def enroll(self, email: str, secret: str, code: str) -> bool:
         """Turn two-factor on once the operator's app shows a matching code."""
-        if not pyotp.TOTP(secret).verify(code.strip(), valid_window=1):
+        if not self.valid_secret(secret):
+            return False
+        if not pyotp.TOTP(secret).verify(code.strip()[:12], valid_window=1):
             return False
         async with self.engine.begin() as conn:
             await conn.execute(
