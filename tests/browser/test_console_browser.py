@@ -150,6 +150,22 @@ def test_models_margin_preview_then_save_and_hide(ops: Any, gw: RunningGateway) 
     ops.wait_for_url("**/admin/models")
     assert "×1.25" in ops.get_by_test_id("groups").inner_text()
     assert ops.get_by_test_id("warning").count() == 0  # no longer selling at list price
+    # Batch prices: the list price at the model's batch rate (half, for gpt-4o-mini).
+    row = ops.locator('tr[data-model="gpt-4o-mini"]')
+    listed = row.locator("td").nth(3).inner_text()
+    batch = row.get_by_test_id("batch-in").inner_text()
+    assert Decimal(batch.lstrip("$")) == Decimal(listed.lstrip("$")) / 2
+    # A per-model override, then both changes in the versions table: who, old, new.
+    ops.get_by_label("In group").select_option("default")
+    ops.get_by_label("Model", exact=True).select_option("gpt-4o")
+    ops.get_by_label("Multiplier for this model (empty: the group's)").fill("1.5")
+    ops.get_by_role("button", name="Save override").click()
+    ops.wait_for_url("**/admin/models")
+    versions = ops.get_by_test_id("multiplier-versions").locator("tr")
+    newest = versions.nth(1).all_inner_texts()[0]
+    assert "owner@example.com" in newest and "gpt-4o" in newest and "×1.5" in newest
+    group_change = versions.nth(2).locator("td").all_inner_texts()
+    assert group_change[2:] == ["default", "all (the group's)", "×1", "×1.25"], group_change
     # /docs shows a few example models now; the whole list is the pricing page's and
     # /v1/models'.
     assert "grok-4.3" in httpx.get(gw.url + "/pricing").text
@@ -234,10 +250,11 @@ def test_request_log_filter_and_detail(ops: Any, customer: dict[str, str]) -> No
     ops.get_by_role("button", name="Filter").click()
     rows = ops.get_by_test_id("requests").locator("tr")
     assert rows.count() == 2  # the header and the one gpt-4o request
+    assert rows.nth(1).get_by_test_id("reason").inner_text() == "completed"  # billing reason
     shot_and_narrow(ops, "requests")
     rows.nth(1).locator("a").first.click()
     detail = ops.get_by_test_id("request").inner_text()
-    assert "gpt-4o" in detail and customer["account"] in detail
+    assert "gpt-4o" in detail and customer["account"] in detail and "completed" in detail
 
 
 def test_operators_add_two_factor_and_sign_out_everywhere(

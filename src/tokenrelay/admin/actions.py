@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenrelay.admin.operators import ROLES, SUPPORT_CREDIT_MAX_NANO
 from tokenrelay.customers.accounts import AccountStore
@@ -27,6 +27,7 @@ from tokenrelay.store.tables import (
     audit_log,
     model_settings,
     price_groups,
+    price_multiplier_versions,
     price_overrides,
     redemption_codes,
 )
@@ -188,11 +189,16 @@ class OperatorActions:
         if account_id and await self.accounts.get(account_id) is None:
             raise NotFound(account_id)
         async with self.engine.begin() as conn:
+            old = await conn.scalar(
+                select(price_groups.c.multiplier_ppm).where(price_groups.c.name == name)
+            )
             dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
             stmt = dialect.insert(price_groups).values(name=name, multiplier_ppm=ppm)
             await conn.execute(
                 stmt.on_conflict_do_update(index_elements=["name"], set_={"multiplier_ppm": ppm})
             )
+            if old != ppm:
+                await _version(conn, actor, name, None, old, ppm)
             if account_id:
                 await conn.execute(
                     update(accounts).where(accounts.c.id == account_id).values(price_group=name)
@@ -229,14 +235,17 @@ class OperatorActions:
             where = (price_overrides.c.group_name == group) & (
                 price_overrides.c.model_id == model_id
             )
+            old = await conn.scalar(select(price_overrides.c.multiplier_ppm).where(where))
             await conn.execute(delete(price_overrides).where(where))
-            if multiplier:
-                ppm = multiplier_ppm(multiplier)
+            ppm = multiplier_ppm(multiplier) if multiplier else None
+            if ppm is not None:
                 await conn.execute(
                     insert(price_overrides).values(
                         group_name=group, model_id=model_id, multiplier_ppm=ppm
                     )
                 )
+            if old != ppm:
+                await _version(conn, actor, group, model_id, old, ppm)
         await billing.prices_changed()
         what = f"{group} {model_id} x{multiplier}" if multiplier else f"{group} {model_id} cleared"
         await self.audit(actor, "price_override", None, None, what)
@@ -467,6 +476,27 @@ class OperatorActions:
                     created_at=dt.datetime.now(dt.UTC),
                 )
             )
+
+
+async def _version(
+    conn: AsyncConnection,
+    actor: Actor,
+    group: str,
+    model_id: str | None,
+    old: int | None,
+    new: int | None,
+) -> None:
+    """A price multiplier changed (model_id None: the group's own): who, when, old, new."""
+    await conn.execute(
+        insert(price_multiplier_versions).values(
+            group_name=group,
+            model_id=model_id,
+            old_ppm=old,
+            new_ppm=new,
+            actor=actor.name[:320],
+            created_at=dt.datetime.now(dt.UTC),
+        )
+    )
 
 
 def multiplier_ppm(value: str | Decimal) -> int:

@@ -236,6 +236,10 @@ class Pages:
                     "input": format_usd(price.input),
                     "output": format_usd(price.output),
                     "cache_read": format_usd(price.cache_read),
+                    # The batch APIs' rate: the list price (of this version) × the model's
+                    # batch multiplier, as batches/lines.py bills it.
+                    "batch_input": format_usd(price.input * e.batch),
+                    "batch_output": format_usd(price.output * e.batch),
                     "version": version,
                     "hidden": e.id in prices.hidden,
                     "overrides": {
@@ -252,6 +256,7 @@ class Pages:
             session,
             rows=rows,
             groups=groups,
+            versions=await reads.multiplier_versions(self.db),
             preview=preview,
             warning=await self._list_price_warning(),
             error=error,

@@ -9,6 +9,7 @@ import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, func, literal, or_, select, union_all
@@ -19,6 +20,7 @@ from tokenrelay.store.tables import (
     api_keys,
     audit_log,
     ledger,
+    price_multiplier_versions,
     redemption_codes,
     usage_daily,
     usage_records,
@@ -477,3 +479,19 @@ async def redemptions(engine: AsyncEngine, batch_id: str) -> list[dict[str, Any]
     )
     async with engine.connect() as conn:
         return [dict(r._mapping) for r in await conn.execute(query)]
+
+
+# ---------------------------------------------------------------- price multiplier versions
+
+
+async def multiplier_versions(engine: AsyncEngine, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest changes of price-group multipliers and per-model overrides, newest first."""
+    t = price_multiplier_versions.c
+    query = select(price_multiplier_versions).order_by(t.id.desc()).limit(limit)
+    async with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in await conn.execute(query)]
+    for r in rows:
+        for k in ("old", "new"):
+            ppm = r[f"{k}_ppm"]
+            r[k] = f"×{Decimal(ppm) / 1_000_000:f}" if ppm is not None else "–"
+    return rows
