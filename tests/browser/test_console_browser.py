@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +17,9 @@ import httpx
 import openai
 import pyotp
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "portal"))
+from portal_support import Browser
 
 from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
 from tokenrelay.admin.operators import OperatorStore
@@ -221,6 +225,30 @@ def test_upstreams_add_test_weight_drain_and_rotate(ops: Any, gw: RunningGateway
     ops.get_by_role("button", name="Restore openai/eu").click()
     assert row.get_by_test_id("state").inner_text().startswith("healthy")
     shot_and_narrow(ops, "upstreams")
+
+
+def test_signups_per_address_then_block(ops: Any, gw: RunningGateway) -> None:
+    def sign_up(n: int) -> Any:
+        visitor = Browser(gw.url)
+        visitor.http.headers["x-forwarded-for"] = "203.0.113.7"
+        return visitor.post("/signup", {"email": f"farm{n}@example.com", "password": "x" * 12})
+
+    assert [sign_up(n).url.path for n in (1, 2)] == ["/dashboard", "/dashboard"]
+    ops.get_by_role("link", name="Sign-ups").click()
+    row = ops.locator('tr[data-ip="203.0.113.7"]')
+    assert row.locator("td").nth(1).inner_text() == "2"
+    row.get_by_role("link", name="203.0.113.7").click()
+    assert ops.get_by_test_id("ip-accounts").inner_text().count("farm") == 2
+    ops.get_by_label("Reason").fill("free-credit farm")
+    ops.get_by_role("button", name="Block sign-ups").click()
+    ops.wait_for_url("**/admin/signups")
+    assert "free-credit farm" in row.get_by_test_id("blocked").inner_text()
+    refused = sign_up(3)
+    assert refused.status_code == 403 and "blocked" in refused.text
+    shot_and_narrow(ops, "signups")
+    ops.get_by_role("button", name="Unblock 203.0.113.7").click()
+    assert row.get_by_test_id("blocked").inner_text() == "no"
+    assert sign_up(4).url.path == "/dashboard"
 
 
 def test_codes_batch_export_and_revoke(ops: Any) -> None:

@@ -39,6 +39,7 @@ OPERATOR = ("fuzz-ops@example.com", "operator password 1")
 FIELDS = [
     "email", "password", "code", "name", "rpm", "tpm", "models", "daily_cap", "monthly_cap",
     "expires", "usd", "account_id", "amount", "reason", "count", "group", "multiplier", "x",
+    "vendor", "base_url", "key", "weight", "region", "drained", "ip", "blocked", "step",
 ]  # fmt: skip
 ADDRESSES = (f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}" for n in itertools.count(1))
 TRIED: dict[str, int] = {}
@@ -126,6 +127,7 @@ def test_every_form_is_fuzzed(gw: RunningGateway) -> None:
         "/admin/codes",
         "/admin/upstreams",
         "/admin/upstreams/{vendor}/{name}/key",
+        "/admin/signups",
     } <= set(paths)
 
 

@@ -10,6 +10,7 @@ and NotFound (no such account, key or model).
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -30,6 +31,7 @@ from tokenrelay.store.tables import (
     price_multiplier_versions,
     price_overrides,
     redemption_codes,
+    signup_blocks,
 )
 
 if TYPE_CHECKING:
@@ -455,6 +457,30 @@ class OperatorActions:
                 raise ActionError(f"models: {m[:80]} is not a model of {vendor}", "models")
         return ids
 
+    # ------------------------------------------------------------------ sign-ups
+
+    async def block_signups(self, actor: Actor, ip: str, reason: str) -> None:
+        """No new account from this address (accounts already made from it stay)."""
+        actor.require("owner")
+        ip = _address(ip)
+        reason = _reason(reason)
+        async with self.engine.begin() as conn:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            stmt = dialect.insert(signup_blocks).values(
+                ip=ip, reason=reason, actor=actor.name[:320], created_at=dt.datetime.now(dt.UTC)
+            )
+            await conn.execute(stmt.on_conflict_do_nothing(index_elements=["ip"]))
+        await self.audit(actor, "signups_blocked", None, None, f"{ip}: {reason}")
+
+    async def unblock_signups(self, actor: Actor, ip: str) -> None:
+        actor.require("owner")
+        ip = _address(ip)
+        async with self.engine.begin() as conn:
+            done = await conn.execute(delete(signup_blocks).where(signup_blocks.c.ip == ip))
+        if not done.rowcount:
+            raise NotFound(ip)
+        await self.audit(actor, "signups_unblocked", None, None, ip)
+
     # ------------------------------------------------------------------ audit
 
     async def audit(
@@ -515,6 +541,14 @@ def _base_url(url: str) -> str:
     if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url) or len(url) > 500:
         raise ActionError("base_url: an http(s) URL such as https://api.openai.com", "base_url")
     return url
+
+
+def _address(ip: str) -> str:
+    """An IP address as the portal records it (v4 or v6)."""
+    try:
+        return str(ipaddress.ip_address(ip.strip()))
+    except ValueError:
+        raise ActionError("ip: an IPv4 or IPv6 address", "ip") from None
 
 
 def _weight(weight: str | int) -> int:

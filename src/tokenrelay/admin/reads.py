@@ -22,6 +22,7 @@ from tokenrelay.store.tables import (
     ledger,
     price_multiplier_versions,
     redemption_codes,
+    signup_blocks,
     usage_daily,
     usage_records,
 )
@@ -495,3 +496,41 @@ async def multiplier_versions(engine: AsyncEngine, limit: int = 50) -> list[dict
             ppm = r[f"{k}_ppm"]
             r[k] = f"×{Decimal(ppm) / 1_000_000:f}" if ppm is not None else "–"
     return rows
+
+
+# ---------------------------------------------------------------- sign-ups per address
+
+
+async def signups_by_ip(engine: AsyncEngine, limit: int = 100) -> list[dict[str, Any]]:
+    """Addresses by how many accounts signed up from them (most first), with the block, if
+    any; then blocked addresses no account came from."""
+    a = accounts.c
+    query = (
+        select(a.signup_ip, func.count(), func.max(a.created_at), func.min(a.created_at))
+        .where(a.signup_ip.is_not(None))
+        .group_by(a.signup_ip)
+        .order_by(func.count().desc(), func.max(a.created_at).desc())
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+        blocks = {r.ip: r for r in await conn.execute(select(signup_blocks))}
+    out = [
+        {"ip": ip, "accounts": n, "last": last, "first": first, "block": blocks.pop(ip, None)}
+        for ip, n, last, first in rows
+    ]
+    for ip, b in blocks.items():
+        out.append({"ip": ip, "accounts": 0, "last": None, "first": None, "block": b})
+    return out
+
+
+async def accounts_from_ip(engine: AsyncEngine, ip: str, limit: int = 100) -> list[dict[str, Any]]:
+    a = accounts.c
+    query = (
+        select(a.id, a.email, a.created_at, a.disabled_at, a.balance_nano)
+        .where(a.signup_ip == ip)
+        .order_by(a.created_at.desc())
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        return [dict(r._mapping) for r in await conn.execute(query)]

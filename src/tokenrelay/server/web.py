@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tokenrelay.admin.actions import OperatorActions
 from tokenrelay.admin.console import Shell, SignIn
 from tokenrelay.admin.pages import Pages
+from tokenrelay.admin.signups_page import SignupPages
 from tokenrelay.admin.upstreams_page import UpstreamPages
 from tokenrelay.portal.account_page import AccountPage
 from tokenrelay.portal.docs_page import DocsPage
@@ -69,6 +70,7 @@ def web_routes(relay: Relay, states: DeploymentStates | None = None) -> list[Bas
         *SignIn(shell).routes(),
         *pages.routes(),
         *(UpstreamPages(shell).routes() if states is not None else []),
+        *SignupPages(shell).routes(),
         *portal.routes(),
     ]
     if relay.settings.public_url:
