@@ -251,6 +251,37 @@ def test_signups_per_address_then_block(ops: Any, gw: RunningGateway) -> None:
     assert sign_up(4).url.path == "/dashboard"
 
 
+def test_password_change_ends_the_other_sessions(
+    ops: Any, gw: RunningGateway, browser: Any
+) -> None:
+    ops.get_by_role("link", name="Operators").click()
+    ops.get_by_label("Email").fill("pw@example.com")
+    ops.get_by_label("Initial password (at least 10 characters)").fill(PASSWORD)
+    ops.get_by_role("button", name="Add operator").click()
+    ops.wait_for_url("**/admin/operators")
+    contexts = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in range(2)]
+    here, elsewhere = (c.new_page() for c in contexts)
+    try:
+        sign_in(here, gw, "pw@example.com")
+        sign_in(elsewhere, gw, "pw@example.com")
+        here.get_by_role("link", name="Operators").click()
+        here.get_by_label("Current password").fill("wrong password 1")
+        here.get_by_label("New password (at least 10 characters)").fill("new operator pw 2")
+        here.get_by_role("button", name="Change password").click()
+        assert "current password is wrong" in here.get_by_role("alert").inner_text()
+        here.get_by_label("Current password").fill(PASSWORD)
+        here.get_by_label("New password (at least 10 characters)").fill("new operator pw 2")
+        here.get_by_role("button", name="Change password").click()
+        assert "other sessions ended" in here.get_by_test_id("changed").inner_text()
+        here.goto(gw.url + "/admin/requests")  # this session goes on
+        assert here.url.endswith("/admin/requests")
+        elsewhere.goto(gw.url + "/admin/requests")  # the other one ended
+        assert elsewhere.url.endswith("/admin/login")
+    finally:
+        for c in contexts:
+            c.close()
+
+
 def test_codes_batch_export_and_revoke(ops: Any) -> None:
     ops.get_by_role("link", name="Codes").click()
     ops.get_by_label("How many").fill("4")

@@ -40,6 +40,7 @@ FIELDS = [
     "email", "password", "code", "name", "rpm", "tpm", "models", "daily_cap", "monthly_cap",
     "expires", "usd", "account_id", "amount", "reason", "count", "group", "multiplier", "x",
     "vendor", "base_url", "key", "weight", "region", "drained", "ip", "blocked", "step",
+    "current", "new",
 ]  # fmt: skip
 ADDRESSES = (f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}" for n in itertools.count(1))
 TRIED: dict[str, int] = {}
@@ -128,6 +129,7 @@ def test_every_form_is_fuzzed(gw: RunningGateway) -> None:
         "/admin/upstreams",
         "/admin/upstreams/{vendor}/{name}/key",
         "/admin/signups",
+        "/admin/password",
     } <= set(paths)
 
 

@@ -248,6 +248,7 @@ class SignIn:
             operators=await self.ops.list(),
             roles=ROLES,
             error=error,
+            changed=request.query_params.get("changed") == "1",
             **extra,
         )
 
@@ -267,6 +268,19 @@ class SignIn:
         await self.ops.remove(email)
         await self.shell.actions.audit(p.actor, "operator_removed", None, None, email)
         return RedirectResponse("/admin/operators", status_code=303)
+
+    async def change_password(self, p: Post) -> Response:
+        """Your own password: the current one first; your other sessions end."""
+        try:
+            done = await self.ops.change_password(
+                p.operator.email, p.field("current"), p.field("new"), p.session.tag
+            )
+        except SignupError as exc:
+            return await p.again(self.operators, _sentence(f"new password: {exc}"), 400)
+        if not done:
+            return await p.again(self.operators, "The current password is wrong.", 400)
+        await self.shell.actions.audit(p.actor, "password_changed", None, None, p.operator.email)
+        return RedirectResponse("/admin/operators?changed=1", status_code=303)
 
     async def two_factor(self, request: Request, operator: Operator, session: Session) -> Response:
         """GET: a new secret to scan; POST: the secret and a code from the app turn it on."""
@@ -309,6 +323,7 @@ class SignIn:
             Route("/admin/operators", s(self.operators)),
             Route("/admin/operators", post(self.add_operator, "owner"), methods=["POST"]),
             Route("/admin/operators/remove", post(self.remove_operator, "owner"), methods=["POST"]),
+            Route("/admin/password", post(self.change_password, "viewer"), methods=["POST"]),
             Route("/admin/two-factor", s(self.two_factor), methods=["GET", "POST"]),
             Mount("/static/console", StaticFiles(directory=HERE / "static"), name="console"),
         ]

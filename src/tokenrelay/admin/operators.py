@@ -183,6 +183,30 @@ class OperatorStore:
                 delete(operator_sessions).where(operator_sessions.c.id_hash == _hash(session_id))
             )
 
+    async def change_password(
+        self, email: str, current: str, new: str, keep_session: str | None = None
+    ) -> bool:
+        """A new password when `current` is right; every other session of the operator ends
+        (whoever may have had the old one is signed out), `keep_session` (this one) stays.
+        False when `current` is wrong; SignupError when `new` is too weak."""
+        check_password(new)
+        async with self.engine.begin() as conn:
+            stored = await conn.scalar(
+                select(admin_users.c.password_hash).where(admin_users.c.email == email)
+            )
+            if not verify_password(stored, current):
+                return False
+            await conn.execute(
+                update(admin_users)
+                .where(admin_users.c.email == email)
+                .values(password_hash=hash_password(new))
+            )
+            others = operator_sessions.c.email == email
+            if keep_session is not None:
+                others &= operator_sessions.c.id_hash != _hash(keep_session)
+            await conn.execute(delete(operator_sessions).where(others))
+        return True
+
     async def end_all_sessions(self, email: str) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(delete(operator_sessions).where(operator_sessions.c.email == email))
