@@ -6,14 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from tokenrelay.admin import reads
-from tokenrelay.admin.console import Post, Shell
-from tokenrelay.admin.operators import Operator
-from tokenrelay.portal.security import Session
+from tokenrelay.admin.console import Post, Shell, View
 
 
 class SignupPages:
@@ -21,26 +18,15 @@ class SignupPages:
         self.shell = shell
         self.actions = shell.actions
 
-    async def page(
-        self,
-        request: Request,
-        operator: Operator,
-        session: Session,
-        error: str | None = None,
-        status: int = 200,
-    ) -> Response:
+    async def page(self, v: View) -> Response:
         db = self.actions.engine
-        ip = request.query_params.get("ip", "")[:64]
-        return self.shell.page(
-            request,
+        ip = v.request.query_params.get("ip", "")[:64]
+        return self.shell.render(
+            v,
             "console_signups.html",
-            status,
-            session=session,
-            operator=operator,
             rows=await reads.signups_by_ip(db),
             ip=ip,
             accounts=await reads.accounts_from_ip(db, ip) if ip else [],
-            error=error,
         )
 
     async def block(self, p: Post) -> Response:

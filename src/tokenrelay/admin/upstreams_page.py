@@ -9,13 +9,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from tokenrelay.admin.console import Post, Shell
-from tokenrelay.admin.operators import Operator
-from tokenrelay.portal.security import Session
+from tokenrelay.admin.console import Post, Shell, View
 from tokenrelay.upstreams.deployment_state import health_sums
 
 
@@ -24,15 +21,7 @@ class UpstreamPages:
         self.shell = shell
         self.actions = shell.actions
 
-    async def page(
-        self,
-        request: Request,
-        operator: Operator,
-        session: Session,
-        error: str | None = None,
-        status: int = 200,
-        **extra: Any,
-    ) -> Response:
+    async def page(self, v: View, **extra: Any) -> Response:
         upstreams, states = self.actions._upstream()
         await states.report_health()  # this process's latest counts are in the sums
         sums = await health_sums(self.actions.engine)
@@ -51,16 +40,8 @@ class UpstreamPages:
         for row in rows.values():  # added, but not in service in this process
             if row.base_url is not None and upstreams.deployment(row.id) is None:
                 vendors.setdefault(row.vendor, []).append(_not_in_service(row))
-        return self.shell.page(
-            request,
-            "console_upstreams.html",
-            status,
-            session=session,
-            operator=operator,
-            vendors=vendors,
-            encrypted=states.keys.configured,
-            error=error,
-            **extra,
+        return self.shell.render(
+            v, "console_upstreams.html", vendors=vendors, encrypted=states.keys.configured, **extra
         )
 
     async def add(self, p: Post) -> Response:
@@ -105,9 +86,7 @@ class UpstreamPages:
         done = await self.shell.act(run(), "", self.page, p)
         if not result:
             return done
-        return await self.page(
-            p.request, p.operator, p.session, tested={"id": self._id(p), "probe": result[0]}
-        )
+        return await self.page(p.view, tested={"id": self._id(p), "probe": result[0]})
 
     def routes(self) -> list[BaseRoute]:
         s, p, post = self.shell.signed_in, self.shell.posting, ["POST"]
