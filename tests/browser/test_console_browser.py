@@ -310,10 +310,12 @@ def test_request_log_filter_and_detail(ops: Any, customer: dict[str, str]) -> No
     rows = ops.get_by_test_id("requests").locator("tr")
     assert rows.count() == 2  # the header and the one gpt-4o request
     assert rows.nth(1).get_by_test_id("reason").inner_text() == "completed"  # billing reason
+    assert rows.nth(1).get_by_test_id("deployment").inner_text() == "openai/default"
     shot_and_narrow(ops, "requests")
     rows.nth(1).locator("a").first.click()
     detail = ops.get_by_test_id("request").inner_text()
     assert "gpt-4o" in detail and customer["account"] in detail and "completed" in detail
+    assert "openai/default" in detail
 
 
 def test_operators_add_two_factor_and_sign_out_everywhere(

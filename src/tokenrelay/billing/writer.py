@@ -70,6 +70,7 @@ class UsageRecord:
     upstream_cost_nano: int = 0  # set by BillingEngine.settle: the catalog's list price
     reason: str = "completed"  # how it ended: a policy.Outcome value (set by BillingMeter)
     loss_nano: int = 0  # set by BillingEngine.settle: upstream cost the customer did not pay
+    deployment: str | None = None  # <vendor>/<name> that answered (the console's request log)
 
     @classmethod
     def from_context(cls, ctx: RequestContext, *, attempts: int = 1) -> UsageRecord:
@@ -96,6 +97,7 @@ class UsageRecord:
             duration_ms=round(ctx.duration_ms) if ctx.duration_ms is not None else None,
             ttft_ms=round(ctx.first_byte_ms) if ctx.first_byte_ms is not None else None,
             session_id=ctx.session_id,
+            deployment=ctx.deployment or None,
         )
 
     def row(self) -> dict[str, Any]:
@@ -128,6 +130,7 @@ class UsageRecord:
             "upstream_cost_nano": self.upstream_cost_nano,
             "reason": self.reason,
             "loss_nano": self.loss_nano,
+            "deployment": self.deployment,
         }
 
 

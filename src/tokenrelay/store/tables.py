@@ -280,6 +280,9 @@ usage_records = Table(
     # code) and the part of upstream_cost_nano the customer was not billed for.
     Column("reason", String(40), nullable=False, server_default=text("'unrecorded'")),
     Column("loss_nano", BigInteger, nullable=False, server_default=text("0")),
+    # --- console (migration 0014): the deployment (<vendor>/<name>) that answered; NULL when
+    # none did, or recorded before 0014.
+    Column("deployment", String(200), nullable=True),
 )
 
 # Operator prices; the catalog's own prices are the implicit version "catalog". Rates are

@@ -1,5 +1,6 @@
-"""Console: upstream deployments added or edited by operators (keys encrypted), each
-process's deployment health, price multiplier versions, sign-up IP blocks.
+"""Console: the deployment that answered each request (usage_records.deployment), upstream
+deployments added or edited by operators (keys encrypted), each process's deployment health,
+price multiplier versions, sign-up IP blocks.
 
 Revision ID: 0014
 Revises: 0013
@@ -20,6 +21,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("usage_records") as batch:
+        batch.add_column(sa.Column("deployment", sa.String(200), nullable=True))
     op.create_table(
         "upstream_deployments",
         sa.Column("id", sa.String(200), nullable=False),
@@ -84,3 +87,5 @@ def downgrade() -> None:
     op.drop_table("price_multiplier_versions")
     op.drop_table("deployment_health")
     op.drop_table("upstream_deployments")
+    with op.batch_alter_table("usage_records") as batch:
+        batch.drop_column("deployment")
