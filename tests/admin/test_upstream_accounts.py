@@ -21,6 +21,7 @@ from sqlalchemy import select
 sys.path.insert(0, str(Path(__file__).parents[1] / "portal"))
 from portal_support import Browser
 
+from backends import BACKENDS, backend
 from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, start_gateway, within
 from tokenrelay.admin.operators import OperatorStore
 from tokenrelay.store.db import create_engine
@@ -31,9 +32,16 @@ OWNER = ("owner@example.com", "operator password 1")
 MODEL = "gpt-4o-mini"
 
 
-@pytest.fixture
-def two(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+@pytest.fixture(params=BACKENDS)
+def two(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
     """Two gateways on one database: openai deployment `a` (from the catalog) on an emulator."""
+    with backend(request.param, tmp_path) as store:
+        yield from _two(store, tmp_path, monkeypatch)
+
+
+def _two(store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     port = free_port()
     emulator = f"http://127.0.0.1:{port}"
     catalog = tmp_path / "catalog.toml"
@@ -43,11 +51,12 @@ def two(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     )
     monkeypatch.setenv("UPSTREAM_KEY_A", "sk-configured-a")
     common: dict[str, Any] = {
-        "database_url": f"sqlite:///{tmp_path / 'shared.db'}",
+        "database_url": store.database_url,
+        "redis_url": store.redis_url,
         "catalog_path": str(catalog),
         "session_secret": "upstream-accounts-secret",
         "secret_key": "upstream-accounts-fernet-secret",
-        "emulate": "auto",
+        "emulate": "keyless",
     }
     started = []
     for name, where in (("one", {"emulator_port": port}), ("two", {"emulator_url": emulator})):
@@ -75,11 +84,20 @@ def _deployments(gw: RunningGateway) -> dict[str, dict[str, Any]]:
     return {d["id"]: d for d in r.json()["data"] if d["vendor"] == "openai"}
 
 
-def _keys_seen(emulator: str, n: int) -> list[tuple[str | None, str | None]]:
-    """(deployment, sha256 prefix of the key) of the emulator's latest `n` POSTs."""
+def _keys_seen(emulator: str, n: int, after: int = 0) -> list[tuple[str | None, str | None]]:
+    """(deployment, sha256 prefix of the key) of the emulator's latest `n` POSTs (numbered
+    after `after`: the log is shared by every emulator of the process)."""
     data = httpx.get(emulator + "/_requests").json()["data"]
-    posts = [(q.get("deployment"), q.get("bearer_sha256")) for q in data if q["method"] == "POST"]
+    posts = [
+        (q.get("deployment"), q.get("bearer_sha256"))
+        for q in data
+        if q["method"] == "POST" and q["seq"] > after
+    ]
     return posts[-n:]
+
+
+def _mark(emulator: str) -> int:
+    return max((q["seq"] for q in httpx.get(emulator + "/_requests").json()["data"]), default=0)
 
 
 def _sha(key: str) -> str:
@@ -97,6 +115,7 @@ def _ask(gw: RunningGateway, n: int) -> None:
 def test_add_test_drain_and_rotate_reach_the_other_replica(two: Any, tmp_path: Path) -> None:
     one, other, ops, emulator = two
     first, second = "sk-first-key-1111", "sk-second-key-2222"
+    mark = _mark(emulator)
     r = ops.post(
         "/admin/upstreams",
         {
@@ -131,7 +150,7 @@ def test_add_test_drain_and_rotate_reach_the_other_replica(two: Any, tmp_path: P
 
     # A live call through it.
     r = ops.post("/admin/upstreams/openai/b/test", {}, page="/admin/upstreams")
-    assert "Test of <code>openai/b</code>: 200" in r.text, r.text[:500]
+    assert "Test of <code>openai/b</code>: 200" in r.text, r.text[r.text.find("<main") :][:1500]
     assert _keys_seen(emulator, 1) == [("b", _sha(first))]
 
     # Drain `a` through the console: the other replica sends everything to `b`.
@@ -165,7 +184,7 @@ def test_add_test_drain_and_rotate_reach_the_other_replica(two: Any, tmp_path: P
 
     # Counts summed over both gateways: `b` served the other's requests (the test call is
     # not traffic); shown on this one, which served none of them.
-    served = sum(1 for d, _ in _keys_seen(emulator, 64) if d == "b") - 1
+    served = sum(1 for d, _ in _keys_seen(emulator, 64, mark) if d == "b") - 1
     time.sleep(2.5)  # the other's next health report
     page = ops.http.get("/admin/upstreams").text
     row = page.split('data-deployment="openai/b"')[1].split("</tr>")[0]
