@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,16 @@ def start_gateway(tmp: Path, **overrides: object) -> tuple[RunningGateway, threa
         if thread.is_alive():
             break
     raise RuntimeError("gateway did not start")
+
+
+def within(seconds: float, check: Callable[[], bool]) -> float:
+    """How long `check` took to come true (fails past `seconds`): a change made through one
+    process, seen by another."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < seconds, "not applied in time"
+        time.sleep(0.05)
+    return time.monotonic() - start
 
 
 def spawn_gateway(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +17,9 @@ import httpx
 import openai
 import pyotp
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "portal"))
+from portal_support import Browser
 
 from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
 from tokenrelay.admin.operators import OperatorStore
@@ -32,6 +36,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
         tmp_path_factory.mktemp("console-browser"),
         session_secret="console-browser-secret-01",
         signup_credit_usd=Decimal("1.00"),
+        secret_key="console-browser-fernet-secret",
     )
 
     async def seed() -> None:
@@ -138,10 +143,6 @@ def test_customer_search_credit_and_disable(
     shot_and_narrow(ops, "customers")
 
 
-@pytest.mark.xfail(
-    reason="regressed in stop 18's merges (closing note)",
-    strict=False,
-)
 def test_models_margin_preview_then_save_and_hide(ops: Any, gw: RunningGateway) -> None:
     ops.get_by_role("link", name="Models and prices").click()
     ops.get_by_label("Group", exact=True).fill("default")
@@ -153,11 +154,132 @@ def test_models_margin_preview_then_save_and_hide(ops: Any, gw: RunningGateway) 
     ops.wait_for_url("**/admin/models")
     assert "×1.25" in ops.get_by_test_id("groups").inner_text()
     assert ops.get_by_test_id("warning").count() == 0  # no longer selling at list price
+    # Batch prices: the list price at the model's batch rate (half, for gpt-4o-mini).
+    row = ops.locator('tr[data-model="gpt-4o-mini"]')
+    listed = row.locator("td").nth(3).inner_text()
+    batch = row.get_by_test_id("batch-in").inner_text()
+    assert Decimal(batch.lstrip("$")) == Decimal(listed.lstrip("$")) / 2
+    # A per-model override, then both changes in the versions table: who, old, new.
+    ops.get_by_label("In group").select_option("default")
+    ops.get_by_label("Model", exact=True).select_option("gpt-4o")
+    ops.get_by_label("Multiplier for this model (empty: the group's)").fill("1.5")
+    ops.get_by_role("button", name="Save override").click()
+    ops.wait_for_url("**/admin/models")
+    versions = ops.get_by_test_id("multiplier-versions").locator("tr")
+    newest = versions.nth(1).all_inner_texts()[0]
+    assert "owner@example.com" in newest and "gpt-4o" in newest and "×1.5" in newest
+    group_change = versions.nth(2).locator("td").all_inner_texts()
+    assert group_change[2:] == ["default", "all (the group's)", "×1", "×1.25"], group_change
+    # /docs shows a few example models now; the whole list is the pricing page's and
+    # /v1/models'.
+    assert "grok-4.3" in httpx.get(gw.url + "/pricing").text
     ops.get_by_role("button", name="Hide grok-4.3").click()
-    assert "grok-4.3" not in httpx.get(gw.url + "/docs").text
+    ops.get_by_role("button", name="Show grok-4.3").wait_for()
+    assert "grok-4.3" not in httpx.get(gw.url + "/pricing").text
+    assert "grok-4.3" not in _listed(gw)
     ops.get_by_role("button", name="Show grok-4.3").click()
-    assert "grok-4.3" in httpx.get(gw.url + "/docs").text
+    ops.get_by_role("button", name="Hide grok-4.3").wait_for()
+    assert "grok-4.3" in httpx.get(gw.url + "/pricing").text
+    assert "grok-4.3" in _listed(gw)
     shot_and_narrow(ops, "models")
+
+
+def _listed(gw: RunningGateway) -> list[str]:
+    made = httpx.post(
+        f"{gw.url}/admin/v1/keys",
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+        json={"name": "lister", "credits_usd": "1.00"},
+    ).json()
+    r = httpx.get(gw.proxy + "/v1/models", headers={"authorization": f"Bearer {made['key']}"})
+    return [m["id"] for m in r.json()["data"]]
+
+
+def test_upstreams_add_test_weight_drain_and_rotate(ops: Any, gw: RunningGateway) -> None:
+    ops.get_by_role("link", name="Upstreams").click()
+    assert ops.get_by_test_id("deployments-openai").locator("tr").count() >= 2
+    add = ops.get_by_role("region", name="Add a deployment")
+    add.get_by_label("Vendor").select_option("openai")
+    add.get_by_label("Name", exact=True).fill("eu")
+    add.get_by_label("Base URL").fill(f"{gw.emulator_url}/_d/eu/openai/v1")
+    add.get_by_label("Key (or env:NAME)").fill("sk-browser-key-9876")
+    add.get_by_label("Weight").fill("2")
+    add.get_by_label("Region (optional)").fill("eu-west")
+    ops.get_by_role("button", name="Add deployment").click()
+    ops.wait_for_url("**/admin/upstreams")
+    row = ops.locator('tr[data-deployment="openai/eu"]')
+    assert row.get_by_test_id("key").inner_text() == "…9876"
+    assert "sk-browser-key-9876" not in ops.content()  # never shown back
+    ops.get_by_role("button", name="Test openai/eu").click()
+    assert ": 200 in " in ops.get_by_test_id("test-result").inner_text()
+    ops.get_by_text("Change openai/eu").click()
+    ops.locator("#w-openai\\/eu").fill("5")
+    ops.get_by_role("button", name="Save openai/eu").click()
+    ops.wait_for_url("**/admin/upstreams")
+    assert row.get_by_test_id("weight").inner_text() == "5"
+    ops.get_by_role("button", name="Drain openai/eu").click()
+    assert row.get_by_test_id("state").inner_text().startswith("drained")
+    ops.get_by_text("Change openai/eu").click()
+    ops.locator("#k-openai\\/eu").fill("sk-rotated-key-5432")
+    ops.get_by_role("button", name="Rotate key of openai/eu").click()
+    assert row.get_by_test_id("key").inner_text() == "…5432"
+    ops.get_by_role("button", name="Restore openai/eu").click()
+    assert row.get_by_test_id("state").inner_text().startswith("healthy")
+    shot_and_narrow(ops, "upstreams")
+
+
+def test_signups_per_address_then_block(ops: Any, gw: RunningGateway) -> None:
+    def sign_up(n: int) -> Any:
+        visitor = Browser(gw.url)
+        visitor.http.headers["x-forwarded-for"] = "203.0.113.7"
+        return visitor.post("/signup", {"email": f"farm{n}@example.com", "password": "x" * 12})
+
+    assert [sign_up(n).url.path for n in (1, 2)] == ["/dashboard", "/dashboard"]
+    ops.get_by_role("link", name="Sign-ups").click()
+    row = ops.locator('tr[data-ip="203.0.113.7"]')
+    assert row.locator("td").nth(1).inner_text() == "2"
+    row.get_by_role("link", name="203.0.113.7").click()
+    assert ops.get_by_test_id("ip-accounts").inner_text().count("farm") == 2
+    ops.get_by_label("Reason").fill("free-credit farm")
+    ops.get_by_role("button", name="Block sign-ups").click()
+    ops.wait_for_url("**/admin/signups")
+    assert "free-credit farm" in row.get_by_test_id("blocked").inner_text()
+    refused = sign_up(3)
+    assert refused.status_code == 403 and "blocked" in refused.text
+    shot_and_narrow(ops, "signups")
+    ops.get_by_role("button", name="Unblock 203.0.113.7").click()
+    assert row.get_by_test_id("blocked").inner_text() == "no"
+    assert sign_up(4).url.path == "/dashboard"
+
+
+def test_password_change_ends_the_other_sessions(
+    ops: Any, gw: RunningGateway, browser: Any
+) -> None:
+    ops.get_by_role("link", name="Operators").click()
+    ops.get_by_label("Email").fill("pw@example.com")
+    ops.get_by_label("Initial password (at least 10 characters)").fill(PASSWORD)
+    ops.get_by_role("button", name="Add operator").click()
+    ops.wait_for_url("**/admin/operators")
+    contexts = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in range(2)]
+    here, elsewhere = (c.new_page() for c in contexts)
+    try:
+        sign_in(here, gw, "pw@example.com")
+        sign_in(elsewhere, gw, "pw@example.com")
+        here.get_by_role("link", name="Operators").click()
+        here.get_by_label("Current password").fill("wrong password 1")
+        here.get_by_label("New password (at least 10 characters)").fill("new operator pw 2")
+        here.get_by_role("button", name="Change password").click()
+        assert "current password is wrong" in here.get_by_role("alert").inner_text()
+        here.get_by_label("Current password").fill(PASSWORD)
+        here.get_by_label("New password (at least 10 characters)").fill("new operator pw 2")
+        here.get_by_role("button", name="Change password").click()
+        assert "other sessions ended" in here.get_by_test_id("changed").inner_text()
+        here.goto(gw.url + "/admin/requests")  # this session goes on
+        assert here.url.endswith("/admin/requests")
+        elsewhere.goto(gw.url + "/admin/requests")  # the other one ended
+        assert elsewhere.url.endswith("/admin/login")
+    finally:
+        for c in contexts:
+            c.close()
 
 
 def test_codes_batch_export_and_revoke(ops: Any) -> None:
@@ -187,10 +309,13 @@ def test_request_log_filter_and_detail(ops: Any, customer: dict[str, str]) -> No
     ops.get_by_role("button", name="Filter").click()
     rows = ops.get_by_test_id("requests").locator("tr")
     assert rows.count() == 2  # the header and the one gpt-4o request
+    assert rows.nth(1).get_by_test_id("reason").inner_text() == "completed"  # billing reason
+    assert rows.nth(1).get_by_test_id("deployment").inner_text() == "openai/default"
     shot_and_narrow(ops, "requests")
     rows.nth(1).locator("a").first.click()
     detail = ops.get_by_test_id("request").inner_text()
-    assert "gpt-4o" in detail and customer["account"] in detail
+    assert "gpt-4o" in detail and customer["account"] in detail and "completed" in detail
+    assert "openai/default" in detail
 
 
 def test_operators_add_two_factor_and_sign_out_everywhere(

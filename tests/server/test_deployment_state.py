@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from backends import backend
-from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, start_gateway, within
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 MODEL = "claude-haiku-4-5"
@@ -65,15 +65,6 @@ def _states(gw: RunningGateway) -> dict[str, str]:
     return {d["id"]: d["state"] for d in r.json()["data"] if d["vendor"] == "anthropic"}
 
 
-def _within(seconds: float, check: Callable[[], bool]) -> float:
-    """How long `check` took to come true (fails past `seconds`)."""
-    start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < seconds, "not applied in time"
-        time.sleep(0.05)
-    return time.monotonic() - start
-
-
 def _served(emulator: str) -> list[str | None]:
     """The deployments of the emulator's latest requests (its log keeps the last 64, shared by
     every emulator of the process), oldest first."""
@@ -85,7 +76,7 @@ def test_drain_and_restore_reach_the_other_gateway(two_gateways: Gateways) -> No
     one, two, start = two_gateways
     r = httpx.post(one.url + "/admin/v1/deployments/anthropic/a/drain", headers=ADMIN)
     assert r.status_code == 200 and r.json()["state"] == "drained"
-    took = _within(1.5, lambda: _states(two)["anthropic/a"] == "drained")
+    took = within(1.5, lambda: _states(two)["anthropic/a"] == "drained")
     print(f"\ndrain seen by the other gateway after {took:.2f} s")
 
     # The other gateway sends nothing to the drained deployment.
@@ -104,8 +95,8 @@ def test_drain_and_restore_reach_the_other_gateway(two_gateways: Gateways) -> No
     # Restored through the other one: back in on both.
     r = httpx.post(two.url + "/admin/v1/deployments/anthropic/a/restore", headers=ADMIN)
     assert r.json()["state"] == "healthy"
-    _within(1.5, lambda: _states(one)["anthropic/a"] == "healthy")
-    _within(1.5, lambda: _states(three)["anthropic/a"] == "healthy")
+    within(1.5, lambda: _states(one)["anthropic/a"] == "healthy")
+    within(1.5, lambda: _states(three)["anthropic/a"] == "healthy")
     assert _states(two)["anthropic/a"] == "healthy"
 
 
@@ -117,7 +108,7 @@ def test_a_refused_key_is_taken_out_everywhere(two_gateways: Gateways) -> None:
             model=MODEL, max_tokens=16, messages=[{"role": "user", "content": f"[[words:3]] {i}"}]
         )
     assert _states(one)["anthropic/bad"] == "removed"
-    _within(1.5, lambda: _states(two)["anthropic/bad"] == "removed")
+    within(1.5, lambda: _states(two)["anthropic/bad"] == "removed")
     # The other gateway never tries it.
     client2 = anthropic.Anthropic(api_key=two.create_key(), base_url=two.proxy, max_retries=0)
     for i in range(6):
@@ -127,7 +118,7 @@ def test_a_refused_key_is_taken_out_everywhere(two_gateways: Gateways) -> None:
     assert "bad" not in _served(one.emulator_url)[-6:]
     r = httpx.post(two.url + "/admin/v1/deployments/anthropic/bad/restore", headers=ADMIN)
     assert r.json()["state"] == "healthy"
-    _within(1.5, lambda: _states(one)["anthropic/bad"] == "healthy")
+    within(1.5, lambda: _states(one)["anthropic/bad"] == "healthy")
 
 
 def test_a_drain_reaches_every_worker_of_serve(tmp_path: Path) -> None:
@@ -166,7 +157,7 @@ def test_a_drain_reaches_every_worker_of_serve(tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
         )
         try:
-            _within(60, lambda: _ready(url) or proc.poll() is not None)
+            within(60, lambda: _ready(url) or proc.poll() is not None)
             assert proc.poll() is None, log.read_text()
             r = httpx.post(url + "/admin/v1/deployments/openai/a/drain", headers=ADMIN)
             assert r.status_code == 200 and r.json()["state"] == "drained"

@@ -10,13 +10,15 @@ and NotFound (no such account, key or model).
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenrelay.admin.operators import ROLES, SUPPORT_CREDIT_MAX_NANO
 from tokenrelay.customers.accounts import AccountStore
@@ -26,8 +28,10 @@ from tokenrelay.store.tables import (
     audit_log,
     model_settings,
     price_groups,
+    price_multiplier_versions,
     price_overrides,
     redemption_codes,
+    signup_blocks,
 )
 
 if TYPE_CHECKING:
@@ -35,9 +39,14 @@ if TYPE_CHECKING:
     from tokenrelay.billing.pricebook import PriceVersion
     from tokenrelay.catalog import Price
     from tokenrelay.customers.keys import ApiKeyInfo, KeyStore
+    from tokenrelay.upstreams.calls import Upstreams
+    from tokenrelay.upstreams.deployment_state import DeploymentStates, Probe
 
 MAX_REASON = 500
 MAX_GROUP_NAME = 64
+DEPLOYMENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+MAX_WEIGHT = 1000
 
 
 class ActionError(ValueError):
@@ -71,12 +80,20 @@ class Actor:
 
 class OperatorActions:
     def __init__(
-        self, engine: AsyncEngine, keys: KeyStore, billing: BillingEngine | None = None
+        self,
+        engine: AsyncEngine,
+        keys: KeyStore,
+        billing: BillingEngine | None = None,
+        *,
+        upstreams: Upstreams | None = None,
+        states: DeploymentStates | None = None,
     ) -> None:
         self.engine = engine
         self.keys = keys
         self.billing = billing
         self.accounts = AccountStore(engine)
+        self.upstreams = upstreams
+        self.states = states
 
     def _billing(self) -> BillingEngine:
         if self.billing is None:  # a wiring mistake, not an input error
@@ -174,11 +191,16 @@ class OperatorActions:
         if account_id and await self.accounts.get(account_id) is None:
             raise NotFound(account_id)
         async with self.engine.begin() as conn:
+            old = await conn.scalar(
+                select(price_groups.c.multiplier_ppm).where(price_groups.c.name == name)
+            )
             dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
             stmt = dialect.insert(price_groups).values(name=name, multiplier_ppm=ppm)
             await conn.execute(
                 stmt.on_conflict_do_update(index_elements=["name"], set_={"multiplier_ppm": ppm})
             )
+            if old != ppm:
+                await _version(conn, actor, name, None, old, ppm)
             if account_id:
                 await conn.execute(
                     update(accounts).where(accounts.c.id == account_id).values(price_group=name)
@@ -215,14 +237,17 @@ class OperatorActions:
             where = (price_overrides.c.group_name == group) & (
                 price_overrides.c.model_id == model_id
             )
+            old = await conn.scalar(select(price_overrides.c.multiplier_ppm).where(where))
             await conn.execute(delete(price_overrides).where(where))
-            if multiplier:
-                ppm = multiplier_ppm(multiplier)
+            ppm = multiplier_ppm(multiplier) if multiplier else None
+            if ppm is not None:
                 await conn.execute(
                     insert(price_overrides).values(
                         group_name=group, model_id=model_id, multiplier_ppm=ppm
                     )
                 )
+            if old != ppm:
+                await _version(conn, actor, group, model_id, old, ppm)
         await billing.prices_changed()
         what = f"{group} {model_id} x{multiplier}" if multiplier else f"{group} {model_id} cleared"
         await self.audit(actor, "price_override", None, None, what)
@@ -304,6 +329,158 @@ class OperatorActions:
         for key in await self.keys.list_for_account(account_id):
             self.keys.invalidate(key.key_hash)
 
+    # ------------------------------------------------------------------ upstream deployments
+
+    def _upstream(self) -> tuple[Upstreams, DeploymentStates]:
+        if self.upstreams is None or self.states is None:  # a wiring mistake
+            raise RuntimeError("this action needs the upstreams and their shared state")
+        return self.upstreams, self.states
+
+    def _deployment(self, deployment_id: str) -> Any:
+        found = self._upstream()[0].deployment(deployment_id)
+        if found is None:
+            raise NotFound(deployment_id)
+        return found
+
+    async def add_deployment(
+        self,
+        actor: Actor,
+        vendor: str,
+        name: str,
+        base_url: str,
+        key: str,
+        weight: str | int = 1,
+        region: str = "",
+        models: str = "",
+    ) -> str:
+        """A new deployment of `vendor`, in service on every replica within a second; returns
+        its id. `key`: the vendor key (stored encrypted) or `env:NAME`."""
+        actor.require("owner")
+        upstreams, states = self._upstream()
+        if vendor not in upstreams.vendors:
+            raise ActionError("vendor: not a vendor of this gateway", "vendor")
+        name = name.strip().lower()
+        if not DEPLOYMENT_NAME.fullmatch(name):
+            raise ActionError("name: letters, digits, - and _ (at most 63)", "name")
+        dep_id = f"{vendor}/{name}"
+        if upstreams.deployment(dep_id) is not None:
+            raise ActionError("name: this vendor already has a deployment of that name", "name")
+        values = {
+            "base_url": _base_url(base_url),
+            **self._key_columns(key),
+            "weight": _weight(weight),
+            "region": region.strip()[:64] or None,
+            "models": self._models(vendor, models) or None,
+        }
+        await states.save_account(dep_id, actor.name, **values)
+        await self.audit(actor, "deployment_added", None, None, f"{dep_id} {values['base_url']}")
+        return dep_id
+
+    async def change_deployment(
+        self, actor: Actor, deployment_id: str, weight: str | int, region: str, models: str
+    ) -> None:
+        """Weight, region and models of any deployment (configured or added)."""
+        actor.require("owner")
+        _pool, d = self._deployment(deployment_id)
+        values = {
+            "weight": _weight(weight),
+            "region": region.strip()[:64],
+            "models": self._models(d.vendor, models),
+        }
+        await self._upstream()[1].save_account(deployment_id, actor.name, **values)
+        what = f"{deployment_id} weight {values['weight']} region {values['region'] or '-'}"
+        await self.audit(actor, "deployment_changed", None, None, what)
+
+    async def rotate_deployment_key(self, actor: Actor, deployment_id: str, key: str) -> None:
+        """A new key for a deployment: every process uses it within a second, no restart."""
+        actor.require("owner")
+        self._deployment(deployment_id)
+        columns = self._key_columns(key)
+        await self._upstream()[1].save_account(deployment_id, actor.name, **columns)
+        shown = columns["key_env"] or f"...{columns['key_last4']}"
+        await self.audit(actor, "deployment_key_rotated", None, None, f"{deployment_id} {shown}")
+
+    async def set_deployment_drained(self, actor: Actor, deployment_id: str, drained: bool) -> None:
+        """Drain (no new requests) or restore (also after the vendor refused its key)."""
+        actor.require("owner")
+        pool, d = self._deployment(deployment_id)
+        states = self._upstream()[1]
+        await (states.drain if drained else states.restore)(pool, d)
+        action = "deployment_drained" if drained else "deployment_restored"
+        await self.audit(actor, action, None, None, deployment_id)
+
+    async def test_deployment(self, actor: Actor, deployment_id: str) -> Probe:
+        """One live call through the deployment (a few tokens of its first model)."""
+        from tokenrelay.upstreams.deployment_state import probe
+
+        actor.require("owner")
+        _pool, d = self._deployment(deployment_id)
+        entry = next(
+            (
+                e
+                for e in self._billing().prices.catalog.entries()
+                if e.vendor == d.vendor and e.kind == "chat" and not e.retired and d.serves(e.id)
+            ),
+            None,
+        )
+        if entry is None:
+            raise ActionError("models: this deployment serves no chat model to test", "models")
+        result = await probe(self._upstream()[0], d, entry.id, entry.upstream)
+        what = f"{deployment_id} {entry.id}: {result.status or 'no answer'} {result.detail}"
+        await self.audit(actor, "deployment_tested", None, None, what)
+        return result
+
+    def _key_columns(self, key: str) -> dict[str, Any]:
+        key = key.strip()
+        if key.startswith("env:"):
+            env = key[4:]
+            if not ENV_NAME.fullmatch(env):
+                raise ActionError("key: env:NAME with a variable name", "key")
+            return {"key_env": env, "key_ciphertext": None, "key_last4": None}
+        if not 8 <= len(key) <= 1000 or not key.isprintable() or " " in key:
+            raise ActionError(
+                "key: the vendor's API key (8 to 1000 characters), or env:NAME", "key"
+            )
+        box = self._upstream()[1].keys
+        if not box.configured:
+            raise ActionError(
+                "key: set TOKENRELAY_SECRET_KEY to store keys encrypted, or give env:NAME", "key"
+            )
+        return {"key_ciphertext": box.seal(key), "key_env": None, "key_last4": key[-4:]}
+
+    def _models(self, vendor: str, models: str) -> list[str]:
+        ids = [m for m in re.split(r"[\s,]+", models.strip()) if m]
+        catalog = self._billing().prices.catalog
+        for m in ids:
+            entry = catalog.get(m)
+            if entry is None or entry.vendor != vendor:
+                raise ActionError(f"models: {m[:80]} is not a model of {vendor}", "models")
+        return ids
+
+    # ------------------------------------------------------------------ sign-ups
+
+    async def block_signups(self, actor: Actor, ip: str, reason: str) -> None:
+        """No new account from this address (accounts already made from it stay)."""
+        actor.require("owner")
+        ip = _address(ip)
+        reason = _reason(reason)
+        async with self.engine.begin() as conn:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            stmt = dialect.insert(signup_blocks).values(
+                ip=ip, reason=reason, actor=actor.name[:320], created_at=dt.datetime.now(dt.UTC)
+            )
+            await conn.execute(stmt.on_conflict_do_nothing(index_elements=["ip"]))
+        await self.audit(actor, "signups_blocked", None, None, f"{ip}: {reason}")
+
+    async def unblock_signups(self, actor: Actor, ip: str) -> None:
+        actor.require("owner")
+        ip = _address(ip)
+        async with self.engine.begin() as conn:
+            done = await conn.execute(delete(signup_blocks).where(signup_blocks.c.ip == ip))
+        if not done.rowcount:
+            raise NotFound(ip)
+        await self.audit(actor, "signups_unblocked", None, None, ip)
+
     # ------------------------------------------------------------------ audit
 
     async def audit(
@@ -327,6 +504,27 @@ class OperatorActions:
             )
 
 
+async def _version(
+    conn: AsyncConnection,
+    actor: Actor,
+    group: str,
+    model_id: str | None,
+    old: int | None,
+    new: int | None,
+) -> None:
+    """A price multiplier changed (model_id None: the group's own): who, when, old, new."""
+    await conn.execute(
+        insert(price_multiplier_versions).values(
+            group_name=group,
+            model_id=model_id,
+            old_ppm=old,
+            new_ppm=new,
+            actor=actor.name[:320],
+            created_at=dt.datetime.now(dt.UTC),
+        )
+    )
+
+
 def multiplier_ppm(value: str | Decimal) -> int:
     """A price multiplier such as "1.25" as parts per million (at least 1 ppm)."""
     try:
@@ -336,6 +534,28 @@ def multiplier_ppm(value: str | Decimal) -> int:
     if not ppm.is_finite() or ppm != int(ppm) or not 1 <= ppm <= 1_000_000_000:
         raise ActionError("multiplier: a number such as 1.25 (at most 6 decimals)", "multiplier")
     return int(ppm)
+
+
+def _base_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url) or len(url) > 500:
+        raise ActionError("base_url: an http(s) URL such as https://api.openai.com", "base_url")
+    return url
+
+
+def _address(ip: str) -> str:
+    """An IP address as the portal records it (v4 or v6)."""
+    try:
+        return str(ipaddress.ip_address(ip.strip()))
+    except ValueError:
+        raise ActionError("ip: an IPv4 or IPv6 address", "ip") from None
+
+
+def _weight(weight: str | int) -> int:
+    raw = str(weight).strip()
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw[:6]) <= MAX_WEIGHT:
+        raise ActionError(f"weight: a whole number from 1 to {MAX_WEIGHT}", "weight")
+    return int(raw)
 
 
 def _reason(reason: str) -> str:

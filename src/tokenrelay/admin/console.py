@@ -51,9 +51,20 @@ templates.filters["dollars"] = dollars
 templates.filters["usd"] = usd
 
 EXPIRED = "the form expired; reload the page and try again"
-Handler = Callable[[Request, Operator, Session], Awaitable[Response]]
-# A page drawn again with an error: (request, operator, session, error, status).
-PageAgain = Callable[[Request, Operator, Session, str | None, int], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A signed-in operator's page; drawn again after a form, with its error and status."""
+
+    request: Request
+    operator: Operator
+    session: Session
+    error: str | None = None
+    status: int = 200
+
+
+Handler = Callable[[View], Awaitable[Response]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +86,12 @@ class Post:
     def actor(self) -> Actor:
         return Actor(self.operator.email, self.operator.role)
 
-    async def again(self, page: PageAgain, error: str, status: int) -> Response:
-        return await page(self.request, self.operator, self.session, error, status)
+    @property
+    def view(self) -> View:
+        return View(self.request, self.operator, self.session)
+
+    async def again(self, page: Handler, error: str, status: int) -> Response:
+        return await page(View(self.request, self.operator, self.session, error, status))
 
 
 class Shell:
@@ -112,6 +127,12 @@ class Shell:
             response.set_cookie(PRE, pre.nonce, httponly=True, samesite="strict", max_age=3600)
         return response
 
+    def render(self, v: View, name: str, **ctx: Any) -> HTMLResponse:
+        """A signed-in operator's page (with the error it is drawn again with, if any)."""
+        return self.page(
+            v.request, name, v.status, session=v.session, operator=v.operator, error=v.error, **ctx
+        )
+
     def _pre(self, request: Request) -> Session:
         nonce = request.cookies.get(PRE) or secrets.token_urlsafe(16)
         return Session("", nonce[:64])
@@ -143,7 +164,7 @@ class Shell:
                 return plain(401, "sign in first")
             if not operator.can(role):
                 return plain(403, f"{operator.role} operators may not do this")
-            return await handler(request, operator, session)
+            return await handler(View(request, operator, session))
 
         return endpoint
 
@@ -152,15 +173,15 @@ class Shell:
     ) -> Callable[[Request], Any]:
         """A form post: signed in with at least `role`, and the form's CSRF token matches."""
 
-        async def with_form(request: Request, operator: Operator, session: Session) -> Response:
-            form = await self.form(request, session)
+        async def with_form(v: View) -> Response:
+            form = await self.form(v.request, v.session)
             if form is None:
                 return plain(403, EXPIRED)
-            return await handler(Post(request, operator, session, form))
+            return await handler(Post(v.request, v.operator, v.session, form))
 
         return self.signed_in(with_form, role)
 
-    async def act(self, action: Awaitable[Any], done: str, page: PageAgain, post: Post) -> Response:
+    async def act(self, action: Awaitable[Any], done: str, page: Handler, post: Post) -> Response:
         """Run an action: post/redirect/get on success; the page again with the error."""
         try:
             await action
@@ -230,24 +251,13 @@ class SignIn:
         self.shell.sessions.end(response, KIND)
         return response
 
-    async def operators(
-        self,
-        request: Request,
-        operator: Operator,
-        session: Session,
-        error: str | None = None,
-        status: int = 200,
-        **extra: Any,
-    ) -> Response:
-        return self.shell.page(
-            request,
+    async def operators(self, v: View, **extra: Any) -> Response:
+        return self.shell.render(
+            v,
             "console_operators.html",
-            status,
-            session=session,
-            operator=operator,
             operators=await self.ops.list(),
             roles=ROLES,
-            error=error,
+            changed=v.request.query_params.get("changed") == "1",
             **extra,
         )
 
@@ -258,7 +268,7 @@ class SignIn:
     async def remove_operator(self, p: Post) -> Response:
         email = p.field("email")
         if p.field("confirm") != "yes":  # cannot be undone: ask once more
-            return await self.operators(p.request, p.operator, p.session, confirm_remove=email)
+            return await self.operators(p.view, confirm_remove=email)
         target = await self.ops.get(email)
         if target is None:
             return await p.again(self.operators, "Not found.", 404)
@@ -268,8 +278,22 @@ class SignIn:
         await self.shell.actions.audit(p.actor, "operator_removed", None, None, email)
         return RedirectResponse("/admin/operators", status_code=303)
 
-    async def two_factor(self, request: Request, operator: Operator, session: Session) -> Response:
+    async def change_password(self, p: Post) -> Response:
+        """Your own password: the current one first; your other sessions end."""
+        try:
+            done = await self.ops.change_password(
+                p.operator.email, p.field("current"), p.field("new"), p.session.tag
+            )
+        except SignupError as exc:
+            return await p.again(self.operators, _sentence(f"new password: {exc}"), 400)
+        if not done:
+            return await p.again(self.operators, "The current password is wrong.", 400)
+        await self.shell.actions.audit(p.actor, "password_changed", None, None, p.operator.email)
+        return RedirectResponse("/admin/operators?changed=1", status_code=303)
+
+    async def two_factor(self, v: View) -> Response:
         """GET: a new secret to scan; POST: the secret and a code from the app turn it on."""
+        request, operator, session = v.request, v.operator, v.session
         if request.method == "GET":
             secret = self.ops.new_secret()
             return self.shell.page(
@@ -285,6 +309,8 @@ class SignIn:
             return plain(403, EXPIRED)
         secret = form.get("secret", "")[:64]
         if not await self.ops.enroll(operator.email, secret, form.get("code", "")):
+            if not self.ops.valid_secret(secret):
+                secret = self.ops.new_secret()  # a tampered form: start over with a new one
             return self.shell.page(
                 request,
                 "console_2fa.html",
@@ -307,6 +333,7 @@ class SignIn:
             Route("/admin/operators", s(self.operators)),
             Route("/admin/operators", post(self.add_operator, "owner"), methods=["POST"]),
             Route("/admin/operators/remove", post(self.remove_operator, "owner"), methods=["POST"]),
+            Route("/admin/password", post(self.change_password, "viewer"), methods=["POST"]),
             Route("/admin/two-factor", s(self.two_factor), methods=["GET", "POST"]),
             Mount("/static/console", StaticFiles(directory=HERE / "static"), name="console"),
         ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -127,12 +128,19 @@ class OperatorStore:
         return pyotp.random_base32()
 
     @staticmethod
+    def valid_secret(secret: str) -> bool:
+        """A secret as new_secret makes them (the form sends it back: anything may come)."""
+        return re.fullmatch(r"[A-Z2-7]{32}", secret) is not None
+
+    @staticmethod
     def provisioning_uri(email: str, secret: str) -> str:
         return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=ISSUER)
 
     async def enroll(self, email: str, secret: str, code: str) -> bool:
         """Turn two-factor on once the operator's app shows a matching code."""
-        if not pyotp.TOTP(secret).verify(code.strip(), valid_window=1):
+        if not self.valid_secret(secret):
+            return False
+        if not pyotp.TOTP(secret).verify(code.strip()[:12], valid_window=1):
             return False
         async with self.engine.begin() as conn:
             await conn.execute(
@@ -174,6 +182,30 @@ class OperatorStore:
             await conn.execute(
                 delete(operator_sessions).where(operator_sessions.c.id_hash == _hash(session_id))
             )
+
+    async def change_password(
+        self, email: str, current: str, new: str, keep_session: str | None = None
+    ) -> bool:
+        """A new password when `current` is right; every other session of the operator ends
+        (whoever may have had the old one is signed out), `keep_session` (this one) stays.
+        False when `current` is wrong; SignupError when `new` is too weak."""
+        check_password(new)
+        async with self.engine.begin() as conn:
+            stored = await conn.scalar(
+                select(admin_users.c.password_hash).where(admin_users.c.email == email)
+            )
+            if not verify_password(stored, current):
+                return False
+            await conn.execute(
+                update(admin_users)
+                .where(admin_users.c.email == email)
+                .values(password_hash=hash_password(new))
+            )
+            others = operator_sessions.c.email == email
+            if keep_session is not None:
+                others &= operator_sessions.c.id_hash != _hash(keep_session)
+            await conn.execute(delete(operator_sessions).where(others))
+        return True
 
     async def end_all_sessions(self, email: str) -> None:
         async with self.engine.begin() as conn:

@@ -13,17 +13,15 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from tokenrelay.admin import reads
 from tokenrelay.admin.actions import ActionError, multiplier_ppm
-from tokenrelay.admin.console import HEADERS, Post, Shell, plain
-from tokenrelay.admin.operators import SUPPORT_CREDIT_MAX_NANO, Operator
+from tokenrelay.admin.console import HEADERS, Post, Shell, View, plain
+from tokenrelay.admin.operators import SUPPORT_CREDIT_MAX_NANO
 from tokenrelay.catalog import format_usd
 from tokenrelay.money import MoneyError, parse_nano
-from tokenrelay.portal.security import Session
 
 Page = Callable[[str, int], Awaitable[Response]]
 
@@ -46,12 +44,6 @@ class Pages:
     def billing(self) -> Any:
         return self.actions._billing()
 
-    def _page(
-        self, request: Request, name: str, operator: Operator, session: Session, **ctx: Any
-    ) -> Response:
-        status = ctx.pop("status", 200)
-        return self.shell.page(request, name, status, session=session, operator=operator, **ctx)
-
     async def _list_price_warning(self) -> str | None:
         groups = await self.actions.price_groups()
         if groups and all(g["multiplier"] <= 1 for g in groups):
@@ -63,19 +55,17 @@ class Pages:
 
     # ------------------------------------------------------------------ overview
 
-    async def overview(self, request: Request, operator: Operator, session: Session) -> Response:
-        q = request.query_params
+    async def overview(self, v: View) -> Response:
+        q = v.request.query_params
         name = q.get("range", "7d")
         r = reads.Range.named(name, q.get("from", ""), q.get("to", ""))
         await self.billing.writer.flush()  # this process's settled requests are in the DB
         data = await self.overview_reads.read(r)
         errors = await reads.vendor_errors(self.db)
         trouble = _vendors_in_trouble(self.deployments(), errors)
-        return self._page(
-            request,
+        return self.shell.render(
+            v,
             "console_overview.html",
-            operator,
-            session,
             range=name,
             range_from=q.get("from", ""),
             range_to=q.get("to", ""),
@@ -94,31 +84,22 @@ class Pages:
 
     # ------------------------------------------------------------------ customers
 
-    async def customers(self, request: Request, operator: Operator, session: Session) -> Response:
-        q = request.query_params.get("q", "")
-        raw = request.query_params.get("page", "0")
+    async def customers(self, v: View) -> Response:
+        q = v.request.query_params.get("q", "")
+        raw = v.request.query_params.get("page", "0")
         page = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 6 else 0
         rows, more = await reads.customers(self.db, q, page)
-        return self._page(
-            request,
+        return self.shell.render(
+            v,
             "console_customers.html",
-            operator,
-            session,
             q=q,
             rows=rows,
             page=page,
             more=more,
         )
 
-    async def customer(
-        self,
-        request: Request,
-        operator: Operator,
-        session: Session,
-        error: str | None = None,
-        status: int = 200,
-    ) -> Response:
-        account_id = request.path_params["account_id"][:40]
+    async def customer(self, v: View) -> Response:
+        account_id = v.request.path_params["account_id"][:40]
         await self.billing.writer.flush()
         found = await reads.customer(self.db, account_id)
         if found is None:
@@ -130,11 +111,9 @@ class Pages:
             (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=i)).isoformat()
             for i in range(29, -1, -1)
         ]
-        return self._page(
-            request,
+        return self.shell.render(
+            v,
             "console_customer.html",
-            operator,
-            session,
             c=found,
             keys=await self.actions.keys.list_for_account(account_id),
             groups=await self.actions.price_groups(),
@@ -142,8 +121,6 @@ class Pages:
             chart_costs=[daily.get(d, 0) / 1e9 for d in days],
             idem=secrets.token_urlsafe(12),
             support_max=SUPPORT_CREDIT_MAX_NANO,
-            error=error,
-            status=status,
         )
 
     async def credit(self, p: Post) -> Response:
@@ -198,11 +175,9 @@ class Pages:
 
     def _confirm(self, p: Post, title: str, detail: str, button: str, back: str) -> Response:
         """The second step of what cannot be undone: the same post, with confirm=yes."""
-        return self._page(
-            p.request,
+        return self.shell.render(
+            p.view,
             "console_confirm.html",
-            p.operator,
-            p.session,
             title=title,
             detail=detail,
             action=p.request.url.path,
@@ -212,15 +187,7 @@ class Pages:
 
     # ------------------------------------------------------------------ models and prices
 
-    async def models(
-        self,
-        request: Request,
-        operator: Operator,
-        session: Session,
-        error: str | None = None,
-        status: int = 200,
-        preview: dict[str, Any] | None = None,
-    ) -> Response:
+    async def models(self, v: View, preview: dict[str, Any] | None = None) -> Response:
         prices = self.billing.prices
         groups = await self.actions.price_groups()
         rows = []
@@ -236,6 +203,10 @@ class Pages:
                     "input": format_usd(price.input),
                     "output": format_usd(price.output),
                     "cache_read": format_usd(price.cache_read),
+                    # The batch APIs' rate: the list price (of this version) × the model's
+                    # batch multiplier, as batches/lines.py bills it.
+                    "batch_input": format_usd(price.input * e.batch),
+                    "batch_output": format_usd(price.output * e.batch),
                     "version": version,
                     "hidden": e.id in prices.hidden,
                     "overrides": {
@@ -245,17 +216,14 @@ class Pages:
                     },
                 }
             )
-        return self._page(
-            request,
+        return self.shell.render(
+            v,
             "console_models.html",
-            operator,
-            session,
             rows=rows,
             groups=groups,
+            versions=await reads.multiplier_versions(self.db),
             preview=preview,
             warning=await self._list_price_warning(),
-            error=error,
-            status=status,
         )
 
     async def visibility(self, p: Post) -> Response:
@@ -273,7 +241,7 @@ class Pages:
             except ActionError as exc:
                 return await p.again(self.models, str(exc).capitalize() + ".", 400)
             preview = self._preview(name, ppm, multiplier)
-            return await self.models(p.request, p.operator, p.session, preview=preview)
+            return await self.models(p.view, preview=preview)
         action = self.actions.save_price_group(p.actor, name, multiplier)
         return await self.shell.act(action, "/admin/models", self.models, p)
 
@@ -310,24 +278,9 @@ class Pages:
 
     # ------------------------------------------------------------------ codes
 
-    async def codes(
-        self,
-        request: Request,
-        operator: Operator,
-        session: Session,
-        error: str | None = None,
-        status: int = 200,
-        **extra: Any,
-    ) -> Response:
-        return self._page(
-            request,
-            "console_codes.html",
-            operator,
-            session,
-            batches=await reads.code_batches(self.db),
-            error=error,
-            status=status,
-            **extra,
+    async def codes(self, v: View, **extra: Any) -> Response:
+        return self.shell.render(
+            v, "console_codes.html", batches=await reads.code_batches(self.db), **extra
         )
 
     async def create_codes(self, p: Post) -> Response:
@@ -345,20 +298,16 @@ class Pages:
         except (ValueError, MoneyError) as exc:  # ActionError is a ValueError
             return await p.again(self.codes, f"Codes: {exc}.", 400)
         # Shown once, in this response (never stored in plaintext, so no redirect).
-        return await self.codes(
-            p.request, p.operator, p.session, batch_id=batch_id, new_codes=codes
-        )
+        return await self.codes(p.view, batch_id=batch_id, new_codes=codes)
 
-    async def batch(self, request: Request, operator: Operator, session: Session) -> Response:
-        batch_id = request.path_params["batch_id"][:40]
+    async def batch(self, v: View) -> Response:
+        batch_id = v.request.path_params["batch_id"][:40]
         rows = await reads.redemptions(self.db, batch_id)
         if not rows:
             return plain(404, "no such batch")
-        if request.url.path.endswith(".csv"):
+        if v.request.url.path.endswith(".csv"):
             return _csv(batch_id, rows)
-        return self._page(
-            request, "console_batch.html", operator, session, batch_id=batch_id, rows=rows
-        )
+        return self.shell.render(v, "console_batch.html", batch_id=batch_id, rows=rows)
 
     async def revoke_batch(self, p: Post) -> Response:
         batch_id = p.param("batch_id")
@@ -375,8 +324,8 @@ class Pages:
 
     # ------------------------------------------------------------------ requests
 
-    async def requests(self, request: Request, operator: Operator, session: Session) -> Response:
-        q = request.query_params
+    async def requests(self, v: View) -> Response:
+        q = v.request.query_params
         f = reads.RequestFilter(
             account_id=q.get("account", "")[:40],
             key_id=q.get("key", "")[:40],
@@ -391,17 +340,13 @@ class Pages:
         more = (
             urlencode({**params, "at": cursor[0].isoformat(), "rid": cursor[1]}) if cursor else None
         )
-        return self._page(
-            request, "console_requests.html", operator, session, rows=rows, f=params, more=more
-        )
+        return self.shell.render(v, "console_requests.html", rows=rows, f=params, more=more)
 
-    async def request_detail(
-        self, request: Request, operator: Operator, session: Session
-    ) -> Response:
-        row = await reads.request(self.db, request.path_params["request_id"][:100])
+    async def request_detail(self, v: View) -> Response:
+        row = await reads.request(self.db, v.request.path_params["request_id"][:100])
         if row is None:
             return plain(404, "no such request")
-        return self._page(request, "console_request.html", operator, session, r=row)
+        return self.shell.render(v, "console_request.html", r=row)
 
     def routes(self) -> list[BaseRoute]:
         s, p, post = self.shell.signed_in, self.shell.posting, ["POST"]

@@ -9,6 +9,7 @@ import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, func, literal, or_, select, union_all
@@ -19,7 +20,9 @@ from tokenrelay.store.tables import (
     api_keys,
     audit_log,
     ledger,
+    price_multiplier_versions,
     redemption_codes,
+    signup_blocks,
     usage_daily,
     usage_records,
 )
@@ -474,6 +477,60 @@ async def redemptions(engine: AsyncEngine, batch_id: str) -> list[dict[str, Any]
         )
         .where(t.batch_id == batch_id)
         .order_by(t.redeemed_at.desc())
+    )
+    async with engine.connect() as conn:
+        return [dict(r._mapping) for r in await conn.execute(query)]
+
+
+# ---------------------------------------------------------------- price multiplier versions
+
+
+async def multiplier_versions(engine: AsyncEngine, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest changes of price-group multipliers and per-model overrides, newest first."""
+    t = price_multiplier_versions.c
+    query = select(price_multiplier_versions).order_by(t.id.desc()).limit(limit)
+    async with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in await conn.execute(query)]
+    for r in rows:
+        for k in ("old", "new"):
+            ppm = r[f"{k}_ppm"]
+            r[k] = f"×{Decimal(ppm) / 1_000_000:f}" if ppm is not None else "–"
+    return rows
+
+
+# ---------------------------------------------------------------- sign-ups per address
+
+
+async def signups_by_ip(engine: AsyncEngine, limit: int = 100) -> list[dict[str, Any]]:
+    """Addresses by how many accounts signed up from them (most first), with the block, if
+    any; then blocked addresses no account came from."""
+    a = accounts.c
+    query = (
+        select(a.signup_ip, func.count(), func.max(a.created_at), func.min(a.created_at))
+        .where(a.signup_ip.is_not(None))
+        .group_by(a.signup_ip)
+        .order_by(func.count().desc(), func.max(a.created_at).desc())
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+        blocks = {r.ip: r for r in await conn.execute(select(signup_blocks))}
+    out = [
+        {"ip": ip, "accounts": n, "last": last, "first": first, "block": blocks.pop(ip, None)}
+        for ip, n, last, first in rows
+    ]
+    for ip, b in blocks.items():
+        out.append({"ip": ip, "accounts": 0, "last": None, "first": None, "block": b})
+    return out
+
+
+async def accounts_from_ip(engine: AsyncEngine, ip: str, limit: int = 100) -> list[dict[str, Any]]:
+    a = accounts.c
+    query = (
+        select(a.id, a.email, a.created_at, a.disabled_at, a.balance_nano)
+        .where(a.signup_ip == ip)
+        .order_by(a.created_at.desc())
+        .limit(limit)
     )
     async with engine.connect() as conn:
         return [dict(r._mapping) for r in await conn.execute(query)]

@@ -441,13 +441,16 @@ def sqlite_datetime(d: dt.datetime) -> str:
 def _from_json(raw: Any) -> list[Any]:
     """A journal line: bound values in column order (or, from an older gateway, an object)."""
     if isinstance(raw, list):
-        if len(raw) == len(_COLUMNS) - 5:
+        if len(raw) == len(_COLUMNS) - 6:
             # Journaled before accounts and sessions (migrations 0004, 0005): no session, the
             # key's own account, its list cost the price it was billed at.
             raw = [*raw, None, f"acct_{raw[_KEY_ID]}", raw[_COST]]
-        if len(raw) == len(_COLUMNS) - 2:
+        if len(raw) == len(_COLUMNS) - 3:
             # Journaled before the billing policy (0008): no reason recorded, no loss.
             raw = [*raw, "unrecorded", 0]
+        if len(raw) == len(_COLUMNS) - 1:
+            # Journaled before the deployment was recorded (0014): none known.
+            raw = [*raw, None]
         if len(raw) != len(_COLUMNS):
             raise ValueError(f"{len(raw)} values for {len(_COLUMNS)} columns")
         return raw

@@ -71,6 +71,7 @@ class UsageRecord:
     upstream_cost_nano: int = 0  # set by BillingEngine.settle: the catalog's list price
     reason: str = "completed"  # how it ended: a policy.Outcome value (set by BillingMeter)
     loss_nano: int = 0  # set by BillingEngine.settle: upstream cost the customer did not pay
+    deployment: str | None = None  # <vendor>/<name> that answered (the console's request log)
 
     @classmethod
     def from_context(cls, ctx: RequestContext, *, attempts: int = 1) -> UsageRecord:
@@ -98,6 +99,7 @@ class UsageRecord:
             ttft_ms=round(ctx.first_byte_ms) if ctx.first_byte_ms is not None else None,
             session_id=ctx.session_id,
             upstream_request_id=ctx.upstream_request_id,
+            deployment=ctx.deployment or None,
         )
 
     def row(self) -> dict[str, Any]:
@@ -130,6 +132,7 @@ class UsageRecord:
             "upstream_cost_nano": self.upstream_cost_nano,
             "reason": self.reason,
             "loss_nano": self.loss_nano,
+            "deployment": self.deployment,
         }
 
 

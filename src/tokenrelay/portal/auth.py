@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -14,12 +16,23 @@ from tokenrelay.portal.security import Session
 from tokenrelay.portal.throttle import client_ip
 from tokenrelay.portal.topups import RedeemError, redeem
 from tokenrelay.portal.web import EXPIRED, KIND, PortalBase, field, plain
+from tokenrelay.store.tables import signup_blocks
 
 log = logging.getLogger("tokenrelay.portal")
 
 
 class SignupTooMany(SignupError):
     """Over the per-address or the global sign-up quota."""
+
+
+class SignupBlocked(SignupError):
+    """An operator blocked sign-ups from this address (the console's sign-ups per IP)."""
+
+
+async def signup_blocked(engine: AsyncEngine, ip: str) -> bool:
+    async with engine.connect() as conn:
+        found = await conn.scalar(select(signup_blocks.c.ip).where(signup_blocks.c.ip == ip[:64]))
+    return found is not None
 
 
 class AuthPages(PortalBase):
@@ -70,6 +83,8 @@ class AuthPages(PortalBase):
             if self.settings.signup == "invite" and not code:
                 raise SignupError("sign-up needs an invitation code")
             check_sign_up(email, password)  # a typo does not count against the quotas
+            if await signup_blocked(self.db, ip):
+                raise SignupBlocked("Sign-up from this address is blocked; contact support.")
             if not (await self.signups_per_ip.take(ip) and await self.signups.take()):
                 raise SignupTooMany("Too many new accounts from here just now; try again later.")
             account = await self.accounts.sign_up(email, password, mailbox=self.mailbox_key, ip=ip)
@@ -92,7 +107,11 @@ class AuthPages(PortalBase):
             return self.page(
                 request,
                 "auth_form.html",
-                429 if isinstance(exc, SignupTooMany) else 400,
+                429
+                if isinstance(exc, SignupTooMany)
+                else 403
+                if isinstance(exc, SignupBlocked)
+                else 400,
                 fields=self._signup_fields(email),
                 links=links,
                 error=str(exc),

@@ -68,7 +68,7 @@ from tokenrelay.server.web import deployment_snapshots, web_routes
 from tokenrelay.settings import Settings, get_settings
 from tokenrelay.store.db import create_engine, migrate_in_child, schema_is_current
 from tokenrelay.upstreams.calls import Upstreams
-from tokenrelay.upstreams.deployment_state import DeploymentStates
+from tokenrelay.upstreams.deployment_state import DeploymentStates, KeyBox
 from tokenrelay.vendors import registry
 
 log = logging.getLogger("tokenrelay")
@@ -203,7 +203,8 @@ class Gateway:
         watch_deployments(
             lambda: [d for pool in upstreams.pools.values() for d in pool.deployments]
         )
-        states = DeploymentStates(engine, upstreams.pools)
+        secret = s.secret_key.get_secret_value() if s.secret_key else None
+        states = DeploymentStates(engine, upstreams.pools, upstreams=upstreams, keys=KeyBox(secret))
         await states.start()
         billing = BillingEngine(s, engine, catalog)
         await billing.start()
@@ -252,7 +253,7 @@ class Gateway:
             ),
             account_route(billing, keys),
             *admin_routes(keys, billing, settings=s, upstreams=upstreams, states=states),
-            *web_routes(self.relay),
+            *web_routes(self.relay, states),
         ]
         self._other = Starlette(
             routes=routes,

@@ -19,6 +19,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tokenrelay.admin.actions import OperatorActions
 from tokenrelay.admin.console import Shell, SignIn
 from tokenrelay.admin.pages import Pages
+from tokenrelay.admin.signups_page import SignupPages
+from tokenrelay.admin.upstreams_page import UpstreamPages
 from tokenrelay.portal.account_page import AccountPage
 from tokenrelay.portal.docs_page import DocsPage
 from tokenrelay.portal.routes import Portal
@@ -27,6 +29,7 @@ from tokenrelay.portal.storefront import Storefront
 if TYPE_CHECKING:
     from tokenrelay.gateway.relay import Relay
     from tokenrelay.upstreams.calls import Upstreams
+    from tokenrelay.upstreams.deployment_state import DeploymentStates
 
 
 def deployment_snapshots(upstreams: Upstreams) -> list[dict[str, Any]]:
@@ -49,12 +52,15 @@ def vendor_status(relay: Relay) -> dict[str, str]:
     return out
 
 
-def web_routes(relay: Relay) -> list[BaseRoute]:
+def web_routes(relay: Relay, states: DeploymentStates | None = None) -> list[BaseRoute]:
     def models() -> list[dict[str, Any]]:
         return list(relay.meter.engine.prices.listing(relay.upstreams.emulated)["data"])
 
     portal = Portal(relay.settings, relay.keys, relay.meter.engine, models)
-    shell = Shell(relay.settings, OperatorActions(portal.db, relay.keys, relay.meter.engine))
+    actions = OperatorActions(
+        portal.db, relay.keys, relay.meter.engine, upstreams=relay.upstreams, states=states
+    )
+    shell = Shell(relay.settings, actions)
     pages = Pages(shell, lambda: relay.active, lambda: deployment_snapshots(relay.upstreams))
     storefront = Storefront(portal, lambda: vendor_status(relay))
     routes: list[BaseRoute] = [
@@ -63,6 +69,8 @@ def web_routes(relay: Relay) -> list[BaseRoute]:
         *AccountPage(portal).routes(),
         *SignIn(shell).routes(),
         *pages.routes(),
+        *(UpstreamPages(shell).routes() if states is not None else []),
+        *SignupPages(shell).routes(),
         *portal.routes(),
     ]
     if relay.settings.public_url:

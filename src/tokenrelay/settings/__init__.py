@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     # balancer needs the same one; unset, each process picks a random one (one replica only:
     # sessions then end with the process).
     session_secret: SecretStr | None = Field(None, alias="TOKENRELAY_SESSION_SECRET")
+    # Encrypts vendor keys an operator stores in the console (Fernet, derived from this
+    # string); unset, the console stores only `env:NAME` references.
+    secret_key: SecretStr | None = Field(None, alias="TOKENRELAY_SECRET_KEY", min_length=16)
     session_ttl_s: int = Field(7 * 24 * 3600, alias="TOKENRELAY_SESSION_TTL_S", gt=0)
     # "auto": cookies are Secure when the request came over https (X-Forwarded-Proto counts
     # only through a proxy uvicorn trusts); "on" / "off" force it.

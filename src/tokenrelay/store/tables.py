@@ -293,6 +293,9 @@ usage_records = Table(
     # code) and the part of upstream_cost_nano the customer was not billed for.
     Column("reason", String(40), nullable=False, server_default=text("'unrecorded'")),
     Column("loss_nano", BigInteger, nullable=False, server_default=text("0")),
+    # --- console (migration 0014): the deployment (<vendor>/<name>) that answered; NULL when
+    # none did, or recorded before 0014.
+    Column("deployment", String(200), nullable=True),
 )
 
 # Operator prices; the catalog's own prices are the implicit version "catalog". Rates are
@@ -415,5 +418,69 @@ signing_keys = Table(
     metadata,
     Column("name", String(50), primary_key=True),
     Column("private_key", String(200), nullable=False),  # base64url of the 32-byte seed
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# ---------------------------------------------------------------- upstream accounts (0014)
+# Deployments an operator added or edited in the console. A row whose id is a deployment of
+# the catalog overrides what it sets (a NULL column: as configured); any other row adds a
+# deployment. Every process applies a row whose `version` changed (deployment_state.py), so a
+# new key or weight reaches every worker and replica without a restart. The key is stored
+# Fernet-encrypted (`key_ciphertext`) or as an environment reference (`key_env`), never plain.
+upstream_deployments = Table(
+    "upstream_deployments",
+    metadata,
+    Column("id", String(200), primary_key=True),  # <vendor>/<name>
+    Column("vendor", String(64), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("base_url", String(500), nullable=True),
+    Column("key_ciphertext", Text, nullable=True),
+    Column("key_env", String(200), nullable=True),
+    Column("key_last4", String(8), nullable=True),
+    Column("weight", Integer, nullable=True),
+    Column("region", String(64), nullable=True),
+    Column("models", JSON, nullable=True),  # catalog model ids; NULL: as configured (or all)
+    Column("version", BigInteger, nullable=False),  # ns since the epoch of the last change
+    Column("updated_by", String(320), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Each process's view of each deployment, written every few seconds: the console sums the
+# rows that are fresh (in flight, served, failures, cooling) over every worker and replica.
+deployment_health = Table(
+    "deployment_health",
+    metadata,
+    Column("process", String(80), primary_key=True),  # host:pid:start
+    Column("deployment_id", String(200), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("in_flight", Integer, nullable=False),
+    Column("served", BigInteger, nullable=False),
+    Column("failures", BigInteger, nullable=False),
+    Column("last_error", String(500), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Every change of a price group's multiplier (model_id NULL) or of a per-model override: who,
+# when, the old and the new multiplier (NULL: none, i.e. created or cleared).
+price_multiplier_versions = Table(
+    "price_multiplier_versions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("group_name", String(64), nullable=False),
+    Column("model_id", String(200), nullable=True),
+    Column("old_ppm", BigInteger, nullable=True),
+    Column("new_ppm", BigInteger, nullable=True),
+    Column("actor", String(320), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_price_multiplier_versions_group_name", "group_name"),
+)
+
+# Addresses an operator blocked from signing up (the console's sign-ups per IP).
+signup_blocks = Table(
+    "signup_blocks",
+    metadata,
+    Column("ip", String(64), primary_key=True),
+    Column("reason", String(500), nullable=False),
+    Column("actor", String(320), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )

@@ -42,13 +42,15 @@ class Upstreams:
         """`timeouts`: per vendor, where not the settings' defaults (the catalog's tables)."""
         self.endpoints: dict[str, VendorEndpoint] = {}
         self.pools: dict[str, Pool] = {}
-        declared: dict[str, list[DeploymentSpec]] = {}
-        for d in deployments:
-            declared.setdefault(d.vendor, []).append(d)
-        cooldown = {
+        self.vendors = vendors  # deployment_state builds an operator's new deployments from it
+        self.cooldown = {
             "cooldown_s": settings.upstream_cooldown_s,
             "cooldown_max_s": settings.upstream_cooldown_max_s,
         }
+        declared: dict[str, list[DeploymentSpec]] = {}
+        for d in deployments:
+            declared.setdefault(d.vendor, []).append(d)
+        cooldown = self.cooldown
         for name, spec in vendors.items():
             if name in declared:
                 members = []

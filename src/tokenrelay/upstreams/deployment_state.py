@@ -2,6 +2,14 @@
 vendor refused. A pool's health (in flight, cooldowns) stays per process — it is what this
 process sees —, but taking a deployment out or putting it back is one decision for all.
 
+Deployments an operator adds or edits in the console (base URL, key, weight, region, models)
+are rows of `upstream_deployments`, applied the same way: a rotated key reaches every worker
+and replica within a second, with no restart. Keys are kept Fernet-encrypted (`KeyBox`) or as
+an `env:NAME` reference that each process resolves itself.
+
+Each process also writes what it sees of each deployment (in flight, served, failures, state)
+to `deployment_health` every few seconds; the console sums the fresh rows over every process.
+
 Each change is a row of `deployment_states` (the database every worker and replica already
 shares); each process reads the table every half second and applies the rows that changed
 since it last looked. A small table polled twice a second costs less than any pub/sub to keep,
@@ -12,36 +20,95 @@ revocations in auth.py).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
+import hashlib
 import logging
+import os
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, update
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenrelay.store.tables import deployment_states
-from tokenrelay.upstreams.pools import Deployment, Pool
+from tokenrelay import ir
+from tokenrelay.store.tables import deployment_health, deployment_states, upstream_deployments
+from tokenrelay.upstreams.pools import Deployment, Pool, VendorEndpoint
+
+if TYPE_CHECKING:
+    from tokenrelay.upstreams.calls import Upstreams
 
 log = logging.getLogger("tokenrelay.upstreams.pools")
 
 POLL_S = 0.5
+HEALTH_S = 2.0  # how often a process writes what changed in its view of the deployments
+HEALTH_IDLE_S = 20.0  # ... and how often when nothing did (the console's rows stay fresh)
+HEALTH_FRESH_S = 60.0  # rows older than this are a process that stopped
+ENV_PREFIX = "env:"
+
+
+class KeyBox:
+    """Vendor keys at rest: Fernet (AES-CBC + HMAC) under a key derived from the operator's
+    TOKENRELAY_SECRET_KEY. Without one, nothing can be sealed: only `env:NAME` references."""
+
+    def __init__(self, secret: str | None) -> None:
+        self._fernet = (
+            Fernet(base64.urlsafe_b64encode(hashlib.sha256(secret.encode()).digest()))
+            if secret
+            else None
+        )
+
+    @property
+    def configured(self) -> bool:
+        return self._fernet is not None
+
+    def seal(self, plaintext: str) -> str:
+        if self._fernet is None:
+            raise ValueError("no TOKENRELAY_SECRET_KEY to encrypt keys with")
+        return self._fernet.encrypt(plaintext.encode()).decode("ascii")
+
+    def open(self, ciphertext: str) -> str | None:
+        """The key, or None when it cannot be read (no or another secret key)."""
+        if self._fernet is None:
+            return None
+        try:
+            return self._fernet.decrypt(ciphertext.encode("ascii")).decode()
+        except (InvalidToken, ValueError):
+            return None
 
 
 class DeploymentStates:
     """Writes this process's drains, restores and key removals; applies everyone's."""
 
     def __init__(
-        self, engine: AsyncEngine, pools: Mapping[str, Pool], interval_s: float = POLL_S
+        self,
+        engine: AsyncEngine,
+        pools: Mapping[str, Pool],
+        interval_s: float = POLL_S,
+        *,
+        upstreams: Upstreams | None = None,
+        keys: KeyBox | None = None,
     ) -> None:
         self.engine = engine
         self.interval_s = interval_s
+        self.pools = pools
+        self.upstreams = upstreams
+        self.keys = keys or KeyBox(None)
         self._found: dict[str, tuple[Pool, Deployment]] = {
             d.id: (pool, d) for pool in pools.values() for d in pool.deployments
         }
         self._seen: dict[str, int] = {}  # deployment id -> version applied
+        self._accounts_seen: dict[str, int] = {}  # upstream_deployments id -> version applied
+        self.process = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"[:80]
+        self._health_sent: dict[str, tuple[Any, ...]] = {}
+        self._health_at = 0.0
         self._watch: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
         for pool in pools.values():
@@ -53,6 +120,7 @@ class DeploymentStates:
         follow it."""
         try:
             await self.sync()
+            await self.report_health(force=True)
         except Exception as exc:  # the watch tries again; serving must not wait on it
             log.warning("deployment state not read: %s", type(exc).__name__)
         if self._watch is None:
@@ -66,6 +134,10 @@ class DeploymentStates:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
             self._watch = None
+        with contextlib.suppress(Exception):  # a stopped process leaves no stale counts
+            async with self.engine.begin() as conn:
+                t = deployment_health
+                await conn.execute(delete(t).where(t.c.process == self.process))
 
     async def drain(self, pool: Pool, d: Deployment) -> None:
         pool.drain(d)
@@ -110,7 +182,12 @@ class DeploymentStates:
     async def sync(self) -> None:
         """Apply every row that changed since the last look."""
         async with self.engine.connect() as conn:
+            accounts = (await conn.execute(select(upstream_deployments))).all()
             rows = (await conn.execute(select(deployment_states))).all()
+        for account in accounts:
+            if self._accounts_seen.get(account.id) != account.version:
+                self._accounts_seen[account.id] = account.version
+                self._apply_account(account)
         for row in rows:
             found = self._found.get(row.id)
             if found is None or self._seen.get(row.id) == row.version:
@@ -130,5 +207,189 @@ class DeploymentStates:
             await asyncio.sleep(self.interval_s)
             try:
                 await self.sync()
+                if time.monotonic() - self._health_at >= HEALTH_S:
+                    await self.report_health()
             except Exception as exc:  # the next round tries again
                 log.warning("deployment state check failed: %s", type(exc).__name__)
+
+    # ------------------------------------------------------------ operator-managed deployments
+
+    def _apply_account(self, row: Any) -> None:
+        """An operator's deployment row: a new deployment, or a configured one changed."""
+        found = self._found.get(row.id)
+        endpoint = self._endpoint(row, found[1] if found else None)
+        if found is not None:
+            d = found[1]
+            if endpoint is not None:
+                d.endpoint = endpoint
+            if row.weight is not None:
+                d.weight = max(int(row.weight), 1)
+            if row.region is not None:
+                d.region = row.region or None
+            if row.models is not None:
+                d.models = frozenset(row.models) or None
+            log.warning("deployment %s changed by an operator", d.id)
+            return
+        if endpoint is None or self.upstreams is None:
+            log.warning("deployment %s not added: its key or vendor is unknown here", row.id)
+            return
+        d = Deployment(
+            row.name, endpoint, weight=row.weight or 1, region=row.region, models=row.models or ()
+        )
+        pools: MutableMapping[str, Pool] = self.upstreams.pools
+        pool = pools.get(row.vendor)
+        if pool is None:
+            pool = pools[row.vendor] = Pool(row.vendor, [d], **self.upstreams.cooldown)
+            self.upstreams.endpoints[row.vendor] = endpoint
+        else:
+            pool.deployments.append(d)
+            pool.single = False
+            pool.on_removed = self._removed
+        self._found[d.id] = (pool, d)
+        log.warning("deployment %s added by an operator", d.id)
+
+    def _endpoint(self, row: Any, current: Deployment | None) -> VendorEndpoint | None:
+        """The row's endpoint; None when it sets neither a base URL nor a key (keep the
+        configured one) or its key cannot be read in this process."""
+        if row.base_url is None and row.key_ciphertext is None and row.key_env is None:
+            return None
+        key: str | None
+        if row.key_ciphertext is not None:
+            key = self.keys.open(row.key_ciphertext)
+        elif row.key_env is not None:
+            key = os.environ.get(row.key_env) or None
+        else:
+            key = current.endpoint.api_key if current else None
+        if key is None:
+            log.error("deployment %s: its key cannot be read in this process", row.id)
+            return None
+        if current is not None:
+            adapter = current.endpoint.adapter
+        elif self.upstreams is not None and row.vendor in self.upstreams.vendors:
+            adapter = self.upstreams.vendors[row.vendor].adapter
+        else:
+            return None
+        base = (row.base_url or (current.endpoint.base_url if current else "")).rstrip("/")
+        return VendorEndpoint(row.vendor, adapter, base, key, False)
+
+    async def save_account(self, deployment_id: str, actor: str, **values: Any) -> None:
+        """Create or change an operator's deployment row (values: upstream_deployments
+        columns), then apply it here at once; the other processes follow within a second."""
+        t = upstream_deployments
+        vendor, _, name = deployment_id.partition("/")
+        values = {
+            **values,
+            "version": time.time_ns(),
+            "updated_by": actor[:320],
+            "updated_at": dt.datetime.now(dt.UTC),
+        }
+        async with self.engine.begin() as conn:
+            done = await conn.execute(update(t).where(t.c.id == deployment_id), values)
+            if not done.rowcount:
+                await conn.execute(
+                    insert(t).values(id=deployment_id, vendor=vendor, name=name, **values)
+                )
+        await self.sync()
+
+    async def accounts(self) -> dict[str, Any]:
+        """The operator rows by deployment id (what the console shows: never the key)."""
+        async with self.engine.connect() as conn:
+            return {r.id: r for r in (await conn.execute(select(upstream_deployments))).all()}
+
+    # ------------------------------------------------------------ health over every process
+
+    async def report_health(self, *, force: bool = False) -> None:
+        """Write this process's view of what changed (at least every HEALTH_IDLE_S)."""
+        now = time.monotonic()
+        idle = now - self._health_at >= HEALTH_IDLE_S
+        rows = []
+        for _pool, d in self._found.values():
+            snap = (d.state(now), d.in_flight, d.served, d.total_failures, d.last_error)
+            if force or idle or self._health_sent.get(d.id) != snap:
+                rows.append((d.id, snap))
+        self._health_at = now
+        if not rows:
+            return
+        stamp = dt.datetime.now(dt.UTC)
+        values = [
+            {
+                "process": self.process,
+                "deployment_id": dep_id,
+                "state": state,
+                "in_flight": in_flight,
+                "served": served,
+                "failures": failures,
+                "last_error": (error or "")[:500] or None,
+                "updated_at": stamp,
+            }
+            for dep_id, (state, in_flight, served, failures, error) in rows
+        ]
+        async with self.engine.begin() as conn:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            stmt = dialect.insert(deployment_health).values(values)
+            keep = ("state", "in_flight", "served", "failures", "last_error", "updated_at")
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["process", "deployment_id"],
+                    set_={c: stmt.excluded[c] for c in keep},
+                )
+            )
+        for dep_id, snap in rows:
+            self._health_sent[dep_id] = snap
+
+
+async def health_sums(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
+    """Per deployment id, the sums over every process that reported lately: in flight,
+    served, failures, processes, and in how many it is cooling, out or healthy."""
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=HEALTH_FRESH_S)
+    t = deployment_health
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(t).where(t.c.updated_at >= since))).all()
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        s = out.setdefault(
+            r.deployment_id,
+            {"in_flight": 0, "served": 0, "failures": 0, "processes": 0, "states": {}},
+        )
+        s["in_flight"] += r.in_flight
+        s["served"] += r.served
+        s["failures"] += r.failures
+        s["processes"] += 1
+        s["states"][r.state] = s["states"].get(r.state, 0) + 1
+        if r.last_error:
+            s["last_error"] = r.last_error
+    return out
+
+
+async def probe(upstreams: Upstreams, d: Deployment, model: str, upstream_model: str) -> Probe:
+    """One live call to `d` (a one-word prompt, 16 tokens at most): what the vendor answered
+    and how fast. Not counted in the pool's health: an operator's test, not traffic."""
+    req = ir.Request(
+        model=model, messages=[ir.Message("user", [ir.Text("Say ok.")])], max_tokens=16
+    )
+    ep = d.endpoint
+    call = ep.adapter.build_request(req, upstream_model, api_key=ep.api_key, base_url=ep.base_url)
+    headers = {"accept-encoding": "identity", **call.headers}
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(30):
+            resp = await upstreams.client.request(call.method, call.url, headers, call.body)
+            body = await resp.read()
+    except Exception as exc:  # the operator sees why, whatever it was
+        return Probe(None, round((time.monotonic() - started) * 1000), type(exc).__name__)
+    ms = round((time.monotonic() - started) * 1000)
+    if resp.status == 200:
+        return Probe(200, ms, "answered")
+    err = ep.adapter.parse_error(resp.status, body, dict(resp.headers))
+    return Probe(resp.status, ms, err.message[:300])
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    status: int | None  # None: no answer (connection failed, timed out)
+    ms: int
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
