@@ -158,19 +158,22 @@ def test_lines_journaled_before_the_session_and_account_columns_replay() -> None
     record.started_at = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
     record.upstream_cost_nano = 9
     values = record_values(record)
-    assert _COLUMNS[-6:] == [
+    assert _COLUMNS[-8:] == [
         "session_id",
         "account_id",
         "upstream_cost_nano",
         "reason",
         "loss_nano",
         "deployment",
+        "upstream_request_id",
+        "multiplier_ppm",
     ]
-    assert values[-5:] == ["acct_key_1", 9, "completed", 0, None]
-    before_policy = [*values[:-3], "unrecorded", 0, None]
-    assert _from_json(values[:-6]) == before_policy
-    assert _from_json(values[:-3]) == before_policy
-    assert _from_json(values[:-1]) == values  # before the deployment column (0014)
+    assert values[-7:] == ["acct_key_1", 9, "completed", 0, None, None, None]
+    before_policy = [*values[:-5], "unrecorded", 0, None, None, None]
+    assert _from_json(values[:-8]) == before_policy
+    assert _from_json(values[:-5]) == before_policy
+    assert _from_json(values[:-3]) == values  # before the deployment column (0014)
+    assert _from_json(values[:-2]) == values  # before the receipt columns (0017)
     with_session = UsageRecord("req_new", "key_1", "gpt-4o", session_id="s-1", cost_nano=5)
     new = record_values(with_session)
     assert _from_json(new)[_COLUMNS.index("session_id")] == "s-1"

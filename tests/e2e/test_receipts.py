@@ -5,10 +5,14 @@ the README's snippet alone verifies, that fails after any change, and whose char
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import anthropic
 import httpx
@@ -25,13 +29,18 @@ from tokenrelay.store.db import create_engine, migrate_sync
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def readme_snippet() -> Any:
-    """`verify_receipt` as the README documents it, run as written."""
+def readme_snippet(gateway: Any, api_key: str) -> Any:
+    """The README's receipt example run as written against `gateway` (it makes a call, checks
+    that answer's receipt and prints the charge); returns its `verify_receipt`."""
     section = README.read_text().split("### Usage receipts (signed)", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S)
     assert code is not None
     scope: dict[str, Any] = {}
-    exec(code.group(1), scope)  # the documented code, nothing of ours
+    env = {"TOKENRELAY_URL": gateway.url, "TOKENRELAY_API_KEY": api_key}
+    out = io.StringIO()
+    with mock.patch.dict(os.environ, env), contextlib.redirect_stdout(out):
+        exec(code.group(1), scope)  # the documented code, nothing of ours
+    assert out.getvalue().startswith("charged USD: "), out.getvalue()
     return scope["verify_receipt"]
 
 
@@ -75,7 +84,7 @@ def test_a_receipt_verifies_with_the_readme_snippet_and_fails_when_changed(
     receipt = raw.headers["x-tokenrelay-receipt"]
     # Translated: the body's usage has it too (a pass-through body stays the vendor's own).
     assert (completion.usage.model_extra or {})["receipt"] == receipt
-    verify_receipt = readme_snippet()
+    verify_receipt = readme_snippet(gateway, api_key)
     key = public_key(gateway)
     claims = verify_receipt(receipt, key)
     assert claims["request_id"] == raw.headers["x-request-id"]
@@ -104,7 +113,7 @@ def test_a_stream_ends_with_its_receipt(gateway, api_key, model: str) -> None:
     ) as stream:
         deltas = [e for e in stream if e.type == "message_delta"]
     usage = deltas[-1].usage.model_extra or {}
-    claims = readme_snippet()(usage["receipt"], public_key(gateway))
+    claims = readme_snippet(gateway, api_key)(usage["receipt"], public_key(gateway))
     assert claims["model_asked"] == model and claims["charged_usd"] == usage["cost_usd"]
     assert claims["usage"]["output_tokens"] == deltas[-1].usage.output_tokens
 
@@ -132,7 +141,9 @@ def test_a_receipt_names_the_vendors_own_request_id(
         headers={"authorization": "Bearer k", "x-api-key": "k"},
     )
     vendor_id = direct.headers[header]
-    claims = readme_snippet()(r.headers["x-tokenrelay-receipt"], public_key(gateway))
+    claims = readme_snippet(gateway, api_key)(
+        r.headers["x-tokenrelay-receipt"], public_key(gateway)
+    )
     assert claims["upstream_request_id"] == vendor_id != claims["request_id"]
 
 

@@ -399,6 +399,7 @@ class BillingEngine:
         record.price_version_id = version
         record.request_id, record.key_id = admission.request_id, admission.key_id
         record.account_id = admission.account_id
+        record.multiplier_ppm = admission.multiplier_ppm
         record.started_at = record.started_at or admission.started_at
         if self.enabled and not admission.released:
             if self._inline:  # nothing in _settle suspends: it cannot be cancelled half-way

@@ -31,6 +31,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -438,19 +439,27 @@ def sqlite_datetime(d: dt.datetime) -> str:
     )
 
 
+# Lines journaled by an older gateway, oldest first: (how many values, what the columns added
+# since say for them). Each step brings a line to the next width; the last to len(_COLUMNS).
+_OLDER_LINES: list[tuple[int, Callable[[list[Any]], list[Any]]]] = [
+    # before accounts and sessions (0004, 0005): no session, the key's own account, its list
+    # cost the price it was billed at
+    (len(_COLUMNS) - 8, lambda r: [*r, None, f"acct_{r[_KEY_ID]}", r[_COST]]),
+    # before the billing policy (0008): no reason recorded, no loss
+    (len(_COLUMNS) - 5, lambda r: [*r, "unrecorded", 0]),
+    # before the deployment was recorded (0014): none known
+    (len(_COLUMNS) - 3, lambda r: [*r, None]),
+    # before the receipt fields (0017): the vendor's id and the multiplier unknown
+    (len(_COLUMNS) - 2, lambda r: [*r, None, None]),
+]
+
+
 def _from_json(raw: Any) -> list[Any]:
     """A journal line: bound values in column order (or, from an older gateway, an object)."""
     if isinstance(raw, list):
-        if len(raw) == len(_COLUMNS) - 6:
-            # Journaled before accounts and sessions (migrations 0004, 0005): no session, the
-            # key's own account, its list cost the price it was billed at.
-            raw = [*raw, None, f"acct_{raw[_KEY_ID]}", raw[_COST]]
-        if len(raw) == len(_COLUMNS) - 3:
-            # Journaled before the billing policy (0008): no reason recorded, no loss.
-            raw = [*raw, "unrecorded", 0]
-        if len(raw) == len(_COLUMNS) - 1:
-            # Journaled before the deployment was recorded (0014): none known.
-            raw = [*raw, None]
+        for width, pad in _OLDER_LINES:
+            if len(raw) == width:
+                raw = pad(raw)
         if len(raw) != len(_COLUMNS):
             raise ValueError(f"{len(raw)} values for {len(_COLUMNS)} columns")
         return raw

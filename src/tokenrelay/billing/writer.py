@@ -64,7 +64,7 @@ class UsageRecord:
     duration_ms: int | None = None
     ttft_ms: int | None = None
     session_id: str | None = None  # the client's session, when it names one
-    upstream_request_id: str = ""  # the vendor's request id (receipts; not a column)
+    upstream_request_id: str | None = None  # the vendor's request id (receipts)
     cost_nano: int = 0  # set by BillingEngine.settle: the customer's price
     price_version_id: str = ""  # set by BillingEngine.settle
     account_id: str = ""  # set by BillingEngine.settle: the account the key spends from
@@ -72,6 +72,7 @@ class UsageRecord:
     reason: str = "completed"  # how it ended: a policy.Outcome value (set by BillingMeter)
     loss_nano: int = 0  # set by BillingEngine.settle: upstream cost the customer did not pay
     deployment: str | None = None  # <vendor>/<name> that answered (the console's request log)
+    multiplier_ppm: int | None = None  # set by BillingEngine.settle: the price group's
 
     @classmethod
     def from_context(cls, ctx: RequestContext, *, attempts: int = 1) -> UsageRecord:
@@ -98,7 +99,7 @@ class UsageRecord:
             duration_ms=round(ctx.duration_ms) if ctx.duration_ms is not None else None,
             ttft_ms=round(ctx.first_byte_ms) if ctx.first_byte_ms is not None else None,
             session_id=ctx.session_id,
-            upstream_request_id=ctx.upstream_request_id,
+            upstream_request_id=ctx.upstream_request_id or None,
             deployment=ctx.deployment or None,
         )
 
@@ -133,6 +134,8 @@ class UsageRecord:
             "reason": self.reason,
             "loss_nano": self.loss_nano,
             "deployment": self.deployment,
+            "upstream_request_id": self.upstream_request_id,
+            "multiplier_ppm": self.multiplier_ppm,
         }
 
 

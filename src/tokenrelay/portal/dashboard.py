@@ -146,9 +146,11 @@ class DashboardPages(PortalBase):
         writer = csv.writer(out)
         writer.writerow([*columns, "cost_usd", "receipt"])
         for r in rows:
-            # The receipt the answer carried (signatures are deterministic): the group's
-            # multiplier for this model, as the request was billed unless it changed since.
-            ppm = self.billing.prices.multiplier(group, r["model"], group_ppm)
+            # The receipt the answer carried (signatures are deterministic): the multiplier
+            # it was billed at (recorded since 0017; before, the group's as it is now).
+            ppm = r["multiplier_ppm"]
+            if ppm is None:
+                ppm = self.billing.prices.multiplier(group, r["model"], group_ppm)
             record = UsageRecord(**{k: v for k, v in r.items() if k in RECORD_FIELDS})
             record.started_at = _aware(r["started_at"])
             receipt = signer.sign(claims(record, ppm))

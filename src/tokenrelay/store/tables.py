@@ -296,6 +296,9 @@ usage_records = Table(
     # --- console (migration 0014): the deployment (<vendor>/<name>) that answered; NULL when
     # none did, or recorded before 0014.
     Column("deployment", String(200), nullable=True),
+    # What the receipt states beside the usage (0017): the CSV signs the same receipt again.
+    Column("upstream_request_id", String(200), nullable=True),
+    Column("multiplier_ppm", BigInteger, nullable=True),
 )
 
 # Operator prices; the catalog's own prices are the implicit version "catalog". Rates are
