@@ -33,6 +33,7 @@ from tokenrelay.catalog import Catalog, Price
 from tokenrelay.customers.keys import ApiKeyInfo
 from tokenrelay.errors import GatewayError
 from tokenrelay.settings import Settings
+from tokenrelay.store.redis_pool import redis_client
 
 log = logging.getLogger("tokenrelay.billing")
 
@@ -143,20 +144,8 @@ class BillingEngine:
                 "TOKENRELAY_DATABASE_URL), run one worker, or set TOKENRELAY_BILLING=off"
             )
         if self._redis is None and s.redis_url:
-            from redis.asyncio import BlockingConnectionPool, Redis
-
-            # Blocking: a burst beyond the pool waits for a connection (redis-py's default pool
-            # raises "Too many connections" at 100, which turned a burst into 500s).
-            # Socket timeouts: a Redis that hangs (paused, partitioned) fails requests in
-            # seconds (503, nothing charged) instead of holding them for the OS's minutes.
-            pool = BlockingConnectionPool.from_url(
-                s.redis_url,
-                max_connections=256,
-                timeout=10,
-                socket_timeout=5,
-                socket_connect_timeout=2,
-            )
-            self._redis = Redis.from_pool(pool)  # owns the pool: aclose() closes it
+            # A hung Redis fails requests in seconds (503, nothing charged).
+            self._redis = redis_client(s.redis_url, connections=256, wait_s=10, io_timeout_s=5)
             self._own_redis = True
         loader = self._load_balance
         if self._redis is not None:

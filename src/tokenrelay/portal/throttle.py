@@ -23,6 +23,7 @@ from typing import Any
 from starlette.requests import Request
 
 from tokenrelay.settings import Settings
+from tokenrelay.store.redis_pool import redis_client
 
 log = logging.getLogger("tokenrelay.portal")
 MAX_NAMES = 100_000  # in-process state is bounded: the oldest names go first
@@ -55,10 +56,8 @@ def client_ip(request: Request) -> str:
 def shared_store(settings: Settings) -> Store:
     """The store every replica shares when Redis is configured, else this process's own."""
     redis = None
-    if settings.redis_url:
-        from redis.asyncio import Redis
-
-        redis = Redis.from_url(settings.redis_url)
+    if settings.redis_url:  # bounded waits: a hung Redis fails a sign-in in seconds, not minutes
+        redis = redis_client(settings.redis_url, connections=64, wait_s=2, io_timeout_s=2)
     return Store(redis, settings.redis_prefix)
 
 

@@ -27,6 +27,7 @@ import orjson
 
 from tokenrelay import ir
 from tokenrelay.settings import Settings
+from tokenrelay.store.redis_pool import redis_client
 
 log = logging.getLogger("tokenrelay.reasoning")
 
@@ -202,19 +203,9 @@ def reasoning_cache_for(settings: Settings) -> ReasoningCache:
     """Shared through Redis when the gateway has one; in this process otherwise."""
     if not settings.redis_url:
         return ReasoningCache(ttl_s=settings.reasoning_cache_ttl_s)
-    from redis.asyncio import BlockingConnectionPool, Redis
-
     # Short timeouts: a hung Redis delays a tool turn by seconds at worst, then it goes on.
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=64,
-        timeout=2,
-        socket_timeout=2,
-        socket_connect_timeout=2,
-    )
-    return SharedReasoningCache(
-        Redis.from_pool(pool), settings.redis_prefix, ttl_s=settings.reasoning_cache_ttl_s
-    )
+    client = redis_client(settings.redis_url, connections=64, wait_s=2, io_timeout_s=2)
+    return SharedReasoningCache(client, settings.redis_prefix, ttl_s=settings.reasoning_cache_ttl_s)
 
 
 def remember(cache: ReasoningCache, vendor: str, resp: ir.Response) -> None:
