@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tokenrelay.batches import http
 from tokenrelay.batches.http import (
-    answering,
     authenticated,
     batch_page,
     json_body,
@@ -67,17 +67,18 @@ class AnthropicBatches:
     def routes(self, prefix: str) -> list[Route]:
         self.prefix = prefix
 
-        def r(path: str, handler: Any, method: str) -> Route:
-            return Route(prefix + path, answering(ANTHROPIC_FRONTEND, handler), methods=[method])
-
-        return [
-            r("/messages/batches", self.create, "POST"),
-            r("/messages/batches", self.list_batches, "GET"),
-            r("/messages/batches/{batch_id}", self.retrieve, "GET"),
-            r("/messages/batches/{batch_id}", self.delete, "DELETE"),
-            r("/messages/batches/{batch_id}/cancel", self.cancel, "POST"),
-            r("/messages/batches/{batch_id}/results", self.results, "GET"),
-        ]
+        return http.routes(
+            prefix,
+            ANTHROPIC_FRONTEND,
+            [
+                ("POST", "/messages/batches", self.create),
+                ("GET", "/messages/batches", self.list_batches),
+                ("GET", "/messages/batches/{batch_id}", self.retrieve),
+                ("DELETE", "/messages/batches/{batch_id}", self.delete),
+                ("POST", "/messages/batches/{batch_id}/cancel", self.cancel),
+                ("GET", "/messages/batches/{batch_id}/results", self.results),
+            ],
+        )
 
     def batch_object(self, b: Batch, request: Request) -> dict[str, Any]:
         c = b.counts

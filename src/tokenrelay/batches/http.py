@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from tokenrelay.asgi import BodyTooLarge, read_body
 from tokenrelay.batches.store import Batch, BatchStore
@@ -59,6 +60,14 @@ def answering(frontend: Frontend, handler: Endpoint) -> Endpoint:
             return JSONResponse(body, status_code=status, headers=headers)
 
     return endpoint
+
+
+def routes(prefix: str, frontend: Frontend, table: list[tuple[str, str, Endpoint]]) -> list[Route]:
+    """(method, path, handler) rows as routes under `prefix`, errors in `frontend`'s shape."""
+    return [
+        Route(prefix + path, answering(frontend, handler), methods=[method])
+        for method, path, handler in table
+    ]
 
 
 def jsonl(rows: list[dict[str, Any]]) -> bytes:

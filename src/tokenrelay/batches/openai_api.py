@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tokenrelay.batches import http
 from tokenrelay.batches.http import (
-    answering,
     authenticated,
     batch_page,
     json_body,
@@ -161,20 +161,21 @@ class OpenAIBatches:
         jobs.on_end["openai"] = self.write_output
 
     def routes(self, prefix: str) -> list[Route]:
-        def r(path: str, handler: Any, method: str) -> Route:
-            return Route(prefix + path, answering(OPENAI_FRONTEND, handler), methods=[method])
-
-        return [
-            r("/files", self.upload, "POST"),
-            r("/files", self.list_files, "GET"),
-            r("/files/{file_id}", self.retrieve_file, "GET"),
-            r("/files/{file_id}", self.delete_file, "DELETE"),
-            r("/files/{file_id}/content", self.file_content, "GET"),
-            r("/batches", self.create, "POST"),
-            r("/batches", self.list_batches, "GET"),
-            r("/batches/{batch_id}", self.retrieve, "GET"),
-            r("/batches/{batch_id}/cancel", self.cancel, "POST"),
-        ]
+        return http.routes(
+            prefix,
+            OPENAI_FRONTEND,
+            [
+                ("POST", "/files", self.upload),
+                ("GET", "/files", self.list_files),
+                ("GET", "/files/{file_id}", self.retrieve_file),
+                ("DELETE", "/files/{file_id}", self.delete_file),
+                ("GET", "/files/{file_id}/content", self.file_content),
+                ("POST", "/batches", self.create),
+                ("GET", "/batches", self.list_batches),
+                ("GET", "/batches/{batch_id}", self.retrieve),
+                ("POST", "/batches/{batch_id}/cancel", self.cancel),
+            ],
+        )
 
     # ---------------------------------------------------------------- files
 

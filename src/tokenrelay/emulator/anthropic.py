@@ -7,20 +7,9 @@ from typing import Any
 
 import orjson
 
-from tokenrelay.emulator import prefix_cache, script, tokens
+from tokenrelay.emulator import prefix_cache, script, tokens, wire
 from tokenrelay.emulator.shape import Mismatch, Path, items, need, opt
-from tokenrelay.emulator.wire import (
-    BadJSON,
-    Req,
-    Resp,
-    bearer,
-    is_bad_key,
-    json_resp,
-    rand_id,
-    sign,
-    sse_resp,
-    verify,
-)
+from tokenrelay.emulator.wire import BadJSON, Req, Resp
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -70,7 +59,7 @@ class Invalid(Exception):
 
 
 def error(req: Req, status: int, message: str | None = None) -> Resp:
-    rid = "req_011C" + rand_id(req.seed("anthropic"), "request", 20)
+    rid = "req_011C" + wire.rand_id(req.seed("anthropic"), "request", 20)
     kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     body = {
         "type": "error",
@@ -86,14 +75,14 @@ def error(req: Req, status: int, message: str | None = None) -> Resp:
         headers.append(("x-should-retry", "true"))
     if status in (429, 529):
         headers.append(("retry-after", "1"))
-    return json_resp(status, body, headers)
+    return wire.json_resp(status, body, headers)
 
 
 def _auth(req: Req) -> Resp | None:
-    key = req.headers.get("x-api-key") or bearer(req)
+    key = req.headers.get("x-api-key") or wire.bearer(req)
     if not key:
         return error(req, 401, "x-api-key header is required")
-    if is_bad_key(key):
+    if wire.is_bad_key(key):
         return error(req, 401, "invalid x-api-key")
     if not req.headers.get("anthropic-version"):
         return error(req, 400, "anthropic-version: header is required")
@@ -186,7 +175,7 @@ def _check_thinking(turns: list[tuple[str, list[dict[str, Any]]]]) -> None:
             return  # opaque by design; the emulator never issues these, so nothing to verify
         if kind != "thinking":
             raise Invalid(_THINKING_FIRST.format(i=i, found=kind))
-        if not verify("anthropic", str(first.get("thinking", "")), first.get("signature")):
+        if not wire.verify("anthropic", str(first.get("thinking", "")), first.get("signature")):
             raise Invalid(f"messages.{i}.content.0: Invalid `signature` in `thinking` block")
         return
 
@@ -392,7 +381,7 @@ def _blocks_out(seed: bytes, plan: script.Plan) -> list[dict[str, Any]]:
             {
                 "type": "thinking",
                 "thinking": plan.reasoning_text,
-                "signature": sign("anthropic", plan.reasoning_text),
+                "signature": wire.sign("anthropic", plan.reasoning_text),
             }
         )
     if plan.words:
@@ -401,7 +390,7 @@ def _blocks_out(seed: bytes, plan: script.Plan) -> list[dict[str, Any]]:
         out.append(
             {
                 "type": "tool_use",
-                "id": "toolu_01" + rand_id(seed, f"tool{k}", 22),
+                "id": "toolu_01" + wire.rand_id(seed, f"tool{k}", 22),
                 "name": call.name,
                 "input": call.args,
             }
@@ -478,7 +467,12 @@ def _stream(
         frames.extend(delta({"type": "thinking_delta", "thinking": t}) for t in plan.reasoning)
         frames.append(delta({"type": "thinking_delta", "thinking": ""}))
         frames.append(
-            delta({"type": "signature_delta", "signature": sign("anthropic", plan.reasoning_text)})
+            delta(
+                {
+                    "type": "signature_delta",
+                    "signature": wire.sign("anthropic", plan.reasoning_text),
+                }
+            )
         )
         stop()
     if plan.words:
@@ -501,7 +495,7 @@ def _stream(
         block_start(
             {
                 "type": "tool_use",
-                "id": "toolu_01" + rand_id(seed, f"tool{k}", 22),
+                "id": "toolu_01" + wire.rand_id(seed, f"tool{k}", 22),
                 "name": call.name,
                 "caller": {"type": "direct"},
                 "input": {},
@@ -552,8 +546,8 @@ def messages(req: Req) -> Resp:
         resp.first_delay = plan.first_delay
         return resp
     seed = req.seed("anthropic")
-    rid = "req_011C" + rand_id(seed, "request", 20)
-    msg_id = "msg_01" + rand_id(seed, "message", 22)
+    rid = "req_011C" + wire.rand_id(seed, "request", 20)
+    msg_id = "msg_01" + wire.rand_id(seed, "message", 22)
     usage = _usage(body, plan, req.deployment)
     model = str(body["model"])
     headers = [("request-id", rid)]
@@ -574,7 +568,7 @@ def messages(req: Req) -> Resp:
                     },
                 )
             )
-        return sse_resp(frames, plan, headers)
+        return wire.sse_resp(frames, plan, headers)
     out = {
         "model": model,
         "id": msg_id,
@@ -587,7 +581,7 @@ def messages(req: Req) -> Resp:
     }
     if "context_management" in body:
         out["context_management"] = {"applied_edits": []}
-    resp = json_resp(200, out, headers)
+    resp = wire.json_resp(200, out, headers)
     resp.first_delay = plan.first_delay + plan.delay * max(len(plan.words) - 1, 0)
     return resp
 
@@ -602,16 +596,16 @@ def count_tokens(req: Req) -> Resp:
         return error(req, 400, f"There was an error parsing the body of your request: {exc}")
     except Invalid as exc:
         return error(req, exc.status, str(exc))
-    return json_resp(200, {"input_tokens": _prompt_tokens(body)})
+    return wire.json_resp(200, {"input_tokens": _prompt_tokens(body)})
 
 
 def models(req: Req) -> Resp:
-    key = req.headers.get("x-api-key") or bearer(req)
+    key = req.headers.get("x-api-key") or wire.bearer(req)
     if not key:
         return error(req, 401, "x-api-key header is required")
-    if is_bad_key(key):
+    if wire.is_bad_key(key):
         return error(req, 401, "invalid x-api-key")
     data = [{"type": "model", "id": i, "display_name": n, "created_at": c} for i, n, c in MODELS]
-    return json_resp(
+    return wire.json_resp(
         200, {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
     )

@@ -6,20 +6,9 @@ from typing import Any
 
 import orjson
 
-from tokenrelay.emulator import script, tokens
+from tokenrelay.emulator import script, tokens, wire
 from tokenrelay.emulator.shape import Mismatch, Path, items, need
-from tokenrelay.emulator.wire import (
-    BadJSON,
-    Req,
-    Resp,
-    canonical,
-    is_bad_key,
-    json_resp,
-    rand_id,
-    sign,
-    sse_resp,
-    verify,
-)
+from tokenrelay.emulator.wire import BadJSON, Req, Resp
 
 _CT = "application/json; charset=UTF-8"
 MAX_CANDIDATES = 8  # generationConfig.candidateCount: Gemini generates up to 8
@@ -90,7 +79,7 @@ def error(status: int, message: str | None = None, details: list[Any] | None = N
         headers.append(("retry-after", "1"))
     if details:
         err["details"] = details
-    return json_resp(status, {"error": err}, headers, _CT)
+    return wire.json_resp(status, {"error": err}, headers, _CT)
 
 
 def auth(req: Req) -> Resp | None:
@@ -102,7 +91,7 @@ def auth(req: Req) -> Resp | None:
             "established identity). Please use API Key or other form of API "
             "consumer identity to call this API.",
         )
-    if is_bad_key(key):
+    if wire.is_bad_key(key):
         msg = "API key not valid. Please pass a valid API key."
         return error(
             400,
@@ -262,8 +251,8 @@ def _validate(model: str, body: dict[str, Any]) -> None:
                 sig = _get(p, "thoughtSignature")
                 if not sig:
                     raise Invalid(_MISSING_SIG.format(name=call.get("name"), pos=j + 1))
-                payload = f"{call.get('name')}\0{canonical(call.get('args') or {})}"
-                if sig != _SENTINEL and not verify("gemini", payload, _standard_base64(sig)):
+                payload = f"{call.get('name')}\0{wire.canonical(call.get('args') or {})}"
+                if sig != _SENTINEL and not wire.verify("gemini", payload, _standard_base64(sig)):
                     raise Invalid("Corrupted thought signature.")
             first_call = False
 
@@ -288,7 +277,7 @@ def _turn(model: str, body: dict[str, Any], thinks: bool) -> script.Turn:
             value = res.get("response") or {}
             single = next(iter(value.values())) if len(value) == 1 else None
             results.append(
-                (str(res.get("name")), single if isinstance(single, str) else canonical(value))
+                (str(res.get("name")), single if isinstance(single, str) else wire.canonical(value))
             )
     tools = [
         (str(fd["name"]), _get(fd, "parameters") or _get(fd, "parametersJsonSchema") or {})
@@ -333,7 +322,9 @@ def _call_parts(model: str, plan: script.Plan) -> list[dict[str, Any]]:
     for k, call in enumerate(plan.tool_calls):
         part: dict[str, Any] = {"functionCall": {"name": call.name, "args": call.args}}
         if k == 0 and model.startswith("gemini-3"):
-            part["thoughtSignature"] = sign("gemini", f"{call.name}\0{canonical(call.args)}")
+            part["thoughtSignature"] = wire.sign(
+                "gemini", f"{call.name}\0{wire.canonical(call.args)}"
+            )
         parts.append(part)
     return parts
 
@@ -385,7 +376,7 @@ def _chunks(
         chunk(_call_parts(model, plan))
         chunk([{"text": ""}], finish)
     elif sig_tail:
-        chunk([{"text": "", "thoughtSignature": sign("gemini-text", plan.text)}], finish)
+        chunk([{"text": "", "thoughtSignature": wire.sign("gemini-text", plan.text)}], finish)
     elif not plan.words:
         chunk([{"text": ""}], finish)
     return chunks
@@ -445,7 +436,7 @@ def generate(req: Req, model: str, stream: bool) -> Resp:
         return resp
     prompt = _prompt_tokens(body)
     cached = prompt // 2 if plan.cache else 0
-    tail = {"modelVersion": model, "responseId": rand_id(req.seed("gemini"), "response", 23)}
+    tail = {"modelVersion": model, "responseId": wire.rand_id(req.seed("gemini"), "response", 23)}
     if plan.stop == "refusal":
         chunks: list[dict[str, Any]] = [
             {
@@ -474,8 +465,8 @@ def generate(req: Req, model: str, stream: bool) -> Resp:
             )
         elif not sse and not plan.cut:
             frames.append(b"]")
-        return sse_resp(frames, plan, content_type="text/event-stream" if sse else _CT)
-    resp = json_resp(200, _fold(model, plan, chunks, visible, count), content_type=_CT)
+        return wire.sse_resp(frames, plan, content_type="text/event-stream" if sse else _CT)
+    resp = wire.json_resp(200, _fold(model, plan, chunks, visible, count), content_type=_CT)
     resp.first_delay = plan.first_delay + plan.delay * max(len(plan.words) - 1, 0)
     return resp
 
@@ -494,7 +485,7 @@ def _fold(
     if plan.words:
         text_part: dict[str, Any] = {"text": plan.text}
         if model.startswith("gemini-3") and not plan.tool_calls:
-            text_part["thoughtSignature"] = sign("gemini-text", plan.text)
+            text_part["thoughtSignature"] = wire.sign("gemini-text", plan.text)
         parts.append(text_part)
     parts.extend(_call_parts(model, plan))
     if not parts:
@@ -528,7 +519,7 @@ def count_tokens(req: Req, model: str) -> Resp:
     except Invalid as exc:
         return error(exc.status, str(exc))
     n = _prompt_tokens(body)
-    return json_resp(
+    return wire.json_resp(
         200,
         {"totalTokens": n, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": n}]},
         content_type=_CT,
@@ -555,4 +546,4 @@ def models(req: Req) -> Resp:
         }
         for m, d in MODELS
     ]
-    return json_resp(200, {"models": data}, content_type=_CT)
+    return wire.json_resp(200, {"models": data}, content_type=_CT)
