@@ -5,7 +5,7 @@ its vendor, validate the body into the IR with the frontend's parser."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tokenrelay import ir
@@ -18,17 +18,24 @@ from tokenrelay.gateway.jsonbody import parse_object, read_limited
 from tokenrelay.upstreams.pools import VendorEndpoint
 
 Parser = Callable[[Any, Mapping[str, str]], ir.Request]
-NO_ROUTE: Mapping[str, Any] = {}
+
+
+@dataclass(slots=True)
+class Body:
+    """What a request says: its JSON body, its headers, and what its route says beside the
+    body (Gemini's URL: the model and streaming; a fallback: its model), which overrides it."""
+
+    payload: dict[str, Any]
+    headers: dict[str, str]
+    route: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class Received:
-    """An authenticated request's body and headers, before anything is decided."""
+    """An authenticated request, before anything is decided."""
 
     key: ApiKeyInfo
-    payload: dict[str, Any]
-    headers: dict[str, str]
-    route: dict[str, Any]  # what the URL says beside the body (Gemini: model, stream)
+    body: Body
 
 
 @dataclass(slots=True)
@@ -56,7 +63,7 @@ async def receive_request(
     if key is None:
         raise GatewayError("authentication", "Invalid or missing API key.", 401)
     ctx.key_id = key.id
-    return Received(key, parse_object(body), headers, dict(scope.get("path_params") or ()))
+    return Received(key, Body(parse_object(body), headers, dict(scope.get("path_params") or ())))
 
 
 def take_in(
@@ -64,13 +71,12 @@ def take_in(
     endpoints: Mapping[str, VendorEndpoint],
     parse: Parser,
     ctx: RequestContext,
-    payload: dict[str, Any],
-    headers: dict[str, str],
-    route: Mapping[str, Any] = NO_ROUTE,
+    body: Body,
 ) -> Intake:
     """Resolve the model and its vendor, validate the body into the IR (`parse`: the
     frontend's parser for this route's shape of body). `route` overrides the body's model
     and streaming: the URL's (Gemini), or the model of a fallback."""
+    payload, headers, route = body.payload, body.headers, body.route
     model = route.get("model", payload.get("model"))
     if not isinstance(model, str) or not model:
         raise invalid("model: Field required (a model name string)", "model")

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -31,7 +31,7 @@ from tokenrelay.customers.keys import ApiKeyInfo, KeyStore
 from tokenrelay.errors import GatewayError
 from tokenrelay.gateway.codec import Frontend
 from tokenrelay.gateway.decide import Prepared, decide
-from tokenrelay.gateway.intake import NO_ROUTE, Intake, Parser, receive_request, take_in
+from tokenrelay.gateway.intake import Body, Intake, Parser, receive_request, take_in
 from tokenrelay.gateway.respond import SHUTTING_DOWN, Flight, Responder
 from tokenrelay.ops.access_log import enable as enable_access_log
 from tokenrelay.ops.access_log import log_request
@@ -125,15 +125,8 @@ class Relay:
             await asyncio.sleep(0.05)
         return not self.active
 
-    def take_in(
-        self,
-        parse: Parser,
-        ctx: RequestContext,
-        payload: dict[str, Any],
-        headers: dict[str, str],
-        route: Mapping[str, Any] = NO_ROUTE,
-    ) -> Intake:
-        return take_in(self.catalog, self.upstreams.endpoints, parse, ctx, payload, headers, route)
+    def take_in(self, parse: Parser, ctx: RequestContext, body: Body) -> Intake:
+        return take_in(self.catalog, self.upstreams.endpoints, parse, ctx, body)
 
     async def prepare(
         self, frontend: Frontend, ctx: RequestContext, scope: Scope, receive: Receive
@@ -141,7 +134,7 @@ class Relay:
         """A request read, authenticated and decided as `serve` decides it; nothing held or
         sent (the cost quote: the same decision, so it cannot drift)."""
         got = await receive_request(self.keys, self.settings.max_body_bytes, ctx, scope, receive)
-        it = self.take_in(frontend.parse_request, ctx, got.payload, got.headers, got.route)
+        it = self.take_in(frontend.parse_request, ctx, got.body)
         return got.key, await decide(frontend, it, ctx, self.reasoning)
 
     async def _serve(self, f: Flight, scope: Scope, receive: Receive, send: Send) -> None:
@@ -151,7 +144,7 @@ class Relay:
                 self.keys, self.settings.max_body_bytes, ctx, scope, receive
             )
             f.key = got.key
-            it = self.take_in(f.frontend.parse_request, ctx, got.payload, got.headers, got.route)
+            it = self.take_in(f.frontend.parse_request, ctx, got.body)
             p = await decide(f.frontend, it, ctx, self.reasoning)
             f.admission = await self.meter.admit(got.key, ctx, p.model_id, p.max_output)
         except GatewayError as err:
@@ -205,7 +198,7 @@ class Relay:
         """Take in and decide `payload` (its key authenticated by the caller), without
         streaming and without fallbacks (another model would bill at its own prices)."""
         payload = {**payload, "stream": False}
-        it = self.take_in(frontend.parse_request, ctx, payload, {NO_FALLBACK_HEADER: "1"})
+        it = self.take_in(frontend.parse_request, ctx, Body(payload, {NO_FALLBACK_HEADER: "1"}))
         return await decide(frontend, it, ctx, self.reasoning)
 
     async def answer_detached(self, f: Flight, p: Prepared) -> tuple[int, bytes]:
@@ -249,7 +242,9 @@ class Relay:
             payload = orjson.loads(orjson.dumps(it.payload))
             route = {**it.route, "model": model}
             try:
-                taken = self.take_in(f.frontend.parse_request, ctx, payload, it.headers, route)
+                taken = self.take_in(
+                    f.frontend.parse_request, ctx, Body(payload, it.headers, route)
+                )
                 q = await decide(f.frontend, taken, ctx, self.reasoning)
             finally:
                 ctx.model_asked = asked

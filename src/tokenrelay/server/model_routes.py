@@ -148,14 +148,14 @@ async def count_tokens(
         # The same intake as a request: body bound, key, model, aliases, vendor, validation.
         got = await receive_request(relay.keys, relay.settings.max_body_bytes, ctx, scope, receive)
         parse = getattr(frontend, "parse_count_tokens", None) or frontend.parse_request
-        it = relay.take_in(parse, ctx, got.payload, got.headers, got.route)
+        it = relay.take_in(parse, ctx, got.body)
         ep, req = it.endpoint, it.req
         can_pay = await relay.meter.admit_count(got.key, it.resolved.entry.id)
         if frontend.name == "responses":  # only OpenAI counts a Responses body itself
             openai = ep.adapter.passthrough(frontend.name) is RESPONSES
             call = (
                 input_tokens_request(
-                    got.payload, req.model, api_key=ep.api_key, base_url=ep.base_url
+                    got.body.payload, req.model, api_key=ep.api_key, base_url=ep.base_url
                 )
                 if openai
                 else None
