@@ -126,6 +126,15 @@ def _readme_kind(lang: str, code: str) -> str:
     return "syntax"  # make, the operator CLI's synopsis, the coding CLIs
 
 
+def _outside_the_venv(env: dict[str, str]) -> dict[str, str]:
+    """A reader's shell: `make test` runs the suite inside the project's venv (`uv run` puts
+    its bin first on PATH), but the README's commands are typed outside it."""
+    venv = env.get("VIRTUAL_ENV") or str(Path(sys.executable).parent.parent)
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(venv)]
+    out = {k: v for k, v in env.items() if k != "VIRTUAL_ENV"}
+    return {**out, "PATH": os.pathsep.join(path)}
+
+
 def run_block(block: Block, env: dict[str, str], workdir: Path) -> str | None:
     """None when the block did what it says; else why not."""
     code = block.code
@@ -152,6 +161,7 @@ def run_block(block: Block, env: dict[str, str], workdir: Path) -> str | None:
         argv = ["node", str(path)]
     else:
         argv = ["bash", "-e", "-o", "pipefail", "-c", code]
+        env = _outside_the_venv(env)
     done = subprocess.run(
         argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from paths import RECORDINGS
 from tokenrelay import ir
 from tokenrelay.ir import BlockStart, BlockStop, Delta, Finish, Start, Usage
-from tokenrelay.vendors.anthropic import ANTHROPIC, UpstreamRequest
+from tokenrelay.vendors.anthropic import ANTHROPIC
+from tokenrelay.vendors.base import UpstreamRequest
 
 BASE = "https://api.anthropic.com"
 KEY = "sk-ant-test-key"

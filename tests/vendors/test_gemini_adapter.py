@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from paths import RECORDINGS
 from tokenrelay import ir
 from tokenrelay.ir import BlockStart, BlockStop, Delta, Finish, Start, Usage
-from tokenrelay.vendors.gemini import GEMINI, UpstreamRequest
+from tokenrelay.vendors.base import UpstreamRequest
+from tokenrelay.vendors.gemini import GEMINI
 from tokenrelay.vendors.gemini_schema import clean_schema
 
 BASE = "https://generativelanguage.googleapis.com"
