@@ -161,6 +161,9 @@ class DeploymentStates:
 
     async def _save(self, d: Deployment) -> None:
         version = time.time_ns()
+        # Marked seen before the write: a sync that read the row's older version while this
+        # change was under way must not apply that stale state over it.
+        self._seen[d.id] = version
         values = {
             "drained": d.drained,
             "removed_reason": d.removed[:500] if d.removed is not None else None,
@@ -177,7 +180,6 @@ class DeploymentStates:
                 break
             except IntegrityError:
                 continue
-        self._seen[d.id] = version
 
     async def sync(self) -> None:
         """Apply every row that changed since the last look."""
@@ -190,8 +192,8 @@ class DeploymentStates:
                 self._apply_account(account)
         for row in rows:
             found = self._found.get(row.id)
-            if found is None or self._seen.get(row.id) == row.version:
-                continue
+            if found is None or row.version <= self._seen.get(row.id, -1):
+                continue  # seen, or older than what this process last wrote
             self._seen[row.id] = row.version
             pool, d = found
             if d.drained == row.drained and d.removed == row.removed_reason:
