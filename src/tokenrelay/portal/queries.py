@@ -7,10 +7,17 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import String, and_, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenrelay.store.tables import accounts, audit_log, usage_daily, usage_records
+from tokenrelay.store.tables import (
+    accounts,
+    audit_log,
+    batch_lines,
+    batches,
+    usage_daily,
+    usage_records,
+)
 
 PAGE = 50
 CSV_MAX = 100_000
@@ -159,6 +166,91 @@ async def audit(engine: AsyncEngine, limit: int = 100) -> list[dict[str, Any]]:
     query = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
     async with engine.connect() as conn:
         return [dict(r._mapping) for r in await conn.execute(query)]
+
+
+# A batch line's ends (batches/store.py; the portal does not import the request path): a line
+# in any other state still has its worst case held.
+LINE_ENDS = ("succeeded", "errored", "cancelled", "expired")
+BATCH_STATUSES = ("in_progress", "cancelling", "ended")
+BATCHES_SHOWN = 20
+
+
+async def batch_rows(
+    engine: AsyncEngine,
+    account_id: str | None = None,
+    status: str | None = None,
+    limit: int = BATCHES_SHOWN,
+) -> list[dict[str, Any]]:
+    """Batches newest first (one account's, or every account's for the console), each with its
+    lines done/failed/cancelled, the cost of its usage records so far and the hold still held
+    for the lines not ended."""
+    b = batches.c
+    q = (
+        select(
+            b.id,
+            b.api,
+            b.endpoint,
+            b.status,
+            b.total,
+            b.account_id,
+            b.created_at,
+            b.ended_at,
+            accounts.c.email,
+        )
+        .select_from(batches.join(accounts, accounts.c.id == b.account_id, isouter=True))
+        .where(b.deleted_at.is_(None))
+        .order_by(b.created_at.desc(), b.id.desc())
+        .limit(limit)
+    )
+    if account_id is not None:
+        q = q.where(b.account_id == account_id)
+    if status:
+        q = q.where(b.status == status)
+    ln = batch_lines.c
+    async with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in await conn.execute(q)]
+        ids = [r["id"] for r in rows]
+        if not ids:
+            return []
+        counts: dict[str, dict[str, int]] = {}
+        held: dict[str, int] = {}
+        lines = (
+            select(ln.batch_id, ln.status, func.count(), func.sum(ln.hold_nano))
+            .where(ln.batch_id.in_(ids))
+            .group_by(ln.batch_id, ln.status)
+        )
+        for batch_id, line_status, n, hold in await conn.execute(lines):
+            counts.setdefault(batch_id, {})[line_status] = int(n)
+            if line_status not in LINE_ENDS:
+                held[batch_id] = held.get(batch_id, 0) + int(hold or 0)
+        # A line's usage record has the request id `<batch id>-<line no>`, on the batch's
+        # account: what the customer was billed for it (a line that ran unbilled has none).
+        rid = ln.batch_id.concat("-").concat(cast(ln.line_no, String))
+        cost_q = (
+            select(ln.batch_id, func.sum(usage_records.c.cost_nano))
+            .select_from(
+                batch_lines.join(batches, batches.c.id == ln.batch_id).join(
+                    usage_records,
+                    and_(
+                        usage_records.c.request_id == rid,
+                        usage_records.c.account_id == b.account_id,
+                    ),
+                )
+            )
+            .where(ln.batch_id.in_(ids))
+            .group_by(ln.batch_id)
+        )
+        cost = {bid: int(total or 0) for bid, total in await conn.execute(cost_q)}
+    for r in rows:
+        c = counts.get(r["id"], {})
+        r["done"] = c.get("succeeded", 0)
+        r["failed"] = c.get("errored", 0) + c.get("expired", 0)
+        r["cancelled"] = c.get("cancelled", 0)
+        r["cost_nano"] = cost.get(r["id"], 0)
+        r["held_nano"] = held.get(r["id"], 0) if r["status"] != "ended" else 0
+        r["created_at"] = _utc(r["created_at"])
+        r["ended_at"] = _utc(r["ended_at"]) if r["ended_at"] else None
+    return rows
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

@@ -1,0 +1,36 @@
+"""The console's batches: every customer's latest batches (or one status's), with their lines'
+counts, what they cost so far and the hold still held. Read only: any operator role sees it."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from tokenrelay.admin.console import Shell, View
+from tokenrelay.portal import queries
+
+SHOWN = 100
+
+
+class BatchPages:
+    def __init__(self, shell: Shell) -> None:
+        self.shell = shell
+        self.actions = shell.actions
+
+    async def page(self, v: View) -> Response:
+        status = v.request.query_params.get("status", "")
+        if status not in queries.BATCH_STATUSES:
+            status = ""
+        await self.actions._billing().writer.flush()  # this process's settled lines are in the DB
+        rows = await queries.batch_rows(self.actions.engine, status=status or None, limit=SHOWN)
+        return self.shell.render(
+            v,
+            "console_batches.html",
+            rows=rows,
+            chosen=status,
+            statuses=queries.BATCH_STATUSES,
+            shown=SHOWN,
+        )
+
+    def routes(self) -> list[BaseRoute]:
+        return [Route("/admin/batches", self.shell.signed_in(self.page))]

@@ -1,0 +1,101 @@
+"""What the dashboard and console batch tests share: a gateway per store that runs batches,
+a batch created through the official openai SDK and run to its end, and what its lines were
+billed (their usage records, `<batch id>-<line no>`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+
+from backends import backend
+from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
+
+NANO = Decimal("1e-9")
+# A gateway-run line (DeepSeek has no batch API), a vendor-batch line (OpenAI's), and a line
+# refused at creation (no such model): two done, one failed.
+MODELS = ["deepseek-chat", "gpt-4o-mini", "no-such-model"]
+
+
+def gateway(store: str, tmp: Path) -> Iterator[RunningGateway]:
+    with backend(store, str(tmp)) as b:
+        gw, thread = start_gateway(
+            tmp,
+            database_url=b.database_url,
+            redis_url=b.redis_url,
+            signup_credit_usd=Decimal("5.00"),
+            session_secret="batch-pages-secret-0123456789",
+            batch_poll_s=0.1,
+        )
+        yield gw
+        gw.server.should_exit = True
+        thread.join(timeout=15)
+
+
+def run_batch(gw: RunningGateway, key: str) -> Any:
+    """A three-line Chat Completions batch, created and waited for through the openai SDK."""
+    client = openai.OpenAI(api_key=key, base_url=gw.proxy + "/v1", max_retries=0)
+    lines = [
+        json.dumps(
+            {
+                "custom_id": f"line-{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": m,
+                    "messages": [{"role": "user", "content": "summarise this"}],
+                    "max_tokens": 30,
+                },
+            }
+        )
+        for i, m in enumerate(MODELS)
+    ]
+    f = client.files.create(file=("in.jsonl", "\n".join(lines).encode()), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    for _ in range(300):
+        batch = client.batches.retrieve(batch.id)
+        if batch.status in ("completed", "cancelled", "expired", "failed"):
+            break
+        time.sleep(0.1)
+    assert batch.status == "completed", batch
+    counts = batch.request_counts
+    assert counts is not None and (counts.completed, counts.failed) == (2, 1)
+    return batch
+
+
+def billed_nano(gw: RunningGateway, batch_id: str) -> int:
+    """Σ the usage records of the batch's lines, from the admin API (to the nano)."""
+    r = httpx.get(
+        gw.url + "/admin/v1/usage",
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+        params={"limit": 1000},
+    )
+    assert r.status_code == 200, r.text
+    rows = [row for row in r.json()["data"] if row["request_id"].startswith(batch_id + "-")]
+    assert len(rows) == 2 and all(row["status"] == "ok" for row in rows), rows
+    return sum(int(Decimal(row["cost_usd"]) / NANO) for row in rows)
+
+
+def batch_row(page: str, batch_id: str) -> str:
+    """The table row of `batch_id` on a page."""
+    found = re.search(rf'<tr data-batch-id="{re.escape(batch_id)}">(.*?)</tr>', page, re.S)
+    assert found, page[-3000:]
+    return found.group(1)
+
+
+def cell(row: str, testid: str) -> tuple[str, str | None]:
+    """A cell's text and its data-nano, if any."""
+    found = re.search(
+        rf'<td[^>]*data-testid="{testid}"(?: data-nano="(\d+)")?>(.*?)</td>', row, re.S
+    )
+    assert found, row
+    return re.sub(r"<[^>]+>", "", found.group(2)).strip(), found.group(1)
