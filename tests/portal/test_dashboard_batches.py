@@ -10,7 +10,16 @@ import pytest
 from portal_support import Browser
 
 from backends import BACKENDS
-from batch_pages_support import batch_row, billed_nano, cell, gateway, run_batch
+from batch_pages_support import (
+    batch_row,
+    billed_nano,
+    cell,
+    gateway,
+    lines_hold_nano,
+    run_batch,
+    slow_batch,
+    wait_batch,
+)
 from gateway_support import RunningGateway
 from tokenrelay.portal.web import dollars
 
@@ -42,3 +51,21 @@ def test_dashboard_lists_the_accounts_batches_with_counts_and_cost(gw: RunningGa
     other.sign_up("neighbour@example.com")
     page = other.http.get("/dashboard").text
     assert batch.id not in page and 'data-testid="no-batches"' in page
+
+
+def test_a_running_batch_shows_the_hold_its_lines_keep(gw: RunningGateway) -> None:
+    b = Browser(gw.url)
+    b.sign_up("slow-batcher@example.com")
+    key = b.create_key("batch")
+    batch = slow_batch(gw, key)
+    held = lines_hold_nano(gw, batch.id)
+    assert held > 0
+    row = batch_row(b.http.get("/dashboard").text, batch.id)
+    assert "in progress" in row
+    assert cell(row, "lines") == ("0 / 0 / 2", None)
+    assert cell(row, "held") == (dollars(held), str(held))
+    assert wait_batch(gw, key, batch.id).status == "completed"
+    row = batch_row(b.http.get("/dashboard").text, batch.id)
+    assert cell(row, "lines") == ("2 / 0 / 2", None)
+    assert cell(row, "held") == (dollars(0), "0")
+    assert cell(row, "cost")[1] == str(billed_nano(gw, batch.id, lines=2))
