@@ -4,13 +4,25 @@ it, and a signed-out visitor does not."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "portal"))
 from portal_support import Browser, operator
 
 from backends import BACKENDS
-from batch_pages_support import batch_row, billed_nano, cell, gateway, run_batch
+from batch_pages_support import (
+    batch_row,
+    billed_nano,
+    cell,
+    gateway,
+    run_batch,
+    slow_batch,
+    wait_batch,
+)
 from gateway_support import RunningGateway
 from tokenrelay.portal.web import dollars
 
@@ -27,7 +39,8 @@ def test_console_batches_page_shows_every_customer_filtered_by_status(
 ) -> None:
     customer = Browser(gw.url)
     customer.sign_up("batch-customer@example.com")
-    batch = run_batch(gw, customer.create_key("batch"))
+    key = customer.create_key("batch")
+    batch = run_batch(gw, key)
     cost = billed_nano(gw, batch.id)
 
     anonymous = Browser(gw.url).http.get("/admin/batches")
@@ -49,3 +62,10 @@ def test_console_batches_page_shows_every_customer_filtered_by_status(
     assert batch.id in ended
     running = ops.http.get("/admin/batches", params={"status": "in_progress"}).text
     assert batch.id not in running and "No batches in progress." in running
+
+    slow = slow_batch(gw, key)
+    running = ops.http.get("/admin/batches", params={"status": "in_progress"}).text
+    assert cell(batch_row(running, slow.id), "status")[0] == "in progress"
+    assert batch.id not in running
+    assert slow.id not in ops.http.get("/admin/batches", params={"status": "ended"}).text
+    assert wait_batch(gw, key, slow.id).status == "completed"

@@ -21,8 +21,14 @@ class BatchPages:
         status = v.request.query_params.get("status", "")
         if status not in queries.BATCH_STATUSES:
             status = ""
-        await self.actions._billing().writer.flush()  # this process's settled lines are in the DB
-        rows = await queries.batch_rows(self.actions.engine, status=status or None, limit=SHOWN)
+        billing = self.actions._billing()
+        await billing.writer.flush()  # this process's settled lines are in the DB
+        rows = await queries.batch_rows(
+            self.actions.engine,
+            status=status or None,
+            limit=SHOWN,
+            held_states=queries.batch_holds(billing),
+        )
         return self.shell.render(
             v,
             "console_batches.html",

@@ -80,7 +80,8 @@ class DashboardPages(PortalBase):
         # this page on an error changed nothing.
         ppm = await prices.multiplier_ppm(self.db, account.price_group)
         caching = await cache_report(self.db, account.id, since, self.models(), ppm)
-        batches = await queries.batch_rows(self.db, account.id)
+        held = queries.batch_holds(self.billing)
+        batches = await queries.batch_rows(self.db, account.id, held_states=held)
         flash = self.sessions.take_flash(request, session)
         new_key = new_key or flash.get("new_key")
         message = message or flash.get("message")

@@ -10,6 +10,8 @@ from typing import Any
 from sqlalchemy import String, and_, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokenrelay.billing.engine import BillingEngine
+from tokenrelay.billing.holds import MemoryHolds
 from tokenrelay.store.tables import (
     accounts,
     audit_log,
@@ -168,11 +170,20 @@ async def audit(engine: AsyncEngine, limit: int = 100) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in await conn.execute(query)]
 
 
-# A batch line's ends (batches/store.py; the portal does not import the request path): a line
-# in any other state still has its worst case held.
-LINE_ENDS = ("succeeded", "errored", "cancelled", "expired")
+# A batch line's states (batches/store.py; the portal does not import the request path).
+# Waiting to run or to go to its vendor: held per line in process; on Redis only the batch's
+# admission check held their sum, and each line holds once it runs (batches/jobs.py).
+LINE_WAITING = ("pending", "queued")
 BATCH_STATUSES = ("in_progress", "cancelling", "ended")
 BATCHES_SHOWN = 20
+
+
+def batch_holds(billing: BillingEngine) -> tuple[str, ...]:
+    """The line states whose worst case is held against the balance under `billing`."""
+    if not billing.enabled:
+        return ()
+    running = ("running", "submitting", "at_vendor", "collecting")
+    return (*LINE_WAITING, *running) if isinstance(billing.holds, MemoryHolds) else running
 
 
 async def batch_rows(
@@ -180,10 +191,11 @@ async def batch_rows(
     account_id: str | None = None,
     status: str | None = None,
     limit: int = BATCHES_SHOWN,
+    held_states: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """Batches newest first (one account's, or every account's for the console), each with its
     lines done/failed/cancelled, the cost of its usage records so far and the hold still held
-    for the lines not ended."""
+    for its lines in `held_states` (`batch_holds`)."""
     b = batches.c
     q = (
         select(
@@ -221,7 +233,7 @@ async def batch_rows(
         )
         for batch_id, line_status, n, hold in await conn.execute(lines):
             counts.setdefault(batch_id, {})[line_status] = int(n)
-            if line_status not in LINE_ENDS:
+            if line_status in held_states:
                 held[batch_id] = held.get(batch_id, 0) + int(hold or 0)
         # A line's usage record has the request id `<batch id>-<line no>`, on the batch's
         # account: what the customer was billed for it (a line that ran unbilled has none).
@@ -247,7 +259,7 @@ async def batch_rows(
         r["failed"] = c.get("errored", 0) + c.get("expired", 0)
         r["cancelled"] = c.get("cancelled", 0)
         r["cost_nano"] = cost.get(r["id"], 0)
-        r["held_nano"] = held.get(r["id"], 0) if r["status"] != "ended" else 0
+        r["held_nano"] = held.get(r["id"], 0)
         r["created_at"] = _utc(r["created_at"])
         r["ended_at"] = _utc(r["ended_at"]) if r["ended_at"] else None
     return rows
