@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, and_, cast, func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.billing.engine import BillingEngine
@@ -194,7 +194,7 @@ async def batch_rows(
     held_states: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """Batches newest first (one account's, or every account's for the console), each with its
-    lines done/failed/cancelled, the cost of its usage records so far and the hold still held
+    lines done/failed/cancelled, what its lines were billed so far and the hold still held
     for its lines in `held_states` (`batch_holds`)."""
     b = batches.c
     q = (
@@ -226,33 +226,22 @@ async def batch_rows(
             return []
         counts: dict[str, dict[str, int]] = {}
         held: dict[str, int] = {}
+        cost: dict[str, int] = {}
+        # A line's cost is what its settlement billed (its usage record `<batch id>-<line no>`
+        # has the same), written with its result: one pass over the batch's lines, where a
+        # join to the usage records took 1.4 s for 20 batches of 10,000 lines.
         lines = (
-            select(ln.batch_id, ln.status, func.count(), func.sum(ln.hold_nano))
+            select(
+                ln.batch_id, ln.status, func.count(), func.sum(ln.hold_nano), func.sum(ln.cost_nano)
+            )
             .where(ln.batch_id.in_(ids))
             .group_by(ln.batch_id, ln.status)
         )
-        for batch_id, line_status, n, hold in await conn.execute(lines):
+        for batch_id, line_status, n, hold, spent in await conn.execute(lines):
             counts.setdefault(batch_id, {})[line_status] = int(n)
+            cost[batch_id] = cost.get(batch_id, 0) + int(spent or 0)
             if line_status in held_states:
                 held[batch_id] = held.get(batch_id, 0) + int(hold or 0)
-        # A line's usage record has the request id `<batch id>-<line no>`, on the batch's
-        # account: what the customer was billed for it (a line that ran unbilled has none).
-        rid = ln.batch_id.concat("-").concat(cast(ln.line_no, String))
-        cost_q = (
-            select(ln.batch_id, func.sum(usage_records.c.cost_nano))
-            .select_from(
-                batch_lines.join(batches, batches.c.id == ln.batch_id).join(
-                    usage_records,
-                    and_(
-                        usage_records.c.request_id == rid,
-                        usage_records.c.account_id == b.account_id,
-                    ),
-                )
-            )
-            .where(ln.batch_id.in_(ids))
-            .group_by(ln.batch_id)
-        )
-        cost = {bid: int(total or 0) for bid, total in await conn.execute(cost_q)}
     for r in rows:
         c = counts.get(r["id"], {})
         r["done"] = c.get("succeeded", 0)
