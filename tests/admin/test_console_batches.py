@@ -4,6 +4,7 @@ it, and a signed-out visitor does not."""
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,15 @@ def test_console_batches_page_shows_every_customer_filtered_by_status(
 
     ended = ops.http.get("/admin/batches", params={"status": "ended"}).text
     assert batch.id in ended
+    # One customer's batches, reached from the customer's page.
+    account = re.search(r'href="/admin/customers/([^"]+)"', batch_row(ended, batch.id))
+    assert account
+    detail = ops.http.get(f"/admin/customers/{account[1]}").text
+    assert f'href="/admin/batches?account={account[1]}"' in detail
+    theirs = ops.http.get("/admin/batches", params={"account": account[1]}).text
+    assert batch.id in theirs
+    other = ops.http.get("/admin/batches", params={"account": "acct_nobody"}).text
+    assert batch.id not in other and "No batches" in other
     running = ops.http.get("/admin/batches", params={"status": "in_progress"}).text
     assert batch.id not in running and "No batches in progress." in running
 

@@ -1,5 +1,6 @@
-"""The console's batches: every customer's latest batches (or one status's), with their lines'
-counts, what they cost so far and the hold still held. Read only: any operator role sees it."""
+"""The console's batches: the latest of every customer (or of one, or in one status), with
+their lines' counts, what they cost so far and the hold still held. Read only: any operator
+role sees it."""
 
 from __future__ import annotations
 
@@ -18,13 +19,16 @@ class BatchPages:
         self.actions = shell.actions
 
     async def page(self, v: View) -> Response:
-        status = v.request.query_params.get("status", "")
+        q = v.request.query_params
+        status = q.get("status", "")
+        account = q.get("account", "")[:40]  # an account id: one customer's batches
         if status not in queries.BATCH_STATUSES:
             status = ""
         billing = self.actions._billing()
         await billing.writer.flush()  # this process's settled lines are in the DB
         rows = await queries.batch_rows(
             self.actions.engine,
+            account or None,
             status=status or None,
             limit=SHOWN,
             held_states=queries.batch_holds(billing),
@@ -34,6 +38,7 @@ class BatchPages:
             "console_batches.html",
             rows=rows,
             chosen=status,
+            account=account,
             statuses=queries.BATCH_STATUSES,
             shown=SHOWN,
         )
