@@ -1,7 +1,9 @@
-"""Helpers for the portal tests: a browser-like client (cookies, CSRF token from the page)."""
+"""Helpers for the portal tests: a browser-like client (cookies, CSRF token from the page), and
+an operator signed in to the console."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from typing import Any
@@ -9,7 +11,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from gateway_support import RunningGateway
 from mail_outbox import last_link
+from tokenrelay.admin.operators import OperatorStore
+from tokenrelay.store.db import create_engine
 
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 ONCE = re.compile(r'name="once" value="([^"]+)"')
@@ -85,3 +90,25 @@ class Browser:
 def form_error(r: httpx.Response) -> Any:
     found = re.search(r'class="error" role="alert">([^<]+)<', r.text)
     return found.group(1) if found else None
+
+
+def operator(gw: RunningGateway, email: str, role: str = "owner") -> Browser:
+    async def create() -> None:
+        engine = create_engine(gw.settings.database_url)
+        try:
+            await OperatorStore(engine).create(email, "operator password 1", role)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(create())
+    return sign_in(gw, email)
+
+
+def sign_in(gw: RunningGateway, email: str, code: str = "") -> Browser:
+    ops = Browser(gw.url)
+    r = ops.post(
+        "/admin/login",
+        {"email": email, "password": "operator password 1", "code": code},
+    )
+    assert r.url.path == "/admin", r.text[:300]
+    return ops

@@ -5,7 +5,6 @@ sign-in and server-side sessions end everywhere."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterator
 from decimal import Decimal
@@ -14,12 +13,10 @@ import httpx
 import openai
 import pyotp
 import pytest
-from portal_support import CSRF, Browser
+from portal_support import CSRF, Browser, operator, sign_in
 
 from backends import BACKENDS, backend
 from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
-from tokenrelay.admin.operators import OperatorStore
-from tokenrelay.store.db import create_engine
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -40,28 +37,6 @@ def gw(
         yield gateway
         gateway.server.should_exit = True
         thread.join(timeout=10)
-
-
-def operator(gw: RunningGateway, email: str, role: str = "owner") -> Browser:
-    async def create() -> None:
-        engine = create_engine(gw.settings.database_url)
-        try:
-            await OperatorStore(engine).create(email, "operator password 1", role)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(create())
-    return sign_in(gw, email)
-
-
-def sign_in(gw: RunningGateway, email: str, code: str = "") -> Browser:
-    ops = Browser(gw.url)
-    r = ops.post(
-        "/admin/login",
-        {"email": email, "password": "operator password 1", "code": code},
-    )
-    assert r.url.path == "/admin", r.text[:300]
-    return ops
 
 
 def customer(gw: RunningGateway, email: str) -> tuple[Browser, str, str]:

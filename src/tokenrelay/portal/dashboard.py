@@ -1,5 +1,5 @@
-"""The dashboard: balance, spend chart, keys, per-model totals and the usage table (a page,
-an htmx fragment and a CSV export)."""
+"""The dashboard: balance, spend chart, keys, per-model totals, batches and the usage table (a
+page, an htmx fragment and a CSV export)."""
 
 from __future__ import annotations
 
@@ -80,6 +80,8 @@ class DashboardPages(PortalBase):
         # this page on an error changed nothing.
         ppm = await prices.multiplier_ppm(self.db, account.price_group)
         caching = await cache_report(self.db, account.id, since, self.models(), ppm)
+        held = queries.batch_holds(self.billing)
+        batches = await queries.batch_rows(self.db, account.id, held_states=held)
         flash = self.sessions.take_flash(request, session)
         new_key = new_key or flash.get("new_key")
         message = message or flash.get("message")
@@ -101,6 +103,7 @@ class DashboardPages(PortalBase):
             days=days,
             ranges=RANGES,
             caching=caching,
+            batches=batches,
             keys=keys,
             key_names=key_names,
             models=[r["name"] for r in caching["model"]],

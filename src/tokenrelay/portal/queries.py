@@ -10,7 +10,16 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenrelay.store.tables import accounts, audit_log, usage_daily, usage_records
+from tokenrelay.billing.engine import BillingEngine
+from tokenrelay.billing.holds import MemoryHolds
+from tokenrelay.store.tables import (
+    accounts,
+    audit_log,
+    batch_lines,
+    batches,
+    usage_daily,
+    usage_records,
+)
 
 PAGE = 50
 CSV_MAX = 100_000
@@ -159,6 +168,90 @@ async def audit(engine: AsyncEngine, limit: int = 100) -> list[dict[str, Any]]:
     query = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
     async with engine.connect() as conn:
         return [dict(r._mapping) for r in await conn.execute(query)]
+
+
+# A batch line's states (batches/store.py; the portal does not import the request path).
+# Waiting to run or to go to its vendor: held per line in process; on Redis only the batch's
+# admission check held their sum, and each line holds once it runs (batches/jobs.py).
+LINE_WAITING = ("pending", "queued")
+BATCH_STATUSES = ("in_progress", "cancelling", "ended")
+BATCHES_SHOWN = 20
+
+
+def batch_holds(billing: BillingEngine) -> tuple[str, ...]:
+    """The line states whose worst case is held against the balance under `billing`."""
+    if not billing.enabled:
+        return ()
+    running = ("running", "submitting", "at_vendor", "collecting")
+    return (*LINE_WAITING, *running) if isinstance(billing.holds, MemoryHolds) else running
+
+
+async def batch_rows(
+    engine: AsyncEngine,
+    account_id: str | None = None,
+    status: str | None = None,
+    limit: int = BATCHES_SHOWN,
+    held_states: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
+    """Batches newest first (one account's, or every account's for the console), each with its
+    lines done/failed/cancelled, what its lines were billed so far and the hold still held
+    for its lines in `held_states` (`batch_holds`)."""
+    b = batches.c
+    q = (
+        select(
+            b.id,
+            b.api,
+            b.endpoint,
+            b.status,
+            b.total,
+            b.account_id,
+            b.created_at,
+            b.ended_at,
+            accounts.c.email,
+        )
+        .select_from(batches.join(accounts, accounts.c.id == b.account_id, isouter=True))
+        .where(b.deleted_at.is_(None))
+        .order_by(b.created_at.desc(), b.id.desc())
+        .limit(limit)
+    )
+    if account_id is not None:
+        q = q.where(b.account_id == account_id)
+    if status:
+        q = q.where(b.status == status)
+    ln = batch_lines.c
+    async with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in await conn.execute(q)]
+        ids = [r["id"] for r in rows]
+        if not ids:
+            return []
+        counts: dict[str, dict[str, int]] = {}
+        held: dict[str, int] = {}
+        cost: dict[str, int] = {}
+        # A line's cost is what its settlement billed (its usage record `<batch id>-<line no>`
+        # has the same), written with its result: one pass over the batch's lines, where a
+        # join to the usage records took 1.4 s for 20 batches of 10,000 lines.
+        lines = (
+            select(
+                ln.batch_id, ln.status, func.count(), func.sum(ln.hold_nano), func.sum(ln.cost_nano)
+            )
+            .where(ln.batch_id.in_(ids))
+            .group_by(ln.batch_id, ln.status)
+        )
+        for batch_id, line_status, n, hold, spent in await conn.execute(lines):
+            counts.setdefault(batch_id, {})[line_status] = int(n)
+            cost[batch_id] = cost.get(batch_id, 0) + int(spent or 0)
+            if line_status in held_states:
+                held[batch_id] = held.get(batch_id, 0) + int(hold or 0)
+    for r in rows:
+        c = counts.get(r["id"], {})
+        r["done"] = c.get("succeeded", 0)
+        r["failed"] = c.get("errored", 0) + c.get("expired", 0)
+        r["cancelled"] = c.get("cancelled", 0)
+        r["cost_nano"] = cost.get(r["id"], 0)
+        r["held_nano"] = held.get(r["id"], 0)
+        r["created_at"] = _utc(r["created_at"])
+        r["ended_at"] = _utc(r["ended_at"]) if r["ended_at"] else None
+    return rows
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenrelay.admin.actions import OperatorActions
+from tokenrelay.admin.batches_page import BatchPages
 from tokenrelay.admin.console import Shell, SignIn
 from tokenrelay.admin.pages import Pages
 from tokenrelay.admin.signups_page import SignupPages
@@ -71,6 +72,7 @@ def web_routes(relay: Relay, states: DeploymentStates | None = None) -> list[Bas
         *pages.routes(),
         *(UpstreamPages(shell).routes() if states is not None else []),
         *SignupPages(shell).routes(),
+        *BatchPages(shell).routes(),
         *portal.routes(),
     ]
     if relay.settings.public_url:
