@@ -25,10 +25,6 @@ VENDOR_KEYS = {"OPENAI_API_KEY": "sk-proj-vendorsecret123", "GEMINI_API_KEY": "A
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
-@pytest.mark.xfail(
-    reason="regressed in stop 18's merges (closing note)",
-    strict=False,
-)
 def test_debug_logging_of_a_served_gateway_holds_no_secrets(
     tmp_path: Path, log_format: str
 ) -> None:

@@ -73,9 +73,21 @@ def serve(host: str | None, port: int | None, quickstart_key: bool, workers: int
             f"Keys exist already (the quick-start key was shown on the first run). Another: sign"
             f" up at {site}/signup, or `{cli} keys create --name me --credits 5.00`."
         )
-    click.echo(f"Site: {site}/  (docs {site}/docs, prices {site}/pricing)")
-    click.echo(f"Operator console: {site}/admin  (an operator: `{cli} admin create-user EMAIL`)")
+    say = _json_line if settings.log_format == "json" else click.echo
+    say(f"Site: {site}/  (docs {site}/docs, prices {site}/pricing)")
+    say(f"Operator console: {site}/admin  (an operator: `{cli} admin create-user EMAIL`)")
     run_server(bind_host, bind_port, workers)
+
+
+def _json_line(message: str) -> None:
+    """A hint in the shape of the JSON log lines (with TOKENRELAY_LOG_FORMAT=json every line a
+    log collector reads is one JSON object)."""
+    import logging
+
+    from tokenrelay.ops.log_format import JsonFormatter
+
+    record = logging.LogRecord("tokenrelay.serve", logging.INFO, "", 0, message, (), None)
+    click.echo(JsonFormatter().format(record))
 
 
 def _local(host: str) -> str:
