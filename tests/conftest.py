@@ -7,19 +7,16 @@ from collections.abc import Iterator
 import pytest
 
 # Re-exported: tests in directories sorted before tests/emulator import them from here.
-from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, served, start_gateway
 
-__all__ = ["ADMIN_TOKEN", "RunningGateway", "free_port", "start_gateway"]
+__all__ = ["ADMIN_TOKEN", "RunningGateway", "free_port", "served", "start_gateway"]
 # Records the compatibility matrix tests' outcomes as the published contract.
 pytest_plugins = ["compat_recorder"]
 
 
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    gw, thread = start_gateway(tmp_path_factory.mktemp("gw"))
-    yield gw
-    gw.server.should_exit = True
-    thread.join(timeout=10)
+    yield from served(tmp_path_factory.mktemp("gw"))
 
 
 @pytest.fixture(scope="session")

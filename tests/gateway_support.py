@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +87,16 @@ def start_gateway(tmp: Path, **overrides: object) -> tuple[RunningGateway, threa
         if thread.is_alive():
             break
     raise RuntimeError("gateway did not start")
+
+
+def served(tmp: Path, **overrides: object) -> Iterator[RunningGateway]:
+    """A gateway (start_gateway's) for a fixture to `yield from`: stopped when it is done."""
+    gw, thread = start_gateway(tmp, **overrides)
+    try:
+        yield gw
+    finally:
+        gw.server.should_exit = True
+        thread.join(timeout=10)
 
 
 def within(seconds: float, check: Callable[[], bool]) -> float:

@@ -8,15 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway_support import RunningGateway, start_gateway
+from gateway_support import RunningGateway, served
 
 
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    gw, thread = start_gateway(tmp_path_factory.mktemp("compat-gw"), batch_poll_s=0.2)
-    yield gw
-    gw.server.should_exit = True
-    thread.join(timeout=10)
+    yield from served(tmp_path_factory.mktemp("compat-gw"), batch_poll_s=0.2)
 
 
 @pytest.fixture(scope="session")
