@@ -1,4 +1,5 @@
-"""Issue 25, item 3: every answer carries a receipt signed with the gateway's Ed25519 key, that
+"""Issue 25, item 3: every request has a receipt signed with the gateway's Ed25519 key — on the
+answer when the request asks (`x-tokenrelay-receipt: 1`), and at GET /v1/receipts/{id} — that
 the README's snippet alone verifies, that fails after any change, and whose charge
 `tokenrelay receipts verify` recomputes from the published prices."""
 
@@ -27,6 +28,12 @@ from tokenrelay.server.cli import main as cli
 from tokenrelay.store.db import create_engine, migrate_sync
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+ASK = {"x-tokenrelay-receipt": "1"}  # this answer carries its receipt
+
+
+@pytest.fixture(scope="module")
+def other_api_key(gateway: Any) -> str:
+    return str(gateway.create_key("another customer"))
 
 
 def readme_snippet(gateway: Any, api_key: str) -> Any:
@@ -78,7 +85,10 @@ def test_a_receipt_verifies_with_the_readme_snippet_and_fails_when_changed(
 ) -> None:
     client = openai.OpenAI(api_key=api_key, base_url=gateway.proxy + "/v1", max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
-        model="gemini-2.5-flash", max_tokens=50, messages=[{"role": "user", "content": "Hello"}]
+        model="gemini-2.5-flash",
+        max_tokens=50,
+        messages=[{"role": "user", "content": "Hello"}],
+        extra_headers=ASK,
     )
     completion = raw.parse()
     receipt = raw.headers["x-tokenrelay-receipt"]
@@ -109,7 +119,7 @@ def test_a_receipt_verifies_with_the_readme_snippet_and_fails_when_changed(
 def test_a_stream_ends_with_its_receipt(gateway, api_key, model: str) -> None:
     client = anthropic.Anthropic(api_key=api_key, base_url=gateway.proxy, max_retries=0)
     with client.messages.stream(
-        model=model, max_tokens=50, messages=[{"role": "user", "content": "Hi"}]
+        model=model, max_tokens=50, messages=[{"role": "user", "content": "Hi"}], extra_headers=ASK
     ) as stream:
         deltas = [e for e in stream if e.type == "message_delta"]
     usage = deltas[-1].usage.model_extra or {}
@@ -132,7 +142,7 @@ def test_a_receipt_names_the_vendors_own_request_id(
     (the emulator: ids derive from the body) gets the id the receipt must quote."""
     body = {"model": model, "max_tokens": 30, "messages": [{"role": "user", "content": "Hi"}]}
     client_path = "/v1/messages" if model.startswith("claude") else "/v1/chat/completions"
-    auth = {"authorization": f"Bearer {api_key}", "x-api-key": api_key}
+    auth = {"authorization": f"Bearer {api_key}", "x-api-key": api_key, **ASK}
     r = httpx.post(gateway.proxy + client_path, json=body, headers=auth)
     assert r.status_code == 200, r.text
     direct = httpx.post(
@@ -150,7 +160,7 @@ def test_a_receipt_names_the_vendors_own_request_id(
 def test_the_cli_recomputes_the_charge_from_the_published_prices(gateway, api_key) -> None:
     r = httpx.post(
         gateway.proxy + "/v1/chat/completions",
-        headers={"authorization": f"Bearer {api_key}"},
+        headers={"authorization": f"Bearer {api_key}", **ASK},
         json={
             "model": "deepseek-chat",
             "max_tokens": 40,
@@ -164,6 +174,42 @@ def test_the_cli_recomputes_the_charge_from_the_published_prices(gateway, api_ke
     _, forged = next(c for c in changed_copies(receipt) if c[0] == "charged_nano")
     bad = CliRunner().invoke(cli, ["receipts", "verify", forged, "--url", gateway.url])
     assert bad.exit_code != 0 and "INVALID" in bad.output
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "claude-haiku-4-5"])
+def test_an_answer_not_asking_carries_no_receipt_and_any_is_fetched_by_its_id(
+    gateway, api_key, other_api_key, model: str
+) -> None:
+    """Signing costs a quarter of a request's CPU: only answers that ask carry one. Every
+    request's receipt is at GET /v1/receipts/{request_id}, the same bytes the answer would have
+    carried (signatures are deterministic), to the key's account only."""
+    client = openai.OpenAI(api_key=api_key, base_url=gateway.proxy + "/v1", max_retries=0)
+    ask = {"model": model, "max_tokens": 20, "messages": [{"role": "user", "content": "Hi"}]}
+    plain = client.chat.completions.with_raw_response.create(**ask)
+    assert "x-tokenrelay-receipt" not in plain.headers
+    assert "receipt" not in (plain.parse().usage.model_extra or {})
+    assert plain.headers["x-tokenrelay-cost-usd"]
+    asked = client.chat.completions.with_raw_response.create(**ask, extra_headers=ASK)
+    auth = {"authorization": f"Bearer {api_key}"}
+    for raw in (plain, asked):
+        rid = raw.headers["x-request-id"]
+        got = httpx.get(f"{gateway.proxy}/v1/receipts/{rid}", headers=auth)
+        assert got.status_code == 200, got.text
+        claims = readme_snippet(gateway, api_key)(got.json()["receipt"], public_key(gateway))
+        assert claims["request_id"] == rid and claims["model_asked"] == model
+        assert claims["charged_usd"] == raw.headers["x-tokenrelay-cost-usd"]
+        assert got.json()["claims"]["charged_nano"] == claims["charged_nano"]
+    assert got.json()["receipt"] == asked.headers["x-tokenrelay-receipt"]
+    # another account's key, an unknown id, no key: nothing said about the request
+    other = {"authorization": f"Bearer {other_api_key}"}
+    for headers, rid, status in [
+        (other, asked.headers["x-request-id"], 404),
+        (auth, "req_does_not_exist", 404),
+        ({}, asked.headers["x-request-id"], 401),
+    ]:
+        r = httpx.get(f"{gateway.proxy}/v1/receipts/{rid}", headers=headers)
+        assert r.status_code == status and "receipt" not in r.json(), r.text
+        assert r.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)

@@ -81,7 +81,10 @@ def test_chart_by_model_and_key_reasons_and_signed_csv(gw: RunningGateway) -> No
     for name, model in calls:
         client = openai.OpenAI(api_key=keys[name], base_url=gw.proxy + "/v1", max_retries=0)
         raw = client.chat.completions.with_raw_response.create(
-            model=model, messages=[{"role": "user", "content": "[[words:5]] hi"}], max_tokens=20
+            model=model,
+            messages=[{"role": "user", "content": "[[words:5]] hi"}],
+            max_tokens=20,
+            extra_headers={"x-tokenrelay-receipt": "1"},
         )
         receipts[raw.headers["x-request-id"]] = raw.headers["x-tokenrelay-receipt"]
 

@@ -125,6 +125,7 @@ class RequestContext:
     cost_nano: int | None = None
     record: Any = None  # the UsageRecord settled (a receipt is signed from it)
     receipt: str | None = None  # signed when first asked for
+    wants_receipt: bool = False  # the request sent `x-tokenrelay-receipt: 1`
     multiplier_ppm: int = 1_000_000  # the price group's, as settled (the receipt says it)
     status: Status = "ok"
     error: str | None = None

@@ -7,7 +7,10 @@ alone (README, "Usage receipts"), and recomputes the charge from the published p
 (`tokenrelay receipts verify`).
 
 Claims come from the usage record the ledger holds (`claims`), so the same request always gives
-the same receipt (Ed25519 signatures are deterministic): the CSV export can sign its rows again.
+the same receipt (Ed25519 signatures are deterministic): the CSV export and
+`GET /v1/receipts/{request_id}` sign its rows again. An answer carries its receipt when its
+request asks (`x-tokenrelay-receipt: 1`), or always with TOKENRELAY_RECEIPTS=always: building and
+signing one costs ~80 µs of CPU, a quarter of a request's, spent only where it is read.
 
 The key: `TOKENRELAY_RECEIPT_KEY` (the 32-byte private seed, base64), the same on every replica;
 without it the first process generates one and stores it in the database (`signing_keys`), where
@@ -17,6 +20,7 @@ every later process and replica reads the same one.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -55,6 +59,17 @@ def _b64u(data: bytes) -> str:
 
 def _unb64u(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(UsageRecord))
+
+
+def record_from_row(row: dict[str, Any]) -> UsageRecord:
+    """The usage record a `usage_records` row holds (what its receipt is signed from)."""
+    record = UsageRecord(**{k: v for k, v in row.items() if k in _RECORD_FIELDS})
+    started = row["started_at"]
+    record.started_at = started if started.tzinfo else started.replace(tzinfo=dt.UTC)  # SQLite
+    return record
 
 
 def claims(record: UsageRecord, multiplier_ppm: int) -> dict[str, Any]:

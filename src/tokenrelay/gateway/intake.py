@@ -59,6 +59,7 @@ async def receive_request(
     body = await read_limited(receive, max_body_bytes)
     headers = header_map(scope)
     ctx.session_id = session_id(headers)
+    ctx.wants_receipt = headers.get("x-tokenrelay-receipt") in ("1", "true")
     key = await keys.authenticate(presented_key(headers))
     if key is None:
         raise GatewayError("authentication", "Invalid or missing API key.", 401)

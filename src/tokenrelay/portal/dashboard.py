@@ -4,7 +4,6 @@ page, an htmx fragment and a CSV export)."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import datetime as dt
 import io
 from typing import Any
@@ -13,8 +12,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from tokenrelay.billing.receipts import ReceiptSigner, claims, load_signer
-from tokenrelay.billing.writer import UsageRecord
+from tokenrelay.billing.receipts import ReceiptSigner, claims, load_signer, record_from_row
 from tokenrelay.money import usd
 from tokenrelay.portal import prices, queries
 from tokenrelay.portal.cache_report import cache_report
@@ -154,9 +152,7 @@ class DashboardPages(PortalBase):
             ppm = r["multiplier_ppm"]
             if ppm is None:
                 ppm = self.billing.prices.multiplier(group, r["model"], group_ppm)
-            record = UsageRecord(**{k: v for k, v in r.items() if k in RECORD_FIELDS})
-            record.started_at = _aware(r["started_at"])
-            receipt = signer.sign(claims(record, ppm))
+            receipt = signer.sign(claims(record_from_row(r), ppm))
             r["started_at"] = _iso_utc(r["started_at"])
             cells = [_csv_safe(r[c]) for c in columns]
             writer.writerow([*cells, usd(int(r["cost_nano"])), receipt])
@@ -244,9 +240,6 @@ RANGES = (1, 7, 30, 90)
 def _range_days(request: Request) -> int:
     raw = request.query_params.get("days", "")
     return int(raw) if raw.isdigit() and int(raw) in RANGES else 30
-
-
-RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(UsageRecord))
 
 
 def _aware(when: dt.datetime) -> dt.datetime:

@@ -64,6 +64,7 @@ from tokenrelay.server.compatibility_page import compatibility_routes
 from tokenrelay.server.embedded_emulator import EmbeddedEmulator
 from tokenrelay.server.embedding_routes import gemini_embeddings, openai_embeddings
 from tokenrelay.server.model_routes import count_tokens, list_gemini_models, list_models
+from tokenrelay.server.receipt_routes import receipt_routes
 from tokenrelay.server.web import deployment_snapshots, web_routes
 from tokenrelay.settings import Settings, get_settings
 from tokenrelay.store.db import create_engine, migrate_in_child, schema_is_current
@@ -211,7 +212,8 @@ class Gateway:
         seed = s.receipt_key.get_secret_value() if s.receipt_key else None
         receipts = await load_signer(seed, engine)
         compaction.install_key(receipts.derive_secret(b"compaction"))
-        self.relay = Relay(s, catalog, upstreams, keys, BillingMeter(billing, receipts))
+        meter = BillingMeter(billing, receipts, always_receipt=s.receipts == "always")
+        self.relay = Relay(s, catalog, upstreams, keys, meter)
         self._billing = billing
         batches, batch_routes = batch_service(self.relay, PROXY)
         batches.start()
@@ -240,6 +242,7 @@ class Gateway:
             Route("/api/proxy/v1beta/models", self._gemini_models),
             Route("/api/proxy/v1beta/models/{model_id:path}", self._gemini_models),
             *batch_routes,
+            *receipt_routes(self.relay, PROXY),
             Route(WELL_KNOWN_PATH, lambda _: JSONResponse(receipts.public_document())),
             *compatibility_routes(),
             *quote_routes(
