@@ -215,6 +215,9 @@ class TokenRelay(Contender):
     pools: int = 0  # > 0: the vendors get this many deployments, all pointing at the mock
     profile: Path | None = None  # run under cProfile, its stats written here at stop
     source: Path | None = None  # another tree's src/ (cpu_cost --against), else this one's
+    # "granian": the same app under granian (ASGI, uvloop, one worker) instead of `tokenrelay
+    # serve`'s uvicorn (cpu_cost --servers): http_guard's deadlines and caps are uvicorn's
+    server: str = "uvicorn"
     base: str = ""
     key: str = ""
 
@@ -248,6 +251,13 @@ class TokenRelay(Contender):
                 self.notes.append("TOKENRELAY_BILLING is not a known setting yet: billing stays on")
         log = d / "stdout.log"
         cmd = [str(REPO / ".venv" / "bin" / "tokenrelay"), "serve", "--port", str(port)]
+        if self.server == "granian":
+            cmd = [
+                str(REPO / ".venv" / "bin" / "granian"),
+                *("--interface", "asgi", "--factory", "--loop", "uvloop", "--workers", "1"),
+                *("--runtime-threads", "1", "--host", "127.0.0.1", "--port", str(port)),
+                *("--no-ws", "--log-level", "warning", "tokenrelay.server.serve:worker_app"),
+            ]
         if self.profile is not None:
             # The event loop thread's CPU time, not wall time (a shared machine's waits).
             code = (
@@ -302,7 +312,7 @@ def pool_catalog(mock_port: int, n: int) -> str:
 
 def billing_switch_exists() -> bool:
     """Whether the checked-out gateway reads TOKENRELAY_BILLING (it may not yet)."""
-    settings = REPO / "src" / "tokenrelay" / "settings.py"
+    settings = REPO / "src" / "tokenrelay" / "settings" / "__init__.py"
     return settings.exists() and "TOKENRELAY_BILLING" in settings.read_text()
 
 

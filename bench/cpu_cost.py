@@ -66,6 +66,20 @@ def compare_pools(
     return alternate(ctx, variants, ("single", "pools"), scenario, rounds, seconds, "pools", log)
 
 
+def compare_servers(
+    ctx: cmod.Ctx, scenario: str, rounds: int, seconds: float, log: Callable[[str], None] = print
+) -> dict[str, dict[str, float]]:
+    """The same app, billing on, under `tokenrelay serve` (uvicorn + httptools, http_guard)
+    and under granian (Rust HTTP, ASGI on uvloop, one worker, one runtime thread)."""
+    variants: list[cmod.Contender] = [
+        cmod.TokenRelay("tokenrelay-uvicorn"),
+        cmod.TokenRelay("tokenrelay-granian", server="granian"),
+    ]
+    return alternate(
+        ctx, variants, ("uvicorn", "granian"), scenario, rounds, seconds, "servers", log
+    )
+
+
 def compare_against(
     ctx: cmod.Ctx,
     scenario: str,
@@ -141,6 +155,9 @@ def main() -> None:
         help="compare the single-key path with N deployments per vendor instead of billing",
     )
     ap.add_argument("--against", metavar="REF", help="compare this tree with git REF instead")
+    ap.add_argument(
+        "--servers", action="store_true", help="compare uvicorn with granian (pip install granian)"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tokenrelay-cpu-") as tmp:
         mock, port = phases.start_mock(Path(tmp))
@@ -151,6 +168,8 @@ def main() -> None:
                 med = compare_against(
                     ctx, args.scenario, args.rounds, args.seconds, args.against, quiet
                 )
+            elif args.servers:
+                med = compare_servers(ctx, args.scenario, args.rounds, args.seconds, quiet)
             elif args.pools:
                 med = compare_pools(
                     ctx, args.scenario, args.rounds, args.seconds, args.pools, quiet
@@ -159,7 +178,15 @@ def main() -> None:
                 med = compare(ctx, args.scenario, args.rounds, args.seconds, log=quiet)
         finally:
             proc.stop(mock)
-    what = "against" if args.against else "pools" if args.pools else "billing"
+    what = (
+        "against"
+        if args.against
+        else "servers"
+        if args.servers
+        else "pools"
+        if args.pools
+        else "billing"
+    )
     for label, m in med.items():
         print(
             f"{what} {label:6s} {m['cpu_us_per_request']:7.1f} µs CPU/request "
@@ -168,7 +195,7 @@ def main() -> None:
             f"   {m['rps']:8.0f} req/s   p50 {m['p50_ms_c1']:.3f} ms at c=1   ({args.scenario})"
         )
     a, b = med.values()
-    on, off = (b, a) if args.pools or args.against else (a, b)
+    on, off = (b, a) if args.pools or args.against or args.servers else (a, b)
     print(
         f"{what} costs {on['cpu_us_per_request'] - off['cpu_us_per_request']:.1f} µs/request; "
         f"on÷off req/s {on['rps'] / off['rps']:.3f} "
