@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -185,6 +184,8 @@ class AlertWatcher:
     async def _deliver(self, alert: Alert) -> None:
         s = self.settings
         if s.alert_webhook_url is not None:
+            import httpx  # here: only a webhook needs it (~10 MB of idle memory)
+
             try:
                 async with httpx.AsyncClient(timeout=10) as client:
                     await client.post(

@@ -21,9 +21,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import httpx
 import orjson
 
 from tokenrelay.batches.lines import EMBEDDINGS, FRONTENDS, Answer, Lines
@@ -48,6 +47,9 @@ from tokenrelay.gateway.relay import Relay
 from tokenrelay.gateway.respond import Flight
 from tokenrelay.vendors import BATCH_WIRES
 from tokenrelay.vendors.base import BatchItem, BatchOutcome, BatchWire, UpstreamRequest
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("tokenrelay.batches.vendor")
 
@@ -95,6 +97,8 @@ class VendorBatches:
 
     async def _send(self, call: UpstreamRequest) -> tuple[int, bytes]:
         if self._client is None:
+            import httpx  # here: only a vendor batch needs it (~10 MB of idle memory)
+
             self._client = httpx.AsyncClient(timeout=120.0)
         resp = await self._client.request(
             call.method, call.url, headers=call.headers, content=call.body or None

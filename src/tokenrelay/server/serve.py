@@ -41,6 +41,7 @@ def _options(settings: Settings, http: Any) -> dict[str, Any]:
         "port": settings.port,
         "http": http,
         "lifespan": "on",
+        "ws": "none",  # no WebSocket routes: and uvicorn's import of websockets is ~3 MB
         "access_log": False,
         "timeout_keep_alive": settings.keepalive_timeout_s,
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
