@@ -342,29 +342,41 @@ class BatchOutcome:
     body: bytes = b""
 
 
+@dataclass(frozen=True, slots=True)
+class BatchLink:
+    """A vendor's batch API as one deployment reaches it: how a call is sent, the key, the URL."""
+
+    send: BatchSend
+    api_key: str
+    base_url: str
+
+    async def call(
+        self, method: str, url: str, headers: dict[str, str], body: bytes = b""
+    ) -> bytes:
+        """The call's 2xx body (BatchError otherwise)."""
+        status, answer = await self.send(UpstreamRequest(method, url, headers, body))
+        if not 200 <= status < 300:
+            raise BatchError(status, answer)
+        return answer
+
+
 class BatchWire(Protocol):
     def group(self, call: UpstreamRequest) -> str:
         """Lines whose calls share a group go in one vendor batch (OpenAI: one endpoint per
         batch; Gemini: one model per batch)."""
         ...
 
-    async def submit(
-        self, send: BatchSend, group: str, items: list[BatchItem], *, api_key: str, base_url: str
-    ) -> str:
+    async def submit(self, link: BatchLink, group: str, items: list[BatchItem]) -> str:
         """Create the vendor batch; its id."""
         ...
 
-    async def poll(
-        self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str
-    ) -> BatchPoll: ...
+    async def poll(self, link: BatchLink, batch_id: str) -> BatchPoll: ...
 
-    async def results(
-        self, send: BatchSend, batch_id: str, poll: BatchPoll, *, api_key: str, base_url: str
-    ) -> list[BatchOutcome]:
+    async def results(self, link: BatchLink, batch_id: str, poll: BatchPoll) -> list[BatchOutcome]:
         """Every line's end, once `poll.ended`."""
         ...
 
-    async def cancel(self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str) -> None:
+    async def cancel(self, link: BatchLink, batch_id: str) -> None:
         """Ask the vendor to stop: lines it finished stay finished (and billed)."""
         ...
 
@@ -374,12 +386,4 @@ def unstreamed(call: UpstreamRequest) -> dict[str, Any]:
     body: dict[str, Any] = orjson.loads(call.body)
     body.pop("stream", None)
     body.pop("stream_options", None)
-    return body
-
-
-async def batch_call(send: BatchSend, call: UpstreamRequest) -> bytes:
-    """`call`'s 2xx body (BatchError otherwise)."""
-    status, body = await send(call)
-    if not 200 <= status < 300:
-        raise BatchError(status, body)
     return body
