@@ -150,16 +150,18 @@ def _thinking_config(cfg: ir.ThinkingConfig | None) -> Json | None:
     return {"thinkingBudget": budget, "includeThoughts": True}
 
 
+def _present(**fields: Any) -> Json:
+    """The fields the request sets: Gemini's own defaults stand for the rest."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 def _generation_config(req: ir.Request) -> Json:
-    gen: Json = {}
-    if req.temperature is not None:
-        gen["temperature"] = req.temperature
-    if req.top_p is not None:
-        gen["topP"] = req.top_p
-    if req.top_k is not None:
-        gen["topK"] = req.top_k
-    if req.max_tokens is not None:
-        gen["maxOutputTokens"] = req.max_tokens
+    gen = _present(
+        temperature=req.temperature,
+        topP=req.top_p,
+        topK=req.top_k,
+        maxOutputTokens=req.max_tokens,
+    )
     if req.stop:
         gen["stopSequences"] = req.stop[:MAX_STOP_SEQUENCES]
     thinking = _thinking_config(req.thinking)
@@ -613,12 +615,9 @@ class GeminiVendor:
         requests: list[Json] = []
         for text in req.inputs:
             one: Json = {"model": model, "content": {"parts": [{"text": text}]}}
-            if req.dimensions is not None:
-                one["outputDimensionality"] = req.dimensions
-            if req.task_type is not None:
-                one["taskType"] = req.task_type
-            if req.title is not None:
-                one["title"] = req.title
+            one |= _present(
+                outputDimensionality=req.dimensions, taskType=req.task_type, title=req.title
+            )
             requests.append(one)
         url = _model_url(base_url, upstream_model, "batchEmbedContents")
         return base.UpstreamRequest(

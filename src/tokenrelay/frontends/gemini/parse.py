@@ -268,24 +268,16 @@ def _content_part(part: JSONObject, where: str) -> list[ir.Part]:
     if "text" in part:
         text = v.string(part["text"], v.at(where, "text"))
         return [ir.Text(text)] if text else []
-    inline = part.get("inlineData")
-    if inline is not None:
+    if part.get("inlineData") is not None:
         path = v.at(where, "inlineData")
-        blob = _object(inline, path)
+        blob = _object(part["inlineData"], path)
         mime = v.required_string(blob, "mimeType", path)
-        data = v.required_string(blob, "data", path)
-        if mime.startswith("image/"):
-            return [ir.Image(media_type=mime, data=data)]
-        return [ir.Document("base64", media_type=mime, data=data)]
-    file = part.get("fileData")
-    if file is not None:
+        return [_media(mime, data=v.required_string(blob, "data", path))]
+    if part.get("fileData") is not None:
         path = v.at(where, "fileData")
-        ref = _object(file, path)
+        ref = _object(part["fileData"], path)
         uri = v.required_string(ref, "fileUri", path)
-        file_mime = v.opt_string(ref, "mimeType", path)
-        if file_mime and file_mime.startswith("image/"):
-            return [ir.Image(media_type=file_mime, url=uri)]
-        return [ir.Document("url", media_type=file_mime, url=uri)]
+        return [_media(v.opt_string(ref, "mimeType", path), url=uri)]
     code = part.get("executableCode")
     if code is not None:  # Gemini's own code execution, shown to other vendors as text
         return [ir.Text("```\n" + str(v.obj(code, where).get("code") or "") + "\n```")]
@@ -297,6 +289,14 @@ def _content_part(part: JSONObject, where: str) -> list[ir.Part]:
     if part.get("thoughtSignature") is not None or not part:
         return []  # a signature alone (the end of a Gemini 3 answer): nothing to say
     raise v.fail(where, f"unsupported part (keys: {', '.join(sorted(part))})")
+
+
+def _media(mime: str | None, *, data: str | None = None, url: str | None = None) -> ir.Part:
+    """Inline bytes (`data`) or a file (`url`): an image when its MIME type says so, else a
+    document (PDF, text, ...)."""
+    if mime and mime.startswith("image/"):
+        return ir.Image(media_type=mime, data=data, url=url)
+    return ir.Document("url" if url is not None else "base64", media_type=mime, data=data, url=url)
 
 
 # ------------------------------------------------------------------------------------ tools
