@@ -16,7 +16,7 @@ from typing import Any, Literal
 import orjson
 
 from tokenrelay import ir
-from tokenrelay.sse import SSEEvent, SSEParser, encode
+from tokenrelay.sse import SSEEvent, SSEParser
 from tokenrelay.vendors import base
 from tokenrelay.vendors.beta_policy import report_dropped
 from tokenrelay.vendors.gemini_schema import clean_schema
@@ -484,7 +484,7 @@ class GeminiScan(base.PassthroughScan):
         for key, value in extra_usage.items():  # cost_usd → costUsd (camelCase JSON)
             head, *rest = key.split("_")
             usage[head + "".join(w.title() for w in rest)] = value
-        return encode(orjson.dumps(chunk))  # LF framing, as the parser left the rest
+        return self.wire_data(orjson.dumps(chunk))  # LF framing, as the parser left the rest
 
 
 # --------------------------------------------------------------------------------------------
