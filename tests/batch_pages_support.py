@@ -18,7 +18,7 @@ import openai
 from sqlalchemy import func, select
 
 from backends import backend
-from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, served
 from tokenrelay.store.db import create_engine
 from tokenrelay.store.tables import batch_lines
 
@@ -30,7 +30,7 @@ MODELS = ["deepseek-chat", "gpt-4o-mini", "no-such-model"]
 
 def gateway(store: str, tmp: Path) -> Iterator[RunningGateway]:
     with backend(store, str(tmp)) as b:
-        gw, thread = start_gateway(
+        yield from served(
             tmp,
             database_url=b.database_url,
             redis_url=b.redis_url,
@@ -38,9 +38,6 @@ def gateway(store: str, tmp: Path) -> Iterator[RunningGateway]:
             session_secret="batch-pages-secret-0123456789",
             batch_poll_s=0.1,
         )
-        yield gw
-        gw.server.should_exit = True
-        thread.join(timeout=15)
 
 
 def create_batch(gw: RunningGateway, key: str, models: list[str], text: str) -> Any:

@@ -107,6 +107,33 @@ def test_bad_database_url_is_one_line_without_password(
     assert "hunter2" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "accepted"),
+    [
+        ("TOKENRELAY_BILLING_POLICY", "sometimes", "'delivered' or 'vendor_accepted_input'"),
+        ("TOKENRELAY_LOG_LEVEL", "loud", "'debug', 'info', 'warning', 'error' or 'critical'"),
+        ("TOKENRELAY_SIGNUP", "maybe", "'open', 'invite' or 'off'"),
+        ("TOKENRELAY_PORT", "eighty", "integer"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(
+    db_env: str, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, accepted: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    result = CliRunner().invoke(main, ["keys", "list"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0] and accepted in lines[0], lines
+    assert repr(value) in lines[0] and "Traceback" not in result.output
+
+
+def test_log_level_is_any_case(db_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENRELAY_LOG_LEVEL", "WARNING")
+    get_settings.cache_clear()
+    assert get_settings().log_level == "warning"
+
+
 def test_models(db_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     table = run("models")
     assert table.exit_code == 0

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, served
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +41,7 @@ def exporter() -> InMemorySpanExporter:
 def gw(
     tmp_path_factory: pytest.TempPathFactory, exporter: InMemorySpanExporter
 ) -> Iterator[RunningGateway]:
-    gw, thread = start_gateway(tmp_path_factory.mktemp("otel"), otel="on", upstream_retries=1)
-    yield gw
-    gw.server.should_exit = True
-    thread.join(timeout=10)
+    yield from served(tmp_path_factory.mktemp("otel"), otel="on", upstream_retries=1)
 
 
 def _key(gw: RunningGateway) -> tuple[str, str]:

@@ -19,6 +19,11 @@ SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+# A stream framed as one JSON array (sse.JsonArrayFrame): streamed all the same.
+JSON_ARRAY_STREAM_HEADERS = [
+    (b"content-type", b"application/json; charset=UTF-8"),
+    *SSE_HEADERS[1:],
+]
 
 
 class BodyTooLarge(Exception):

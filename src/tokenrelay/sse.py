@@ -8,6 +8,11 @@ arbitrary chunk boundaries: the network cuts wherever it likes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+# How a stream's events go to the client: SSE, or one JSON array (Gemini's
+# streamGenerateContent without `alt=sse`). Chosen per request, from its route.
+Framing = Literal["sse", "json_array"]
 
 
 @dataclass(slots=True)
@@ -77,6 +82,25 @@ def _parse_block(lines: list[bytes], raw: bytes) -> SSEEvent | None:
     if not data and event is None:
         return None
     return SSEEvent(event, b"\n".join(data), raw)
+
+
+class JsonArrayFrame:
+    """A stream's events as one JSON array: `[` chunk, then `,` CRLF chunk ..., then `]` (the
+    framing Gemini's API uses). One per response: it knows whether the array is open."""
+
+    __slots__ = ("opened",)
+
+    def __init__(self) -> None:
+        self.opened = False
+
+    def item(self, data: bytes) -> bytes:
+        if self.opened:
+            return b",\r\n" + data
+        self.opened = True
+        return b"[" + data
+
+    def close(self) -> bytes:
+        return b"]" if self.opened else b"[]"
 
 
 def encode(data: bytes, event: str | None = None) -> bytes:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from backends import backend
-from gateway_support import RunningGateway, start_gateway
+from gateway_support import RunningGateway, served
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres+redis"])
@@ -16,12 +16,9 @@ def gw(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningGateway]:
     with backend(request.param, str(tmp_path_factory.mktemp("batches"))) as b:
-        gateway, thread = start_gateway(
+        yield from served(
             tmp_path_factory.mktemp("gw"),
             database_url=b.database_url,
             redis_url=b.redis_url,
             batch_poll_s=0.1,
         )
-        yield gateway
-        gateway.server.should_exit = True
-        thread.join(timeout=15)

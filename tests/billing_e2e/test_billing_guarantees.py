@@ -23,7 +23,13 @@ import orjson
 import pytest
 
 from backends import Backend, backend
-from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, spawn_gateway, start_gateway
+from gateway_support import (
+    ADMIN_TOKEN,
+    RunningGateway,
+    free_port,
+    served,
+    spawn_gateway,
+)
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 VENDOR_MODELS = ["claude-sonnet-4-6", "gpt-4o", "gemini-2.5-flash", "grok-4.3", "deepseek-chat"]
@@ -39,14 +45,11 @@ def store(
 
 @pytest.fixture(scope="module")
 def gw(store: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    gateway, thread = start_gateway(
+    yield from served(
         tmp_path_factory.mktemp("gw"),
         database_url=store.database_url,
         redis_url=store.redis_url,
     )
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
 
 
 def create_key(url: str, credits: str, **extra: Any) -> tuple[str, str]:

@@ -26,7 +26,7 @@ import httpx
 import openai
 import pytest
 
-from gateway_support import RunningGateway, start_gateway
+from gateway_support import RunningGateway, served
 from mail_outbox import last_link
 from tokenrelay.portal.web import dollars
 
@@ -37,16 +37,13 @@ SHOTS = os.environ.get("TOKENRELAY_SCREENSHOTS")
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    gateway, thread = start_gateway(
+    yield from served(
         tmp_path_factory.mktemp("browser"),
         session_secret="browser-test-secret-0123",
         signup_credit_usd=Decimal("1.00"),
         stripe_secret_key="sk_test_unused",
         stripe_webhook_secret=SECRET,
     )
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
 
 
 def shot(page: object, name: str) -> None:

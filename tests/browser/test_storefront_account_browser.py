@@ -19,7 +19,7 @@ import openai
 import pytest
 from test_storefront_browser import WIDTHS, fits, shot
 
-from gateway_support import RunningGateway, free_port, start_gateway
+from gateway_support import RunningGateway, free_port, served
 from mail_outbox import last_link
 
 PASSWORD = "correct horse battery"
@@ -28,7 +28,7 @@ PASSWORD = "correct horse battery"
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     port = free_port()
-    gateway, thread = start_gateway(
+    yield from served(
         tmp_path_factory.mktemp("account-browser"),
         port=port,
         public_url=f"http://127.0.0.1:{port}",
@@ -37,9 +37,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
         signup_credit_usd=Decimal("2.00"),
         signup_per_ip_hour=20,  # every browser here signs up from 127.0.0.1
     )
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
 
 
 def _watch_csp(page: object) -> list[str]:

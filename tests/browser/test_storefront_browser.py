@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway_support import RunningGateway, free_port, start_gateway
+from gateway_support import RunningGateway, free_port, served
 from mail_outbox import last_link
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -29,16 +29,13 @@ WIDTHS = {"desktop": {"width": 1200, "height": 900}, "mobile": {"width": 390, "h
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     port = free_port()
-    gateway, thread = start_gateway(
+    yield from served(
         tmp_path_factory.mktemp("storefront-browser"),
         port=port,
         public_url=f"http://127.0.0.1:{port}",
         session_secret="storefront-browser-secret",
         site_name="Acme AI",
     )
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

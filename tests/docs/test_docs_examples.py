@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway_support import RunningGateway, free_port, start_gateway
+from gateway_support import RunningGateway, free_port, served
 
 HERE = Path(__file__).parent
 NODE_DIR = HERE / "node_modules"
@@ -50,15 +50,12 @@ class Block:
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     port = free_port()
-    gateway, thread = start_gateway(
+    yield from served(
         tmp_path_factory.mktemp("docs"),
         port=port,
         public_url=f"http://127.0.0.1:{port}",
         session_secret="docs-test-secret-0123456",
     )
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

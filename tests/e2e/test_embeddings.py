@@ -15,7 +15,7 @@ import pytest
 from google import genai
 from google.genai import types
 
-from gateway_support import RunningGateway, start_gateway
+from gateway_support import RunningGateway, served
 
 NANO = Decimal("1e-9")
 CATALOG = """
@@ -37,10 +37,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     tmp = tmp_path_factory.mktemp("embeddings")
     catalog = tmp / "catalog.toml"
     catalog.write_text(CATALOG, "utf-8")
-    gateway, thread = start_gateway(tmp, catalog_path=str(catalog))
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
+    yield from served(tmp, catalog_path=str(catalog))
 
 
 @pytest.fixture(scope="module")

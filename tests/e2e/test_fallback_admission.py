@@ -18,7 +18,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, served
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -43,16 +43,13 @@ def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running
         'api_key_env = "DEAD_KEY"\nmodels = ["gpt-4o"]\n'
         '[fallbacks]\n"claude-haiku-4-5" = ["gpt-4o"]\n"gpt-4o-mini" = ["claude-opus-4-1"]\n'
     )
-    gw, thread = start_gateway(
+    yield from served(
         tmp_path,
         emulate="auto",
         emulator_port=port,
         catalog_path=str(catalog),
         upstream_retries=0,
     )
-    yield gw
-    gw.server.should_exit = True
-    thread.join(timeout=10)
 
 
 def _vendor_posts(gw: RunningGateway) -> list[str]:

@@ -20,7 +20,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, served
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "gemini_cli"
@@ -65,12 +65,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     catalog.write_text(ACME, "utf-8")
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("ACME_LLM_API_KEY", raising=False)
-        gateway, thread = start_gateway(
-            tmp, catalog_path=str(catalog), emulate="auto", access_log="on"
-        )
-        yield gateway
-        gateway.server.should_exit = True
-        thread.join(timeout=10)
+        yield from served(tmp, catalog_path=str(catalog), emulate="auto", access_log="on")
 
 
 def new_key(gw: RunningGateway, credits: str = "100.00") -> tuple[str, str]:
@@ -331,12 +326,16 @@ def test_stream_without_alt_sse_is_one_json_array(
         p.get("text", "") for c in sse for p in c["candidates"][0]["content"]["parts"]
     )
     assert chunks[-1]["usageMetadata"]["costUsd"]
-    r = httpx.post(
-        url,
-        json={"contents": [{"role": "user", "parts": [{"text": "[[midstream-error]] go"}]}]},
-        headers=headers,
-    )
-    assert r.json()[-1]["error"]["status"] == "UNAVAILABLE"  # the error, then the array closes
+    # The vendor's error event, or the gateway's own for a stream cut short: the last item,
+    # then the array closes.
+    for trigger in ("[[midstream-error]]", "[[cut]]"):
+        r = httpx.post(
+            url,
+            json={"contents": [{"role": "user", "parts": [{"text": f"{trigger} go"}]}]},
+            headers=headers,
+        )
+        chunks = r.json()
+        assert len(chunks) > 1 and chunks[-1]["error"]["status"] == "UNAVAILABLE", trigger
 
 
 def test_sdk_raises_client_error_for_bad_requests(client: genai.Client) -> None:

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from gateway_support import RunningGateway, free_port, start_gateway
+from gateway_support import RunningGateway, free_port, served
 
 RPM, TPM = 4, 50_000
 OPENAI_RESET = re.compile(r"^\d+s$|^\d+m\d+s$")
@@ -112,16 +112,13 @@ def failing_vendor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         'api_key_env = "RL_DOWN_KEY"\n'
     )
     monkeypatch.setenv("RL_DOWN_KEY", "sk-rl-down")
-    gw, thread = start_gateway(
+    yield from served(
         tmp_path,
         emulate="auto",
         emulator_port=port,
         catalog_path=str(catalog),
         upstream_retries=0,
     )
-    yield gw
-    gw.server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_a_503_says_when_to_retry(failing_vendor: RunningGateway) -> None:

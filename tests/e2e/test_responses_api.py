@@ -22,7 +22,7 @@ import orjson
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 
-from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, served
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "codex" / "request_stream.json"
 TOOL_TURN = FIXTURE.with_name("request_tool_turn.json")
@@ -75,10 +75,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     tmp = tmp_path_factory.mktemp("responses")
     catalog = tmp / "catalog.toml"
     catalog.write_text(CATALOG, "utf-8")
-    gateway, thread = start_gateway(tmp, catalog_path=str(catalog), emulate="auto")
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
+    yield from served(tmp, catalog_path=str(catalog), emulate="auto")
 
 
 def new_key(gw: RunningGateway, credits: str = "100.00") -> tuple[str, str]:

@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, served, start_gateway
 from tokenrelay.billing.metering import count_tokens
 from tokenrelay.vendors import BUILTIN
 
@@ -39,7 +39,7 @@ idle_s = 10
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     tmp = tmp_path_factory.mktemp("timeouts")
     (tmp / "catalog.toml").write_text(CATALOG)
-    gw, thread = start_gateway(
+    yield from served(
         tmp,
         catalog_path=str(tmp / "catalog.toml"),
         first_byte_timeout_s=SHORT,
@@ -47,9 +47,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
         total_timeout_s=5.0,
         upstream_retries=1,
     )
-    yield gw
-    gw.server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

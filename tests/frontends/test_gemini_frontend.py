@@ -16,8 +16,6 @@ from tokenrelay import ir
 from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.gemini.frontend import (
     GEMINI_FRONTEND,
-    JsonArrayStream,
-    json_array_stream,
     route,
     route_payload,
 )
@@ -27,7 +25,7 @@ from tokenrelay.frontends.gemini.parse import (
     unwrap_signature,
     wrap_signature,
 )
-from tokenrelay.sse import SSEParser
+from tokenrelay.sse import Framing, SSEParser
 from tokenrelay.vendors.gemini import GEMINI
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "gemini_cli"
@@ -51,35 +49,53 @@ def test_route_takes_model_and_method_from_the_path() -> None:
     assert r is not None and r.model == "claude-sonnet-4-6"
     assert route("/api/proxy/v1beta/models/x:unknownMethod") is None
     assert route("/api/proxy/v1beta/models/:generateContent") is None
-    assert route_payload(r, {}) == {"model": "claude-sonnet-4-6", "stream": False}
+    assert route_payload(r, {}) == {
+        "model": "claude-sonnet-4-6",
+        "stream": False,
+        "framing": "sse",
+    }
     stream = route("/api/proxy/v1beta/models/m:streamGenerateContent")
     assert stream is not None
-    assert route_payload(stream, {"alt": "sse"}) == {"model": "m", "stream": True}
-    assert json_array_stream(stream, {}) and not json_array_stream(stream, {"alt": "sse"})
+    assert route_payload(stream, {"alt": "sse"}) == {"model": "m", "stream": True, "framing": "sse"}
+    # Without alt=sse Gemini streams one JSON array.
+    assert route_payload(stream, {})["framing"] == "json_array"
     with pytest.raises(GatewayError) as exc:
         route_payload(stream, {"alt": "media"})
     assert exc.value.status == 400 and exc.value.param == "alt"
 
 
-async def test_json_array_stream_reframes_sse() -> None:
-    sent: list[dict[str, Any]] = []
+_EVENTS: list[ir.Event] = [
+    ir.Start("resp_1", "gemini-2.5-flash"),
+    ir.BlockStart(0, "text"),
+    ir.Delta(0, "text", "Hel"),
+    ir.Delta(0, "text", "lo"),
+    ir.BlockStop(0),
+    ir.Finish("end_turn"),
+]
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
 
-    wrapped = JsonArrayStream(send)
-    sse = [(b"content-type", b"text/event-stream; charset=utf-8")]
-    await wrapped({"type": "http.response.start", "status": 200, "headers": sse})
-    first = b'data: {"a":1}\r\n\r\ndata: {"b"'
-    await wrapped({"type": "http.response.body", "body": first, "more_body": True})
-    await wrapped({"type": "http.response.body", "body": b":2}\n\n", "more_body": False})
-    assert sent[0]["headers"][0][1].startswith(b"application/json")
-    assert json.loads(b"".join(m["body"] for m in sent[1:])) == [{"a": 1}, {"b": 2}]
-    sent.clear()
-    wrapped = JsonArrayStream(send)  # an error answer is not re-framed
-    await wrapped({"type": "http.response.start", "status": 400, "headers": []})
-    await wrapped({"type": "http.response.body", "body": b'{"error": {}}'})
-    assert sent[1]["body"] == b'{"error": {}}'
+def _stream(framing: Framing, ending: str) -> bytes:
+    r = GEMINI_FRONTEND.stream_renderer(request_id="r", include_usage=True, framing=framing)
+    out = b"".join(r.render(ev) for ev in _EVENTS)
+    if ending == "error":
+        return out + r.error(GatewayError("overloaded", "busy", 503))
+    return out + r.end(ir.UsageTotals(input=3, output=2), {"cost_usd": "0.000001"})
+
+
+@pytest.mark.parametrize("ending", ["end", "error"])
+def test_json_array_stream_holds_the_sse_streams_chunks(ending: str) -> None:
+    """Without alt=sse the same chunks come as one JSON array (Gemini's framing), ended by the
+    last chunk or by the error."""
+    sse = [json.loads(ev.data) for ev in SSEParser().feed(_stream("sse", ending))]
+    array = _stream("json_array", ending)
+    assert array.startswith(b"[") and array.endswith(b"]")
+    assert json.loads(array) == sse
+    assert len(sse) == 3 and ("error" in sse[-1]) == (ending == "error")
+
+
+def test_json_array_stream_of_an_immediate_error_is_one_item() -> None:
+    r = GEMINI_FRONTEND.stream_renderer(request_id="r", include_usage=True, framing="json_array")
+    assert json.loads(r.error(GatewayError("overloaded", "busy", 503)))[0]["error"]["code"] == 503
 
 
 # ------------------------------------------------------------------------------------ parse

@@ -28,7 +28,7 @@ from starlette.routing import Route
 sys.path.insert(0, str(Path(__file__).parents[1] / "portal"))
 from portal_support import Browser
 
-from gateway_support import RunningGateway, start_gateway
+from gateway_support import RunningGateway, served
 from tokenrelay.admin.operators import OperatorStore
 from tokenrelay.billing import ledger
 from tokenrelay.store.db import create_engine
@@ -57,16 +57,13 @@ PATH_VALUES = {
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    gateway, thread = start_gateway(
+    yield from served(
         tmp_path_factory.mktemp("forms"),
         session_secret="forms-fuzz-secret-0123456789",
         signup_credit_usd=Decimal("1.00"),
         signup_per_ip_hour=10**6,
         signup_per_hour=10**6,
     )
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
 
 
 def form_paths(gw: RunningGateway) -> list[str]:

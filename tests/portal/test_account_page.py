@@ -15,7 +15,7 @@ import pytest
 from portal_support import Browser, form_error
 
 from backends import BACKENDS, backend
-from gateway_support import RunningGateway, start_gateway
+from gateway_support import RunningGateway, served
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -24,7 +24,7 @@ def gw(
 ) -> Iterator[RunningGateway]:
     tmp = tmp_path_factory.mktemp("account")
     with backend(request.param, tmp) as b:
-        gateway, thread = start_gateway(
+        yield from served(
             tmp,
             database_url=b.database_url,
             redis_url=b.redis_url,
@@ -32,9 +32,6 @@ def gw(
             signup_credit_usd=Decimal("2.50"),
             support_email="help@example.com",
         )
-        yield gateway
-        gateway.server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_top_ups_have_receipts_only_their_owner_sees(gw: RunningGateway) -> None:

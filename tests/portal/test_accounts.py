@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from backends import BACKENDS, Backend, backend
-from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, served
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 BODY = {
@@ -35,12 +35,9 @@ def store(
 
 @pytest.fixture(scope="module")
 def gw(store: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    gateway, thread = start_gateway(
+    yield from served(
         tmp_path_factory.mktemp("gw"), database_url=store.database_url, redis_url=store.redis_url
     )
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
 
 
 def create_key(url: str, **body: Any) -> dict[str, Any]:

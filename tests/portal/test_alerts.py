@@ -18,7 +18,7 @@ import httpx
 import pytest
 from portal_support import Browser
 
-from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, served
 from tokenrelay.admin.operators import OperatorStore
 from tokenrelay.customers.accounts import AccountStore
 from tokenrelay.store.db import create_engine
@@ -42,16 +42,13 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     port = free_port()
     hook = ThreadingHTTPServer(("127.0.0.1", port), Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
-    gateway, thread = start_gateway(
+    yield from served(
         tmp_path_factory.mktemp("alerts"),
         session_secret="alerts-test-secret-0123",
         signup_credit_usd=Decimal("1.00"),
         alert_webhook_url=f"http://127.0.0.1:{port}/hook",
         alert_interval_s=0.2,
     )
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
     hook.shutdown()
 
 

@@ -16,7 +16,7 @@ import pytest
 from portal_support import CSRF, Browser, operator, sign_in
 
 from backends import BACKENDS, backend
-from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, served
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -27,16 +27,13 @@ def gw(
 ) -> Iterator[RunningGateway]:
     tmp = tmp_path_factory.mktemp("console")
     with backend(request.param, tmp) as b:
-        gateway, thread = start_gateway(
+        yield from served(
             tmp,
             database_url=b.database_url,
             redis_url=b.redis_url,
             signup_credit_usd=Decimal("1.00"),
             session_secret="console-test-secret-0123",
         )
-        yield gateway
-        gateway.server.should_exit = True
-        thread.join(timeout=10)
 
 
 def customer(gw: RunningGateway, email: str) -> tuple[Browser, str, str]:

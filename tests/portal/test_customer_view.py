@@ -12,21 +12,18 @@ import openai
 import pytest
 from portal_support import Browser
 
-from gateway_support import RunningGateway, start_gateway
+from gateway_support import RunningGateway, served
 from tokenrelay.admin.operators import OperatorStore
 from tokenrelay.store.db import create_engine
 
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    gateway, thread = start_gateway(
+    yield from served(
         tmp_path_factory.mktemp("view"),
         session_secret="view-secret-0123456789",
         signup_credit_usd=Decimal("1.00"),
     )
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_the_customer_never_sees_the_upstream_cost(gw: RunningGateway) -> None:

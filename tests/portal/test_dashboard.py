@@ -20,7 +20,7 @@ import pytest
 from portal_support import Browser
 
 from backends import BACKENDS, backend
-from gateway_support import RunningGateway, start_gateway
+from gateway_support import RunningGateway, served
 from tokenrelay.billing.receipts import verify
 from tokenrelay.portal.web import dollars
 
@@ -31,16 +31,13 @@ def gw(
 ) -> Iterator[RunningGateway]:
     tmp = tmp_path_factory.mktemp("dashboard")
     with backend(request.param, tmp) as b:
-        gateway, thread = start_gateway(
+        yield from served(
             tmp,
             database_url=b.database_url,
             redis_url=b.redis_url,
             session_secret="dashboard-test-secret-01",
             signup_credit_usd=Decimal("1.00"),
         )
-        yield gateway
-        gateway.server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_money_has_one_format() -> None:

@@ -10,7 +10,7 @@ from portal_support import Browser, form_error
 from sqlalchemy import func, select
 
 from backends import _run
-from gateway_support import RunningGateway, start_gateway
+from gateway_support import RunningGateway, served
 from tokenrelay.portal.topups import create_batch
 from tokenrelay.store.db import create_engine
 from tokenrelay.store.tables import accounts
@@ -20,12 +20,9 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    gateway, thread = start_gateway(
+    yield from served(
         tmp_path_factory.mktemp("invite"), signup="invite", session_secret="invite-secret-0123"
     )
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
 
 
 def _db(gw: RunningGateway, op: str) -> object:

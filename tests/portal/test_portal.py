@@ -17,7 +17,7 @@ import openai
 import pytest
 from portal_support import Browser, form_error
 
-from gateway_support import RunningGateway, start_gateway
+from gateway_support import RunningGateway, served
 from tokenrelay.portal.web import dollars
 
 PASSWORD = "correct horse battery"
@@ -25,14 +25,11 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    gateway, thread = start_gateway(
+    yield from served(
         tmp_path_factory.mktemp("portal"),
         signup_credit_usd=Decimal("1.00"),
         session_secret="test-secret-0123456789",
     )
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_sign_up_key_calls_and_costs_on_the_dashboard(gw: RunningGateway) -> None:

@@ -14,16 +14,13 @@ import pytest
 from portal_support import Browser
 
 from backends import backend
-from gateway_support import RunningGateway, start_gateway
+from gateway_support import RunningGateway, served
 
 SECRET = "sessions-secret-0123456789"
 
 
 def _gateway(tmp: Path, **overrides: object) -> Iterator[RunningGateway]:
-    gateway, thread = start_gateway(tmp, session_secret=SECRET, **overrides)
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
+    yield from served(tmp, session_secret=SECRET, **overrides)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from portal_support import Browser, form_error
 from sqlalchemy import text
 
 from backends import backend
-from gateway_support import RunningGateway, start_gateway
+from gateway_support import RunningGateway, served
 from mail_outbox import last_link, links
 from tokenrelay.store.db import create_engine
 
@@ -30,10 +30,7 @@ def _gateway(tmp: Path, **overrides: object) -> Iterator[RunningGateway]:
         "signup_credit_usd": Decimal("1.00"),
         **overrides,
     }
-    gateway, thread = start_gateway(tmp, **values)
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
+    yield from served(tmp, **values)
 
 
 @pytest.fixture(scope="module")

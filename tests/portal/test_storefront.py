@@ -15,7 +15,7 @@ import pytest
 from portal_support import Browser, form_error
 from sqlalchemy import create_engine, insert, update
 
-from gateway_support import RunningGateway, start_gateway
+from gateway_support import RunningGateway, served
 from tokenrelay.catalog import Catalog
 from tokenrelay.portal.web import dollars
 from tokenrelay.store.tables import accounts, price_groups
@@ -29,7 +29,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     tmp = tmp_path_factory.mktemp("storefront")
     brand = tmp / "brand.toml"
     brand.write_text('site_name = "Acme AI"\nsupport_email = "help@acme.example"\n')
-    gateway, thread = start_gateway(
+    yield from served(
         tmp,
         session_secret="storefront-test-secret-01",
         public_url="https://ai.acme.example",
@@ -39,9 +39,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
         terms_url="https://acme.example/terms",
         signup_credit_usd=Decimal("1.00"),
     )
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_landing_and_pricing_list_every_model_with_its_price(gw: RunningGateway) -> None:

@@ -24,7 +24,7 @@ import stripe
 from portal_support import Browser
 
 from backends import BACKENDS, backend
-from gateway_support import RunningGateway, start_gateway
+from gateway_support import RunningGateway, served
 
 SECRET = "whsec_test_0123456789"
 API_VERSION = stripe.api_version  # the version the pinned library speaks (uv.lock)
@@ -92,7 +92,7 @@ def gw(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     tmp = tmp_path_factory.mktemp("stripe")
     with backend(request.param, tmp) as store:
-        gateway, thread = start_gateway(
+        yield from served(
             tmp,
             database_url=store.database_url,
             redis_url=store.redis_url,
@@ -101,9 +101,6 @@ def gw(
             stripe_webhook_secret=SECRET,
             stripe_api_base=f"http://127.0.0.1:{server.server_address[1]}",
         )
-        yield gateway
-        gateway.server.should_exit = True
-        thread.join(timeout=10)
     server.shutdown()
 
 

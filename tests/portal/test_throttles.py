@@ -15,19 +15,16 @@ import pytest
 from portal_support import Browser
 
 from backends import backend
-from gateway_support import ADMIN_TOKEN, RunningGateway, start_gateway
+from gateway_support import ADMIN_TOKEN, RunningGateway, served
 
 PASSWORD = "correct horse battery"
 WRONG = "wrong password!!"
 
 
 def _gateway(tmp: Path, **overrides: object) -> Iterator[RunningGateway]:
-    gateway, thread = start_gateway(
+    yield from served(
         tmp, session_secret="throttle-secret-0123456789", signup_per_ip_hour=1000, **overrides
     )
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

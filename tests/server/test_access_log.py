@@ -13,17 +13,14 @@ import anthropic
 import openai
 import pytest
 
-from gateway_support import RunningGateway, start_gateway
+from gateway_support import RunningGateway, served
 from tokenrelay.ops.log_format import Fields, JsonFormatter
 from tokenrelay.ops.log_redaction import RedactSecrets
 
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    gw, thread = start_gateway(tmp_path_factory.mktemp("access"), access_log="on")
-    yield gw
-    gw.server.should_exit = True
-    thread.join(timeout=10)
+    yield from served(tmp_path_factory.mktemp("access"), access_log="on")
 
 
 def access_lines(caplog: pytest.LogCaptureFixture, request_id: str) -> list[logging.LogRecord]:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from gateway_support import RunningGateway, start_gateway
+from gateway_support import RunningGateway, served
 
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 3.0
@@ -20,16 +20,13 @@ SLACK = 5.0  # CI has two slow, shared cores
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    gateway, thread = start_gateway(
+    yield from served(
         tmp_path_factory.mktemp("limits"),
         header_timeout_s=HEADER_TIMEOUT,
         body_timeout_s=BODY_TIMEOUT,
         keepalive_timeout_s=60,
         max_connections_per_ip=PER_IP,
     )
-    yield gateway
-    gateway.server.should_exit = True
-    thread.join(timeout=10)
 
 
 def connect(gw: RunningGateway) -> socket.socket:

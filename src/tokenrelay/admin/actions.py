@@ -157,7 +157,7 @@ class OperatorActions:
         note: str | None = None,
     ) -> PriceVersion:
         actor.require("owner")
-        version = await self._billing().set_price(model_id, price, effective_from, note)
+        version = await self._billing().prices.add(model_id, price, effective_from, note)
         await self.audit(
             actor, "price_version", None, None, f"{model_id} {version.id} {note or ''}".strip()
         )
@@ -248,7 +248,7 @@ class OperatorActions:
                 )
             if old != ppm:
                 await _version(conn, actor, group, model_id, old, ppm)
-        await billing.prices_changed()
+        await billing.prices.changed("settings")
         what = f"{group} {model_id} x{multiplier}" if multiplier else f"{group} {model_id} cleared"
         await self.audit(actor, "price_override", None, None, what)
 
@@ -265,7 +265,7 @@ class OperatorActions:
                     model_id=model_id, hidden=hidden, updated_at=dt.datetime.now(dt.UTC)
                 )
             )
-        await billing.prices_changed()
+        await billing.prices.changed("settings")
         await self.audit(actor, "model_hidden" if hidden else "model_shown", None, None, model_id)
 
     async def revoke_code_batch(self, actor: Actor, batch_id: str) -> int:

@@ -27,7 +27,7 @@ from tokenrelay.customers.accounts import SignupError
 from tokenrelay.money import usd
 from tokenrelay.portal.brand import load_brand
 from tokenrelay.portal.security import Session, Sessions
-from tokenrelay.portal.throttle import Backoff, client_ip, shared_store
+from tokenrelay.portal.throttle import SignInGuard, client_ip, shared_store
 from tokenrelay.portal.web import dollars
 from tokenrelay.settings import Settings
 
@@ -103,10 +103,7 @@ class Shell:
         self.operators = OperatorStore(actions.engine)
         self.sessions = Sessions(settings)
         store = shared_store(settings)
-        window = settings.login_window_s
-        # Per (client IP, operator): an outsider never locks an operator out; per IP, looser.
-        self.throttle = Backoff(store, "operator", settings.login_attempts, window)
-        self.ip_throttle = Backoff(store, "operator-ip", settings.login_attempts * 10, window)
+        self.sign_in_guard = SignInGuard.of(store, "operator", settings)
         self.brand = load_brand(settings)
 
     def page(
@@ -220,8 +217,7 @@ class SignIn:
             return plain(403, EXPIRED)
         email = form.get("email", "").strip().lower()[:320]
         ip = client_ip(request)
-        who = f"{ip}|{email}"
-        wait = await self.shell.throttle.wait(who) or await self.shell.ip_throttle.wait(ip)
+        wait = await self.shell.sign_in_guard.wait(ip, email)
         if wait is not None:
             refused = self._login_page(request, 429, error="Too many attempts.", email=email)
             refused.headers["retry-after"] = str(int(wait) + 1)
@@ -229,13 +225,11 @@ class SignIn:
         operator = await self.ops.authenticate(
             email, form.get("password", ""), form.get("code", "")
         )
+        await self.shell.sign_in_guard.result(ip, email, operator is not None)
         if operator is None:
-            await self.shell.throttle.failed(who)
-            await self.shell.ip_throttle.failed(ip)
             return self._login_page(
                 request, 401, error="Wrong email, password or one-time code.", email=email
             )
-        await self.shell.throttle.succeeded(who)
         response = RedirectResponse("/admin", status_code=303)
         ttl = self.shell.settings.session_ttl_s
         session_id = await self.ops.start_session(operator.email, ttl)

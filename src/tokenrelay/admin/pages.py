@@ -22,6 +22,7 @@ from tokenrelay.admin.console import HEADERS, Post, Shell, View, plain
 from tokenrelay.admin.operators import SUPPORT_CREDIT_MAX_NANO
 from tokenrelay.catalog import format_usd
 from tokenrelay.money import MoneyError, parse_nano
+from tokenrelay.portal import queries
 
 Page = Callable[[str, int], Awaitable[Response]]
 
@@ -104,8 +105,6 @@ class Pages:
         found = await reads.customer(self.db, account_id)
         if found is None:
             return plain(404, "no such account")
-        from tokenrelay.portal import queries
-
         daily = dict(await queries.daily_spend(self.db, account_id))
         days = [
             (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=i)).isoformat()
@@ -335,7 +334,9 @@ class Pages:
             until=_day(q.get("to", ""), end=True),
         )
         await self.billing.writer.flush()
-        rows, cursor = await reads.requests(self.db, f, _cursor(q.get("at"), q.get("rid")))
+        rows, cursor = await reads.requests(
+            self.db, f, queries.page_cursor(q.get("at"), q.get("rid"))
+        )
         params = {k: v for k, v in q.items() if k not in ("at", "rid")}
         more = (
             urlencode({**params, "at": cursor[0].isoformat(), "rid": cursor[1]}) if cursor else None
@@ -396,16 +397,6 @@ def _day(raw: str, *, end: bool = False) -> dt.datetime | None:
     if day is None:
         return None
     return dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(days=1 if end else 0)
-
-
-def _cursor(at: str | None, rid: str | None) -> tuple[dt.datetime, str] | None:
-    if not at or not rid:
-        return None
-    try:
-        when = dt.datetime.fromisoformat(at)
-    except ValueError:
-        return None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)), rid[:100]
 
 
 def _csv(batch_id: str, rows: list[dict[str, Any]]) -> Response:

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import and_, func, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokenrelay.portal.queries import Cursor, as_stored, newest_usage, utc
 from tokenrelay.store.tables import (
     accounts,
     api_keys,
@@ -73,15 +74,6 @@ class Range:
 
 def _day(at: dt.datetime) -> str:
     return at.date().isoformat()
-
-
-def _naive(engine: AsyncEngine, at: dt.datetime) -> dt.datetime:
-    # SQLite stores naive UTC: compare like with like.
-    return at.replace(tzinfo=None) if engine.url.get_backend_name() == "sqlite" else at
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 # ---------------------------------------------------------------- overview
@@ -179,8 +171,8 @@ class Overview:
                 func.count().filter(u.status != "ok"),
             ]
             where = [
-                u.started_at >= _naive(self.engine, wanted[0]),
-                u.started_at < _naive(self.engine, wanted[-1] + dt.timedelta(hours=1)),
+                u.started_at >= as_stored(self.engine, wanted[0]),
+                u.started_at < as_stored(self.engine, wanted[-1] + dt.timedelta(hours=1)),
             ]
         else:
             d = usage_daily.c
@@ -234,8 +226,8 @@ async def _latency(
         select(literal(i).label("b"), u.duration_ms, u.ttft_ms)
         .where(
             u.status == "ok",
-            u.started_at >= _naive(engine, b),
-            u.started_at < _naive(engine, b + step),
+            u.started_at >= as_stored(engine, b),
+            u.started_at < as_stored(engine, b + step),
         )
         .order_by(u.started_at.desc())
         .limit(LATENCY_SAMPLE)
@@ -300,7 +292,7 @@ async def running_low(engine: AsyncEngine, limit: int = 10) -> list[dict[str, An
 async def vendor_errors(engine: AsyncEngine) -> dict[str, float]:
     """Each vendor's error rate over the last hour (an index range scan of the records)."""
     u = usage_records.c
-    since = _naive(engine, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    since = as_stored(engine, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
     query = (
         select(u.vendor, func.count(), func.count().filter(u.status == "error"))
         .where(u.started_at >= since)
@@ -380,10 +372,8 @@ class RequestFilter:
 
 
 async def requests(
-    engine: AsyncEngine, f: RequestFilter, before: tuple[dt.datetime, str] | None
-) -> tuple[list[dict[str, Any]], tuple[dt.datetime, str] | None]:
-    """Newest first, keyset-paginated on (started_at, request_id): page 1 and page 20,000
-    cost the same."""
+    engine: AsyncEngine, f: RequestFilter, before: Cursor | None
+) -> tuple[list[dict[str, Any]], Cursor | None]:
     u = usage_records.c
     clauses: list[Any] = []
     if f.account_id:
@@ -395,27 +385,10 @@ async def requests(
     if f.status:
         clauses.append(u.status == f.status)
     if f.since:
-        clauses.append(u.started_at >= _naive(engine, f.since))
+        clauses.append(u.started_at >= as_stored(engine, f.since))
     if f.until:
-        clauses.append(u.started_at < _naive(engine, f.until))
-    if before is not None:
-        at, rid = before
-        at = _naive(engine, at)
-        clauses.append(or_(u.started_at < at, and_(u.started_at == at, u.request_id < rid)))
-    query = (
-        select(usage_records)
-        .where(*clauses)
-        .order_by(u.started_at.desc(), u.request_id.desc())
-        .limit(PAGE + 1)
-    )
-    async with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in await conn.execute(query)]
-    more = len(rows) > PAGE
-    rows = rows[:PAGE]
-    for r in rows:
-        r["started_at"] = _utc(r["started_at"])
-    cursor = (rows[-1]["started_at"], rows[-1]["request_id"]) if more and rows else None
-    return rows, cursor
+        clauses.append(u.started_at < as_stored(engine, f.until))
+    return await newest_usage(engine, clauses, before, PAGE)
 
 
 async def request(engine: AsyncEngine, request_id: str) -> dict[str, Any] | None:
@@ -433,7 +406,7 @@ async def request(engine: AsyncEngine, request_id: str) -> dict[str, Any] | None
 
 async def code_batches(engine: AsyncEngine) -> list[dict[str, Any]]:
     t = redemption_codes.c
-    now = _naive(engine, dt.datetime.now(dt.UTC))
+    now = as_stored(engine, dt.datetime.now(dt.UTC))
     redeemed = func.sum(t.redeemed_by.is_not(None).cast(_int()))
     expired = func.sum(
         and_(t.redeemed_by.is_(None), t.expires_at.is_not(None), t.expires_at <= now).cast(_int())
@@ -461,8 +434,8 @@ async def code_batches(engine: AsyncEngine) -> list[dict[str, Any]]:
                 "expired": int(e or 0),
                 "open": int(n) - int(r or 0) - int(e or 0),
                 "amount_nano": int(amt),
-                "created_at": _utc(created),
-                "expires_at": _utc(exp) if exp else None,
+                "created_at": utc(created),
+                "expires_at": utc(exp) if exp else None,
             }
             for b, n, r, e, amt, created, exp in await conn.execute(query)
         ]

@@ -46,7 +46,13 @@ from tokenrelay.gateway.decide import Prepared
 from tokenrelay.gateway.relay import Relay
 from tokenrelay.gateway.respond import Flight
 from tokenrelay.vendors import BATCH_WIRES
-from tokenrelay.vendors.base import BatchItem, BatchOutcome, BatchWire, UpstreamRequest
+from tokenrelay.vendors.base import (
+    BatchItem,
+    BatchLink,
+    BatchOutcome,
+    BatchWire,
+    UpstreamRequest,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -105,9 +111,9 @@ class VendorBatches:
         )
         return resp.status_code, resp.content
 
-    def _endpoint(self, vendor: str) -> tuple[BatchWire, str, str]:
+    def _endpoint(self, vendor: str) -> tuple[BatchWire, BatchLink]:
         ep = self.relay.upstreams.endpoints[vendor]
-        return BATCH_WIRES[vendor], ep.api_key, ep.base_url
+        return BATCH_WIRES[vendor], BatchLink(self._send, ep.api_key, ep.base_url)
 
     # ---------------------------------------------------------------- send
 
@@ -131,13 +137,11 @@ class VendorBatches:
             vendor = p.endpoint.name
             groups[(vendor, BATCH_WIRES[vendor].group(p.call))].append((line, p))
         for (vendor, group), members in groups.items():
-            wire, api_key, base_url = self._endpoint(vendor)
+            wire, link = self._endpoint(vendor)
             items = [BatchItem(str(line.id), p.call) for line, p in members]
             ids = [line.id for line, _ in members]
             try:
-                vendor_id = await wire.submit(
-                    self._send, group, items, api_key=api_key, base_url=base_url
-                )
+                vendor_id = await wire.submit(link, group, items)
             except Exception as exc:  # refused or unreachable: the gateway runs them itself
                 log.warning(
                     "vendor batch for %s refused (%s): lines run by the gateway", vendor, exc
@@ -173,21 +177,19 @@ class VendorBatches:
 
     async def _poll_one(self, job: str, batch_ids: set[str]) -> None:
         vendor, _, vendor_id = job.partition(":")
-        wire, api_key, base_url = self._endpoint(vendor)
+        wire, link = self._endpoint(vendor)
         batches = [b for b in [await self.store.batch(i) for i in batch_ids] if b is not None]
         stopping = any(b.status == CANCELLING or b.expires_at < now() for b in batches)
         if stopping and job not in self._cancelled:
             self._cancelled.add(job)  # asked once: a vendor batch that ended may refuse it
             try:
-                await wire.cancel(self._send, vendor_id, api_key=api_key, base_url=base_url)
+                await wire.cancel(link, vendor_id)
             except Exception as exc:
                 log.warning("vendor batch %s not cancelled: %s", job, exc)
-        state = await wire.poll(self._send, vendor_id, api_key=api_key, base_url=base_url)
+        state = await wire.poll(link, vendor_id)
         if not state.ended:
             return
-        outcomes = await wire.results(
-            self._send, vendor_id, state, api_key=api_key, base_url=base_url
-        )
+        outcomes = await wire.results(link, vendor_id, state)
         claimed = await self.store.claim(1_000_000, AT_VENDOR, COLLECTING, vendor_job=job)
         by_id = {o.custom_id: o for o in outcomes}
         fresh = {b.id: b for b in batches}  # as cancelled or not now

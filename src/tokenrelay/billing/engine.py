@@ -25,7 +25,7 @@ from tokenrelay.billing.caps import RedisSpendCaps, SpendCaps
 from tokenrelay.billing.holds import HOLD_RENEW_S, Holds, MemoryHolds, RedisHolds
 from tokenrelay.billing.journal import JournalWriter, try_lock_journal
 from tokenrelay.billing.policy import billable
-from tokenrelay.billing.pricebook import PriceBook, PriceVersion
+from tokenrelay.billing.pricebook import PriceBook
 from tokenrelay.billing.pricing import customer_nano, priced_nano, usd, worst_case_nano
 from tokenrelay.billing.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from tokenrelay.billing.writer import SettlementWriter, UsageRecord
@@ -97,7 +97,7 @@ class BillingEngine:
         self.engine = engine
         self.enabled = settings.billing == "on"
         self.policy = settings.billing_policy
-        self.prices = PriceBook(catalog, engine)
+        self.prices = PriceBook(catalog, engine, self._publish_prices)
         self.caps: SpendCaps | RedisSpendCaps = SpendCaps(engine)
         self._redis = redis
         self._own_redis = False
@@ -586,22 +586,6 @@ class BillingEngine:
         applied = await self.holds.replay(entries) if entries else 0
         self._reconciled_ids.append(newest)
         return applied
-
-    async def set_price(
-        self,
-        model_id: str,
-        price: Price,
-        effective_from: dt.datetime | None = None,
-        note: str | None = None,
-    ) -> PriceVersion:
-        version = await self.prices.add(model_id, price, effective_from, note)  # reloads here
-        await self._publish_prices(version.id)
-        return version
-
-    async def prices_changed(self) -> None:
-        """The console changed hidden models or price overrides: reload here, tell the rest."""
-        await self.prices.load()
-        await self._publish_prices("settings")
 
     async def _publish_prices(self, what: str) -> None:
         if self._redis is not None:

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from tokenrelay import ir
+from tokenrelay.settings import BillingPolicy
 
 if TYPE_CHECKING:
     from tokenrelay.billing.metering import RequestContext
@@ -44,10 +45,6 @@ class Outcome(StrEnum):
     FALLBACK_ATTEMPT = "fallback_attempt"
 
 
-POLICIES = ("delivered", "vendor_accepted_input")
-DEFAULT_POLICY = "delivered"
-
-
 @dataclass(frozen=True, slots=True)
 class Rule:
     outcome: Outcome
@@ -55,7 +52,7 @@ class Rule:
     delivered: Charge
     vendor_accepted_input: Charge
 
-    def charge(self, policy: str) -> Charge:
+    def charge(self, policy: BillingPolicy) -> Charge:
         return self.vendor_accepted_input if policy == "vendor_accepted_input" else self.delivered
 
 
@@ -155,7 +152,7 @@ def outcome(ctx: RequestContext) -> Outcome:
     return Outcome.VENDOR_ERROR_BEFORE_OUTPUT
 
 
-def billable(usage: ir.UsageTotals, reason: Outcome, policy: str) -> ir.UsageTotals:
+def billable(usage: ir.UsageTotals, reason: Outcome, policy: BillingPolicy) -> ir.UsageTotals:
     """The part of `usage` the customer pays for under `policy`."""
     charge = RULES[reason].charge(policy)
     if charge is Charge.USAGE:

@@ -11,6 +11,7 @@ import bisect
 import datetime as dt
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -59,9 +60,16 @@ class PriceVersion:
 
 
 class PriceBook:
-    def __init__(self, catalog: Catalog, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        engine: AsyncEngine,
+        publish: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self.catalog = catalog
         self.engine = engine
+        # Tells the other processes and replicas what changed (billing.engine: Redis pub/sub).
+        self.publish = publish
         # model id -> versions sorted by (effective_from, created_at); parallel key list for bisect
         self._versions: dict[str, list[PriceVersion]] = {}
         self._starts: dict[str, list[dt.datetime]] = {}
@@ -161,8 +169,14 @@ class PriceBook:
         version = _from_row(row)
         async with self.engine.begin() as conn:
             await conn.execute(insert(price_versions).values(**row))
-        await self.load()
+        await self.changed(version.id)
         return version
+
+    async def changed(self, what: str) -> None:
+        """A version, hidden models or price overrides changed: reload here, tell the rest."""
+        await self.load()
+        if self.publish is not None:
+            await self.publish(what)
 
 
 def parse_price(body: dict[str, Any], base: Price | None = None) -> Price:

@@ -9,6 +9,7 @@ fields: SDKs and hand-written clients often send explicit nulls.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from tokenrelay import ir
@@ -105,6 +106,13 @@ def array(value: Any, path: str) -> list[Any]:
     if not isinstance(value, list):
         raise fail(path, "expected a list")
     return value
+
+
+def objects(value: Any, path: str) -> Iterator[tuple[JSONObject, str]]:
+    """Each item of the list at `path`, which must be an object, with its own path."""
+    for i, raw in enumerate(array(value, path)):
+        where = at(path, i)
+        yield obj(raw, where), where
 
 
 def string_list(value: Any, path: str, *, max_items: int | None = None) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from tokenrelay import ir
 from tokenrelay.errors import GatewayError
+from tokenrelay.sse import Framing
 
 # Fields merged into a response's usage object (cost_usd, …).
 ExtraUsage = Mapping[str, Any]
@@ -47,9 +48,10 @@ class Frontend(Protocol):
         ...
 
     def stream_renderer(
-        self, *, request_id: str, include_usage: bool, echo: Any = None
+        self, *, request_id: str, include_usage: bool, echo: Any = None, framing: Framing = "sse"
     ) -> StreamRenderer:
-        """A renderer for one request (`echo`: its `ir.Request.echo`)."""
+        """A renderer for one request (`echo`: its `ir.Request.echo`; `framing`: its route's,
+        which only Gemini's routes set to anything but SSE)."""
         ...
 
     def render_response(

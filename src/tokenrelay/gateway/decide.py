@@ -15,6 +15,7 @@ from tokenrelay.gateway.intake import Intake
 from tokenrelay.gateway.prompt_bound import prompt_bound
 from tokenrelay.gateway.translated import TranslatedExchange
 from tokenrelay.reasoning.cache import ReasoningCache, convert_for, needs_conversion, restore
+from tokenrelay.sse import Framing
 from tokenrelay.upstreams.pools import VendorEndpoint
 from tokenrelay.vendors.base import Passthrough, UpstreamRequest
 
@@ -46,6 +47,7 @@ async def decide(
     if reasoning.shared:  # the previous turn may have been answered by another replica
         await reasoning.prefetch(req)
     exchange: Exchange
+    framing: Framing = it.route.get("framing", "sse")  # Gemini's URL may ask for a JSON array
     # Stop sequences the model refuses (a 400) are sent without and enforced here, on the
     # translated path, which sees the text as IR deltas.
     own_stop = bool(req.stop) and not ep.adapter.enforces_stop(req.model)
@@ -57,7 +59,7 @@ async def decide(
         # The client's own body goes on: what it asks is what the vendor is asked.
         via = Passthrough(it.headers, ep.api_key, ep.base_url, reasoning)
         call = fast.passthrough_request(it.payload, req, via)
-        exchange = PassthroughExchange(frontend, fast, ctx, req, reasoning)
+        exchange = PassthroughExchange(frontend, fast, ctx, req, reasoning, framing)
     else:
         ctx.fast_path = False
         if req.native_only:  # what only the client format's own vendor runs
@@ -79,7 +81,7 @@ async def decide(
             req.stop = []
         call = ep.adapter.build_request(req, req.model, api_key=ep.api_key, base_url=ep.base_url)
         req.stop = stops
-        translated = TranslatedExchange(frontend, ep.adapter, ctx, req, reasoning)
+        translated = TranslatedExchange(frontend, ep.adapter, ctx, req, reasoning, framing)
         if own_stop:
             translated.enforce_stop(req.stop)
         exchange = translated

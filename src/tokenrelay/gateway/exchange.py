@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from tokenrelay import ir
+from tokenrelay.asgi import JSON_ARRAY_STREAM_HEADERS, SSE_HEADERS
 from tokenrelay.billing.metering import RequestContext
 from tokenrelay.errors import GatewayError
 from tokenrelay.gateway.codec import Frontend
 from tokenrelay.reasoning.cache import ReasoningCache
+from tokenrelay.sse import Framing
 from tokenrelay.vendors.base import UpstreamRequest, Vendor
 
 
@@ -31,6 +33,8 @@ class Exchange(Protocol):
 
     # A stream.
     failure: ir.Error | None  # the vendor failed mid-stream (error event, malformed data)
+    # Its response headers: SSE, or a stream framed as one JSON array (the route's `framing`).
+    stream_headers: list[tuple[bytes, bytes]]
 
     @property
     def done(self) -> bool:
@@ -83,7 +87,10 @@ class ExchangeBase:
         ctx: RequestContext,
         req: ir.Request,
         reasoning: ReasoningCache,
+        framing: Framing = "sse",
     ) -> None:
         self._frontend, self._vendor, self._ctx, self._req = frontend, vendor, ctx, req
         self._reasoning = reasoning
+        self._framing: Framing = framing
+        self.stream_headers = SSE_HEADERS if framing == "sse" else JSON_ARRAY_STREAM_HEADERS
         self.failure: ir.Error | None = None

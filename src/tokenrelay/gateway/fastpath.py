@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from tokenrelay import ir
 from tokenrelay.errors import GatewayError
 from tokenrelay.gateway.exchange import ExchangeBase
 from tokenrelay.reasoning.cache import remember
-from tokenrelay.sse import SSEParser
+from tokenrelay.sse import JsonArrayFrame, SSEParser
 from tokenrelay.vendors.base import PassthroughScan, UpstreamRequest
 
 
@@ -23,6 +25,7 @@ class PassthroughExchange(ExchangeBase):
     cut = False  # the vendor's bytes are never cut
     _data = b""
     _scan: PassthroughScan | None = None
+    _array: JsonArrayFrame | None = None  # the client asked for one JSON array, not SSE
 
     # ------------------------------------------------------------------------------ unary
 
@@ -50,6 +53,8 @@ class PassthroughExchange(ExchangeBase):
         self._scan = self._vendor.passthrough_scan(
             self._ctx.apply_usage, client_usage=self._req.include_usage, choices=call.choices
         )
+        if self._framing == "json_array":  # the vendor's events, each an item of the array
+            self._array = self._scan.array = JsonArrayFrame()
 
     @property
     def done(self) -> bool:
@@ -83,6 +88,9 @@ class PassthroughExchange(ExchangeBase):
             remember(self._reasoning, self._vendor.name, ir.fold(self._scan.generated()))
 
     def error(self, err: GatewayError) -> bytes:
+        if self._array is not None:  # the last item of the array: the format's error body
+            _, body = self._frontend.render_error(err)
+            return self._array.item(orjson.dumps(body)) + self._array.close()
         renderer = self._frontend.stream_renderer(
             request_id=self._ctx.request_id, include_usage=False, echo=self._req.echo
         )

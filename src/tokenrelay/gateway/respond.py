@@ -16,7 +16,6 @@ import orjson
 from tokenrelay import ir
 from tokenrelay.asgi import (
     JSON_HEADERS,
-    SSE_HEADERS,
     DisconnectWatch,
     Receive,
     Send,
@@ -172,13 +171,15 @@ class Responder:
         await send_chunk(send, out + ex.tail(self.meter.extra_usage(ctx)), more=False)
 
     async def start_stream(self, f: Flight, send: Send) -> None:
+        assert f.opened is not None
+        exchange = f.opened.target.exchange
         f.response_started = True
         f.ctx.http_status = 200
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*SSE_HEADERS, *self.headers(f)],
+                "headers": [*exchange.stream_headers, *self.headers(f)],
             }
         )
 

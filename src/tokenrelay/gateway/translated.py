@@ -74,6 +74,7 @@ class TranslatedExchange(ExchangeBase):
             request_id=self._ctx.request_id,
             include_usage=self._req.include_usage,
             echo=self._req.echo,
+            framing=self._framing,
         )
         if self._renderer.usage_at_start:  # the vendor's own count, when it comes, replaces it
             self._renderer.render(ir.Usage(input=opening_input_tokens(self._req)))

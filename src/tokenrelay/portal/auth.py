@@ -38,17 +38,10 @@ async def signup_blocked(engine: AsyncEngine, ip: str) -> bool:
 class AuthPages(PortalBase):
     async def throttled(self, request: Request, name: str) -> float | None:
         """Seconds to wait before another sign-in attempt for `name` from this client."""
-        ip = client_ip(request)
-        pair = await self.sign_in_throttle.wait(f"{ip}|{name}")
-        return max(pair or 0.0, await self.ip_throttle.wait(ip) or 0.0) or None
+        return await self.sign_in_guard.wait(client_ip(request), name)
 
     async def sign_in_result(self, request: Request, name: str, ok: bool) -> None:
-        ip = client_ip(request)
-        if ok:
-            await self.sign_in_throttle.succeeded(f"{ip}|{name}")
-        else:
-            await self.sign_in_throttle.failed(f"{ip}|{name}")
-            await self.ip_throttle.failed(ip)
+        await self.sign_in_guard.result(client_ip(request), name, ok)
 
     def _signup_fields(self, email: str = "") -> list[dict[str, Any]]:
         fields = [
@@ -205,11 +198,8 @@ class AuthPages(PortalBase):
         return RedirectResponse("/dashboard?notice=verified", status_code=303)
 
     async def resend_verification(
-        self, request: Request, session: Session, account: Any
+        self, request: Request, session: Session, account: Any, form: dict[str, str]
     ) -> Response:
-        form = await self.form(request, session)
-        if form is None:
-            return plain(403, EXPIRED)
         if account.email_verified or not account.email:
             return RedirectResponse("/dashboard", status_code=303)
         if not await self.verification_mails.take(account.id):

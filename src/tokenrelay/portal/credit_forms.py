@@ -12,16 +12,15 @@ from tokenrelay.portal.dashboard import DashboardPages
 from tokenrelay.portal.security import Session
 from tokenrelay.portal.throttle import client_ip
 from tokenrelay.portal.topups import RedeemError, redeem
-from tokenrelay.portal.web import EXPIRED, dollars, plain
+from tokenrelay.portal.web import dollars, plain
 
 log = logging.getLogger("tokenrelay.portal")
 
 
 class CreditForms(DashboardPages):
-    async def redeem_code(self, request: Request, session: Session, account: Any) -> Response:
-        form = await self.form(request, session)
-        if form is None:
-            return plain(403, EXPIRED)
+    async def redeem_code(
+        self, request: Request, session: Session, account: Any, form: dict[str, str]
+    ) -> Response:
         names = (f"account:{account.id}", f"ip:{client_ip(request)}")
         wait = await self.code_throttle.wait(*names)
         if wait is not None:
@@ -36,10 +35,9 @@ class CreditForms(DashboardPages):
         self.sessions.flash(response, session, message=f"{dollars(amount)} added to your balance.")
         return response
 
-    async def stripe_checkout(self, request: Request, session: Session, account: Any) -> Response:
-        form = await self.form(request, session)
-        if form is None:
-            return plain(403, EXPIRED)
+    async def stripe_checkout(
+        self, request: Request, session: Session, account: Any, form: dict[str, str]
+    ) -> Response:
         if self.stripe is None:
             return plain(404, "card payments are not configured")
         raw = form.get("usd", "")

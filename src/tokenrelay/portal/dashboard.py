@@ -42,7 +42,9 @@ class DashboardPages(PortalBase):
     async def _usage_ctx(self, request: Request, account: Any) -> dict[str, Any]:
         await self.billing.writer.flush()  # this process's settled requests are in the DB
         f = self._filter(request, account.id)
-        before = _cursor(request)
+        before = queries.page_cursor(
+            request.query_params.get("at"), request.query_params.get("rid")
+        )
         rows, cursor = await queries.usage_page(self.db, f, before)
         next_cursor = None
         if cursor is not None:
@@ -213,18 +215,6 @@ def chart_data(
             "requests": count,
         }
     return out
-
-
-def _cursor(request: Request) -> tuple[dt.datetime, str] | None:
-    at, rid = request.query_params.get("at"), request.query_params.get("rid")
-    if not at or not rid:
-        return None
-    try:
-        when = dt.datetime.fromisoformat(at)
-    except ValueError:
-        return None
-    # Stored naive (SQLite) or aware (PostgreSQL), UTC either way.
-    return when.replace(tzinfo=None) if when.tzinfo else when, rid[:100]
 
 
 def _csv_safe(value: Any) -> Any:

@@ -19,10 +19,9 @@ log = logging.getLogger("tokenrelay.portal")
 
 
 class KeyForms(DashboardPages):
-    async def create_key(self, request: Request, session: Session, account: Any) -> Response:
-        form = await self.form(request, session)
-        if form is None:
-            return plain(403, EXPIRED)
+    async def create_key(
+        self, request: Request, session: Session, account: Any, form: dict[str, str]
+    ) -> Response:
         if not account.email_verified:
             error = "Confirm your email address first: the link is in your inbox."
             return await self.dashboard(request, session, account, error=error, status=403)

@@ -45,14 +45,35 @@ def _where(f: UsageFilter) -> list[Any]:
     return clauses
 
 
+Cursor = tuple[dt.datetime, str]  # (started_at, request_id) of the last row of a page
+
+
+def page_cursor(at: str | None, rid: str | None) -> Cursor | None:
+    """The cursor a "next page" link carries (its `at` and `rid`); None: the first page."""
+    if not at or not rid:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(at)
+    except ValueError:
+        return None
+    return utc(when), rid[:100]
+
+
 async def usage_page(
-    engine: AsyncEngine, f: UsageFilter, before: tuple[dt.datetime, str] | None, limit: int = PAGE
-) -> tuple[list[dict[str, Any]], tuple[dt.datetime, str] | None]:
-    """Newest first; returns the rows and the cursor of the next page (None at the end)."""
+    engine: AsyncEngine, f: UsageFilter, before: Cursor | None, limit: int = PAGE
+) -> tuple[list[dict[str, Any]], Cursor | None]:
+    return await newest_usage(engine, _where(f), before, limit)
+
+
+async def newest_usage(
+    engine: AsyncEngine, clauses: list[Any], before: Cursor | None, limit: int = PAGE
+) -> tuple[list[dict[str, Any]], Cursor | None]:
+    """Usage records newest first, keyset-paginated on (started_at, request_id), so page 1 and
+    page 20,000 cost the same: the rows and the cursor of the next page (None at the end)."""
     u = usage_records.c
-    query = select(usage_records).where(*_where(f))
+    query = select(usage_records).where(*clauses)
     if before is not None:
-        at, rid = before
+        at, rid = as_stored(engine, before[0]), before[1]
         query = query.where(or_(u.started_at < at, and_(u.started_at == at, u.request_id < rid)))
     query = query.order_by(u.started_at.desc(), u.request_id.desc()).limit(limit + 1)
     async with engine.connect() as conn:
@@ -60,7 +81,7 @@ async def usage_page(
     more = len(rows) > limit
     rows = rows[:limit]
     for r in rows:
-        r["started_at"] = _utc(r["started_at"])
+        r["started_at"] = utc(r["started_at"])
     cursor = (rows[-1]["started_at"], rows[-1]["request_id"]) if more and rows else None
     return rows, cursor
 
@@ -249,10 +270,16 @@ async def batch_rows(
         r["cancelled"] = c.get("cancelled", 0)
         r["cost_nano"] = cost.get(r["id"], 0)
         r["held_nano"] = held.get(r["id"], 0)
-        r["created_at"] = _utc(r["created_at"])
-        r["ended_at"] = _utc(r["ended_at"]) if r["ended_at"] else None
+        r["created_at"] = utc(r["created_at"])
+        r["ended_at"] = utc(r["ended_at"]) if r["ended_at"] else None
     return rows
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
+def utc(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; they were stored in UTC."""
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def as_stored(engine: AsyncEngine, at: dt.datetime) -> dt.datetime:
+    """`at` (aware) as the database compares it: SQLite stores naive UTC."""
+    return at.replace(tzinfo=None) if engine.url.get_backend_name() == "sqlite" else at

@@ -33,10 +33,10 @@ __all__ = ["Portal", "_plain"]
 
 class Portal(AuthPages, KeyForms, CreditForms):
     def routes(self) -> list[BaseRoute]:
-        s = self.signed_in
+        s, form = self.signed_in, self.posted
         stripe_routes = (
             [
-                Route("/dashboard/stripe", s(self.stripe_checkout), methods=["POST"]),
+                Route("/dashboard/stripe", form(self.stripe_checkout), methods=["POST"]),
                 Route("/stripe/webhook", self.stripe.webhook, methods=["POST"]),
             ]
             if self.stripe
@@ -50,13 +50,13 @@ class Portal(AuthPages, KeyForms, CreditForms):
             Route("/reset", self.reset, methods=["GET", "POST"]),
             Route("/reset/confirm", self.reset_confirm, methods=["GET", "POST"]),
             Route("/verify", self.verify),
-            Route("/verify/resend", s(self.resend_verification), methods=["POST"]),
+            Route("/verify/resend", form(self.resend_verification), methods=["POST"]),
             Route("/dashboard", s(self.dashboard)),
             Route("/dashboard/usage", s(self.usage_fragment)),
             Route("/dashboard/usage.csv", s(self.usage_csv)),
-            Route("/dashboard/keys", s(self.create_key), methods=["POST"]),
+            Route("/dashboard/keys", form(self.create_key), methods=["POST"]),
             Route("/dashboard/keys/{key_id}/revoke", s(self.revoke_key), methods=["GET", "POST"]),
-            Route("/dashboard/redeem", s(self.redeem_code), methods=["POST"]),
+            Route("/dashboard/redeem", form(self.redeem_code), methods=["POST"]),
             # A form's URL opened (a bookmark, a reload after the redirect): the dashboard.
             *[Route(path, _to_dashboard, methods=["GET"]) for path in FORM_URLS],
             Mount("/static/portal", StaticFiles(directory=HERE / "static"), name="portal"),

@@ -169,6 +169,35 @@ class Backoff:
 
 
 @dataclass(frozen=True, slots=True)
+class SignInGuard:
+    """Wrong passwords at one sign-in form, in two backoffs: per (client IP, identity), so an
+    outsider never slows the owner's sign-in from another address, and per client IP across
+    identities, ten times looser (a NAT or an office shares one address)."""
+
+    pair: Backoff
+    ip: Backoff
+
+    @classmethod
+    def of(cls, store: Store, kind: str, settings: Settings) -> SignInGuard:
+        free, window = settings.login_attempts, settings.login_window_s
+        return cls(
+            Backoff(store, kind, free, window), Backoff(store, f"{kind}-ip", free * 10, window)
+        )
+
+    async def wait(self, ip: str, identity: str) -> float | None:
+        """Seconds before `identity` may be tried again from `ip`; None: now."""
+        pair = await self.pair.wait(f"{ip}|{identity}")
+        return max(pair or 0.0, await self.ip.wait(ip) or 0.0) or None
+
+    async def result(self, ip: str, identity: str, ok: bool) -> None:
+        if ok:
+            await self.pair.succeeded(f"{ip}|{identity}")
+        else:
+            await self.pair.failed(f"{ip}|{identity}")
+            await self.ip.failed(ip)
+
+
+@dataclass(frozen=True, slots=True)
 class Quota:
     """At most `limit` events per `window_s` for one name (0: none at all)."""
 

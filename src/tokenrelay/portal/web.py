@@ -20,7 +20,7 @@ from tokenrelay.portal.brand import load_brand
 from tokenrelay.portal.once import SpentTokens
 from tokenrelay.portal.security import Session, Sessions
 from tokenrelay.portal.signins import SignIns, describe, session_id
-from tokenrelay.portal.throttle import Backoff, Quota, client_ip, shared_store
+from tokenrelay.portal.throttle import Backoff, Quota, SignInGuard, client_ip, shared_store
 
 if TYPE_CHECKING:
     from tokenrelay.billing.engine import BillingEngine
@@ -85,12 +85,9 @@ class PortalBase:
         self.accounts = AccountStore(self.db)
         self.sessions = Sessions(settings)
         store = shared_store(settings)
-        window = settings.login_window_s
-        # Per (client IP, account): the owner's own address is never slowed by an outsider's.
-        self.sign_in_throttle = Backoff(store, "signin", settings.login_attempts, window)
-        # Per client IP across accounts, looser: a NAT or an office shares one address.
-        self.ip_throttle = Backoff(store, "signin-ip", settings.login_attempts * 10, window)
+        self.sign_in_guard = SignInGuard.of(store, "signin", settings)
         # Redemption codes have 100 random bits; guessing is slowed anyway, per account and IP.
+        window = settings.login_window_s
         self.code_throttle = Backoff(store, "code", settings.login_attempts, window)
         self.signups_per_ip = Quota(store, "signup-ip", settings.signup_per_ip_hour, 3600)
         self.signups = Quota(store, "signup", settings.signup_per_hour, 3600)
@@ -198,6 +195,20 @@ class PortalBase:
             return await handler(request, *found)
 
         return endpoint
+
+    def posted(
+        self, handler: Callable[[Request, Session, Any, dict[str, str]], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A signed-in form's endpoint: the handler gets the form's fields once its CSRF token
+        matches the session (a stale or foreign form: 403)."""
+
+        async def checked(request: Request, session: Session, account: Any) -> Response:
+            form = await self.form(request, session)
+            if form is None:
+                return plain(403, EXPIRED)
+            return await handler(request, session, account, form)
+
+        return self.signed_in(checked)
 
 
 def field(name: str, label: str, kind: str, autocomplete: str, value: str = "") -> dict[str, Any]:

@@ -41,8 +41,6 @@ from tokenrelay.frontends.chat.frontend import OPENAI_FRONTEND
 from tokenrelay.frontends.gemini.frontend import (
     EMBED_METHODS,
     GEMINI_FRONTEND,
-    JsonArrayStream,
-    json_array_stream,
     route_payload,
 )
 from tokenrelay.frontends.gemini.frontend import PREFIXES as GEMINI_PREFIXES
@@ -176,8 +174,6 @@ class Gateway:
         if r.method in EMBED_METHODS:
             await gemini_embeddings(self.relay, scope, receive, send, r.model, r.method)
             return True
-        if json_array_stream(r, dict(query)):
-            send = JsonArrayStream(send)
         await self.relay.serve(GEMINI_FRONTEND, scope, receive, send)
         return True
 

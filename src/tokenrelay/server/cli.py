@@ -30,8 +30,14 @@ def main() -> None:
     SDKs and Claude Code, Codex CLI and Gemini CLI."""
     try:
         get_settings()
-    except SettingsError as exc:  # one clear message at start, not a traceback
-        raise click.ClickException(str(exc)) from None
+    except SettingsError as exc:  # one clear line at start, not a traceback
+        raise BadSettings(str(exc)) from None
+
+
+class BadSettings(click.ClickException):
+    """A variable's value is not one the gateway accepts: a usage error (exit 2)."""
+
+    exit_code = 2
 
 
 @main.command()

@@ -8,6 +8,8 @@ reading a balance never sums the ledger.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -27,6 +29,17 @@ from sqlalchemy import (
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY; BIGINT there would need explicit ids.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _at(name: str, *, nullable: bool = False) -> Column[Any]:
+    """An instant, stored in UTC (timestamptz on PostgreSQL; naive UTC on SQLite)."""
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+def _serial_id() -> Column[Any]:
+    """The `id` of an append-only table: the database numbers its rows."""
+    return Column("id", BigId, primary_key=True, autoincrement=True)
+
 
 # Explicit constraint names: identical on SQLite and Postgres, so later migrations can drop or
 # alter them by name on both.
@@ -61,16 +74,16 @@ accounts = Table(
     Column("password_hash", String(200), nullable=True),  # argon2id; never leaves the store
     Column("balance_nano", BigInteger, nullable=False, server_default=text("0")),
     Column("price_group", String(64), ForeignKey("price_groups.name"), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("disabled_at", DateTime(timezone=True), nullable=True),
+    _at("created_at"),
+    _at("disabled_at", nullable=True),
     # --- console (migration 0009): the customer's low-balance email threshold; NULL: none
     Column("low_balance_nano", BigInteger, nullable=True),
-    Column("low_balance_alerted_at", DateTime(timezone=True), nullable=True),
+    _at("low_balance_alerted_at", nullable=True),
     Index("ix_accounts_disabled_at", "disabled_at"),
     # Migration 0007: the mailbox the email reaches (customers.email_address.mailbox_key), one
     # account each; no credit and no key before the address is verified; where it signed up.
     Column("email_key", String(320), nullable=True, unique=True),
-    Column("email_verified_at", DateTime(timezone=True), nullable=True),
+    _at("email_verified_at", nullable=True),
     Column("signup_ip", String(64), nullable=True),
 )
 
@@ -82,10 +95,10 @@ redemption_codes = Table(
     Column("code_hash", String(64), primary_key=True),
     Column("batch_id", String(40), nullable=False),
     Column("amount_nano", BigInteger, nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _at("expires_at", nullable=True),
+    _at("created_at"),
     Column("redeemed_by", String(40), ForeignKey("accounts.id"), nullable=True),
-    Column("redeemed_at", DateTime(timezone=True), nullable=True),
+    _at("redeemed_at", nullable=True),
     Index("ix_redemption_codes_batch_id", "batch_id"),
 )
 
@@ -96,7 +109,7 @@ admin_users = Table(
     Column("id", String(40), primary_key=True),
     Column("email", String(320), nullable=False, unique=True),
     Column("password_hash", String(200), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _at("created_at"),
     # --- console (migration 0009): owner | support | viewer; a TOTP secret once enrolled
     Column("role", String(16), nullable=False, server_default="owner"),
     Column("totp_secret", String(64), nullable=True),
@@ -110,7 +123,7 @@ operator_sessions = Table(
     metadata,
     Column("id_hash", String(64), primary_key=True),
     Column("email", String(320), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _at("created_at"),
     Index("ix_operator_sessions_email", "email"),
 )
 
@@ -120,7 +133,7 @@ model_settings = Table(
     metadata,
     Column("model_id", String(200), primary_key=True),
     Column("hidden", Boolean, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    _at("updated_at"),
 )
 
 # A price group's multiplier for one model, instead of the group's own.
@@ -137,7 +150,7 @@ alerts_sent = Table(
     "alerts_sent",
     metadata,
     Column("key", String(300), primary_key=True),
-    Column("sent_at", DateTime(timezone=True), nullable=False),
+    _at("sent_at"),
 )
 # ---------------------------------------------------------------- end console
 
@@ -145,13 +158,13 @@ alerts_sent = Table(
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
+    _serial_id(),
     Column("actor", String(320), nullable=False),
     Column("action", String(64), nullable=False),
     Column("account_id", String(40), nullable=True),
     Column("amount_nano", BigInteger, nullable=True),
     Column("reason", String(500), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _at("created_at"),
     Index("ix_audit_log_account_id", "account_id"),  # a customer's trail (console, 0009)
 )
 
@@ -184,7 +197,7 @@ stripe_payments = Table(
     Column("payment_intent", String(255), primary_key=True),
     Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
     Column("amount_nano", BigInteger, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _at("created_at"),
 )
 # One-time tokens that are used up (migration 0007): a signed-out session's nonce, a submitted
 # form's token. The primary key makes the first use win on every replica; rows go once expired.
@@ -193,7 +206,7 @@ spent_tokens = Table(
     metadata,
     Column("digest", String(64), primary_key=True),  # sha256 of purpose and token
     Column("purpose", String(16), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
+    _at("expires_at"),
     Index("ix_spent_tokens_expires_at", "expires_at"),
 )
 # Customer sign-ins (migration 0015): one row per signed cookie (by the sha256 of its nonce),
@@ -203,8 +216,8 @@ customer_sessions = Table(
     metadata,
     Column("id_hash", String(64), primary_key=True),
     Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    _at("created_at"),
+    _at("last_seen_at"),
     Column("user_agent", String(200), nullable=False, server_default=""),
     Column("ip", String(64), nullable=False, server_default=""),
     Index("ix_customer_sessions_account_id", "account_id"),
@@ -221,14 +234,14 @@ api_keys = Table(
     # sha256 hex of the whole key (prefix included); the plaintext is never stored.
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("key_hint", String(32), nullable=False),  # prefix + last 4 chars, for display
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    _at("created_at"),
+    _at("revoked_at", nullable=True),
     Column("rpm", Integer, nullable=True),  # requests per minute; NULL = no limit
     Column("tpm", Integer, nullable=True),  # tokens per minute; NULL = no limit
     # --- accounts (migration 0004): the account whose balance the key spends, and its limits
     Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
     Column("allowed_models", JSON, nullable=True),  # catalog ids; NULL = every model
-    Column("expires_at", DateTime(timezone=True), nullable=True),
+    _at("expires_at", nullable=True),
     Column("daily_cap_nano", BigInteger, nullable=True),  # spend cap per UTC day; NULL = none
     Column("monthly_cap_nano", BigInteger, nullable=True),  # per UTC calendar month
     Index("ix_api_keys_account_id", "account_id"),
@@ -239,7 +252,7 @@ api_keys = Table(
 ledger = Table(
     "ledger",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
+    _serial_id(),
     # The key that spent (debits) or was named by the operator (credits); NULL for credits to
     # the account as a whole (top-ups).
     Column("key_id", String(32), ForeignKey("api_keys.id"), nullable=True),
@@ -249,7 +262,7 @@ ledger = Table(
     # Set on debits only; UNIQUE is the idempotency guard (NULLs never collide).
     Column("request_id", String(100), nullable=True, unique=True),
     Column("note", String(500), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _at("created_at"),
     Index("ix_ledger_key_id", "key_id"),
     Index("ix_ledger_account_id", "account_id"),
 )
@@ -276,7 +289,7 @@ usage_records = Table(
     Column("status", String(16), nullable=False),  # ok | error | cancelled
     Column("error", String(500), nullable=True),
     Column("attempts", Integer, nullable=False),
-    Column("started_at", DateTime(timezone=True), nullable=False),
+    _at("started_at"),
     Column("duration_ms", Integer, nullable=True),
     Column("ttft_ms", Integer, nullable=True),
     # The client's session, when it names one (Claude Code's X-Claude-Code-Session-Id).
@@ -308,14 +321,14 @@ price_versions = Table(
     metadata,
     Column("id", String(32), primary_key=True),
     Column("model_id", String(200), nullable=False),
-    Column("effective_from", DateTime(timezone=True), nullable=False),
+    _at("effective_from"),
     Column("input", String(40), nullable=False),
     Column("output", String(40), nullable=False),
     Column("cache_read", String(40), nullable=False),
     Column("cache_write", String(40), nullable=False),
     Column("cache_write_1h", String(40), nullable=False),
     Column("tiers", JSON, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _at("created_at"),
     Column("note", Text, nullable=True),
     Index("ix_price_versions_model_id", "model_id"),
 )
@@ -329,7 +342,7 @@ idempotency_keys = Table(
     Column("key", String(200), primary_key=True),
     Column("ledger_id", BigId, ForeignKey("ledger.id"), nullable=False),
     Column("balance_nano", BigInteger, nullable=False),  # the balance the first answer showed
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _at("created_at"),
 )
 
 # Deployments an operator drained, or whose key a vendor refused: every process and replica
@@ -342,7 +355,7 @@ deployment_states = Table(
     Column("drained", Boolean, nullable=False),
     Column("removed_reason", String(500), nullable=True),  # the vendor's refusal of the key
     Column("version", BigInteger, nullable=False),  # ns since the epoch of the last change
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    _at("updated_at"),
 )
 
 # ---------------------------------------------------------------- batches (migration 0011)
@@ -358,8 +371,8 @@ batch_files = Table(
     Column("bytes", BigInteger, nullable=False),
     Column("content", LargeBinary, nullable=True),  # NULL: a batch's output or error file
     Column("batch_id", String(40), nullable=True),  # the batch an output/error file belongs to
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("deleted_at", DateTime(timezone=True), nullable=True),
+    _at("created_at"),
+    _at("deleted_at", nullable=True),
     Index("ix_batch_files_account_id", "account_id"),
 )
 
@@ -380,11 +393,11 @@ batches = Table(
     Column("hold_nano", BigInteger, nullable=False),  # Σ the lines' worst cases at creation
     Column("total", Integer, nullable=False),
     Column("meta", JSON, nullable=True),  # the client's metadata; the output/error file ids
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-    Column("cancelling_at", DateTime(timezone=True), nullable=True),
-    Column("ended_at", DateTime(timezone=True), nullable=True),
-    Column("deleted_at", DateTime(timezone=True), nullable=True),
+    _at("created_at"),
+    _at("expires_at"),
+    _at("cancelling_at", nullable=True),
+    _at("ended_at", nullable=True),
+    _at("deleted_at", nullable=True),
     Index("ix_batches_account_id", "account_id"),
     Index("ix_batches_status", "status"),
 )
@@ -395,14 +408,14 @@ batches = Table(
 batch_lines = Table(
     "batch_lines",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
+    _serial_id(),
     Column("batch_id", String(40), nullable=False),
     Column("line_no", Integer, nullable=False),
     Column("custom_id", String(200), nullable=False),
     Column("body", Text, nullable=False),  # the request body (JSON)
     Column("status", String(16), nullable=False),
     Column("hold_nano", BigInteger, nullable=False),  # the line's worst case, held for it
-    Column("claimed_at", DateTime(timezone=True), nullable=True),
+    _at("claimed_at", nullable=True),
     Column("status_code", Integer, nullable=True),
     Column("result", Text, nullable=True),  # the answer's body (JSON), in the client's format
     Column("cost_nano", BigInteger, nullable=True),
@@ -421,7 +434,7 @@ signing_keys = Table(
     metadata,
     Column("name", String(50), primary_key=True),
     Column("private_key", String(200), nullable=False),  # base64url of the 32-byte seed
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _at("created_at"),
 )
 
 # ---------------------------------------------------------------- upstream accounts (0014)
@@ -445,7 +458,7 @@ upstream_deployments = Table(
     Column("models", JSON, nullable=True),  # catalog model ids; NULL: as configured (or all)
     Column("version", BigInteger, nullable=False),  # ns since the epoch of the last change
     Column("updated_by", String(320), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    _at("updated_at"),
 )
 
 # Each process's view of each deployment, written every few seconds: the console sums the
@@ -460,7 +473,7 @@ deployment_health = Table(
     Column("served", BigInteger, nullable=False),
     Column("failures", BigInteger, nullable=False),
     Column("last_error", String(500), nullable=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    _at("updated_at"),
 )
 
 # Every change of a price group's multiplier (model_id NULL) or of a per-model override: who,
@@ -468,13 +481,13 @@ deployment_health = Table(
 price_multiplier_versions = Table(
     "price_multiplier_versions",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
+    _serial_id(),
     Column("group_name", String(64), nullable=False),
     Column("model_id", String(200), nullable=True),
     Column("old_ppm", BigInteger, nullable=True),
     Column("new_ppm", BigInteger, nullable=True),
     Column("actor", String(320), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _at("created_at"),
     Index("ix_price_multiplier_versions_group_name", "group_name"),
 )
 
@@ -485,5 +498,5 @@ signup_blocks = Table(
     Column("ip", String(64), primary_key=True),
     Column("reason", String(500), nullable=False),
     Column("actor", String(320), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _at("created_at"),
 )

@@ -626,57 +626,38 @@ _BATCH_STATES = {"succeeded": "succeeded", "errored": "errored", "canceled": "ca
 
 
 class AnthropicBatches:
-    def _headers(self, api_key: str) -> dict[str, str]:
+    def _headers(self, link: base.BatchLink) -> dict[str, str]:
         return {
-            "x-api-key": api_key,
+            "x-api-key": link.api_key,
             "anthropic-version": API_VERSION,
             "content-type": "application/json",
         }
 
-    def _url(self, base_url: str, tail: str = "") -> str:
-        return f"{base_url.rstrip('/')}/v1/messages/batches{tail}"
+    def _url(self, link: base.BatchLink, tail: str = "") -> str:
+        return f"{link.base_url.rstrip('/')}/v1/messages/batches{tail}"
 
     def group(self, call: base.UpstreamRequest) -> str:
         return "messages"  # a batch may mix models
 
-    async def submit(
-        self,
-        send: base.BatchSend,
-        group: str,
-        items: list[base.BatchItem],
-        *,
-        api_key: str,
-        base_url: str,
-    ) -> str:
+    async def submit(self, link: base.BatchLink, group: str, items: list[base.BatchItem]) -> str:
         requests = [{"custom_id": it.custom_id, "params": base.unstreamed(it.call)} for it in items]
         body = orjson.dumps({"requests": requests})
-        call = base.UpstreamRequest("POST", self._url(base_url), self._headers(api_key), body)
-        return str(orjson.loads(await base.batch_call(send, call))["id"])
+        got = await link.call("POST", self._url(link), self._headers(link), body)
+        return str(orjson.loads(got)["id"])
 
-    async def poll(
-        self, send: base.BatchSend, batch_id: str, *, api_key: str, base_url: str
-    ) -> base.BatchPoll:
-        call = base.UpstreamRequest(
-            "GET", self._url(base_url, "/" + batch_id), self._headers(api_key), b""
-        )
-        got = orjson.loads(await base.batch_call(send, call))
+    async def poll(self, link: base.BatchLink, batch_id: str) -> base.BatchPoll:
+        url = self._url(link, "/" + batch_id)
+        got = orjson.loads(await link.call("GET", url, self._headers(link)))
         return base.BatchPoll(
             got.get("processing_status") == "ended", {"url": got.get("results_url")}
         )
 
     async def results(
-        self,
-        send: base.BatchSend,
-        batch_id: str,
-        poll: base.BatchPoll,
-        *,
-        api_key: str,
-        base_url: str,
+        self, link: base.BatchLink, batch_id: str, poll: base.BatchPoll
     ) -> list[base.BatchOutcome]:
-        url = poll.handle.get("url") or self._url(base_url, f"/{batch_id}/results")
-        call = base.UpstreamRequest("GET", url, self._headers(api_key), b"")
+        url = poll.handle.get("url") or self._url(link, f"/{batch_id}/results")
         out = []
-        for raw in (await base.batch_call(send, call)).splitlines():
+        for raw in (await link.call("GET", url, self._headers(link))).splitlines():
             if not raw.strip():
                 continue
             line = orjson.loads(raw)
@@ -697,11 +678,8 @@ class AnthropicBatches:
                 out.append(base.BatchOutcome(cid, _BATCH_STATES.get(str(kind), "expired"), 0))
         return out
 
-    async def cancel(
-        self, send: base.BatchSend, batch_id: str, *, api_key: str, base_url: str
-    ) -> None:
-        url = self._url(base_url, f"/{batch_id}/cancel")
-        await base.batch_call(send, base.UpstreamRequest("POST", url, self._headers(api_key), b""))
+    async def cancel(self, link: base.BatchLink, batch_id: str) -> None:
+        await link.call("POST", self._url(link, f"/{batch_id}/cancel"), self._headers(link))
 
 
 ANTHROPIC_BATCHES = AnthropicBatches()

@@ -15,7 +15,7 @@ import orjson
 
 from tokenrelay import ir
 from tokenrelay.reasoning.cache import ReasoningCache
-from tokenrelay.sse import SSEEvent
+from tokenrelay.sse import JsonArrayFrame, SSEEvent, encode
 
 
 @dataclass(slots=True)
@@ -182,6 +182,9 @@ class PassthroughScan:
         self.raw: list[bytes] = []  # what reached the client, for estimates and reasoning memory
         self.tail: list[SSEEvent] = []
         self._final: SSEEvent | None = None  # the held event that gets the cost
+        # Set when the client asked for one JSON array (Gemini without alt=sse): each event's
+        # data goes out as an item of it, closed after the last; None: the vendor's SSE as is.
+        self.array: JsonArrayFrame | None = None
 
     def seen(self, ev: SSEEvent) -> Seen:
         raise NotImplementedError
@@ -199,14 +202,14 @@ class PassthroughScan:
             kind = self.seen(ev)
             if kind is Seen.PLAIN:
                 self.raw.append(ev.raw)
-                return ev.raw
+                return ev.raw if self.array is None else self.array.item(ev.data)
             return self._special(ev, kind)
         out = []
         for ev in events:
             kind = self.seen(ev)
             if kind is Seen.PLAIN and not self.tail:
                 self.raw.append(ev.raw)
-                out.append(ev.raw)
+                out.append(self.wire(ev))
             else:
                 out.append(self._special(ev, kind))
         return b"".join(out)
@@ -216,7 +219,7 @@ class PassthroughScan:
             self.failed = self.failure(ev.data)
             self.error_forwarded = True
             held, self.tail = self.tail, []  # the end will not come: what was held goes too
-            return b"".join(e.raw for e in held) + ev.raw
+            return b"".join(self.wire(e) for e in [*held, ev]) + self.close_array()
         if kind is Seen.END:
             self.done = True
             self.tail.append(ev)
@@ -226,10 +229,10 @@ class PassthroughScan:
             return b""
         self.raw.append(ev.raw)
         if kind is Seen.PLAIN:
-            return ev.raw
+            return self.wire(ev)
         self.apply_usage_from(ev.raw)
         if kind is Seen.USAGE:
-            return ev.raw
+            return self.wire(ev)
         if kind in _HELD:
             self._final = ev
             self.tail.append(ev)
@@ -237,10 +240,22 @@ class PassthroughScan:
         return b""
 
     def render_tail(self, extra_usage: Mapping[str, Any]) -> bytes:
-        return b"".join(
-            self.add_cost(ev, extra_usage) if ev is self._final and extra_usage else ev.raw
+        held = b"".join(
+            self.add_cost(ev, extra_usage) if ev is self._final and extra_usage else self.wire(ev)
             for ev in self.tail
         )
+        return held + self.close_array()
+
+    def wire(self, ev: SSEEvent) -> bytes:
+        """`ev` as the client gets it: the vendor's event, or its data as an array item."""
+        return ev.raw if self.array is None else self.array.item(ev.data)
+
+    def wire_data(self, data: bytes) -> bytes:
+        """An event the scan re-encoded (`add_cost`), framed like the rest."""
+        return encode(data) if self.array is None else self.array.item(data)
+
+    def close_array(self) -> bytes:
+        return b"" if self.array is None else self.array.close()
 
     def apply_usage_from(self, raw: bytes) -> None:
         for ev in self._decode(raw):
@@ -342,29 +357,41 @@ class BatchOutcome:
     body: bytes = b""
 
 
+@dataclass(frozen=True, slots=True)
+class BatchLink:
+    """A vendor's batch API as one deployment reaches it: how a call is sent, the key, the URL."""
+
+    send: BatchSend
+    api_key: str
+    base_url: str
+
+    async def call(
+        self, method: str, url: str, headers: dict[str, str], body: bytes = b""
+    ) -> bytes:
+        """The call's 2xx body (BatchError otherwise)."""
+        status, answer = await self.send(UpstreamRequest(method, url, headers, body))
+        if not 200 <= status < 300:
+            raise BatchError(status, answer)
+        return answer
+
+
 class BatchWire(Protocol):
     def group(self, call: UpstreamRequest) -> str:
         """Lines whose calls share a group go in one vendor batch (OpenAI: one endpoint per
         batch; Gemini: one model per batch)."""
         ...
 
-    async def submit(
-        self, send: BatchSend, group: str, items: list[BatchItem], *, api_key: str, base_url: str
-    ) -> str:
+    async def submit(self, link: BatchLink, group: str, items: list[BatchItem]) -> str:
         """Create the vendor batch; its id."""
         ...
 
-    async def poll(
-        self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str
-    ) -> BatchPoll: ...
+    async def poll(self, link: BatchLink, batch_id: str) -> BatchPoll: ...
 
-    async def results(
-        self, send: BatchSend, batch_id: str, poll: BatchPoll, *, api_key: str, base_url: str
-    ) -> list[BatchOutcome]:
+    async def results(self, link: BatchLink, batch_id: str, poll: BatchPoll) -> list[BatchOutcome]:
         """Every line's end, once `poll.ended`."""
         ...
 
-    async def cancel(self, send: BatchSend, batch_id: str, *, api_key: str, base_url: str) -> None:
+    async def cancel(self, link: BatchLink, batch_id: str) -> None:
         """Ask the vendor to stop: lines it finished stay finished (and billed)."""
         ...
 
@@ -374,12 +401,4 @@ def unstreamed(call: UpstreamRequest) -> dict[str, Any]:
     body: dict[str, Any] = orjson.loads(call.body)
     body.pop("stream", None)
     body.pop("stream_options", None)
-    return body
-
-
-async def batch_call(send: BatchSend, call: UpstreamRequest) -> bytes:
-    """`call`'s 2xx body (BatchError otherwise)."""
-    status, body = await send(call)
-    if not 200 <= status < 300:
-        raise BatchError(status, body)
     return body

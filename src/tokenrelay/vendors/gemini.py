@@ -16,7 +16,7 @@ from typing import Any, Literal
 import orjson
 
 from tokenrelay import ir
-from tokenrelay.sse import SSEEvent, SSEParser, encode
+from tokenrelay.sse import SSEEvent, SSEParser
 from tokenrelay.vendors import base
 from tokenrelay.vendors.beta_policy import report_dropped
 from tokenrelay.vendors.gemini_schema import clean_schema
@@ -150,16 +150,18 @@ def _thinking_config(cfg: ir.ThinkingConfig | None) -> Json | None:
     return {"thinkingBudget": budget, "includeThoughts": True}
 
 
+def _present(**fields: Any) -> Json:
+    """The fields the request sets: Gemini's own defaults stand for the rest."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 def _generation_config(req: ir.Request) -> Json:
-    gen: Json = {}
-    if req.temperature is not None:
-        gen["temperature"] = req.temperature
-    if req.top_p is not None:
-        gen["topP"] = req.top_p
-    if req.top_k is not None:
-        gen["topK"] = req.top_k
-    if req.max_tokens is not None:
-        gen["maxOutputTokens"] = req.max_tokens
+    gen = _present(
+        temperature=req.temperature,
+        topP=req.top_p,
+        topK=req.top_k,
+        maxOutputTokens=req.max_tokens,
+    )
     if req.stop:
         gen["stopSequences"] = req.stop[:MAX_STOP_SEQUENCES]
     thinking = _thinking_config(req.thinking)
@@ -482,7 +484,7 @@ class GeminiScan(base.PassthroughScan):
         for key, value in extra_usage.items():  # cost_usd → costUsd (camelCase JSON)
             head, *rest = key.split("_")
             usage[head + "".join(w.title() for w in rest)] = value
-        return encode(orjson.dumps(chunk))  # LF framing, as the parser left the rest
+        return self.wire_data(orjson.dumps(chunk))  # LF framing, as the parser left the rest
 
 
 # --------------------------------------------------------------------------------------------
@@ -613,12 +615,9 @@ class GeminiVendor:
         requests: list[Json] = []
         for text in req.inputs:
             one: Json = {"model": model, "content": {"parts": [{"text": text}]}}
-            if req.dimensions is not None:
-                one["outputDimensionality"] = req.dimensions
-            if req.task_type is not None:
-                one["taskType"] = req.task_type
-            if req.title is not None:
-                one["title"] = req.title
+            one |= _present(
+                outputDimensionality=req.dimensions, taskType=req.task_type, title=req.title
+            )
             requests.append(one)
         url = _model_url(base_url, upstream_model, "batchEmbedContents")
         return base.UpstreamRequest(
@@ -660,15 +659,7 @@ class GeminiBatches:
         """The call's model (`.../models/{model}:generateContent`)."""
         return call.url.rpartition("/models/")[2].partition(":")[0]
 
-    async def submit(
-        self,
-        send: base.BatchSend,
-        group: str,
-        items: list[base.BatchItem],
-        *,
-        api_key: str,
-        base_url: str,
-    ) -> str:
+    async def submit(self, link: base.BatchLink, group: str, items: list[base.BatchItem]) -> str:
         requests = [
             {"request": orjson.loads(item.call.body), "metadata": {"key": item.custom_id}}
             for item in items
@@ -679,34 +670,23 @@ class GeminiBatches:
                 "input_config": {"requests": {"requests": requests}},
             }
         }
-        url = _model_url(base_url, group, "batchGenerateContent")
-        call = base.UpstreamRequest("POST", url, _headers(api_key), orjson.dumps(body))
-        name = str(orjson.loads(await base.batch_call(send, call))["name"])
-        return name.removeprefix("batches/")
+        url = _model_url(link.base_url, group, "batchGenerateContent")
+        got = await link.call("POST", url, _headers(link.api_key), orjson.dumps(body))
+        return str(orjson.loads(got)["name"]).removeprefix("batches/")
 
-    def _batch_url(self, base_url: str, batch_id: str, verb: str = "") -> str:
-        return f"{base_url.rstrip('/')}/v1beta/batches/{batch_id}{verb}"
+    def _batch_url(self, link: base.BatchLink, batch_id: str, verb: str = "") -> str:
+        return f"{link.base_url.rstrip('/')}/v1beta/batches/{batch_id}{verb}"
 
-    async def poll(
-        self, send: base.BatchSend, batch_id: str, *, api_key: str, base_url: str
-    ) -> base.BatchPoll:
-        call = base.UpstreamRequest(
-            "GET", self._batch_url(base_url, batch_id), _headers(api_key), b""
-        )
-        op = orjson.loads(await base.batch_call(send, call))
+    async def poll(self, link: base.BatchLink, batch_id: str) -> base.BatchPoll:
+        url = self._batch_url(link, batch_id)
+        op = orjson.loads(await link.call("GET", url, _headers(link.api_key)))
         state = str((op.get("metadata") or {}).get("state", ""))
         ended = bool(op.get("done")) or state in _BATCH_STATE_ENDED
         unanswered = {"BATCH_STATE_CANCELLED": "cancelled", "BATCH_STATE_EXPIRED": "expired"}
         return base.BatchPoll(ended, {"operation": op}, unanswered.get(state, "errored"))
 
     async def results(
-        self,
-        send: base.BatchSend,
-        batch_id: str,
-        poll: base.BatchPoll,
-        *,
-        api_key: str,
-        base_url: str,
+        self, link: base.BatchLink, batch_id: str, poll: base.BatchPoll
     ) -> list[base.BatchOutcome]:
         op: Json = poll.handle["operation"]
         output = op.get("response") or (op.get("metadata") or {}).get("output") or {}
@@ -724,11 +704,9 @@ class GeminiBatches:
                 out.append(base.BatchOutcome(key, "errored", status, orjson.dumps({"error": err})))
         return out
 
-    async def cancel(
-        self, send: base.BatchSend, batch_id: str, *, api_key: str, base_url: str
-    ) -> None:
-        url = self._batch_url(base_url, batch_id, ":cancel")
-        await base.batch_call(send, base.UpstreamRequest("POST", url, _headers(api_key), b""))
+    async def cancel(self, link: base.BatchLink, batch_id: str) -> None:
+        url = self._batch_url(link, batch_id, ":cancel")
+        await link.call("POST", url, _headers(link.api_key))
 
 
 GEMINI_BATCHES = GeminiBatches()

@@ -816,22 +816,16 @@ _NOT_RUN = {"batch_cancelled": "cancelled", "batch_expired": "expired"}
 
 
 class OpenAIBatches:
-    def _headers(self, api_key: str, content_type: str = "application/json") -> dict[str, str]:
-        return {"authorization": f"Bearer {api_key}", "content-type": content_type}
+    def _headers(
+        self, link: base.BatchLink, content_type: str = "application/json"
+    ) -> dict[str, str]:
+        return {"authorization": f"Bearer {link.api_key}", "content-type": content_type}
 
     def group(self, call: base.UpstreamRequest) -> str:
         """The call's endpoint as the Batch API names it: one endpoint per batch."""
         return "/v1/" + call.url.rpartition("/v1/")[2]
 
-    async def submit(
-        self,
-        send: base.BatchSend,
-        group: str,
-        items: list[base.BatchItem],
-        *,
-        api_key: str,
-        base_url: str,
-    ) -> str:
+    async def submit(self, link: base.BatchLink, group: str, items: list[base.BatchItem]) -> str:
         lines = [
             orjson.dumps(
                 {
@@ -854,62 +848,41 @@ class OpenAIBatches:
                 f"\r\n--{boundary}--\r\n".encode(),
             ]
         )
-        root = base_url.rstrip("/")
-        upload = base.UpstreamRequest(
-            "POST",
-            root + "/files",
-            self._headers(api_key, f"multipart/form-data; boundary={boundary}"),
-            form,
-        )
-        file_id = orjson.loads(await base.batch_call(send, upload))["id"]
+        root = link.base_url.rstrip("/")
+        multipart = self._headers(link, f"multipart/form-data; boundary={boundary}")
+        file_id = orjson.loads(await link.call("POST", root + "/files", multipart, form))["id"]
         create = orjson.dumps(
             {"input_file_id": file_id, "endpoint": group, "completion_window": "24h"}
         )
-        call = base.UpstreamRequest("POST", root + "/batches", self._headers(api_key), create)
-        return str(orjson.loads(await base.batch_call(send, call))["id"])
+        got = await link.call("POST", root + "/batches", self._headers(link), create)
+        return str(orjson.loads(got)["id"])
 
-    async def poll(
-        self, send: base.BatchSend, batch_id: str, *, api_key: str, base_url: str
-    ) -> base.BatchPoll:
-        url = f"{base_url.rstrip('/')}/batches/{batch_id}"
-        got = orjson.loads(
-            await base.batch_call(
-                send, base.UpstreamRequest("GET", url, self._headers(api_key), b"")
-            )
-        )
+    async def poll(self, link: base.BatchLink, batch_id: str) -> base.BatchPoll:
+        url = f"{link.base_url.rstrip('/')}/batches/{batch_id}"
+        got = orjson.loads(await link.call("GET", url, self._headers(link)))
         files = {k: got.get(k) for k in ("output_file_id", "error_file_id")}
         status = got.get("status")
         unanswered = {"cancelled": "cancelled", "expired": "expired"}.get(status, "errored")
         return base.BatchPoll(status in _ENDED, {**files, "status": status}, unanswered)
 
     async def results(
-        self,
-        send: base.BatchSend,
-        batch_id: str,
-        poll: base.BatchPoll,
-        *,
-        api_key: str,
-        base_url: str,
+        self, link: base.BatchLink, batch_id: str, poll: base.BatchPoll
     ) -> list[base.BatchOutcome]:
         out: list[base.BatchOutcome] = []
         for key in ("output_file_id", "error_file_id"):
             file_id = poll.handle.get(key)
             if not file_id:
                 continue
-            url = f"{base_url.rstrip('/')}/files/{file_id}/content"
-            data = await base.batch_call(
-                send, base.UpstreamRequest("GET", url, self._headers(api_key), b"")
-            )
+            url = f"{link.base_url.rstrip('/')}/files/{file_id}/content"
+            data = await link.call("GET", url, self._headers(link))
             for raw in data.splitlines():
                 if raw.strip():
                     out.append(_outcome(orjson.loads(raw)))
         return out
 
-    async def cancel(
-        self, send: base.BatchSend, batch_id: str, *, api_key: str, base_url: str
-    ) -> None:
-        url = f"{base_url.rstrip('/')}/batches/{batch_id}/cancel"
-        await base.batch_call(send, base.UpstreamRequest("POST", url, self._headers(api_key), b""))
+    async def cancel(self, link: base.BatchLink, batch_id: str) -> None:
+        url = f"{link.base_url.rstrip('/')}/batches/{batch_id}/cancel"
+        await link.call("POST", url, self._headers(link))
 
 
 def _outcome(line: JSON) -> base.BatchOutcome:

@@ -20,6 +20,7 @@ from tokenrelay.frontends.anthropic.parse import (
     parse_messages_request,
 )
 from tokenrelay.gateway.codec import ExtraUsage
+from tokenrelay.sse import Framing
 
 # kind → (Anthropic error type, HTTP status; None = the error's own status, at least 500)
 _ERRORS: dict[ir.ErrorKind, tuple[str, int | None]] = {
@@ -240,7 +241,7 @@ class AnthropicFrontend:
         return parse_count_tokens_request(body, headers)
 
     def stream_renderer(
-        self, *, request_id: str, include_usage: bool, echo: Any = None
+        self, *, request_id: str, include_usage: bool, echo: Any = None, framing: Framing = "sse"
     ) -> AnthropicStreamRenderer:
         # include_usage is an OpenAI notion: Anthropic streams always carry usage.
         return AnthropicStreamRenderer(request_id=request_id)

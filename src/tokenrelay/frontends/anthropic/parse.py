@@ -122,9 +122,7 @@ def _passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
 def _messages(value: Any) -> tuple[list[ir.Message], bool]:
     messages: list[ir.Message] = []
     has_server_blocks = False
-    for i, raw in enumerate(v.array(value, "messages")):
-        path = v.at("messages", i)
-        msg = v.obj(raw, path)
+    for msg, path in v.objects(value, "messages"):
         role = v.one_of(v.required(msg, "role", path), v.at(path, "role"), _ROLES)
         if role == "system":
             texts = _system(v.required(msg, "content", path), v.at(path, "content"))
@@ -143,9 +141,7 @@ def _content(value: Any, path: str) -> tuple[list[ir.Part], bool]:
         raise v.fail(path, "expected string or list of content blocks")
     parts: list[ir.Part] = []
     server = False
-    for j, raw in enumerate(value):
-        where = v.at(path, j)
-        block = v.obj(raw, where)
+    for block, where in v.objects(value, path):
         kind = v.required_string(block, "type", where)
         if _is_server_block(kind):
             server = True
@@ -249,9 +245,7 @@ def _tool_result(block: JSONObject, path: str) -> ir.ToolResult:
     if isinstance(content, str):
         result.content = [ir.Text(content)]
     elif isinstance(content, list):
-        for k, raw in enumerate(content):
-            where = v.at(c_path, k)
-            item = v.obj(raw, where)
+        for item, where in v.objects(content, c_path):
             kind = v.one_of(item.get("type"), v.at(where, "type"), ("text", "image"))
             result.content.append(_text(item, where) if kind == "text" else _image(item, where))
     elif content is not None:
@@ -268,9 +262,7 @@ def _system(value: Any, where: str = "system") -> list[ir.Text]:
     if not isinstance(value, list):
         raise v.fail(where, "expected string or list of text blocks")
     texts: list[ir.Text] = []
-    for i, raw in enumerate(value):
-        path = v.at(where, i)
-        block = v.obj(raw, path)
+    for block, path in v.objects(value, where):
         v.one_of(block.get("type"), v.at(path, "type"), ("text",))
         texts.append(_text(block, path))
     return texts
@@ -279,9 +271,7 @@ def _system(value: Any, where: str = "system") -> list[ir.Text]:
 def _tools(value: Any) -> tuple[list[ir.Tool], bool]:
     tools: list[ir.Tool] = []
     has_server_tools = False
-    for i, raw in enumerate(v.array(value, "tools")):
-        path = v.at("tools", i)
-        tool = v.obj(raw, path)
+    for tool, path in v.objects(value, "tools"):
         if v.opt_string(tool, "type", path) not in (None, "custom"):
             has_server_tools = True
             continue

@@ -20,6 +20,7 @@ from tokenrelay import ir
 from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.chat.parse import client_wants_usage, parse_chat_request
 from tokenrelay.gateway.codec import ExtraUsage
+from tokenrelay.sse import Framing
 
 __all__ = ["OPENAI_FRONTEND", "OpenAIFrontend", "OpenAIStreamRenderer", "client_wants_usage"]
 
@@ -261,7 +262,7 @@ class OpenAIFrontend:
         return parse_chat_request(body, headers)
 
     def stream_renderer(
-        self, *, request_id: str, include_usage: bool, echo: Any = None
+        self, *, request_id: str, include_usage: bool, echo: Any = None, framing: Framing = "sse"
     ) -> OpenAIStreamRenderer:
         return OpenAIStreamRenderer(request_id=request_id, include_usage=include_usage)
 

@@ -162,8 +162,8 @@ class _Conversation:
         if refusal and content is None:
             parts.append(ir.Text(refusal))
         if msg.get("tool_calls") is not None:
-            for i, raw in enumerate(v.array(msg["tool_calls"], v.at(path, "tool_calls"))):
-                call = _tool_call(raw, v.at(v.at(path, "tool_calls"), i))
+            for raw, where in v.objects(msg["tool_calls"], v.at(path, "tool_calls")):
+                call = _tool_call(raw, where)
                 self.call_names[call.id] = call.name
                 parts.append(call)
         return ir.Message("assistant", parts, name=v.opt_string(msg, "name", path))
@@ -171,9 +171,8 @@ class _Conversation:
 
 def _messages(value: Any) -> tuple[list[ir.Text], list[ir.Message]]:
     conv = _Conversation()
-    for i, raw in enumerate(v.array(value, "messages")):
-        path = v.at("messages", i)
-        conv.add(v.obj(raw, path), path)
+    for msg, path in v.objects(value, "messages"):
+        conv.add(msg, path)
     return conv.system, conv.messages
 
 
@@ -185,9 +184,7 @@ def _texts(value: Any, path: str, *, allow_refusal: bool = False) -> list[ir.Tex
         raise v.fail(path, "expected a string or a list of text parts")
     kinds = ("text", "refusal") if allow_refusal else ("text",)
     texts = []
-    for i, raw in enumerate(value):
-        where = v.at(path, i)
-        part = v.obj(raw, where)
+    for part, where in v.objects(value, path):
         kind = v.one_of(part.get("type"), v.at(where, "type"), kinds)
         texts.append(ir.Text(v.string(v.required(part, kind, where), v.at(where, kind))))
     return texts
@@ -199,9 +196,7 @@ def _user_content(value: Any, path: str) -> list[ir.Part]:
     if not isinstance(value, list):
         raise v.fail(path, "expected a string or a list of content parts")
     parts: list[ir.Part] = []
-    for i, raw in enumerate(value):
-        where = v.at(path, i)
-        part = v.obj(raw, where)
+    for part, where in v.objects(value, path):
         kind = v.required_string(part, "type", where)
         if kind == "text":
             parts.append(ir.Text(v.required_string(part, "text", where)))
@@ -255,9 +250,7 @@ def _tool_call(value: Any, path: str) -> ir.ToolCall:
 
 def _tools(data: JSONObject, req: ir.Request) -> None:
     if data.get("tools") is not None:
-        for i, raw in enumerate(v.array(data["tools"], "tools")):
-            path = v.at("tools", i)
-            tool = v.obj(raw, path)
+        for tool, path in v.objects(data["tools"], "tools"):
             if tool.get("type") != "function":
                 req.extras["tools"] = data["tools"]
                 continue

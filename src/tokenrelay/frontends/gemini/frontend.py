@@ -13,7 +13,8 @@ Rendering choices worth knowing:
   functionResponse, which is how the next turn finds its call (and its reasoning state).
 - Usage comes once, on the last chunk, with the settled cost added to `usageMetadata`
   (`costUsd`, which the SDKs ignore).
-- A stream without `alt=sse` is Gemini's JSON array (`JsonArrayStream` re-frames the SSE).
+- A stream without `alt=sse` is Gemini's JSON array: the route says so (`route_payload`) and
+  the renderer frames its chunks that way (`GeminiArrayStreamRenderer`).
 - Insufficient balance: HTTP 402 with status FAILED_PRECONDITION (Google's status for "fix the
   account first, retrying will not help"; not RESOURCE_EXHAUSTED, which clients retry).
 """
@@ -28,7 +29,6 @@ from typing import Any
 import orjson
 
 from tokenrelay import ir
-from tokenrelay.asgi import Message, Send
 from tokenrelay.errors import GatewayError, invalid
 from tokenrelay.frontends.gemini.parse import (
     REDACTED,
@@ -37,14 +37,13 @@ from tokenrelay.frontends.gemini.parse import (
     wrap_signature,
 )
 from tokenrelay.gateway.codec import ExtraUsage
+from tokenrelay.sse import Framing, JsonArrayFrame
 
 __all__ = [
     "GEMINI_FRONTEND",
     "PREFIXES",
     "GeminiFrontend",
     "GeminiRoute",
-    "JsonArrayStream",
-    "json_array_stream",
     "route",
     "route_payload",
     "status_body",
@@ -75,7 +74,6 @@ _ERRORS: dict[ir.ErrorKind, tuple[int | None, str]] = {
 _SERVER_STATUS = {503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED", 502: "UNAVAILABLE"}
 _METHODS = {"generateContent": False, "streamGenerateContent": True}
 EMBED_METHODS = ("embedContent", "batchEmbedContents")
-SSE_TYPE = b"text/event-stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,57 +92,14 @@ def route(path: str) -> GeminiRoute | None:
 
 
 def route_payload(r: GeminiRoute, query: Mapping[str, str]) -> dict[str, Any]:
-    """What the URL says that a body of another API would: the model, and streaming."""
+    """What the URL says that a body of another API would: the model, and streaming; and how
+    a stream is framed (without `alt=sse`, Gemini sends it as one JSON array)."""
     alt = query.get("alt")
     if alt not in (None, "sse", "json"):
         raise invalid("alt: expected 'sse' or 'json'", "alt")
-    return {"model": r.model, "stream": _METHODS.get(r.method, False)}
-
-
-def json_array_stream(r: GeminiRoute, query: Mapping[str, str]) -> bool:
-    """A stream asked for without `alt=sse`: Gemini sends it as one JSON array."""
-    return _METHODS.get(r.method, False) and query.get("alt") != "sse"
-
-
-class JsonArrayStream:
-    """Re-frames the SSE stream the relay sends (complete `data:` events) as Gemini's
-    JSON-array stream: `[chunk`, then `,` CRLF `chunk` ..., then `]`. Wraps the ASGI `send`
-    of that one request; error answers (not an event stream) pass unchanged."""
-
-    __slots__ = ("_active", "_buf", "_opened", "_send")
-
-    def __init__(self, send: Send) -> None:
-        self._send = send
-        self._active = False
-        self._opened = False
-        self._buf = b""
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            headers = message.get("headers", [])
-            self._active = message["status"] == 200 and any(
-                k == b"content-type" and v.startswith(SSE_TYPE) for k, v in headers
-            )
-            if self._active:
-                json_type = (b"content-type", b"application/json; charset=UTF-8")
-                headers = [json_type if k == b"content-type" else (k, v) for k, v in headers]
-                message = {**message, "headers": headers}
-        elif message["type"] == "http.response.body" and self._active:
-            message = {**message, "body": self._frame(message)}
-        await self._send(message)
-
-    def _frame(self, message: Message) -> bytes:
-        buf = (self._buf + message.get("body", b"")).replace(b"\r\n", b"\n")
-        *events, self._buf = buf.split(b"\n\n")
-        out = bytearray()
-        for ev in events:
-            data = b"\n".join(line[5:].strip() for line in ev.split(b"\n") if line[:5] == b"data:")
-            if data:
-                out += (b",\r\n" if self._opened else b"[") + data
-                self._opened = True
-        if not message.get("more_body", False):
-            out += b"]" if self._opened else b"[]"
-        return bytes(out)
+    stream = _METHODS.get(r.method, False)
+    framing: Framing = "sse" if alt == "sse" or not stream else "json_array"
+    return {"model": r.model, "stream": stream, "framing": framing}
 
 
 def error_body(err: GatewayError) -> tuple[int, dict[str, Any]]:
@@ -224,11 +179,13 @@ class GeminiStreamRenderer:
     usage_at_start = False
 
     __slots__ = ("_calls", "_finish", "_head", "_id", "_model", "_tail")
+    _PREFIX = b"data: "  # and _END: an SSE event's framing around each chunk
+    _END = b"\r\n\r\n"
 
     def __init__(self) -> None:
         self._id = ""
         self._model = ""
-        self._head = b'data: {"candidates":[{"content":{"parts":['
+        self._head = self._PREFIX + b'{"candidates":[{"content":{"parts":['
         self._tail = b""
         self._finish: str | None = None
         self._calls: dict[int, list[Any]] = {}  # open tool-call block → [id, name, sig, args]
@@ -284,11 +241,14 @@ class GeminiStreamRenderer:
             "modelVersion": self._model,
             "responseId": self._id,
         }
-        return b"data: " + orjson.dumps(chunk) + b"\r\n\r\n"
+        return self._last_event(orjson.dumps(chunk))
 
     def error(self, err: GatewayError) -> bytes:
         _, body = error_body(err)
-        return b"data: " + orjson.dumps(body) + b"\r\n\r\n"
+        return self._last_event(orjson.dumps(body))
+
+    def _last_event(self, data: bytes) -> bytes:
+        return self._PREFIX + data + self._END
 
     def _start(self, upstream_id: str, model: str) -> None:
         self._id, self._model = _response_id(upstream_id), model
@@ -297,13 +257,33 @@ class GeminiStreamRenderer:
             + orjson.dumps(model)
             + b',"responseId":'
             + orjson.dumps(self._id)
-            + b"}\r\n\r\n"
+            + b"}"
+            + self._END
         )
 
     def _chunk(self, part: bytes) -> bytes:
         if not self._tail:
             self._start("", "")
         return self._head + part + self._tail
+
+
+class GeminiArrayStreamRenderer(GeminiStreamRenderer):
+    """The same chunks as one JSON array (a stream asked for without `alt=sse`): `[` chunk,
+    `,` CRLF chunk ..., `]` after the last chunk or the error that ends it."""
+
+    __slots__ = ("_array",)
+    _PREFIX = b""
+    _END = b""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._array = JsonArrayFrame()
+
+    def _chunk(self, part: bytes) -> bytes:
+        return self._array.item(super()._chunk(part))
+
+    def _last_event(self, data: bytes) -> bytes:
+        return self._array.item(data) + self._array.close()
 
 
 def _parts(content: list[ir.Part]) -> list[dict[str, Any]]:
@@ -333,9 +313,9 @@ class GeminiFrontend:
         return parse_count_tokens(body, headers)
 
     def stream_renderer(
-        self, *, request_id: str, include_usage: bool, echo: Any = None
+        self, *, request_id: str, include_usage: bool, echo: Any = None, framing: Framing = "sse"
     ) -> GeminiStreamRenderer:
-        return GeminiStreamRenderer()
+        return GeminiArrayStreamRenderer() if framing == "json_array" else GeminiStreamRenderer()
 
     def render_response(
         self, resp: ir.Response, *, request_id: str, extra_usage: ExtraUsage, echo: Any = None

@@ -25,7 +25,7 @@ Mapping choices worth knowing:
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -85,6 +85,11 @@ def _camel(d: JSONObject) -> JSONObject:
 
 def _object(value: Any, path: str) -> JSONObject:
     return _camel(v.obj(value, path))
+
+
+def _objects(value: Any, path: str) -> Iterator[tuple[JSONObject, str]]:
+    for item, where in v.objects(value, path):
+        yield _camel(item), where
 
 
 # Anthropic's redacted thinking travels as a thought part whose wrapped signature is this
@@ -165,15 +170,13 @@ class _Conversation:
         self.unanswered: list[tuple[str, str]] = []  # (name, id) of calls not yet answered
 
     def messages_of(self, value: Any) -> list[ir.Message]:
-        for i, raw in enumerate(v.array(value, "contents")):
-            path = v.at("contents", i)
-            content = _object(raw, path)
+        for turn, (content, path) in enumerate(_objects(value, "contents")):
             role = content.get("role") or "user"
             if role not in ("user", "model", "function"):
                 raise v.fail(v.at(path, "role"), "expected one of 'user', 'model'")
             parts = v.required_array(content, "parts", path)
             if role == "model":
-                self.messages.append(ir.Message("assistant", self._model_parts(parts, i, path)))
+                self.messages.append(ir.Message("assistant", self._model_parts(parts, turn, path)))
             else:
                 self.messages.append(ir.Message("user", self._user_parts(parts, path)))
         return self.messages
@@ -182,9 +185,7 @@ class _Conversation:
         out: list[ir.Part] = []
         thinking: ir.Thinking | None = None  # the open run of thought parts
         calls = 0
-        for j, raw in enumerate(parts):
-            where = v.at(v.at(path, "parts"), j)
-            part = _object(raw, where)
+        for part, where in _objects(parts, v.at(path, "parts")):
             signature = unwrap_signature(v.opt_string(part, "thoughtSignature", where))
             if part.get("thought") is True:
                 text = v.opt_string(part, "text", where) or ""
@@ -214,9 +215,7 @@ class _Conversation:
 
     def _user_parts(self, parts: list[Any], path: str) -> list[ir.Part]:
         out: list[ir.Part] = []
-        for j, raw in enumerate(parts):
-            where = v.at(v.at(path, "parts"), j)
-            part = _object(raw, where)
+        for part, where in _objects(parts, v.at(path, "parts")):
             response = part.get("functionResponse")
             if response is not None:
                 out.append(self._result(_object(response, v.at(where, "functionResponse")), where))
@@ -242,10 +241,8 @@ class _Conversation:
         if not isinstance(text, str) or not (is_error or set(value) & {"output", "result"}):
             text = orjson.dumps(value).decode()
         content: list[ir.Text | ir.Image] = [ir.Text(text)]
-        for k, raw in enumerate(v.array(response.get("parts") or [], v.at(path, "parts"))):
-            for p in _content_part(
-                _object(raw, v.at(v.at(path, "parts"), k)), v.at(v.at(path, "parts"), k)
-            ):
+        for part, where in _objects(response.get("parts") or [], v.at(path, "parts")):
+            for p in _content_part(part, where):
                 if isinstance(p, ir.Text | ir.Image):
                     content.append(p)
         return ir.ToolResult(call_id, content, is_error=is_error, name=name)
@@ -271,24 +268,16 @@ def _content_part(part: JSONObject, where: str) -> list[ir.Part]:
     if "text" in part:
         text = v.string(part["text"], v.at(where, "text"))
         return [ir.Text(text)] if text else []
-    inline = part.get("inlineData")
-    if inline is not None:
+    if part.get("inlineData") is not None:
         path = v.at(where, "inlineData")
-        blob = _object(inline, path)
+        blob = _object(part["inlineData"], path)
         mime = v.required_string(blob, "mimeType", path)
-        data = v.required_string(blob, "data", path)
-        if mime.startswith("image/"):
-            return [ir.Image(media_type=mime, data=data)]
-        return [ir.Document("base64", media_type=mime, data=data)]
-    file = part.get("fileData")
-    if file is not None:
+        return [_media(mime, data=v.required_string(blob, "data", path))]
+    if part.get("fileData") is not None:
         path = v.at(where, "fileData")
-        ref = _object(file, path)
+        ref = _object(part["fileData"], path)
         uri = v.required_string(ref, "fileUri", path)
-        file_mime = v.opt_string(ref, "mimeType", path)
-        if file_mime and file_mime.startswith("image/"):
-            return [ir.Image(media_type=file_mime, url=uri)]
-        return [ir.Document("url", media_type=file_mime, url=uri)]
+        return [_media(v.opt_string(ref, "mimeType", path), url=uri)]
     code = part.get("executableCode")
     if code is not None:  # Gemini's own code execution, shown to other vendors as text
         return [ir.Text("```\n" + str(v.obj(code, where).get("code") or "") + "\n```")]
@@ -302,6 +291,14 @@ def _content_part(part: JSONObject, where: str) -> list[ir.Part]:
     raise v.fail(where, f"unsupported part (keys: {', '.join(sorted(part))})")
 
 
+def _media(mime: str | None, *, data: str | None = None, url: str | None = None) -> ir.Part:
+    """Inline bytes (`data`) or a file (`url`): an image when its MIME type says so, else a
+    document (PDF, text, ...)."""
+    if mime and mime.startswith("image/"):
+        return ir.Image(media_type=mime, data=data, url=url)
+    return ir.Document("url" if url is not None else "base64", media_type=mime, data=data, url=url)
+
+
 # ------------------------------------------------------------------------------------ tools
 
 
@@ -309,14 +306,11 @@ def _tools(data: JSONObject, req: ir.Request) -> None:
     tools = data.get("tools")
     server: list[Any] = []
     if tools is not None:
-        for i, raw in enumerate(v.array(tools, "tools")):
-            path = v.at("tools", i)
-            tool = _object(raw, path)
+        for tool, path in _objects(tools, "tools"):
             decls = tool.get("functionDeclarations")
             if decls is not None:
-                for j, decl in enumerate(v.array(decls, v.at(path, "functionDeclarations"))):
-                    where = v.at(v.at(path, "functionDeclarations"), j)
-                    req.tools.append(_declaration(_object(decl, where), where))
+                for decl, where in _objects(decls, v.at(path, "functionDeclarations")):
+                    req.tools.append(_declaration(decl, where))
             others = {k: v for k, v in tool.items() if k != "functionDeclarations"}
             if others:
                 server.append(others)

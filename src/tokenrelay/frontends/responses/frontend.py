@@ -32,6 +32,7 @@ from tokenrelay.frontends.responses.parse import NAMESPACE_SEP, Echo, parse_resp
 from tokenrelay.gateway.codec import ExtraUsage
 from tokenrelay.reasoning import compaction
 from tokenrelay.reasoning.cache import to_blob
+from tokenrelay.sse import Framing
 
 __all__ = [
     "RESPONSES_COMPACT_FRONTEND",
@@ -397,7 +398,7 @@ class ResponsesFrontend:
         return req
 
     def stream_renderer(
-        self, *, request_id: str, include_usage: bool, echo: Any = None
+        self, *, request_id: str, include_usage: bool, echo: Any = None, framing: Framing = "sse"
     ) -> ResponsesStreamRenderer:
         return ResponsesStreamRenderer(request_id=request_id, echo=echo or Echo())
 

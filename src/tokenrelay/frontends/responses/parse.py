@@ -171,9 +171,8 @@ class _Conversation:
         if isinstance(value, str):
             self.messages.append(ir.Message("user", [ir.Text(value)]))
             return
-        for i, raw in enumerate(v.array(value, "input")):
-            path = v.at("input", i)
-            self.add(v.obj(raw, path), path)
+        for item, path in v.objects(value, "input"):
+            self.add(item, path)
 
     def add(self, item: JSONObject, path: str) -> None:
         kind = v.string(item.get("type", "message"), v.at(path, "type"))
@@ -286,9 +285,7 @@ def _parts(value: Any, path: str) -> list[ir.Part]:
     if isinstance(value, str):
         return [ir.Text(value)]
     parts: list[ir.Part] = []
-    for i, raw in enumerate(v.array(value, path)):
-        where = v.at(path, i)
-        part = v.obj(raw, where)
+    for part, where in v.objects(value, path):
         kind = v.required_string(part, "type", where)
         if kind in ("input_text", "output_text", "text"):
             parts.append(ir.Text(v.required_string(part, "text", where)))
@@ -339,18 +336,14 @@ CLIENT_RUN = frozenset(
 
 def _tools(data: JSONObject, req: ir.Request, echo: Echo) -> None:
     namespaces: set[str] = set()
-    for i, raw in enumerate(v.array(data.get("tools") or [], "tools")):
-        path = v.at("tools", i)
-        tool = v.obj(raw, path)
+    for tool, path in v.objects(data.get("tools") or [], "tools"):
         kind = v.required_string(tool, "type", path)
         if kind == "function":
             req.tools.append(function(tool, path))
         elif kind == "namespace":
             ns = v.required_string(tool, "name", path)
             namespaces.add(ns)
-            for j, inner in enumerate(v.required_array(tool, "tools", path)):
-                where = v.at(v.at(path, "tools"), j)
-                fn = v.obj(inner, where)
+            for fn, where in v.objects(v.required(tool, "tools", path), v.at(path, "tools")):
                 if fn.get("type") != "function":
                     req.native_only.append((v.at(where, "type"), f"the {fn.get('type')!r} tool"))
                     req.server_tools |= fn.get("type") not in CLIENT_RUN
