@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Ed25519 private seed (32 bytes, base64) usage receipts are signed with; the same on every
     # replica. Unset: generated once and kept in the database (billing/receipts.py).
     receipt_key: SecretStr | None = Field(None, alias="TOKENRELAY_RECEIPT_KEY")
+    # The seeds receipts were signed with before a rotation (comma-separated): their receipts
+    # still verify and the compaction items sealed under them still open; none signs again.
+    receipt_key_previous: SecretStr | None = Field(None, alias="TOKENRELAY_RECEIPT_KEY_PREVIOUS")
     key_prefix: str = Field("sk-aic-", alias="TOKENRELAY_KEY_PREFIX")
     catalog_path: str | None = Field(None, alias="TOKENRELAY_CATALOG")
     # Which vendors the built-in emulator serves. "auto": those without a key, on the embedded
