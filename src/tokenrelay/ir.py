@@ -185,6 +185,9 @@ class Request:
     # (param, what) of features only the client format's own vendor runs (OpenAI's built-in
     # tools for a Responses client): its fast path passes them on, a translation refuses them.
     native_only: list[tuple[str, str]] = field(default_factory=list)
+    # The answer reaches the client only whole, at its end (a compaction: one sealed item), so
+    # a stream that fails or is left before then delivered nothing, whatever was generated.
+    shown_at_end: bool = False
     # What the client format echoes back in its answer (Responses: instructions, tools, …),
     # opaque to every other layer; its renderers take it per request.
     echo: Any = None

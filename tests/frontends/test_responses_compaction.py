@@ -128,20 +128,29 @@ def test_the_summary_reaches_the_next_vendor(
     assert with_item.json()["input_tokens"] == as_text.json()["input_tokens"] > 20
 
 
-def test_a_sealed_item_opens_with_the_same_key_only() -> None:
-    """Replicas derive the same key from the shared receipt key: one seals, another opens;
-    a gateway with another key refuses it."""
-    saved = list(compaction._fernets), list(compaction._derived)
+async def test_a_sealed_item_opens_while_its_key_is_installed() -> None:
+    """Replicas derive the same key from the shared receipt key: one seals, another opens.
+    Several gateways in one process (tests) each install a ring: the newest seals, each opens
+    while its gateway runs, and a closed gateway's key opens nothing any more."""
+    replica = compaction.install([b"replica key"])
+    blob = compaction.seal("the summary", "m")
+    other = compaction.install([b"another gateway"])
     try:
-        compaction.install_key(b"replica key")
-        blob = compaction.seal("the summary", "m")
-        compaction.install_key(b"another gateway")
         sealed_elsewhere = compaction.seal("x", "m")
-        assert compaction.open_sealed(blob) == "the summary"  # older keys still open
-        compaction._fernets[:] = compaction._fernets[:1]
-        compaction._derived[:] = compaction._derived[:1]
-        with pytest.raises(ValueError):
-            compaction.open_sealed(blob)
+        assert compaction.open_sealed(blob) == "the summary"
         assert compaction.open_sealed(sealed_elsewhere) == "x"
-    finally:  # the in-process gateway's key, as it was
-        compaction._fernets[:], compaction._derived[:] = saved
+    finally:
+        await replica.close()
+    with pytest.raises(ValueError):
+        compaction.open_sealed(blob)
+    assert compaction.open_sealed(sealed_elsewhere) == "x"
+    # Rotated: the old secret listed after the new one still opens what it sealed.
+    rotated = compaction.install([b"new key", b"another gateway"])
+    await other.close()
+    try:
+        assert compaction.open_sealed(sealed_elsewhere) == "x"
+        assert compaction.open_sealed(compaction.seal("y", "m")) == "y"
+    finally:
+        await rotated.close()
+    with pytest.raises(ValueError):
+        compaction.open_sealed(sealed_elsewhere)

@@ -132,7 +132,8 @@ def outcome(ctx: RequestContext) -> Outcome:
     """How the request ended, from its accounting context."""
     if not ctx.upstream_answered:
         return Outcome.NOT_ANSWERED
-    delivered = any(ctx.output_text)
+    withheld = ctx.request is not None and ctx.request.shown_at_end
+    delivered = any(ctx.output_text) and not withheld
     if ctx.status == "ok":
         if ctx.stop_reason in _LENGTH_STOPS:
             return Outcome.INCOMPLETE_LENGTH

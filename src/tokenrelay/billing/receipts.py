@@ -15,6 +15,12 @@ signing one costs ~80 µs of CPU, a quarter of a request's, spent only where it 
 The key: `TOKENRELAY_RECEIPT_KEY` (the 32-byte private seed, base64), the same on every replica;
 without it the first process generates one and stores it in the database (`signing_keys`), where
 every later process and replica reads the same one.
+
+Rotation: the seeds the gateway signed with before go in `TOKENRELAY_RECEIPT_KEY_PREVIOUS`
+(comma-separated). Nothing is signed with them again, but their public keys stay published
+(each with its `kid`, which every receipt names), so receipts issued before still verify, and
+the secrets derived from them (`derive_secrets`) still open what they protected (compaction
+items customers hold: reasoning/compaction.py). Dropping a seed from the list retires it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -47,6 +54,7 @@ RECEIPT_HEADER = b"x-tokenrelay-receipt"
 WELL_KNOWN_PATH = "/.well-known/tokenrelay-receipts.json"
 RECEIPT_VERSION = 1
 _KEY_NAME = "receipts"
+_NEW_SEED = "python -c 'import os,base64;print(base64.b64encode(os.urandom(32)).decode())'"
 
 
 class InvalidReceipt(ValueError):
@@ -104,34 +112,47 @@ def claims(record: UsageRecord, multiplier_ppm: int) -> dict[str, Any]:
 
 
 class ReceiptSigner:
-    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+    def __init__(
+        self, private_key: Ed25519PrivateKey, previous: Sequence[Ed25519PrivateKey] = ()
+    ) -> None:
         self._key = private_key
         self.public_raw = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         self.kid = hashlib.sha256(self.public_raw).hexdigest()[:16]
+        # Keys signed with before a rotation: published, and their derived secrets kept.
+        self.previous: list[ReceiptSigner] = []
+        for key in previous:
+            old = ReceiptSigner(key)
+            if old.kid not in (self.kid, *(p.kid for p in self.previous)):
+                self.previous.append(old)
 
     def sign(self, payload: dict[str, Any]) -> str:
         body = orjson.dumps({**payload, "kid": self.kid}, option=orjson.OPT_SORT_KEYS)
         return _b64u(body) + "." + _b64u(self._key.sign(body))
 
-    def derive_secret(self, label: bytes) -> bytes:
-        """A secret for another use (`label`) that every replica derives alike: the gateway's
-        other keys need no configuration of their own."""
-        return hmac.new(self._key.private_bytes_raw(), label, hashlib.sha256).digest()
+    def derive_secrets(self, label: bytes) -> list[bytes]:
+        """Secrets for another use (`label`) that every replica derives alike, so the gateway's
+        other keys need no configuration of their own: the current key's first, then the
+        previous keys' (what they protected before a rotation stays readable)."""
+        keys = [self._key, *(p._key for p in self.previous)]
+        return [hmac.new(k.private_bytes_raw(), label, hashlib.sha256).digest() for k in keys]
+
+    def _jwk(self) -> dict[str, str]:
+        return {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "alg": "EdDSA",
+            "use": "sig",
+            "kid": self.kid,
+            "x": _b64u(self.public_raw),
+        }
 
     def public_document(self) -> dict[str, Any]:
-        """The well-known document: the key as a JWK (RFC 8037) and as raw base64."""
+        """The well-known document: the keys as JWKs (RFC 8037), the signing key first and
+        then the previous ones (receipts name theirs by `kid`), and the signing key as raw
+        base64."""
         return {
             "format": "base64url(JSON claims) '.' base64url(Ed25519 signature over those bytes)",
-            "keys": [
-                {
-                    "kty": "OKP",
-                    "crv": "Ed25519",
-                    "alg": "EdDSA",
-                    "use": "sig",
-                    "kid": self.kid,
-                    "x": _b64u(self.public_raw),
-                }
-            ],
+            "keys": [self._jwk(), *(p._jwk() for p in self.previous)],
             "public_key_base64": base64.b64encode(self.public_raw).decode(),
         }
 
@@ -154,22 +175,51 @@ def verify(receipt: str, public_key_raw: bytes) -> dict[str, Any]:
     return out
 
 
-def signer_from_seed(seed_b64: str) -> ReceiptSigner:
+def published_key(receipt: str, document: dict[str, Any]) -> bytes:
+    """The public key of the well-known `document` that signed `receipt`: the one its `kid`
+    names (a receipt from before a key rotation), else the current one."""
+    payload = receipt.strip().partition(".")[0]
     try:
-        seed = base64.b64decode(seed_b64, validate=True)
-        return ReceiptSigner(Ed25519PrivateKey.from_private_bytes(seed))
+        kid = orjson.loads(_unb64u(payload)).get("kid")
+    except (ValueError, AttributeError):
+        kid = None  # `verify` says what is wrong with it
+    for jwk in document.get("keys", ()):
+        if kid is not None and jwk.get("kid") == kid:
+            return _unb64u(jwk["x"])
+    return base64.b64decode(document["public_key_base64"])
+
+
+def _private_key(seed_b64: str, setting: str) -> Ed25519PrivateKey:
+    """A seed in base64, or in base64url as the database keeps a generated one."""
+    standard = seed_b64.strip().replace("-", "+").replace("_", "/")
+    try:
+        seed = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+        return Ed25519PrivateKey.from_private_bytes(seed)
     except ValueError:
         raise ValueError(
-            "TOKENRELAY_RECEIPT_KEY must be a 32-byte Ed25519 private key in base64 "
-            "(python -c 'import os,base64;print(base64.b64encode(os.urandom(32)).decode())')"
+            f"{setting} must be a 32-byte Ed25519 private key in base64 ({_NEW_SEED})"
         ) from None
 
 
-async def load_signer(seed_b64: str | None, engine: AsyncEngine) -> ReceiptSigner:
+def previous_keys(seeds: str | None) -> list[Ed25519PrivateKey]:
+    """TOKENRELAY_RECEIPT_KEY_PREVIOUS: comma-separated seeds, as TOKENRELAY_RECEIPT_KEY."""
+    parts = [p.strip() for p in (seeds or "").split(",")]
+    return [_private_key(p, "each of TOKENRELAY_RECEIPT_KEY_PREVIOUS") for p in parts if p]
+
+
+def signer_from_seed(seed_b64: str, previous: str | None = None) -> ReceiptSigner:
+    key = _private_key(seed_b64, "TOKENRELAY_RECEIPT_KEY")
+    return ReceiptSigner(key, previous_keys(previous))
+
+
+async def load_signer(
+    seed_b64: str | None, engine: AsyncEngine, previous: str | None = None
+) -> ReceiptSigner:
     """The configured key, else the one in the database (created by the first process to
-    ask: a concurrent first start loses the insert race and reads the winner's)."""
+    ask: a concurrent first start loses the insert race and reads the winner's); `previous`
+    is TOKENRELAY_RECEIPT_KEY_PREVIOUS."""
     if seed_b64:
-        return signer_from_seed(seed_b64)
+        return signer_from_seed(seed_b64, previous)
     query = select(signing_keys.c.private_key).where(signing_keys.c.name == _KEY_NAME)
     async with engine.connect() as conn:
         stored = (await conn.execute(query)).scalar_one_or_none()
@@ -183,7 +233,8 @@ async def load_signer(seed_b64: str | None, engine: AsyncEngine) -> ReceiptSigne
         except IntegrityError:
             async with engine.connect() as conn:
                 stored = (await conn.execute(query)).scalar_one()
-    return ReceiptSigner(Ed25519PrivateKey.from_private_bytes(_unb64u(stored)))
+    key = Ed25519PrivateKey.from_private_bytes(_unb64u(stored))
+    return ReceiptSigner(key, previous_keys(previous))
 
 
 def price_from_listing(pricing: dict[str, Any]) -> Price:

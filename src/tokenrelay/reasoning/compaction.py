@@ -8,9 +8,21 @@ authenticated (Fernet: AES-CBC + HMAC-SHA256) under a key derived from the gatew
 signing key, which every replica shares (configured, or kept in the database), so any replica
 can open an item another sealed, and a client cannot forge or alter one.
 
-The key is the process's (installed at startup): the Responses parser, which opens items, sees
-a request body and nothing of the gateway's settings. Keys installed earlier stay accepted for
-opening (a test process may start several gateways).
+Key rotation: a customer keeps a compaction item as long as its conversation (a Codex session
+resumed weeks later), so rotating the receipt key must not make the items out there unreadable.
+The gateway seals with the key derived from the current receipt key and opens with that one or
+any derived from `TOKENRELAY_RECEIPT_KEY_PREVIOUS` (MultiFernet). The key follows the receipt
+key, rather than a key ring of its own in the database, because it is the one secret an
+operator already rotates, and one rotation (one setting, the old seeds kept for a while) then
+covers both what the key signed (receipts, still verifiable) and what it sealed (items, still
+readable); a second ring would be a second secret to back up, rotate and retire. An item no
+key opens is refused as bad input (the Responses parser's 400 naming `encrypted_content`).
+
+The keys are the process's (installed at startup, by `install`): the Responses parser, which
+opens items, sees a request body and nothing of the gateway's settings. A test process may run
+several gateways: each installs its ring and removes it when it closes; the one installed last
+seals, and every installed ring opens (so a gateway's items open while it runs, and a ring
+stops opening anything once its gateway has stopped).
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
 
 import orjson
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -37,22 +50,50 @@ SUMMARIZATION_PROMPT = (
     "paths, values), and the next steps. Answer with the summary only; call no tools."
 )
 
-_fernets: list[Fernet] = []
-_derived: list[bytes] = []  # the key of each of _fernets, in the same order
+
+class KeyRing:
+    """One gateway's compaction keys (from its receipt keys, current first), installed in the
+    process until the gateway closes it."""
+
+    def __init__(self, secrets: Sequence[bytes]) -> None:
+        derived = [
+            hmac.new(s, b"tokenrelay compaction v1", hashlib.sha256).digest() for s in secrets
+        ]
+        self.fernets = [Fernet(base64.urlsafe_b64encode(k)) for k in derived]
+
+    async def close(self) -> None:  # one of the gateway's resources, closed at shutdown
+        if self in _rings:
+            _rings.remove(self)
+            _rebuild()
 
 
-def install_key(secret: bytes) -> None:
-    """Seal with a key derived from `secret` from now on (and keep opening the older ones)."""
-    derived = hmac.new(secret, b"tokenrelay compaction v1", hashlib.sha256).digest()
-    kept = [(k, f) for k, f in zip(_derived, _fernets, strict=True) if k != derived]
-    _derived[:] = [derived, *(k for k, _ in kept)]
-    _fernets[:] = [Fernet(base64.urlsafe_b64encode(derived)), *(f for _, f in kept)]
+_rings: list[KeyRing] = []  # installed by the process's gateways, newest last
+_sealer: Fernet | None = None
+_opener: MultiFernet | None = None
+
+
+def _rebuild() -> None:
+    global _sealer, _opener
+    _sealer = _rings[-1].fernets[0] if _rings else None
+    fernets = [f for ring in reversed(_rings) for f in ring.fernets]
+    _opener = MultiFernet(fernets) if fernets else None
+
+
+def install(secrets: Sequence[bytes]) -> KeyRing:
+    """Seal with a key derived from `secrets[0]` from now on, and open what any of `secrets`
+    sealed (the others: secrets of keys before a rotation) until the ring is closed."""
+    if not secrets:
+        raise ValueError("a compaction key ring needs at least one secret")
+    ring = KeyRing(secrets)
+    _rings.append(ring)
+    _rebuild()
+    return ring
 
 
 def seal(summary: str, model: str) -> str:
-    if not _fernets:
+    if _sealer is None:
         raise RuntimeError("no compaction key installed (the gateway's startup installs it)")
-    token = _fernets[0].encrypt(orjson.dumps({"s": summary, "m": model}))
+    token = _sealer.encrypt(orjson.dumps({"s": summary, "m": model}))
     return PREFIX + token.decode()
 
 
@@ -62,11 +103,11 @@ def is_sealed(blob: object) -> bool:
 
 def open_sealed(blob: str) -> str:
     """The summary in an item `seal` made; ValueError for anything else (altered, forged, or
-    sealed by a gateway with another key)."""
-    if not is_sealed(blob) or not _fernets:
+    sealed under a key this gateway does not hold: another gateway's, or one rotated out)."""
+    if not is_sealed(blob) or _opener is None:
         raise ValueError("not a compaction this gateway sealed")
     try:
-        raw = orjson.loads(MultiFernet(_fernets).decrypt(blob[len(PREFIX) :].encode()))
+        raw = orjson.loads(_opener.decrypt(blob[len(PREFIX) :].encode()))
         return str(raw["s"])
     except (InvalidToken, orjson.JSONDecodeError, TypeError, KeyError):
         raise ValueError("not a compaction this gateway sealed") from None

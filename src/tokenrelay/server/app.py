@@ -206,8 +206,9 @@ class Gateway:
         billing = BillingEngine(s, engine, catalog)
         await billing.start()
         seed = s.receipt_key.get_secret_value() if s.receipt_key else None
-        receipts = await load_signer(seed, engine)
-        compaction.install_key(receipts.derive_secret(b"compaction"))
+        previous = s.receipt_key_previous.get_secret_value() if s.receipt_key_previous else None
+        receipts = await load_signer(seed, engine, previous)
+        compaction_keys = compaction.install(receipts.derive_secrets(b"compaction"))
         meter = BillingMeter(billing, receipts, always_receipt=s.receipts == "always")
         self.relay = Relay(s, catalog, upstreams, keys, meter)
         self._billing = billing
@@ -216,6 +217,7 @@ class Gateway:
         # Closed in this order: no new batch lines, no new upstream traffic, then the writer
         # flushes, then the DB, then the emulator (upstream connections to it are closed by then).
         self._resources = [batches, upstreams, states, keys, billing, engine, self.relay.reasoning]
+        self._resources.append(compaction_keys)
         self._resources += [emulator] if emulator else []
         # Operator and low-balance alerts (console); stopped first, with the upstreams.
         alerts = AlertWatcher(s, engine, billing.prices, lambda: deployment_snapshots(upstreams))

@@ -701,15 +701,16 @@ def receipts() -> None:
     help="The gateway whose key and prices to check against [default: TOKENRELAY_HOST:PORT]",
 )
 def verify_receipt(receipt: str, url: str | None) -> None:
-    """Check RECEIPT's signature with the gateway's published key, and recompute its charge
-    from the published prices (GET /api/proxy/v1/models)."""
-    import base64
+    """Check RECEIPT's signature with the gateway's published key (the one it names: keys in use
+    before a rotation stay published), and recompute its charge from the published prices
+    (GET /api/proxy/v1/models)."""
     import urllib.request
 
     from tokenrelay.billing.receipts import (
         WELL_KNOWN_PATH,
         InvalidReceipt,
         price_from_listing,
+        published_key,
         recompute_charge,
         verify,
     )
@@ -723,9 +724,8 @@ def verify_receipt(receipt: str, url: str | None) -> None:
 
     if not base.startswith(("http://", "https://")):
         raise click.ClickException("--url must be an http(s) URL")
-    public = base64.b64decode(get(WELL_KNOWN_PATH)["public_key_base64"])
     try:
-        claims = verify(receipt, public)
+        claims = verify(receipt, published_key(receipt, get(WELL_KNOWN_PATH)))
     except InvalidReceipt as exc:
         raise click.ClickException(f"INVALID: {exc}") from None
     click.echo(f"signature: valid (key {claims.get('kid')})")

@@ -23,6 +23,9 @@ class BillingSettings(Group):
     # Ed25519 private seed (32 bytes, base64) usage receipts are signed with; the same on every
     # replica. Unset: generated once and kept in the database (billing/receipts.py).
     receipt_key: SecretStr | None = Field(None, alias="TOKENRELAY_RECEIPT_KEY")
+    # The seeds receipts were signed with before a rotation (comma-separated): their receipts
+    # still verify and the compaction items sealed under them still open; none signs again.
+    receipt_key_previous: SecretStr | None = Field(None, alias="TOKENRELAY_RECEIPT_KEY_PREVIOUS")
     # Which answers carry their signed receipt: "on_request" — those whose request sends
     # `x-tokenrelay-receipt: 1` (every receipt is also at GET /v1/receipts/{request_id} and in
     # the usage CSV); "always" — every answer (about 80 µs of CPU a request: a quarter of it).

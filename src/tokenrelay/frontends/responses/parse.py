@@ -103,7 +103,7 @@ def parse_responses_request(body: Any, headers: Mapping[str, str]) -> tuple[ir.R
     req.messages = conv.messages
     _tools(data, req, echo)
     if conv.compact:
-        echo.compact = True
+        echo.compact = req.shown_at_end = True
         # The summary is the whole answer: a tool call would be a turn nobody runs.
         ask = ir.Text(compaction.SUMMARIZATION_PROMPT)
         if req.messages and req.messages[-1].role == "user":  # after tool results: one turn
