@@ -27,7 +27,9 @@ import httptools
 
 from tokenrelay.settings import Timeouts
 
-_MAX_BUFFER = 1 << 20  # pause reading from the vendor when this much is unread
+# Pause reading from the vendor when this much is unread: the rest waits in the kernel's socket
+# buffer, not in our heap: a consumer slower than its vendor holds 64 KiB at most (was 1 MiB).
+_MAX_BUFFER = 1 << 16
 _IDLE_POOL = 256  # idle connections kept per host
 
 
