@@ -107,3 +107,11 @@ def test_redaction_applies_to_json_lines(tmp_path: Path) -> None:
     }
     assert lines[1]["message"] == "key [redacted]"
     assert lines[2]["exc"].startswith("Traceback") and "[redacted]" in lines[2]["exc"]
+
+
+def test_a_short_configured_secret_does_not_blank_ordinary_words() -> None:
+    """A one-letter admin token (a demo's, a test's) must not turn every "a" of every log line
+    into [redacted]; real secrets are long and still blanked."""
+    redactor = RedactSecrets(["a", "admin-token-123"], "sk-aic-")
+    line = "sessions are signed with a per-process key; token admin-token-123"
+    assert redactor.redact(line) == ("sessions are signed with a per-process key; token [redacted]")

@@ -18,13 +18,18 @@ from tokenrelay.settings import Settings
 from tokenrelay.vendors import registry
 
 REDACTED = "[redacted]"
+# A configured secret shorter than this is not blanked where it stands in a line: it reads as
+# ordinary text (a token "a" blanked every "a" of every line), and is too short to be one.
+MIN_LITERAL = 8
 _SHAPES = [r"sk-[A-Za-z0-9_\-]{6,}", r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{64}(?![0-9A-Fa-f])"]
 
 
 class RedactSecrets(logging.Filter):
     def __init__(self, secrets: Iterable[str] = (), key_prefix: str = "sk-") -> None:
         super().__init__()
-        literals = sorted({re.escape(s) for s in secrets if s}, key=len, reverse=True)
+        literals = sorted(
+            {re.escape(s) for s in secrets if len(s) >= MIN_LITERAL}, key=len, reverse=True
+        )
         shapes = [*_SHAPES, re.escape(key_prefix) + r"[A-Za-z0-9_\-]{6,}"]
         self._pattern = re.compile("|".join([*literals, *shapes]))
 
