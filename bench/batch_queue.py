@@ -423,12 +423,12 @@ def measure(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             proc.wait()
             cpu, peak = cpu + c, max(peak, p)
             killed_at, done_at_kill = time.perf_counter(), done
-            held = set(logs[0].read_text().split())  # started before the kill
+            held = set(_read(logs[0]).split())  # started before the kill
             proc = start()
             continue
         if killed_at is not None and recovered_s is None:
             orphans = held - set(_succeeded_ids())
-            runs = Counter(logs[-1].read_text().split())
+            runs = Counter(_read(logs[-1]).split())
             if not orphans or all(runs[i] for i in orphans):
                 recovered_s = time.perf_counter() - killed_at
         if done >= args.lines:
@@ -445,7 +445,7 @@ def measure(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         proc.kill()
         proc.wait()
     xacts = _xacts() - xacts0
-    runs = Counter(x for log in logs for x in log.read_text().split())
+    runs = Counter(x for log in logs for x in _read(log).split())
     redis_cmds = redis_enqueue + sum(
         json.loads(Path(str(log) + ".redis").read_text()).get("redis", 0)
         for log in logs
@@ -468,6 +468,10 @@ def measure(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             else {}
         ),
     }
+
+
+def _read(log: Path) -> str:
+    return log.read_text() if log.exists() else ""  # a worker just started writes it soon
 
 
 def _round(x: float | None) -> float | None:
