@@ -5,7 +5,7 @@
                                                    # created, completed, results read, cost =
                                                    # Σ lines at batch price, cancel mid-way
                                                    # bills finished lines
-    .venv/bin/python -m bench.batches restart [--lines 10000] [--kill] [--vendor]
+    .venv/bin/python -m bench.batches restart [--lines 10000] [--kill] [--vendor] [--postgres]
                                                    # time and memory of a batch through the
                                                    # gateway-run path (--vendor: the vendors'
                                                    # batch APIs), the gateway stopped (SIGTERM,
@@ -14,7 +14,9 @@
     .venv/bin/python -m bench.batches holds [--n 10000] [--redis URL]
                                                    # Redis calls of a batch's creation hold:
                                                    # a hold per line (as before) or one of
-                                                   # the sum (jobs._hold_all)
+                                                   # the sum (jobs._hold_all); and of a
+                                                   # vendor batch's settlement: a call per
+                                                   # line or Holds.settle_many's pipelines
     .venv/bin/python -m bench.batches embeddings [--n 300]
                                                    # added latency over a direct emulator call
 
@@ -56,6 +58,9 @@ MODELS = {
     "deepseek": "deepseek-chat",
 }
 ADMIN = {"authorization": "Bearer adm"}
+# restart --postgres: the gateways on this database (created afresh) and Redis db.
+PG_URL = "postgresql://postgres@127.0.0.1:5432/queue_restart"
+REDIS_URL = "redis://127.0.0.1:6379/5"
 
 
 class Gateway:
@@ -68,6 +73,11 @@ class Gateway:
             "TOKENRELAY_EMULATE": "all",
             "TOKENRELAY_EMULATOR_URL": emulator,
             "TOKENRELAY_DATABASE_URL": f"sqlite:///{db}",
+            **(
+                {"TOKENRELAY_DATABASE_URL": PG_URL, "TOKENRELAY_REDIS_URL": REDIS_URL}
+                if db.name == "postgres"
+                else {}
+            ),
             "TOKENRELAY_ADMIN_TOKEN": "adm",
             "TOKENRELAY_LOG_LEVEL": "warning",
             "TOKENRELAY_BATCH_POLL_S": "0.2",
@@ -104,12 +114,20 @@ class Gateway:
     def usage(self, key_id: str, prefix: str) -> list[dict[str, Any]]:
         """The usage records of a batch's lines (read from the database: the admin API pages
         at 1000)."""
-        with sqlite3.connect(self.db) as conn:
-            rows = conn.execute(
-                "SELECT request_id, cost_nano FROM usage_records WHERE key_id = ? "
-                "AND request_id LIKE ?",
-                (key_id, prefix + "-%"),
-            ).fetchall()
+        if self.db.name == "postgres":
+            out = subprocess.run(
+                ["psql", PG_URL, "-Atc", "SELECT request_id, cost_nano FROM usage_records "
+                 f"WHERE key_id = '{key_id}' AND request_id LIKE '{prefix}-%'"],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            rows = [tuple(x.split("|")) for x in out.splitlines() if x]
+        else:
+            with sqlite3.connect(self.db) as conn:
+                rows = conn.execute(
+                    "SELECT request_id, cost_nano FROM usage_records WHERE key_id = ? "
+                    "AND request_id LIKE ?",
+                    (key_id, prefix + "-%"),
+                ).fetchall()
         return [{"request_id": r, "cost_usd": str(Decimal(c) * NANO)} for r, c in rows]
 
 
@@ -263,12 +281,19 @@ def table() -> None:
             gw.stop()
 
 
-def restart(lines: int, kill: bool, vendor: bool) -> None:
+def restart(lines: int, kill: bool, vendor: bool, postgres: bool = False) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tr-batches-"))
+    db = tmp / ("postgres" if postgres else "gw.db")
+    if postgres:
+        admin = PG_URL.rsplit("/", 1)[0] + "/postgres"
+        for sql in ("DROP DATABASE IF EXISTS queue_restart WITH (FORCE)",
+                    "CREATE DATABASE queue_restart"):  # fmt: skip
+            subprocess.run(["psql", admin, "-qc", sql], check=True)
+        subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], check=True, capture_output=True)
     # The gateway-run path unless --vendor: every line through the gateway's request path.
     env = {"TOKENRELAY_BATCH_VENDOR_APIS": "1" if vendor else "0"}
     with CountingEmulator() as emu:
-        gw = Gateway(tmp / "gw.db", emu.url, **env)
+        gw = Gateway(db, emu.url, **env)
         key, key_id = gw.key()
         models = list(MODELS.values())
         bodies = [_chat(models[i % 5], f"#line-{i} summarise") for i in range(lines)]
@@ -288,7 +313,7 @@ def restart(lines: int, kill: bool, vendor: bool) -> None:
         peak1 = gw.stop(signal.SIGKILL if kill else signal.SIGTERM)
         t_stopped = time.perf_counter()
         sent_before = sum(emu.calls.values())
-        gw = Gateway(tmp / "gw.db", emu.url, **env)
+        gw = Gateway(db, emu.url, **env)
         t_up = time.perf_counter()
         b = _wait_batch(gw, key, path, _ended)
         total_s = time.perf_counter() - t0
@@ -301,6 +326,7 @@ def restart(lines: int, kill: bool, vendor: bool) -> None:
         print(json.dumps({
             "lines": lines, "restart": "SIGKILL" if kill else "SIGTERM",
             "path": "vendor batch APIs" if vendor else "gateway-run",
+            "store": "postgres+redis" if postgres else "sqlite",
             "create_s": round(created_s, 2), "total_s": round(total_s, 2),
             "stop_s": round(t_stopped - t_stop, 2), "start_s": round(t_up - t_stopped, 2),
             "lines_per_s_running": round(lines / running_s, 1),
@@ -339,13 +365,25 @@ def holds(n: int, url: str) -> None:
             await h.reserve("acct", "b", 1000 * n)
             await h.release("acct", "b")
             one = time.perf_counter() - t
+            # A vendor batch's n answers settled: a settle call per line (as before), or
+            # settle_many's pipelines (jobs.VendorBatches._poll_one now).
+            t = time.perf_counter()
+            for i in range(n):
+                await h.settle("acct", f"s-{i}", 1)
+            settle_per_line = time.perf_counter() - t
+            t = time.perf_counter()
+            await h.settle_many([("acct", f"m-{i}", 1) for i in range(n)])
+            settle_many = time.perf_counter() - t
         finally:
             keys = [k async for k in r.scan_iter("bench-holds:*")]
             if keys:
                 await r.delete(*keys)
             await r.aclose()
         print(json.dumps({"lines": n, "hold_per_line_s": round(per_line, 3),
-                          "one_hold_of_the_sum_s": round(one, 4)}))  # fmt: skip
+                          "one_hold_of_the_sum_s": round(one, 4),
+                          "settle_per_line_s": round(settle_per_line, 3),
+                          "settle_many_s": round(settle_many, 3),
+                          "settle_round_trips": [n, -(-n // 1000)]}))  # fmt: skip
 
     asyncio.run(run())
 
@@ -398,6 +436,7 @@ def main() -> None:
     r.add_argument("--lines", type=int, default=10_000)
     r.add_argument("--kill", action="store_true")
     r.add_argument("--vendor", action="store_true")
+    r.add_argument("--postgres", action="store_true", help="PostgreSQL + Redis db 5")
     h = sub.add_parser("holds")
     h.add_argument("--n", type=int, default=10_000)
     h.add_argument("--redis", default="redis://127.0.0.1:6379/7")
@@ -407,7 +446,7 @@ def main() -> None:
     if args.what == "table":
         table()
     elif args.what == "restart":
-        restart(args.lines, args.kill, args.vendor)
+        restart(args.lines, args.kill, args.vendor, args.postgres)
     elif args.what == "holds":
         holds(args.n, args.redis)
     else:

@@ -8,7 +8,10 @@ only the lines the vendor finished; the batch survives a restart while at the ve
 from __future__ import annotations
 
 import json
+import math
 import time
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import pytest
 from counting_emulator import CountingEmulator
 from test_batches import (
     MODELS,
+    NANO,
     balance_nano,
     chat_body,
     cost_nano,
@@ -32,6 +36,7 @@ from test_batches import (
 
 from backends import backend
 from gateway_support import RunningGateway, start_gateway
+from tokenrelay.catalog import Catalog
 
 VENDOR_OF = {
     "gpt-4o-mini": "openai",
@@ -47,6 +52,7 @@ BATCH_PATHS = {
     "anthropic": "/anthropic/v1/messages/batches",
     "gemini": ":batchGenerateContent",
 }
+CATALOG = Catalog.load()
 STANDARD_PATHS = {
     "openai": "/openai/v1/chat/completions",
     "xai": "/xai/v1/chat/completions",
@@ -54,6 +60,17 @@ STANDARD_PATHS = {
     "gemini": ":generateContent",
     None: "/deepseek/",
 }
+
+
+def vendor_batch_price_nano(row: dict[str, Any]) -> int:
+    """What the vendor's batch API bills for a usage row's tokens: its list rates × the model's
+    catalog `batch` field, from the exact amount, rounded half-up once to the nano-USD."""
+    entry = CATALOG.get(row["model"])
+    assert entry is not None and row["cache_read_tokens"] == row["cache_write_tokens"] == 0
+    rates = entry.price.for_prompt(row["input_tokens"])
+    per_million = row["input_tokens"] * rates.input + row["output_tokens"] * rates.output
+    exact = Fraction(per_million * 1000) * Fraction(entry.batch)  # USD/1M tokens -> nano-USD
+    return math.floor(exact + Fraction(1, 2))
 
 
 def requests_since(gw: RunningGateway, mark: int) -> list[str]:
@@ -100,6 +117,10 @@ def test_openai_batch_goes_to_the_vendor_batch_api(gw: RunningGateway, model: st
     lines = [records[f"{batch.id}-{i}"] for i in range(3)]
     assert [cost_nano(r) for r in lines] == [half_up(direct)] * 3
     assert before - balance_nano(gw, key) == 3 * half_up(direct)
+    # The upstream cost is what the vendor bills: its batch price for a vendor batch's line,
+    # its list price (the customer's direct cost here) for a line the gateway ran.
+    vendor_cost = [vendor_batch_price_nano(r) if vendor else direct for r in lines]
+    assert [int(Decimal(r["upstream_cost_usd"]) / NANO) for r in lines] == vendor_cost
 
 
 def test_anthropic_batch_translated_per_line_to_each_vendor(gw: RunningGateway) -> None:
@@ -258,3 +279,51 @@ def test_a_line_the_vendor_refuses_errors_in_the_client_format_at_no_cost(
     records = usage(gw, key_id)
     assert cost_nano(records[f"{batch.id}-0"]) > 0
     assert f"{batch.id}-1" not in records or cost_nano(records[f"{batch.id}-1"]) == 0
+
+
+def test_two_replicas_send_each_batch_as_one_vendor_batch(tmp_path: Path) -> None:
+    """Two gateways on one PostgreSQL + Redis, each woken to send queued lines to the vendors:
+    a batch's lines are taken whole by one of them (its row locked), never split into two
+    vendor batches (each billed, polled and settled on its own)."""
+    import asyncio
+
+    import asyncpg
+
+    with backend("postgres+redis", str(tmp_path)) as b, CountingEmulator() as emulator:
+        settings = {
+            "database_url": b.database_url,
+            "redis_url": b.redis_url,
+            "emulator_url": emulator.url,
+            "batch_poll_s": 0.1,
+        }
+        one, t1 = start_gateway(tmp_path / "a", **settings)
+        two, t2 = start_gateway(tmp_path / "b", **settings)
+        try:
+            key, _ = key_for(one, "100")
+            clients = [openai.OpenAI(api_key=key, base_url=gw.proxy + "/v1") for gw in (one, two)]
+            made = [
+                start(
+                    clients[n % 2], [chat_body("gpt-4o-mini", f"#line-{n}-{i}") for i in range(300)]
+                )
+                for n in range(6)
+            ]
+            for batch in made:
+                done = wait_openai(clients[0], batch.id)
+                assert done.status == "completed" and done.request_counts.completed == 300
+
+            async def vendor_batches_per_batch() -> dict[str, int]:
+                conn = await asyncpg.connect(b.database_url)
+                try:
+                    rows = await conn.fetch(
+                        "SELECT batch_id, count(DISTINCT vendor_job) AS n FROM batch_lines "
+                        "GROUP BY batch_id"
+                    )
+                finally:
+                    await conn.close()
+                return {r["batch_id"]: r["n"] for r in rows}
+
+            assert asyncio.run(vendor_batches_per_batch()) == {batch.id: 1 for batch in made}
+        finally:
+            for gw, thread in ((one, t1), (two, t2)):
+                gw.server.should_exit = True
+                thread.join(timeout=30)

@@ -2,16 +2,12 @@
 task per process claims pending lines and runs them at bounded concurrency), cancel, expire,
 end (output files, leftover holds returned).
 
-State is in the database (batches.store), so a batch survives restarts and every replica's
-runner shares the work: PostgreSQL hands each runner lines no other holds (SKIP LOCKED); on
-SQLite the one process runs them. A line whose runner died goes back to pending (at start on
-SQLite, after `_LEASE` on PostgreSQL) and runs again under the same request id: a settlement
-that had committed is not billed twice.
-
-Why no job queue library (procrastinate, saq, arq): a batch line is a row with a status that
-the batch APIs read back (counts, results, cancel); a queue would hold a second copy of that
-state and need its own schema or Redis streams, and its job-per-line overhead is what the
-claim query does here in one statement per `concurrency` lines.
+State is in the database (batches.store), so a batch survives restarts and every replica
+shares the work. On PostgreSQL (production) the lines run as jobs of a queue, procrastinate
+(queue.py: what it does and why it was chosen, by measurement); the embedded SQLite default
+runs them in-process, its runner claiming pending lines itself. Either way a line whose
+runner died runs again under the same request id: a settlement that had committed is not
+billed twice.
 """
 
 from __future__ import annotations
@@ -28,6 +24,7 @@ from typing import Any
 import orjson
 
 from tokenrelay.batches.lines import FRONTENDS, Answer, Lines
+from tokenrelay.batches.queue import LineQueue
 from tokenrelay.batches.store import (
     CANCELLED,
     ERRORED,
@@ -58,6 +55,7 @@ COMPLETION_WINDOW = dt.timedelta(hours=24)
 _LEASE = dt.timedelta(minutes=15)
 _IDLE_POLL_S = 0.5
 _HOUSEKEEPING_S = 10.0
+_RECOVER_S = 60.0  # the queue's stalled jobs and unqueued lines, looked for this often
 _KEY_TTL_S = 5.0
 
 # Called when a batch ends, once (by the runner that ended it): writes its output files.
@@ -90,6 +88,11 @@ class BatchJobs:
         self._stopping = False
         s = relay.settings
         self.vendor = VendorBatches(self, s.batch_vendor_apis, s.batch_poll_s)
+        self.queue = (
+            LineQueue(store, s.database_url, self.concurrency, self._run_line, self._flush)
+            if store.postgres
+            else None
+        )
 
     # ---------------------------------------------------------------- create, cancel
 
@@ -152,6 +155,10 @@ class BatchJobs:
             raise
         if held == [batch_id]:  # Redis: the sum was the admission check; lines hold as they run
             await self._release(account, held)
+        if self.queue is not None:  # a process stopping here leaves them to queue.recover
+            to_run = [i for i, ln in enumerate(new) if ln.status_code is None and not ln.queued]
+            if to_run:
+                await self.queue.defer(batch_id, len(new), to_run)
         self._wake.set()
         batch = await self.store.batch(batch_id)
         assert batch is not None
@@ -238,6 +245,8 @@ class BatchJobs:
         self._stopping = True
         self._wake.set()
         deadline = time.monotonic() + grace_s
+        if self.queue is not None:
+            await self.queue.close(grace_s)
         if self._task is not None:
             await asyncio.wait([self._task], timeout=grace_s)
         if self._inflight:
@@ -262,19 +271,26 @@ class BatchJobs:
                 log.warning("batches: %d lines of a stopped runner run again", released)
             for batch_id in await self.store.open_batches():
                 await self._maybe_end(batch_id)
+            if self.queue is not None:
+                await self.queue.start()
         except Exception:
             log.exception("batches: start-up recovery failed")
-        last_housekeeping = 0.0
+        last_housekeeping = last_recovery = 0.0
         while not self._stopping:
             try:
                 await self._flush()
                 if time.monotonic() - last_housekeeping > _HOUSEKEEPING_S:
                     last_housekeeping = time.monotonic()
                     await self._housekeeping()
+                if self.queue is not None and time.monotonic() - last_recovery > _RECOVER_S:
+                    last_recovery = time.monotonic()
+                    await self.queue.recover()
                 if await self.vendor.submit():
                     await self._flush()
                 await self.vendor.poll()
                 free = self.concurrency - len(self._inflight)
+                if self.queue is not None:  # its jobs run the lines
+                    free = 0
                 claimed = await self.store.claim(free) if free > 0 else []
                 for line in claimed:
                     task = asyncio.create_task(self._run_line(line))

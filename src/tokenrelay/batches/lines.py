@@ -4,12 +4,14 @@ vendor), settled on its own under the line's request id.
 
 The batch price is the account's price-group multiplier × the model's catalog `batch` field
 (0.5 by default), applied once to the line's list-price cost: `customer_nano` rounds it up to
-the nano-USD, like any request. The usage record keeps the list price as the upstream cost
-(the gateway calls the vendor's standard API for batch lines).
+the nano-USD, like any request. The usage record's upstream cost is what the vendor bills:
+the list price for a line the gateway ran (the vendor's standard API), the list price × the
+model's `batch` field for a line answered by the vendor's own batch API (its batch price).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -87,16 +89,25 @@ class Lines:
         status, raw = await self.relay.answer_detached(f, decided)
         return Answer(status, raw, f.ctx.cost_nano or 0)
 
-    async def settle_answer(self, f: Flight, p: Prepared, max_output: int, body: bytes) -> Answer:
-        """A vendor batch's answer to the line decided as `p`: read as the standard API's
-        answer, settled at the batch price (held again first: a lease may have lapsed while
-        the vendor worked; the vendor ran it, so it is billed even when that hold fails),
-        rendered in the line's client format."""
+    async def read_answer(
+        self, f: Flight, p: Prepared, max_output: int, body: bytes
+    ) -> Answer | None:
+        """A vendor batch's answer to the line decided as `p`, read as the standard API's
+        answer at the batch price; settled with the others of its vendor batch
+        (`meter.settle_lines`), then `rendered`. An answer that does not read is the line's
+        error (None then means: settle and render). No hold is taken again: the vendor ran
+        the line, so it is billed whatever the balance now holds; spend caps count it."""
         admission = self.admission(f, max_output)
-        try:
-            await self.hold(f, admission)
-        except GatewayError:
-            f.admission = admission
+        entry = self.relay.catalog.get(f.ctx.model_id)
+        assert entry is not None
+        admission.upstream_ppm = entry.vendor_batch_ppm
+        f.admission = admission
+        key = f.key
+        assert key is not None
+        if self.engine.enabled and (key.daily_cap_nano or key.monthly_cap_nano):
+            with contextlib.suppress(GatewayError):  # over a cap now: billed all the same
+                await self.engine.caps.admit(key, admission.request_id, admission.hold_nano)
+                admission.capped = True
         ctx = f.ctx
         ctx.upstream_answered, ctx.attempts = True, 1
         try:
@@ -104,13 +115,18 @@ class Lines:
         except GatewayError as err:
             ctx.upstream_answered = False
             ctx.finish("error", err.message, complete=False)
-            await self.relay.meter.settle(f.admission, ctx)
             status, error = f.frontend.render_error(err)
             return Answer(status, orjson.dumps(error), 0)
         ctx.finish("ok")
-        await self.relay.meter.settle(f.admission, ctx)
-        out = p.exchange.unary_body(self.relay.meter.extra_usage(ctx))
-        return Answer(200, out, ctx.cost_nano or 0)
+        return None
+
+    def rendered(self, f: Flight, p: Prepared, answer: Answer | None) -> Answer:
+        """The line's answer once settled: `answer` (its error), or the vendor's answer in the
+        line's client format with its cost."""
+        if answer is not None:
+            return answer
+        out = p.exchange.unary_body(self.relay.meter.extra_usage(f.ctx))
+        return Answer(200, out, f.ctx.cost_nano or 0)
 
     async def _embed(self, f: Flight, payload: Any) -> Answer:
         req = parse_embeddings(payload)

@@ -313,22 +313,79 @@ class BatchStore:
             pick = pick.where(batch_lines.c.vendor_job == vendor_job)
         if self.postgres:
             pick = pick.with_for_update(skip_locked=True)
-        q = (
-            update(batch_lines)
-            .where(batch_lines.c.id.in_(pick.scalar_subquery()))
-            .values(status=to, claimed_at=now())
-            .returning(
-                batch_lines.c.id,
-                batch_lines.c.batch_id,
-                batch_lines.c.line_no,
-                batch_lines.c.custom_id,
-                batch_lines.c.body,
-                batch_lines.c.hold_nano,
-            )
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(_claim(pick.scalar_subquery(), to))).all()
+        return sorted((ClaimedLine(*r) for r in rows), key=lambda line: line.id)
+
+    async def claim_for_vendor(self, limit: int) -> list[ClaimedLine]:
+        """Queued lines to send to their vendors, up to `limit`, taken whole per batch: the
+        batch's row is locked first (FOR UPDATE SKIP LOCKED on PostgreSQL), so two replicas
+        never both take part of one batch's lines and send them as two vendor batches."""
+        taken: list[ClaimedLine] = []
+        async with self.engine.begin() as conn:
+            while len(taken) < limit:
+                waiting = select(batch_lines.c.batch_id).where(batch_lines.c.status == QUEUED)
+                lock = (
+                    select(batches.c.id)
+                    .where(batches.c.id.in_(waiting.scalar_subquery()))
+                    .order_by(batches.c.created_at)
+                    .limit(1)
+                )
+                if taken:
+                    lock = lock.where(batches.c.id.notin_({x.batch_id for x in taken}))
+                if self.postgres:
+                    lock = lock.with_for_update(skip_locked=True)
+                batch_id = await conn.scalar(lock)
+                if batch_id is None:
+                    break
+                where = and_(batch_lines.c.batch_id == batch_id, batch_lines.c.status == QUEUED)
+                ids = select(batch_lines.c.id).where(where).order_by(batch_lines.c.id)
+                rows = await conn.execute(
+                    _claim(ids.limit(limit - len(taken)).scalar_subquery(), SUBMITTING)
+                )
+                taken += sorted((ClaimedLine(*r) for r in rows.all()), key=lambda x: x.id)
+        return taken
+
+    async def claim_range(
+        self, batch_id: str, first: int, last: int, retry: bool
+    ) -> list[ClaimedLine]:
+        """A queue job's lines (line numbers `first`..`last` of the batch) still to run; a
+        retried job (its worker died) also takes those its first run held."""
+        statuses = (PENDING, RUNNING) if retry else (PENDING,)
+        ids = select(batch_lines.c.id).where(
+            batch_lines.c.batch_id == batch_id,
+            batch_lines.c.line_no.between(first, last),
+            batch_lines.c.status.in_(statuses),
         )
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(q)).all()
+            rows = (await conn.execute(_claim(ids.scalar_subquery(), RUNNING))).all()
         return sorted((ClaimedLine(*r) for r in rows), key=lambda line: line.id)
+
+    async def pending_line_nos(self) -> dict[str, tuple[int, list[int]]]:
+        """The lines waiting to run, by batch: (the batch's line count, their line numbers)."""
+        q = (
+            select(batch_lines.c.batch_id, batches.c.total, batch_lines.c.line_no)
+            .join(batches, batches.c.id == batch_lines.c.batch_id)
+            .where(batch_lines.c.status == PENDING)
+        )
+        out: dict[str, tuple[int, list[int]]] = {}
+        async with self.engine.connect() as conn:
+            for batch_id, total, line_no in (await conn.execute(q)).all():
+                out.setdefault(batch_id, (total, []))[1].append(line_no)
+        return out
+
+    async def put_back(self, line_ids: list[int]) -> None:
+        """Lines this process took and will not finish (it is stopping): pending again."""
+        async with self.engine.begin() as conn:
+            for start in range(0, len(line_ids), 1000):
+                await conn.execute(
+                    update(batch_lines)
+                    .where(
+                        batch_lines.c.id.in_(line_ids[start : start + 1000]),
+                        batch_lines.c.status == RUNNING,
+                    )
+                    .values(status=PENDING, claimed_at=None)
+                )
 
     async def record(self, results: Iterable[tuple[int, str, int, str, int]]) -> None:
         """Lines' ends, in one transaction: (line id, status, status code, body, cost)."""
@@ -411,6 +468,23 @@ class BatchStore:
         )
         async with self.engine.connect() as conn:
             return list((await conn.execute(q)).all())
+
+
+def _claim(ids: Any, to: str) -> Any:
+    """The lines `ids` selects, now in state `to` (claimed now): returns them."""
+    return (
+        update(batch_lines)
+        .where(batch_lines.c.id.in_(ids))
+        .values(status=to, claimed_at=now())
+        .returning(
+            batch_lines.c.id,
+            batch_lines.c.batch_id,
+            batch_lines.c.line_no,
+            batch_lines.c.custom_id,
+            batch_lines.c.body,
+            batch_lines.c.hold_nano,
+        )
+    )
 
 
 def _batch(row: Any, counts: dict[str, int]) -> Batch:

@@ -33,8 +33,6 @@ from tokenrelay.batches.store import (
     COLLECTING,
     ENDED,
     EXPIRED,
-    QUEUED,
-    SUBMITTING,
     Batch,
     BatchStore,
     ClaimedLine,
@@ -59,6 +57,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tokenrelay.batches.vendor")
 
+_SETTLE_CHUNK = 1000  # a vendor batch's answers settled together (one Redis round trip)
 _SUBMIT_MAX = 10_000  # lines taken per round (a vendor batch holds up to 50,000 or 100,000)
 _STATE = {"succeeded": "succeeded", "errored": "errored", "cancelled": CANCELLED}
 # A line the vendor's results leave out of a batch that ran (a failed vendor batch).
@@ -119,7 +118,7 @@ class VendorBatches:
 
     async def submit(self) -> int:
         """Send the queued lines, one vendor batch per (vendor, group); the lines sent."""
-        claimed = await self.store.claim(_SUBMIT_MAX, QUEUED, SUBMITTING)
+        claimed = await self.store.claim_for_vendor(_SUBMIT_MAX)
         groups: dict[tuple[str, str], list[tuple[ClaimedLine, Prepared]]] = defaultdict(list)
         for line in claimed:
             batch = await self.jobs.batch(line.batch_id)
@@ -193,20 +192,35 @@ class VendorBatches:
         claimed = await self.store.claim(1_000_000, AT_VENDOR, COLLECTING, vendor_job=job)
         by_id = {o.custom_id: o for o in outcomes}
         fresh = {b.id: b for b in batches}  # as cancelled or not now
-        for line in claimed:
-            batch = fresh.get(line.batch_id) or await self.store.batch(line.batch_id)
-            if batch is None:
-                continue
-            outcome = by_id.get(str(line.id)) or BatchOutcome(
-                str(line.id), state.unanswered, 502, _NO_ANSWER
+        for start in range(0, len(claimed), _SETTLE_CHUNK):
+            answered: list[tuple[ClaimedLine, Batch, Flight, Prepared, Answer | None]] = []
+            for line in claimed[start : start + _SETTLE_CHUNK]:
+                batch = fresh.get(line.batch_id) or await self.store.batch(line.batch_id)
+                if batch is None:
+                    continue
+                outcome = by_id.get(str(line.id)) or BatchOutcome(
+                    str(line.id), state.unanswered, 502, _NO_ANSWER
+                )
+                read = await self._answer(batch, line, outcome)
+                if isinstance(read, Answer):
+                    self.jobs.finished(line, batch, read)
+                else:
+                    answered.append((line, batch, *read))
+            meter = self.relay.meter
+            await meter.settle_lines(
+                [(f.admission, f.ctx) for _, _, f, _, _ in answered if f.admission]
             )
-            self.jobs.finished(line, batch, await self._answer(batch, line, outcome))
+            for line, batch, f, p, error in answered:
+                self.jobs.finished(line, batch, self.lines.rendered(f, p, error))
+            await self.jobs.flush()
         self._cancelled.discard(job)
-        await self.jobs.flush()
 
-    async def _answer(self, batch: Batch, line: ClaimedLine, outcome: BatchOutcome) -> Answer:
-        """The line's answer in its client format; a vendor answer settled at the batch
-        price. Lines the vendor did not run end as cancelled or expired (as their batch did)."""
+    async def _answer(
+        self, batch: Batch, line: ClaimedLine, outcome: BatchOutcome
+    ) -> Answer | tuple[Flight, Prepared, Answer | None]:
+        """The line's answer in its client format, or a vendor answer read at the batch price
+        (its flight, decision and error if it did not read) for its chunk to settle. Lines the
+        vendor did not run end as cancelled or expired (as their batch did)."""
         frontend = FRONTENDS[batch.endpoint]
         state = _STATE.get(outcome.state, EXPIRED)
         if state == CANCELLED and batch.status != CANCELLING and batch.status != ENDED:
@@ -226,4 +240,4 @@ class VendorBatches:
             )
             status, body = frontend.render_error(refused)
             return Answer(status, orjson.dumps(body), 0)
-        return await self.lines.settle_answer(f, p, max_output, outcome.body)
+        return f, p, await self.lines.read_answer(f, p, max_output, outcome.body)

@@ -37,6 +37,7 @@ class Holds(Protocol):
     async def reserve(self, key_id: str, request_id: str, amount_nano: int) -> bool: ...
     async def settle(self, key_id: str, request_id: str, cost_nano: int) -> bool: ...
     async def release(self, key_id: str, request_id: str) -> bool: ...
+    async def settle_many(self, steps: list[tuple[str, str, int | None]]) -> None: ...
     async def credit(self, key_id: str, amount_nano: int, entry_id: int | None = None) -> None: ...
     async def available(self, key_id: str) -> int: ...
     async def close(self) -> None: ...
@@ -92,6 +93,14 @@ class MemoryHolds:
             self._balance[key_id] -= cost_nano
             self._bump(key_id)
         return True
+
+    async def settle_many(self, steps: list[tuple[str, str, int | None]]) -> None:
+        """`settle` (or `release`, cost None) each (account, request id, cost)."""
+        for key_id, request_id, cost in steps:
+            if cost is None:
+                await self.release(key_id, request_id)
+            else:
+                await self.settle(key_id, request_id, cost)
 
     async def release(self, key_id: str, request_id: str) -> bool:
         return self._drop_hold(request_id)
@@ -285,6 +294,9 @@ return {redis.call('HGET', KEYS[1], 'balance'), redis.call('HGET', KEYS[1], 'hel
 )
 
 
+_PIPELINE_STEPS = 1000  # settlement steps sent in one round trip
+
+
 class RedisHolds:
     """Holds shared by every replica. A hold's amount lives in a per-key hash with its expiry
     in a sorted set; every script first purges expired holds (server time), so a crashed
@@ -341,6 +353,21 @@ class RedisHolds:
         keys = [*self._keys(key_id), self._marker(key_id, request_id)]
         args = [request_id, str(int(cost_nano)), self._settled_ttl_s]
         return int(await self._settle(keys=keys, args=args)) == 1
+
+    async def settle_many(self, steps: list[tuple[str, str, int | None]]) -> None:
+        """`settle` (or `release`, cost None) each (account, request id, cost): the same
+        script per step (idempotent by request id), a pipeline of them per round trip."""
+        for start in range(0, len(steps), _PIPELINE_STEPS):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key_id, request_id, cost in steps[start : start + _PIPELINE_STEPS]:
+                    keys = [*self._keys(key_id), self._marker(key_id, request_id)]
+                    args = (
+                        [request_id, "", 0]
+                        if cost is None
+                        else [request_id, str(int(cost)), self._settled_ttl_s]
+                    )
+                    await self._settle(keys=keys, args=args, client=pipe)
+                await pipe.execute()
 
     async def release(self, key_id: str, request_id: str) -> bool:
         keys = [*self._keys(key_id), self._marker(key_id, request_id)]

@@ -112,17 +112,26 @@ class BillingMeter:
             return [cost, (RECEIPT_HEADER, self.receipt(ctx).encode())]
         return [cost]
 
+    async def settle_lines(self, lines: list[tuple[Admission, RequestContext]]) -> None:
+        """`settle` for batch lines that ended together, in fewer round trips
+        (BillingEngine.settle_lines); a line whose record did not commit stays unbilled."""
+        items = [(a, ctx, _record(ctx)) for a, ctx in lines if ctx.cost_nano is None]
+        try:
+            await self.engine.settle_lines([(a, r) for a, _, r in items])
+        except Exception as exc:
+            log.error("batch lines not all settled: %s", type(exc).__name__)
+        for admission, ctx, record in items:
+            if admission.cost_nano is not None:
+                ctx.cost_nano = admission.cost_nano
+                ctx.record, ctx.multiplier_ppm = record, admission.multiplier_ppm
+
     async def settle(self, admission: Admission | None, ctx: RequestContext) -> None:
         """Bill the request once (later calls are no-ops; None: never admitted, nothing to
         bill). A request the vendor refused (no 200 ever came back) costs nothing: its record
         shows the error at zero tokens."""
         if admission is None or ctx.cost_nano is not None:
             return
-        if not ctx.upstream_answered:
-            ctx.usage = UsageTotals()
-            ctx.usage_source = "vendor"
-        record = UsageRecord.from_context(ctx, attempts=max(ctx.attempts, 1))
-        record.reason = outcome(ctx)
+        record = _record(ctx)
         try:
             ctx.cost_nano = await self.engine.settle(admission, record)
             ctx.record, ctx.multiplier_ppm = record, admission.multiplier_ppm
@@ -143,3 +152,14 @@ class BillingMeter:
                 record.output_tokens,
                 usd(ctx.cost_nano),
             )
+
+
+def _record(ctx: RequestContext) -> UsageRecord:
+    """The usage record of a request settling: what it used, or nothing when no vendor
+    answered (the vendor refused it)."""
+    if not ctx.upstream_answered:
+        ctx.usage = UsageTotals()
+        ctx.usage_source = "vendor"
+    record = UsageRecord.from_context(ctx, attempts=max(ctx.attempts, 1))
+    record.reason = outcome(ctx)
+    return record

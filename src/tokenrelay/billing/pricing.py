@@ -34,20 +34,30 @@ def cost_nano(usage: ir.UsageTotals, price: Price) -> int:
     return _half_up(_exact_nano(usage, price))
 
 
-def priced_nano(usage: ir.UsageTotals, price: Price, multiplier_ppm: int) -> tuple[int, int]:
-    """(list price, customer price) of `usage`. The customer's is rounded once, up, from the
-    exact list amount × the price group's multiplier: rounding the list price first and then
-    the multiplied amount could put a nano above ceil(exact × multiplier)."""
+def priced_nano(
+    usage: ir.UsageTotals, price: Price, multiplier_ppm: int, upstream_ppm: int = PPM
+) -> tuple[int, int]:
+    """(upstream price, customer price) of `usage`. The customer's is rounded once, up, from
+    the exact list amount × the price group's multiplier: rounding the list price first and
+    then the multiplied amount could put a nano above ceil(exact × multiplier). The upstream
+    price is the list price × `upstream_ppm` (what the vendor bills over its list: its batch
+    API's discount), rounded half-up once."""
     femto = _femto_total(usage, price)
     if femto is not None:  # integers all the way (Fraction arithmetic cost ~8 µs a request)
-        upstream = _femto_to_nano(femto)
+        listed = _femto_to_nano(femto)
+        upstream = (
+            listed
+            if upstream_ppm == PPM
+            else div_half_up(femto * upstream_ppm, _FEMTO_PER_NANO * PPM)
+        )
         if multiplier_ppm == PPM:
-            return upstream, upstream
+            return upstream, listed
         return upstream, -((-femto * multiplier_ppm) // (_FEMTO_PER_NANO * PPM))
     exact = _exact_nano(usage, price)
-    upstream = _half_up(exact)
+    listed = _half_up(exact)
+    upstream = listed if upstream_ppm == PPM else _half_up(exact * upstream_ppm / PPM)
     if multiplier_ppm == PPM:
-        return upstream, upstream
+        return upstream, listed
     return upstream, math.ceil(exact * multiplier_ppm / PPM)
 
 

@@ -155,6 +155,11 @@ class ModelEntry:
         """The price-group multiplier (ppm) of a batch line: the account's × `batch`."""
         return int((multiplier_ppm * self.batch).to_integral_value(rounding="ROUND_CEILING"))
 
+    @property
+    def vendor_batch_ppm(self) -> int:
+        """What the vendor's batch API bills over its list prices (ppm): `batch`."""
+        return self.batch_ppm(1_000_000)
+
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
