@@ -99,6 +99,21 @@ async def test_settle_twice_debits_once(make_holds: HoldsFactory) -> None:
     assert await holds.available(key) == BALANCE - 250
 
 
+async def test_a_settled_request_is_told_apart_from_a_short_balance(
+    make_holds: HoldsFactory,
+) -> None:
+    """A batch line settled before a crash lost its answer runs again: its reserve is refused,
+    and `settled` says why (not a short balance), so the line is not failed with a 402."""
+    holds, key = make_holds(), _key()
+    assert not await holds.settled(key, "r1")
+    assert await holds.reserve(key, "r1", 600)
+    assert not await holds.settled(key, "r1")  # held, not settled
+    assert await holds.settle(key, "r1", 250)
+    assert not await holds.reserve(key, "r1", 600) and await holds.settled(key, "r1")
+    assert not await holds.reserve(key, "r2", BALANCE) and not await holds.settled(key, "r2")
+    assert await holds.available(key) == BALANCE - 250
+
+
 async def test_release_after_settle_is_a_no_op(make_holds: HoldsFactory) -> None:
     holds, key = make_holds(), _key()
     assert await holds.reserve(key, "r1", 600)

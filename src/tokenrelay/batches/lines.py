@@ -184,8 +184,13 @@ class Lines:
         """The line's hold (taken at creation; again after a restart or a Redis hold's
         expiry), and the key's spend caps, which count batch lines like any request. Rate
         limits do not apply: a batch is paced by the runner, not by the client."""
-        if admission.hold_nano and not await self.engine.holds.reserve(
-            admission.account_id, admission.request_id, admission.hold_nano
+        holds, account, rid = self.engine.holds, admission.account_id, admission.request_id
+        if (
+            admission.hold_nano
+            and not await holds.reserve(account, rid, admission.hold_nano)
+            # Settled before a crash lost its answer: it runs again without a hold, and its
+            # settlement (idempotent by request id) charges nothing more.
+            and not await holds.settled(account, rid)
         ):
             raise GatewayError(
                 "billing", "Insufficient balance for this batch request: nothing was charged", 402

@@ -36,6 +36,7 @@ _SETTLED_MEMORY = 10_000
 class Holds(Protocol):
     async def reserve(self, key_id: str, request_id: str, amount_nano: int) -> bool: ...
     async def settle(self, key_id: str, request_id: str, cost_nano: int) -> bool: ...
+    async def settled(self, key_id: str, request_id: str) -> bool: ...
     async def release(self, key_id: str, request_id: str) -> bool: ...
     async def settle_many(self, steps: list[tuple[str, str, int | None]]) -> None: ...
     async def credit(self, key_id: str, amount_nano: int, entry_id: int | None = None) -> None: ...
@@ -79,6 +80,10 @@ class MemoryHolds:
         self._held[key_id] += amount_nano
         self._holds[request_id] = (key_id, amount_nano)
         return True
+
+    async def settled(self, key_id: str, request_id: str) -> bool:
+        """Whether the request was settled lately (a reserve for it is refused)."""
+        return request_id in self._settled
 
     async def settle(self, key_id: str, request_id: str, cost_nano: int) -> bool:
         """Release the hold (if any) and debit `cost_nano`; False if already settled."""
@@ -348,6 +353,9 @@ class RedisHolds:
             await self._init_balance(key_id)
             result = int(await self._reserve(keys=keys, args=args))
         return result == 1
+
+    async def settled(self, key_id: str, request_id: str) -> bool:
+        return bool(await self._redis.exists(self._marker(key_id, request_id)))
 
     async def settle(self, key_id: str, request_id: str, cost_nano: int) -> bool:
         keys = [*self._keys(key_id), self._marker(key_id, request_id)]
