@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -72,7 +73,7 @@ def _served(emulator: str) -> list[str | None]:
     return [q.get("deployment") for q in data if q["method"] == "POST"]
 
 
-def test_drain_and_restore_reach_the_other_gateway(two_gateways: Gateways) -> None:
+def test_drain_and_restore_reach_the_other_gateway(two_gateways: Gateways, tmp_path: Path) -> None:
     one, two, start = two_gateways
     r = httpx.post(one.url + "/admin/v1/deployments/anthropic/a/drain", headers=ADMIN)
     assert r.status_code == 200 and r.json()["state"] == "drained"
@@ -98,6 +99,16 @@ def test_drain_and_restore_reach_the_other_gateway(two_gateways: Gateways) -> No
     within(1.5, lambda: _states(one)["anthropic/a"] == "healthy")
     within(1.5, lambda: _states(three)["anthropic/a"] == "healthy")
     assert _states(two)["anthropic/a"] == "healthy"
+    # Both are in the audit trail, as from the console: who did what to which deployment.
+    with sqlite3.connect(tmp_path / "shared.db") as conn:
+        trail = conn.execute(
+            "SELECT actor, action, reason FROM audit_log WHERE action LIKE 'deployment_%' "
+            "ORDER BY id"
+        ).fetchall()
+    assert trail == [
+        ("admin-api", "deployment_drained", "anthropic/a"),
+        ("admin-api", "deployment_restored", "anthropic/a"),
+    ]
 
 
 def test_a_refused_key_is_taken_out_everywhere(two_gateways: Gateways) -> None:

@@ -87,7 +87,9 @@ def admin_routes(
     from tokenrelay.billing.engine import BillingEngine
 
     engine = billing if isinstance(billing, BillingEngine) else None
-    actions = OperatorActions(key_store.engine, key_store, engine)
+    actions = OperatorActions(
+        key_store.engine, key_store, engine, upstreams=upstreams, states=states
+    )
     secret = (settings or get_settings()).admin_token
     token = secret.get_secret_value().encode() if secret else None
     # Wrong tokens per client IP: a few free, then each guess waits longer (across replicas).
@@ -177,9 +179,10 @@ def admin_routes(
             if found is None:
                 return _error(404, "not_found_error", f"No deployment {dep_id!r}.", "id")
             pool, d = found
-            # Through `states` every process and replica applies it (within a second).
+            # Through the operator actions (audited, as from the console): every process and
+            # replica applies it within a second.
             if states is not None:
-                await (states.drain if action == "drain" else states.restore)(pool, d)
+                await actions.set_deployment_drained(API, dep_id, action == "drain")
             elif action == "drain":
                 pool.drain(d)
             else:
