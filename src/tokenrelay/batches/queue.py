@@ -75,6 +75,7 @@ class LineQueue:
         self._run_line = run_line
         self._flush = flush
         self.stopping = False
+        self.grace_s = 10.0  # what running jobs get at a stop (BatchJobs.close's default)
         connector = procrastinate.PsycopgConnector(
             conninfo=conninfo(database_url), min_size=1, max_size=4
         )
@@ -96,6 +97,7 @@ class LineQueue:
                 install_signal_handlers=False,
                 update_heartbeat_interval=_HEARTBEAT_S,
                 stalled_worker_timeout=_STALLED_S,
+                shutdown_graceful_timeout=self.grace_s,
                 delete_jobs="successful",
                 name="batch-lines",
             ),
@@ -107,10 +109,12 @@ class LineQueue:
 
         self.stopping = True  # jobs stop after their current line and are retried elsewhere
         if self._worker is not None:
-            await asyncio.wait([self._worker], timeout=grace_s)
+            # A cancel is procrastinate's graceful stop: no new jobs, running ones get
+            # `shutdown_graceful_timeout`. Waiting for the worker to end on its own waited the
+            # whole grace (it never does), and SIGTERM took 10 s more than its requests.
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._worker
+                await asyncio.wait_for(self._worker, grace_s + 5)
         await self.app.close_async()
 
     async def defer(self, batch_id: str, total: int, line_nos: list[int]) -> None:

@@ -48,7 +48,18 @@ def downgrade() -> None:
         END $$;
         DROP TABLE IF EXISTS procrastinate_events, procrastinate_periodic_defers,
           procrastinate_jobs, procrastinate_workers CASCADE;
-        DROP TYPE IF EXISTS procrastinate_job_status, procrastinate_job_event_type CASCADE;
+        -- every type of its own: enums and the composite types (procrastinate_job_to_defer_v1,
+        -- ...) that a later upgrade would otherwise find already there
+        DO $$
+        DECLARE t record;
+        BEGIN
+          FOR t IN SELECT ty.oid::regtype AS name FROM pg_type ty
+                   JOIN pg_namespace n ON n.oid = ty.typnamespace
+                   LEFT JOIN pg_class c ON c.oid = ty.typrelid
+                   WHERE ty.typname LIKE 'procrastinate%' AND n.nspname = current_schema()
+                     AND (ty.typtype = 'e' OR c.relkind = 'c')
+          LOOP EXECUTE 'DROP TYPE IF EXISTS ' || t.name || ' CASCADE'; END LOOP;
+        END $$;
         """
     )
 
