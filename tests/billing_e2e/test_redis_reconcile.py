@@ -7,8 +7,8 @@ from the database.)
   hook) leaves Redis richer than the database; the next gateway's start, and `ledger verify`,
   replay the missing step: Redis = database again, to the nano.
 - `ledger verify` reports a Redis balance the ledger does not explain.
-- The holds of a killed replica are reclaimed within seconds (a lease its process renewed),
-  not after half an hour.
+- The holds of a killed replica are reclaimed within seconds (a lease its process renewed
+  while their requests ran), not after half an hour.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import redis
 
 from backends import Backend, backend
 from gateway_support import ADMIN_TOKEN, free_port, spawn_gateway
-from tokenrelay.billing.holds import RedisHolds
+from tokenrelay.billing.holds import DEFAULT_HOLD_TTL_S, RedisHolds
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 TOKENRELAY = Path(sys.executable).with_name("tokenrelay")
@@ -167,9 +167,12 @@ def test_a_killed_replicas_holds_are_released_within_seconds(
     url = f"http://127.0.0.1:{port}"
     proc = spawn_gateway(gateway_env(store), port, tmp_path / "gw.log")
     key = create_key(url)
-    streams: list[Any] = []
+    account = key["account_id"]
+    client = httpx.Client(timeout=30)
+    # Each stream's line iterator is kept: a dropped one closes its connection, a hang-up the
+    # gateway settles, and its hold is gone before any lease matters.
+    streams: list[tuple[httpx.Response, Iterator[str]]] = []
     try:
-        client = httpx.Client(timeout=30)
         for i in range(3):  # three streams that stall mid-answer: their holds stay
             request = client.build_request(
                 "POST",
@@ -178,25 +181,67 @@ def test_a_killed_replicas_holds_are_released_within_seconds(
                 json={
                     "model": "gpt-4o",
                     "stream": True,
-                    "messages": [{"role": "user", "content": f"[[stall:60000]] {i}"}],
+                    "messages": [{"role": "user", "content": f"[[stall]] {i}"}],
                 },
             )
             resp = client.send(request, stream=True)
             assert resp.status_code == 200
-            next(resp.iter_lines())
-            streams.append(resp)
-        held = asyncio.run(_held(store, key["account_id"]))
+            lines = resp.iter_lines()
+            next(lines)
+            streams.append((resp, lines))
+        running = {resp.headers["x-request-id"] for resp, _ in streams}
+        _, leases = _leases(store, account)
+        assert set(leases) == running
+        held = asyncio.run(_held(store, account))
         assert held > 0
+        # The live replica renews its running requests' leases before they run out.
+        _wait_renewed(store, account, leases)
+        assert asyncio.run(_held(store, account)) == held
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        for resp in streams:
+        killed_at = time.monotonic()
+        for resp, _ in streams:
             resp.close()
-    deadline = time.monotonic() + 15  # the lease is 8 s, renewed every 2 s
-    while held and time.monotonic() < deadline:
-        time.sleep(0.5)
-        held = asyncio.run(_held(store, key["account_id"]))
-    assert held == 0
+        client.close()
+    # Nothing released them (no script has purged since), and nothing renews them now: once
+    # Redis's clock passes the last lease, which a lease's length after the kill bounds, the
+    # holds stop counting.
+    now, leases = _leases(store, account)
+    assert set(leases) == running
+    while now <= max(leases.values()):
+        assert time.monotonic() < killed_at + 2 * DEFAULT_HOLD_TTL_S, "renewed after the kill"
+        time.sleep(0.2)
+        now, leases = _leases(store, account)
+    assert asyncio.run(_held(store, account)) == 0
+
+
+def _leases(store: Backend, account_id: str) -> tuple[int, dict[str, int]]:
+    """Redis's clock and the lease end of each of the account's holds, both in ms, read
+    together and as stored: reading them purges nothing."""
+    assert store.redis_url is not None
+    client = redis.Redis.from_url(store.redis_url)
+    try:
+        pipe = client.pipeline(transaction=True)
+        pipe.time()
+        pipe.zrange(f"tokenrelay:holdexp:{{{account_id}}}", 0, -1, withscores=True)
+        (seconds, micros), ends = pipe.execute()
+    finally:
+        client.close()
+    return seconds * 1000 + micros // 1000, {rid.decode(): int(end) for rid, end in ends}
+
+
+def _wait_renewed(store: Backend, account_id: str, first: dict[str, int]) -> None:
+    """Until each hold's lease has moved past `first`; a hold gone, or Redis's clock past
+    its first lease end unrenewed, fails (a live request's hold lapsed)."""
+    while True:
+        now, leases = _leases(store, account_id)
+        assert set(leases) == set(first)
+        waiting = [rid for rid, end in first.items() if leases[rid] == end]
+        if not waiting:
+            return
+        assert all(now < first[rid] for rid in waiting), "a running request's lease ran out"
+        time.sleep(0.1)
 
 
 async def _held(store: Backend, account_id: str) -> int:

@@ -109,9 +109,11 @@ class LineQueue:
 
         self.stopping = True  # jobs stop after their current line and are retried elsewhere
         if self._worker is not None:
-            # A cancel is procrastinate's graceful stop: no new jobs, running ones get
-            # `shutdown_graceful_timeout`. Waiting for the worker to end on its own waited the
-            # whole grace (it never does), and SIGTERM took 10 s more than its requests.
+            # A cancel is procrastinate's stop request: no new job is taken and the running ones
+            # are waited for; cancelled again, what outlives the grace is aborted. The worker
+            # never stops of itself: merely waiting for it cost every shutdown the whole grace.
+            self._worker.cancel()
+            await asyncio.wait([self._worker], timeout=grace_s)
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._worker, grace_s + 5)
