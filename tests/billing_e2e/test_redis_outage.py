@@ -159,6 +159,7 @@ def test_redis_outage_bills_only_what_was_delivered(
         if cached and int(cached[b"held"]) == 0:
             break
         time.sleep(0.2)
+    assert cached and int(cached[b"held"]) == 0, f"holds left after the load ended: {cached}"
     assert Decimal(int(cached[b"balance"])) / 10**9 == Decimal(account["balance_usd"])
 
 
