@@ -102,12 +102,8 @@ class Lines:
         assert entry is not None
         admission.upstream_ppm = entry.vendor_batch_ppm
         f.admission = admission
-        key = f.key
-        assert key is not None
-        if self.engine.enabled and (key.daily_cap_nano or key.monthly_cap_nano):
-            with contextlib.suppress(GatewayError):  # over a cap now: billed all the same
-                await self.engine.caps.admit(key, admission.request_id, admission.hold_nano)
-                admission.capped = True
+        with contextlib.suppress(GatewayError):  # over a cap now: billed all the same
+            await self._count_caps(f, admission)
         ctx = f.ctx
         ctx.upstream_answered, ctx.attempts = True, 1
         try:
@@ -195,9 +191,13 @@ class Lines:
             raise GatewayError(
                 "billing", "Insufficient balance for this batch request: nothing was charged", 402
             )
+        await self._count_caps(f, admission)
+        f.admission = admission
+
+    async def _count_caps(self, f: Flight, admission: Admission) -> None:
+        """The key's daily and monthly spend caps count the line (GatewayError when over)."""
         key = f.key
         assert key is not None
         if self.engine.enabled and (key.daily_cap_nano or key.monthly_cap_nano):
             await self.engine.caps.admit(key, admission.request_id, admission.hold_nano)
             admission.capped = True
-        f.admission = admission

@@ -75,7 +75,6 @@ class LineQueue:
         self._run_line = run_line
         self._flush = flush
         self.stopping = False
-        self.grace_s = 10.0  # what running jobs get at a stop (BatchJobs.close's default)
         connector = procrastinate.PsycopgConnector(
             conninfo=conninfo(database_url), min_size=1, max_size=4
         )
@@ -97,7 +96,6 @@ class LineQueue:
                 install_signal_handlers=False,
                 update_heartbeat_interval=_HEARTBEAT_S,
                 stalled_worker_timeout=_STALLED_S,
-                shutdown_graceful_timeout=self.grace_s,
                 delete_jobs="successful",
                 name="batch-lines",
             ),

@@ -357,9 +357,17 @@ class RedisHolds:
     async def settled(self, key_id: str, request_id: str) -> bool:
         return bool(await self._redis.exists(self._marker(key_id, request_id)))
 
-    async def settle(self, key_id: str, request_id: str, cost_nano: int) -> bool:
+    def _settle_step(
+        self, key_id: str, request_id: str, cost: int | None
+    ) -> tuple[list[str], list[Any]]:
+        """The settle script's keys and arguments: debit `cost`, or (None) release only."""
         keys = [*self._keys(key_id), self._marker(key_id, request_id)]
-        args = [request_id, str(int(cost_nano)), self._settled_ttl_s]
+        if cost is None:
+            return keys, [request_id, "", 0]
+        return keys, [request_id, str(int(cost)), self._settled_ttl_s]
+
+    async def settle(self, key_id: str, request_id: str, cost_nano: int) -> bool:
+        keys, args = self._settle_step(key_id, request_id, cost_nano)
         return int(await self._settle(keys=keys, args=args)) == 1
 
     async def settle_many(self, steps: list[tuple[str, str, int | None]]) -> None:
@@ -368,18 +376,13 @@ class RedisHolds:
         for start in range(0, len(steps), _PIPELINE_STEPS):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key_id, request_id, cost in steps[start : start + _PIPELINE_STEPS]:
-                    keys = [*self._keys(key_id), self._marker(key_id, request_id)]
-                    args = (
-                        [request_id, "", 0]
-                        if cost is None
-                        else [request_id, str(int(cost)), self._settled_ttl_s]
-                    )
+                    keys, args = self._settle_step(key_id, request_id, cost)
                     await self._settle(keys=keys, args=args, client=pipe)
                 await pipe.execute()
 
     async def release(self, key_id: str, request_id: str) -> bool:
-        keys = [*self._keys(key_id), self._marker(key_id, request_id)]
-        return int(await self._settle(keys=keys, args=[request_id, "", 0])) == 1
+        keys, args = self._settle_step(key_id, request_id, None)
+        return int(await self._settle(keys=keys, args=args)) == 1
 
     async def credit(self, key_id: str, amount_nano: int, entry_id: int | None = None) -> None:
         """Only a loaded balance is adjusted (an unloaded one is read fresh from the DB later),
