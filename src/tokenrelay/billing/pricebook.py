@@ -73,20 +73,28 @@ class PriceBook:
         # model id -> versions sorted by (effective_from, created_at); parallel key list for bisect
         self._versions: dict[str, list[PriceVersion]] = {}
         self._starts: dict[str, list[dt.datetime]] = {}
+        # Loads started, and the latest one applied: a load that read the database before
+        # another started must not overwrite what that one applied (a poll finishing after
+        # the reload of a price just added would bring the old book back).
+        self._loads_started = 0
+        self._load_applied = 0
         # The console's settings, reloaded with the versions: models hidden from customers,
         # and (price group, model) -> multiplier overriding the group's own.
         self.hidden: frozenset[str] = frozenset()
         self.overrides: dict[tuple[str, str], int] = {}
 
     async def load(self) -> None:
+        self._loads_started += 1
+        mine = self._loads_started
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(price_versions))).all()
-            hidden = await conn.execute(
+            hidden_rows = await conn.execute(
                 select(model_settings.c.model_id).where(model_settings.c.hidden)
             )
-            overrides = await conn.execute(select(price_overrides))
-            self.hidden = frozenset(m for (m,) in hidden)
-            self.overrides = {(g, m): int(ppm) for g, m, ppm in overrides}
+            hidden = frozenset(m for (m,) in hidden_rows)
+            overrides = {
+                (g, m): int(ppm) for g, m, ppm in await conn.execute(select(price_overrides))
+            }
         versions: dict[str, list[PriceVersion]] = {}
         for row in rows:
             try:
@@ -97,7 +105,11 @@ class PriceBook:
             versions.setdefault(v.model_id, []).append(v)
         for vs in versions.values():
             vs.sort(key=lambda v: (v.effective_from, v.created_at, v.id))
-        # Swap both maps at once: readers never see half a reload (no await in between).
+        if mine < self._load_applied:  # a load started after this one has applied newer rows
+            return
+        self._load_applied = mine
+        # Swap every map at once: readers never see half a reload (no await in between).
+        self.hidden, self.overrides = hidden, overrides
         self._versions = versions
         self._starts = {m: [v.effective_from for v in vs] for m, vs in versions.items()}
 
