@@ -48,8 +48,11 @@ def per_request(stats: pstats.Stats, n: int) -> str:
 
 
 def flame(scenario: str, stream: bool, seconds: float) -> None:
-    spy = (os.environ.get("PY_SPY") or shutil.which("py-spy")
-           or shutil.which("py-spy", path=os.path.dirname(sys.executable)))
+    spy = (
+        os.environ.get("PY_SPY")
+        or shutil.which("py-spy")
+        or shutil.which("py-spy", path=os.path.dirname(sys.executable))
+    )
     if spy is None:
         raise SystemExit("--flame needs py-spy: pip install py-spy (or set PY_SPY)")
     name = f"flame-{scenario}{'-stream' if stream else ''}"

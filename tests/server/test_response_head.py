@@ -1,0 +1,83 @@
+"""The gateway's server writes the same response heads as uvicorn's own: http_guard checks a
+head's headers once over all of them (CheckedOnceCycle) instead of per header, which must not
+change a byte of what goes out nor let a forbidden byte through."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from tokenrelay.server.serve import uvicorn_config
+from tokenrelay.settings import Settings
+
+CASES: dict[str, tuple[int, list[tuple[bytes, bytes]], bytes]] = {
+    "sized": (200, [(b"content-type", b"application/json"), (b"X-Cost", b"0.1")], b"{}"),
+    "streamed": (200, [(b"content-type", b"text/event-stream")], b"data: 1\n\n"),
+    "close": (200, [(b"Connection", b"keep-alive, Close"), (b"content-length", b"2")], b"ok"),
+    "no content": (204, [(b"x-a", b"b")], b""),
+    "bad value": (200, [(b"x-a", b"b\r\nset-cookie: stolen=1"), (b"content-length", b"0")], b""),
+    "bad name": (200, [(b"x a", b"b"), (b"content-length", b"0")], b""),
+}
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    status, headers, body = CASES[scope["path"].strip("/").replace("-", " ")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _serve(config: uvicorn.Config) -> Iterator[int]:
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    yield server.servers[0].sockets[0].getsockname()[1]
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def gateway_port() -> Iterator[int]:
+    yield from _serve(uvicorn_config(app, Settings(), host="127.0.0.1", port=0, lifespan="off"))
+
+
+@pytest.fixture(scope="module")
+def uvicorn_port() -> Iterator[int]:
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", http="httptools")
+    yield from _serve(config)
+
+
+def _exchange(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    # The Date header is the only part allowed to differ between two servers.
+    return b"\r\n".join(line for line in data.split(b"\r\n") if not line.startswith(b"date: "))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_heads_match_uvicorn_byte_for_byte(
+    case: str, method: str, gateway_port: int, uvicorn_port: int
+) -> None:
+    path = "/" + case.replace(" ", "-")
+    request = f"{method} {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n".encode()
+    ours, theirs = _exchange(gateway_port, request), _exchange(uvicorn_port, request)
+    assert ours == theirs
+    if case.startswith("bad"):  # the app's error: the connection closes, nothing is sent
+        assert ours == b""
+    else:
+        assert ours.startswith(f"HTTP/1.1 {CASES[case][0]}".encode()), ours
