@@ -121,6 +121,14 @@ class DisconnectWatch:
     def disconnected(self) -> bool:
         return self._disconnected or (self._cycle is not None and self._cycle.disconnected)
 
+    async def gone(self) -> bool:
+        """Whether the client has left. A watcher task is let run first, so a disconnect that
+        arrived with the answer is seen; uvicorn's flag is set by connection_lost itself (one
+        that arrives in the same instant as the answer is a race either way)."""
+        if self._task is not None and not self._disconnected:
+            await asyncio.sleep(0)
+        return self.disconnected
+
     async def __aenter__(self) -> DisconnectWatch:
         if not self._cancel:
             cycle = getattr(self._receive, "__self__", None)

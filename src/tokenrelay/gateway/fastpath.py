@@ -30,7 +30,8 @@ class PassthroughExchange(ExchangeBase):
     # ------------------------------------------------------------------------------ unary
 
     def read_unary(self, data: bytes) -> None:
-        events = self._vendor.parse_response(data)
+        # The body goes on as it came: its blocks are read only for the reasoning cache.
+        events = self._vendor.parse_response(data, content=self._vendor.remembers_reasoning)
         error = None  # the last one, as ir.fold keeps it: folding the whole answer is not needed
         for ev in events:
             if isinstance(ev, ir.Usage):

@@ -84,8 +84,8 @@ class Responder:
             p.exchange.read_unary(data)
             if self.reasoning.pending:  # shared before the client can send the next turn
                 await self.reasoning.flush()
-            await asyncio.sleep(0)  # a disconnect that arrived with the body is seen
-        if watch.disconnected:
+            gone = await watch.gone()
+        if gone:
             ctx.finish("cancelled", "client disconnected")
             return  # settled on the way out
         ctx.finish("ok")

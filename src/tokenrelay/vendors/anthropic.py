@@ -376,9 +376,9 @@ def _block_events(index: int, block: Mapping[str, Any], *, stream: bool = False)
     return events
 
 
-def parse_message(msg: Mapping[str, Any]) -> list[ir.Event]:
+def parse_message(msg: Mapping[str, Any], *, content: bool = True) -> list[ir.Event]:
     events: list[ir.Event] = [ir.Start(msg.get("id", ""), msg.get("model", ""))]
-    for index, block in enumerate(msg.get("content") or ()):
+    for index, block in enumerate(msg.get("content") or () if content else ()):
         events += _block_events(index, block)
     events.append(usage_from(msg.get("usage") or {}))
     if msg.get("stop_reason"):
@@ -550,7 +550,7 @@ class AnthropicVendor:
         decoder = self.stream_decoder
         return AnthropicScan(lambda raw: decoder(_NO_CALL).feed(raw), on_usage)
 
-    def parse_response(self, body: bytes) -> list[ir.Event]:
+    def parse_response(self, body: bytes, *, content: bool = True) -> list[ir.Event]:
         try:
             msg = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -559,7 +559,7 @@ class AnthropicVendor:
             return [ir.Error("api_error", "anthropic sent an unreadable response body", 502)]
         if msg.get("type") == "error":
             return [error_from(msg.get("error"))]
-        return parse_message(msg)
+        return parse_message(msg, content=content)
 
     def stream_decoder(self, upstream: base.UpstreamRequest) -> AnthropicStreamDecoder:
         return AnthropicStreamDecoder()

@@ -61,8 +61,10 @@ class Vendor(Protocol):
         """The HTTP call for `req` (streaming iff req.stream). Always asks for usage in streams."""
         ...
 
-    def parse_response(self, body: bytes) -> list[ir.Event]:
-        """A non-streaming 200 body → the event sequence it is the fold of."""
+    def parse_response(self, body: bytes, *, content: bool = True) -> list[ir.Event]:
+        """A non-streaming 200 body → the event sequence it is the fold of. `content=False`
+        (the fast path, which passes the body on as it came) may leave out the answer's
+        blocks: only usage, finish and errors are read then."""
         ...
 
     def stream_decoder(self, upstream: UpstreamRequest) -> StreamDecoder: ...

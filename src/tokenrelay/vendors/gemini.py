@@ -550,7 +550,7 @@ class GeminiVendor:
     def finalize(self, req: ir.Request, default_max_tokens: int) -> None:
         """Nothing to decide: the vendor defaults the output cap to the model's limit."""
 
-    def parse_response(self, body: bytes) -> list[ir.Event]:
+    def parse_response(self, body: bytes, *, content: bool = True) -> list[ir.Event]:
         try:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:

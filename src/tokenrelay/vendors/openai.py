@@ -367,7 +367,7 @@ class OpenAICompatible:
 
     # ---------------------------------------------------------------- responses
 
-    def parse_response(self, body: bytes) -> list[ir.Event]:
+    def parse_response(self, body: bytes, *, content: bool = True) -> list[ir.Event]:
         try:
             obj = orjson.loads(body)  # leading blank lines (DeepSeek keep-alive) are whitespace
         except orjson.JSONDecodeError:
@@ -380,13 +380,23 @@ class OpenAICompatible:
         choices = obj.get("choices") or [{}]
         choice = choices[0] if isinstance(choices[0], dict) else {}
         message = choice.get("message") or {}
+        refusal = message.get("refusal")
+        if content:
+            self._content_events(message, refusal, events)
+        if isinstance(obj.get("usage"), dict):
+            events.append(self.usage(obj["usage"]))
+        reason = choice.get("finish_reason")
+        if reason:
+            events.append(self.finish(reason, refused=bool(refusal)))
+        return events
+
+    def _content_events(self, message: JSON, refusal: Any, events: list[ir.Event]) -> None:
         blocks: list[tuple[ir.BlockStart, str | None]] = []
         if message.get("reasoning_content"):
             blocks.append((ir.BlockStart(0, "thinking"), message["reasoning_content"]))
-        content = _text_content(message.get("content"))
-        if content:
-            blocks.append((ir.BlockStart(0, "text"), content))
-        refusal = message.get("refusal")
+        text = _text_content(message.get("content"))
+        if text:
+            blocks.append((ir.BlockStart(0, "text"), text))
         if refusal:
             blocks.append((ir.BlockStart(0, "text"), refusal))
         for call in message.get("tool_calls") or ():
@@ -402,12 +412,6 @@ class OpenAICompatible:
                 kind = "arguments" if start.kind == "tool_call" else start.kind
                 events.append(ir.Delta(index, kind, value))  # type: ignore[arg-type]
             events.append(ir.BlockStop(index))
-        if isinstance(obj.get("usage"), dict):
-            events.append(self.usage(obj["usage"]))
-        reason = choice.get("finish_reason")
-        if reason:
-            events.append(self.finish(reason, refused=bool(refusal)))
-        return events
 
     def stream_decoder(self, upstream: base.UpstreamRequest) -> ChatStreamDecoder:
         return ChatStreamDecoder(self)

@@ -268,7 +268,7 @@ class ResponsesPassthrough(OpenAICompatible):
     ) -> ResponsesScan:
         return ResponsesScan(_decode, on_usage)
 
-    def parse_response(self, body: bytes) -> list[ir.Event]:
+    def parse_response(self, body: bytes, *, content: bool = True) -> list[ir.Event]:
         try:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:
