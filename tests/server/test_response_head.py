@@ -54,7 +54,9 @@ def gateway_port() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def uvicorn_port() -> Iterator[int]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", http="httptools")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, lifespan="off", http="httptools", server_header=False
+    )
     yield from _serve(config)
 
 
@@ -77,6 +79,7 @@ def test_heads_match_uvicorn_byte_for_byte(
     request = f"{method} {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n".encode()
     ours, theirs = _exchange(gateway_port, request), _exchange(uvicorn_port, request)
     assert ours == theirs
+    assert b"uvicorn" not in ours  # the server does not name itself
     if case.startswith("bad"):  # the app's error: the connection closes, nothing is sent
         assert ours == b""
     else:

@@ -12,8 +12,7 @@ most once (a settled marker per request id), whatever the caller retries.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from tokenrelay.single_flight import SingleFlight
@@ -127,17 +126,18 @@ class MemoryHolds:
 
     # -------------------------------------------------- reconciliation with the database
 
-    @contextmanager
-    def changing(self, key_id: str) -> Iterator[None]:
+    def changing(self, key_id: str) -> _Changing:
         """Wrap a DB write whose cache update follows (settle, credit): refresh() waits."""
+        return _Changing(self, key_id)
+
+    def _enter_change(self, key_id: str) -> None:
         self._pending[key_id] = self._pending.get(key_id, 0) + 1
-        try:
-            yield
-        finally:
-            self._pending[key_id] -= 1
-            if not self._pending[key_id]:
-                del self._pending[key_id]
-            self._bump(key_id)
+
+    def _exit_change(self, key_id: str) -> None:
+        self._pending[key_id] -= 1
+        if not self._pending[key_id]:
+            del self._pending[key_id]
+        self._bump(key_id)
 
     def loaded(self) -> list[str]:
         return list(self._balance)
@@ -165,6 +165,22 @@ class MemoryHolds:
 
     def _bump(self, key_id: str) -> None:
         self._generation[key_id] = self._generation.get(key_id, 0) + 1
+
+
+class _Changing:
+    """MemoryHolds.changing's context (a class: a @contextmanager generator cost ~1 µs of
+    the settlement every request makes)."""
+
+    __slots__ = ("_holds", "_key_id")
+
+    def __init__(self, holds: MemoryHolds, key_id: str) -> None:
+        self._holds, self._key_id = holds, key_id
+
+    def __enter__(self) -> None:
+        self._holds._enter_change(self._key_id)
+
+    def __exit__(self, *exc: object) -> None:
+        self._holds._exit_change(self._key_id)
 
 
 # Keys share the `{key_id}` hash tag: one cluster slot per key, so each script is atomic.

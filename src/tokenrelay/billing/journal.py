@@ -433,10 +433,8 @@ def record_values(r: UsageRecord) -> list[Any]:
 
 def sqlite_datetime(d: dt.datetime) -> str:
     """SQLAlchemy's SQLite storage format (UTC wall time; the offset is not stored)."""
-    return (
-        f"{d.year:04d}-{d.month:02d}-{d.day:02d} "
-        f"{d.hour:02d}:{d.minute:02d}:{d.second:02d}.{d.microsecond:06d}"
-    )
+    # isoformat is C: the same "%04d-%02d-%02d %02d:%02d:%02d.%06d" for years >= 1000.
+    return d.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 # Lines journaled by an older gateway, oldest first: (how many values, what the columns added

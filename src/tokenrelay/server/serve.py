@@ -43,6 +43,7 @@ def _options(settings: Settings, http: Any) -> dict[str, Any]:
         "lifespan": "on",
         "ws": "none",  # no WebSocket routes: and uvicorn's import of websockets is ~3 MB
         "access_log": False,
+        "server_header": False,  # no `server: uvicorn`: what runs here is nobody's business
         "timeout_keep_alive": settings.keepalive_timeout_s,
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
         # The client address (throttles, logs) from X-Forwarded-For only through these peers.
