@@ -133,6 +133,10 @@ class BillingEngine:
         # Newest ledger id at each of the last reconciliations: the next one reads on from the
         # oldest, so an entry committed late (PostgreSQL hands out ids before commit) is seen.
         self._reconciled_ids: deque[int] = deque(maxlen=_RECONCILE_LATE_ROUNDS)
+        # Every ledger id up to `_seen_upto` was replayed, but for `_gaps`: ids not there yet
+        # when read (handed out, not committed), looked for again while in the window.
+        self._seen_upto = 0
+        self._gaps: set[int] = set()
 
     async def start(self, *, serving: bool = True) -> None:
         """Load prices and connect. `serving=False` (CLI) skips the background tasks and the
@@ -624,13 +628,29 @@ class BillingEngine:
         steps (the same markers). Returns how many steps were applied."""
         assert isinstance(self.holds, RedisHolds)
         newest = await ledger.newest_entry_id(self.engine)
-        if newest_entries is not None or not self._reconciled_ids:
-            after = newest - (newest_entries or _RECONCILE_START_ENTRIES)
-        else:
+        rolling = newest_entries is None and bool(self._reconciled_ids)
+        if rolling:
             after = self._reconciled_ids[0]
+        else:
+            after = newest - (newest_entries or _RECONCILE_START_ENTRIES)
         entries = await ledger.entries_after(self.engine, max(after, 0))
+        if rolling:
+            # An entry replayed once is done (the replay is its Redis step, or finds it done):
+            # the window stays wide only for ids that commit late, the gaps of earlier reads.
+            # Replaying every entry each round sent Redis as many steps again as the live
+            # traffic did, six times over.
+            seen, gaps = self._seen_upto, self._gaps
+            entries = [e for e in entries if e[0] > seen or e[0] in gaps]
         applied = await self.holds.replay(entries) if entries else 0
+        top = max(newest, entries[-1][0] if entries else 0)
+        lower = self._seen_upto if rolling else max(after, 0)
+        read = {e[0] for e in entries}
+        gaps = self._gaps - read if rolling else set()
+        gaps.update(i for i in range(lower + 1, top + 1) if i not in read)
         self._reconciled_ids.append(newest)
+        floor = self._reconciled_ids[0]
+        self._gaps = {i for i in gaps if i > floor}
+        self._seen_upto = max(self._seen_upto, top)
         return applied
 
     async def _publish_prices(self, what: str) -> None:
