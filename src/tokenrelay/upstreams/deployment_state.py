@@ -23,6 +23,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import os
@@ -32,7 +33,6 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -43,6 +43,8 @@ from tokenrelay.store.tables import deployment_health, deployment_states, upstre
 from tokenrelay.upstreams.pools import Deployment, Pool, VendorEndpoint
 
 if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
+
     from tokenrelay.upstreams.calls import Upstreams
 
 log = logging.getLogger("tokenrelay.upstreams.pools")
@@ -56,18 +58,20 @@ ENV_PREFIX = "env:"
 
 class KeyBox:
     """Vendor keys at rest: Fernet (AES-CBC + HMAC) under a key derived from the operator's
-    TOKENRELAY_SECRET_KEY. Without one, nothing can be sealed: only `env:NAME` references."""
+    TOKENRELAY_SECRET_KEY. Without one, nothing can be sealed: only `env:NAME` references.
+    The cipher (cryptography: ~7 MB of the process) is made at the first seal or open."""
 
     def __init__(self, secret: str | None) -> None:
-        self._fernet = (
-            Fernet(base64.urlsafe_b64encode(hashlib.sha256(secret.encode()).digest()))
-            if secret
-            else None
-        )
+        self._secret = secret or ""
+        self.configured = bool(secret)
 
-    @property
-    def configured(self) -> bool:
-        return self._fernet is not None
+    @functools.cached_property
+    def _fernet(self) -> Fernet | None:
+        if not self.configured:
+            return None
+        from cryptography.fernet import Fernet
+
+        return Fernet(base64.urlsafe_b64encode(hashlib.sha256(self._secret.encode()).digest()))
 
     def seal(self, plaintext: str) -> str:
         if self._fernet is None:
@@ -78,6 +82,8 @@ class KeyBox:
         """The key, or None when it cannot be read (no or another secret key)."""
         if self._fernet is None:
             return None
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(ciphertext.encode("ascii")).decode()
         except (InvalidToken, ValueError):
