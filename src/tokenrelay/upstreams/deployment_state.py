@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay import ir
+from tokenrelay.store.db import dialect_insert
 from tokenrelay.store.tables import deployment_health, deployment_states, upstream_deployments
 from tokenrelay.upstreams.pools import Deployment, Pool, VendorEndpoint
 
@@ -333,8 +333,7 @@ class DeploymentStates:
             for dep_id, (state, in_flight, served, failures, error) in rows
         ]
         async with self.engine.begin() as conn:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            stmt = dialect.insert(deployment_health).values(values)
+            stmt = dialect_insert(conn, deployment_health).values(values)
             keep = ("state", "in_flight", "served", "failures", "last_error", "updated_at")
             await conn.execute(
                 stmt.on_conflict_do_update(
