@@ -17,12 +17,12 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenrelay.admin.operators import ROLES, SUPPORT_CREDIT_MAX_NANO
 from tokenrelay.customers.accounts import AccountStore
 from tokenrelay.portal.topups import create_batch
+from tokenrelay.store.db import dialect_insert
 from tokenrelay.store.tables import (
     accounts,
     audit_log,
@@ -194,8 +194,7 @@ class OperatorActions:
             old = await conn.scalar(
                 select(price_groups.c.multiplier_ppm).where(price_groups.c.name == name)
             )
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            stmt = dialect.insert(price_groups).values(name=name, multiplier_ppm=ppm)
+            stmt = dialect_insert(conn, price_groups).values(name=name, multiplier_ppm=ppm)
             await conn.execute(
                 stmt.on_conflict_do_update(index_elements=["name"], set_={"multiplier_ppm": ppm})
             )
@@ -465,8 +464,7 @@ class OperatorActions:
         ip = _address(ip)
         reason = _reason(reason)
         async with self.engine.begin() as conn:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            stmt = dialect.insert(signup_blocks).values(
+            stmt = dialect_insert(conn, signup_blocks).values(
                 ip=ip, reason=reason, actor=actor.name[:320], created_at=dt.datetime.now(dt.UTC)
             )
             await conn.execute(stmt.on_conflict_do_nothing(index_elements=["ip"]))

@@ -19,12 +19,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from tokenrelay.batches.lines import FRONTENDS, Answer, Lines
-from tokenrelay.batches.queue import LineQueue
 from tokenrelay.batches.store import (
     CANCELLED,
     ERRORED,
@@ -46,6 +45,9 @@ from tokenrelay.billing.pricing import usd
 from tokenrelay.customers.keys import ApiKeyInfo
 from tokenrelay.errors import GatewayError
 from tokenrelay.gateway.relay import Relay
+
+if TYPE_CHECKING:
+    from tokenrelay.batches.queue import LineQueue
 
 log = logging.getLogger("tokenrelay.batches")
 
@@ -88,11 +90,13 @@ class BatchJobs:
         self._stopping = False
         s = relay.settings
         self.vendor = VendorBatches(self, s.batch_vendor_apis, s.batch_poll_s)
-        self.queue = (
-            LineQueue(store, s.database_url, self.concurrency, self._run_line, self._flush)
-            if store.postgres
-            else None
-        )
+        self.queue: LineQueue | None = None
+        if store.postgres:  # procrastinate and psycopg (~11 MB) load only where they run
+            from tokenrelay.batches.queue import LineQueue
+
+            self.queue = LineQueue(
+                store, s.database_url, self.concurrency, self._run_line, self._flush
+            )
 
     # ---------------------------------------------------------------- create, cancel
 

@@ -28,16 +28,15 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import hmac
+import os
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -50,10 +49,14 @@ from tokenrelay.catalog import Price, PriceTier
 from tokenrelay.money import usd
 from tokenrelay.store.tables import signing_keys
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 RECEIPT_HEADER = b"x-tokenrelay-receipt"
 WELL_KNOWN_PATH = "/.well-known/tokenrelay-receipts.json"
 RECEIPT_VERSION = 1
 _KEY_NAME = "receipts"
+_SEED_BYTES = 32
 _NEW_SEED = "python -c 'import os,base64;print(base64.b64encode(os.urandom(32)).decode())'"
 
 
@@ -112,18 +115,34 @@ def claims(record: UsageRecord, multiplier_ppm: int) -> dict[str, Any]:
 
 
 class ReceiptSigner:
-    def __init__(
-        self, private_key: Ed25519PrivateKey, previous: Sequence[Ed25519PrivateKey] = ()
-    ) -> None:
-        self._key = private_key
-        self.public_raw = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        self.kid = hashlib.sha256(self.public_raw).hexdigest()[:16]
-        # Keys signed with before a rotation: published, and their derived secrets kept.
+    """Signs with the Ed25519 key of a 32-byte private `seed`. The key itself (cryptography:
+    ~7 MB of the process) is made at the first signature or public key asked for, so a gateway
+    that signs nothing never loads it; `derive_secrets` needs only the seed."""
+
+    def __init__(self, seed: bytes, previous: Sequence[bytes] = ()) -> None:
+        self._seed = seed
+        # Keys signed with before a rotation: published, and their derived secrets kept (the
+        # same seed is the same key).
         self.previous: list[ReceiptSigner] = []
-        for key in previous:
-            old = ReceiptSigner(key)
-            if old.kid not in (self.kid, *(p.kid for p in self.previous)):
-                self.previous.append(old)
+        for old in previous:
+            if old not in (seed, *(p._seed for p in self.previous)):
+                self.previous.append(ReceiptSigner(old))
+
+    @functools.cached_property
+    def _key(self) -> Ed25519PrivateKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        return Ed25519PrivateKey.from_private_bytes(self._seed)
+
+    @functools.cached_property
+    def public_raw(self) -> bytes:
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        return self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @functools.cached_property
+    def kid(self) -> str:
+        return hashlib.sha256(self.public_raw).hexdigest()[:16]
 
     def sign(self, payload: dict[str, Any]) -> str:
         body = orjson.dumps({**payload, "kid": self.kid}, option=orjson.OPT_SORT_KEYS)
@@ -133,8 +152,8 @@ class ReceiptSigner:
         """Secrets for another use (`label`) that every replica derives alike, so the gateway's
         other keys need no configuration of their own: the current key's first, then the
         previous keys' (what they protected before a rotation stays readable)."""
-        keys = [self._key, *(p._key for p in self.previous)]
-        return [hmac.new(k.private_bytes_raw(), label, hashlib.sha256).digest() for k in keys]
+        seeds = [self._seed, *(p._seed for p in self.previous)]
+        return [hmac.new(seed, label, hashlib.sha256).digest() for seed in seeds]
 
     def _jwk(self) -> dict[str, str]:
         return {
@@ -159,6 +178,9 @@ class ReceiptSigner:
 
 def verify(receipt: str, public_key_raw: bytes) -> dict[str, Any]:
     """The receipt's claims, when its signature is the key's; raises InvalidReceipt."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     payload, sep, signature = receipt.strip().partition(".")
     try:
         if not sep:
@@ -189,19 +211,19 @@ def published_key(receipt: str, document: dict[str, Any]) -> bytes:
     return base64.b64decode(document["public_key_base64"])
 
 
-def _private_key(seed_b64: str, setting: str) -> Ed25519PrivateKey:
+def _private_key(seed_b64: str, setting: str) -> bytes:
     """A seed in base64, or in base64url as the database keeps a generated one."""
     standard = seed_b64.strip().replace("-", "+").replace("_", "/")
     try:
         seed = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
-        return Ed25519PrivateKey.from_private_bytes(seed)
     except ValueError:
-        raise ValueError(
-            f"{setting} must be a 32-byte Ed25519 private key in base64 ({_NEW_SEED})"
-        ) from None
+        seed = b""
+    if len(seed) != _SEED_BYTES:  # any 32 bytes are an Ed25519 private key
+        raise ValueError(f"{setting} must be a 32-byte Ed25519 private key in base64 ({_NEW_SEED})")
+    return seed
 
 
-def previous_keys(seeds: str | None) -> list[Ed25519PrivateKey]:
+def previous_keys(seeds: str | None) -> list[bytes]:
     """TOKENRELAY_RECEIPT_KEY_PREVIOUS: comma-separated seeds, as TOKENRELAY_RECEIPT_KEY."""
     parts = [p.strip() for p in (seeds or "").split(",")]
     return [_private_key(p, "each of TOKENRELAY_RECEIPT_KEY_PREVIOUS") for p in parts if p]
@@ -224,7 +246,7 @@ async def load_signer(
     async with engine.connect() as conn:
         stored = (await conn.execute(query)).scalar_one_or_none()
     if stored is None:
-        seed = _b64u(Ed25519PrivateKey.generate().private_bytes_raw())
+        seed = _b64u(os.urandom(_SEED_BYTES))  # what Ed25519PrivateKey.generate() draws
         row = {"name": _KEY_NAME, "private_key": seed, "created_at": dt.datetime.now(dt.UTC)}
         try:
             async with engine.begin() as conn:
@@ -233,8 +255,7 @@ async def load_signer(
         except IntegrityError:
             async with engine.connect() as conn:
                 stored = (await conn.execute(query)).scalar_one()
-    key = Ed25519PrivateKey.from_private_bytes(_unb64u(stored))
-    return ReceiptSigner(key, previous_keys(previous))
+    return ReceiptSigner(_private_key(stored, "the stored receipt key"), previous_keys(previous))
 
 
 def price_from_listing(pricing: dict[str, Any]) -> Price:

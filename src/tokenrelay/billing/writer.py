@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import bindparam, insert, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tokenrelay.store.db import dialect_insert
 from tokenrelay.store.tables import accounts, ledger, usage_daily, usage_records
 
 if TYPE_CHECKING:
@@ -294,11 +294,10 @@ class SettlementWriter:
         rows: dict[str, dict[str, Any]] = {}
         for item in batch:
             rows.setdefault(item.record.request_id, item.record.row())
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         # executemany form: one cached statement, batched by SQLAlchemy's insertmanyvalues
         # (a multi-VALUES literal would be compiled anew for every batch size).
         stmt = (
-            dialect.insert(usage_records)
+            dialect_insert(conn, usage_records)
             .on_conflict_do_nothing(index_elements=["request_id"])
             .returning(usage_records.c.request_id)
         )
@@ -338,7 +337,7 @@ class SettlementWriter:
             )
             for r in (rows[rid] for rid in inserted)
         )
-        upsert = dialect.insert(usage_daily)
+        upsert = dialect_insert(conn, usage_daily)
         summed = ROLLUP_SUMS
         await conn.execute(
             upsert.on_conflict_do_update(

@@ -111,6 +111,9 @@ class Responder:
         ex = p.exchange
         async with opened.response as resp:
             ex.start(p.call)
+            # Nothing sends the call again once its answer streams: its body (the prompt, in
+            # orjson's buffer of up to 10x its length) is not kept for the stream's life.
+            p.call.body = b""
             await self.start_stream(f, send)
             out = b""
             async with DisconnectWatch(receive, cancel=not self.drain) as watch:

@@ -18,14 +18,16 @@ import json
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.fernet import Fernet, InvalidToken
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tokenrelay.settings import Settings
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 log = logging.getLogger("tokenrelay.portal")
 
@@ -67,8 +69,14 @@ class Sessions:
         self._signer = URLSafeTimedSerializer(secret, salt="tokenrelay-session")
         self._reset = URLSafeTimedSerializer(secret, salt="tokenrelay-reset")
         self._verify = URLSafeTimedSerializer(secret, salt="tokenrelay-verify")
+
+    @functools.cached_property
+    def _flash(self) -> Fernet:
+        """Made at the first flash (cryptography: ~7 MB of the process), not at start."""
+        from cryptography.fernet import Fernet
+
         flash_key = hashlib.sha256(b"flash:" + self._secret).digest()
-        self._flash = Fernet(base64.urlsafe_b64encode(flash_key))
+        return Fernet(base64.urlsafe_b64encode(flash_key))
 
     # ------------------------------------------------------------------ sessions
 
@@ -120,6 +128,8 @@ class Sessions:
         raw = request.cookies.get(FLASH)
         if not raw:
             return {}
+        from cryptography.fernet import InvalidToken
+
         try:
             data = json.loads(self._flash.decrypt(raw.encode(), ttl=FLASH_TTL_S))
         except (InvalidToken, ValueError):

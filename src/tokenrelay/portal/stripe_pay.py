@@ -31,13 +31,13 @@ from typing import Any, NamedTuple
 
 import stripe
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tokenrelay.asgi import BodyTooLarge, ClientDisconnected, read_body
 from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.settings import Settings
+from tokenrelay.store.db import dialect_insert
 from tokenrelay.store.tables import stripe_payments
 
 log = logging.getLogger("tokenrelay.portal")
@@ -208,9 +208,8 @@ class StripeTopUps:
 
     async def _remember(self, payment_intent: str, account_id: str, amount: int) -> None:
         async with self.billing.engine.begin() as conn:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
             await conn.execute(
-                dialect.insert(stripe_payments)
+                dialect_insert(conn, stripe_payments)
                 .values(
                     payment_intent=payment_intent,
                     account_id=account_id,

@@ -28,12 +28,16 @@ stops opening anything once its gateway has stopped).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import orjson
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet, MultiFernet
 
 # What a sealed item's `encrypted_content` starts with (OpenAI's own never does).
 PREFIX = "trc1."
@@ -53,30 +57,46 @@ SUMMARIZATION_PROMPT = (
 
 class KeyRing:
     """One gateway's compaction keys (from its receipt keys, current first), installed in the
-    process until the gateway closes it."""
+    process until the gateway closes it. The ciphers (cryptography: ~7 MB of the process) are
+    made at the first seal or open, not at every gateway's start."""
 
     def __init__(self, secrets: Sequence[bytes]) -> None:
         derived = [
             hmac.new(s, b"tokenrelay compaction v1", hashlib.sha256).digest() for s in secrets
         ]
-        self.fernets = [Fernet(base64.urlsafe_b64encode(k)) for k in derived]
+        self._keys = [base64.urlsafe_b64encode(k) for k in derived]
+
+    @functools.cached_property
+    def fernets(self) -> list[Fernet]:
+        from cryptography.fernet import Fernet
+
+        return [Fernet(k) for k in self._keys]
 
     async def close(self) -> None:  # one of the gateway's resources, closed at shutdown
         if self in _rings:
             _rings.remove(self)
-            _rebuild()
+            _forget_ciphers()
 
 
 _rings: list[KeyRing] = []  # installed by the process's gateways, newest last
-_sealer: Fernet | None = None
-_opener: MultiFernet | None = None
+# The sealer and the opener of the rings installed; None: to be made at the next use.
+_ciphers: tuple[Fernet | None, MultiFernet | None] | None = None
 
 
-def _rebuild() -> None:
-    global _sealer, _opener
-    _sealer = _rings[-1].fernets[0] if _rings else None
-    fernets = [f for ring in reversed(_rings) for f in ring.fernets]
-    _opener = MultiFernet(fernets) if fernets else None
+def _forget_ciphers() -> None:
+    global _ciphers
+    _ciphers = None
+
+
+def _current() -> tuple[Fernet | None, MultiFernet | None]:
+    global _ciphers
+    if _ciphers is None:
+        from cryptography.fernet import MultiFernet
+
+        fernets = [f for ring in reversed(_rings) for f in ring.fernets]
+        sealer = _rings[-1].fernets[0] if _rings else None
+        _ciphers = (sealer, MultiFernet(fernets) if fernets else None)
+    return _ciphers
 
 
 def install(secrets: Sequence[bytes]) -> KeyRing:
@@ -86,14 +106,15 @@ def install(secrets: Sequence[bytes]) -> KeyRing:
         raise ValueError("a compaction key ring needs at least one secret")
     ring = KeyRing(secrets)
     _rings.append(ring)
-    _rebuild()
+    _forget_ciphers()
     return ring
 
 
 def seal(summary: str, model: str) -> str:
-    if _sealer is None:
+    sealer = _current()[0]
+    if sealer is None:
         raise RuntimeError("no compaction key installed (the gateway's startup installs it)")
-    token = _sealer.encrypt(orjson.dumps({"s": summary, "m": model}))
+    token = sealer.encrypt(orjson.dumps({"s": summary, "m": model}))
     return PREFIX + token.decode()
 
 
@@ -104,10 +125,13 @@ def is_sealed(blob: object) -> bool:
 def open_sealed(blob: str) -> str:
     """The summary in an item `seal` made; ValueError for anything else (altered, forged, or
     sealed under a key this gateway does not hold: another gateway's, or one rotated out)."""
-    if not is_sealed(blob) or _opener is None:
+    opener = _current()[1] if is_sealed(blob) else None
+    if opener is None:
         raise ValueError("not a compaction this gateway sealed")
+    from cryptography.fernet import InvalidToken
+
     try:
-        raw = orjson.loads(_opener.decrypt(blob[len(PREFIX) :].encode()))
+        raw = orjson.loads(opener.decrypt(blob[len(PREFIX) :].encode()))
         return str(raw["s"])
     except (InvalidToken, orjson.JSONDecodeError, TypeError, KeyError):
         raise ValueError("not a compaction this gateway sealed") from None

@@ -12,8 +12,6 @@ import socket
 
 import uvicorn
 
-from tokenrelay.emulator.app import create_app
-
 
 class EmbeddedEmulator:
     def __init__(self, server: uvicorn.Server, sock: socket.socket) -> None:
@@ -25,6 +23,9 @@ class EmbeddedEmulator:
     @classmethod
     async def start(cls, port: int = 0) -> EmbeddedEmulator:
         """Listen on 127.0.0.1:`port` (0: any free port) and serve until `close`."""
+        # Imported here: a gateway with every vendor's key never loads the emulator.
+        from tokenrelay.emulator.app import create_app
+
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))

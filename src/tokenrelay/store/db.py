@@ -11,18 +11,22 @@ due migration in a child process, so Alembic's ~12 MB never stay in the serving 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, Table, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy.dialects.sqlite import Insert
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions (a test holds it equal to Alembic's own head).
@@ -55,6 +59,24 @@ def redacted(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<unparseable database URL>"
+
+
+def dialect_insert(conn: AsyncConnection | Connection, table: Table) -> Insert:
+    """INSERT into `table` in the dialect of `conn`'s database, for its ON CONFLICT clauses
+    (PostgreSQL's and SQLite's insert() take the same ones)."""
+    return _insert_of(conn.dialect.name)(table)
+
+
+@functools.cache
+def _insert_of(dialect: str) -> Callable[[Table], Insert]:
+    # Imported when first used: a gateway on SQLite never loads the PostgreSQL dialect (~2 MB).
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert  # type: ignore[return-value]
+    from sqlalchemy.dialects.sqlite import insert
+
+    return insert
 
 
 def is_memory_sqlite(url: URL) -> bool:

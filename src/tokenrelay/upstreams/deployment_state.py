@@ -23,6 +23,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import os
@@ -32,17 +33,18 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay import ir
+from tokenrelay.store.db import dialect_insert
 from tokenrelay.store.tables import deployment_health, deployment_states, upstream_deployments
 from tokenrelay.upstreams.pools import Deployment, Pool, VendorEndpoint
 
 if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
+
     from tokenrelay.upstreams.calls import Upstreams
 
 log = logging.getLogger("tokenrelay.upstreams.pools")
@@ -56,18 +58,20 @@ ENV_PREFIX = "env:"
 
 class KeyBox:
     """Vendor keys at rest: Fernet (AES-CBC + HMAC) under a key derived from the operator's
-    TOKENRELAY_SECRET_KEY. Without one, nothing can be sealed: only `env:NAME` references."""
+    TOKENRELAY_SECRET_KEY. Without one, nothing can be sealed: only `env:NAME` references.
+    The cipher (cryptography: ~7 MB of the process) is made at the first seal or open."""
 
     def __init__(self, secret: str | None) -> None:
-        self._fernet = (
-            Fernet(base64.urlsafe_b64encode(hashlib.sha256(secret.encode()).digest()))
-            if secret
-            else None
-        )
+        self._secret = secret or ""
+        self.configured = bool(secret)
 
-    @property
-    def configured(self) -> bool:
-        return self._fernet is not None
+    @functools.cached_property
+    def _fernet(self) -> Fernet | None:
+        if not self.configured:
+            return None
+        from cryptography.fernet import Fernet
+
+        return Fernet(base64.urlsafe_b64encode(hashlib.sha256(self._secret.encode()).digest()))
 
     def seal(self, plaintext: str) -> str:
         if self._fernet is None:
@@ -78,6 +82,8 @@ class KeyBox:
         """The key, or None when it cannot be read (no or another secret key)."""
         if self._fernet is None:
             return None
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(ciphertext.encode("ascii")).decode()
         except (InvalidToken, ValueError):
@@ -327,8 +333,7 @@ class DeploymentStates:
             for dep_id, (state, in_flight, served, failures, error) in rows
         ]
         async with self.engine.begin() as conn:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            stmt = dialect.insert(deployment_health).values(values)
+            stmt = dialect_insert(conn, deployment_health).values(values)
             keep = ("state", "in_flight", "served", "failures", "last_error", "updated_at")
             await conn.execute(
                 stmt.on_conflict_do_update(
