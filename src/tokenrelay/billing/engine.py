@@ -15,7 +15,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -34,6 +34,9 @@ from tokenrelay.customers.keys import ApiKeyInfo
 from tokenrelay.errors import GatewayError
 from tokenrelay.settings import Settings
 from tokenrelay.store.redis_pool import redis_client
+
+if TYPE_CHECKING:
+    from tokenrelay.store.redis_pipelined import PipelinedRedis
 
 log = logging.getLogger("tokenrelay.billing")
 
@@ -102,6 +105,7 @@ class BillingEngine:
         self.caps: SpendCaps | RedisSpendCaps = SpendCaps(engine)
         self._redis = redis
         self._own_redis = False
+        self._fast_redis: PipelinedRedis | None = None
         self._prefix = settings.redis_prefix
         self.writer: SettlementWriter | JournalWriter = SettlementWriter(
             engine, settings.writer_batch_ms
@@ -154,7 +158,15 @@ class BillingEngine:
             self._own_redis = True
         loader = self._load_balance
         if self._redis is not None:
-            self.holds = RedisHolds(self._redis, self._load_balance_marked, prefix=self._prefix)
+            fast = None
+            if s.redis_url:  # imported here: the embedded default never loads redis
+                from tokenrelay.store.redis_pipelined import PipelinedRedis
+
+                fast = PipelinedRedis.from_url(s.redis_url, io_timeout_s=5)
+            self._fast_redis = fast
+            self.holds = RedisHolds(
+                self._redis, self._load_balance_marked, prefix=self._prefix, fast=fast
+            )
             self.limiter = RedisRateLimiter(self._redis, prefix=self._prefix)
             self.caps = RedisSpendCaps(self.engine, self._redis, prefix=self._prefix)
         else:
@@ -197,6 +209,8 @@ class BillingEngine:
                 await task
         self._tasks.clear()
         await self.writer.close()  # flushes every queued settlement
+        if self._fast_redis is not None:
+            await self._fast_redis.aclose()
         if self._own_redis and self._redis is not None:
             await self._redis.aclose()
         self._started = False
