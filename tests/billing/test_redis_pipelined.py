@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backends import REDIS_URL
 from tokenrelay.billing.holds import RedisHolds
-from tokenrelay.store.redis_pipelined import PipelinedRedis
+from tokenrelay.store.redis_pipelined import PipelinedRedis, Scripts
 
 ECHO = "return {KEYS[1], ARGV[1], redis.call('INCR', KEYS[1])}"
 
@@ -75,7 +75,9 @@ def test_a_lost_script_raises_no_script_and_holds_load_it_again() -> None:
     async def run() -> None:
         async with connected("return 1") as (client, _, fast):
             account = f"acct-{uuid.uuid4().hex}"
-            holds = RedisHolds(client, balance, prefix=f"t{uuid.uuid4().hex}:", fast=fast)
+            holds = RedisHolds(
+                client, balance, prefix=f"t{uuid.uuid4().hex}:", scripts=Scripts(fast)
+            )
             assert await holds.reserve(account, "r1", 400)
             await client.script_flush()
             with pytest.raises(NoScriptError):

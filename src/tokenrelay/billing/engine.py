@@ -158,16 +158,16 @@ class BillingEngine:
             self._own_redis = True
         loader = self._load_balance
         if self._redis is not None:
-            fast = None
-            if s.redis_url:  # imported here: the embedded default never loads redis
-                from tokenrelay.store.redis_pipelined import PipelinedRedis
+            # Imported here: the embedded default never loads redis.
+            from tokenrelay.store.redis_pipelined import PipelinedRedis, Scripts
 
-                fast = PipelinedRedis.from_url(s.redis_url, io_timeout_s=5)
+            fast = PipelinedRedis.from_url(s.redis_url, io_timeout_s=5) if s.redis_url else None
             self._fast_redis = fast
+            scripts = Scripts(fast)
             self.holds = RedisHolds(
-                self._redis, self._load_balance_marked, prefix=self._prefix, fast=fast
+                self._redis, self._load_balance_marked, prefix=self._prefix, scripts=scripts
             )
-            self.limiter = RedisRateLimiter(self._redis, prefix=self._prefix)
+            self.limiter = RedisRateLimiter(self._redis, prefix=self._prefix, scripts=scripts)
             self.caps = RedisSpendCaps(self.engine, self._redis, prefix=self._prefix)
         else:
             self.holds = MemoryHolds(loader)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tokenrelay.single_flight import SingleFlight
 
 if TYPE_CHECKING:
-    from tokenrelay.store.redis_pipelined import PipelinedRedis
+    from tokenrelay.store.redis_pipelined import Scripts
 
 BalanceLoader = Callable[[str], Awaitable[int]]
 # (balance, id of the newest ledger entry it includes), read in one statement.
@@ -335,13 +335,14 @@ class RedisHolds:
         prefix: str = "tokenrelay:",
         hold_ttl_s: int = DEFAULT_HOLD_TTL_S,
         settled_ttl_s: int = 7 * 24 * 3600,
-        fast: PipelinedRedis | None = None,
+        scripts: Scripts | None = None,
     ) -> None:
         self._redis = redis
-        self._fast = fast  # the request path's scripts (hold, settle) go this way when set
-        from redis.exceptions import NoScriptError  # redis is configured: it is installed
+        if scripts is None:  # imported here: redis is configured, so it is installed
+            from tokenrelay.store.redis_pipelined import Scripts
 
-        self._no_script = NoScriptError
+            scripts = Scripts(None)
+        self._scripts = scripts  # the request path's scripts (hold, settle) go this way
         self._loader = loader
         self._prefix = prefix
         self._hold_ttl_ms = hold_ttl_s * 1000
@@ -372,20 +373,11 @@ class RedisHolds:
     async def reserve(self, key_id: str, request_id: str, amount_nano: int) -> bool:
         keys = [*self._keys(key_id), self._marker(key_id, request_id)]
         args = [request_id, str(int(amount_nano)), self._hold_ttl_ms]
-        result = int(await self._run(self._reserve, keys, args))
+        result = int(await self._scripts.run(self._reserve, keys, args))
         if result == -1:
             await self._init_balance(key_id)
-            result = int(await self._run(self._reserve, keys, args))
+            result = int(await self._scripts.run(self._reserve, keys, args))
         return result == 1
-
-    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        """`script` through the pipelined connection (redis-py loads it if Redis lost it)."""
-        if self._fast is not None:
-            try:
-                return await self._fast.evalsha(script.sha, keys, args)
-            except self._no_script:
-                pass
-        return await script(keys=keys, args=args)
 
     async def settled(self, key_id: str, request_id: str) -> bool:
         return bool(await self._redis.exists(self._marker(key_id, request_id)))
@@ -401,7 +393,7 @@ class RedisHolds:
 
     async def settle(self, key_id: str, request_id: str, cost_nano: int) -> bool:
         keys, args = self._settle_step(key_id, request_id, cost_nano)
-        return int(await self._run(self._settle, keys, args)) == 1
+        return int(await self._scripts.run(self._settle, keys, args)) == 1
 
     async def settle_many(self, steps: list[tuple[str, str, int | None]]) -> None:
         """`settle` (or `release`, cost None) each (account, request id, cost): the same
@@ -415,7 +407,7 @@ class RedisHolds:
 
     async def release(self, key_id: str, request_id: str) -> bool:
         keys, args = self._settle_step(key_id, request_id, None)
-        return int(await self._run(self._settle, keys, args)) == 1
+        return int(await self._scripts.run(self._settle, keys, args)) == 1
 
     async def credit(self, key_id: str, amount_nano: int, entry_id: int | None = None) -> None:
         """Only a loaded balance is adjusted (an unloaded one is read fresh from the DB later),

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from tokenrelay.store.redis_pipelined import Scripts
 
 _IDLE_EVICT = 50_000
 
@@ -149,10 +152,17 @@ return '|' .. tostring(r - 1) .. '|' .. tostring(tl)
 
 
 class RedisRateLimiter:
-    def __init__(self, redis: Any, *, prefix: str = "tokenrelay:") -> None:
+    def __init__(
+        self, redis: Any, *, prefix: str = "tokenrelay:", scripts: Scripts | None = None
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._script = redis.register_script(_BUCKET)
+        if scripts is None:  # imported here: redis is configured, so it is installed
+            from tokenrelay.store.redis_pipelined import Scripts
+
+            scripts = Scripts(None)
+        self._scripts = scripts
         # key id -> (requests, tokens, local time): the levels the last check here left.
         self._seen: dict[str, tuple[float, float, float]] = {}
 
@@ -163,7 +173,7 @@ class RedisRateLimiter:
         self, key_id: str, rpm: int | None, tpm: int | None, tokens_estimate: int
     ) -> float | None:
         args = [rpm or 0, tpm or 0, max(tokens_estimate, 0), 1, "check"]
-        raw = await self._script(keys=[self._key(key_id)], args=args)
+        raw = await self._scripts.run(self._script, [self._key(key_id)], args)
         text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
         wait, _, rest = text.partition("|")
         if rest:
@@ -186,7 +196,9 @@ class RedisRateLimiter:
 
     async def consume_tokens(self, key_id: str, tpm: int | None, tokens: int) -> None:
         if tpm and tokens > 0:
-            await self._script(keys=[self._key(key_id)], args=[0, tpm, tokens, 0, "tokens"])
+            await self._scripts.run(
+                self._script, [self._key(key_id)], [0, tpm, tokens, 0, "tokens"]
+            )
             seen = self._seen.get(key_id)
             if seen is not None:  # what the script took, as it took it
                 self._seen[key_id] = (seen[0], seen[1] - tokens, seen[2])
