@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.request
 from abc import ABC, abstractmethod
@@ -250,6 +251,8 @@ class TokenRelay(Contender):
             if not billing_switch_exists():
                 self.notes.append("TOKENRELAY_BILLING is not a known setting yet: billing stays on")
         log = d / "stdout.log"
+        if os.environ.get("BENCH_GATEWAY_PYTHONPATH"):  # e.g. a sitecustomize that traces GC
+            env["PYTHONPATH"] = os.environ["BENCH_GATEWAY_PYTHONPATH"]
         cmd = [str(REPO / ".venv" / "bin" / "tokenrelay"), "serve", "--port", str(port)]
         if self.server == "granian":
             cmd = [

@@ -30,7 +30,10 @@ from tokenrelay.settings import Timeouts
 # Pause reading from the vendor when this much is unread: the rest waits in the kernel's socket
 # buffer, not in our heap: a consumer slower than its vendor holds 64 KiB at most (was 1 MiB).
 _MAX_BUFFER = 1 << 16
-_IDLE_POOL = 256  # idle connections kept per host
+# Idle connections kept per host: as many as a burst of streams used (nginx keepalive 1024 in
+# bench/), so the next burst reuses them instead of opening (and, to a vendor, TLS-handshaking)
+# hundreds again; each costs a few KB here and a socket.
+_IDLE_POOL = 1024
 
 
 class UpstreamConnectionError(ConnectionError):
