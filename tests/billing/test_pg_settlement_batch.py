@@ -1,4 +1,4 @@
-"""The settlement writer's PostgreSQL batch (billing/pg_batch.py: asyncpg statements over
+"""The settlement writer's PostgreSQL batch (billing/pg_batch.py: one asyncpg statement over
 arrays) writes what the SQLAlchemy path writes on SQLite for the same records — every column
 of usage_records, the debits, the usage_daily roll-up and the balances — so a wrong cast or
 column order fails here. Also: a record PostgreSQL refuses fails alone, and a batch whose

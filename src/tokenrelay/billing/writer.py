@@ -23,7 +23,6 @@ from sqlalchemy import bindparam, insert, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tokenrelay.billing import pg_batch
 from tokenrelay.store.db import dialect_insert
 from tokenrelay.store.tables import accounts, ledger, usage_daily, usage_records
 
@@ -291,8 +290,8 @@ class SettlementWriter:
                 await _close_quietly(conn)
 
     async def _commit(self, conn: AsyncConnection, batch: list[_Item]) -> set[str]:
-        """The batch's statements: SQLAlchemy's in the caller's transaction on SQLite; on
-        PostgreSQL asyncpg's, in a transaction of their own under it (pg_batch.py)."""
+        """The batch's statements, in the caller's transaction (on PostgreSQL one statement,
+        atomic by itself: pg_batch.py)."""
         # First record per request id wins; later duplicates in the same batch report False.
         rows: dict[str, dict[str, Any]] = {}
         for item in batch:
@@ -310,69 +309,23 @@ class SettlementWriter:
         if not inserted:
             return inserted
         now = dt.datetime.now(dt.UTC)
-        new = _Settled.of(rows[rid] for rid in inserted)
-        await conn.execute(
-            insert(ledger),
-            [
-                {
-                    "key_id": key_id,
-                    "account_id": account_id,
-                    "kind": "debit",
-                    "amount_nano": amount,
-                    "request_id": rid,
-                    "note": None,
-                    "created_at": now,
-                }
-                for key_id, account_id, amount, rid in new.debits
-            ],
-        )
-        upsert = dialect_insert(conn, usage_daily)
-        await conn.execute(
-            upsert.on_conflict_do_update(
-                index_elements=["account_id", "day", "model", "vendor"],
-                set_={c: usage_daily.c[c] + upsert.excluded[c] for c in ROLLUP_SUMS},
-            ),
-            [dict(zip(ROLLUP_COLUMNS, d, strict=True)) for d in new.daily],
-        )
-        await conn.execute(
-            update(accounts)
-            .where(accounts.c.id == bindparam("a_id"))
-            .values(balance_nano=accounts.c.balance_nano - bindparam("a_cost")),
-            [{"a_id": a, "a_cost": c} for a, c in new.balances],
-        )
-        return inserted
-
-
-async def _commit_pg(conn: AsyncConnection, rows: dict[str, dict[str, Any]]) -> set[str]:
-    """The batch on PostgreSQL: four asyncpg statements over arrays (pg_batch.py)."""
-    async with pg_batch.transaction(conn) as driver:
-        inserted = await pg_batch.insert_usage(
-            driver, _PG_INSERT_USAGE, [_USAGE_VALUES(r) for r in rows.values()]
-        )
-        if inserted:
-            # In batch order: the ledger numbers the debits as their records came.
-            new = _Settled.of(r for rid, r in rows.items() if rid in inserted)
-            now = dt.datetime.now(dt.UTC)
-            await pg_batch.apply(driver, _PG_UPSERT_DAILY, new.debits, new.daily, new.balances, now)
-    return inserted
-
-
-@dataclass(slots=True)
-class _Settled:
-    """What a batch's new usage rows add besides themselves."""
-
-    debits: list[tuple[str, str, int, str]]  # (key, account, amount_nano < 0, request id)
-    daily: list[tuple[Any, ...]]  # usage_daily increments, ROLLUP_COLUMNS order, sorted
-    # (account, cost) sorted by account: concurrent writers (replicas) lock account rows in
-    # one order, no deadlock.
-    balances: list[tuple[str, int]]
-
-    @classmethod
-    def of(cls, new: Iterable[dict[str, Any]]) -> _Settled:
-        rows = list(new)
+        debits = [
+            {
+                "key_id": rows[rid]["key_id"],
+                "account_id": rows[rid]["account_id"],
+                "kind": "debit",
+                "amount_nano": -rows[rid]["cost_nano"],
+                "request_id": rid,
+                "note": None,
+                "created_at": now,
+            }
+            for rid in inserted
+        ]
+        await conn.execute(insert(ledger), debits)
         per_account: dict[str, int] = {}
-        for r in rows:
-            per_account[r["account_id"]] = per_account.get(r["account_id"], 0) + r["cost_nano"]
+        for rid in inserted:
+            account = rows[rid]["account_id"]
+            per_account[account] = per_account.get(account, 0) + rows[rid]["cost_nano"]
         daily = rollup(
             (
                 r["account_id"],
@@ -386,10 +339,41 @@ class _Settled:
                 r["upstream_cost_nano"],
                 r["loss_nano"],
             )
-            for r in rows
+            for r in (rows[rid] for rid in inserted)
         )
-        debits = [(r["key_id"], r["account_id"], -r["cost_nano"], r["request_id"]) for r in rows]
-        return cls(debits, daily, sorted(per_account.items()))
+        upsert = dialect_insert(conn, usage_daily)
+        summed = ROLLUP_SUMS
+        await conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["account_id", "day", "model", "vendor"],
+                set_={c: usage_daily.c[c] + upsert.excluded[c] for c in summed},
+            ),
+            [dict(zip(ROLLUP_COLUMNS, d, strict=True)) for d in daily],
+        )
+        # Sorted: concurrent writers (replicas) lock account rows in one order, no deadlock.
+        await conn.execute(
+            update(accounts)
+            .where(accounts.c.id == bindparam("a_id"))
+            .values(balance_nano=accounts.c.balance_nano - bindparam("a_cost")),
+            [{"a_id": a, "a_cost": c} for a, c in sorted(per_account.items())],
+        )
+        return inserted
+
+
+async def _commit_pg(conn: AsyncConnection, rows: dict[str, dict[str, Any]]) -> set[str]:
+    """The batch on PostgreSQL: one asyncpg statement over arrays (pg_batch.py); the new
+    request ids."""
+    # Imported here: a gateway on SQLite never loads asyncpg (store.db.dialect_insert's rule).
+    from tokenrelay.billing import pg_batch
+
+    values = [_USAGE_VALUES(r) for r in rows.values()]
+    async with pg_batch.translated(conn) as driver:
+        new = await driver.fetch(
+            pg_batch.settle_sql(_USAGE_COLUMNS, ROLLUP_SUMS),
+            *zip(*values, strict=True),
+            dt.datetime.now(dt.UTC),
+        )
+    return {r[0] for r in new}
 
 
 ROLLUP_SUMS = (
@@ -423,11 +407,9 @@ def rollup(
     return [(*k, *v) for k, v in sorted(sums.items())]
 
 
-# PostgreSQL statements (pg_batch.py): usage rows bound in the table's column order.
+# PostgreSQL (pg_batch.py): usage rows bound as one array per column, in the table's order.
 _USAGE_COLUMNS = tuple(c.name for c in usage_records.columns)
 _USAGE_VALUES = itemgetter(*_USAGE_COLUMNS)
-_PG_INSERT_USAGE = pg_batch.insert_usage_sql(_USAGE_COLUMNS)
-_PG_UPSERT_DAILY = pg_batch.upsert_daily_sql(ROLLUP_COLUMNS, ROLLUP_SUMS)
 
 
 async def _close_quietly(conn: AsyncConnection) -> None:
