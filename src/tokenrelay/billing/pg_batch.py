@@ -67,18 +67,21 @@ WITH new AS (
     SELECT account_id, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), model, vendor,
         count(*), count(*) FILTER (WHERE status = 'error'), sum(tokens_in), sum(output_tokens),
         sum(cost_nano), sum(upstream_cost_nano), sum(loss_nano)
-    FROM new GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    FROM new GROUP BY 1, 2, 3, 4
+    -- Row locks in writer.rollup's order (Python sorts by code point: COLLATE "C").
+    ORDER BY account_id COLLATE "C", 2, model COLLATE "C", vendor COLLATE "C"
     ON CONFLICT (account_id, day, model, vendor) DO UPDATE SET
         {", ".join(f"{c} = usage_daily.{c} + excluded.{c}" for c in sums)}
 ), balances AS (
     -- The subquery locks the account rows in id order (its sort runs before its lock), as
-    -- every replica's writer does, whatever join the planner picks: no deadlock.
+    -- every replica's writer does, whatever join the planner picks: no deadlock. Code point
+    -- order, as the SQLAlchemy path sorted them in Python (replicas of either version).
     UPDATE accounts SET balance_nano = accounts.balance_nano - v.cost
     FROM (
         SELECT a.id, n.cost
         FROM (SELECT account_id, sum(cost_nano) AS cost FROM new GROUP BY account_id) AS n
         JOIN accounts AS a ON a.id = n.account_id
-        ORDER BY a.id FOR UPDATE OF a
+        ORDER BY a.id COLLATE "C" FOR UPDATE OF a
     ) AS v
     WHERE accounts.id = v.id
 )
