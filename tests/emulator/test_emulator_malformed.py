@@ -149,3 +149,53 @@ def test_gateway_relays_the_vendor_400_for_user_tool_calls(gateway, api_key, mod
     error = r.json()["error"]
     assert error["type"] == "invalid_request_error"
     assert "emulator" not in error["message"] and "Error(" not in error["message"]
+
+
+# Nested JSON-schema keywords of the wrong type inside a tool's parameters (a fuzzed Gemini CLI
+# body, passed on by the gateway): the emulator answers with a call, never a crash.
+BAD_SCHEMAS: list[dict[str, Any]] = [
+    {"type": "object", "properties": {"a": {"type": "string"}}, "required": 1},
+    {"type": "object", "properties": [], "required": ["a"]},
+    {"type": "object", "properties": {"a": {"enum": 5}}, "required": ["a", 3]},
+]
+
+
+@pytest.mark.parametrize("schema", BAD_SCHEMAS)
+async def test_malformed_tool_schemas_never_crash(emu, schema) -> None:
+    ask = "please call lookup"  # names the tool: the emulator calls it
+    calls = [
+        (
+            PATHS["anthropic"],
+            AUTH["anthropic"],
+            {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 50,
+                "messages": [{"role": "user", "content": ask}],
+                "tools": [{"name": "lookup", "input_schema": schema}],
+            },
+        ),
+        (
+            PATHS["openai"],
+            AUTH["openai"],
+            {
+                "model": "gpt-4o",
+                "messages": [{"role": "user", "content": ask}],
+                "tools": [
+                    {"type": "function", "function": {"name": "lookup", "parameters": schema}}
+                ],
+            },
+        ),
+        (
+            gemini_path("gemini-2.5-flash", "generateContent"),
+            AUTH["gemini"],
+            {
+                "contents": [{"parts": [{"text": ask}]}],
+                "tools": [
+                    {"functionDeclarations": [{"name": "lookup", "parametersJsonSchema": schema}]}
+                ],
+            },
+        ),
+    ]
+    for path, headers, body in calls:
+        r = await emu.post(path, headers=headers, json=body)
+        assert r.status_code < 500, (path, r.text)

@@ -202,7 +202,7 @@ def example_value(schema: Any, key: str = "", variant: int = 0) -> Any:
     """A value that satisfies the usual JSON-schema shapes, deterministically."""
     if not isinstance(schema, dict):
         return "value"
-    if schema.get("enum"):
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
         return schema["enum"][0]
     if "const" in schema:
         return schema["const"]
@@ -214,8 +214,15 @@ def example_value(schema: Any, key: str = "", variant: int = 0) -> Any:
         kind = next((k for k in kind if k != "null"), "null")
     kind = str(kind).lower()
     if kind == "object":
-        props = schema.get("properties") or {}
-        required = [k for k in schema.get("required") or [] if k in props]
+        props = schema.get("properties")
+        props = props if isinstance(props, dict) else {}
+        # A malformed schema (a client's, passed on) gets an example, never a crash.
+        listed = schema.get("required")
+        required = (
+            [k for k in listed if isinstance(k, str) and k in props]
+            if isinstance(listed, list)
+            else []
+        )
         keys = required or list(props)
         return {k: example_value(props[k], k, variant) for k in keys}
     if kind == "array":
