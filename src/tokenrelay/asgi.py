@@ -160,5 +160,12 @@ class DisconnectWatch:
         self._owner = None
 
 
+def chunk_writer(send: Send) -> Any:
+    """The server's synchronous writer of a stream's middle chunks behind `send`, when it has
+    one (the gateway's uvicorn cycle: `can_write_chunk()`, `write_chunk(body)`), else None."""
+    cycle = getattr(send, "__self__", None)
+    return cycle if hasattr(cycle, "write_chunk") else None
+
+
 async def send_chunk(send: Send, body: bytes, *, more: bool = True) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": more})

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -19,6 +19,7 @@ from tokenrelay.asgi import (
     DisconnectWatch,
     Receive,
     Send,
+    chunk_writer,
     send_bytes,
     send_chunk,
 )
@@ -57,6 +58,58 @@ class Flight:
     def release(self) -> None:
         if self.opened is not None:
             self.opened.release()
+
+
+class _Forward:
+    """A stream's middle chunks written from the vendor connection's callback while the
+    stream's task waits (Response.forward): the exchange's work and the client write happen
+    there, with no task switch and no ASGI message per chunk (~5 µs of the ~20 a chunk costs
+    in all). Whatever needs the task is left to it: a client paused or gone (the chunk is not
+    touched: the task reads it), or a chunk that ended the stream the gateway's way (a stop
+    sequence, a vendor error: consumed here, its output kept for the task, which is woken)."""
+
+    __slots__ = ("_ctx", "_ex", "_pending", "_resp", "_watch", "_writer")
+
+    def __init__(
+        self, resp: Any, ex: Any, ctx: RequestContext, watch: DisconnectWatch, writer: Any
+    ) -> None:
+        self._resp, self._ex, self._ctx, self._watch, self._writer = resp, ex, ctx, watch, writer
+        self._pending = b""
+
+    @classmethod
+    def over(
+        cls, resp: Any, ex: Any, ctx: RequestContext, watch: DisconnectWatch, send: Send
+    ) -> _Forward | None:
+        writer = chunk_writer(send)
+        if writer is None or not hasattr(resp, "forward"):
+            return None
+        forward = cls(resp, ex, ctx, watch, writer)
+        resp.forward(forward)
+        return forward
+
+    def __call__(self, chunk: bytes) -> bool:
+        ex = self._ex
+        if (
+            self._pending
+            or self._watch.disconnected
+            or ex.failure is not None
+            or ex.cut
+            or not self._writer.can_write_chunk()
+        ):
+            return False
+        out = ex.feed(chunk)
+        if ex.failure is not None or ex.cut:
+            self._pending = out  # the task sends it as the ending it is
+            self._resp.interrupt()
+            return True
+        if out:
+            self._ctx.mark_first_byte()
+            self._writer.write_chunk(out)
+        return True
+
+    def take(self) -> bytes:
+        out, self._pending = self._pending, b""
+        return out
 
 
 class Responder:
@@ -117,9 +170,12 @@ class Responder:
             await self.start_stream(f, send)
             out = b""
             async with DisconnectWatch(receive, cancel=not self.drain) as watch:
+                forward = _Forward.over(resp, ex, ctx, watch, send)
                 try:
                     async for chunk in resp.content.iter_any():
-                        out = ex.feed(chunk)
+                        out = forward.take() if forward is not None else b""
+                        if chunk:
+                            out += ex.feed(chunk)
                         if ex.failure is not None:  # it goes out once the ending is settled
                             break
                         if out and not watch.disconnected:

@@ -18,7 +18,7 @@ import contextlib
 import ssl
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -182,6 +182,8 @@ class Response:
         self._head_waiter: asyncio.Future[None] = self._loop.create_future()
         self._decoder: Any = None
         self._released = False
+        self._sink: Callable[[bytes], bool] | None = None
+        self._interrupted = False
 
     # protocol side
     def start(self, status: int, headers: Headers) -> None:
@@ -196,11 +198,26 @@ class Response:
         if not self._head_waiter.done():
             self._head_waiter.set_result(None)
 
+    def forward(self, sink: Callable[[bytes], bool] | None) -> None:
+        """Hand body bytes to `sink` as they arrive, while the reader waits with nothing
+        queued: no task switch per chunk. `sink` returns False to leave a piece to the reader
+        (queued as usual; nothing is forwarded past a queued piece, so order holds)."""
+        self._sink = sink
+
+    def interrupt(self) -> None:
+        """Wake the reader: its next read returns b"" (the sink needs it to act)."""
+        self._interrupted = True
+        self._wake()
+
     def feed(self, data: bytes) -> None:
         if self._decoder is not None:
             data = self._decoder.decompress(data)
             if not data:
                 return
+        sink = self._sink
+        if sink is not None and self._waiter is not None and not self._chunks and sink(data):
+            self._wait_started = self._loop.time()  # the idle clock restarts, as on a read
+            return
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > _MAX_BUFFER and not self._paused and self._conn.transport:
@@ -279,6 +296,9 @@ class Response:
                     if self._conn.transport is not None:
                         self._conn.transport.resume_reading()
                 return data
+            if self._interrupted:
+                self._interrupted = False
+                return b""
             if self.complete:
                 return None
             if self._error is not None:
@@ -338,11 +358,13 @@ class Response:
 
     def close(self) -> None:
         """Hang up: the rest of the body is not wanted."""
+        self._sink = None  # it refers back to this response: no cycle left for the GC
         self._released = True
         self._stop_timers()
         self._conn.close()
 
     def release(self) -> None:
+        self._sink = None  # it refers back to this response: no cycle left for the GC
         if self._released:
             return
         self._released = True
