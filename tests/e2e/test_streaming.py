@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import anthropic
 import httpx
 import openai
+import orjson
 import pytest
 
 SLOW = [{"role": "user", "content": "[[words:4]] [[delay:300]]"}]
@@ -54,3 +56,60 @@ def test_stream_headers_disable_proxy_buffering(gateway, api_key) -> None:
         assert r.headers["x-request-id"].startswith("req_")
         body = r.read().decode()
     assert body.rstrip().endswith("data: [DONE]")
+
+
+def _raw_stream(url: str, api_key: str, model: str, slow: bool) -> bytes:
+    """The whole body of a streamed chat completion, read by a client with a small receive
+    buffer that, when `slow`, reads 512 bytes every few ms: the gateway's writes back up and
+    it must queue chunks (and drain) instead of writing them from the vendor's callback."""
+    u = httpx.URL(url)
+    body = orjson.dumps(
+        {
+            "model": model,
+            "stream": True,
+            "messages": [{"role": "user", "content": "[[words:3000]] a long answer"}],
+        }
+    )
+    head = (
+        f"POST /api/proxy/v1/chat/completions HTTP/1.1\r\nhost: {u.host}\r\n"
+        f"authorization: Bearer {api_key}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(60)
+        sock.connect((u.host, u.port))
+        sock.sendall(head + body)
+        data = b""
+        while chunk := sock.recv(512 if slow else 65536):
+            data += chunk
+            if slow:
+                time.sleep(0.002)
+    return data.partition(b"\r\n\r\n")[2]
+
+
+def _text_of(raw: bytes) -> str:
+    """The content deltas of a chunked SSE body, in order; asserts it ended with [DONE]."""
+    body, rest = b"", raw
+    while True:  # de-chunk
+        size, _, rest = rest.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            break
+        body, rest = body + rest[:n], rest[n + 2 :]
+    events = [e[6:] for e in body.split(b"\n\n") if e.startswith(b"data: ")]
+    assert events[-1] == b"[DONE]", events[-3:]
+    text = []
+    for e in events[:-1]:
+        chunk = orjson.loads(e)
+        for choice in chunk.get("choices") or ():
+            text.append(choice["delta"].get("content") or "")
+    return "".join(text)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4-6"])
+def test_a_slow_reader_gets_every_chunk_in_order(gateway, api_key, model) -> None:
+    fast = _text_of(_raw_stream(gateway.url, api_key, model, slow=False))
+    slow = _text_of(_raw_stream(gateway.url, api_key, model, slow=True))
+    assert len(fast.split()) == 3000
+    assert slow == fast
