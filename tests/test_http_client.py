@@ -286,3 +286,53 @@ async def test_tls_with_hostname_verification(tmp_path: Path) -> None:
         stranger = HttpClient()  # the system CA store does not know our certificate
         with pytest.raises(UpstreamConnectionError):
             await stranger.request("POST", url + "/tls", {}, b"abc")
+
+
+def test_forwarded_body_keeps_its_order_and_the_reader_gets_what_the_sink_declines() -> None:
+    """Response.forward: body bytes go to the sink only while the reader waits with nothing
+    queued; what the sink declines, and all that arrives after it until the reader has read
+    it, goes to the reader in order; `interrupt` wakes the reader with b""."""
+    from types import SimpleNamespace
+
+    from tokenrelay.upstreams.http_client import Headers, Response
+
+    async def run() -> tuple[list[bytes], list[bytes]]:
+        resp = Response(SimpleNamespace(transport=None), None)  # type: ignore[arg-type]
+        resp.start(200, Headers({"content-length": "9"}))
+        sunk: list[bytes] = []
+        read: list[bytes] = []
+        accept = True
+
+        def sink(chunk: bytes) -> bool:
+            if not accept:
+                return False
+            sunk.append(chunk)
+            if chunk == b"stop":
+                resp.interrupt()
+            return True
+
+        resp.forward(sink)
+
+        async def reader() -> None:
+            async for chunk in resp.iter_any():
+                read.append(chunk)
+
+        task = asyncio.create_task(reader())
+        await asyncio.sleep(0)  # the reader waits
+        resp.feed(b"a")  # forwarded
+        accept = False
+        resp.feed(b"b")  # declined: queued, the reader woken
+        accept = True
+        resp.feed(b"c")  # behind a queued piece: queued too
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        resp.feed(b"stop")  # the reader waits again: forwarded, and it interrupts
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        resp.finish()
+        await task
+        return sunk, read
+
+    sunk, read = asyncio.run(run())
+    assert sunk == [b"a", b"stop"]
+    assert read == [b"bc", b""]
