@@ -1,6 +1,6 @@
-"""The gateway's server writes the same response heads as uvicorn's own: http_guard checks a
-head's headers once over all of them (CheckedOnceCycle) instead of per header, which must not
-change a byte of what goes out nor let a forbidden byte through."""
+"""The gateway's server (http_guard's protocol and request cycle) writes the same response heads
+as uvicorn's own, byte for byte, lets no forbidden byte through a header, and does not name
+itself."""
 
 from __future__ import annotations
 

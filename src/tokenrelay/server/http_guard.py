@@ -10,8 +10,8 @@ httptools protocol:
 - the response is never timed: a stream may run for as long as the vendor takes;
 - at most `max_per_ip` connections per client IP; the next one gets a 429 and is closed.
 
-It also sends a sized response's head and body in one write (`CoalescingTransport`), and
-checks a response's header names and values with one regex search each (`CheckedOnceCycle`).
+It also sends a sized response's head and body in one write (`CoalescingTransport`), and lets
+the relay write a stream's middle chunks synchronously (`ChunkWritingCycle`).
 
 Cost on the hot path: a few attribute writes and two clock reads per request (~1 µs). There is
 at most one timer per connection, not one per request: each request only moves the deadline,
@@ -25,13 +25,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
-from uvicorn.protocols.http.httptools_impl import (
-    HEADER_RE,
-    HEADER_VALUE_RE,
-    STATUS_LINE,
-    HttpToolsProtocol,
-    RequestResponseCycle,
-)
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +100,13 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class _ChunkWriting:
-    """What CheckedOnceCycle adds for a stream forwarded from the vendor's connection
-    (asgi.chunk_writer): a middle chunk written synchronously, from a protocol callback,
-    framed as uvicorn's `send` frames it; anything uvicorn would do more for (a paused or gone
-    client, a sized or finished body, HEAD) says no, and the chunk goes through `send`."""
+class ChunkWritingCycle(RequestResponseCycle):
+    """uvicorn's request cycle, plus a synchronous writer of a stream's middle chunks for the
+    relay to call from the vendor connection's callback (asgi.chunk_writer): framed as
+    uvicorn's `send` frames them; anything uvicorn would do more for (a paused or gone client,
+    a sized or finished body, HEAD) says no, and the chunk goes through `send`."""
 
-    def can_write_chunk(self: Any) -> bool:
+    def can_write_chunk(self) -> bool:
         return bool(
             self.chunked_encoding
             and self.response_started
@@ -122,67 +116,9 @@ class _ChunkWriting:
             and self.scope["method"] != "HEAD"
         )
 
-    def write_chunk(self: Any, body: bytes) -> None:
+    def write_chunk(self, body: bytes) -> None:
         if body:
             self.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
-
-
-class CheckedOnceCycle(RequestResponseCycle, _ChunkWriting):
-    """uvicorn's request cycle, but the response head's headers are checked for forbidden
-    bytes with one search over all names and one over all values, instead of two regex
-    searches per header (14 a request: ~7 µs of the ~150 a request costs). The regexes
-    match single bytes, so a search over the joined names finds a bad byte iff one name has
-    it. Anything else — a body, a bad header (raised as uvicorn raises it), the access log,
-    a paused or gone connection — goes through uvicorn's own `send`."""
-
-    async def send(self, message: Any) -> None:
-        if (
-            self.response_started
-            or self.disconnected
-            or self.flow.write_paused
-            or self.access_log
-            or message["type"] != "http.response.start"
-        ):
-            await super().send(message)
-            return
-        headers = self.default_headers + list(message.get("headers", []))
-        if HEADER_RE.search(b"".join([n for n, _ in headers])) or HEADER_VALUE_RE.search(
-            b"".join([v for _, v in headers])
-        ):
-            await super().send(message)  # raises uvicorn's own error for the bad one
-            return
-        self.response_started = True
-        self.waiting_for_100_continue = False
-        status_code = message["status"]
-        content = [STATUS_LINE[status_code]]
-        has_connection_close = False
-        for raw_name, value in headers:
-            name = raw_name.lower()
-            if name == b"content-length" and self.chunked_encoding is None:
-                self.expected_content_length = int(value.decode())
-                self.chunked_encoding = False
-            elif name == b"transfer-encoding" and value.lower() == b"chunked":
-                self.expected_content_length = 0
-                self.chunked_encoding = True
-            elif name == b"connection" and b"close" in _tokens(value):
-                self.keep_alive = False
-                has_connection_close = True
-            content.extend((name, b": ", value, b"\r\n"))
-        if not self.keep_alive and not has_connection_close:
-            content.append(b"connection: close\r\n")
-        if (
-            self.chunked_encoding is None
-            and self.scope["method"] != "HEAD"
-            and status_code not in (204, 304)
-        ):
-            self.chunked_encoding = True
-            content.append(b"transfer-encoding: chunked\r\n")
-        content.append(b"\r\n")
-        self.transport.write(b"".join(content))
-
-
-def _tokens(value: bytes) -> list[bytes]:
-    return [token.lower().strip() for token in value.split(b",")]
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -244,7 +180,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        cycle.__class__ = CheckedOnceCycle  # adds no state: only `send` differs
+        cycle.__class__ = ChunkWritingCycle  # adds no state, only two methods
         super()._start_asgi_task(cycle, app)
 
     def _enter(self, phase: int, timeout: float) -> None:
