@@ -20,7 +20,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backends import REDIS_URL
 from tokenrelay.billing.holds import RedisHolds
-from tokenrelay.store.redis_pipelined import PipelinedRedis, Scripts
+from tokenrelay.store.redis_pipelined import PipelinedRedis
+from tokenrelay.store.redis_pool import Scripts
 
 ECHO = "return {KEYS[1], ARGV[1], redis.call('INCR', KEYS[1])}"
 

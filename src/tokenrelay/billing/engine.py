@@ -33,7 +33,7 @@ from tokenrelay.catalog import Catalog, Price
 from tokenrelay.customers.keys import ApiKeyInfo
 from tokenrelay.errors import GatewayError
 from tokenrelay.settings import Settings
-from tokenrelay.store.redis_pool import redis_client
+from tokenrelay.store.redis_pool import Scripts, redis_client
 
 if TYPE_CHECKING:
     from tokenrelay.store.redis_pipelined import PipelinedRedis
@@ -159,7 +159,7 @@ class BillingEngine:
         loader = self._load_balance
         if self._redis is not None:
             # Imported here: the embedded default never loads redis.
-            from tokenrelay.store.redis_pipelined import PipelinedRedis, Scripts
+            from tokenrelay.store.redis_pipelined import PipelinedRedis
 
             fast = PipelinedRedis.from_url(s.redis_url, io_timeout_s=5) if s.redis_url else None
             self._fast_redis = fast

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from tokenrelay.single_flight import SingleFlight
-
-if TYPE_CHECKING:
-    from tokenrelay.store.redis_pipelined import Scripts
+from tokenrelay.store.redis_pool import Scripts
 
 BalanceLoader = Callable[[str], Awaitable[int]]
 # (balance, id of the newest ledger entry it includes), read in one statement.
@@ -338,11 +336,8 @@ class RedisHolds:
         scripts: Scripts | None = None,
     ) -> None:
         self._redis = redis
-        if scripts is None:  # imported here: redis is configured, so it is installed
-            from tokenrelay.store.redis_pipelined import Scripts
-
-            scripts = Scripts(None)
-        self._scripts = scripts  # the request path's scripts (hold, settle) go this way
+        # The request path's scripts (hold, settle) go through it.
+        self._scripts = scripts or Scripts()
         self._loader = loader
         self._prefix = prefix
         self._hold_ttl_ms = hold_ttl_s * 1000

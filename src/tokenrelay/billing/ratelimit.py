@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from tokenrelay.store.redis_pipelined import Scripts
+from tokenrelay.store.redis_pool import Scripts
 
 _IDLE_EVICT = 50_000
 
@@ -158,11 +157,7 @@ class RedisRateLimiter:
         self._redis = redis
         self._prefix = prefix
         self._script = redis.register_script(_BUCKET)
-        if scripts is None:  # imported here: redis is configured, so it is installed
-            from tokenrelay.store.redis_pipelined import Scripts
-
-            scripts = Scripts(None)
-        self._scripts = scripts
+        self._scripts = scripts or Scripts()
         # key id -> (requests, tokens, local time): the levels the last check here left.
         self._seen: dict[str, tuple[float, float, float]] = {}
 

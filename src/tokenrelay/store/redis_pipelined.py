@@ -189,25 +189,6 @@ class PipelinedRedis:
         self._watch = loop.call_later(self._io_timeout_s / 4, self._check_silence)
 
 
-class Scripts:
-    """Runs redis-py's registered scripts through a pipelined connection when there is one
-    (a script Redis lost goes through redis-py, which loads it again), else through redis-py.
-    The request path's scripts (holds, rate limits) take this one way."""
-
-    __slots__ = ("_fast",)
-
-    def __init__(self, fast: PipelinedRedis | None) -> None:
-        self._fast = fast
-
-    async def run(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        if self._fast is not None:
-            try:
-                return await self._fast.evalsha(script.sha, keys, args)
-            except NoScriptError:
-                pass
-        return await script(keys=keys, args=args)
-
-
 def _pack(parts: tuple[Any, ...]) -> bytes:
     # hiredis's stub types the command as a 1-tuple; any length packs.
     return hiredis.pack_command(cast(Any, parts))

@@ -9,10 +9,13 @@ seconds; the reasoning cache gives up sooner and goes on without it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from tokenrelay.store.redis_pipelined import PipelinedRedis
 
 
 def redis_client(url: str, *, connections: int, wait_s: float, io_timeout_s: float) -> Redis:
@@ -28,3 +31,26 @@ def redis_client(url: str, *, connections: int, wait_s: float, io_timeout_s: flo
         socket_connect_timeout=2,
     )
     return Redis.from_pool(pool)
+
+
+class Scripts:
+    """Runs redis-py's registered scripts through a pipelined connection when there is one
+    (store/redis_pipelined.py; a script Redis lost goes through redis-py, which loads it
+    again), else through redis-py. The request path's scripts (holds, rate limits) take this
+    one way."""
+
+    __slots__ = ("_fast", "_no_script")
+
+    def __init__(self, fast: PipelinedRedis | None = None) -> None:
+        from redis.exceptions import NoScriptError  # built only when Redis is configured
+
+        self._fast = fast
+        self._no_script = NoScriptError
+
+    async def run(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if self._fast is not None:
+            try:
+                return await self._fast.evalsha(script.sha, keys, args)
+            except self._no_script:
+                pass
+        return await script(keys=keys, args=args)
