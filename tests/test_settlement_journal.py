@@ -134,7 +134,8 @@ def test_rows_are_bound_exactly_as_sqlalchemy_binds_them(
 ) -> None:
     from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-    from tokenrelay.billing.journal import _COLUMNS, record_values
+    from tokenrelay.billing.journal import record_values
+    from tokenrelay.billing.writer import USAGE_COLUMNS as _COLUMNS
     from tokenrelay.store.tables import usage_records
 
     dialect = sqlite_dialect.dialect()
@@ -152,13 +153,14 @@ def test_lines_journaled_before_the_session_and_account_columns_replay() -> None
     """A journal written by an older gateway (before accounts, 0004, and sessions, 0005) still
     replays after an upgrade: no session, the record goes to the key's own account, its list
     cost the price it was billed at."""
-    from tokenrelay.billing.journal import _COLUMNS, _from_json, record_values
+    from tokenrelay.billing.journal import _from_json, record_values
+    from tokenrelay.billing.writer import USAGE_COLUMNS as _COLUMNS
 
     record = UsageRecord("req_old", "key_1", "gpt-4o", input_tokens=3, cost_nano=9)
     record.started_at = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
     record.upstream_cost_nano = 9
     values = record_values(record)
-    assert _COLUMNS[-8:] == [
+    assert list(_COLUMNS[-8:]) == [
         "session_id",
         "account_id",
         "upstream_cost_nano",

@@ -38,8 +38,13 @@ from typing import Any
 
 import orjson
 
-from tokenrelay.billing.writer import ROLLUP_COLUMNS, ROLLUP_SUMS, UsageRecord, rollup
-from tokenrelay.store.tables import usage_records
+from tokenrelay.billing.writer import (
+    ROLLUP_COLUMNS,
+    ROLLUP_SUMS,
+    USAGE_COLUMNS,
+    UsageRecord,
+    rollup,
+)
 
 log = logging.getLogger("tokenrelay.billing")
 
@@ -50,7 +55,6 @@ SEGMENT_BYTES = 8 * 1024 * 1024
 COMMIT_INTERVAL_S = 0.1
 _MAX_BATCH = 1000
 _MAX_BACKOFF_S = 2.0
-_COLUMNS = [c.name for c in usage_records.columns]
 # Rows go to SQLite many per statement: the thread releases the GIL once per statement, and
 # requests wait for it once per statement. Row by row (executemany) it took the GIL back for
 # every row, and with the gateway on one core each hand-off was a context switch: billing cost
@@ -79,7 +83,7 @@ def _chunked(sql: str, width: int, rows: int) -> str:
 
 
 _INSERT_USAGE = (
-    f"INSERT INTO usage_records ({', '.join(_COLUMNS)}) VALUES {{values}} "
+    f"INSERT INTO usage_records ({', '.join(USAGE_COLUMNS)}) VALUES {{values}} "
     "ON CONFLICT (request_id) DO NOTHING"
 )
 _INSERT_DEBITS = (
@@ -96,20 +100,20 @@ _UPSERT_DAILY = (
 # Values are bound the way SQLAlchemy binds them on SQLite (booleans as 0/1, datetimes as
 # "YYYY-MM-DD HH:MM:SS.ffffff"), so its readers see these rows like its own; a test holds the
 # two equal. Its bind processors cost 12 µs a row, on the same core as the requests.
-_ATTRS = attrgetter(*_COLUMNS)
+_ATTRS = attrgetter(*USAGE_COLUMNS)
 _REQUEST_ID, _KEY_ID, _ACCOUNT_ID, _COST = (
-    _COLUMNS.index(c) for c in ("request_id", "key_id", "account_id", "cost_nano")
+    USAGE_COLUMNS.index(c) for c in ("request_id", "key_id", "account_id", "cost_nano")
 )
-_MODEL_ASKED, _ERROR = _COLUMNS.index("model_asked"), _COLUMNS.index("error")
+_MODEL_ASKED, _ERROR = USAGE_COLUMNS.index("model_asked"), USAGE_COLUMNS.index("error")
 _MODEL, _VENDOR, _STATUS, _UPSTREAM, _LOSS = (
-    _COLUMNS.index(c) for c in ("model", "vendor", "status", "upstream_cost_nano", "loss_nano")
+    USAGE_COLUMNS.index(c) for c in ("model", "vendor", "status", "upstream_cost_nano", "loss_nano")
 )
 _IN, _CACHE_READ, _CACHE_WRITE, _OUT = (
-    _COLUMNS.index(c)
+    USAGE_COLUMNS.index(c)
     for c in ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens")
 )
 _STREAM, _FAST_PATH, _STARTED_AT = (
-    _COLUMNS.index(c) for c in ("stream", "fast_path", "started_at")
+    USAGE_COLUMNS.index(c) for c in ("stream", "fast_path", "started_at")
 )
 
 
@@ -340,7 +344,7 @@ class JournalWriter:
                     try:
                         _commit(conn, [row])
                     except sqlite3.IntegrityError as one:
-                        record = dict(zip(_COLUMNS, row, strict=True))
+                        record = dict(zip(USAGE_COLUMNS, row, strict=True))
                         log.error(
                             "usage record %s cannot be written (%s): %s",
                             row[_REQUEST_ID],
@@ -376,12 +380,12 @@ def _commit(conn: sqlite3.Connection, rows: list[list[Any]]) -> int:
     now = sqlite_datetime(dt.datetime.now(dt.UTC))
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if _insert_many(conn, _INSERT_USAGE, len(_COLUMNS), rows) == len(rows):
+        if _insert_many(conn, _INSERT_USAGE, len(USAGE_COLUMNS), rows) == len(rows):
             fresh = rows
         else:
             conn.execute("ROLLBACK")
             conn.execute("BEGIN IMMEDIATE")
-            one = _chunked(_INSERT_USAGE, len(_COLUMNS), 1)
+            one = _chunked(_INSERT_USAGE, len(USAGE_COLUMNS), 1)
             fresh = [row for row in rows if conn.execute(one, row).rowcount == 1]
         if fresh:
             per_account: dict[str, int] = {}
@@ -438,17 +442,17 @@ def sqlite_datetime(d: dt.datetime) -> str:
 
 
 # Lines journaled by an older gateway, oldest first: (how many values, what the columns added
-# since say for them). Each step brings a line to the next width; the last to len(_COLUMNS).
+# since say for them). Each step brings a line to the next width; the last to len(USAGE_COLUMNS).
 _OLDER_LINES: list[tuple[int, Callable[[list[Any]], list[Any]]]] = [
     # before accounts and sessions (0004, 0005): no session, the key's own account, its list
     # cost the price it was billed at
-    (len(_COLUMNS) - 8, lambda r: [*r, None, f"acct_{r[_KEY_ID]}", r[_COST]]),
+    (len(USAGE_COLUMNS) - 8, lambda r: [*r, None, f"acct_{r[_KEY_ID]}", r[_COST]]),
     # before the billing policy (0008): no reason recorded, no loss
-    (len(_COLUMNS) - 5, lambda r: [*r, "unrecorded", 0]),
+    (len(USAGE_COLUMNS) - 5, lambda r: [*r, "unrecorded", 0]),
     # before the deployment was recorded (0014): none known
-    (len(_COLUMNS) - 3, lambda r: [*r, None]),
+    (len(USAGE_COLUMNS) - 3, lambda r: [*r, None]),
     # before the receipt fields (0017): the vendor's id and the multiplier unknown
-    (len(_COLUMNS) - 2, lambda r: [*r, None, None]),
+    (len(USAGE_COLUMNS) - 2, lambda r: [*r, None, None]),
 ]
 
 
@@ -458,10 +462,10 @@ def _from_json(raw: Any) -> list[Any]:
         for width, pad in _OLDER_LINES:
             if len(raw) == width:
                 raw = pad(raw)
-        if len(raw) != len(_COLUMNS):
-            raise ValueError(f"{len(raw)} values for {len(_COLUMNS)} columns")
+        if len(raw) != len(USAGE_COLUMNS):
+            raise ValueError(f"{len(raw)} values for {len(USAGE_COLUMNS)} columns")
         return raw
-    row = {name: raw[name] for name in _COLUMNS if name in raw}
+    row = {name: raw[name] for name in USAGE_COLUMNS if name in raw}
     started = dt.datetime.fromisoformat(row["started_at"])
     record = UsageRecord(**{**row, "started_at": started})
     return record_values(record)

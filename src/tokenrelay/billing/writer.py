@@ -369,7 +369,7 @@ async def _commit_pg(conn: AsyncConnection, rows: dict[str, dict[str, Any]]) -> 
     values = [_USAGE_VALUES(r) for r in rows.values()]
     async with pg_batch.translated(conn) as driver:
         new = await driver.fetch(
-            pg_batch.settle_sql(_USAGE_COLUMNS, ROLLUP_SUMS),
+            pg_batch.settle_sql(USAGE_COLUMNS, ROLLUP_SUMS),
             *zip(*values, strict=True),
             dt.datetime.now(dt.UTC),
         )
@@ -407,9 +407,10 @@ def rollup(
     return [(*k, *v) for k, v in sorted(sums.items())]
 
 
-# PostgreSQL (pg_batch.py): usage rows bound as one array per column, in the table's order.
-_USAGE_COLUMNS = tuple(c.name for c in usage_records.columns)
-_USAGE_VALUES = itemgetter(*_USAGE_COLUMNS)
+# The usage table's columns in its order: how a record is bound, as one array per column on
+# PostgreSQL (pg_batch.py) and as one row per record in the SQLite journal (journal.py).
+USAGE_COLUMNS = tuple(c.name for c in usage_records.columns)
+_USAGE_VALUES = itemgetter(*USAGE_COLUMNS)
 
 
 async def _close_quietly(conn: AsyncConnection) -> None:
