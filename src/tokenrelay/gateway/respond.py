@@ -35,7 +35,9 @@ from tokenrelay.reasoning.cache import ReasoningCache
 from tokenrelay.upstreams.calls import upstream_unreachable
 
 if TYPE_CHECKING:
+    from tokenrelay.gateway.exchange import Exchange
     from tokenrelay.upstreams.attempts import Opened
+    from tokenrelay.upstreams.http_client import Response
 
 Opener = Callable[[], Awaitable["Opened[Prepared]"]]
 SHUTTING_DOWN = GatewayError(
@@ -71,17 +73,22 @@ class _Forward:
     __slots__ = ("_ctx", "_ex", "_pending", "_resp", "_watch", "_writer")
 
     def __init__(
-        self, resp: Any, ex: Any, ctx: RequestContext, watch: DisconnectWatch, writer: Any
+        self,
+        resp: Response,
+        ex: Exchange,
+        ctx: RequestContext,
+        watch: DisconnectWatch,
+        writer: Any,
     ) -> None:
         self._resp, self._ex, self._ctx, self._watch, self._writer = resp, ex, ctx, watch, writer
         self._pending = b""
 
     @classmethod
     def over(
-        cls, resp: Any, ex: Any, ctx: RequestContext, watch: DisconnectWatch, send: Send
+        cls, resp: Response, ex: Exchange, ctx: RequestContext, watch: DisconnectWatch, send: Send
     ) -> _Forward | None:
         writer = chunk_writer(send)
-        if writer is None or not hasattr(resp, "forward"):
+        if writer is None:  # a server without a synchronous writer: every chunk via the task
             return None
         forward = cls(resp, ex, ctx, watch, writer)
         resp.forward(forward)
