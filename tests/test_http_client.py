@@ -297,7 +297,7 @@ def test_forwarded_body_keeps_its_order_and_the_reader_gets_what_the_sink_declin
     from tokenrelay.upstreams.http_client import Headers, Response
 
     async def run() -> tuple[list[bytes], list[bytes]]:
-        resp = Response(SimpleNamespace(transport=None), None)  # type: ignore[arg-type]
+        resp = Response(SimpleNamespace(transport=None), None, asyncio.get_running_loop())  # type: ignore[arg-type]
         resp.start(200, Headers({"content-length": "9"}))
         sunk: list[bytes] = []
         read: list[bytes] = []

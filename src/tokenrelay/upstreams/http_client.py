@@ -159,9 +159,11 @@ class _Connection(asyncio.Protocol):
 class Response:
     """The vendor's answer: status and headers once `request` returns; the body streams."""
 
-    def __init__(self, conn: _Connection, idle_timeout: float | None) -> None:
+    def __init__(
+        self, conn: _Connection, idle_timeout: float | None, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._conn = conn
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop  # the caller's: asyncio.get_running_loop() is a getpid syscall on 3.11
         self._read_timeout = idle_timeout
         self.status = 0
         self.headers: Headers = Headers({})
@@ -489,7 +491,7 @@ class HttpClient:
             if deadline is not None and deadline - loop.time() < connect_s:
                 connect_s = max(deadline - loop.time(), 0.001)
             conn = await pool.connect(connect_s)
-            resp = Response(conn, t.idle_s)
+            resp = Response(conn, t.idle_s, loop)
             if deadline is not None:
                 resp.limit_total(deadline, t.total_s or 0)
             conn.send(head, body, resp)
