@@ -49,6 +49,8 @@ def test_first_and_second_run_say_where_to_go(tmp_path: Path) -> None:
     assert "Quick-start API key" in first and "sk-aic-" in first
     assert f"Site: http://127.0.0.1:{port}/" in first
     assert f"Operator console: http://127.0.0.1:{port}/admin" in first
+    # A port of its own: under xdist another test may have taken the first one meanwhile.
+    port = free_port()
     second = _serve_until_console_line(env, port)
     assert "sk-aic-" not in second
     assert f"sign up at http://127.0.0.1:{port}/signup" in second
