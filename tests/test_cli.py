@@ -113,7 +113,7 @@ def test_bad_database_url_is_one_line_without_password(
         ("TOKENRELAY_BILLING_POLICY", "sometimes", "'delivered' or 'vendor_accepted_input'"),
         ("TOKENRELAY_LOG_LEVEL", "loud", "'debug', 'info', 'warning', 'error' or 'critical'"),
         ("TOKENRELAY_SIGNUP", "maybe", "'open', 'invite' or 'off'"),
-        ("TOKENRELAY_PORT", "eighty", "integer"),
+        ("TOKENRELAY_PORT", "eighty", "`int`"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_variable(
