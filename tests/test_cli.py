@@ -113,7 +113,7 @@ def test_bad_database_url_is_one_line_without_password(
         ("TOKENRELAY_BILLING_POLICY", "sometimes", "'delivered' or 'vendor_accepted_input'"),
         ("TOKENRELAY_LOG_LEVEL", "loud", "'debug', 'info', 'warning', 'error' or 'critical'"),
         ("TOKENRELAY_SIGNUP", "maybe", "'open', 'invite' or 'off'"),
-        ("TOKENRELAY_PORT", "eighty", "integer"),
+        ("TOKENRELAY_PORT", "eighty", "`int`"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_variable(
@@ -126,6 +126,20 @@ def test_a_bad_setting_is_one_line_naming_the_variable(
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and variable in lines[0] and accepted in lines[0], lines
     assert repr(value) in lines[0] and "Traceback" not in result.output
+
+
+def test_every_bad_setting_is_named_and_a_secret_is_not_shown(
+    db_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKENRELAY_SECRET_KEY", "short-7f3e9c")
+    monkeypatch.setenv("TOKENRELAY_SESSION_TTL_S", "0")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(main, ["keys", "list"])
+    assert result.exit_code == 2, result.output
+    [line] = result.output.strip().splitlines()
+    assert "TOKENRELAY_SESSION_TTL_S: Expected `int` >= 1 (got '0')" in line
+    assert "TOKENRELAY_SECRET_KEY: Expected at least 16 characters" in line
+    assert "7f3e9c" not in line
 
 
 def test_log_level_is_any_case(db_env: str, monkeypatch: pytest.MonkeyPatch) -> None:

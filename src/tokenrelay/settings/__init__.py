@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import ValidationError
-
 from tokenrelay.settings.batches import BatchSettings
 from tokenrelay.settings.billing import BillingPolicy, BillingSettings, Switch
 from tokenrelay.settings.emulator import EmulateMode, EmulatorSettings
+from tokenrelay.settings.group import SettingsError
 from tokenrelay.settings.ops import LogFormat, LogLevel, OpsSettings, OtelMode
 from tokenrelay.settings.portal import CookieSecure, PlusTags, PortalSettings, SignupMode
+from tokenrelay.settings.secret import SecretStr
 from tokenrelay.settings.server import ServerSettings
 from tokenrelay.settings.store import StoreSettings
 from tokenrelay.settings.upstreams import OnDisconnect, Timeouts, UpstreamSettings
@@ -33,6 +33,7 @@ __all__ = [
     "OnDisconnect",
     "OtelMode",
     "PlusTags",
+    "SecretStr",
     "Settings",
     "SettingsError",
     "SignupMode",
@@ -60,24 +61,8 @@ class Settings(
         return mode == "all" or (mode == "keyless" and api_key is None)
 
 
-class SettingsError(ValueError):
-    """A setting's value is not one the gateway accepts (named, with what it accepts)."""
-
-
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        raise SettingsError(describe(exc)) from None
-
-
-def describe(exc: ValidationError) -> str:
-    """One line: each wrong variable by its public name, what it accepts, what it got."""
-    problems = []
-    for e in exc.errors():
-        name = str(e["loc"][0]) if e["loc"] else "settings"
-        field = Settings.model_fields.get(name)
-        name = field.alias or name if field is not None else name
-        problems.append(f"{name}: {e['msg']} (got {e.get('input')!r})")
-    return "invalid settings: " + "; ".join(problems)
+    """The settings from the environment, read once; SettingsError (one line naming each wrong
+    variable) if any value is not one the gateway accepts."""
+    return Settings()

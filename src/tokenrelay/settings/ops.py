@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr
+from msgspec import Meta
 
 from tokenrelay.settings.billing import Switch
-from tokenrelay.settings.group import Group
+from tokenrelay.settings.group import Before, Group, env
+from tokenrelay.settings.secret import SecretStr
 
 # Python's level names, any case (uvicorn and logging are each given the case they want).
 LogLevel = Annotated[
     Literal["debug", "info", "warning", "error", "critical"],
-    BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+    Before(str.lower),
 ]
 # "text" or "json" (one JSON object a line: time, level, logger, message, fields).
 LogFormat = Literal["text", "json"]
@@ -22,14 +23,14 @@ OtelMode = Literal["on", "off", "auto"]
 
 
 class OpsSettings(Group):
-    log_level: LogLevel = Field("info", alias="TOKENRELAY_LOG_LEVEL")
-    log_format: LogFormat = Field("text", alias="TOKENRELAY_LOG_FORMAT")
+    log_level: LogLevel = env("TOKENRELAY_LOG_LEVEL", "info")
+    log_format: LogFormat = env("TOKENRELAY_LOG_FORMAT", "text")
     # "on": one line per finished request on the `tokenrelay.access` logger.
-    access_log: Switch = Field("off", alias="TOKENRELAY_ACCESS_LOG")
-    otel: OtelMode = Field("auto", alias="TOKENRELAY_OTEL")
+    access_log: Switch = env("TOKENRELAY_ACCESS_LOG", "off")
+    otel: OtelMode = env("TOKENRELAY_OTEL", "auto")
     # Operator alerts (tokenrelay.admin.alerts): a vendor with every deployment down, an
     # error-rate jump, a model sold below upstream cost go to this webhook (JSON POST) and/or
     # email address; customers' low-balance emails go out on the same check.
-    alert_webhook_url: SecretStr | None = Field(None, alias="TOKENRELAY_ALERT_WEBHOOK_URL")
-    alert_email: str | None = Field(None, alias="TOKENRELAY_ALERT_EMAIL")
-    alert_interval_s: float = Field(60.0, alias="TOKENRELAY_ALERT_INTERVAL_S", gt=0)
+    alert_webhook_url: SecretStr | None = env("TOKENRELAY_ALERT_WEBHOOK_URL", None)
+    alert_email: str | None = env("TOKENRELAY_ALERT_EMAIL", None)
+    alert_interval_s: Annotated[float, Meta(gt=0)] = env("TOKENRELAY_ALERT_INTERVAL_S", 60.0)

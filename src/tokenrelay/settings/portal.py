@@ -4,11 +4,12 @@ and the operator's brand."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from msgspec import Meta
 
-from tokenrelay.settings.group import Group
+from tokenrelay.settings.group import Check, Group, env
+from tokenrelay.settings.secret import SecretStr
 
 # "open": anyone may sign up (and gets signup_credit_usd); "invite": only with a redemption
 # code; "off": no sign-up page (accounts come from the operator).
@@ -22,45 +23,49 @@ PlusTags = Literal["strip", "keep"]
 
 
 class PortalSettings(Group):
-    signup: SignupMode = Field("open", alias="TOKENRELAY_SIGNUP")
-    signup_credit_usd: Decimal = Field(Decimal(0), alias="TOKENRELAY_SIGNUP_CREDIT_USD", ge=0)
+    signup: SignupMode = env("TOKENRELAY_SIGNUP", "open")
+    signup_credit_usd: Annotated[
+        Decimal, Check(lambda d: d.is_finite() and d >= 0, "a decimal >= 0")
+    ] = env("TOKENRELAY_SIGNUP_CREDIT_USD", Decimal(0))
     # Signs session cookies, CSRF tokens and password-reset links. Every replica behind a load
     # balancer needs the same one; unset, each process picks a random one (one replica only:
     # sessions then end with the process).
-    session_secret: SecretStr | None = Field(None, alias="TOKENRELAY_SESSION_SECRET")
-    session_ttl_s: int = Field(7 * 24 * 3600, alias="TOKENRELAY_SESSION_TTL_S", gt=0)
-    cookie_secure: CookieSecure = Field("auto", alias="TOKENRELAY_COOKIE_SECURE")
+    session_secret: SecretStr | None = env("TOKENRELAY_SESSION_SECRET", None)
+    session_ttl_s: Annotated[int, Meta(gt=0)] = env("TOKENRELAY_SESSION_TTL_S", 7 * 24 * 3600)
+    cookie_secure: CookieSecure = env("TOKENRELAY_COOKIE_SECURE", "auto")
     # Failed sign-ins per (client IP, email) within login_window_s before each further try
     # waits, doubling from a second; ten times as many per client IP across emails.
-    login_attempts: int = Field(5, alias="TOKENRELAY_LOGIN_ATTEMPTS", gt=0)
-    login_window_s: int = Field(300, alias="TOKENRELAY_LOGIN_WINDOW_S", gt=0)
+    login_attempts: Annotated[int, Meta(gt=0)] = env("TOKENRELAY_LOGIN_ATTEMPTS", 5)
+    login_window_s: Annotated[int, Meta(gt=0)] = env("TOKENRELAY_LOGIN_WINDOW_S", 300)
     # Sign-ups per client IP and in all per hour (shared across replicas with Redis).
-    signup_per_ip_hour: int = Field(3, alias="TOKENRELAY_SIGNUP_PER_IP_HOUR", ge=0)
-    signup_per_hour: int = Field(100, alias="TOKENRELAY_SIGNUP_PER_HOUR", ge=0)
-    signup_plus_tags: PlusTags = Field("strip", alias="TOKENRELAY_SIGNUP_PLUS_TAGS")
+    signup_per_ip_hour: Annotated[int, Meta(ge=0)] = env("TOKENRELAY_SIGNUP_PER_IP_HOUR", 3)
+    signup_per_hour: Annotated[int, Meta(ge=0)] = env("TOKENRELAY_SIGNUP_PER_HOUR", 100)
+    signup_plus_tags: PlusTags = env("TOKENRELAY_SIGNUP_PLUS_TAGS", "strip")
     # Dots in the local part are ignored at the domains listed (Gmail delivers a.lice@ to
     # alice@).
-    signup_dotless_domains: str = Field(
-        "gmail.com,googlemail.com", alias="TOKENRELAY_SIGNUP_DOTLESS_DOMAINS"
+    signup_dotless_domains: str = env(
+        "TOKENRELAY_SIGNUP_DOTLESS_DOMAINS", "gmail.com,googlemail.com"
     )
     # Password reset mail: smtp://user:pass@host:port (smtps:// for TLS); unset, the reset
     # link is written to the log (development).
-    smtp_url: SecretStr | None = Field(None, alias="TOKENRELAY_SMTP_URL")
-    mail_from: str = Field("tokenrelay@localhost", alias="TOKENRELAY_MAIL_FROM")
+    smtp_url: SecretStr | None = env("TOKENRELAY_SMTP_URL", None)
+    mail_from: str = env("TOKENRELAY_MAIL_FROM", "tokenrelay@localhost")
     # Stripe Checkout top-ups (off unless the secret key is set); the webhook secret verifies
     # POST /stripe/webhook; amounts offered in whole USD.
-    stripe_secret_key: SecretStr | None = Field(None, alias="STRIPE_SECRET_KEY")
-    stripe_webhook_secret: SecretStr | None = Field(None, alias="STRIPE_WEBHOOK_SECRET")
-    stripe_api_base: str | None = Field(None, alias="TOKENRELAY_STRIPE_API_BASE")  # tests
-    stripe_amounts_usd: str = Field("10,25,100", alias="TOKENRELAY_STRIPE_AMOUNTS_USD")
+    stripe_secret_key: SecretStr | None = env("STRIPE_SECRET_KEY", None)
+    stripe_webhook_secret: SecretStr | None = env("STRIPE_WEBHOOK_SECRET", None)
+    stripe_api_base: str | None = env("TOKENRELAY_STRIPE_API_BASE", None)  # tests
+    stripe_amounts_usd: str = env("TOKENRELAY_STRIPE_AMOUNTS_USD", "10,25,100")
 
     # --- The operator's brand (tokenrelay.portal.brand): every page, mail and docs example.
     # The public base URL is `public_url` (server settings).
-    site_name: str = Field("tokenrelay", alias="TOKENRELAY_SITE_NAME", min_length=1)
-    support_email: str | None = Field(None, alias="TOKENRELAY_SUPPORT_EMAIL")
-    brand_color: str = Field("#3559c7", alias="TOKENRELAY_BRAND_COLOR", pattern="^#[0-9a-fA-F]{6}$")
-    logo_url: str | None = Field(None, alias="TOKENRELAY_LOGO_URL")
-    terms_url: str | None = Field(None, alias="TOKENRELAY_TERMS_URL")
-    privacy_url: str | None = Field(None, alias="TOKENRELAY_PRIVACY_URL")
+    site_name: Annotated[str, Meta(min_length=1)] = env("TOKENRELAY_SITE_NAME", "tokenrelay")
+    support_email: str | None = env("TOKENRELAY_SUPPORT_EMAIL", None)
+    brand_color: Annotated[str, Meta(pattern="^#[0-9a-fA-F]{6}$")] = env(
+        "TOKENRELAY_BRAND_COLOR", "#3559c7"
+    )
+    logo_url: str | None = env("TOKENRELAY_LOGO_URL", None)
+    terms_url: str | None = env("TOKENRELAY_TERMS_URL", None)
+    privacy_url: str | None = env("TOKENRELAY_PRIVACY_URL", None)
     # A TOML file with the same names (site_name = "...") that overrides the variables above.
-    brand_file: str | None = Field(None, alias="TOKENRELAY_BRAND_FILE")
+    brand_file: str | None = env("TOKENRELAY_BRAND_FILE", None)
