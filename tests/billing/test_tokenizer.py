@@ -1,0 +1,38 @@
+"""The o200k_base the gateway builds from its own copy of the vocabulary is tiktoken's
+definition of it, and a vocabulary that is not OpenAI's file is refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tiktoken_ext import openai_public
+
+from tokenrelay.billing import tokenizer
+
+
+def test_the_definition_is_tiktokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: dict[str, Any] = {}
+
+    def load_tiktoken_bpe(url: str, expected_hash: str) -> dict[bytes, int]:
+        asked.update(url=url, expected_hash=expected_hash)
+        return {}  # the vocabulary itself is checked by its hash
+
+    monkeypatch.setattr(openai_public, "load_tiktoken_bpe", load_tiktoken_bpe)
+    definition = openai_public.o200k_base()
+    assert asked["url"].endswith("/o200k_base.tiktoken")
+    assert asked["expected_hash"] == tokenizer.VOCABULARY_SHA256
+    assert definition["pat_str"] == tokenizer.PAT_STR
+    assert definition["special_tokens"] == tokenizer.SPECIAL_TOKENS
+    encoding = tokenizer.encoding()
+    assert encoding.name == definition["name"]
+    assert encoding.n_vocab == 200_019
+
+
+def test_a_vocabulary_that_is_not_openais_is_refused() -> None:
+    original = tokenizer.vocabulary()
+    assert len(tokenizer.mergeable_ranks(original)) == 199_998
+    swapped = original.replace(b"IQ== 0\nIg== 1\n", b"Ig== 0\nIQ== 1\n", 1)  # two ranks swapped
+    assert swapped != original
+    with pytest.raises(ValueError, match="sha256"):
+        tokenizer.mergeable_ranks(swapped)
