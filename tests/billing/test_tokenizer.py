@@ -3,6 +3,9 @@ definition of it, and a vocabulary that is not OpenAI's file is refused."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,3 +39,30 @@ def test_a_vocabulary_that_is_not_openais_is_refused() -> None:
     assert swapped != original
     with pytest.raises(ValueError, match="sha256"):
         tokenizer.mergeable_ranks(swapped)
+
+
+def test_a_gateway_with_a_vocabulary_that_is_not_openais_does_not_start(tmp_path: Path) -> None:
+    """Refused at startup, not found out at a count (which would then bill bytes)."""
+    code = f"""
+import asyncio, os
+from tokenrelay.billing import tokenizer
+from tokenrelay.server.app import create_app
+from tokenrelay.settings import Settings
+
+packaged = tokenizer.vocabulary
+tokenizer.vocabulary = lambda: packaged().replace(b"IQ== 0\\n", b"Ig== 0\\n", 1)
+
+async def main():
+    gw = create_app(Settings(database_url="sqlite:///{tmp_path}/t.db", emulate="all"))
+    try:
+        await gw.startup()
+    except ValueError as exc:
+        print("refused:", exc)
+    else:
+        print("started")
+    os._exit(0)  # what started before the refusal is not shut down here
+
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("refused:") and "sha256" in out.stdout, out.stdout + out.stderr
