@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tiktoken
 from tiktoken_ext import openai_public
 
 from tokenrelay.billing import tokenizer
@@ -27,9 +29,45 @@ def test_the_definition_is_tiktokens(monkeypatch: pytest.MonkeyPatch) -> None:
     assert asked["expected_hash"] == tokenizer.VOCABULARY_SHA256
     assert definition["pat_str"] == tokenizer.PAT_STR
     assert definition["special_tokens"] == tokenizer.SPECIAL_TOKENS
-    encoding = tokenizer.encoding()
-    assert encoding.name == definition["name"]
-    assert encoding.n_vocab == 200_019
+    assert definition["name"] == "o200k_base"
+
+
+TEXTS = [
+    "",
+    "Say hello. The quick brown fox jumps over the lazy dog 1234567890 times.",
+    'def f(x):\n    return {"a": [1, 2, 3], "b": x ** 2}  # comment\n\t\r\n',
+    "Grüße, 世界! Привет мир. 🎉🚀 naïve café — “quotes” … ١٢٣ I'm we'LL",
+    "before \ud800 after \udfff",
+    "text with <|endoftext|> inside",
+    "<|endofprompt|>",
+    "<|endoftext| and |endofprompt|>",
+    "lorem ipsum dolor sit amet " * 7_000,
+    "x" * 200_000,
+]
+
+
+def _outcome(encode: Callable[[str], list[int]], text: str) -> list[int] | type[Exception]:
+    try:
+        return encode(text)
+    except ValueError:
+        return ValueError
+
+
+@pytest.fixture(scope="module")
+def public_encoding() -> tiktoken.Encoding:
+    """tiktoken's public Encoding of the same vocabulary, pattern and special tokens."""
+    return tiktoken.Encoding(
+        "o200k_base",
+        pat_str=tokenizer.PAT_STR,
+        mergeable_ranks=tokenizer.mergeable_ranks(tokenizer.vocabulary()),
+        special_tokens=tokenizer.SPECIAL_TOKENS,
+    )
+
+
+@pytest.mark.parametrize("text", TEXTS, ids=range(len(TEXTS)))
+def test_encode_is_the_public_encodings(text: str, public_encoding: tiktoken.Encoding) -> None:
+    """The same tokens and the same refusals as `tiktoken.Encoding.encode`."""
+    assert _outcome(tokenizer.encode, text) == _outcome(public_encoding.encode, text)
 
 
 def test_a_vocabulary_that_is_not_openais_is_refused() -> None:

@@ -35,7 +35,7 @@ def count_tokens(text: str) -> int:
     if not text:
         return 0
     try:
-        encode = tokenizer.encoding().encode
+        encode = tokenizer.encode
         if len(text) <= _SLICE_CHARS:
             return len(encode(text))
         total, start = 0, 0

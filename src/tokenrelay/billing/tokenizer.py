@@ -5,8 +5,7 @@ registry downloads from openaipublic.blob.core.windows.net, gzipped: nothing is 
 time. It is checked against the sha256 tiktoken pins before anything is built from it.
 
 Built once per process, by the server at startup (server/app.py), otherwise at the first count:
-~0.28 s of CPU (~0.12 s of it in tiktoken's constructor, which holds the GIL) and ~63 MB
-(tiktoken's Rust tables ~35 MB, the dict of ranks `tiktoken.Encoding` keeps ~27 MB).
+~0.27 s of CPU (~0.12 s of it in tiktoken's constructor, which holds the GIL), ~48 MB.
 """
 
 from __future__ import annotations
@@ -17,10 +16,7 @@ import hashlib
 import threading
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # imported by the first build: tiktoken's Rust library maps ~5 MB
-    import tiktoken
+from typing import Protocol
 
 # tiktoken_ext/openai_public.py's o200k_base (tiktoken 0.14): the file's hash, the pattern
 # that splits text into pieces before BPE, the special tokens. tests/billing/test_tokenizer.py
@@ -58,22 +54,40 @@ def mergeable_ranks(tiktoken_file: bytes) -> dict[bytes, int]:
     return dict(zip(map(binascii.a2b_base64, fields[::2]), map(int, fields[1::2]), strict=True))
 
 
+class _CoreBPE(Protocol):  # tiktoken._tiktoken.CoreBPE, which ships no type stubs
+    def encode_ordinary(self, text: str) -> list[int]: ...
+
+
 @cache
-def _build() -> tiktoken.Encoding:
-    import tiktoken
+def _build() -> _CoreBPE:
+    # tiktoken's Rust core, not the `tiktoken.Encoding` around it: that also keeps the dict of
+    # ranks it is built from, 27 MB that only its single-token helpers read. `encode` below is
+    # the part of `Encoding.encode` a count needs.
+    from tiktoken._tiktoken import CoreBPE
 
-    ranks = mergeable_ranks(vocabulary())
-    encoding = tiktoken.Encoding(
-        "o200k_base", pat_str=PAT_STR, mergeable_ranks=ranks, special_tokens=SPECIAL_TOKENS
-    )
-    # The first encode imports and compiles the special-token check (the `regex` module, ~35
-    # ms): paid with the rest of the build.
-    encoding.encode("warm")
-    return encoding
+    core: _CoreBPE = CoreBPE(mergeable_ranks(vocabulary()), SPECIAL_TOKENS, PAT_STR)
+    return core
 
 
-def encoding() -> tiktoken.Encoding:
+def load() -> _CoreBPE:
     """o200k_base, built at the first call. One build, whichever thread asks first: the
     others wait for it (tiktoken's constructor holds the GIL ~115 ms anyway)."""
     with _lock:
         return _build()
+
+
+def encode(text: str) -> list[int]:
+    """`tiktoken.get_encoding("o200k_base").encode(text)`: a text holding a special token's
+    text is refused (ValueError), lone surrogates are replaced (U+FFFD)."""
+    for special in SPECIAL_TOKENS:
+        if special in text:
+            raise ValueError(
+                f"Encountered text corresponding to disallowed special token {special!r}"
+            )
+    core = load()
+    try:
+        return core.encode_ordinary(text)
+    except UnicodeEncodeError:  # as tiktoken fixes it up
+        return core.encode_ordinary(
+            text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        )
