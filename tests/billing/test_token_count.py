@@ -37,3 +37,27 @@ def test_a_special_tokens_text_is_counted_as_bytes(special: str) -> None:
 
 def test_nothing_is_no_tokens() -> None:
     assert metering.count_tokens("") == 0
+
+
+async def test_a_long_prompt_is_counted_while_the_event_loop_serves_others() -> None:
+    """A megabyte of letters without a space takes tiktoken a third of a second: counted in a
+    worker thread, other requests go on meanwhile (inline, the count would finish before any
+    other task had a turn). The count is the same either way."""
+    import asyncio
+
+    from tokenrelay import ir
+    from tokenrelay.gateway.opening_usage import count_opening, opening_input_tokens
+
+    text = "x" * 1_000_000 + "y"  # unremembered: the piece cache keys on length and hash
+    req = ir.Request(model="m", messages=[ir.Message("user", [ir.Text(text)])])
+    count_done_when_others_ran: list[bool] = []
+
+    async def another_request() -> None:
+        count_done_when_others_ran.append(counting.done())
+
+    counting = asyncio.ensure_future(count_opening(req))
+    other = asyncio.ensure_future(another_request())  # its turn comes after the count's first
+    counted = await counting
+    await other
+    assert count_done_when_others_ran == [False]
+    assert counted == opening_input_tokens(req) == 125_000 + 1 + 4

@@ -50,6 +50,10 @@ class Exchange(Protocol):
     # whose final usage will not come.
     cut: bool
 
+    async def prepare(self) -> None:
+        """Before `start`, work that may be long, off the event loop (the opening count)."""
+        ...
+
     def start(self, call: UpstreamRequest) -> None: ...
 
     def feed(self, chunk: bytes) -> bytes:
@@ -94,3 +98,6 @@ class ExchangeBase:
         self._framing: Framing = framing
         self.stream_headers = SSE_HEADERS if framing == "sse" else JSON_ARRAY_STREAM_HEADERS
         self.failure: ir.Error | None = None
+
+    async def prepare(self) -> None:
+        return None

@@ -13,8 +13,10 @@ its system prompt, tools and earlier turns on every request, so only the new tur
 
 from __future__ import annotations
 
+import functools
+
 from tokenrelay import ir
-from tokenrelay.billing.metering import count_tokens, prompt_texts
+from tokenrelay.billing.metering import count_tokens, counted, prompt_texts
 
 _MAX_REMEMBERED = 4096
 # (length, hash) of a piece → its count. Not the text itself: a cache of prompts would hold
@@ -34,6 +36,17 @@ def _tokens(text: str) -> int:
     return n
 
 
+def _opening(pieces: list[str], messages: int, images: int) -> int:
+    return sum(_tokens(p) for p in pieces) + 4 * messages + 1500 * images
+
+
 def opening_input_tokens(req: ir.Request) -> int:
     pieces, images = prompt_texts(req)
-    return sum(_tokens(p) for p in pieces) + 4 * len(req.messages) + 1500 * images
+    return _opening(pieces, len(req.messages), images)
+
+
+async def count_opening(req: ir.Request) -> int:
+    """opening_input_tokens, in a worker thread when what is not remembered is long."""
+    pieces, images = prompt_texts(req)
+    fresh = sum(len(p) for p in pieces if len(p) >= 256 and (len(p), hash(p)) not in _counts)
+    return await counted(functools.partial(_opening, pieces, len(req.messages), images), fresh)

@@ -22,7 +22,7 @@ from tokenrelay.asgi import ClientDisconnected, Receive, Scope, Send, send_json
 from tokenrelay.billing.metering import RequestContext
 from tokenrelay.errors import GatewayError, invalid
 from tokenrelay.gateway.codec import Frontend
-from tokenrelay.gateway.opening_usage import opening_input_tokens
+from tokenrelay.gateway.opening_usage import count_opening
 from tokenrelay.gateway.relay import Relay, new_request_id
 
 log = logging.getLogger("tokenrelay.gateway.quote")
@@ -51,7 +51,7 @@ async def serve_quote(
         key, p = await relay.prepare(frontend, ctx, scope, receive)
         model_id = p.model_id
         await relay.meter.admit_count(key, model_id)
-        input_tokens = opening_input_tokens(p.intake.req)
+        input_tokens = await count_opening(p.intake.req)
         body: dict[str, Any] = {
             "object": "quote",
             "model_asked": ctx.model_asked,

@@ -170,6 +170,7 @@ class Responder:
         p = opened.target
         ex = p.exchange
         async with opened.response as resp:
+            await ex.prepare()
             ex.start(p.call)
             # Nothing sends the call again once its answer streams: its body (the prompt, in
             # orjson's buffer of up to 10x its length) is not kept for the stream's life.

@@ -12,7 +12,7 @@ from tokenrelay import ir
 from tokenrelay.errors import GatewayError
 from tokenrelay.gateway.codec import StreamRenderer
 from tokenrelay.gateway.exchange import ExchangeBase
-from tokenrelay.gateway.opening_usage import opening_input_tokens
+from tokenrelay.gateway.opening_usage import count_opening, opening_input_tokens
 from tokenrelay.gateway.stop_sequences import StopFilter
 from tokenrelay.reasoning.cache import remember
 from tokenrelay.vendors.base import StreamDecoder, UpstreamRequest
@@ -25,6 +25,7 @@ class TranslatedExchange(ExchangeBase):
     _folded: ir.Response | None = None
     _decoder: StreamDecoder | None = None
     _renderer: StreamRenderer | None = None
+    _opening: int | None = None  # the prompt's count for the opening event, when prepared
     # Stop sequences the gateway enforces for a model that refuses them (None: no filter, the
     # usual case, which costs nothing).
     _stops: StopFilter | None = None
@@ -67,17 +68,29 @@ class TranslatedExchange(ExchangeBase):
 
     # ------------------------------------------------------------------------------ stream
 
+    async def prepare(self) -> None:
+        renderer = self._new_renderer()
+        if renderer.usage_at_start:  # a long prompt is counted off the event loop
+            self._opening = await count_opening(self._req)
+
     def start(self, call: UpstreamRequest) -> None:
         self._collected: list[ir.Event] = []  # what reasoning state is made of
         self._decoder = self._vendor.stream_decoder(call)
+        renderer = self._renderer or self._new_renderer()
+        if renderer.usage_at_start:  # the vendor's own count, when it comes, replaces it
+            opening = self._opening
+            renderer.render(
+                ir.Usage(input=opening_input_tokens(self._req) if opening is None else opening)
+            )
+
+    def _new_renderer(self) -> StreamRenderer:
         self._renderer = self._frontend.stream_renderer(
             request_id=self._ctx.request_id,
             include_usage=self._req.include_usage,
             echo=self._req.echo,
             framing=self._framing,
         )
-        if self._renderer.usage_at_start:  # the vendor's own count, when it comes, replaces it
-            self._renderer.render(ir.Usage(input=opening_input_tokens(self._req)))
+        return self._renderer
 
     def feed(self, chunk: bytes) -> bytes:
         assert self._decoder is not None
