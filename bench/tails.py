@@ -7,11 +7,17 @@ For each contender (nginx, then tokenrelay with billing on), pinned as in the ma
 - the ramp: `--streams` streams (default 3,000) of 64 chunks 20 ms apart, 1,000 at a time,
   opened over 1 s, time to first chunk p99 and the gateway's peak RSS.
 Every figure is given as tokenrelay ÷ nginx from the same run.
+
+`--memory-only` measures tokenrelay's memory alone (no nginx): for each count in `--counts`
+(default 0,250,500,1000) a fresh gateway, its idle RSS after its first request, then that many
+streams open at once (64 chunks `--interval-ms` apart, opened over 1 s) and the peak RSS while
+they are open; KB per live stream is the least-squares slope of peak over count.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +25,7 @@ from typing import Any
 
 from bench import contenders as cmod
 from bench import loadgen, phases, proc
-from bench.procstats import tree_rss_mb
+from bench.procstats import Monitor, tree_rss_mb
 
 
 def run(c: cmod.Contender, ctx: cmod.Ctx, streams: int, mock_pid: int) -> dict[str, Any]:
@@ -49,15 +55,55 @@ def run(c: cmod.Contender, ctx: cmod.Ctx, streams: int, mock_pid: int) -> dict[s
         c.stop()
 
 
+def held_streams(c: cmod.Contender, ctx: cmod.Ctx, n: int, interval_ms: int) -> dict[str, Any]:
+    """A fresh gateway's idle RSS, then its peak RSS while `n` slow streams are open at once."""
+    c.start(ctx)
+    try:
+        assert c.pid is not None
+        t = c.target("openai")
+        loadgen.check(t, True)
+        time.sleep(1)
+        out: dict[str, Any] = {"streams": n, "idle_rss_mb": round(tree_rss_mb(c.pid), 1)}
+        if n:
+            with Monitor(c.pid, interval=0.1) as gw:
+                load = loadgen.streams(
+                    t, n, total=n, chunks=64, interval_ms=interval_ms, ramp_ms=1000
+                )
+            out |= {"peak_rss_mb": round(gw.result.rss_peak_mb, 1), "errors": load["errors"]}
+        return out
+    finally:
+        c.stop()
+
+
+def memory(ctx: cmod.Ctx, counts: list[int], interval_ms: int) -> None:
+    rows = []
+    for n in counts:
+        rows.append(held_streams(cmod.make("tokenrelay", True), ctx, n, interval_ms))
+        print(rows[-1], flush=True)
+    idle = statistics.median(r["idle_rss_mb"] for r in rows)
+    loaded = [(r["streams"], r.get("peak_rss_mb", r["idle_rss_mb"])) for r in rows]
+    print(f"tokenrelay RSS: idle {idle} MB (median of {len(rows)} starts)")
+    if len({n for n, _ in loaded}) > 1:
+        slope, intercept = statistics.linear_regression(*zip(*loaded, strict=True))
+        print(f"per live stream {slope * 1024:.1f} KB (peak = {intercept:.1f} MB + n × slope); "
+              + ", ".join(f"{n}: {mb} MB" for n, mb in loaded))  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.tails", description=__doc__)
     ap.add_argument("--streams", type=int, default=3000)
+    ap.add_argument("--memory-only", action="store_true")
+    ap.add_argument("--counts", default="0,250,500,1000")
+    ap.add_argument("--interval-ms", type=int, default=100)
     args = ap.parse_args()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="tokenrelay-tails-") as tmp:
         mock, port = phases.start_mock(Path(tmp))
         ctx = cmod.Ctx(mock_port=port, workdir=Path(tmp))
         try:
+            if args.memory_only:
+                memory(ctx, [int(n) for n in args.counts.split(",")], args.interval_ms)
+                return
             for name in ("nginx", "tokenrelay"):
                 results[name] = run(cmod.make(name, True), ctx, args.streams, mock.pid)
                 print(name, results[name], flush=True)
