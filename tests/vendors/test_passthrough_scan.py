@@ -123,3 +123,21 @@ def test_an_error_after_the_final_usage_reaches_the_client_with_what_was_held(na
     scan, out, _ = _run(vendor, head + final + ERRORS[name], [])
     assert out == head + final + ERRORS[name]
     assert scan.failed == "busy" and scan.error_forwarded and not scan.done
+
+
+@pytest.mark.parametrize("name", WIRES)
+def test_a_long_stream_cut_short_still_yields_every_word_that_reached_the_client(
+    name: str,
+) -> None:
+    """What an unfinished stream is billed on (its estimate) is every word delivered, however
+    long the stream ran: what went by is kept packed, not dropped."""
+    vendor, head, _, _ = WIRES[name]
+    words = [f"w{i} " for i in range(400)]  # ~40 KB of events: packed many times over
+    template = next(ev + b"\n\n" for ev in head.split(b"\n\n") if b'"Hi"' in ev)
+    wire = b"".join(template.replace(b'"Hi"', b'"%s"' % w.encode()) for w in words)
+    scan, out, _ = _run(vendor, wire, list(range(0, len(wire), 997)))
+    assert out == wire
+    text = "".join(
+        ev.value for ev in scan.generated() if isinstance(ev, ir.Delta) and ev.kind == "text"
+    )
+    assert text == "".join(words)

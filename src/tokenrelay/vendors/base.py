@@ -6,6 +6,7 @@ Adapters are stateless singletons; per-stream state lives in the `StreamDecoder`
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -166,6 +167,39 @@ class Seen(Enum):
 _HELD = (Seen.FINAL, Seen.FINAL_END)
 
 
+class Delivered:
+    """The vendor's bytes that reached the client, read only at a stream's end: for the
+    estimate of one that did not finish, and by a vendor that remembers reasoning. Every 4 KiB
+    are deflated together: kept as they came, a 64-chunk stream held ~13 KB of near-identical
+    JSON to its end, and a long answer hundreds of KB; packed, 4 KiB at most plus ~1/10 of the
+    rest (OpenAI chunks: 4,160 B -> 258, 415 with their random `obfuscation` field), for ~0.4 µs
+    of CPU a chunk past the first 4 KiB."""
+
+    __slots__ = ("_packed", "_pending", "_size")
+
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._packed: list[bytes] = []
+
+    def add(self, raw: bytes) -> None:
+        self._pending.append(raw)
+        self._size += len(raw)
+        if self._size >= _PACK_AT:
+            # A small window and hash table: zlib's defaults (32 KiB, memLevel 8) cost 2-3x the
+            # CPU to set up per batch for no better ratio on 4 KiB of input.
+            packer = zlib.compressobj(1, zlib.DEFLATED, -12, 4)
+            self._packed.append(packer.compress(b"".join(self._pending)) + packer.flush())
+            self._pending.clear()
+            self._size = 0
+
+    def joined(self) -> bytes:
+        return b"".join([*(zlib.decompress(p, -12) for p in self._packed), *self._pending])
+
+
+_PACK_AT = 4096
+
+
 class PassthroughScan:
     """Watches a same-format stream go by on the fast path: the vendor's bytes go to the client
     unchanged while usage, completion and errors are read from the few events that carry them.
@@ -181,7 +215,7 @@ class PassthroughScan:
         self.done = False
         self.failed: str | None = None
         self.error_forwarded = False
-        self.raw: list[bytes] = []  # what reached the client, for estimates and reasoning memory
+        self.delivered = Delivered()  # what reached the client: estimates, reasoning memory
         self.tail: list[SSEEvent] = []
         self._final: SSEEvent | None = None  # the held event that gets the cost
         # Set when the client asked for one JSON array (Gemini without alt=sse): each event's
@@ -203,14 +237,14 @@ class PassthroughScan:
             ev = events[0]
             kind = self.seen(ev)
             if kind is Seen.PLAIN:
-                self.raw.append(ev.raw)
+                self.delivered.add(ev.raw)
                 return ev.raw if self.array is None else self.array.item(ev.data)
             return self._special(ev, kind)
         out = []
         for ev in events:
             kind = self.seen(ev)
             if kind is Seen.PLAIN and not self.tail:
-                self.raw.append(ev.raw)
+                self.delivered.add(ev.raw)
                 out.append(self.wire(ev))
             else:
                 out.append(self._special(ev, kind))
@@ -229,7 +263,7 @@ class PassthroughScan:
         if self.tail:  # after the final usage: held with it
             self.tail.append(ev)
             return b""
-        self.raw.append(ev.raw)
+        self.delivered.add(ev.raw)
         if kind is Seen.PLAIN:
             return self.wire(ev)
         self.apply_usage_from(ev.raw)
@@ -266,7 +300,7 @@ class PassthroughScan:
 
     def generated(self) -> list[ir.Event]:
         """The IR events of everything that went by (decoded only when asked)."""
-        return self._decode(b"".join(self.raw))
+        return self._decode(self.delivered.joined())
 
 
 # What a vendor's HTTP status means for the client, when the body names nothing more precise.
