@@ -10,8 +10,9 @@ Every figure is given as tokenrelay ÷ nginx from the same run.
 
 `--memory-only` measures tokenrelay's memory alone (no nginx): for each count in `--counts`
 (default 0,250,500,1000) a fresh gateway, its idle RSS after its first request, then that many
-streams open at once (64 chunks `--interval-ms` apart, opened over 1 s) and the peak RSS while
-they are open; KB per live stream is the least-squares slope of peak over count.
+`--scenario` streams (default openai) open at once (64 chunks `--interval-ms` apart, opened
+over 1 s) and the peak RSS while they are open; KB per live stream is the least-squares slope
+of peak over count.
 """
 
 from __future__ import annotations
@@ -55,12 +56,14 @@ def run(c: cmod.Contender, ctx: cmod.Ctx, streams: int, mock_pid: int) -> dict[s
         c.stop()
 
 
-def held_streams(c: cmod.Contender, ctx: cmod.Ctx, n: int, interval_ms: int) -> dict[str, Any]:
+def held_streams(
+    c: cmod.Contender, ctx: cmod.Ctx, n: int, interval_ms: int, scenario: str = "openai"
+) -> dict[str, Any]:
     """A fresh gateway's idle RSS, then its peak RSS while `n` slow streams are open at once."""
     c.start(ctx)
     try:
         assert c.pid is not None
-        t = c.target("openai")
+        t = c.target(scenario)
         loadgen.check(t, True)
         time.sleep(1)
         out: dict[str, Any] = {"streams": n, "idle_rss_mb": round(tree_rss_mb(c.pid), 1)}
@@ -75,10 +78,10 @@ def held_streams(c: cmod.Contender, ctx: cmod.Ctx, n: int, interval_ms: int) -> 
         c.stop()
 
 
-def memory(ctx: cmod.Ctx, counts: list[int], interval_ms: int) -> None:
+def memory(ctx: cmod.Ctx, counts: list[int], interval_ms: int, scenario: str) -> None:
     rows = []
     for n in counts:
-        rows.append(held_streams(cmod.make("tokenrelay", True), ctx, n, interval_ms))
+        rows.append(held_streams(cmod.make("tokenrelay", True), ctx, n, interval_ms, scenario))
         print(rows[-1], flush=True)
     idle = statistics.median(r["idle_rss_mb"] for r in rows)
     loaded = [(r["streams"], r.get("peak_rss_mb", r["idle_rss_mb"])) for r in rows]
@@ -95,6 +98,7 @@ def main() -> None:
     ap.add_argument("--memory-only", action="store_true")
     ap.add_argument("--counts", default="0,250,500,1000")
     ap.add_argument("--interval-ms", type=int, default=100)
+    ap.add_argument("--scenario", default="openai", choices=cmod.SCENARIOS)
     args = ap.parse_args()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="tokenrelay-tails-") as tmp:
@@ -102,7 +106,8 @@ def main() -> None:
         ctx = cmod.Ctx(mock_port=port, workdir=Path(tmp))
         try:
             if args.memory_only:
-                memory(ctx, [int(n) for n in args.counts.split(",")], args.interval_ms)
+                counts = [int(n) for n in args.counts.split(",")]
+                memory(ctx, counts, args.interval_ms, args.scenario)
                 return
             for name in ("nginx", "tokenrelay"):
                 results[name] = run(cmod.make(name, True), ctx, args.streams, mock.pid)
