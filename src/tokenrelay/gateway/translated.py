@@ -17,6 +17,11 @@ from tokenrelay.gateway.stop_sequences import StopFilter
 from tokenrelay.reasoning.cache import remember
 from tokenrelay.vendors.base import StreamDecoder, UpstreamRequest
 
+# The deltas reasoning state is made of (reasoning.cache.remember keeps the thinking and the
+# signatures of a turn with tool calls): text and tool arguments, most of a stream's deltas,
+# are not kept for the stream's life.
+_REMEMBERED = ("thinking", "signature")
+
 
 class TranslatedExchange(ExchangeBase):
     done = False
@@ -74,7 +79,7 @@ class TranslatedExchange(ExchangeBase):
             self._opening = await count_opening(self._req)
 
     def start(self, call: UpstreamRequest) -> None:
-        self._collected: list[ir.Event] = []  # what reasoning state is made of
+        self._collected: list[ir.Event] = []  # what reasoning state is made of (no text)
         self._decoder = self._vendor.stream_decoder(call)
         renderer = self._renderer or self._new_renderer()
         if renderer.usage_at_start:  # the vendor's own count, when it comes, replaces it
@@ -114,7 +119,8 @@ class TranslatedExchange(ExchangeBase):
             if isinstance(ev, ir.Delta):
                 if ev.kind != "signature":
                     ctx.note_output(ev.value)
-                self._collected.append(ev)
+                if ev.kind in _REMEMBERED:
+                    self._collected.append(ev)
             elif isinstance(ev, ir.Usage):
                 ctx.apply_usage(ev)
             else:
