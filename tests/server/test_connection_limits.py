@@ -3,6 +3,7 @@ per client IP. Normal keep-alive clients and long responses are never cut."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -177,3 +178,28 @@ def test_sized_answers_arrive_whole_and_in_order(gw: RunningGateway) -> None:
             data += chunk
     _, _, rest = data.partition(b"\r\n\r\n")
     assert rest.startswith(first) and rest[len(first) :].startswith(b"HTTP/1.1 200"), data
+
+
+def test_pipelined_requests_are_answered_in_the_order_sent(gw: RunningGateway) -> None:
+    """Three requests in one write: the second and third wait behind the first (uvicorn's
+    pipeline) and come back in the order they were sent, then a POST's body sent in pieces
+    still reaches the app whole."""
+    paths = [b"/healthz", b"/no-such-page-1", b"/no-such-page-2"]
+    with connect(gw) as sock:
+        sock.sendall(b"".join(b"GET %s HTTP/1.1\r\nhost: gw\r\n\r\n" % p for p in paths))
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 3 or b"no-such-page-2" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            data += chunk
+        assert re.findall(rb"HTTP/1\.1 (\d{3})", data) == [b"200", b"404", b"404"]
+        assert data.index(b"no-such-page-1") < data.index(b"no-such-page-2")
+        body = b'{"model": "no-such-model", "messages": []}'
+        head = (
+            b"POST /api/proxy/v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
+            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
+        )
+        sock.sendall(head + body[:10])
+        time.sleep(0.2)
+        sock.sendall(body[10:])
+        assert read_head(sock).startswith(b"HTTP/1.1 401")  # read whole, then the key checked

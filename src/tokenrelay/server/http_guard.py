@@ -10,8 +10,10 @@ httptools protocol:
 - the response is never timed: a stream may run for as long as the vendor takes;
 - at most `max_per_ip` connections per client IP; the next one gets a 429 and is closed.
 
-It also sends a sized response's head and body in one write (`CoalescingTransport`), and lets
-the relay write a stream's middle chunks synchronously (`ChunkWritingCycle`).
+It also sends a sized response's head and body in one write (`CoalescingTransport`), lets
+the relay write a stream's middle chunks synchronously (`ChunkWritingCycle`), and keeps what a
+connection holds small (`LightEvent`, `Pipeline`: uvicorn gives each connection three deques,
+~760 B each, that nearly always stay empty).
 
 Cost on the hot path: a few attribute writes and two clock reads per request (~1 µs). There is
 at most one timer per connection, not one per request: each request only moves the deadline,
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 
@@ -100,6 +103,63 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+class LightEvent:
+    """asyncio.Event as uvicorn uses it (is_set, set, clear, wait), whose list of waiters is
+    made by the first wait: asyncio.Event makes a deque up front, and uvicorn makes two a
+    connection (its request cycle's message event, its write flow's), most never waited on.
+    It takes the connection's loop: asyncio.get_running_loop() is a getpid syscall on 3.11."""
+
+    __slots__ = ("_loop", "_value", "_waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, value: bool = False) -> None:
+        self._loop = loop
+        self._value = value
+        self._waiters: list[asyncio.Future[bool]] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        if not self._value:
+            self._value = True
+            for waiter in self._waiters or ():
+                if not waiter.done():
+                    waiter.set_result(True)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        waiter: asyncio.Future[bool] = self._loop.create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        finally:
+            self._waiters.remove(waiter)
+
+
+class LightFlowControl(FlowControl):
+    """uvicorn's write flow control, its writable event a LightEvent."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(transport)
+        self._is_writable_event = LightEvent(loop, True)  # type: ignore[assignment]
+
+
+class Pipeline(list[tuple[RequestResponseCycle, Any]]):
+    """The requests a client pipelined behind the one being answered (uvicorn: a deque, of
+    which it uses `appendleft`, `pop` and truth): rare, and an empty list is ~60 B."""
+
+    __slots__ = ()
+
+    def appendleft(self, item: tuple[RequestResponseCycle, Any]) -> None:
+        self.insert(0, item)
+
+
 class ChunkWritingCycle(RequestResponseCycle):
     """uvicorn's request cycle, plus a synchronous writer of a stream's middle chunks for the
     relay to call from the vendor connection's callback (asgi.chunk_writer): framed as
@@ -138,6 +198,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._phase, self._timer, self._counted_ip = _IDLE, None, None
         super().connection_made(transport)
+        self.flow = LightFlowControl(transport, self.loop)
+        self.pipeline = Pipeline()  # type: ignore[assignment]
         self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
         ip = self.client[0] if self.client else None
         if ip is not None:
@@ -173,7 +235,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._enter(_BODY, self.limits.body_timeout_s)
+        existing = self.cycle
         super().on_headers_complete()
+        if self.cycle is not existing:  # a new request's cycle: nothing waits on it or set it yet
+            self.cycle.message_event = LightEvent(self.loop)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._phase = _IDLE
