@@ -274,7 +274,9 @@ class TokenRelay(Contender):
             cmd[:0] = [str(REPO / ".venv" / "bin" / "python"), "-c", code]
         self.process = proc.spawn(cmd, proc.GATEWAY_CORE, log, env=env, cwd=d)
         self.base = f"http://127.0.0.1:{port}"
-        proc.wait_http(self.base + "/", self.process, 60, log)
+        # Its health check, as an orchestrator's: "/" is the storefront, whose first request
+        # loads every page (and jinja2) into the process.
+        proc.wait_http(self.base + "/healthz", self.process, 60, log)
         req = urllib.request.Request(
             self.base + "/admin/v1/keys",
             data=json.dumps({"name": "bench", "credits_usd": "1000000"}).encode(),
