@@ -2,7 +2,9 @@
 
 The lifespan opens what the gateway needs for its whole life — database (migrated at start),
 key cache, catalog, vendor connection pools — and, for vendors that have no key, starts the vendor
-emulator as a second server on 127.0.0.1 (never on the gateway's own, public, port).
+emulator as a second server on 127.0.0.1 (never on the gateway's own, public, port). The web
+pages (storefront, portal, console) are added behind the API's routes with the first request
+for one: a gateway only ever asked its API never loads them.
 
 Every error the gateway itself answers (unknown path, wrong method) is JSON, in the shape the
 path's clients parse: the Anthropic or OpenAI error under /api/proxy, the admin API's elsewhere.
@@ -24,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from tokenrelay import __version__
 from tokenrelay.admin.alerts import AlertWatcher
@@ -65,7 +67,6 @@ from tokenrelay.server.embedded_emulator import EmbeddedEmulator
 from tokenrelay.server.embedding_routes import gemini_embeddings, openai_embeddings
 from tokenrelay.server.model_routes import count_tokens, list_gemini_models, list_models
 from tokenrelay.server.receipt_routes import receipt_routes
-from tokenrelay.server.web import deployment_snapshots, web_routes
 from tokenrelay.settings import Settings, get_settings
 from tokenrelay.store.db import create_engine, migrate_in_child, schema_is_current
 from tokenrelay.upstreams.calls import Upstreams
@@ -76,6 +77,9 @@ log = logging.getLogger("tokenrelay")
 
 PROXY = "/api/proxy/v1"
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+# Where the API's routes live, and no page's (tests/server/test_pages_on_demand.py): a request
+# for one of these is routed alike with or without the pages loaded.
+API_PATHS = ("/api/", "/admin/v1/", "/healthz", "/readyz", "/metrics", "/.well-known/")
 
 
 class Gateway:
@@ -97,6 +101,7 @@ class Gateway:
             ("POST", PROXY + "/embeddings"): self._embeddings,
         }
         self._other: Starlette | None = None
+        self._pages: Callable[[], list[BaseRoute]] | None = None  # until the first page
         self.brand: Brand = load_brand(settings)  # a bad brand file stops the start, not a page
         self._resources: list[Any] = []
         # Base URL of the emulator the upstreams use (None: no vendor is emulated).
@@ -114,13 +119,14 @@ class Gateway:
             path = scope["path"]
             if path.startswith(GEMINI_PREFIXES) and await self._gemini(scope, receive, send):
                 return
-            assert self._other is not None
-            await self._other(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-        else:
-            assert self._other is not None
-            await self._other(scope, receive, send)
+            return
+        assert self._other is not None
+        if self._pages is not None and not scope["path"].startswith(API_PATHS):
+            self._other.router.routes.extend(self._pages())  # last, as they always were
+            self._pages = None
+        await self._other(scope, receive, send)
 
     async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.relay is not None
@@ -227,7 +233,7 @@ class Gateway:
         self._resources.append(compaction_keys)
         self._resources += [emulator] if emulator else []
         # Operator and low-balance alerts (console); stopped first, with the upstreams.
-        alerts = AlertWatcher(s, engine, billing.prices, lambda: deployment_snapshots(upstreams))
+        alerts = AlertWatcher(s, engine, billing.prices, upstreams.snapshots)
         alerts.start()
         self._resources.insert(0, alerts)
         for vendor in sorted(upstreams.emulated):
@@ -261,8 +267,17 @@ class Gateway:
             ),
             account_route(billing, keys),
             *admin_routes(keys, billing, settings=s, upstreams=upstreams, states=states),
-            *web_routes(self.relay, states),
         ]
+        relay = self.relay
+
+        def pages() -> list[BaseRoute]:
+            """jinja2, the templates and the page modules: ~3 MB a gateway that only serves
+            its API never needs."""
+            from tokenrelay.server.web import web_routes
+
+            return web_routes(relay, states)
+
+        self._pages = pages
         self._other = Starlette(
             routes=routes,
             exception_handlers={HTTPException: self._http_error, Exception: self._server_error},

@@ -29,14 +29,7 @@ from tokenrelay.portal.storefront import Storefront
 
 if TYPE_CHECKING:
     from tokenrelay.gateway.relay import Relay
-    from tokenrelay.upstreams.calls import Upstreams
     from tokenrelay.upstreams.deployment_state import DeploymentStates
-
-
-def deployment_snapshots(upstreams: Upstreams) -> list[dict[str, Any]]:
-    """Every deployment's state in this process (the console's and the alerts' view)."""
-    now = time.monotonic()
-    return [d.snapshot(now) for pool in upstreams.pools.values() for d in pool.deployments]
 
 
 def vendor_status(relay: Relay) -> dict[str, str]:
@@ -62,7 +55,7 @@ def web_routes(relay: Relay, states: DeploymentStates | None = None) -> list[Bas
         portal.db, relay.keys, relay.meter.engine, upstreams=relay.upstreams, states=states
     )
     shell = Shell(relay.settings, actions)
-    pages = Pages(shell, lambda: relay.active, lambda: deployment_snapshots(relay.upstreams))
+    pages = Pages(shell, lambda: relay.active, relay.upstreams.snapshots)
     storefront = Storefront(portal, lambda: vendor_status(relay))
     routes: list[BaseRoute] = [
         *storefront.routes(),

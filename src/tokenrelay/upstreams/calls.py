@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from tokenrelay.catalog import DeploymentSpec
 from tokenrelay.errors import GatewayError
@@ -95,6 +97,11 @@ class Upstreams:
     @property
     def emulated(self) -> set[str]:
         return {n for n, e in self.endpoints.items() if e.emulated}
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        """Every deployment's state in this process (the console's and the alerts' view)."""
+        now = time.monotonic()
+        return [d.snapshot(now) for pool in self.pools.values() for d in pool.deployments]
 
     def deployment(self, deployment_id: str) -> tuple[Pool, Deployment] | None:
         vendor, _, _name = deployment_id.partition("/")
