@@ -13,8 +13,8 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pyotp
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,6 +28,9 @@ from tokenrelay.customers.accounts import (
     verify_password,
 )
 from tokenrelay.store.tables import admin_users, operator_sessions
+
+if TYPE_CHECKING:
+    from pyotp import TOTP
 
 ROLES = ("owner", "support", "viewer")
 SUPPORT_CREDIT_MAX_NANO = 50 * 10**9  # $50 per adjustment
@@ -83,7 +86,7 @@ class OperatorStore:
         stored = row.password_hash if row else None
         if not verify_password(stored, password) or row is None:
             return None
-        if row.totp_secret and not pyotp.TOTP(row.totp_secret).verify(code.strip(), valid_window=1):
+        if row.totp_secret and not _totp(row.totp_secret).verify(code.strip(), valid_window=1):
             return None
         return _operator(row)
 
@@ -125,7 +128,9 @@ class OperatorStore:
 
     @staticmethod
     def new_secret() -> str:
-        return pyotp.random_base32()
+        from pyotp import random_base32  # at an operator's enrolment, not at start
+
+        return random_base32()
 
     @staticmethod
     def valid_secret(secret: str) -> bool:
@@ -134,13 +139,13 @@ class OperatorStore:
 
     @staticmethod
     def provisioning_uri(email: str, secret: str) -> str:
-        return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=ISSUER)
+        return _totp(secret).provisioning_uri(name=email, issuer_name=ISSUER)
 
     async def enroll(self, email: str, secret: str, code: str) -> bool:
         """Turn two-factor on once the operator's app shows a matching code."""
         if not self.valid_secret(secret):
             return False
-        if not pyotp.TOTP(secret).verify(code.strip()[:12], valid_window=1):
+        if not _totp(secret).verify(code.strip()[:12], valid_window=1):
             return False
         async with self.engine.begin() as conn:
             await conn.execute(
@@ -225,3 +230,10 @@ def _operator(row: object) -> Operator:
         totp=bool(m["totp_secret"]),
         created_at=created if created.tzinfo else created.replace(tzinfo=dt.UTC),
     )
+
+
+def _totp(secret: str) -> TOTP:
+    """pyotp loaded at the first two-factor step, not at start (the API never needs it)."""
+    from pyotp import TOTP
+
+    return TOTP(secret)

@@ -8,27 +8,39 @@ Operator console users (`admin_users`, admin/operators.py) use the same hashing.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import secrets
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.store.tables import accounts
 
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
+
 DEFAULT_PRICE_GROUP = "default"
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 hashes any length; a cap keeps a 10 MB "password" out
-_hasher = PasswordHasher()
-# Verified against when the email is unknown, so that a miss costs what a hit costs.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _argon2() -> tuple[PasswordHasher, str, tuple[type[Exception], ...]]:
+    """The hasher, a hash verified against when the email is unknown (so that a miss costs what
+    a hit costs) and what a failed verification raises: made at the first sign-in or sign-up,
+    not at start (argon2-cffi, and a 64 MiB hash a gateway that serves only its API never
+    needs)."""
+    from argon2 import PasswordHasher
+    from argon2.exceptions import InvalidHashError, VerificationError
+
+    hasher = PasswordHasher()
+    return hasher, hasher.hash(secrets.token_urlsafe(16)), (VerificationError, InvalidHashError)
 
 
 class SignupError(ValueError):
@@ -105,16 +117,17 @@ def check_sign_up(email: str, password: str) -> str:
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    return _argon2()[0].hash(password)
 
 
 def verify_password(stored: str | None, password: str) -> bool:
     """Constant work whether or not there is a stored hash."""
     if len(password) > MAX_PASSWORD:
         return False
+    hasher, dummy, failed = _argon2()
     try:
-        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
-    except (VerificationError, InvalidHashError):
+        return hasher.verify(stored or dummy, password) and stored is not None
+    except failed:
         return False
 
 
