@@ -13,6 +13,7 @@ path's clients parse: the Anthropic or OpenAI error under /api/proxy, the admin 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hmac
 import logging
@@ -439,6 +440,17 @@ def freeze_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
+    release_free_heap()
+
+
+def release_free_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim): what startup
+    freed stays mapped otherwise, ~2.3 MB of the idle RSS. Nothing where the C library has no
+    such call (musl)."""
+    import ctypes  # here only: ~0.3 MB of the process
+
+    with contextlib.suppress(AttributeError, OSError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def create_app(settings: Settings | None = None, catalog: Catalog | None = None) -> Gateway:
