@@ -17,11 +17,11 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenrelay.admin.operators import ROLES, SUPPORT_CREDIT_MAX_NANO
 from tokenrelay.customers.accounts import AccountStore
 from tokenrelay.portal.topups import create_batch
+from tokenrelay.store.async_core import AsyncConnection, AsyncEngine
 from tokenrelay.store.db import dialect_insert
 from tokenrelay.store.tables import (
     accounts,

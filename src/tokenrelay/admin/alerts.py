@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.money import usd
 from tokenrelay.portal import mail
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import accounts, alerts_sent, usage_records
 
 if TYPE_CHECKING:

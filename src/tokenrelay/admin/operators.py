@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.customers.accounts import (
     SignupError,
@@ -27,6 +26,7 @@ from tokenrelay.customers.accounts import (
     valid_email,
     verify_password,
 )
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import admin_users, operator_sessions
 
 if TYPE_CHECKING:

@@ -13,9 +13,9 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, func, literal, or_, select, union_all
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.portal.queries import Cursor, as_stored, newest_usage, utc
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import (
     accounts,
     api_keys,

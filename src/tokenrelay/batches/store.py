@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import batch_files, batch_lines, batches
 
 # Line states: waiting, taken by a runner, and the four ends.

@@ -22,12 +22,12 @@ import time
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.customers.keys import ApiKeyInfo
 from tokenrelay.errors import GatewayError
 from tokenrelay.money import usd
 from tokenrelay.single_flight import SingleFlight
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import usage_records
 
 # A killed process's cap holds stop counting after this (streams longer than it may then take

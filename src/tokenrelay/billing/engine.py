@@ -17,8 +17,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from tokenrelay import ir
 from tokenrelay.billing import ledger, policy
 from tokenrelay.billing.caps import RedisSpendCaps, SpendCaps
@@ -33,6 +31,7 @@ from tokenrelay.catalog import Catalog, Price
 from tokenrelay.customers.keys import ApiKeyInfo
 from tokenrelay.errors import GatewayError
 from tokenrelay.settings import Settings
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.redis_pool import Scripts, redis_client
 
 if TYPE_CHECKING:

@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenrelay.billing.writer import ROLLUP_COLUMNS, ROLLUP_SUMS, rollup
 from tokenrelay.money import MAX_BALANCE_NANO, usd
+from tokenrelay.store.async_core import AsyncConnection, AsyncEngine
 from tokenrelay.store.tables import (
     accounts,
     api_keys,

@@ -26,8 +26,8 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import Column, String, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tokenrelay.store.async_core import AsyncConnection
 from tokenrelay.store.tables import usage_records
 
 

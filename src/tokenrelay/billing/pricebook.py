@@ -17,10 +17,10 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.catalog import Catalog, Price, PriceTier, format_usd
 from tokenrelay.money import MoneyError, parse_rate
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import model_settings, price_overrides, price_versions
 
 log = logging.getLogger("tokenrelay.billing")

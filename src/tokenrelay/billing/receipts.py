@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay import ir
 from tokenrelay.billing.pricebook import RATE_FIELDS
@@ -47,6 +46,7 @@ from tokenrelay.billing.pricing import cost_nano, customer_nano
 from tokenrelay.billing.writer import UsageRecord
 from tokenrelay.catalog import Price, PriceTier
 from tokenrelay.money import usd
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import signing_keys
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tokenrelay.store.async_core import AsyncConnection, AsyncEngine
 from tokenrelay.store.db import dialect_insert
 from tokenrelay.store.tables import accounts, ledger, usage_daily, usage_records
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import accounts
 
 if TYPE_CHECKING:

@@ -22,11 +22,11 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.customers.accounts import DEFAULT_PRICE_GROUP
 from tokenrelay.money import parse_nano, usd
 from tokenrelay.single_flight import SingleFlight
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import accounts, api_keys, ledger, price_groups
 
 log = logging.getLogger("tokenrelay.customers.keys")

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -16,6 +15,7 @@ from tokenrelay.portal.security import Session
 from tokenrelay.portal.throttle import client_ip
 from tokenrelay.portal.topups import RedeemError, redeem
 from tokenrelay.portal.web import EXPIRED, KIND, PortalBase, field, plain
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import signup_blocks
 
 log = logging.getLogger("tokenrelay.portal")

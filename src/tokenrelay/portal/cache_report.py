@@ -13,8 +13,8 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import usage_records
 
 

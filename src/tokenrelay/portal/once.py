@@ -11,8 +11,8 @@ import random
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import spent_tokens
 
 PURGE_EVERY = 200  # uses, on average, between deletions of expired rows

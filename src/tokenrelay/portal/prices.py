@@ -8,8 +8,8 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import price_groups
 
 PRICE_FIELDS = ("input", "output", "cache_read", "cache_write")

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.billing.holds import MemoryHolds
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import (
     accounts,
     audit_log,

@@ -9,8 +9,8 @@ import hashlib
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import customer_sessions
 
 # How stale "last seen" may get: one write a minute per session, not one per page view.

@@ -17,9 +17,9 @@ import hashlib
 import secrets
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay.billing.engine import BillingEngine
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import redemption_codes
 
 MAX_BATCH = 10_000

@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+
+from tokenrelay.store.async_core import AsyncEngine, create_async_engine
 
 if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy.dialects.sqlite import Insert
-    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from tokenrelay.store.async_core import AsyncConnection
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions (a test holds it equal to Alembic's own head).

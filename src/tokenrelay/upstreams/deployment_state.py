@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenrelay import ir
+from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.db import dialect_insert
 from tokenrelay.store.tables import deployment_health, deployment_states, upstream_deployments
 from tokenrelay.upstreams.pools import Deployment, Pool, VendorEndpoint
