@@ -25,7 +25,7 @@ from tokenrelay.upstreams.calls import (
     no_deployment,
     upstream_unreachable,
 )
-from tokenrelay.upstreams.http_client import Response
+from tokenrelay.upstreams.http_client import NO_HEADERS, Response
 from tokenrelay.upstreams.pools import Deployment, Pool, VendorEndpoint, retarget
 from tokenrelay.vendors.base import UpstreamRequest
 
@@ -215,6 +215,9 @@ class Caller:
                 record.deployment = d.id
                 record.upstream_answered = True
                 record.upstream_request_id = resp.headers.get(ep.adapter.request_id_header, "")
+                # Nothing reads the others: a stream does not keep them for its life (a vendor
+                # sends ~20, ~5 KB of them).
+                resp.headers = NO_HEADERS
                 return Opened(resp, target, d)
             try:
                 async with resp:

@@ -77,6 +77,10 @@ class Headers(Mapping[str, str]):
         return len(self._items)
 
 
+# A response's headers once read (see Response.headers): shared, never written.
+NO_HEADERS = Headers({})
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; httptools calls back into it as bytes arrive."""
 
@@ -166,7 +170,7 @@ class Response:
         self._loop = loop  # the caller's: asyncio.get_running_loop() is a getpid syscall on 3.11
         self._read_timeout = idle_timeout
         self.status = 0
-        self.headers: Headers = Headers({})
+        self.headers: Headers = NO_HEADERS
         self.keep_alive = False
         self.complete = False
         self.close_delimited = False
