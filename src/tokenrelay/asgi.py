@@ -107,7 +107,9 @@ class DisconnectWatch:
     Without `cancel` it only records the disconnect. Under uvicorn that needs no watcher: the
     request cycle behind `receive` flags its own disconnect (connection_lost), so the flag is
     read instead of a task awaiting `receive` — a task created and cancelled per request cost
-    ~10 µs of CPU. Any other server gets the watcher task."""
+    ~10 µs of CPU. With `cancel`, the gateway's cycle (server/http_guard.py) calls back from
+    connection_lost instead (`when_disconnected`): no task either, nor its ~1 KB for a
+    stream's life. Any other server gets the watcher task."""
 
     def __init__(self, receive: Receive, *, cancel: bool = True) -> None:
         self._receive = receive
@@ -130,22 +132,34 @@ class DisconnectWatch:
         return self.disconnected
 
     async def __aenter__(self) -> DisconnectWatch:
-        if not self._cancel:
-            cycle = getattr(self._receive, "__self__", None)
-            if type(getattr(cycle, "disconnected", None)) is bool:
+        cycle = getattr(self._receive, "__self__", None)
+        if type(getattr(cycle, "disconnected", None)) is bool:
+            if not self._cancel:
                 self._cycle = cycle
+                return self
+            when_disconnected = getattr(cycle, "when_disconnected", None)
+            if when_disconnected is not None:
+                self._cycle = cycle
+                self._owner = asyncio.current_task()
+                when_disconnected(self._left)
                 return self
         self._owner = asyncio.current_task()
         self._task = asyncio.create_task(self._watch())
         return self
 
+    def _left(self) -> None:
+        self._disconnected = True
+        if self._owner is not None:
+            self._owner.cancel()
+
     async def _watch(self) -> None:
         while True:
             message = await self._receive()
             if message["type"] == "http.disconnect":
-                self._disconnected = True
-                if self._cancel and self._owner is not None:
-                    self._owner.cancel()
+                if self._cancel:
+                    self._left()
+                else:
+                    self._disconnected = True
                 return
 
     def swallow_cancel(self) -> None:
@@ -157,6 +171,8 @@ class DisconnectWatch:
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        if self._owner is not None and self._cycle is not None:
+            self._cycle.when_disconnected(None)  # a client gone after the block cancels nothing
         self._owner = None
 
 

@@ -23,6 +23,7 @@ and the timer re-checks it when it fires (re-armed then if a request is still be
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -164,7 +165,10 @@ class ChunkWritingCycle(RequestResponseCycle):
     """uvicorn's request cycle, plus a synchronous writer of a stream's middle chunks for the
     relay to call from the vendor connection's callback (asgi.chunk_writer): framed as
     uvicorn's `send` frames them; anything uvicorn would do more for (a paused or gone client,
-    a sized or finished body, HEAD) says no, and the chunk goes through `send`."""
+    a sized or finished body, HEAD) says no, and the chunk goes through `send`. And a callback
+    for the client's leaving."""
+
+    on_disconnect: Callable[[], None] | None = None
 
     def can_write_chunk(self) -> bool:
         return bool(
@@ -179,6 +183,12 @@ class ChunkWritingCycle(RequestResponseCycle):
     def write_chunk(self, body: bytes) -> None:
         if body:
             self.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+
+    def when_disconnected(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback` once the client goes while this cycle's response is unfinished
+        (from the protocol's connection_lost; None: no more): what a task awaiting `receive`
+        would learn, without the task (asgi.DisconnectWatch)."""
+        self.on_disconnect = callback
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -226,6 +236,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._timer = None
         self._phase = _IDLE
         super().connection_lost(exc)
+        cycle = self.cycle
+        if isinstance(cycle, ChunkWritingCycle) and cycle.disconnected and cycle.on_disconnect:
+            callback, cycle.on_disconnect = cycle.on_disconnect, None
+            callback()
 
     def on_message_begin(self) -> None:
         # The first request's header deadline runs from the connection; don't extend it.
@@ -245,7 +259,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        cycle.__class__ = ChunkWritingCycle  # adds no state, only two methods
+        cycle.__class__ = ChunkWritingCycle  # adds methods and a callback (None by default)
         super()._start_asgi_task(cycle, app)
 
     def _enter(self, phase: int, timeout: float) -> None:
