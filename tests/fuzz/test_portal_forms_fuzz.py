@@ -68,6 +68,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
 
 def form_paths(gw: RunningGateway) -> list[str]:
     """Every POST route of the pages (not the JSON APIs, not Stripe's webhook)."""
+    httpx.get(gw.url + "/", timeout=30)  # the pages join the routes with the first one asked for
     app: Any = gw.server.config.app
     paths = [
         r.path
