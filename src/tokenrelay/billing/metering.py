@@ -88,11 +88,24 @@ def prompt_texts(req: ir.Request) -> tuple[list[str], int]:
     return pieces, images
 
 
+def framing_tokens(req: ir.Request, images: int) -> int:
+    """What a prompt costs beyond its texts: ~4 tokens of role framing a message, ~1.5k an
+    image."""
+    return 4 * len(req.messages) + 1500 * images
+
+
 def estimate_request_tokens(req: ir.Request) -> int:
     """A local prompt-size estimate with a real BPE (off the hot path: used for count_tokens and
-    when a vendor reported no usage). ~4 tokens of role framing per message; ~1.5k per image."""
+    when a vendor reported no usage)."""
     pieces, images = prompt_texts(req)
-    return count_tokens("\n".join(pieces)) + 4 * len(req.messages) + 1500 * images
+    return count_tokens("\n".join(pieces)) + framing_tokens(req, images)
+
+
+async def estimate_request_tokens_counted(req: ir.Request) -> int:
+    """estimate_request_tokens, in a worker thread when the prompt is long (`counted`)."""
+    pieces, images = prompt_texts(req)
+    text = "\n".join(pieces)
+    return await counted(lambda: count_tokens(text), len(text)) + framing_tokens(req, images)
 
 
 # Headers a client names its session with (lower-case), first found wins.

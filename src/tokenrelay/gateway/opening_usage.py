@@ -13,10 +13,8 @@ its system prompt, tools and earlier turns on every request, so only the new tur
 
 from __future__ import annotations
 
-import functools
-
 from tokenrelay import ir
-from tokenrelay.billing.metering import count_tokens, counted, prompt_texts
+from tokenrelay.billing.metering import count_tokens, counted, framing_tokens, prompt_texts
 
 _MAX_REMEMBERED = 4096
 # (length, hash) of a piece → its count. Not the text itself: a cache of prompts would hold
@@ -24,10 +22,15 @@ _MAX_REMEMBERED = 4096
 _counts: dict[tuple[int, int], int] = {}
 
 
+def _key(text: str) -> tuple[int, int] | None:
+    """A piece's key in `_counts`; None for a short one: counting costs less than remembering."""
+    return None if len(text) < 256 else (len(text), hash(text))
+
+
 def _tokens(text: str) -> int:
-    if len(text) < 256:  # short pieces: counting costs less than remembering
+    key = _key(text)
+    if key is None:
         return count_tokens(text)
-    key = (len(text), hash(text))
     n = _counts.get(key)
     if n is None:
         if len(_counts) >= _MAX_REMEMBERED:
@@ -36,17 +39,15 @@ def _tokens(text: str) -> int:
     return n
 
 
-def _opening(pieces: list[str], messages: int, images: int) -> int:
-    return sum(_tokens(p) for p in pieces) + 4 * messages + 1500 * images
-
-
 def opening_input_tokens(req: ir.Request) -> int:
     pieces, images = prompt_texts(req)
-    return _opening(pieces, len(req.messages), images)
+    return sum(_tokens(p) for p in pieces) + framing_tokens(req, images)
 
 
 async def count_opening(req: ir.Request) -> int:
-    """opening_input_tokens, in a worker thread when what is not remembered is long."""
+    """opening_input_tokens, in a worker thread when what is not remembered is long (short
+    pieces are never remembered: many of them are as long to count as one long one)."""
     pieces, images = prompt_texts(req)
-    fresh = sum(len(p) for p in pieces if len(p) >= 256 and (len(p), hash(p)) not in _counts)
-    return await counted(functools.partial(_opening, pieces, len(req.messages), images), fresh)
+    fresh = sum(len(p) for p in pieces if _key(p) not in _counts)
+    tokens = await counted(lambda: sum(_tokens(p) for p in pieces), fresh)
+    return tokens + framing_tokens(req, images)

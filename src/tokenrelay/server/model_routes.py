@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,12 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tokenrelay.asgi import ClientDisconnected, Receive, Scope, Send, send_json
-from tokenrelay.billing.metering import (
-    RequestContext,
-    counted,
-    estimate_request_tokens,
-    prompt_texts,
-)
+from tokenrelay.billing.metering import RequestContext, estimate_request_tokens_counted
 from tokenrelay.errors import GatewayError
 from tokenrelay.frontends.anthropic.frontend import ANTHROPIC_FRONTEND, AnthropicFrontend
 from tokenrelay.frontends.gemini.frontend import GEMINI_FRONTEND, GeminiFrontend
@@ -173,9 +167,7 @@ async def count_tokens(
             )
             parse_count = ep.adapter.parse_count_tokens
         if call is None or not can_pay:  # a key that cannot pay gets the local estimate
-            chars = sum(map(len, prompt_texts(req)[0]))
-            tokens = await counted(functools.partial(estimate_request_tokens, req), chars)
-            exact = False
+            tokens, exact = await estimate_request_tokens_counted(req), False
         else:
             body = await relay.caller.fetch(_Count(it.resolved.entry.id, ep, call), ctx)
             tokens, exact = parse_count(body), True
