@@ -46,8 +46,9 @@ lint: setup
 bench: setup
 	$(UV) run --frozen python -m bench
 
-# The speed gate (about 50 s): CPU per request and per stream chunk against the committed
-# bench/results/baseline.json; fails past +10 %. Run before a change to the request path lands.
+# The speed gate (about 2 min): CPU per request and per stream chunk, this tree against the code
+# of the commit that last wrote bench/results/baseline.json, measured in the same run; fails past
+# +10 %. Run before a change to the request path lands.
 bench-check: setup
 	$(UV) run --frozen python -m bench.check
 

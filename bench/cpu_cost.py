@@ -104,15 +104,15 @@ def compare_against(
 def alternate(
     ctx: cmod.Ctx,
     variants: list[cmod.Contender],
-    labels: tuple[str, str],
+    labels: tuple[str, ...],
     scenario: str,
     rounds: int,
     seconds: float,
     what: str,
     log: Callable[[str], None],
 ) -> dict[str, dict[str, float]]:
-    """Two variants started side by side, wrk rounds alternating between them; medians (and
-    the spread over rounds, the run's noise) per variant."""
+    """Variants started side by side, wrk rounds alternating between them; medians (and the
+    spread over rounds, the run's noise) per variant."""
     for v in variants:
         v.name += f"-ab-{scenario}"  # its own database file beside the main run's
     samples: dict[str, list[Sample]] = {v.name: [] for v in variants}
