@@ -84,8 +84,9 @@ NO_HEADERS = Headers({})
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; httptools calls back into it as bytes arrive."""
 
-    def __init__(self, pool: _Pool) -> None:
+    def __init__(self, pool: _Pool, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
+        self.loop = loop  # its requests' loop, kept: asyncio.get_running_loop() is a syscall
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.response: Response | None = None
@@ -411,16 +412,22 @@ class _Pool:
         with contextlib.suppress(ValueError):
             self.idle.remove(conn)
 
-    async def connect(self, timeout: float) -> _Connection:
+    def take_idle(self) -> _Connection | None:
         while self.idle:
             conn = self.idle.pop()  # most recently used: the least likely to be stale
             if not conn.closed:
                 return conn
+        return None
+
+    async def connect(self, timeout: float) -> _Connection:
+        idle = self.take_idle()
+        if idle is not None:
+            return idle
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _Connection(self),
+                    lambda: _Connection(self, loop),
                     self.host,
                     self.port,
                     ssl=self.ssl,
@@ -482,21 +489,25 @@ class HttpClient:
         arrived. Raises UpstreamTimeout (a TimeoutError) when a timeout runs out before that,
         and the body's reads raise it after (idle, total)."""
         t = timeouts or self.timeouts
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + t.total_s if t.total_s else None
         key, target = _route(url)
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = _Pool(self, *key)
+        reused = pool.take_idle()  # the common case: its loop is known without a syscall
+        loop = reused.loop if reused is not None else asyncio.get_running_loop()
+        deadline = loop.time() + t.total_s if t.total_s else None
         lines = [f"{method} {target} HTTP/1.1", f"host: {pool.host_header}"]
         lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() != "host"]
         lines.append(f"content-length: {len(body)}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         for attempt in (0, 1):
-            connect_s = t.connect_s
-            if deadline is not None and deadline - loop.time() < connect_s:
-                connect_s = max(deadline - loop.time(), 0.001)
-            conn = await pool.connect(connect_s)
+            if reused is not None and attempt == 0:
+                conn = reused
+            else:
+                connect_s = t.connect_s
+                if deadline is not None and deadline - loop.time() < connect_s:
+                    connect_s = max(deadline - loop.time(), 0.001)
+                conn = await pool.connect(connect_s)
             resp = Response(conn, t.idle_s, loop)
             if deadline is not None:
                 resp.limit_total(deadline, t.total_s or 0)
