@@ -56,6 +56,10 @@ COMPLETION_WINDOW = dt.timedelta(hours=24)
 # the vendor call's total timeout, 600 s by default).
 _LEASE = dt.timedelta(minutes=15)
 _IDLE_POLL_S = 0.5
+# Idle rounds look less and less often, up to this: each round is several queries and thread
+# hand-offs (~6 ms/s of an idle gateway's loop at 0.5 s). Work this process starts or ends
+# wakes the runner at once; another replica's leftovers wait at most this long.
+_IDLE_POLL_MAX_S = 4.0
 _HOUSEKEEPING_S = 10.0
 _RECOVER_S = 60.0  # the queue's stalled jobs and unqueued lines, looked for this often
 _KEY_TTL_S = 5.0
@@ -280,6 +284,7 @@ class BatchJobs:
         except Exception:
             log.exception("batches: start-up recovery failed")
         last_housekeeping = last_recovery = 0.0
+        idle_s = _IDLE_POLL_S
         while not self._stopping:
             try:
                 await self._flush()
@@ -289,7 +294,8 @@ class BatchJobs:
                 if self.queue is not None and time.monotonic() - last_recovery > _RECOVER_S:
                     last_recovery = time.monotonic()
                     await self.queue.recover()
-                if await self.vendor.submit():
+                sent = await self.vendor.submit()
+                if sent:
                     await self._flush()
                 await self.vendor.poll()
                 free = self.concurrency - len(self._inflight)
@@ -302,9 +308,13 @@ class BatchJobs:
                     task.add_done_callback(self._line_done)
                 if claimed and free > len(claimed):
                     continue  # more may be pending: ask again after this round's results
+                busy = sent or claimed or self._inflight or self.vendor.waiting
+                idle_s = _IDLE_POLL_S if busy else min(idle_s * 2, _IDLE_POLL_MAX_S)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), _IDLE_POLL_S)
+                    await asyncio.wait_for(self._wake.wait(), idle_s)
+                if self._wake.is_set():
+                    idle_s = _IDLE_POLL_S
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -340,8 +350,9 @@ class BatchJobs:
         self._done.append((line, batch, answer))
 
     def finished(self, line: ClaimedLine, batch: Batch, answer: Answer) -> None:
-        """`line` ended with `answer`: recorded at the next flush."""
+        """`line` ended with `answer`: recorded at the next flush (the runner's next round)."""
         self._done.append((line, batch, answer))
+        self._wake.set()
 
     async def flush(self) -> None:
         await self._flush()

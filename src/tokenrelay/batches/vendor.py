@@ -88,6 +88,9 @@ class VendorBatches:
         self._last_poll = 0.0
         self._client: httpx.AsyncClient | None = None
         self._cancelled: set[str] = set()  # vendor jobs asked to stop (by this process)
+        # Whether lines wait at a vendor (as of the last poll, or sent since): the runner then
+        # keeps its short rounds so that each poll comes when due.
+        self.waiting = False
 
     def takes(self, f: Flight, endpoint: str) -> bool:
         """Whether a line decided for `f` goes to its vendor's batch API."""
@@ -148,6 +151,7 @@ class VendorBatches:
                 await self.store.to_vendor(ids, None)
                 continue
             await self.store.to_vendor(ids, f"{vendor}:{vendor_id}")
+            self.waiting = True
             log.info("batch lines %d sent to %s as batch %s", len(ids), vendor, vendor_id)
         return len(claimed)
 
@@ -168,6 +172,7 @@ class VendorBatches:
         by_job: dict[str, set[str]] = defaultdict(set)
         for job, batch_id in await self.store.vendor_jobs():
             by_job[job].add(batch_id)
+        self.waiting = bool(by_job)
         for job, batch_ids in by_job.items():
             try:
                 await self._poll_one(job, batch_ids)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, union_all, update
 
 from tokenrelay.customers.accounts import DEFAULT_PRICE_GROUP
 from tokenrelay.money import parse_nano, usd
@@ -33,6 +33,14 @@ log = logging.getLogger("tokenrelay.customers.keys")
 
 _REVOCATION_POLL_S = 0.5
 _REVOCATION_WINDOW_S = 600
+# The keys revoked lately, and those of accounts the console disabled lately (indexed columns):
+# one statement, built once, for a poll twice a second.
+_REVOKED_SINCE = union_all(
+    select(api_keys.c.key_hash).where(api_keys.c.revoked_at > bindparam("since")),
+    select(api_keys.c.key_hash)
+    .join(accounts, accounts.c.id == api_keys.c.account_id)
+    .where(accounts.c.disabled_at > bindparam("since")),
+)
 # Longer "keys" are not ours; refusing them early keeps junk from being hashed and cached.
 _MAX_KEY_LENGTH = 256
 
@@ -292,17 +300,8 @@ class KeyStore:
             try:
                 since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=_REVOCATION_WINDOW_S)
                 async with self.engine.connect() as conn:
-                    result = await conn.execute(
-                        select(api_keys.c.key_hash).where(api_keys.c.revoked_at > since)
-                    )
+                    result = await conn.execute(_REVOKED_SINCE, {"since": since})
                     revoked = [row[0] for row in result]
-                    # The keys of accounts the console disabled lately (indexed column).
-                    result = await conn.execute(
-                        select(api_keys.c.key_hash)
-                        .join(accounts, accounts.c.id == api_keys.c.account_id)
-                        .where(accounts.c.disabled_at > since)
-                    )
-                    revoked += [row[0] for row in result]
                 for key_hash in revoked:
                     cached = self._cache.get(key_hash)
                     if cached is not None and cached[1] is not None:
