@@ -1,11 +1,14 @@
 """Settings: what code passes wins and the environment fills in the rest; a secret shows in no
-repr; a boolean variable takes the spellings it always took."""
+repr; a boolean variable takes the spellings it always took; a sign-up credit the ledger cannot
+credit exactly fails the start."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
-from tokenrelay.settings import Settings
+from tokenrelay.settings import Settings, SettingsError
 
 
 def test_what_code_passes_wins_and_the_environment_fills_in_the_rest(
@@ -38,3 +41,19 @@ def test_a_switch_takes_the_usual_spellings(
 ) -> None:
     monkeypatch.setenv("TOKENRELAY_UPSTREAM_AFFINITY", word)
     assert Settings().upstream_affinity is value
+
+
+@pytest.mark.parametrize("amount", ["0.0000000015", "1e30", "-1", "nan"])
+def test_a_signup_credit_the_ledger_cannot_take_exactly_fails_the_start(
+    monkeypatch: pytest.MonkeyPatch, amount: str
+) -> None:
+    # 1.5 nano-USD was credited as 1; $1e30 passed the start, then every verification overflowed.
+    monkeypatch.setenv("TOKENRELAY_SIGNUP_CREDIT_USD", amount)
+    with pytest.raises(SettingsError, match=r"TOKENRELAY_SIGNUP_CREDIT_USD: .*9 decimal places"):
+        Settings()
+
+
+def test_a_signup_credit_to_the_nano_is_taken_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENRELAY_SIGNUP_CREDIT_USD", " 0.290000001 ")
+    assert Settings().signup_credit_usd == Decimal("0.290000001")
+    assert Settings(signup_credit_usd=0.29).signup_credit_usd == Decimal("0.29")  # not binary

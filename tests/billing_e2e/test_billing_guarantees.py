@@ -365,14 +365,20 @@ def test_client_disconnect_cancels_upstream_and_bills_what_was_sent(
     key_id, key = create_key(gw.url, "5.00")
     stats = f"{gw.emulator_url}/_stats"
     before = httpx.get(stats).json()
-    prompt = [{"role": "user", "content": "[[words:60]] [[delay:50]]"}]
+    # The answer must still be streaming when the client leaves, however late a loaded
+    # machine lets it read its five words (60 words are ~120 tokens: a client held up 2 s
+    # was billed 76, past the bound of 60 this test had). 3,000 words 50 ms apart outlast
+    # the test's 120 s timeout; a client gone within a minute was sent fewer tokens than
+    # that (about two a word).
+    words = 3000
+    prompt = [{"role": "user", "content": f"[[words:{words}]] [[delay:50]]"}]
     if api == "openai":
         url, headers = f"{gw.proxy}/v1/chat/completions", {"authorization": f"Bearer {key}"}
         payload: dict[str, Any] = {"model": model, "messages": prompt, "stream": True}
     else:
         url = f"{gw.proxy}/v1/messages"
         headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
-        payload = {"model": model, "messages": prompt, "stream": True, "max_tokens": 500}
+        payload = {"model": model, "messages": prompt, "stream": True, "max_tokens": words}
     seen = 0
     with (
         httpx.Client(timeout=30) as client,
@@ -400,7 +406,7 @@ def test_client_disconnect_cancels_upstream_and_bills_what_was_sent(
     assert record is not None
     assert record["status"] == "cancelled"
     assert record["usage_source"] == ("vendor" if model.startswith("gemini") else "estimated")
-    assert 5 <= record["output_tokens"] < 60
+    assert 5 <= record["output_tokens"] < words
     assert Decimal(record["cost_usd"]) > 0
 
 

@@ -70,7 +70,7 @@ class Replica:
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def spawn(self) -> None:
         exe = Path(sys.executable).with_name("tokenrelay")
         self.proc = subprocess.Popen(
             [exe, "serve", "--port", str(self.port)],
@@ -78,20 +78,31 @@ class Replica:
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
         )
+
+    def wait_ready(self) -> None:
+        assert self.proc is not None
         _wait_http(self.url + "/healthz", self.proc, self.log)
+
+    def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
 
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
+
+    def wait_stopped(self) -> None:
+        if self.proc is not None:
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
 
 
 @pytest.fixture
@@ -105,9 +116,7 @@ def cluster(tmp_path: Path) -> Iterator[list[Replica]]:
         stdout=emu_log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    replicas: list[Replica] = []
     try:
-        _wait_http(f"http://127.0.0.1:{emu_port}/", emulator, emu_log)
         with backend("postgres+redis", tmp_path) as store:
             env = {
                 **os.environ,
@@ -119,13 +128,24 @@ def cluster(tmp_path: Path) -> Iterator[list[Replica]]:
                 "TOKENRELAY_LOG_LEVEL": "warning",
             }
             replicas = [Replica(env, free_port(), tmp_path / f"gw{i}.log") for i in range(3)]
-            replicas[0].start()  # migrates the fresh database before the others start
-            for r in replicas[1:]:
-                r.start()
-            yield replicas
+            try:
+                # Started together, as a deployment's replicas are (the first to migrate the
+                # fresh database holds a lock the others wait on), while the emulator starts:
+                # one start's wait out of the test's budget, not four in a row.
+                for r in replicas:
+                    r.spawn()
+                _wait_http(f"http://127.0.0.1:{emu_port}/", emulator, emu_log)
+                for r in replicas:
+                    r.wait_ready()
+                yield replicas
+            finally:
+                # Stopped together, and before their database is dropped: replicas that lose
+                # it keep retrying their writes through the shutdown grace.
+                for r in replicas:
+                    r.terminate()
+                for r in replicas:
+                    r.wait_stopped()
     finally:
-        for r in replicas:
-            r.stop()
         emulator.terminate()
         emulator.wait(timeout=10)
         redis.kill()

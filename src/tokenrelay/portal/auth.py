@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from tokenrelay.customers.accounts import SignupError, check_sign_up
+from tokenrelay.money import parse_nano
 from tokenrelay.portal import mail
 from tokenrelay.portal.security import Session
 from tokenrelay.portal.throttle import client_ip
@@ -190,7 +191,7 @@ class AuthPages(PortalBase):
             )
         await self.accounts.mark_verified(account.id, subject[1])
         if self.settings.signup_credit_usd > 0:
-            nano = int(self.settings.signup_credit_usd * 10**9)
+            nano = parse_nano(self.settings.signup_credit_usd)  # exact: checked at start
             await self.billing.credit_account(
                 account.id, nano, "sign-up credit", f"signup:{account.id}"
             )

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta
 
+from tokenrelay.money import MAX_AMOUNT_NANO, MoneyError, parse_nano, usd
 from tokenrelay.settings.group import Check, Group, env
 from tokenrelay.settings.secret import SecretStr
 
@@ -22,10 +23,22 @@ CookieSecure = Literal["auto", "on", "off"]
 PlusTags = Literal["strip", "keep"]
 
 
+def _is_credit(amount: Decimal) -> bool:
+    """Whether `amount` converts to nano-USD exactly and in bounds, as the portal converts it
+    when an address is verified (money.parse_nano): a sub-nano part or an overflow fails the
+    start, not each verification."""
+    try:
+        parse_nano(amount)
+    except MoneyError:
+        return False
+    return True
+
+
 class PortalSettings(Group):
     signup: SignupMode = env("TOKENRELAY_SIGNUP", "open")
     signup_credit_usd: Annotated[
-        Decimal, Check(lambda d: d.is_finite() and d >= 0, "a decimal >= 0")
+        Decimal,
+        Check(_is_credit, f"USD from 0 to {usd(MAX_AMOUNT_NANO)}, at most 9 decimal places"),
     ] = env("TOKENRELAY_SIGNUP_CREDIT_USD", Decimal(0))
     # Signs session cookies, CSRF tokens and password-reset links. Every replica behind a load
     # balancer needs the same one; unset, each process picks a random one (one replica only:
