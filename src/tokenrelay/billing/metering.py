@@ -157,6 +157,7 @@ class RequestContext:
     usage_source: Literal["vendor", "estimated"] = "vendor"
     session_id: str | None = None  # the client's session header (X-Claude-Code-Session-Id)
     stop_reason: str | None = None  # the vendor's, when the translated path saw it
+    estimating: bool = False  # `finish` left counts to make: `estimate`, before settling
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self._t0) * 1000
@@ -176,18 +177,32 @@ class RequestContext:
         self.output_text.append(text)
 
     def finish(self, status: Status, error: str | None = None, complete: bool = True) -> None:
-        """Close the record. `complete` is False when the vendor's final usage never came."""
+        """Close the record. `complete` is False when the vendor's final usage never came:
+        what was generated is then estimated (`estimate`, which settlement awaits)."""
         self.duration_ms = (time.perf_counter() - self._t0) * 1000
         self.status = status
         self.error = error
-        if (complete and self.vendor_reported_output) or not self.upstream_answered:
-            return  # nothing to estimate: the vendor's count, or nothing billable at all
-        # Bill what was generated: the vendor's own count if it is at least what we saw,
-        # otherwise our estimate of the delivered text (never less than what reached the client).
-        estimate = count_tokens("".join(self.output_text))
+        # Nothing to estimate with the vendor's count, or nothing billable at all.
+        self.estimating = self.upstream_answered and not (complete and self.vendor_reported_output)
+
+    async def estimate(self) -> None:
+        """The counts `finish` left: bill what was generated, the vendor's own count if it is
+        at least what we saw, otherwise our estimate of the delivered text (never less than
+        what reached the client), and the prompt's when the vendor never said it. Counted in
+        a worker thread when long (`counted`): a client that sends a huge prompt and hangs up
+        must not hold the event loop. Applied at once after the counts, so a cancelled
+        estimate leaves the record as it was, to be estimated again."""
+        if not self.estimating:
+            return
+        text = "".join(self.output_text)
+        output = await counted(lambda: count_tokens(text), len(text))
+        prompt = None
         if not self.vendor_reported_input:
-            self.usage.input = estimate_request_tokens(self.request) if self.request else 0
+            prompt = await estimate_request_tokens_counted(self.request) if self.request else 0
+        if prompt is not None:
+            self.usage.input = prompt
             self.usage_source = "estimated"
-        if estimate > self.usage.output or not self.vendor_reported_output:
-            self.usage.output = max(estimate, self.usage.output)
+        if output > self.usage.output or not self.vendor_reported_output:
+            self.usage.output = max(output, self.usage.output)
             self.usage_source = "estimated"
+        self.estimating = False
