@@ -6,6 +6,7 @@ same figures whether the stream kept its request or only the client's bytes."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -27,6 +28,7 @@ from tokenrelay.billing.pricing import cost_nano, usd
 from tokenrelay.catalog import Catalog
 from tokenrelay.frontends.anthropic.parse import parse_messages_request
 from tokenrelay.frontends.chat.parse import parse_chat_request
+from tokenrelay.gateway.intake import Intake
 
 LONG = "x" * 1_000_000 + "y"  # a third of a second for tiktoken; unremembered anywhere
 
@@ -64,10 +66,15 @@ async def test_a_cut_streams_long_output_is_counted_while_the_loop_serves_others
     assert ctx.usage_source == "estimated"
 
 
-async def test_a_cut_streams_long_prompt_is_counted_while_the_loop_serves_others() -> None:
+@pytest.mark.parametrize("kept", ["request", "client bytes"])
+async def test_a_cut_streams_long_prompt_is_counted_while_the_loop_serves_others(
+    kept: str,
+) -> None:
     raw = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": LONG}]})
     request = parse_chat_request(orjson.loads(raw), {})
     ctx = cut_stream(request)
+    if kept == "client bytes":  # what a stream under way keeps (Prepared.under_way)
+        ctx.let_go(lambda: parse_chat_request(orjson.loads(raw), {}), len(raw))
     ctx.note_output("Hello")
     ctx.finish("cancelled", "client disconnected", complete=False)
     assert await ran_others_while(ctx)
@@ -154,3 +161,43 @@ def test_a_stream_cut_before_the_vendors_usage_bills_the_estimates(
     price = Catalog.load().get("gpt-4o").price  # type: ignore[union-attr]
     usage = ir.UsageTotals(input=record["input_tokens"], output=record["output_tokens"])
     assert Decimal(record["cost_usd"]) == Decimal(usd(cost_nano(usage, price)))
+
+
+@pytest.mark.parametrize("path", list(CLIENTS))
+def test_a_live_stream_keeps_no_parsed_copy_of_its_request(
+    gateway: RunningGateway, path: str
+) -> None:
+    """Once the answer streams, nothing can resend or re-decide the call: the gateway keeps
+    only the client's bytes (for a cut stream's estimate), not the request parsed (a coding
+    agent's 40 KB prompt parsed is ~70 KB of objects, for each stream's whole life)."""
+    route, headers, _, _ = CLIENTS[path]
+    mark = f"unrepeated-{path.replace(' ', '-')}"
+    raw = orjson.dumps(
+        {
+            "model": "gpt-4o",
+            "stream": True,
+            "max_tokens": 300,
+            "messages": [{"role": "user", "content": f"[[words:30]] [[delay:100]] {mark}"}],
+        }
+    )
+    del mark  # from here only the bytes the client sends say it
+
+    def parsed_requests() -> list[ir.Request | Intake]:
+        gc.collect()
+        return [
+            o
+            for o in gc.get_objects()
+            if isinstance(o, ir.Request | Intake) and b"unrepeated-" in repr(o).encode()
+        ]
+
+    key = create_key(gateway.url)[1]
+    headers = {**headers, "authorization": f"Bearer {key}", "x-api-key": key}
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", gateway.proxy + route, content=raw, headers=headers) as resp,
+    ):
+        lines = resp.iter_lines()
+        while "data:" not in next(lines):  # the answer streams
+            pass
+        assert parsed_requests() == []
+        assert "".join(lines)  # and goes on to its end

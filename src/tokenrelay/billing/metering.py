@@ -139,7 +139,12 @@ class RequestContext:
     vendor_reported_output: bool = False
     vendor_reported_input: bool = False
     input_bound: int = 0  # generous prompt-size bound, for the credit hold
+    # The request as decided; a stream under way lets it go (`let_go`) and keeps a way to read
+    # it again, for the rare estimate of a prompt the vendor never counted.
     request: ir.Request | None = None
+    reread: Callable[[], ir.Request] | None = None
+    reread_chars: int = 0  # what reading it again parses (`counted`: in a thread when long)
+    shown_at_end: bool = False  # the request's: nothing is delivered before its end (policy)
     output_text: list[str] = field(default_factory=list)
     attempts: int = 0  # vendor calls made, over every deployment and fallback model
     deployment: str = ""  # the deployment that answered
@@ -170,11 +175,17 @@ class RequestContext:
         self.usage.apply(u)
         if u.output is not None:
             self.vendor_reported_output = True
-        if u.input is not None:
+        if u.input is not None:  # nothing to estimate the prompt from: let it go
             self.vendor_reported_input = True
+            self.request = self.reread = None
 
     def note_output(self, text: str) -> None:
         self.output_text.append(text)
+
+    def let_go(self, reread: Callable[[], ir.Request], chars: int) -> None:
+        """Keep no request for a stream's life, only `reread`, which parses it again (`chars`
+        long) when its prompt must be estimated."""
+        self.request, self.reread, self.reread_chars = None, reread, chars
 
     def finish(self, status: Status, error: str | None = None, complete: bool = True) -> None:
         """Close the record. `complete` is False when the vendor's final usage never came:
@@ -196,9 +207,7 @@ class RequestContext:
             return
         text = "".join(self.output_text)
         output = await counted(lambda: count_tokens(text), len(text))
-        prompt = None
-        if not self.vendor_reported_input:
-            prompt = await estimate_request_tokens_counted(self.request) if self.request else 0
+        prompt = None if self.vendor_reported_input else await self._prompt_tokens()
         if prompt is not None:
             self.usage.input = prompt
             self.usage_source = "estimated"
@@ -206,3 +215,11 @@ class RequestContext:
             self.usage.output = max(output, self.usage.output)
             self.usage_source = "estimated"
         self.estimating = False
+
+    async def _prompt_tokens(self) -> int:
+        if self.request is not None:
+            return await estimate_request_tokens_counted(self.request)
+        reread = self.reread
+        if reread is None:
+            return 0
+        return await counted(lambda: estimate_request_tokens(reread()), self.reread_chars)
