@@ -162,7 +162,7 @@ def _one(case: Case, chunks: list[bytes]) -> None:
     ex: ExchangeBase
     kind = PassthroughExchange if fast else TranslatedExchange
     ex = kind(frontend, vendor, ctx, req, ReasoningCache())
-    ex.start(UpstreamRequest("POST", "http://upstream", {}, b""))
+    ex.start(UpstreamRequest("POST", "http://upstream", {}, b""), req)
     for chunk in chunks:
         ex.feed(chunk)  # type: ignore[attr-defined]
     ex.close()  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import codex_prompt
 from bench.proc import LOAD_CORE
 
 HERE = Path(__file__).resolve().parent
@@ -29,9 +30,12 @@ class Target:
     fmt: str  # "openai" | "anthropic" | "responses" | "gemini"
     model: str
     headers: dict[str, str] = field(default_factory=dict)
+    prompt_kb: int = 0  # a coding agent's body of about this size (bench.codex_prompt), not 0
 
     def body(self, stream: bool, marker: str = "") -> str:
         prompt = "Say hello." + (f" {marker}" if marker else "")
+        if self.prompt_kb:
+            return codex_prompt.body(self.fmt, self.model, self.prompt_kb, prompt, stream)
         if self.fmt == "responses":
             body: dict[str, Any] = {"model": self.model, "max_output_tokens": 256, "input": prompt}
             return json.dumps({**body, "stream": True} if stream else body, separators=(",", ":"))

@@ -12,12 +12,16 @@ Every figure is given as tokenrelay ÷ nginx from the same run.
 (default 0,250,500,1000) a fresh gateway, its idle RSS after its first request, then that many
 `--scenario` streams (default openai) open at once (64 chunks `--interval-ms` apart, opened
 over 1 s) and the peak RSS while they are open; KB per live stream is the least-squares slope
-of peak over count.
+of peak over count. `--prompt-kb 40` sends a coding agent's request of about 40 KB (a long
+system prompt, a dozen tools, a session's history: bench/codex_prompt.py) instead of a
+one-line prompt: what a live stream keeps of its request (up to ~100 KB: the body travels to
+the load generator on its command line).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -57,13 +61,18 @@ def run(c: cmod.Contender, ctx: cmod.Ctx, streams: int, mock_pid: int) -> dict[s
 
 
 def held_streams(
-    c: cmod.Contender, ctx: cmod.Ctx, n: int, interval_ms: int, scenario: str = "openai"
+    c: cmod.Contender,
+    ctx: cmod.Ctx,
+    n: int,
+    interval_ms: int,
+    scenario: str = "openai",
+    prompt_kb: int = 0,
 ) -> dict[str, Any]:
     """A fresh gateway's idle RSS, then its peak RSS while `n` slow streams are open at once."""
     c.start(ctx)
     try:
         assert c.pid is not None
-        t = c.target(scenario)
+        t = dataclasses.replace(c.target(scenario), prompt_kb=prompt_kb)
         loadgen.check(t, True)
         time.sleep(1)
         out: dict[str, Any] = {"streams": n, "idle_rss_mb": round(tree_rss_mb(c.pid), 1)}
@@ -78,10 +87,13 @@ def held_streams(
         c.stop()
 
 
-def memory(ctx: cmod.Ctx, counts: list[int], interval_ms: int, scenario: str) -> None:
+def memory(
+    ctx: cmod.Ctx, counts: list[int], interval_ms: int, scenario: str, prompt_kb: int
+) -> None:
     rows = []
     for n in counts:
-        rows.append(held_streams(cmod.make("tokenrelay", True), ctx, n, interval_ms, scenario))
+        c = cmod.make("tokenrelay", True)
+        rows.append(held_streams(c, ctx, n, interval_ms, scenario, prompt_kb))
         print(rows[-1], flush=True)
     idle = statistics.median(r["idle_rss_mb"] for r in rows)
     loaded = [(r["streams"], r.get("peak_rss_mb", r["idle_rss_mb"])) for r in rows]
@@ -99,6 +111,7 @@ def main() -> None:
     ap.add_argument("--counts", default="0,250,500,1000")
     ap.add_argument("--interval-ms", type=int, default=100)
     ap.add_argument("--scenario", default="openai", choices=cmod.SCENARIOS)
+    ap.add_argument("--prompt-kb", type=int, default=0, help="a coding agent's body of ~N KB")
     args = ap.parse_args()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="tokenrelay-tails-") as tmp:
@@ -107,7 +120,7 @@ def main() -> None:
         try:
             if args.memory_only:
                 counts = [int(n) for n in args.counts.split(",")]
-                memory(ctx, counts, args.interval_ms, args.scenario)
+                memory(ctx, counts, args.interval_ms, args.scenario, args.prompt_kb)
                 return
             for name in ("nginx", "tokenrelay"):
                 results[name] = run(cmod.make(name, True), ctx, args.streams, mock.pid)

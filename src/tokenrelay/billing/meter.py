@@ -115,6 +115,8 @@ class BillingMeter:
     async def settle_lines(self, lines: list[tuple[Admission, RequestContext]]) -> None:
         """`settle` for batch lines that ended together, in fewer round trips
         (BillingEngine.settle_lines); a line whose record did not commit stays unbilled."""
+        for _, ctx in lines:
+            await ctx.estimate()
         items = [(a, ctx, _record(ctx)) for a, ctx in lines if ctx.cost_nano is None]
         try:
             await self.engine.settle_lines([(a, r) for a, _, r in items])
@@ -128,7 +130,9 @@ class BillingMeter:
     async def settle(self, admission: Admission | None, ctx: RequestContext) -> None:
         """Bill the request once (later calls are no-ops; None: never admitted, nothing to
         bill). A request the vendor refused (no 200 ever came back) costs nothing: its record
-        shows the error at zero tokens."""
+        shows the error at zero tokens. What `finish` left to estimate is counted first."""
+        if ctx.estimating:
+            await ctx.estimate()
         if admission is None or ctx.cost_nano is not None:
             return
         record = _record(ctx)

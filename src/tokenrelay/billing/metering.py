@@ -139,7 +139,12 @@ class RequestContext:
     vendor_reported_output: bool = False
     vendor_reported_input: bool = False
     input_bound: int = 0  # generous prompt-size bound, for the credit hold
+    # The request as decided; a stream under way lets it go (`let_go`) and keeps a way to read
+    # it again, for the rare estimate of a prompt the vendor never counted.
     request: ir.Request | None = None
+    reread: Callable[[], ir.Request] | None = None
+    reread_chars: int = 0  # what reading it again parses (`counted`: in a thread when long)
+    shown_at_end: bool = False  # the request's: nothing is delivered before its end (policy)
     output_text: list[str] = field(default_factory=list)
     attempts: int = 0  # vendor calls made, over every deployment and fallback model
     deployment: str = ""  # the deployment that answered
@@ -157,6 +162,7 @@ class RequestContext:
     usage_source: Literal["vendor", "estimated"] = "vendor"
     session_id: str | None = None  # the client's session header (X-Claude-Code-Session-Id)
     stop_reason: str | None = None  # the vendor's, when the translated path saw it
+    estimating: bool = False  # `finish` left counts to make: `estimate`, before settling
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self._t0) * 1000
@@ -169,25 +175,51 @@ class RequestContext:
         self.usage.apply(u)
         if u.output is not None:
             self.vendor_reported_output = True
-        if u.input is not None:
+        if u.input is not None:  # nothing to estimate the prompt from: let it go
             self.vendor_reported_input = True
+            self.request = self.reread = None
 
     def note_output(self, text: str) -> None:
         self.output_text.append(text)
 
+    def let_go(self, reread: Callable[[], ir.Request], chars: int) -> None:
+        """Keep no request for a stream's life, only `reread`, which parses it again (`chars`
+        long) when its prompt must be estimated."""
+        self.request, self.reread, self.reread_chars = None, reread, chars
+
     def finish(self, status: Status, error: str | None = None, complete: bool = True) -> None:
-        """Close the record. `complete` is False when the vendor's final usage never came."""
+        """Close the record. `complete` is False when the vendor's final usage never came:
+        what was generated is then estimated (`estimate`, which settlement awaits)."""
         self.duration_ms = (time.perf_counter() - self._t0) * 1000
         self.status = status
         self.error = error
-        if (complete and self.vendor_reported_output) or not self.upstream_answered:
-            return  # nothing to estimate: the vendor's count, or nothing billable at all
-        # Bill what was generated: the vendor's own count if it is at least what we saw,
-        # otherwise our estimate of the delivered text (never less than what reached the client).
-        estimate = count_tokens("".join(self.output_text))
-        if not self.vendor_reported_input:
-            self.usage.input = estimate_request_tokens(self.request) if self.request else 0
+        # Nothing to estimate with the vendor's count, or nothing billable at all.
+        self.estimating = self.upstream_answered and not (complete and self.vendor_reported_output)
+
+    async def estimate(self) -> None:
+        """The counts `finish` left: bill what was generated, the vendor's own count if it is
+        at least what we saw, otherwise our estimate of the delivered text (never less than
+        what reached the client), and the prompt's when the vendor never said it. Counted in
+        a worker thread when long (`counted`): a client that sends a huge prompt and hangs up
+        must not hold the event loop. Applied at once after the counts, so a cancelled
+        estimate leaves the record as it was, to be estimated again."""
+        if not self.estimating:
+            return
+        text = "".join(self.output_text)
+        output = await counted(lambda: count_tokens(text), len(text))
+        prompt = None if self.vendor_reported_input else await self._prompt_tokens()
+        if prompt is not None:
+            self.usage.input = prompt
             self.usage_source = "estimated"
-        if estimate > self.usage.output or not self.vendor_reported_output:
-            self.usage.output = max(estimate, self.usage.output)
+        if output > self.usage.output or not self.vendor_reported_output:
+            self.usage.output = max(output, self.usage.output)
             self.usage_source = "estimated"
+        self.estimating = False
+
+    async def _prompt_tokens(self) -> int:
+        if self.request is not None:
+            return await estimate_request_tokens_counted(self.request)
+        reread = self.reread
+        if reread is None:
+            return 0
+        return await counted(lambda: estimate_request_tokens(reread()), self.reread_chars)

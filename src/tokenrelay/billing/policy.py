@@ -132,8 +132,7 @@ def outcome(ctx: RequestContext) -> Outcome:
     """How the request ended, from its accounting context."""
     if not ctx.upstream_answered:
         return Outcome.NOT_ANSWERED
-    withheld = ctx.request is not None and ctx.request.shown_at_end
-    delivered = any(ctx.output_text) and not withheld
+    delivered = any(ctx.output_text) and not ctx.shown_at_end
     if ctx.status == "ok":
         if ctx.stop_reason in _LENGTH_STOPS:
             return Outcome.INCOMPLETE_LENGTH

@@ -11,7 +11,7 @@ from tokenrelay.errors import invalid
 from tokenrelay.gateway.codec import Frontend
 from tokenrelay.gateway.exchange import Exchange
 from tokenrelay.gateway.fastpath import PassthroughExchange
-from tokenrelay.gateway.intake import Intake
+from tokenrelay.gateway.intake import Intake, rereader
 from tokenrelay.gateway.prompt_bound import prompt_bound
 from tokenrelay.gateway.translated import TranslatedExchange
 from tokenrelay.reasoning.cache import ReasoningCache, convert_for, needs_conversion, restore
@@ -24,18 +24,32 @@ from tokenrelay.vendors.base import Passthrough, UpstreamRequest
 class Prepared:
     """A request decided: the vendor call as it will be sent, and what may come back."""
 
-    intake: Intake
+    _intake: Intake | None  # until the answer is under way
     call: UpstreamRequest
     exchange: Exchange
     max_output: int  # every output token the call allows, over all its choices
+    endpoint: VendorEndpoint
+    model_id: str
+    # The gateway put text in the prompt the client did not send (reasoning restored for the
+    # vendor): the client's bytes, read again, would not say it.
+    prompt_changed: bool = False
 
     @property
-    def endpoint(self) -> VendorEndpoint:
-        return self.intake.endpoint
+    def intake(self) -> Intake:
+        assert self._intake is not None, "the request was let go (under_way)"
+        return self._intake
 
-    @property
-    def model_id(self) -> str:
-        return self.intake.resolved.entry.id
+    def under_way(self, ctx: RequestContext) -> None:
+        """The vendor's answer streams: nothing sends, retries or re-decides this call again
+        (upstreams.attempts: every retry and fallback is over once one answers 200), so a
+        stream keeps none of its request for its life — the call's body, the client's parsed
+        body, the IR (a coding agent's 40 KB prompt parsed is ~70 KB of objects) — only the
+        client's own bytes, read again in the rare case its prompt must be estimated, and not
+        even those once the vendor has said the prompt's count (RequestContext.apply_usage)."""
+        it, self._intake = self._intake, None
+        self.call.body = b""
+        if it is not None and it.raw and not self.prompt_changed:
+            ctx.let_go(rereader(it), len(it.raw))
 
 
 async def decide(
@@ -47,6 +61,7 @@ async def decide(
     if reasoning.shared:  # the previous turn may have been answered by another replica
         await reasoning.prefetch(req)
     exchange: Exchange
+    prompt_changed = False
     framing: Framing = it.route.get("framing", "sse")  # Gemini's URL may ask for a JSON array
     # Stop sequences the model refuses (a 400) are sent without and enforced here, on the
     # translated path, which sees the text as IR deltas.
@@ -74,8 +89,8 @@ async def decide(
         if req.max_tokens is not None and req.max_tokens > entry.max_output:
             req.max_tokens = entry.max_output
         ep.adapter.finalize(req, entry.default_max_tokens)
-        restore(reasoning, ep.name, req)
-        convert_for(ep.name, req)
+        restored = restore(reasoning, ep.name, req)
+        prompt_changed = convert_for(ep.name, req) or restored
         stops = req.stop
         if own_stop:
             req.stop = []
@@ -95,4 +110,4 @@ async def decide(
     )
     # Without a cap of its own the vendor may write up to the model's output limit.
     max_output = (call.max_output or entry.max_output) * call.choices
-    return Prepared(it, call, exchange, max_output)
+    return Prepared(it, call, exchange, max_output, ep, entry.id, prompt_changed)

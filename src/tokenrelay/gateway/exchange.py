@@ -50,11 +50,13 @@ class Exchange(Protocol):
     # whose final usage will not come.
     cut: bool
 
-    async def prepare(self) -> None:
+    async def prepare(self, req: ir.Request) -> None:
         """Before `start`, work that may be long, off the event loop (the opening count)."""
         ...
 
-    def start(self, call: UpstreamRequest) -> None: ...
+    def start(self, call: UpstreamRequest, req: ir.Request) -> None:
+        """The stream begins: what it needs of `req` is taken now (it is not kept)."""
+        ...
 
     def feed(self, chunk: bytes) -> bytes:
         """Vendor bytes in, client bytes out (b"" while nothing is complete)."""
@@ -82,7 +84,8 @@ class Exchange(Protocol):
 
 
 class ExchangeBase:
-    """What both paths start from: who asked, who answers, and the request's accounting."""
+    """What both paths start from: who asked, who answers, and the request's accounting; of
+    the request itself, only what the answer's rendering reads (a stream does not keep it)."""
 
     def __init__(
         self,
@@ -93,11 +96,12 @@ class ExchangeBase:
         reasoning: ReasoningCache,
         framing: Framing = "sse",
     ) -> None:
-        self._frontend, self._vendor, self._ctx, self._req = frontend, vendor, ctx, req
+        self._frontend, self._vendor, self._ctx = frontend, vendor, ctx
+        self._echo, self._include_usage = req.echo, req.include_usage
         self._reasoning = reasoning
         self._framing: Framing = framing
         self.stream_headers = SSE_HEADERS if framing == "sse" else JSON_ARRAY_STREAM_HEADERS
         self.failure: ir.Error | None = None
 
-    async def prepare(self) -> None:
+    async def prepare(self, req: ir.Request) -> None:
         return None

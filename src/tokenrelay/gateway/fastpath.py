@@ -49,10 +49,10 @@ class PassthroughExchange(ExchangeBase):
 
     # ------------------------------------------------------------------------------ stream
 
-    def start(self, call: UpstreamRequest) -> None:
+    def start(self, call: UpstreamRequest, req: ir.Request) -> None:
         self._parser = SSEParser()
         self._scan = self._vendor.passthrough_scan(
-            self._ctx.apply_usage, client_usage=self._req.include_usage, choices=call.choices
+            self._ctx.apply_usage, client_usage=self._include_usage, choices=call.choices
         )
         if self._framing == "json_array":  # the vendor's events, each an item of the array
             self._array = self._scan.array = JsonArrayFrame()
@@ -93,7 +93,7 @@ class PassthroughExchange(ExchangeBase):
             _, body = self._frontend.render_error(err)
             return self._array.item(orjson.dumps(body)) + self._array.close()
         renderer = self._frontend.stream_renderer(
-            request_id=self._ctx.request_id, include_usage=False, echo=self._req.echo
+            request_id=self._ctx.request_id, include_usage=False, echo=self._echo
         )
         return renderer.error(err)
 

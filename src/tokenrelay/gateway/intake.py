@@ -28,6 +28,7 @@ class Body:
     payload: dict[str, Any]
     headers: dict[str, str]
     route: Mapping[str, Any] = field(default_factory=dict)
+    raw: bytes = b""  # the body as the client sent it (none for a batch line)
 
 
 @dataclass(slots=True)
@@ -48,6 +49,15 @@ class Intake:
     resolved: Resolved
     endpoint: VendorEndpoint
     req: ir.Request
+    raw: bytes  # the client's body, which `parse` read
+    parse: Parser
+
+
+def rereader(it: Intake) -> Callable[[], ir.Request]:
+    """`it.req` as `take_in` parsed it, parsed again from the client's bytes when called: it
+    keeps those bytes, not the parsed body."""
+    raw, parse, headers = it.raw, it.parse, it.headers
+    return lambda: parse(parse_object(raw), headers)
 
 
 async def receive_request(
@@ -64,7 +74,8 @@ async def receive_request(
     if key is None:
         raise GatewayError("authentication", "Invalid or missing API key.", 401)
     ctx.key_id = key.id
-    return Received(key, Body(parse_object(body), headers, dict(scope.get("path_params") or ())))
+    route = dict(scope.get("path_params") or ())
+    return Received(key, Body(parse_object(body), headers, route, body))
 
 
 def take_in(
@@ -107,7 +118,8 @@ def take_in(
     ctx.vendor = endpoint.name
     ctx.stream = req.stream
     ctx.request = req
+    ctx.shown_at_end = req.shown_at_end
     req.model = resolved.entry.upstream
     if resolved.thinking is not None and (req.thinking is None or req.thinking.enabled is None):
         req.thinking = ir.ThinkingConfig(enabled=resolved.thinking)
-    return Intake(payload, headers, route, resolved, endpoint, req)
+    return Intake(payload, headers, route, resolved, endpoint, req, body.raw, parse)

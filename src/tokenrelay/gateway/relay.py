@@ -133,20 +133,26 @@ class Relay:
     ) -> tuple[ApiKeyInfo, Prepared]:
         """A request read, authenticated and decided as `serve` decides it; nothing held or
         sent (the cost quote: the same decision, so it cannot drift)."""
-        got = await receive_request(self.keys, self.settings.max_body_bytes, ctx, scope, receive)
-        it = self.take_in(frontend.parse_request, ctx, got.body)
-        return got.key, await decide(frontend, it, ctx, self.reasoning)
+        f = Flight(ctx, frontend)
+        p = await self._decided(f, scope, receive)
+        assert f.key is not None
+        return f.key, p
+
+    async def _decided(self, f: Flight, scope: Scope, receive: Receive) -> Prepared:
+        """The request read, authenticated (`f.key`, which even a refusal's headers read) and
+        decided, in a frame of its own: no local holds the client's body for the answer's
+        life (what a stream keeps of its request is Prepared.under_way's to say)."""
+        got = await receive_request(self.keys, self.settings.max_body_bytes, f.ctx, scope, receive)
+        f.key = got.key
+        it = self.take_in(f.frontend.parse_request, f.ctx, got.body)
+        return await decide(f.frontend, it, f.ctx, self.reasoning)
 
     async def _serve(self, f: Flight, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = f.ctx
         try:
-            got = await receive_request(
-                self.keys, self.settings.max_body_bytes, ctx, scope, receive
-            )
-            f.key = got.key
-            it = self.take_in(f.frontend.parse_request, ctx, got.body)
-            p = await decide(f.frontend, it, ctx, self.reasoning)
-            f.admission = await self.meter.admit(got.key, ctx, p.model_id, p.max_output)
+            p = await self._decided(f, scope, receive)
+            assert f.key is not None
+            f.admission = await self.meter.admit(f.key, ctx, p.model_id, p.max_output)
         except GatewayError as err:
             ctx.finish("error", err.message, complete=False)
             await self.respond.error(f, send, err)
@@ -243,7 +249,7 @@ class Relay:
             route = {**it.route, "model": model}
             try:
                 taken = self.take_in(
-                    f.frontend.parse_request, ctx, Body(payload, it.headers, route)
+                    f.frontend.parse_request, ctx, Body(payload, it.headers, route, it.raw)
                 )
                 q = await decide(f.frontend, taken, ctx, self.reasoning)
             finally:

@@ -170,11 +170,9 @@ class Responder:
         p = opened.target
         ex = p.exchange
         async with opened.response as resp:
-            await ex.prepare()
-            ex.start(p.call)
-            # Nothing sends the call again once its answer streams: its body (the prompt, in
-            # orjson's buffer of up to 10x its length) is not kept for the stream's life.
-            p.call.body = b""
+            await ex.prepare(p.intake.req)
+            ex.start(p.call, p.intake.req)
+            p.under_way(ctx)  # the stream keeps nothing of its request from here
             await self.start_stream(f, send)
             out = b""
             async with DisconnectWatch(receive, cancel=not self.drain) as watch:

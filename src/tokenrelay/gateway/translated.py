@@ -67,32 +67,32 @@ class TranslatedExchange(ExchangeBase):
             self._folded,
             request_id=self._ctx.request_id,
             extra_usage=extra_usage,
-            echo=self._req.echo,
+            echo=self._echo,
         )
         return orjson.dumps(rendered)
 
     # ------------------------------------------------------------------------------ stream
 
-    async def prepare(self) -> None:
+    async def prepare(self, req: ir.Request) -> None:
         renderer = self._new_renderer()
         if renderer.usage_at_start:  # a long prompt is counted off the event loop
-            self._opening = await count_opening(self._req)
+            self._opening = await count_opening(req)
 
-    def start(self, call: UpstreamRequest) -> None:
+    def start(self, call: UpstreamRequest, req: ir.Request) -> None:
         self._collected: list[ir.Event] = []  # what reasoning state is made of (no text)
         self._decoder = self._vendor.stream_decoder(call)
         renderer = self._renderer or self._new_renderer()
         if renderer.usage_at_start:  # the vendor's own count, when it comes, replaces it
             opening = self._opening
             renderer.render(
-                ir.Usage(input=opening_input_tokens(self._req) if opening is None else opening)
+                ir.Usage(input=opening_input_tokens(req) if opening is None else opening)
             )
 
     def _new_renderer(self) -> StreamRenderer:
         self._renderer = self._frontend.stream_renderer(
             request_id=self._ctx.request_id,
-            include_usage=self._req.include_usage,
-            echo=self._req.echo,
+            include_usage=self._include_usage,
+            echo=self._echo,
             framing=self._framing,
         )
         return self._renderer

@@ -220,8 +220,10 @@ def remember(cache: ReasoningCache, vendor: str, resp: ir.Response) -> None:
     cache.put([c.id for c in calls], ReasoningState(vendor, resp.model, thinking, signatures))
 
 
-def restore(cache: ReasoningCache, vendor: str, req: ir.Request) -> None:
-    """Before a request: put back the reasoning state the client could not carry."""
+def restore(cache: ReasoningCache, vendor: str, req: ir.Request) -> bool:
+    """Before a request: put back the reasoning state the client could not carry. True when
+    that added text to the prompt (thinking)."""
+    added = False
     for msg in req.messages:
         if msg.role != "assistant":
             continue
@@ -237,6 +239,8 @@ def restore(cache: ReasoningCache, vendor: str, req: ir.Request) -> None:
         if state.thinking and _needs_thinking(vendor, msg):
             kept = [p for p in msg.parts if not isinstance(p, ir.Thinking | ir.RedactedThinking)]
             msg.parts = [*state.thinking, *kept]
+            added = True
+    return added
 
 
 # Google's documented stand-in for a function call Gemini did not generate (another model's, in
@@ -247,12 +251,14 @@ GEMINI_FOREIGN_SIGNATURE = "skip_thought_signature_validator"
 FOREIGN_REASONING = "(This step was taken by another model; its reasoning is not available.)"
 
 
-def convert_for(vendor: str, req: ir.Request) -> None:
+def convert_for(vendor: str, req: ir.Request) -> bool:
     """After `restore`: what is still missing for `vendor` in turns another vendor made (the
     conversation changed model), converted: Gemini gets the stand-in signature on unsigned
     calls, DeepSeek reasoning text on tool-call turns (the other vendor's visible reasoning,
     else a note), Anthropic with thinking on sees tool use that no signed thinking leads as
-    text (Anthropic refuses it, and a signature cannot be made up)."""
+    text (Anthropic refuses it, and a signature cannot be made up). True when the prompt's
+    text changed (a signature is not text)."""
+    changed = False
     if vendor == "gemini":
         for msg in req.messages:
             calls = [p for p in msg.parts if isinstance(p, ir.ToolCall)]
@@ -264,8 +270,10 @@ def convert_for(vendor: str, req: ir.Request) -> None:
                 continue
             if not any(isinstance(p, ir.Thinking) and p.text for p in msg.parts):
                 msg.parts = [ir.Thinking(FOREIGN_REASONING), *msg.parts]
+                changed = True
     elif vendor == "anthropic" and _thinks(req):
-        _tool_use_as_text(req.messages)
+        changed = _tool_use_as_text(req.messages)
+    return changed
 
 
 def needs_conversion(cache: ReasoningCache, vendor: str, req: ir.Request) -> bool:
@@ -308,9 +316,10 @@ def _unsigned_tool_use(msg: ir.Message) -> bool:
     )
 
 
-def _tool_use_as_text(messages: list[ir.Message]) -> None:
+def _tool_use_as_text(messages: list[ir.Message]) -> bool:
     """Every tool use no signed thinking leads, and its results, as text (the lastmost set is
-    what Anthropic checks; once it is text, the one before is the lastmost)."""
+    what Anthropic checks; once it is text, the one before is the lastmost). True when there
+    was one."""
     names: dict[str, str] = {}
     for msg in messages:
         if _unsigned_tool_use(msg):
@@ -333,6 +342,7 @@ def _tool_use_as_text(messages: list[ir.Message]) -> None:
                 else:
                     converted.append(p)
             msg.parts = converted
+    return bool(names)
 
 
 def _needs_thinking(vendor: str, msg: ir.Message) -> bool:
