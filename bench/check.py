@@ -60,17 +60,19 @@ def src_changed_since(commit: str) -> bool:
     return subprocess.run(diff, cwd=cmod.REPO, check=False).returncode != 0
 
 
-def export_src(commit: str, into: Path) -> Path:
+def export_tree(commit: str, into: Path) -> Path:
+    """`commit`'s src/ and bench/ under `into`: its code, and the harness that drives that
+    code's own interfaces (bench.chunk_cost builds exchanges by hand)."""
     archive = subprocess.run(
-        ["git", "archive", commit, "src"], cwd=cmod.REPO, capture_output=True, check=True
+        ["git", "archive", commit, "src", "bench"], cwd=cmod.REPO, capture_output=True, check=True
     )
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    return into / "src"
+    return into
 
 
 def request_figures(rounds: int, seconds: float, ref: Path | None = None) -> dict[str, Figures]:
     """CPU µs a request, billing on and off, for this tree ("tree") and, given `ref` (another
-    src/), for that code ("ref"): all four gateways up at once, wrk rounds alternating."""
+    tree's root), for its code ("ref"): all four gateways up at once, wrk rounds alternating."""
     variants: list[cmod.Contender] = [
         cmod.TokenRelay("tokenrelay"),
         cmod.TokenRelay("tokenrelay-nobilling", billing=False),
@@ -78,8 +80,8 @@ def request_figures(rounds: int, seconds: float, ref: Path | None = None) -> dic
     labels = ["on", "off"]
     if ref is not None:
         variants += [
-            cmod.TokenRelay("ref", source=ref),
-            cmod.TokenRelay("ref-nobilling", source=ref, billing=False),
+            cmod.TokenRelay("ref", source=ref / "src"),
+            cmod.TokenRelay("ref-nobilling", source=ref / "src", billing=False),
         ]
         labels += ["ref_on", "ref_off"]
     with tempfile.TemporaryDirectory(prefix="tokenrelay-check-") as tmp:
@@ -98,17 +100,18 @@ def request_figures(rounds: int, seconds: float, ref: Path | None = None) -> dic
     return out
 
 
-def _chunks_in(src: Path | None, rounds: int) -> Figures:
-    """`chunk_cost` in a process of its own on the gateway's core, importing tokenrelay from
-    `src` (None: this tree's)."""
-    path = [str(src)] if src is not None else []
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([*path, str(cmod.REPO)])}
+def _chunks_in(root: Path | None, rounds: int) -> Figures:
+    """`chunk_cost` in a process of its own on the gateway's core: the tree at `root`'s (its
+    tokenrelay and its bench), or this one's."""
+    path = [str(root / "src"), str(root)] if root is not None else [str(cmod.REPO)]
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(path)}
     code = (
         "import json; from bench import chunk_cost; "
         f"print(json.dumps(chunk_cost.per_chunk_us({CHUNK_STREAMS}, {rounds}, min)))"
     )
     cmd = ["taskset", "-c", proc.GATEWAY_CORE, sys.executable, "-c", code]
-    done = subprocess.run(cmd, env=env, cwd=cmod.REPO, capture_output=True, text=True, check=False)
+    cwd = root or cmod.REPO  # `-c` puts the working directory first on sys.path
+    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"chunk_cost failed:\n{done.stderr[-2000:]}")
     return {f"chunk_{k}_cpu_us": v for k, v in json.loads(done.stdout.splitlines()[-1]).items()}
@@ -195,7 +198,7 @@ def main() -> None:
         same_run = False
     calibration = calibration_us()
     with tempfile.TemporaryDirectory(prefix="tokenrelay-check-ref-") as tmp:
-        ref = export_src(commit, Path(tmp)) if same_run and commit is not None else None
+        ref = export_tree(commit, Path(tmp)) if same_run and commit is not None else None
         try:
             figures = chunk_figures(ref)
             if not args.no_requests:
