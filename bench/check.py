@@ -60,14 +60,10 @@ def src_changed_since(commit: str) -> bool:
     return subprocess.run(diff, cwd=cmod.REPO, check=False).returncode != 0
 
 
-def export_tree(commit: str, into: Path) -> Path:
-    """`commit`'s src/ and bench/ under `into`: its code, and the harness that drives that
-    code's own interfaces (bench.chunk_cost builds exchanges by hand)."""
-    archive = subprocess.run(
-        ["git", "archive", commit, "src", "bench"], cwd=cmod.REPO, capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    return into
+def export_ref(commit: str, into: Path) -> Path:
+    """`commit`'s src/ and bench/: its code, and the harness that drives that code's own
+    interfaces (bench.chunk_cost builds exchanges by hand)."""
+    return cmod.export_tree(commit, into, "src", "bench")
 
 
 def request_figures(rounds: int, seconds: float, ref: Path | None = None) -> dict[str, Figures]:
@@ -198,7 +194,7 @@ def main() -> None:
         same_run = False
     calibration = calibration_us()
     with tempfile.TemporaryDirectory(prefix="tokenrelay-check-ref-") as tmp:
-        ref = export_tree(commit, Path(tmp)) if same_run and commit is not None else None
+        ref = export_ref(commit, Path(tmp)) if same_run and commit is not None else None
         try:
             figures = chunk_figures(ref)
             if not args.no_requests:

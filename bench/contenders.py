@@ -300,6 +300,17 @@ class TokenRelay(Contender):
         return _anthropic(self.base, "/api/proxy/v1/messages", self.key)
 
 
+def export_tree(ref: str, into: Path, *paths: str) -> Path:
+    """git `ref`'s `paths` (default src/) extracted under `into`, which is returned: another
+    version's code for a TokenRelay's `source` (its `into / "src"`)."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", ref, *(paths or ("src",))], cwd=REPO, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
 def pool_catalog(mock_port: int, n: int) -> str:
     """`n` deployments of the OpenAI and Anthropic vendors, all on the mock: the pool path
     (pick, lease, release, retarget) with the same upstream as the single-key variant."""

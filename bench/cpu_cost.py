@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -90,10 +89,7 @@ def compare_against(
 ) -> dict[str, dict[str, float]]:
     """git `ref`'s code against this tree's, billing on, rounds alternating: a change's
     effect measured in one run, so the machine's drifting load hits both sides alike."""
-    tree = ctx.workdir / "against"
-    tree.mkdir()
-    archive = subprocess.run(["git", "archive", ref, "src"], capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    tree = cmod.export_tree(ref, ctx.workdir / "against")
     variants: list[cmod.Contender] = [
         cmod.TokenRelay("tokenrelay-ref", source=tree / "src"),
         cmod.TokenRelay("tokenrelay-tree"),

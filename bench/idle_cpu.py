@@ -10,7 +10,6 @@ REF's code beside it and alternates the two (twice each), as `cpu_cost --against
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -39,12 +38,7 @@ def main() -> None:
         ctx = cmod.Ctx(mock_port=port, workdir=Path(tmp))
         variants = [cmod.TokenRelay("tree")]
         if args.against:
-            tree = Path(tmp) / "against"
-            tree.mkdir()
-            archive = subprocess.run(
-                ["git", "archive", args.against, "src"], capture_output=True, check=True
-            )
-            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+            tree = cmod.export_tree(args.against, Path(tmp) / "against")
             variants.append(cmod.TokenRelay(args.against, source=tree / "src"))
         try:
             for v in variants:
