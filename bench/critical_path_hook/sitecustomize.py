@@ -97,11 +97,21 @@ def _install() -> None:
     httptools_impl.HttpToolsProtocol.data_received = data_received  # type: ignore[method-assign]
 
     write = http_guard.CoalescingTransport.write
+    write_now = getattr(http_guard.CoalescingTransport, "write_now", None)
 
     def write_marked(self: Any, data: bytes) -> None:
         answer = self._held is not None  # the body after a held head: the whole answer goes
         write(self, data)
-        if answer and _marks and _marks[0][0] == "client_bytes":
+        if answer:
+            _answered()
+
+    def write_now_marked(self: Any, data: bytes) -> None:  # a whole answer (write_whole)
+        assert write_now is not None
+        write_now(self, data)
+        _answered()
+
+    def _answered() -> None:
+        if _marks and _marks[0][0] == "client_bytes":
             _mark("answer_written")
             pairs = list(itertools.pairwise(_marks))
             if len(pairs) >= len(_order):  # not the key's creation nor an error: the relay's
@@ -114,6 +124,8 @@ def _install() -> None:
                 _dump()
 
     http_guard.CoalescingTransport.write = write_marked
+    if write_now is not None:
+        http_guard.CoalescingTransport.write_now = write_now_marked
 
 
 _install()

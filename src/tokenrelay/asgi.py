@@ -80,6 +80,11 @@ async def send_bytes(
     body: bytes,
     headers: Iterable[tuple[bytes, bytes]] = JSON_HEADERS,
 ) -> None:
+    # The gateway's own server cycle writes a whole answer in one step (http_guard's
+    # `write_whole`): two ASGI messages and a check a header cost ~10 µs a request.
+    write_whole = getattr(getattr(send, "__self__", None), "write_whole", None)
+    if write_whole is not None and write_whole(status, list(headers), body):
+        return
     await send(
         {
             "type": "http.response.start",

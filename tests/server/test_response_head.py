@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import uvicorn
 
+from tokenrelay.asgi import send_bytes
 from tokenrelay.server.serve import uvicorn_config
 from tokenrelay.settings import Settings
 
@@ -29,7 +30,11 @@ CASES: dict[str, tuple[int, list[tuple[bytes, bytes]], bytes]] = {
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    status, headers, body = CASES[scope["path"].strip("/").replace("-", " ")]
+    path = scope["path"].strip("/")
+    status, headers, body = CASES[path.removeprefix("whole/").replace("-", " ")]
+    if path.startswith("whole/"):  # how the relay answers: the gateway's cycle writes it whole
+        await send_bytes(send, status, body, [h for h in headers if h[0] != b"content-length"])
+        return
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -72,10 +77,13 @@ def _exchange(port: int, request: bytes) -> bytes:
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("how", ["asgi", "whole"])
 def test_heads_match_uvicorn_byte_for_byte(
-    case: str, method: str, gateway_port: int, uvicorn_port: int
+    case: str, method: str, how: str, gateway_port: int, uvicorn_port: int
 ) -> None:
-    path = "/" + case.replace(" ", "-")
+    """`whole`: the relay's `send_bytes`, which the gateway's cycle writes in one step
+    (http_guard's write_whole) and uvicorn's as two ASGI messages."""
+    path = ("/whole/" if how == "whole" else "/") + case.replace(" ", "-")
     request = f"{method} {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n".encode()
     ours, theirs = _exchange(gateway_port, request), _exchange(uvicorn_port, request)
     assert ours == theirs
@@ -84,3 +92,15 @@ def test_heads_match_uvicorn_byte_for_byte(
         assert ours == b""
     else:
         assert ours.startswith(f"HTTP/1.1 {CASES[case][0]}".encode()), ours
+
+
+def test_whole_answers_keep_the_connection_for_the_next_request(
+    gateway_port: int, uvicorn_port: int
+) -> None:
+    """Three requests pipelined on one connection, each answered whole: every answer comes,
+    in order, and the connection stays open until the last asks to close it."""
+    one = b"GET /whole/sized HTTP/1.1\r\nhost: t\r\n\r\n"
+    last = b"GET /whole/sized HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+    ours = _exchange(gateway_port, one * 2 + last)
+    assert ours == _exchange(uvicorn_port, one * 2 + last)
+    assert ours.count(b"HTTP/1.1 200 OK") == 3 and ours.endswith(b"{}")

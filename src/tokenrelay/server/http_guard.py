@@ -11,7 +11,8 @@ httptools protocol:
 - at most `max_per_ip` connections per client IP; the next one gets a 429 and is closed.
 
 It also sends a sized response's head and body in one write (`CoalescingTransport`), lets
-the relay write a stream's middle chunks synchronously (`ChunkWritingCycle`), and keeps what a
+the relay write a whole answer, or a stream's middle chunks, synchronously (`ChunkWritingCycle`:
+`write_whole`, `write_chunk`), and keeps what a
 connection holds small (`LightEvent`, `Pipeline`: uvicorn gives each connection three deques,
 ~760 B each, that nearly always stay empty).
 
@@ -29,7 +30,14 @@ from typing import Any, ClassVar
 
 import orjson
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +100,11 @@ class CoalescingTransport:
             self._held = None
             if not self._transport.is_closing():  # a client gone meanwhile: nobody to tell
                 self._transport.write(held)
+
+    def write_now(self, data: bytes) -> None:
+        """`data` at once, after whatever is held (a response already whole)."""
+        self.flush()
+        self._transport.write(data)
 
     def close(self) -> None:
         self.flush()
@@ -161,6 +174,10 @@ class Pipeline(list[tuple[RequestResponseCycle, Any]]):
         self.insert(0, item)
 
 
+# Response headers uvicorn's `send` reads as well as writes (write_whole leaves them to it).
+_INTERPRETED = frozenset((b"content-length", b"transfer-encoding", b"connection"))
+
+
 class ChunkWritingCycle(RequestResponseCycle):
     """uvicorn's request cycle, plus a synchronous writer of a stream's middle chunks for the
     relay to call from the vendor connection's callback (asgi.chunk_writer): framed as
@@ -183,6 +200,63 @@ class ChunkWritingCycle(RequestResponseCycle):
     def write_chunk(self, body: bytes) -> None:
         if body:
             self.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+
+    def write_whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """A sized response, head and body, in one write and no await: what `send` writes for
+        `http.response.start` (with a content-length) then the whole body, with the same
+        checks, the two header checks made once over all names and all values (each a set
+        of characters) instead of once a header. False, nothing written, where `send` does
+        more: a response under way, a gone or paused client, HEAD, a 1xx/204/304 status, or a
+        header among `headers` that `send` interprets (content-length, transfer-encoding,
+        connection)."""
+        if (
+            self.response_started
+            or self.disconnected
+            or self.flow.write_paused
+            or status < 200
+            or status in (204, 304)
+            or self.scope["method"] == "HEAD"
+        ):
+            return False
+        every = [*self.default_headers, *headers]
+        names = [name.lower() for name, _ in every]
+        if _INTERPRETED.intersection(names):
+            return False
+        if HEADER_RE.search(b"".join(names)):
+            self.response_started = True  # as in `send`: the server closes, sends no 500
+            raise RuntimeError("Invalid HTTP header name.")
+        if HEADER_VALUE_RE.search(b"".join([value for _, value in every])):
+            self.response_started = True
+            raise RuntimeError("Invalid HTTP header value.")
+        if self.access_log:  # off in the gateway (serve.py), as `send` logs it
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(self.scope),
+                self.scope["method"],
+                get_path_with_query_string(self.scope),
+                self.scope["http_version"],
+                status,
+            )
+        content = [STATUS_LINE[status]]
+        for name, (_, value) in zip(names, every, strict=True):
+            content += (name, b": ", value, b"\r\n")
+        content.append(b"content-length: %d\r\n" % len(body))
+        if not self.keep_alive:
+            content.append(b"connection: close\r\n")
+        content += (b"\r\n", body)
+        self.response_started = self.response_complete = True
+        self.waiting_for_100_continue = False
+        self.chunked_encoding, self.expected_content_length = False, 0
+        transport = self.transport
+        if isinstance(transport, CoalescingTransport):
+            transport.write_now(b"".join(content))
+        else:
+            transport.write(b"".join(content))
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
+        return True
 
     def when_disconnected(self, callback: Callable[[], None] | None) -> None:
         """Call `callback` once the client goes while this cycle's response is unfinished
