@@ -55,8 +55,11 @@ class Target:
         return json.dumps(msg, separators=(",", ":"))
 
 
-def stream_marker(chunks: int, interval_ms: int) -> str:
-    return f"bench:chunks={chunks}:interval={interval_ms}"
+def stream_marker(chunks: int, interval_ms: int, wait_ms: int = 0) -> str:
+    """The mock's marker: `chunks` content chunks `interval_ms` apart, the answer held
+    `wait_ms` first (a model thinking before its first token)."""
+    wait = f":wait={wait_ms}" if wait_ms else ""
+    return f"bench:chunks={chunks}:interval={interval_ms}{wait}"
 
 
 def check(target: Target, stream: bool) -> str | None:
@@ -133,9 +136,10 @@ def streams(
     interval_ms: int = 0,
     ramp_ms: int = 0,
     timeout_ms: int = 120_000,
+    wait_ms: int = 0,
 ) -> dict[str, Any]:
     """SSE load with the Node client: TTFC and inter-chunk gaps in ms, errors."""
-    marker = stream_marker(chunks, interval_ms) if interval_ms else ""
+    marker = stream_marker(chunks, interval_ms, wait_ms) if interval_ms or wait_ms else ""
     cfg: dict[str, Any] = {
         "url": target.url,
         "headers": target.headers,

@@ -12,8 +12,9 @@ Every figure is given as tokenrelay ÷ nginx from the same run.
 (default 0,250,500,1000) a fresh gateway, its idle RSS after its first request, then that many
 `--scenario` streams (default openai) open at once (64 chunks `--interval-ms` apart, opened
 over 1 s) and the peak RSS while they are open; KB per live stream is the least-squares slope
-of peak over count. `--prompt-kb 40` sends a coding agent's request of about 40 KB (a long
-system prompt, a dozen tools, a session's history: bench/codex_prompt.py) instead of a
+of peak over count; `--wait-ms 3000` has the vendor think 3 s before it answers (the streams'
+requests all waiting on it at once). `--prompt-kb 40` sends a coding agent's request of about
+40 KB (a long system prompt, a dozen tools, a session's history: bench/codex_prompt.py) instead of a
 one-line prompt: what a live stream keeps of its request (up to ~100 KB: the body travels to
 the load generator on its command line).
 """
@@ -67,8 +68,10 @@ def held_streams(
     interval_ms: int,
     scenario: str = "openai",
     prompt_kb: int = 0,
+    wait_ms: int = 0,
 ) -> dict[str, Any]:
-    """A fresh gateway's idle RSS, then its peak RSS while `n` slow streams are open at once."""
+    """A fresh gateway's idle RSS, then its peak RSS while `n` slow streams are open at once
+    (each first waiting `wait_ms` on the vendor, when set)."""
     c.start(ctx)
     try:
         assert c.pid is not None
@@ -79,7 +82,7 @@ def held_streams(
         if n:
             with Monitor(c.pid, interval=0.1) as gw:
                 load = loadgen.streams(
-                    t, n, total=n, chunks=64, interval_ms=interval_ms, ramp_ms=1000
+                    t, n, total=n, chunks=64, interval_ms=interval_ms, ramp_ms=1000, wait_ms=wait_ms
                 )
             out |= {"peak_rss_mb": round(gw.result.rss_peak_mb, 1), "errors": load["errors"]}
         return out
@@ -88,12 +91,12 @@ def held_streams(
 
 
 def memory(
-    ctx: cmod.Ctx, counts: list[int], interval_ms: int, scenario: str, prompt_kb: int
+    ctx: cmod.Ctx, counts: list[int], interval_ms: int, scenario: str, prompt_kb: int, wait_ms: int
 ) -> None:
     rows = []
     for n in counts:
         c = cmod.make("tokenrelay", True)
-        rows.append(held_streams(c, ctx, n, interval_ms, scenario, prompt_kb))
+        rows.append(held_streams(c, ctx, n, interval_ms, scenario, prompt_kb, wait_ms))
         print(rows[-1], flush=True)
     idle = statistics.median(r["idle_rss_mb"] for r in rows)
     loaded = [(r["streams"], r.get("peak_rss_mb", r["idle_rss_mb"])) for r in rows]
@@ -112,6 +115,7 @@ def main() -> None:
     ap.add_argument("--interval-ms", type=int, default=100)
     ap.add_argument("--scenario", default="openai", choices=cmod.SCENARIOS)
     ap.add_argument("--prompt-kb", type=int, default=0, help="a coding agent's body of ~N KB")
+    ap.add_argument("--wait-ms", type=int, default=0, help="the vendor thinks N ms first")
     args = ap.parse_args()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="tokenrelay-tails-") as tmp:
@@ -120,7 +124,7 @@ def main() -> None:
         try:
             if args.memory_only:
                 counts = [int(n) for n in args.counts.split(",")]
-                memory(ctx, counts, args.interval_ms, args.scenario, args.prompt_kb)
+                memory(ctx, counts, args.interval_ms, args.scenario, args.prompt_kb, args.wait_ms)
                 return
             for name in ("nginx", "tokenrelay"):
                 results[name] = run(cmod.make(name, True), ctx, args.streams, mock.pid)

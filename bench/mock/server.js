@@ -6,11 +6,13 @@
 // Stream shape is chosen by a marker anywhere in the request body (it survives every proxy and
 // every format translation because it sits in the prompt text):
 //   "bench:chunks=64:interval=20"  -> 64 content chunks, 20 ms apart
+//   "bench:chunks=64:interval=20:wait=3000" -> the same, answered (headers too) after 3 s: a
+//                                   model thinking before its first token
 // Without a marker: 4 content chunks, no delay.
 const http = require('http');
 
 const port = Number(process.argv[2] || 9100);
-const MARKER = /bench:chunks=(\d+):interval=(\d+)/;
+const MARKER = /bench:chunks=(\d+):interval=(\d+)(?::wait=(\d+))?/;
 const CREATED = Math.floor(Date.now() / 1000);
 let seq = 0;
 
@@ -161,6 +163,12 @@ function handle(req, res, raw) {
   }
   const model = body.model || 'unknown';
   const m = MARKER.exec(raw);
+  const wait = m && m[3] ? Number(m[3]) : 0;
+  if (wait > 0 && !req.benchWaited) {
+    req.benchWaited = true;
+    setTimeout(() => handle(req, res, raw), wait);
+    return;
+  }
   const n = m ? Number(m[1]) : 4;
   const interval = m ? Number(m[2]) : 0;
   const url = req.url;

@@ -39,6 +39,18 @@ class Prepared:
         assert self._intake is not None, "the request was let go (under_way)"
         return self._intake
 
+    def waiting(self, ctx: RequestContext) -> None:
+        """The call is made: while the vendor thinks (seconds, for a reasoning model), keep of
+        the request only what a retry sends again (the call) and the client's own bytes, which
+        a fallback and a prompt estimate parse again — not the parsed body nor the IR (a
+        coding agent's 40 KB prompt parsed is ~70 KB of objects). Kept whole when there are
+        no such bytes, or when the gateway rewrote the prompt (as `under_way`)."""
+        it = self._intake
+        if it is None or not it.raw or self.prompt_changed:
+            return
+        self._intake = None
+        ctx.let_go(rereader(it), len(it.raw))
+
     def under_way(self, ctx: RequestContext) -> None:
         """The vendor's answer streams: nothing sends, retries or re-decides this call again
         (upstreams.attempts: every retry and fallback is over once one answers 200), so a
@@ -46,10 +58,9 @@ class Prepared:
         body, the IR (a coding agent's 40 KB prompt parsed is ~70 KB of objects) — only the
         client's own bytes, read again in the rare case its prompt must be estimated, and not
         even those once the vendor has said the prompt's count (RequestContext.apply_usage)."""
-        it, self._intake = self._intake, None
         self.call.body = b""
-        if it is not None and it.raw and not self.prompt_changed:
-            ctx.let_go(rereader(it), len(it.raw))
+        self.waiting(ctx)
+        self._intake = None  # a rewritten prompt: its IR stays on the record (ctx.request)
 
 
 async def decide(

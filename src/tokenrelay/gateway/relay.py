@@ -32,6 +32,7 @@ from tokenrelay.errors import GatewayError
 from tokenrelay.gateway.codec import Frontend
 from tokenrelay.gateway.decide import Prepared, decide
 from tokenrelay.gateway.intake import Body, Intake, Parser, receive_request, take_in
+from tokenrelay.gateway.jsonbody import parse_object
 from tokenrelay.gateway.respond import SHUTTING_DOWN, Flight, Responder
 from tokenrelay.ops.access_log import enable as enable_access_log
 from tokenrelay.ops.access_log import log_request
@@ -235,27 +236,37 @@ class Relay:
 
     async def _open(self, f: Flight, p: Prepared) -> Opened[Prepared]:
         """Open `p`'s call through the upstream caller, with the model's fallbacks (unless
-        the client opted out), each decided and admitted as a request for it would be."""
+        the client opted out), each decided and admitted as a request for it would be. What
+        the answer needs of the parsed request is taken before the call (the affinity key, a
+        stream's opening), and the request is let go while the vendor thinks (`waiting`): a
+        fallback reads the client's bytes again."""
         it, ctx = p.intake, f.ctx
         chain = it.resolved.entry.fallbacks
         if chain and it.headers.get(NO_FALLBACK_HEADER, "").strip().lower() in ("1", "true"):
             chain = ()
+        # Only a pool of several deployments reads it (a fallback's may): hashing the prompt
+        # costs ~10 µs on a 40 KB one.
+        affine = self.caller.affinity_on and (
+            bool(chain) or not self.upstreams.pools[p.endpoint.name].single
+        )
+        key = affinity_key(it.headers, it.payload) if affine else None
+        headers, route, raw, parse = it.headers, it.route, it.raw, f.frontend.parse_request
+        await self._ready(p, ctx)
+        del it
 
         async def decide_fallback(model: str) -> Prepared:
             asked = ctx.model_asked
-            # A copy: the parsers and adapters only read a body, but the two calls must not
-            # share one. The model goes on the route, so the body is the client's either way.
-            payload = orjson.loads(orjson.dumps(it.payload))
-            route = {**it.route, "model": model}
+            # The client's bytes parsed again: the parsers and adapters only read a body, but
+            # the two calls must not share one. The model goes on the route, so the body is
+            # the client's either way.
             try:
-                taken = self.take_in(
-                    f.frontend.parse_request, ctx, Body(payload, it.headers, route, it.raw)
-                )
-                q = await decide(f.frontend, taken, ctx, self.reasoning)
+                body = Body(parse_object(raw), headers, {**route, "model": model}, raw)
+                q = await decide(f.frontend, self.take_in(parse, ctx, body), ctx, self.reasoning)
             finally:
                 ctx.model_asked = asked
             assert f.key is not None and f.admission is not None
             await self.meter.rehold(f.admission, f.key, ctx, q.model_id, q.max_output)
+            await self._ready(q, ctx)
             return q
 
         tracing = self.tracing
@@ -264,6 +275,17 @@ class Relay:
             ctx,
             fallbacks=chain,
             decide_fallback=decide_fallback,
-            affinity=lambda: affinity_key(it.headers, it.payload),
+            affinity=lambda: key,
             on_attempt=tracing.attempt if tracing is not None else None,
         )
+
+    @staticmethod
+    async def _ready(p: Prepared, ctx: RequestContext) -> None:
+        """Before `p`'s call goes: a stream's exchange takes what it needs of the request (its
+        opening's prompt count, off the loop when long), then the request waits on the vendor
+        without its parsed body (Prepared.waiting)."""
+        if ctx.stream:
+            req = p.intake.req
+            await p.exchange.prepare(req)
+            p.exchange.start(p.call, req)
+        p.waiting(ctx)

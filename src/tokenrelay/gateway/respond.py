@@ -169,9 +169,7 @@ class Responder:
             return  # settled on the way out (billing/policy.py: client_cut_before_output)
         p = opened.target
         ex = p.exchange
-        async with opened.response as resp:
-            await ex.prepare(p.intake.req)
-            ex.start(p.call, p.intake.req)
+        async with opened.response as resp:  # the exchange was started before the call
             p.under_way(ctx)  # the stream keeps nothing of its request from here
             await self.start_stream(f, send)
             out = b""
