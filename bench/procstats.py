@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -60,6 +61,19 @@ def cpu_s(pid: int, tid: int | None = None) -> float:
 
 def tree_rss_mb(pid: int) -> float:
     return sum(rss_kb(p) for p in tree(pid)) / 1024
+
+
+def tree_pss_mb(pid: int) -> float:
+    """The process tree's proportional set size: a page shared by k of its processes counts
+    1/k in each (what forked workers share is counted once in all), unlike RSS."""
+    total = 0
+    for p in tree(pid):
+        try:
+            text = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += next(int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:"))
+    return total / 1024
 
 
 def tree_cpu_s(pid: int) -> float:

@@ -4,8 +4,11 @@ Each N runs the gateway on PostgreSQL (a database of its own, dropped after) and
 own (what several workers need to share balances, holds and limits), `serve --workers N`
 pinned to cores 0..N-1, and wrk c=64 (OpenAI client, fast path, non-stream) against the Node
 mock, both on the last core. Reports req/s (median over rounds) and the gateway's CPU per
-request (all its processes). On a 2-core machine the load generator shares a core with the
-second worker: read N=2 as a lower bound of what two dedicated cores give.
+request (all its processes), and its memory after the load: RSS and PSS summed over the
+supervisor and its workers (PSS counts a page the forked workers share once in all; RSS counts
+it in each). On a 2-core machine the load generator shares a core with the second worker: read
+N=2 as a lower bound of what two dedicated cores give. `--source DIR` runs another tree's
+`src/` (e.g. `git archive`d), for a before/after.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from bench import loadgen, phases, proc
 from bench.contenders import OPENAI_MODEL, REPO
-from bench.procstats import tree_cpu_s
+from bench.procstats import tree_cpu_s, tree_pss_mb, tree_rss_mb
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 ADMIN = "bench-workers-admin"
@@ -38,7 +41,9 @@ async def _pg(sql: str) -> None:
         await conn.close()
 
 
-def run(workers: int, rounds: int, seconds: float, mock_port: int, tmp: Path) -> dict[str, float]:
+def run(
+    workers: int, rounds: int, seconds: float, mock_port: int, tmp: Path, source: str | None
+) -> dict[str, float]:
     db = f"tokenrelay_bench_workers_{os.getpid()}_{workers}"
     redis_port = proc.free_port()
     redis = proc.spawn(
@@ -59,6 +64,8 @@ def run(workers: int, rounds: int, seconds: float, mock_port: int, tmp: Path) ->
         "TOKENRELAY_ADMIN_TOKEN": ADMIN,
         "TOKENRELAY_LOG_LEVEL": "warning",
     }
+    if source:
+        env["PYTHONPATH"] = source
     cores = ",".join(str(c) for c in range(workers))
     cmd = [str(REPO / ".venv" / "bin" / "tokenrelay"), "serve", "--port", str(port)]
     gw = proc.spawn([*cmd, "--workers", str(workers)], cores, tmp / f"gw-{workers}.log", env=env)
@@ -91,6 +98,8 @@ def run(workers: int, rounds: int, seconds: float, mock_port: int, tmp: Path) ->
             rps.append(res["rps"])
             cpu.append(used * 1e6 / max(res["requests"], 1))
         return {
+            "rss_mb": round(tree_rss_mb(gw.pid), 1),
+            "pss_mb": round(tree_pss_mb(gw.pid), 1),
             "rps": round(statistics.median(rps), 1),
             "rps_spread": round(max(rps) - min(rps), 1),
             "cpu_us_per_request": round(statistics.median(cpu), 1),
@@ -106,6 +115,7 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--source", help="another tree's src/ directory, run instead of this one")
     args = ap.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
     if max(counts) >= (os.cpu_count() or 1) + 1:
@@ -115,11 +125,12 @@ def main() -> None:
         mock, port = phases.start_mock(Path(tmp))
         try:
             for n in counts:
-                results[n] = run(n, args.rounds, args.seconds, port, Path(tmp))
+                results[n] = run(n, args.rounds, args.seconds, port, Path(tmp), args.source)
                 r = results[n]
                 print(
                     f"workers {n}: {r['rps']:8.0f} req/s (spread {r['rps_spread']:.0f})   "
-                    f"{r['cpu_us_per_request']:.1f} µs CPU/request",
+                    f"{r['cpu_us_per_request']:.1f} µs CPU/request   "
+                    f"memory: RSS {r['rss_mb']:.1f} MB, PSS {r['pss_mb']:.1f} MB in all",
                     flush=True,
                 )
         finally:

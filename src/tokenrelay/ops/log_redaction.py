@@ -79,4 +79,6 @@ def install(
     redactor = RedactSecrets(secrets_of(settings, catalog), settings.key_prefix)
     for name in loggers:
         for handler in logging.getLogger(name).handlers:
+            for old in [f for f in handler.filters if isinstance(f, RedactSecrets)]:
+                handler.removeFilter(old)  # installed again (a forked worker): one is enough
             handler.addFilter(redactor)

@@ -1,7 +1,8 @@
 """`tokenrelay serve`: uvicorn on uvloop + httptools (measured fastest, see bench/).
 
 One worker by default. `--workers N` runs N worker processes on one socket under uvicorn's
-supervisor (which restarts a worker that dies); that needs every piece of state the workers
+supervisor (which restarts a worker that dies), forked from it once it holds what they only
+read (`fork_workers_sharing_what_they_read`); that needs every piece of state the workers
 must agree on out of process: balances, holds, rate limits and reasoning state in Redis, the
 ledger in PostgreSQL (`multi_worker_problem` says what is missing, before anything starts).
 """
@@ -182,6 +183,41 @@ def serve_workers(settings: Settings) -> None:
         settings, settings.workers, loop="uvloop", log_level=settings.log_level.lower()
     )
     supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    fork_workers_sharing_what_they_read()
     supervisor.run()
     if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
         sys.exit(STARTUP_FAILURE)
+
+
+def fork_workers_sharing_what_they_read() -> None:
+    """Workers forked, not spawned, from a supervisor that has built what every worker reads
+    and none writes: the o200k tokenizer (~45 MB of Rust structures, never written after its
+    build) and the gateway's modules, frozen out of the garbage collector so that it does not
+    touch their pages. A worker then shares those pages with the others instead of building
+    its own copy (`python -m bench.workers`: memory a worker adds). Called with no event
+    loop and no thread running: what fork copies is one thread's state. uvicorn's supervisor
+    takes its process context from `uvicorn._subprocess.spawn` (uvicorn 0.54)."""
+    import gc
+    import multiprocessing
+    import signal
+
+    from uvicorn import _subprocess
+
+    from tokenrelay.billing import tokenizer
+    from tokenrelay.server import app as _app  # noqa: F401  (imported for the workers)
+
+    tokenizer.load()
+    gc.collect()
+    gc.freeze()
+    _subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]
+    # The supervisor's signal handlers queue signals for its own loop: a worker starts with
+    # the defaults, as a spawned one would, until its server installs its own.
+    supervised = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT]
+    supervised += [signal.SIGTTIN, signal.SIGTTOU]
+
+    def defaults() -> None:
+        for sig in supervised:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as Python starts
+
+    os.register_at_fork(after_in_child=defaults)
