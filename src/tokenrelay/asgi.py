@@ -81,7 +81,8 @@ async def send_bytes(
     headers: Iterable[tuple[bytes, bytes]] = JSON_HEADERS,
 ) -> None:
     # The gateway's own server cycle writes a whole answer in one step (http_guard's
-    # `write_whole`): two ASGI messages and a check a header cost ~10 µs a request.
+    # `write_whole`): 3.5 µs in process against 5.2-6.7 for two ASGI messages and a check
+    # a header.
     write_whole = getattr(getattr(send, "__self__", None), "write_whole", None)
     if write_whole is not None and write_whole(status, list(headers), body):
         return

@@ -202,6 +202,7 @@ def fork_workers_sharing_what_they_read() -> None:
     import signal
 
     from uvicorn import _subprocess
+    from uvicorn.supervisors.multiprocess import SIGNALS
 
     from tokenrelay.billing import tokenizer
     from tokenrelay.server import app as _app  # noqa: F401  (imported for the workers)
@@ -210,13 +211,12 @@ def fork_workers_sharing_what_they_read() -> None:
     gc.collect()
     gc.freeze()
     _subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]
-    # The supervisor's signal handlers queue signals for its own loop: a worker starts with
-    # the defaults, as a spawned one would, until its server installs its own.
-    supervised = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT]
-    supervised += [signal.SIGTTIN, signal.SIGTTOU]
 
+    # The supervisor's signal handlers (one for each of uvicorn's SIGNALS) queue signals for
+    # its own loop: a worker starts with the defaults, as a spawned one would, until its
+    # server installs its own.
     def defaults() -> None:
-        for sig in supervised:
+        for sig in SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as Python starts
 
