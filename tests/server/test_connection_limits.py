@@ -7,6 +7,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -203,3 +204,19 @@ def test_pipelined_requests_are_answered_in_the_order_sent(gw: RunningGateway) -
         time.sleep(0.2)
         sock.sendall(body[10:])
         assert read_head(sock).startswith(b"HTTP/1.1 401")  # read whole, then the key checked
+
+
+def test_idle_keep_alive_connection_is_closed_after_keep_alive_timeout(tmp_path: Path) -> None:
+    """An idle connection after a response closes at the keep-alive timeout, silently (no 408:
+    no request was under way), and not before it."""
+    for short in served(tmp_path, keepalive_timeout_s=1, header_timeout_s=30):
+        with connect(short) as sock:
+            assert get_health(sock)
+            rest, waited = read_until_closed(sock)
+        assert rest == b""
+        assert 0.9 <= waited < 1 + SLACK
+        with connect(short) as sock:  # each request restarts the idle time
+            for _ in range(3):
+                assert get_health(sock)
+                time.sleep(0.6)
+            assert get_health(sock)

@@ -47,16 +47,16 @@ def _options(settings: Settings, http: Any) -> dict[str, Any]:
         "server_header": False,  # no `server: uvicorn`: what runs here is nobody's business
         "timeout_keep_alive": settings.keepalive_timeout_s,
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
-        # The client address (throttles, logs) from X-Forwarded-For only through these peers.
-        "proxy_headers": True,
-        "forwarded_allow_ips": settings.trusted_proxies,
+        # The client address (throttles, logs) from X-Forwarded-For only through the trusted
+        # proxies: applied by the protocol (guarded_protocol), not uvicorn's middleware.
+        "proxy_headers": False,
     }
 
 
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """The gateway's server: httptools with header/body deadlines and a per-IP connection cap
     (http_guard), keep-alive and SIGTERM grace from the settings. Tests serve through it too."""
-    options = _options(settings, guarded_protocol(_limits(settings)))
+    options = _options(settings, guarded_protocol(_limits(settings), settings.trusted_proxies))
     return uvicorn.Config(app, **{**options, **overrides})
 
 
@@ -109,6 +109,7 @@ class WorkerConfig(uvicorn.Config):
 
     def __init__(self, settings: Settings, workers: int, **overrides: Any) -> None:
         self.limits = _limits(settings)
+        self.trusted_proxies = settings.trusted_proxies
         options = {**_options(settings, "httptools"), **overrides}
         # uvicorn kills a worker that does not answer its health ping within the timeout
         # (default 5 s) and starts another: a worker still importing and migrating on a busy
@@ -126,7 +127,7 @@ class WorkerConfig(uvicorn.Config):
 
     def load(self) -> None:
         super().load()
-        self.http_protocol_class = guarded_protocol(self.limits)
+        self.http_protocol_class = guarded_protocol(self.limits, self.trusted_proxies)
 
 
 def worker_app() -> Gateway:
