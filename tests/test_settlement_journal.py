@@ -17,6 +17,7 @@ import textwrap
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -179,3 +180,52 @@ def test_lines_journaled_before_the_session_and_account_columns_replay() -> None
     with_session = UsageRecord("req_new", "key_1", "gpt-4o", session_id="s-1", cost_nano=5)
     new = record_values(with_session)
     assert _from_json(new)[_COLUMNS.index("session_id")] == "s-1"
+
+
+_POOLS = st.fixed_dictionaries(
+    {
+        "model": st.sampled_from(["gpt-4o", "claude-sonnet-4-6"]),
+        "input_tokens": st.sampled_from([0, 12, 12_345]),
+        "output_tokens": st.integers(0, 3),
+        "status": st.sampled_from(["ok", "error"]),
+        "error": st.sampled_from([None, "upstream 500"]),
+        "session_id": st.sampled_from([None, "s1", "s2"]),
+        "duration_ms": st.sampled_from([None, 0, 1]),
+        "cost_nano": st.integers(0, 2),
+        "stream": st.booleans(),
+    }
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.lists(_POOLS, min_size=1, max_size=150))
+def test_a_batch_of_mixed_records_is_stored_value_for_value(
+    tmp_path_factory: pytest.TempPathFactory, batch: list[dict[str, object]]
+) -> None:
+    """Rows of a chunk that share a value have it bound once (journal._insert_many): whatever
+    the mix of shared and differing columns, NULLs among values, and chunk sizes, each row
+    and its debit hold exactly the record's values."""
+    from tokenrelay.billing.journal import _commit, _connect, record_values
+    from tokenrelay.billing.writer import USAGE_COLUMNS as _COLUMNS
+
+    db = str(tmp_path_factory.mktemp("mixed") / "gw.db")
+    key_id = asyncio.run(_new_key(db))
+    started = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
+    rows = [
+        record_values(UsageRecord(f"req_{i:04d}", key_id, started_at=started, **fields))  # type: ignore[arg-type]
+        for i, fields in enumerate(batch)
+    ]
+    conn = _connect(db)
+    try:
+        assert _commit(conn, rows) == len(rows)
+        stored = conn.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM usage_records ORDER BY request_id"
+        ).fetchall()
+        debits = conn.execute(
+            "SELECT request_id, key_id, amount_nano FROM ledger WHERE kind = 'debit' "
+            "ORDER BY request_id"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert [list(r) for r in stored] == rows
+    assert debits == [(r[0], key_id, -r[_COLUMNS.index("cost_nano")]) for r in rows]

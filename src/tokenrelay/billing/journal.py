@@ -59,21 +59,54 @@ _MAX_BACKOFF_S = 2.0
 # requests wait for it once per statement. Row by row (executemany) it took the GIL back for
 # every row, and with the gateway on one core each hand-off was a context switch: billing cost
 # ~100 µs a request. (One JSON array unpacked by json_each took the GIL once per batch, but
-# SQLite's JSON extraction cost 3x the insert itself.) Chunk sizes are few, so the statements
-# stay in sqlite3's statement cache.
+# SQLite's JSON extraction cost 3x the insert itself.)
 _CHUNKS = (64, 16, 4, 1)
+# Statements by chunk size and which columns the chunk's rows share: under steady traffic a
+# few shapes, each prepared once (sqlite3 keeps this many prepared per connection).
+_STATEMENTS = 512
 
 
 def _insert_many(conn: sqlite3.Connection, sql: str, width: int, rows: list[Any]) -> int:
     """Execute `sql` (an INSERT with a `{values}` slot) over `rows` of `width` values, in
-    chunks; returns the rows changed."""
+    chunks; returns the rows changed. A value that every row of a chunk holds (the key, the
+    model, the status, a NULL: most of a usage row's columns under steady traffic) is bound
+    once for the chunk, through a numbered parameter each row names, not once a row: binding
+    is most of what an insert costs sqlite3 (a 27-value usage row without indexes, 64 a
+    statement: 10.1 µs with every value bound, 2.9 with all but the request id shared, on the
+    2026-12-07 VM)."""
     changed = i = 0
     for k in _CHUNKS:
         while len(rows) - i >= k:
-            flat = [v for row in rows[i : i + k] for v in row]
-            changed += conn.execute(_chunked(sql, width, k), flat).rowcount
+            columns = list(zip(*rows[i : i + k], strict=True))
+            shared = tuple([column.count(column[0]) == k for column in columns])
+            params = [column[0] for column, same in zip(columns, shared, strict=True) if same]
+            varying = [column for column, same in zip(columns, shared, strict=True) if not same]
+            params += [v for row in zip(*varying, strict=True) for v in row]
+            changed += conn.execute(_sharing(sql, k, shared), params).rowcount
             i += k
     return changed
+
+
+@functools.lru_cache(maxsize=_STATEMENTS)
+def _sharing(sql: str, rows: int, shared: tuple[bool, ...]) -> str:
+    """`sql` for `rows` rows whose columns flagged in `shared` take one value: parameters
+    1..s are those values, in column order; then each row's own, row after row."""
+    first: dict[int, int] = {}
+    for column, same in enumerate(shared):
+        if same:
+            first[column] = len(first) + 1
+    own = len(first)
+    values = []
+    for _ in range(rows):
+        cells = []
+        for column, same in enumerate(shared):
+            if same:
+                cells.append(f"?{first[column]}")
+            else:
+                own += 1
+                cells.append(f"?{own}")
+        values.append("(" + ", ".join(cells) + ")")
+    return sql.format(values=", ".join(values))
 
 
 @functools.cache
@@ -365,7 +398,9 @@ class JournalWriter:
 
 
 def _connect(db_path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(
+        db_path, isolation_level=None, check_same_thread=False, cached_statements=_STATEMENTS
+    )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
