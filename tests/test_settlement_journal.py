@@ -197,6 +197,9 @@ _POOLS = st.fixed_dictionaries(
 )
 
 
+_MIXED: dict[str, tuple[str, str]] = {}  # one migrated database for every example
+
+
 @settings(max_examples=60, deadline=None)
 @given(batch=st.lists(_POOLS, min_size=1, max_size=150))
 def test_a_batch_of_mixed_records_is_stored_value_for_value(
@@ -208,22 +211,29 @@ def test_a_batch_of_mixed_records_is_stored_value_for_value(
     from tokenrelay.billing.journal import _commit, _connect, record_values
     from tokenrelay.billing.writer import USAGE_COLUMNS as _COLUMNS
 
-    db = str(tmp_path_factory.mktemp("mixed") / "gw.db")
-    key_id = asyncio.run(_new_key(db))
+    if not _MIXED:  # migrating costs seconds on a slow machine: once, not per example
+        db = str(tmp_path_factory.mktemp("mixed") / "gw.db")
+        _MIXED["db"] = (db, asyncio.run(_new_key(db)))
+    db, key_id = _MIXED["db"]
+    prefix = f"req_{len(_MIXED)}_"
+    _MIXED[prefix] = (db, key_id)
     started = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
     rows = [
-        record_values(UsageRecord(f"req_{i:04d}", key_id, started_at=started, **fields))  # type: ignore[arg-type]
+        record_values(UsageRecord(f"{prefix}{i:04d}", key_id, started_at=started, **fields))  # type: ignore[arg-type]
         for i, fields in enumerate(batch)
     ]
     conn = _connect(db)
     try:
         assert _commit(conn, rows) == len(rows)
         stored = conn.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM usage_records ORDER BY request_id"
+            f"SELECT {', '.join(_COLUMNS)} FROM usage_records WHERE request_id LIKE ? "
+            "ORDER BY request_id",
+            (prefix + "%",),
         ).fetchall()
         debits = conn.execute(
             "SELECT request_id, key_id, amount_nano FROM ledger WHERE kind = 'debit' "
-            "ORDER BY request_id"
+            "AND request_id LIKE ? ORDER BY request_id",
+            (prefix + "%",),
         ).fetchall()
     finally:
         conn.close()
