@@ -220,3 +220,15 @@ def test_idle_keep_alive_connection_is_closed_after_keep_alive_timeout(tmp_path:
                 assert get_health(sock)
                 time.sleep(0.6)
             assert get_health(sock)
+
+
+def test_a_connection_answered_before_its_body_arrived_still_times_out(tmp_path: Path) -> None:
+    """A request answered before its body was all sent (here a 404 for an unknown path): once
+    the body's last byte is in, the connection idles to the keep-alive timeout like any other."""
+    for short in served(tmp_path, keepalive_timeout_s=1, header_timeout_s=30, body_timeout_s=30):
+        with connect(short) as sock:
+            sock.sendall(b"POST /no-such-route HTTP/1.1\r\nhost: gw\r\ncontent-length: 10\r\n\r\n")
+            assert read_head(sock).startswith(b"HTTP/1.1 404")
+            sock.sendall(b"0123456789")
+            rest, waited = read_until_closed(sock)
+        assert rest == b"" and waited < 1 + SLACK  # the body was no second request

@@ -542,10 +542,14 @@ class GuardedHttpToolsProtocol(asyncio.Protocol):
         cycle.message_event.set()
 
     def on_message_complete(self) -> None:
-        self._phase = _IDLE
         cycle = self.cycle
         if cycle is None or cycle.response_complete:
+            # Answered before its body was all in (a 404, a 413): from its last byte the
+            # connection idles, as after any response (uvicorn's keep-alive timer, armed at
+            # the response, was reset by every byte of that body).
+            self._enter(_KEEP_ALIVE, self.config.timeout_keep_alive)
             return
+        self._phase = _IDLE
         cycle.more_body = False
         cycle.message_event.set()
 
