@@ -57,7 +57,7 @@ def _rows(key_id: str, account_id: str, n: int) -> list[list[Any]]:
 
 def _usage_only(conn: sqlite3.Connection, rows: list[list[Any]]) -> None:
     conn.execute("BEGIN IMMEDIATE")
-    journal._insert_many(conn, journal._INSERT_USAGE, len(journal.USAGE_COLUMNS), rows)
+    journal._insert_many(conn, journal._INSERT_USAGE, rows)
     conn.execute("COMMIT")
 
 
@@ -67,7 +67,7 @@ def _ledger_only(conn: sqlite3.Connection, rows: list[list[Any]]) -> None:
         (r[journal._KEY_ID], r[journal._ACCOUNT_ID], "debit", -1, r[0], None, at) for r in rows
     ]
     conn.execute("BEGIN IMMEDIATE")
-    journal._insert_many(conn, journal._INSERT_DEBITS, 7, debits)
+    journal._insert_many(conn, journal._INSERT_DEBITS, debits)
     conn.execute("COMMIT")
 
 

@@ -66,14 +66,14 @@ _CHUNKS = (64, 16, 4, 1)
 _STATEMENTS = 512
 
 
-def _insert_many(conn: sqlite3.Connection, sql: str, width: int, rows: list[Any]) -> int:
-    """Execute `sql` (an INSERT with a `{values}` slot) over `rows` of `width` values, in
-    chunks; returns the rows changed. A value that every row of a chunk holds (the key, the
-    model, the status, a NULL: most of a usage row's columns under steady traffic) is bound
-    once for the chunk, through a numbered parameter each row names, not once a row: binding
-    is most of what an insert costs sqlite3 (a 27-value usage row without indexes, 64 a
-    statement: 10.1 µs with every value bound, 2.9 with all but the request id shared, on the
-    2026-12-07 VM)."""
+def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> int:
+    """Execute `sql` (an INSERT with a `{values}` slot) over `rows` (each as many values as
+    the INSERT names), in chunks; returns the rows changed. A value that every row of a chunk
+    holds (the key, the model, the status, a NULL: most of a usage row's columns under steady
+    traffic) is bound once for the chunk, through a numbered parameter each row names, not
+    once a row: binding is most of what an insert costs sqlite3 (a 27-value usage row without
+    indexes, 64 a statement: 10.1 µs with every value bound, 2.9 with all but the request id
+    shared, on the 2026-12-07 VM)."""
     changed = i = 0
     for k in _CHUNKS:
         while len(rows) - i >= k:
@@ -107,12 +107,6 @@ def _sharing(sql: str, rows: int, shared: tuple[bool, ...]) -> str:
                 cells.append(f"?{own}")
         values.append("(" + ", ".join(cells) + ")")
     return sql.format(values=", ".join(values))
-
-
-@functools.cache
-def _chunked(sql: str, width: int, rows: int) -> str:
-    one = "(" + ", ".join("?" * width) + ")"
-    return sql.format(values=", ".join([one] * rows))
 
 
 _INSERT_USAGE = (
@@ -415,12 +409,12 @@ def _commit(conn: sqlite3.Connection, rows: list[list[Any]]) -> int:
     now = sqlite_datetime(dt.datetime.now(dt.UTC))
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if _insert_many(conn, _INSERT_USAGE, len(USAGE_COLUMNS), rows) == len(rows):
+        if _insert_many(conn, _INSERT_USAGE, rows) == len(rows):
             fresh = rows
         else:
             conn.execute("ROLLBACK")
             conn.execute("BEGIN IMMEDIATE")
-            one = _chunked(_INSERT_USAGE, len(USAGE_COLUMNS), 1)
+            one = _sharing(_INSERT_USAGE, 1, (False,) * len(USAGE_COLUMNS))
             fresh = [row for row in rows if conn.execute(one, row).rowcount == 1]
         if fresh:
             per_account: dict[str, int] = {}
@@ -430,7 +424,7 @@ def _commit(conn: sqlite3.Connection, rows: list[list[Any]]) -> int:
                 (r[_KEY_ID], r[_ACCOUNT_ID], "debit", -r[_COST], r[_REQUEST_ID], None, now)
                 for r in fresh
             ]
-            _insert_many(conn, _INSERT_DEBITS, 7, debits)
+            _insert_many(conn, _INSERT_DEBITS, debits)
             daily = rollup(
                 (
                     r[_ACCOUNT_ID],
