@@ -7,7 +7,6 @@ import re
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -206,29 +205,42 @@ def test_pipelined_requests_are_answered_in_the_order_sent(gw: RunningGateway) -
         assert read_head(sock).startswith(b"HTTP/1.1 401")  # read whole, then the key checked
 
 
-def test_idle_keep_alive_connection_is_closed_after_keep_alive_timeout(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def short(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    """A gateway whose keep-alive timeout (1 s) is the shortest of its deadlines."""
+    yield from served(
+        tmp_path_factory.mktemp("keepalive"),
+        keepalive_timeout_s=1,
+        header_timeout_s=30,
+        body_timeout_s=30,
+    )
+
+
+def test_idle_keep_alive_connection_is_closed_after_keep_alive_timeout(
+    short: RunningGateway,
+) -> None:
     """An idle connection after a response closes at the keep-alive timeout, silently (no 408:
     no request was under way), and not before it."""
-    for short in served(tmp_path, keepalive_timeout_s=1, header_timeout_s=30):
-        with connect(short) as sock:
+    with connect(short) as sock:
+        assert get_health(sock)
+        rest, waited = read_until_closed(sock)
+    assert rest == b""
+    assert 0.9 <= waited < 1 + SLACK
+    with connect(short) as sock:  # each request restarts the idle time
+        for _ in range(3):
             assert get_health(sock)
-            rest, waited = read_until_closed(sock)
-        assert rest == b""
-        assert 0.9 <= waited < 1 + SLACK
-        with connect(short) as sock:  # each request restarts the idle time
-            for _ in range(3):
-                assert get_health(sock)
-                time.sleep(0.6)
-            assert get_health(sock)
+            time.sleep(0.6)
+        assert get_health(sock)
 
 
-def test_a_connection_answered_before_its_body_arrived_still_times_out(tmp_path: Path) -> None:
+def test_a_connection_answered_before_its_body_arrived_still_times_out(
+    short: RunningGateway,
+) -> None:
     """A request answered before its body was all sent (here a 404 for an unknown path): once
     the body's last byte is in, the connection idles to the keep-alive timeout like any other."""
-    for short in served(tmp_path, keepalive_timeout_s=1, header_timeout_s=30, body_timeout_s=30):
-        with connect(short) as sock:
-            sock.sendall(b"POST /no-such-route HTTP/1.1\r\nhost: gw\r\ncontent-length: 10\r\n\r\n")
-            assert read_head(sock).startswith(b"HTTP/1.1 404")
-            sock.sendall(b"0123456789")
-            rest, waited = read_until_closed(sock)
-        assert rest == b"" and waited < 1 + SLACK  # the body was no second request
+    with connect(short) as sock:
+        sock.sendall(b"POST /no-such-route HTTP/1.1\r\nhost: gw\r\ncontent-length: 10\r\n\r\n")
+        assert read_head(sock).startswith(b"HTTP/1.1 404")
+        sock.sendall(b"0123456789")
+        rest, waited = read_until_closed(sock)
+    assert rest == b"" and waited < 1 + SLACK  # the body was no second request
