@@ -42,10 +42,12 @@ def _redis_up() -> None:
 async def connected(
     script: str, url: str = REDIS_URL, io_timeout_s: float = 5
 ) -> AsyncIterator[tuple[Redis, str, PipelinedRedis]]:
-    """redis-py's client, `script` loaded (its sha), and a pipelined connection to `url`."""
+    """redis-py's client, `script` loaded (its sha), and a pipelined connection to `url`.
+    Connecting may take 10 s: a loaded 2-core CI machine once took more than the 2 s default,
+    and how long a connect takes is not what these tests are about."""
     client = Redis.from_url(url)
     sha = await client.script_load(script)
-    fast = PipelinedRedis.from_url(url, io_timeout_s=io_timeout_s)
+    fast = PipelinedRedis.from_url(url, io_timeout_s=io_timeout_s, connect_timeout_s=10)
     assert fast is not None
     try:
         yield client, sha, fast

@@ -100,7 +100,9 @@ class PipelinedRedis:
         self._watch: asyncio.TimerHandle | None = None
 
     @classmethod
-    def from_url(cls, url: str, *, io_timeout_s: float) -> PipelinedRedis | None:
+    def from_url(
+        cls, url: str, *, io_timeout_s: float, connect_timeout_s: float = 2.0
+    ) -> PipelinedRedis | None:
         if not url.startswith("redis://"):
             return None
         kw = parse_url(url)
@@ -113,6 +115,7 @@ class PipelinedRedis:
             username=kw.get("username"),
             password=kw.get("password"),
             io_timeout_s=io_timeout_s,
+            connect_timeout_s=connect_timeout_s,
         )
 
     async def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
