@@ -69,7 +69,12 @@ from tokenrelay.server.embedding_routes import gemini_embeddings, openai_embeddi
 from tokenrelay.server.model_routes import count_tokens, list_gemini_models, list_models
 from tokenrelay.server.receipt_routes import receipt_routes
 from tokenrelay.settings import Settings, get_settings
-from tokenrelay.store.db import create_engine, migrate_in_child, schema_is_current
+from tokenrelay.store.db import (
+    create_engine,
+    create_if_new,
+    migrate_in_child,
+    schema_is_current,
+)
 from tokenrelay.upstreams.calls import Upstreams
 from tokenrelay.upstreams.deployment_state import DeploymentStates, KeyBox
 from tokenrelay.vendors import registry
@@ -196,7 +201,7 @@ class Gateway:
         # vocabulary that fails its check fails the start, not a count (billed as bytes).
         tokenizer_built = asyncio.ensure_future(asyncio.to_thread(tokenizer.load))
         engine = create_engine(s.database_url)
-        if not await schema_is_current(engine):
+        if not await schema_is_current(engine) and not await create_if_new(engine):
             await migrate_in_child(s.database_url)
         keys = KeyStore(engine, s.key_prefix)
         keys.start()

@@ -1,4 +1,6 @@
-"""Table definitions (SQLAlchemy Core). Schema changes go through an Alembic migration.
+"""Table definitions (SQLAlchemy Core). Schema changes go through an Alembic migration, and
+here too: a new database is created from these tables directly (db.create_if_new), and
+tests/test_new_database_schema.py holds that equal to what the migrations make.
 
 Money is integer nano-USD (1e-9 USD) in BIGINT columns: exact, and 2^63 nano-USD is 9.2 billion
 dollars. `accounts.balance_nano` is an account's prepaid balance, which all its API keys draw
