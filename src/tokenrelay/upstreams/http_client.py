@@ -70,6 +70,9 @@ class Headers(Mapping[str, str]):
     def get(self, name: str, default: Any = None) -> Any:
         return self._items.get(name.lower(), default)
 
+    def __contains__(self, name: object) -> bool:  # Mapping's goes through __getitem__ and a try
+        return isinstance(name, str) and name.lower() in self._items
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
 
