@@ -17,6 +17,7 @@ import httpx
 import openai
 import pyotp
 import pytest
+from playwright.sync_api import expect
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "portal"))
 from portal_support import Browser
@@ -101,14 +102,18 @@ def shot_and_narrow(page: Any, name: str) -> None:
 
 def test_overview_charts_ranges_and_tops(ops: Any, customer: dict[str, str]) -> None:
     ops.goto(ops.url.split("/admin")[0] + "/admin?range=24h")
-    assert ops.get_by_test_id("requests").inner_text() == "3"
-    assert "gpt-4o" in ops.get_by_test_id("top-models").inner_text()
-    assert customer["account"] in ops.get_by_test_id("top-customers").inner_text()
+    expect(ops.get_by_test_id("requests")).to_have_text("3", use_inner_text=True)
+    expect(ops.get_by_test_id("top-models")).to_contain_text("gpt-4o", use_inner_text=True)
+    expect(ops.get_by_test_id("top-customers")).to_contain_text(
+        customer["account"], use_inner_text=True
+    )
     assert ops.locator(".uplot").count() == 3  # the three charts drew
-    assert "sells at list price" in ops.get_by_test_id("warning").inner_text()
+    expect(ops.get_by_test_id("warning")).to_contain_text(
+        "sells at list price", use_inner_text=True
+    )
     ops.get_by_role("link", name="30d").click()
     ops.wait_for_url("**range=30d")
-    assert ops.get_by_test_id("requests").inner_text() == "3"
+    expect(ops.get_by_test_id("requests")).to_have_text("3", use_inner_text=True)
     shot_and_narrow(ops, "overview")
 
 
@@ -119,18 +124,20 @@ def test_customer_search_credit_and_disable(
     ops.get_by_label("Search").fill(customer["key"][-4:])  # by the key's last characters
     ops.get_by_role("button", name="Search").click()
     ops.get_by_role("link", name=customer["account"]).click()
-    assert ops.get_by_test_id("balance").inner_text().startswith("$4.99")
+    expect(ops.get_by_test_id("balance")).to_have_text(re.compile(r"^\$4\.99"), use_inner_text=True)
     ops.get_by_label("Amount in USD (negative to debit)").fill("10")
     ops.locator("#a-why").fill("launch credit")
     ops.get_by_role("button", name="Apply").click()
     ops.wait_for_url(f"**/admin/customers/{customer['account']}")
-    assert "launch credit" in ops.get_by_test_id("audit").inner_text()
-    assert ops.get_by_test_id("balance").inner_text().startswith("$14.99")
+    expect(ops.get_by_test_id("audit")).to_contain_text("launch credit", use_inner_text=True)
+    expect(ops.get_by_test_id("balance")).to_have_text(
+        re.compile(r"^\$14\.99"), use_inner_text=True
+    )
     shot_and_narrow(ops, "customer")
 
     ops.locator("#d-why").fill("suspected fraud")
     ops.get_by_role("button", name="Disable account").click()
-    assert ops.get_by_test_id("status").inner_text() == "disabled"
+    expect(ops.get_by_test_id("status")).to_have_text("disabled", use_inner_text=True)
     client = openai.OpenAI(api_key=customer["key"], base_url=gw.proxy + "/v1", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(
@@ -138,7 +145,7 @@ def test_customer_search_credit_and_disable(
         )
     ops.locator("#d-why").fill("cleared")
     ops.get_by_role("button", name="Enable account").click()
-    assert ops.get_by_test_id("status").inner_text() == "active"
+    expect(ops.get_by_test_id("status")).to_have_text("active", use_inner_text=True)
     ops.get_by_role("link", name="Customers").click()
     shot_and_narrow(ops, "customers")
 
@@ -148,11 +155,11 @@ def test_models_margin_preview_then_save_and_hide(ops: Any, gw: RunningGateway) 
     ops.get_by_label("Group", exact=True).fill("default")
     ops.get_by_label("Multiplier", exact=True).fill("1.25")
     ops.get_by_role("button", name="Preview margin").click()
-    assert "20.0% margin" in ops.get_by_test_id("preview").inner_text()
+    expect(ops.get_by_test_id("preview")).to_contain_text("20.0% margin", use_inner_text=True)
     shot_and_narrow(ops, "models-preview")
     ops.get_by_role("button", name="Save default at ×1.25").click()
     ops.wait_for_url("**/admin/models")
-    assert "×1.25" in ops.get_by_test_id("groups").inner_text()
+    expect(ops.get_by_test_id("groups")).to_contain_text("×1.25", use_inner_text=True)
     assert ops.get_by_test_id("warning").count() == 0  # no longer selling at list price
     # Batch prices: the list price at the model's batch rate (half, for gpt-4o-mini).
     row = ops.locator('tr[data-model="gpt-4o-mini"]')
@@ -207,23 +214,23 @@ def test_upstreams_add_test_weight_drain_and_rotate(ops: Any, gw: RunningGateway
     ops.get_by_role("button", name="Add deployment").click()
     ops.wait_for_url("**/admin/upstreams")
     row = ops.locator('tr[data-deployment="openai/eu"]')
-    assert row.get_by_test_id("key").inner_text() == "…9876"
+    expect(row.get_by_test_id("key")).to_have_text("…9876", use_inner_text=True)
     assert "sk-browser-key-9876" not in ops.content()  # never shown back
     ops.get_by_role("button", name="Test openai/eu").click()
-    assert ": 200 in " in ops.get_by_test_id("test-result").inner_text()
+    expect(ops.get_by_test_id("test-result")).to_contain_text(": 200 in ", use_inner_text=True)
     ops.get_by_text("Change openai/eu").click()
     ops.locator("#w-openai\\/eu").fill("5")
     ops.get_by_role("button", name="Save openai/eu").click()
     ops.wait_for_url("**/admin/upstreams")
-    assert row.get_by_test_id("weight").inner_text() == "5"
+    expect(row.get_by_test_id("weight")).to_have_text("5", use_inner_text=True)
     ops.get_by_role("button", name="Drain openai/eu").click()
-    assert row.get_by_test_id("state").inner_text().startswith("drained")
+    expect(row.get_by_test_id("state")).to_have_text(re.compile(r"^drained"), use_inner_text=True)
     ops.get_by_text("Change openai/eu").click()
     ops.locator("#k-openai\\/eu").fill("sk-rotated-key-5432")
     ops.get_by_role("button", name="Rotate key of openai/eu").click()
-    assert row.get_by_test_id("key").inner_text() == "…5432"
+    expect(row.get_by_test_id("key")).to_have_text("…5432", use_inner_text=True)
     ops.get_by_role("button", name="Restore openai/eu").click()
-    assert row.get_by_test_id("state").inner_text().startswith("healthy")
+    expect(row.get_by_test_id("state")).to_have_text(re.compile(r"^healthy"), use_inner_text=True)
     shot_and_narrow(ops, "upstreams")
 
 
@@ -236,18 +243,18 @@ def test_signups_per_address_then_block(ops: Any, gw: RunningGateway) -> None:
     assert [sign_up(n).url.path for n in (1, 2)] == ["/dashboard", "/dashboard"]
     ops.get_by_role("link", name="Sign-ups").click()
     row = ops.locator('tr[data-ip="203.0.113.7"]')
-    assert row.locator("td").nth(1).inner_text() == "2"
+    expect(row.locator("td").nth(1)).to_have_text("2", use_inner_text=True)
     row.get_by_role("link", name="203.0.113.7").click()
     assert ops.get_by_test_id("ip-accounts").inner_text().count("farm") == 2
     ops.get_by_label("Reason").fill("free-credit farm")
     ops.get_by_role("button", name="Block sign-ups").click()
     ops.wait_for_url("**/admin/signups")
-    assert "free-credit farm" in row.get_by_test_id("blocked").inner_text()
+    expect(row.get_by_test_id("blocked")).to_contain_text("free-credit farm", use_inner_text=True)
     refused = sign_up(3)
     assert refused.status_code == 403 and "blocked" in refused.text
     shot_and_narrow(ops, "signups")
     ops.get_by_role("button", name="Unblock 203.0.113.7").click()
-    assert row.get_by_test_id("blocked").inner_text() == "no"
+    expect(row.get_by_test_id("blocked")).to_have_text("no", use_inner_text=True)
     assert sign_up(4).url.path == "/dashboard"
 
 
@@ -268,11 +275,15 @@ def test_password_change_ends_the_other_sessions(
         here.get_by_label("Current password").fill("wrong password 1")
         here.get_by_label("New password (at least 10 characters)").fill("new operator pw 2")
         here.get_by_role("button", name="Change password").click()
-        assert "current password is wrong" in here.get_by_role("alert").inner_text()
+        expect(here.get_by_role("alert")).to_contain_text(
+            "current password is wrong", use_inner_text=True
+        )
         here.get_by_label("Current password").fill(PASSWORD)
         here.get_by_label("New password (at least 10 characters)").fill("new operator pw 2")
         here.get_by_role("button", name="Change password").click()
-        assert "other sessions ended" in here.get_by_test_id("changed").inner_text()
+        expect(here.get_by_test_id("changed")).to_contain_text(
+            "other sessions ended", use_inner_text=True
+        )
         here.goto(gw.url + "/admin/requests")  # this session goes on
         assert here.url.endswith("/admin/requests")
         elsewhere.goto(gw.url + "/admin/requests")  # the other one ended
@@ -309,8 +320,12 @@ def test_request_log_filter_and_detail(ops: Any, customer: dict[str, str]) -> No
     ops.get_by_role("button", name="Filter").click()
     rows = ops.get_by_test_id("requests").locator("tr")
     assert rows.count() == 2  # the header and the one gpt-4o request
-    assert rows.nth(1).get_by_test_id("reason").inner_text() == "completed"  # billing reason
-    assert rows.nth(1).get_by_test_id("deployment").inner_text() == "openai/default"
+    expect(rows.nth(1).get_by_test_id("reason")).to_have_text(  # billing reason
+        "completed", use_inner_text=True
+    )
+    expect(rows.nth(1).get_by_test_id("deployment")).to_have_text(
+        "openai/default", use_inner_text=True
+    )
     shot_and_narrow(ops, "requests")
     rows.nth(1).locator("a").first.click()
     detail = ops.get_by_test_id("request").inner_text()
@@ -326,7 +341,7 @@ def test_operators_add_two_factor_and_sign_out_everywhere(
     ops.get_by_label("Initial password (at least 10 characters)").fill(PASSWORD)
     ops.get_by_label("Role").select_option("support")
     ops.get_by_role("button", name="Add operator").click()
-    assert "help@example.com" in ops.get_by_test_id("operators").inner_text()
+    expect(ops.get_by_test_id("operators")).to_contain_text("help@example.com", use_inner_text=True)
 
     helper_ctx = browser.new_context(viewport={"width": 1200, "height": 900})
     helper = helper_ctx.new_page()
@@ -336,10 +351,10 @@ def test_operators_add_two_factor_and_sign_out_everywhere(
     secret = helper.get_by_test_id("totp-secret").inner_text()
     helper.get_by_label("Code from the app").fill(pyotp.TOTP(secret).now())
     helper.get_by_role("button", name="Turn on two-factor").click()
-    assert helper.get_by_test_id("my-2fa").inner_text() == "on"
+    expect(helper.get_by_test_id("my-2fa")).to_have_text("on", use_inner_text=True)
     shot_and_narrow(helper, "operators")
     helper.get_by_role("button", name="Sign out everywhere").click()
     helper.wait_for_url("**/admin/login")
     sign_in(helper, gw, "help@example.com", pyotp.TOTP(secret).now())
-    assert "support" in helper.get_by_test_id("operator").inner_text()
+    expect(helper.get_by_test_id("operator")).to_contain_text("support", use_inner_text=True)
     helper_ctx.close()

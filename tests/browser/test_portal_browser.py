@@ -25,6 +25,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from playwright.sync_api import expect
 
 from gateway_support import RunningGateway, served
 from mail_outbox import last_link
@@ -72,11 +73,11 @@ def test_customer_and_operator_in_the_browser(
     page.get_by_role("button", name="Sign up").click()
     page.wait_for_url("**/dashboard")
     # No credit and no key before the address is confirmed: the mailed link does that.
-    assert page.get_by_test_id("balance").inner_text() == "$0.000000"
+    expect(page.get_by_test_id("balance")).to_have_text("$0.000000", use_inner_text=True)
     assert page.get_by_text("Create a key").count() == 0
     page.goto(last_link("email verification", "browser@example.com"))
     page.wait_for_url("**/dashboard?notice=verified")
-    assert page.get_by_test_id("balance").inner_text() == "$1.000000"
+    expect(page.get_by_test_id("balance")).to_have_text("$1.000000", use_inner_text=True)
 
     page.get_by_text("Create a key").click()
     page.get_by_label("Name").fill("laptop")
@@ -126,7 +127,7 @@ def test_customer_and_operator_in_the_browser(
     ops.get_by_label("Password").fill("operator password 1")
     ops.get_by_role("button", name="Sign in").click()
     ops.wait_for_url("**/admin")
-    assert "gpt-4o-mini" in ops.get_by_test_id("top-models").inner_text()
+    expect(ops.get_by_test_id("top-models")).to_contain_text("gpt-4o-mini", use_inner_text=True)
     ops.goto(gw.url + "/admin/codes")
     ops.get_by_label("How many").fill("2")
     ops.get_by_label("Amount each, USD").fill("3.00")
@@ -184,7 +185,7 @@ def test_customer_and_operator_in_the_browser(
     ops.get_by_label("Reason").first.fill("test adjustment")
     ops.get_by_role("button", name="Apply").click()
     ops.wait_for_url(f"**/admin/customers/{account.group(0)}")
-    assert "test adjustment" in ops.get_by_test_id("audit").inner_text()
+    expect(ops.get_by_test_id("audit")).to_contain_text("test adjustment", use_inner_text=True)
     shot(ops, "08-console")
     page.goto(gw.url + "/dashboard")
     assert Decimal(page.get_by_test_id("balance").inner_text().lstrip("$")) == balance + Decimal(

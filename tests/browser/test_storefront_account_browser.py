@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import openai
 import pytest
+from playwright.sync_api import expect
 from test_storefront_browser import WIDTHS, fits, shot
 
 from gateway_support import RunningGateway, free_port, served
@@ -99,7 +101,7 @@ def test_dashboard_chart_requests_and_csv(
     legend = page.locator("#usage-chart .u-legend")
     assert "laptop" in legend.inner_text() and "ci" in legend.inner_text()
     assert "Requests by key" in str(page.locator("#usage-chart").get_attribute("aria-label"))
-    assert page.get_by_test_id("requests").inner_text() == "3"
+    expect(page.get_by_test_id("requests")).to_have_text("3", use_inner_text=True)
 
     rows = page.locator('table[data-testid="usage"] tr[data-request-id]')
     assert rows.count() == 3
@@ -107,8 +109,9 @@ def test_dashboard_chart_requests_and_csv(
     reason = first.get_by_role("link", name="completed")
     box = reason.bounding_box()
     assert box is not None and box["x"] + box["width"] <= WIDTHS[size]["width"]  # not cut off
-    assert "cached" in first.get_by_test_id("cached-reasoning").inner_text()
-    assert first.locator("td[data-label=Cost]").inner_text().startswith("$0.0000")
+    expect(first.get_by_test_id("cached-reasoning")).to_contain_text("cached", use_inner_text=True)
+    cost = first.locator("td[data-label=Cost]")
+    expect(cost).to_have_text(re.compile(r"^\$0\.0000"), use_inner_text=True)
     assert fits(page)
     shot(page, f"17-dashboard-usage-{size}")
 
@@ -146,8 +149,8 @@ def test_sessions_password_and_receipts(gw: RunningGateway, browser: object, siz
     page.goto(gw.url + "/account")
     sessions = page.get_by_test_id("sessions")
     assert sessions.locator("tr[data-session]").count() == 2
-    assert "Safari on iPhone" in sessions.inner_text()
-    assert "(this browser)" in sessions.inner_text()
+    expect(sessions).to_contain_text("Safari on iPhone", use_inner_text=True)
+    expect(sessions).to_contain_text("(this browser)", use_inner_text=True)
     assert fits(page)
     shot(page, f"18-account-sessions-{size}")
 
@@ -170,7 +173,7 @@ def test_sessions_password_and_receipts(gw: RunningGateway, browser: object, siz
 
     # The starting credit's receipt, printable: the site's header and links stay off paper.
     page.get_by_role("link", name="Receipt").first.click()
-    assert page.get_by_test_id("receipt-amount").inner_text() == "$2.000000 USD"
+    expect(page.get_by_test_id("receipt-amount")).to_have_text("$2.000000 USD", use_inner_text=True)
     page.emulate_media(media="print")
     assert not page.locator("header").first.is_visible()
     assert page.get_by_test_id("receipt").is_visible()

@@ -9,12 +9,14 @@ screen, and a page of another site that tries to frame the portal gets nothing.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from gateway_support import RunningGateway, free_port, served
 from mail_outbox import last_link
@@ -72,7 +74,7 @@ def test_storefront_pages_in_the_browser(gw: RunningGateway, browser: object, si
     )
 
     page.goto(gw.url + "/")
-    assert page.get_by_test_id("site-name").inner_text() == "Acme AI"
+    expect(page.get_by_test_id("site-name")).to_have_text("Acme AI", use_inner_text=True)
     assert page.locator("table.prices tbody tr:visible").count() >= 25
     assert fits(page)
     shot(page, f"10-landing-{size}")
@@ -103,7 +105,7 @@ def test_storefront_pages_in_the_browser(gw: RunningGateway, browser: object, si
     shot(page, f"12-docs-{size}")
 
     page.goto(gw.url + "/no-such-page")
-    assert page.get_by_test_id("error-title").inner_text() == "Page not found"
+    expect(page.get_by_test_id("error-title")).to_have_text("Page not found", use_inner_text=True)
     shot(page, f"13-not-found-{size}")
 
     page.goto(gw.url + "/signup")
@@ -117,7 +119,7 @@ def test_storefront_pages_in_the_browser(gw: RunningGateway, browser: object, si
     page.get_by_text("Create a key").click()
     page.get_by_label("Name").fill("laptop")
     page.get_by_role("button", name="Create key").click()
-    assert page.get_by_test_id("new-key").inner_text().startswith("sk-aic-")
+    expect(page.get_by_test_id("new-key")).to_have_text(re.compile("^sk-aic-"), use_inner_text=True)
     assert page.get_by_text("export ANTHROPIC_API_KEY=sk-aic-").first.is_visible()
     assert fits(page)
     shot(page, f"14-new-key-{size}")
