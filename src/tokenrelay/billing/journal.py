@@ -45,6 +45,7 @@ from tokenrelay.billing.writer import (
     UsageRecord,
     rollup,
 )
+from tokenrelay.store.db import SQLITE_BUSY_TIMEOUT_MS
 
 log = logging.getLogger("tokenrelay.billing")
 
@@ -397,7 +398,7 @@ def _connect(db_path: str) -> sqlite3.Connection:
     )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     return conn
 
 
