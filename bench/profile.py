@@ -10,7 +10,9 @@ overhead: read the request path's shares.
 `--flame` samples instead with py-spy (no overhead in the process; `pip install py-spy` anywhere,
 found on PATH or as $PY_SPY) under wrk c=64, billing on, and writes the flame graph
 bench/results/flame-<scenario>[-stream].svg and its collapsed stacks (.txt): native frames of
-uvloop and the kernel show as their Python caller's own time.
+uvloop and the kernel show as their Python caller's own time. `--flame --streams 1000` samples
+the main run's 1000-stream phase instead (64 chunks 20 ms apart, opened over 1 s):
+bench/results/flame-1000-streams.{svg,txt}.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def per_request(stats: pstats.Stats, n: int) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def flame(scenario: str, stream: bool, seconds: float) -> None:
+def flame(scenario: str, stream: bool, seconds: float, streams: int = 0) -> None:
     spy = (
         os.environ.get("PY_SPY")
         or shutil.which("py-spy")
@@ -56,6 +58,8 @@ def flame(scenario: str, stream: bool, seconds: float) -> None:
     if spy is None:
         raise SystemExit("--flame needs py-spy: pip install py-spy (or set PY_SPY)")
     name = f"flame-{scenario}{'-stream' if stream else ''}"
+    if streams:
+        name = f"flame-{streams}-streams"
     with tempfile.TemporaryDirectory(prefix="tokenrelay-flame-") as tmp:
         mock, port = phases.start_mock(Path(tmp))
         gw = cmod.TokenRelay("tokenrelay-flame")
@@ -69,7 +73,12 @@ def flame(scenario: str, stream: bool, seconds: float) -> None:
                 cmd += ["-f", fmt, "-o", str(OUT / f"{name}.{ext}"), "--nonblocking"]
                 sampler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
                 time.sleep(0.5)
-                loadgen.wrk(target, 64, seconds, marker=marker)
+                if streams:  # the main run's phase: 64 chunks 20 ms apart, opened over 1 s
+                    loadgen.streams(
+                        target, streams, duration_s=seconds, chunks=64, interval_ms=20, ramp_ms=1000
+                    )
+                else:
+                    loadgen.wrk(target, 64, seconds, marker=marker)
                 sampler.wait(60)
         finally:
             gw.stop()
@@ -83,9 +92,15 @@ def main() -> None:
     ap.add_argument("--stream", action="store_true", help="64-chunk streams instead of unary")
     ap.add_argument("--seconds", type=float, default=6)
     ap.add_argument("--flame", action="store_true", help="py-spy flame graph (wrk c=64)")
+    ap.add_argument(
+        "--streams",
+        type=int,
+        default=0,
+        help="with --flame: N concurrent 64-chunk streams at 20 ms instead of wrk",
+    )
     args = ap.parse_args()
     if args.flame:
-        flame(args.scenario, args.stream, args.seconds)
+        flame(args.scenario, args.stream, args.seconds, args.streams)
         return
     name = f"profile-{args.scenario}{'-stream' if args.stream else ''}"
     with tempfile.TemporaryDirectory(prefix="tokenrelay-profile-") as tmp:
