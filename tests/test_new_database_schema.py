@@ -16,20 +16,19 @@ import asyncpg
 import pytest
 
 from backends import backend
-from tokenrelay.store import db
-from tokenrelay.store.db import SCHEMA_HEAD, create_engine, create_if_new, schema_is_current
+from tokenrelay.store.db import (
+    SCHEMA_HEAD,
+    create_engine,
+    create_if_new,
+    schema_is_current,
+    upgrade_through_migrations,
+)
 
 
 async def _through_migrations(url: str) -> None:
-    """What migrate_async does for a database that is not new: Alembic's upgrade to head."""
     engine = create_engine(url)
     try:
-        async with engine.connect() as conn:
-            async with conn.begin():
-                await conn.run_sync(db._upgrade)
-            if conn.dialect.name == "sqlite":
-                await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
-                await conn.commit()
+        await upgrade_through_migrations(engine)
     finally:
         await engine.dispose()
 
