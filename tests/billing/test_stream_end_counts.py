@@ -32,7 +32,7 @@ from tokenrelay.frontends.anthropic.parse import parse_messages_request
 from tokenrelay.frontends.chat.parse import parse_chat_request
 from tokenrelay.gateway.intake import Intake
 
-LONG = "x" * 1_000_000 + "y"  # a third of a second for tiktoken; unremembered anywhere
+LONG = "x" * 1_000_000 + "y"  # over OFF_LOOP_CHARS; unremembered anywhere
 
 
 def cut_stream(request: ir.Request | None = None) -> RequestContext:

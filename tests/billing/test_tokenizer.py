@@ -1,8 +1,13 @@
-"""The o200k_base the gateway builds from its own copy of the vocabulary is tiktoken's
-definition of it, and a vocabulary that is not OpenAI's file is refused."""
+"""The o200k_base the gateway counts with, built from its own copy of the vocabulary, is
+tiktoken's: the same definition, the same tokens and counts for any text (a run of over 1,024
+letters or blanks without a break, which real text has not, estimated within a few %), and a
+vocabulary that is not OpenAI's file is refused."""
 
 from __future__ import annotations
 
+import itertools
+import random
+import string
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,9 +16,11 @@ from typing import Any
 
 import pytest
 import tiktoken
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tiktoken_ext import openai_public
 
-from tokenrelay.billing import tokenizer
+from tokenrelay.billing import metering, tokenizer
 
 
 def test_the_definition_is_tiktokens(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,7 +66,9 @@ def public_encoding() -> tiktoken.Encoding:
     return tiktoken.Encoding(
         "o200k_base",
         pat_str=tokenizer.PAT_STR,
-        mergeable_ranks=tokenizer.mergeable_ranks(tokenizer.vocabulary()),
+        mergeable_ranks=dict(
+            zip(tokenizer.tokens_by_rank(tokenizer.vocabulary()), itertools.count())
+        ),
         special_tokens=tokenizer.SPECIAL_TOKENS,
     )
 
@@ -68,22 +77,70 @@ def public_encoding() -> tiktoken.Encoding:
 def test_encode_is_the_public_encodings(text: str, public_encoding: tiktoken.Encoding) -> None:
     """The same tokens and the same refusals as `tiktoken.Encoding.encode`."""
     assert _outcome(tokenizer.encode, text) == _outcome(public_encoding.encode, text)
+    counted = _outcome(tokenizer.count, text)
+    assert counted == _outcome(lambda t: len(public_encoding.encode(t)), text)
+
+
+# Letters of several scripts and cases, marks, digits, blanks, line ends, punctuation, emoji,
+# apostrophes (the pattern's contractions), lone surrogates.
+_ALPHABET = st.sampled_from(
+    [
+        *"aAzZéÉßñ世界Привет١٢٣0123456789 \t\n\r.,;:!?'\"-_/\\()[]{}<>=+*#@$%^&|~`",
+        "'s",
+        "'LL",
+        "'ve",
+        "🎉",
+        "\u0301",
+        "\u00a0",
+        "\u2028",
+        "\ud800",
+        "    ",
+        "\n\n",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.lists(_ALPHABET, max_size=200).map("".join))
+def test_any_text_counts_as_tiktoken_counts_it(
+    text: str, public_encoding: tiktoken.Encoding
+) -> None:
+    assert tokenizer.encode(text) == public_encoding.encode_ordinary(_fixed(text))
+    assert tokenizer.count(text) == len(public_encoding.encode_ordinary(_fixed(text)))
+
+
+def _fixed(text: str) -> str:
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+@pytest.mark.parametrize(
+    "run",
+    ["x" * 1_000_000, "ab" * 300_000, " " * 100_000, "é" * 100_000, "=" * 5_000,
+     "".join(random.Random(7).choices(string.ascii_letters, k=100_000))],
+    ids=["x", "ab", "blanks", "accents", "equals", "random letters"],
+)  # fmt: skip
+def test_a_run_without_a_break_is_estimated_within_a_few_percent(
+    run: str, public_encoding: tiktoken.Encoding
+) -> None:
+    """Counted from its first 1,024 bytes (a million letters merged whole would take seconds)."""
+    exact = len(public_encoding.encode_ordinary(run))
+    assert abs(tokenizer.count(f"say {run} now") - 2 - exact) <= 0.05 * exact
 
 
 def test_a_vocabulary_that_is_not_openais_is_refused() -> None:
     original = tokenizer.vocabulary()
-    assert len(tokenizer.mergeable_ranks(original)) == 199_998
+    assert len(tokenizer.tokens_by_rank(original)) == 199_998
     swapped = original.replace(b"IQ== 0\nIg== 1\n", b"Ig== 0\nIQ== 1\n", 1)  # two ranks swapped
     assert swapped != original
     with pytest.raises(ValueError, match="sha256"):
-        tokenizer.mergeable_ranks(swapped)
+        tokenizer.tokens_by_rank(swapped)
 
 
 def test_a_gateway_with_a_vocabulary_that_is_not_openais_does_not_start(tmp_path: Path) -> None:
     """Refused at startup, not found out at a count (which would then bill bytes)."""
     code = f"""
 import asyncio, os
-from tokenrelay.billing import tokenizer
+from tokenrelay.billing import metering, tokenizer
 from tokenrelay.server.app import create_app
 from tokenrelay.settings import Settings
 
@@ -104,3 +161,32 @@ asyncio.run(main())
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.startswith("refused:") and "sha256" in out.stdout, out.stdout + out.stderr
+
+
+def _prose(chars: int) -> str:
+    """Varied text: sentences of words, code, numbers and CJK, not one phrase repeated."""
+    rng = random.Random(3)
+    words = ["the", "gateway", "counts", "tokens", "für", "naïve", "世界", "def", "x=1;", "42"]
+    out: list[str] = []
+    while sum(map(len, out)) < chars:
+        out.append(" ".join(rng.choices(words, k=rng.randint(3, 30))) + rng.choice(".\n;,"))
+    return "".join(out)[:chars]
+
+
+def test_a_text_over_a_million_characters_is_counted_on_a_sample(
+    public_encoding: tiktoken.Encoding, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever its length, a count reads at most SAMPLE_CHARS characters (a hostile 32 MB
+    prompt would otherwise cost minutes of CPU), and still lands within 1% of tiktoken."""
+    text = _prose(2 * metering.SAMPLE_ABOVE)
+    read: list[int] = []
+    exact = tokenizer.count
+    monkeypatch.setattr(tokenizer, "count", lambda t: read.append(len(t)) or exact(t))
+    estimate = metering.count_tokens(text)
+    assert sum(read) <= metering.SAMPLE_CHARS
+    assert abs(estimate - len(public_encoding.encode_ordinary(text))) <= 0.01 * estimate
+    read.clear()
+    assert metering.count_tokens(text[: metering.SAMPLE_ABOVE]) == len(
+        public_encoding.encode_ordinary(text[: metering.SAMPLE_ABOVE])
+    )
+    assert sum(read) == metering.SAMPLE_ABOVE  # up to there, all of it, exactly

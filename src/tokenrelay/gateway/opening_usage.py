@@ -14,7 +14,14 @@ its system prompt, tools and earlier turns on every request, so only the new tur
 from __future__ import annotations
 
 from tokenrelay import ir
-from tokenrelay.billing.metering import count_tokens, counted, framing_tokens, prompt_texts
+from tokenrelay.billing.metering import (
+    SAMPLE_ABOVE,
+    count_tokens,
+    counted,
+    estimate_request_tokens_counted,
+    framing_tokens,
+    prompt_texts,
+)
 
 _MAX_REMEMBERED = 4096
 # (length, hash) of a piece → its count. Not the text itself: a cache of prompts would hold
@@ -49,5 +56,7 @@ async def count_opening(req: ir.Request) -> int:
     pieces are never remembered: many of them are as long to count as one long one)."""
     pieces, images = prompt_texts(req)
     fresh = sum(len(p) for p in pieces if _key(p) not in _counts)
+    if fresh > SAMPLE_ABOVE:  # counted as one text, so that its sampling bounds the work
+        return await estimate_request_tokens_counted(req)
     tokens = await counted(lambda: sum(_tokens(p) for p in pieces), fresh)
     return tokens + framing_tokens(req, images)
