@@ -129,7 +129,7 @@ def test_a_run_without_a_break_is_estimated_within_a_few_percent(
 
 def test_a_vocabulary_that_is_not_openais_is_refused() -> None:
     original = tokenizer.vocabulary()
-    assert len(tokenizer.tokens_by_rank(original)) == 199_998
+    assert len(list(tokenizer.tokens_by_rank(original))) == 199_998
     swapped = original.replace(b"IQ== 0\nIg== 1\n", b"Ig== 0\nIQ== 1\n", 1)  # two ranks swapped
     assert swapped != original
     with pytest.raises(ValueError, match="sha256"):

@@ -24,9 +24,11 @@ import binascii
 import gzip
 import hashlib
 import heapq
+import io
 import itertools
 import threading
 from array import array
+from collections.abc import Iterable, Iterator
 from functools import cache
 from importlib import resources
 
@@ -70,15 +72,22 @@ def vocabulary() -> bytes:
     return gzip.decompress(resources.files("tokenrelay.billing").joinpath(_VOCABULARY).read_bytes())
 
 
-def tokens_by_rank(tiktoken_file: bytes) -> list[bytes]:
+def tokens_by_rank(tiktoken_file: bytes) -> Iterator[bytes]:
     """A .tiktoken file's `<base64 token> <rank>` lines, its tokens in rank order, once its hash
-    is o200k_base's (whose ranks run 0, 1, 2, … with none left out)."""
+    is o200k_base's (whose ranks run 0, 1, 2, … with none left out). One line at a time: the
+    whole file split at once would hold ~27 MB of small objects for a moment, and the heap
+    they leave behind in fragments stays resident."""
     if hashlib.sha256(tiktoken_file).hexdigest() != VOCABULARY_SHA256:
         raise ValueError(f"{_VOCABULARY}: not o200k_base's vocabulary (sha256 differs)")
-    fields = tiktoken_file.split()
-    if list(map(int, fields[1::2])) != list(range(len(fields) // 2)):
-        raise ValueError(f"{_VOCABULARY}: ranks are not 0, 1, 2, …")
-    return list(map(binascii.a2b_base64, fields[::2]))
+
+    def tokens() -> Iterator[bytes]:
+        for expected, line in enumerate(io.BytesIO(tiktoken_file)):
+            token, _, rank = line.partition(b" ")
+            if int(rank) != expected:
+                raise ValueError(f"{_VOCABULARY}: ranks are not 0, 1, 2, …")
+            yield binascii.a2b_base64(token)
+
+    return tokens()
 
 
 class Vocabulary:
@@ -88,22 +97,22 @@ class Vocabulary:
 
     __slots__ = ("_blob", "_ends", "_mask", "_table", "pairs")
 
-    def __init__(self, tokens: list[bytes]) -> None:
+    def __init__(self, tokens: Iterable[bytes]) -> None:
         # The two-byte tokens (4,909) in a dict as well: every merge starts from a piece's
         # byte pairs, looked up at C speed there (~40% of a cold count's time).
-        self.pairs = {token: rank for rank, token in enumerate(tokens) if len(token) == 2}
-        self._blob = b"".join(tokens)
-        ends = array("I", [0])
-        end = 0
-        for token in tokens:
-            end += len(token)
-            ends.append(end)
-        self._ends = ends
-        size = 1 << (2 * len(tokens)).bit_length()  # under half full: short probe runs
+        self.pairs: dict[bytes, int] = {}
+        blob, ends = bytearray(), array("I", [0])
+        for rank, token in enumerate(tokens):
+            if len(token) == 2:
+                self.pairs[token] = rank
+            blob += token
+            ends.append(len(blob))
+        self._blob, self._ends = bytes(blob), ends
+        size = 1 << (2 * (len(ends) - 1)).bit_length()  # under half full: short probe runs
         mask = self._mask = size - 1
         table = self._table = array("i", bytes(4 * size))
-        for rank, token in enumerate(tokens, 1):
-            slot = hash(token) & mask
+        for rank in range(1, len(ends)):
+            slot = hash(self._blob[ends[rank - 1] : ends[rank]]) & mask
             while table[slot]:
                 slot = (slot + 1) & mask
             table[slot] = rank
@@ -183,7 +192,7 @@ def _heap_merge(vocabulary: Vocabulary, piece: bytes) -> list[int]:
 class Encoding:
     """o200k_base: a text's pieces, each one token or merged from its bytes."""
 
-    def __init__(self, tokens: list[bytes]) -> None:
+    def __init__(self, tokens: Iterable[bytes]) -> None:
         self.vocabulary = Vocabulary(tokens)
         self._pieces = regex.compile(PAT_STR).findall
         self._counts: dict[str, int] = {}
