@@ -190,3 +190,16 @@ def test_a_text_over_a_million_characters_is_counted_on_a_sample(
         public_encoding.encode_ordinary(text[: metering.SAMPLE_ABOVE])
     )
     assert sum(read) == metering.SAMPLE_ABOVE  # up to there, all of it, exactly
+
+
+# Runs long enough to merge through the heap (over 32 bytes), short enough to be merged whole
+# (up to 1,024): lower-case letters of few kinds (a capital or a blank would start a new
+# piece), so that merges tie on rank and the leftmost must win.
+_RUN = st.text(alphabet="abé世", min_size=33, max_size=400)
+
+
+@settings(max_examples=150, deadline=None)
+@given(run=_RUN)
+def test_long_pieces_merge_in_tiktokens_order(run: str, public_encoding: tiktoken.Encoding) -> None:
+    assert tokenizer.encode(run) == public_encoding.encode_ordinary(run)
+    assert tokenizer.count(run) == len(public_encoding.encode_ordinary(run))
