@@ -5,17 +5,19 @@ registry downloads from openaipublic.blob.core.windows.net, gzipped: nothing is 
 time. It is checked against the sha256 tiktoken pins before anything is built from it.
 
 Why not tiktoken itself: its Rust core keeps three copies of the 200k tokens (two hash maps and
-a sorted list), ~44 MB resident in every process for a count the gateway makes only when a
-vendor does not report usage or a client asks for one. Here the tokens sit in one 1.6 MB byte
-string, found through an open-addressing table of 4 MB; the pieces are split by the same
-pattern (the `regex` module, which tiktoken's own reference implementation uses) and merged in
+a sorted list), ~48 MB resident in every process for a count the gateway makes only when a
+vendor does not report usage, for the prompt size an Anthropic-format stream opens with, or
+when a client asks for one. Here the tokens sit in one 1.6 MB byte string, found through an
+open-addressing table of 2 MB (~7 MB resident in all); the pieces are split by the same pattern
+(the `regex` module, which tiktoken's own reference implementation uses) and merged in
 tiktoken's order (the lowest rank first, the leftmost of equal ranks), so the counts are
 tiktoken's, token for token (tests/billing/test_tokenizer.py compares them, hypothesis too).
-Pure Python is slower: ~120-210 ns a character of prose or code counted cold, half that for
-pieces seen lately, against tiktoken's ~40-70 (`python -m bench.tokenizer_cost`).
+Pure Python is slower: ~190-260 ns a character of prose, code or a coding agent's prompt
+counted cold, ~125 for pieces seen lately, against tiktoken's ~45-70; random letters between
+blanks, the worst case, ~1.2 µs against ~80 ns (`python -m bench.tokenizer_cost`).
 
 Built once per process, by the server at startup (server/app.py), otherwise at the first count:
-~0.16 s of CPU, ~6 MB.
+~0.2 s of CPU.
 """
 
 from __future__ import annotations
