@@ -22,7 +22,7 @@ OUT = os.environ.get("CRITICAL_PATH_OUT", "/tmp/critical-path.txt")
 
 # (module, attribute path, label): each wrapped call marks "label>" on entry, "label<" on exit.
 POINTS = [
-    ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol.on_headers_complete", "headers"),
+    ("tokenrelay.server.http_guard", "GuardedHttpToolsProtocol.on_headers_complete", "headers"),
     ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle.run_asgi", "asgi"),
     ("tokenrelay.gateway.relay", "receive_request", "receive_request"),
     ("tokenrelay.gateway.relay", "Relay.take_in", "parse"),
@@ -76,8 +76,6 @@ def _dump() -> None:
 def _install() -> None:
     import importlib
 
-    from uvicorn.protocols.http import httptools_impl
-
     from tokenrelay.server import http_guard
 
     for module, path, label in POINTS:
@@ -87,14 +85,14 @@ def _install() -> None:
             owner = getattr(owner, p)
         _wrap(owner, attr, label)
 
-    received = httptools_impl.HttpToolsProtocol.data_received
+    received = http_guard.GuardedHttpToolsProtocol.data_received
 
     def data_received(self: Any, data: bytes) -> None:
         _marks.clear()
         _mark("client_bytes")
         received(self, data)
 
-    httptools_impl.HttpToolsProtocol.data_received = data_received  # type: ignore[method-assign]
+    http_guard.GuardedHttpToolsProtocol.data_received = data_received  # type: ignore[method-assign]
 
     write = http_guard.CoalescingTransport.write
     write_now = getattr(http_guard.CoalescingTransport, "write_now", None)
