@@ -203,3 +203,14 @@ _RUN = st.text(alphabet="abé世", min_size=33, max_size=400)
 def test_long_pieces_merge_in_tiktokens_order(run: str, public_encoding: tiktoken.Encoding) -> None:
     assert tokenizer.encode(run) == public_encoding.encode_ordinary(run)
     assert tokenizer.count(run) == len(public_encoding.encode_ordinary(run))
+
+
+def test_counting_long_distinct_pieces_remembers_none_of_them() -> None:
+    """The piece cache holds short pieces only: a text of long distinct runs (each would be
+    a key) must not make it hold the text."""
+    encoding = tokenizer.load()
+    encoding._counts.clear()
+    rng = random.Random(11)
+    runs = ["".join(rng.choices(string.ascii_lowercase, k=500)) for _ in range(200)]
+    tokenizer.count(" and ".join(runs))
+    assert set(encoding._counts) == {" and"}

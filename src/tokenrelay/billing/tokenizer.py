@@ -63,9 +63,11 @@ _SCAN_BYTES = 32
 # real text has not) from its first _LONG_PIECE bytes: ~4 ms a piece, where merging all of a
 # 1 MB run would take ~4 s. Within a few % of tiktoken on such runs.
 _LONG_PIECE = 1024
-# Counts of recent pieces: prose and code repeat theirs (~40% of a count's time saved), and
-# 16k short strings hold ~1.5 MB.
+# Counts of recent pieces: prose and code repeat theirs (~40% of a count's time saved). Only
+# pieces of up to _REMEMBERED_CHARS (words, numbers, punctuation runs): 16k of them hold ~2 MB
+# at most, where remembering any piece would let a text of long distinct runs hold gigabytes.
 _REMEMBERED = 16_384
+_REMEMBERED_CHARS = 32
 _NO_PAIR = 1 << 62  # the rank of a pair that is not a token: never merged
 
 
@@ -233,9 +235,10 @@ class Encoding:
             n = counts.get(piece)
             if n is None:
                 n = self._count_piece(piece.encode())
-                if len(counts) >= _REMEMBERED:
-                    counts.clear()
-                counts[piece] = n
+                if len(piece) <= _REMEMBERED_CHARS:
+                    if len(counts) >= _REMEMBERED:
+                        counts.clear()
+                    counts[piece] = n
             total += n
         return total
 
