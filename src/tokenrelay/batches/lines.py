@@ -121,7 +121,8 @@ class Lines:
         line's client format with its cost."""
         if answer is not None:
             return answer
-        out = p.exchange.unary_body(self.relay.meter.extra_usage(f.ctx))
+        ex = p.exchange
+        out = ex.unary_body(self.relay.meter.extra_usage(f.ctx) if ex.body_carries_cost else {})
         return Answer(200, out, f.ctx.cost_nano or 0)
 
     async def _embed(self, f: Flight, payload: Any) -> Answer:

@@ -22,7 +22,11 @@ from tokenrelay.vendors.base import UpstreamRequest, Vendor
 
 
 class Exchange(Protocol):
-    # A whole (non-streamed) answer.
+    # A whole (non-streamed) answer. `body_carries_cost`: whether unary_body merges the cost
+    # into the body's usage; when not (the fast path, the vendor's body as it came) the caller
+    # need not render it (~4 µs a request at c=1): the cost goes in a header either way.
+    body_carries_cost: bool
+
     def read_unary(self, data: bytes) -> None:
         """Take the vendor's 200 body: meter it; raise GatewayError if it carries an error."""
         ...

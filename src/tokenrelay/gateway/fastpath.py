@@ -23,6 +23,7 @@ from tokenrelay.vendors.base import PassthroughScan, UpstreamRequest
 
 class PassthroughExchange(ExchangeBase):
     cut = False  # the vendor's bytes are never cut
+    body_carries_cost = False
     _data = b""
     _scan: PassthroughScan | None = None
     _array: JsonArrayFrame | None = None  # the client asked for one JSON array, not SSE

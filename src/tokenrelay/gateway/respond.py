@@ -150,7 +150,8 @@ class Responder:
             return  # settled on the way out
         ctx.finish("ok")
         await self.meter.settle(f.admission, ctx)  # committed before the client has it
-        body = p.exchange.unary_body(self.meter.extra_usage(ctx))
+        ex = p.exchange
+        body = ex.unary_body(self.meter.extra_usage(ctx) if ex.body_carries_cost else {})
         ctx.mark_first_byte()
         f.response_started = True
         ctx.http_status = 200

@@ -26,6 +26,7 @@ _REMEMBERED = ("thinking", "signature")
 class TranslatedExchange(ExchangeBase):
     done = False
     cut = False
+    body_carries_cost = True
     error_forwarded = False  # the vendor's error events are ours to render
     _folded: ir.Response | None = None
     _decoder: StreamDecoder | None = None
