@@ -232,6 +232,11 @@ class JournalWriter:
     async def submit(self, record: UsageRecord) -> bool:
         """Journal `record` (durable on return) and queue it for the database. Always True:
         request ids are unique per request; the database skips a replayed one."""
+        self.submit_now(record)
+        return True
+
+    def submit_now(self, record: UsageRecord) -> None:
+        """`submit` without a coroutine (BillingEngine's in-process lane)."""
         if self._closing or self._thread is None:
             raise RuntimeError("the settlement writer is not running")
         # Bound values, in column order, built here: the thread then holds the GIL only for
@@ -250,7 +255,6 @@ class JournalWriter:
         account = values[_ACCOUNT_ID]
         self.uncommitted[account] = self.uncommitted.get(account, 0) + 1
         self._pending.append((self._appended, account, values))
-        return True
 
     async def flush(self) -> None:
         """Wait until every record submitted so far is committed to the database."""
