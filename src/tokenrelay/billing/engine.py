@@ -422,8 +422,9 @@ class BillingEngine:
     async def settle(self, admission: Admission, record: UsageRecord) -> int:
         """Bill `record` once (idempotent by request id); returns its cost in nano-USD. Returns
         after the record committed; caller cancellation does not stop the settlement."""
-        if admission.cost_nano is not None:
-            return admission.cost_nano
+        cost = self.settle_now(admission, record)
+        if cost is not None:
+            return cost
         cost = self._price(admission, record)
         if self.enabled and not admission.released:
             if self._lane is not None:
@@ -434,6 +435,21 @@ class BillingEngine:
             await self._drop_extra(admission)
         if admission.capped:
             await self.caps.settle(admission.request_id, cost)
+        admission.cost_nano = cost
+        return cost
+
+    def settle_now(self, admission: Admission, record: UsageRecord) -> int | None:
+        """`settle` as a plain call when nothing in it waits (the in-process lane, no spend cap,
+        no fallback hold to drop): the cost. None, having done nothing, otherwise: await
+        `settle`. BillingMeter asks this first: one coroutine less a request."""
+        if admission.cost_nano is not None:
+            return admission.cost_nano
+        lane = self._lane
+        if lane is None or admission.capped or admission.extra_hold_id is not None:
+            return None
+        cost = self._price(admission, record)
+        if self.enabled and not admission.released:
+            self._settle_now(lane, admission, record)
         admission.cost_nano = cost
         return cost
 
