@@ -27,7 +27,11 @@ POINTS = [
     ("tokenrelay.gateway.relay", "receive_request", "receive_request"),
     ("tokenrelay.gateway.relay", "Relay.take_in", "parse"),
     ("tokenrelay.gateway.relay", "decide", "decide"),
-    ("tokenrelay.billing.meter", "BillingMeter.admit", "admit"),
+    (
+        "tokenrelay.billing.engine",
+        "BillingEngine.admit",
+        "admit",
+    ),  # what BillingMeter.admit returns
     ("tokenrelay.upstreams.http_client", "_Connection.send", "upstream_write"),
     ("tokenrelay.upstreams.http_client", "_Connection.data_received", "upstream_data"),
     ("tokenrelay.billing.meter", "BillingMeter.settle", "settle"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
@@ -24,9 +25,11 @@ from backends import BACKENDS, Backend, backend, redis_namespace
 from tokenrelay.billing import ledger
 from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.billing.holds import Holds, MemoryHolds, RedisHolds
+from tokenrelay.billing.metering import RequestContext
 from tokenrelay.billing.writer import SettlementWriter, UsageRecord
 from tokenrelay.catalog import Catalog
 from tokenrelay.customers.keys import ApiKeyInfo, KeyStore
+from tokenrelay.ir import UsageTotals
 from tokenrelay.settings import Settings
 from tokenrelay.store.db import create_engine, migrate_async
 from tokenrelay.store.tables import ledger as ledger_table
@@ -302,3 +305,54 @@ async def test_engine_settles_a_request_once_across_two_settle_paths(
         assert await billing.verify() == []
     finally:
         await billing.close()
+
+
+def test_record_from_context_takes_each_field_from_its_own_source() -> None:
+    """UsageRecord.from_context builds the record positionally (for speed): every field must
+    come from its own source, which distinct values show."""
+    ctx = RequestContext(
+        request_id="rid",
+        client_format="openai",
+        key_id="kid",
+        model_asked="asked",
+        model_id="served",
+        vendor="ven",
+        stream=True,
+        fast_path=True,
+        started_at=1_700_000_000.25,
+        first_byte_ms=12.4,
+        duration_ms=56.6,
+        usage=UsageTotals(1, 2, 3, 4, 5, 6),
+        usage_source="estimated",
+        status="error",
+        error="boom",
+        session_id="sess",
+        upstream_request_id="up",
+        deployment="ven/dep",
+    )
+    record = UsageRecord.from_context(ctx, attempts=7)
+    assert record == UsageRecord(
+        request_id="rid",
+        key_id="kid",
+        model="served",
+        model_asked="asked",
+        vendor="ven",
+        stream=True,
+        fast_path=True,
+        input_tokens=1,
+        output_tokens=2,
+        cache_read_tokens=3,
+        cache_write_tokens=4,
+        cache_write_1h_tokens=5,
+        reasoning_tokens=6,
+        usage_source="estimated",
+        status="error",
+        error="boom",
+        attempts=7,
+        started_at=dt.datetime(2023, 11, 14, 22, 13, 20, 250_000, tzinfo=dt.UTC),
+        duration_ms=57,
+        ttft_ms=12,
+        session_id="sess",
+        upstream_request_id="up",
+        deployment="ven/dep",
+    )

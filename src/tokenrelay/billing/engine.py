@@ -87,6 +87,16 @@ class Admission:
     capped: bool = False  # the key has a spend cap: its SpendCaps hold goes with the request
 
 
+@dataclass(slots=True)
+class _Lane:
+    """The embedded store's request-path parts, none of which waits on I/O: BillingEngine
+    calls them as plain methods (their `_now` forms), not through a chain of coroutines."""
+
+    holds: MemoryHolds
+    limiter: MemoryRateLimiter
+    writer: JournalWriter
+
+
 class BillingEngine:
     def __init__(
         self,
@@ -113,7 +123,7 @@ class BillingEngine:
         self.limiter: RateLimiter
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
-        self._inline = False
+        self._lane: _Lane | None = None
         # In-memory balances follow credits that other processes (the CLI) write: the ledger
         # is read on from `_credit_mark`; `_marks` holds, per loaded key, the newest entry its
         # balance already includes; `_own` the entries this process wrote (already applied).
@@ -178,11 +188,15 @@ class BillingEngine:
         if serving and db_path and try_lock_journal(db_path):
             self.writer = JournalWriter(db_path)
         self.writer.start()
-        # Journal + in-process holds and limits: settlement never waits on I/O, so it needs
-        # no shielding task (a task per request costs a loop round trip).
-        self._inline = isinstance(self.writer, JournalWriter) and isinstance(
-            self.holds, MemoryHolds
-        )
+        # Journal + in-process holds and limits: admission and settlement never wait on I/O,
+        # so they run as plain calls (no shielding task either: a task per request costs a
+        # loop round trip, and a call that never suspends cannot be cancelled half-way).
+        if (
+            isinstance(self.writer, JournalWriter)
+            and isinstance(self.holds, MemoryHolds)
+            and isinstance(self.limiter, MemoryRateLimiter)
+        ):
+            self._lane = _Lane(self.holds, self.limiter, self.writer)
         if serving:
             self._spawn(self._poll_prices())
             if self._redis is not None:
@@ -254,7 +268,11 @@ class BillingEngine:
         if not self.enabled:
             return admission
         try:
-            worst = await self._hold(key, request_id, prompt_bound, max_output_tokens, price, ppm)
+            worst = self._hold_now(key, request_id, prompt_bound, max_output_tokens, price)
+            if worst is None:
+                worst = await self._hold(
+                    key, request_id, prompt_bound, max_output_tokens, price, ppm
+                )
         except GatewayError:
             raise
         except Exception as exc:
@@ -297,6 +315,25 @@ class BillingEngine:
             return True
         return await self.holds.available(key.account_id or key.id) > 0
 
+    def _hold_now(
+        self, key: ApiKeyInfo, request_id: str, prompt_bound: int, max_output: int, price: Price
+    ) -> int | None:
+        """`_hold` on the in-process store (`_lane`) when it admits at once: the same steps as
+        plain calls. None, having taken nothing, when it would not (no lane, the balance not
+        loaded yet, a rate limit refusing): `_hold` then decides and words the refusal."""
+        lane = self._lane
+        account = key.account_id or key.id
+        if lane is None or not lane.holds.has(account):
+            return None
+        if (key.rpm or key.tpm) and lane.limiter.check_now(
+            key.id, key.rpm, key.tpm, prompt_bound // 4
+        ) is not None:  # a refused check takes nothing from the buckets
+            return None
+        worst = worst_case_hold(prompt_bound, max_output, price, key.multiplier_ppm)
+        if not lane.holds.reserve_now(account, request_id, worst):
+            raise _insufficient(lane.holds.available_now(account), worst, "")
+        return worst
+
     async def _hold(
         self,
         key: ApiKeyInfo,
@@ -335,13 +372,7 @@ class BillingEngine:
         # still run on Redis later, and must then be reclaimed (its lease is never renewed)
         if not await self.holds.reserve(account_id, hold_id, amount):
             self._leased.pop(hold_id, None)
-            available = max(await self.holds.available(account_id), 0)
-            raise GatewayError(
-                "billing",
-                f"Insufficient balance{what}: ${usd(available)} available, this request may "
-                f"cost up to ${usd(worst)} (lower max_tokens or add credits)",
-                402,
-            )
+            raise _insufficient(await self.holds.available(account_id), worst, what)
 
     async def rehold(
         self,
@@ -391,18 +422,34 @@ class BillingEngine:
     async def settle(self, admission: Admission, record: UsageRecord) -> int:
         """Bill `record` once (idempotent by request id); returns its cost in nano-USD. Returns
         after the record committed; caller cancellation does not stop the settlement."""
-        if admission.cost_nano is not None:
-            return admission.cost_nano
+        cost = self.settle_now(admission, record)
+        if cost is not None:
+            return cost
         cost = self._price(admission, record)
         if self.enabled and not admission.released:
-            if self._inline:  # nothing in _settle suspends: it cannot be cancelled half-way
-                await self._settle(admission, record)
+            if self._lane is not None:
+                self._settle_now(self._lane, admission, record)
             else:
                 await asyncio.shield(self._settle(admission, record))
         if admission.extra_hold_id is not None:
             await self._drop_extra(admission)
         if admission.capped:
             await self.caps.settle(admission.request_id, cost)
+        admission.cost_nano = cost
+        return cost
+
+    def settle_now(self, admission: Admission, record: UsageRecord) -> int | None:
+        """`settle` as a plain call when nothing in it waits (the in-process lane, no spend cap,
+        no fallback hold to drop): the cost. None, having done nothing, otherwise: await
+        `settle`. BillingMeter asks this first: one coroutine less a request."""
+        if admission.cost_nano is not None:
+            return admission.cost_nano
+        lane = self._lane
+        if lane is None or admission.capped or admission.extra_hold_id is not None:
+            return None
+        cost = self._price(admission, record)
+        if self.enabled and not admission.released:
+            self._settle_now(lane, admission, record)
         admission.cost_nano = cost
         return cost
 
@@ -479,13 +526,24 @@ class BillingEngine:
             # Recorded before (a retry): billed then, only the hold goes.
             cost = record.cost_nano if fresh else None
             await self._update_holds(account_id, admission.request_id, cost)
-        tokens = record.input_tokens + record.cache_read_tokens + record.cache_write_tokens
         try:
-            await self.limiter.consume_tokens(
-                admission.key_id, admission.tpm, tokens + record.output_tokens
-            )
+            await self.limiter.consume_tokens(admission.key_id, admission.tpm, _tokens(record))
         except Exception as exc:  # a token bucket missing one request loses no money
             log.debug("token bucket not charged: %s", _reason(exc))
+
+    def _settle_now(self, lane: _Lane, admission: Admission, record: UsageRecord) -> None:
+        """`_settle` on the in-process store, as plain calls. No `changing` mark: with no await
+        between the journal append and the balance step, the refresh cannot run between them
+        (and keys with uncommitted journal records are not refreshed at all)."""
+        request_id = admission.request_id
+        self._leased.pop(request_id, None)
+        try:
+            lane.writer.submit_now(record)
+        except BaseException:
+            lane.holds.release_now(request_id)
+            raise
+        lane.holds.settle_now(admission.account_id, request_id, record.cost_nano)
+        lane.limiter.consume_now(admission.key_id, admission.tpm, _tokens(record))
 
     async def _update_holds(self, key_id: str, request_id: str, cost: int | None) -> None:
         """The balance cache's half of a settlement: debit `cost` and drop the hold (None: drop
@@ -819,6 +877,21 @@ def _sqlite_file(engine: AsyncEngine) -> str | None:
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
     return str(url.database)
+
+
+def _tokens(r: UsageRecord) -> int:
+    """What a settled request takes from its key's token bucket."""
+    return r.input_tokens + r.cache_read_tokens + r.cache_write_tokens + r.output_tokens
+
+
+def _insufficient(available: int, worst: int, what: str) -> GatewayError:
+    """The 402 of a hold that does not fit."""
+    return GatewayError(
+        "billing",
+        f"Insufficient balance{what}: ${usd(max(available, 0))} available, this request may "
+        f"cost up to ${usd(worst)} (lower max_tokens or add credits)",
+        402,
+    )
 
 
 def _totals(r: UsageRecord) -> ir.UsageTotals:

@@ -73,6 +73,17 @@ class MemoryHolds:
 
     async def reserve(self, key_id: str, request_id: str, amount_nano: int) -> bool:
         await self._ensure(key_id)
+        return self.reserve_now(key_id, request_id, amount_nano)
+
+    # The `_now` methods are the same steps without a coroutine, for BillingEngine's
+    # in-process lane (a coroutine call costs ~0.5-1 µs of the request path).
+
+    def has(self, key_id: str) -> bool:
+        """Whether the key's balance is loaded (the `_now` methods need it)."""
+        return key_id in self._balance
+
+    def reserve_now(self, key_id: str, request_id: str, amount_nano: int) -> bool:
+        """`reserve` of a loaded key (`has`)."""
         if request_id in self._holds or request_id in self._settled:
             return request_id in self._holds  # a retried reserve is not a second hold
         if self._balance[key_id] - self._held[key_id] < amount_nano:
@@ -86,6 +97,9 @@ class MemoryHolds:
         return request_id in self._settled
 
     async def settle(self, key_id: str, request_id: str, cost_nano: int) -> bool:
+        return self.settle_now(key_id, request_id, cost_nano)
+
+    def settle_now(self, key_id: str, request_id: str, cost_nano: int) -> bool:
         """Release the hold (if any) and debit `cost_nano`; False if already settled."""
         if request_id in self._settled:
             return False
@@ -108,6 +122,9 @@ class MemoryHolds:
                 await self.settle(key_id, request_id, cost)
 
     async def release(self, key_id: str, request_id: str) -> bool:
+        return self.release_now(request_id)
+
+    def release_now(self, request_id: str) -> bool:
         return self._drop_hold(request_id)
 
     async def credit(self, key_id: str, amount_nano: int, entry_id: int | None = None) -> None:
@@ -117,6 +134,10 @@ class MemoryHolds:
 
     async def available(self, key_id: str) -> int:
         await self._ensure(key_id)
+        return self.available_now(key_id)
+
+    def available_now(self, key_id: str) -> int:
+        """`available` of a loaded key (`has`)."""
         return self._balance[key_id] - self._held[key_id]
 
     async def close(self) -> None:

@@ -232,12 +232,17 @@ class JournalWriter:
     async def submit(self, record: UsageRecord) -> bool:
         """Journal `record` (durable on return) and queue it for the database. Always True:
         request ids are unique per request; the database skips a replayed one."""
+        self.submit_now(record)
+        return True
+
+    def submit_now(self, record: UsageRecord) -> None:
+        """`submit` without a coroutine (BillingEngine's in-process lane)."""
         if self._closing or self._thread is None:
             raise RuntimeError("the settlement writer is not running")
         # Bound values, in column order, built here: the thread then holds the GIL only for
         # sqlite3's binding, not for Python work the requests would wait behind.
         values = record_values(record)
-        line = orjson.dumps(values) + b"\n"
+        line = orjson.dumps(values, option=orjson.OPT_APPEND_NEWLINE)
         start, end = self._segment_bytes, self._segment_bytes + len(line)
         if end > SEGMENT_BYTES or self._map is None:
             self._sealed.append((self._segment, self._appended))
@@ -250,7 +255,6 @@ class JournalWriter:
         account = values[_ACCOUNT_ID]
         self.uncommitted[account] = self.uncommitted.get(account, 0) + 1
         self._pending.append((self._appended, account, values))
-        return True
 
     async def flush(self) -> None:
         """Wait until every record submitted so far is committed to the database."""
@@ -467,8 +471,16 @@ def record_values(r: UsageRecord) -> list[Any]:
 
 def sqlite_datetime(d: dt.datetime) -> str:
     """SQLAlchemy's SQLite storage format (UTC wall time; the offset is not stored)."""
-    # isoformat is C: the same "%04d-%02d-%02d %02d:%02d:%02d.%06d" for years >= 1000.
+    # isoformat is C: the same "%04d-%02d-%02d %02d:%02d:%02d.%06d" for years >= 1000. A UTC
+    # time's wall time is the naive epoch plus its exact distance from the aware one: 0.6 µs,
+    # where replace(tzinfo=None) and an aware isoformat took 1.3 (every settlement has one).
+    if d.tzinfo is dt.UTC:
+        return (_NAIVE_EPOCH + (d - _UTC_EPOCH)).isoformat(" ", "microseconds")
     return d.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+_UTC_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NAIVE_EPOCH = dt.datetime(1970, 1, 1)
 
 
 # Lines journaled by an older gateway, oldest first: (how many values, what the columns added

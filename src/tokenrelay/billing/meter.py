@@ -9,6 +9,7 @@ finished context into one usage record, and renders the settled cost for the cli
 from __future__ import annotations
 
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from tokenrelay.billing.engine import Admission, BillingEngine, UsageRecord, worst_case_hold
@@ -33,13 +34,14 @@ class BillingMeter:
         # Signing costs ~80 µs of CPU (claims, JSON, Ed25519): only for answers that carry one.
         self.always_receipt = always_receipt
 
-    async def admit(
+    def admit(
         self, key: ApiKeyInfo, ctx: RequestContext, model_id: str, max_output: int
-    ) -> Admission:
+    ) -> Coroutine[Any, Any, Admission]:
         """Rate limits and the credit hold; raises GatewayError (429/402/503) before any
         upstream call. The hold prices the vendor call as it will be sent: `ctx.input_bound`
-        for its prompt, `max_output` for every output token it allows."""
-        return await self.engine.admit(key, ctx.request_id, model_id, ctx.input_bound, max_output)
+        for its prompt, `max_output` for every output token it allows. (The engine's coroutine
+        itself, not one around it: one coroutine less a request.)"""
+        return self.engine.admit(key, ctx.request_id, model_id, ctx.input_bound, max_output)
 
     async def rehold(
         self,
@@ -137,7 +139,8 @@ class BillingMeter:
             return
         record = _record(ctx)
         try:
-            ctx.cost_nano = await self.engine.settle(admission, record)
+            cost = self.engine.settle_now(admission, record)
+            ctx.cost_nano = await self.engine.settle(admission, record) if cost is None else cost
             ctx.record, ctx.multiplier_ppm = record, admission.multiplier_ppm
         except Exception as exc:  # the ledger did not commit: nothing is billed
             log.error("request %s not settled: %s", ctx.request_id, type(exc).__name__)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from tokenrelay import ir
 from tokenrelay.settings import BillingPolicy
@@ -125,6 +125,11 @@ TABLE: tuple[Rule, ...] = (
     ),
 )
 RULES = {rule.outcome: rule for rule in TABLE}
+# What each outcome is charged, per policy: the table read once, not on every settlement.
+_CHARGES: dict[str, dict[Outcome, Charge]] = {
+    policy: {rule.outcome: rule.charge(policy) for rule in TABLE}
+    for policy in get_args(BillingPolicy)
+}
 _LENGTH_STOPS = ("max_tokens", "length")
 
 
@@ -154,7 +159,7 @@ def outcome(ctx: RequestContext) -> Outcome:
 
 def billable(usage: ir.UsageTotals, reason: Outcome, policy: BillingPolicy) -> ir.UsageTotals:
     """The part of `usage` the customer pays for under `policy`."""
-    charge = RULES[reason].charge(policy)
+    charge = _CHARGES[policy][reason]
     if charge is Charge.USAGE:
         return usage
     if charge is Charge.INPUT:

@@ -66,6 +66,13 @@ class MemoryRateLimiter:
     async def check(
         self, key_id: str, rpm: int | None, tpm: int | None, tokens_estimate: int
     ) -> float | None:
+        return self.check_now(key_id, rpm, tpm, tokens_estimate)
+
+    # `check` and `consume_tokens` without a coroutine (BillingEngine's in-process lane).
+
+    def check_now(
+        self, key_id: str, rpm: int | None, tpm: int | None, tokens_estimate: int
+    ) -> float | None:
         now = self._clock()
         wait = 0.0
         rb = self._bucket(self._rpm, key_id, rpm, now) if rpm else None
@@ -83,6 +90,9 @@ class MemoryRateLimiter:
         return None
 
     async def consume_tokens(self, key_id: str, tpm: int | None, tokens: int) -> None:
+        self.consume_now(key_id, tpm, tokens)
+
+    def consume_now(self, key_id: str, tpm: int | None, tokens: int) -> None:
         if tpm and tokens > 0:
             self._bucket(self._tpm, key_id, tpm, self._clock()).level -= tokens
 

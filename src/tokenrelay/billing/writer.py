@@ -66,42 +66,44 @@ class UsageRecord:
     ttft_ms: int | None = None
     session_id: str | None = None  # the client's session, when it names one
     upstream_request_id: str | None = None  # the vendor's request id (receipts)
+    deployment: str | None = None  # <vendor>/<name> that answered (the console's request log)
     cost_nano: int = 0  # set by BillingEngine.settle: the customer's price
     price_version_id: str = ""  # set by BillingEngine.settle
     account_id: str = ""  # set by BillingEngine.settle: the account the key spends from
     upstream_cost_nano: int = 0  # set by BillingEngine.settle: the catalog's list price
     reason: str = "completed"  # how it ended: a policy.Outcome value (set by BillingMeter)
     loss_nano: int = 0  # set by BillingEngine.settle: upstream cost the customer did not pay
-    deployment: str | None = None  # <vendor>/<name> that answered (the console's request log)
     multiplier_ppm: int | None = None  # set by BillingEngine.settle: the price group's
 
     @classmethod
     def from_context(cls, ctx: RequestContext, *, attempts: int = 1) -> UsageRecord:
+        # Positional, in field order (what the settlement sets left to its defaults): 0.45 µs
+        # where 23 keywords took 1.25, on every settlement. A test holds the order.
         u = ctx.usage
         return cls(
-            request_id=ctx.request_id,
-            key_id=ctx.key_id or "",
-            model=ctx.model_id,
-            model_asked=ctx.model_asked,
-            vendor=ctx.vendor,
-            stream=ctx.stream,
-            fast_path=ctx.fast_path,
-            input_tokens=u.input,
-            output_tokens=u.output,
-            cache_read_tokens=u.cache_read,
-            cache_write_tokens=u.cache_write,
-            cache_write_1h_tokens=u.cache_write_1h,
-            reasoning_tokens=u.reasoning,
-            usage_source=ctx.usage_source,
-            status=ctx.status,
-            error=ctx.error,
-            attempts=attempts,
-            started_at=dt.datetime.fromtimestamp(ctx.started_at, dt.UTC),
-            duration_ms=round(ctx.duration_ms) if ctx.duration_ms is not None else None,
-            ttft_ms=round(ctx.first_byte_ms) if ctx.first_byte_ms is not None else None,
-            session_id=ctx.session_id,
-            upstream_request_id=ctx.upstream_request_id or None,
-            deployment=ctx.deployment or None,
+            ctx.request_id,
+            ctx.key_id or "",
+            ctx.model_id,
+            ctx.model_asked,
+            ctx.vendor,
+            ctx.stream,
+            ctx.fast_path,
+            u.input,
+            u.output,
+            u.cache_read,
+            u.cache_write,
+            u.cache_write_1h,
+            u.reasoning,
+            ctx.usage_source,
+            ctx.status,
+            ctx.error,
+            attempts,
+            dt.datetime.fromtimestamp(ctx.started_at, dt.UTC),
+            round(ctx.duration_ms) if ctx.duration_ms is not None else None,
+            round(ctx.first_byte_ms) if ctx.first_byte_ms is not None else None,
+            ctx.session_id,
+            ctx.upstream_request_id or None,
+            ctx.deployment or None,
         )
 
     def row(self) -> dict[str, Any]:
