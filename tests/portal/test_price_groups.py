@@ -19,9 +19,10 @@ from tokenrelay.billing.pricing import customer_nano
 from tokenrelay.billing.writer import UsageRecord
 from tokenrelay.catalog import Catalog
 from tokenrelay.customers.keys import KeyStore
+from tokenrelay.errors import GatewayError
 from tokenrelay.settings import Settings
 from tokenrelay.store.db import create_engine, migrate_async
-from tokenrelay.store.tables import accounts, price_groups, usage_records
+from tokenrelay.store.tables import accounts, price_groups, price_overrides, usage_records
 
 
 def test_customer_price_rounds_up_and_one_is_the_identity() -> None:
@@ -78,5 +79,56 @@ async def test_a_marked_up_account_pays_more_and_the_record_keeps_the_list_cost(
         assert tuple(row) == (cost, upstream)
         assert await ledger.load_balance(engine, key.account_id) == 1_000_000_000 - cost
         assert await billing.verify() == []
+    finally:
+        await billing.close()
+
+
+@pytest.mark.parametrize("serving", [False, True], ids=["async path", "in-process lane"])
+async def test_a_models_override_is_held_as_it_is_billed(
+    engine: AsyncEngine, serving: bool
+) -> None:
+    """An operator's multiplier for one model in a group (3x here, the group's 1.5x) is what
+    the hold reserves: held at the group's multiplier, a request could cost twice its hold,
+    and a balance that covers the smaller worst case only must get a 402."""
+    store = KeyStore(engine)
+    key, _ = await store.create("retail", Decimal("1.00"))
+    async with engine.begin() as conn:
+        await conn.execute(insert(price_groups).values(name="retail", multiplier_ppm=1_500_000))
+        await conn.execute(
+            insert(price_overrides).values(
+                group_name="retail", model_id="gpt-4o", multiplier_ppm=3_000_000
+            )
+        )
+        await conn.execute(
+            update(accounts).where(accounts.c.id == key.account_id).values(price_group="retail")
+        )
+    store.clear_cache()
+    key = await store.get(key.id)
+    assert key is not None
+
+    settings = Settings(TOKENRELAY_DATABASE_URL=str(engine.url))  # type: ignore[call-arg]
+    billing = BillingEngine(settings, engine, Catalog.load())
+    await billing.start(serving=serving)
+    try:
+        list_worst = 100 * 2_500 + 1_000 * 10_000  # gpt-4o: $2.50 in, $10 out per 1M
+        admission = await billing.admit(key, "req-a", "gpt-4o", 100, 1_000)
+        assert admission.hold_nano == list_worst * 3
+        record = UsageRecord(request_id="req-a", key_id=key.id, model="gpt-4o")
+        record.input_tokens, record.output_tokens = 100, 1_000  # the most it could be
+        assert await billing.settle(admission, record) == admission.hold_nano
+        # $0.02: the 1.5x worst case ($0.015375) fits it, the 3x one ($0.03075) does not
+        key2, _ = await store.create("retail 2", Decimal("0.02"))
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(accounts)
+                .where(accounts.c.id == key2.account_id)
+                .values(price_group="retail")
+            )
+        store.clear_cache()
+        key2 = await store.get(key2.id)
+        assert key2 is not None
+        with pytest.raises(GatewayError) as refused:
+            await billing.admit(key2, "req-b", "gpt-4o", 100, 1_000)
+        assert refused.value.status == 402
     finally:
         await billing.close()

@@ -233,6 +233,11 @@ class BillingEngine:
     def price_for(self, model_id: str, at: dt.datetime | None = None) -> tuple[Price, str]:
         return self.prices.price_for(model_id, at)
 
+    def multiplier(self, key: ApiKeyInfo, model_id: str) -> int:
+        """What the key pays over list price for `model_id` (ppm): its price group's, or the
+        operator's override for this model in that group. Held and billed alike."""
+        return self.prices.multiplier(key.price_group, model_id, key.multiplier_ppm)
+
     async def admit(
         self,
         key: ApiKeyInfo,
@@ -252,7 +257,7 @@ class BillingEngine:
             raise GatewayError("not_found", f"The model {model_id} does not exist", 404)
         price, version = self.prices.price_for(model_id, now)
         account = key.account_id or key.id
-        ppm = self.prices.multiplier(key.price_group, model_id, key.multiplier_ppm)
+        ppm = self.multiplier(key, model_id)
         admission = Admission(
             key_id=key.id,
             request_id=request_id,
@@ -268,7 +273,7 @@ class BillingEngine:
         if not self.enabled:
             return admission
         try:
-            worst = self._hold_now(key, request_id, prompt_bound, max_output_tokens, price)
+            worst = self._hold_now(key, request_id, prompt_bound, max_output_tokens, price, ppm)
             if worst is None:
                 worst = await self._hold(
                     key, request_id, prompt_bound, max_output_tokens, price, ppm
@@ -316,7 +321,13 @@ class BillingEngine:
         return await self.holds.available(key.account_id or key.id) > 0
 
     def _hold_now(
-        self, key: ApiKeyInfo, request_id: str, prompt_bound: int, max_output: int, price: Price
+        self,
+        key: ApiKeyInfo,
+        request_id: str,
+        prompt_bound: int,
+        max_output: int,
+        price: Price,
+        ppm: int,
     ) -> int | None:
         """`_hold` on the in-process store (`_lane`) when it admits at once: the same steps as
         plain calls. None, having taken nothing, when it would not (no lane, the balance not
@@ -329,7 +340,7 @@ class BillingEngine:
             key.id, key.rpm, key.tpm, prompt_bound // 4
         ) is not None:  # a refused check takes nothing from the buckets
             return None
-        worst = worst_case_hold(prompt_bound, max_output, price, key.multiplier_ppm)
+        worst = worst_case_hold(prompt_bound, max_output, price, ppm)
         if not lane.holds.reserve_now(account, request_id, worst):
             raise _insufficient(lane.holds.available_now(account), worst, "")
         return worst
@@ -360,7 +371,7 @@ class BillingEngine:
                     wait,
                     "tokens" if tokens else "requests",
                 )
-        worst = worst_case_hold(prompt_bound, max_output, price, key.multiplier_ppm)
+        worst = worst_case_hold(prompt_bound, max_output, price, ppm)
         await self._reserve(key.account_id or key.id, request_id, worst, worst, "")
         return worst
 

@@ -72,7 +72,7 @@ class BillingMeter:
         """What admitting the decided request would hold (the figure `admit` holds, from the
         same bound), the most it can cost, and its cost at `output` tokens of answer."""
         price, version = self.engine.price_for(model_id)
-        ppm = key.multiplier_ppm
+        ppm = self.engine.multiplier(key, model_id)
         worst = worst_case_hold(ctx.input_bound, max_output, price, ppm)
         usage = UsageTotals(input=input_tokens, output=min(max(output, 0), max_output))
         return {
