@@ -13,17 +13,17 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 
+from price_support import key_in_group
 from tokenrelay import ir
 from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.billing.pricing import priced_nano
 from tokenrelay.billing.writer import UsageRecord
 from tokenrelay.catalog import Catalog, Price
-from tokenrelay.customers.keys import KeyStore
 from tokenrelay.settings import Settings
 from tokenrelay.store.db import create_engine, migrate_async
-from tokenrelay.store.tables import accounts, price_groups, usage_records
+from tokenrelay.store.tables import usage_records
 
 CATALOG = Catalog.load()
 MODEL = "deepseek-v4-pro"  # $0.435 / $0.87 / $0.003625 per 1M: sub-nano amounts per token
@@ -82,16 +82,7 @@ def test_settled_records_carry_the_once_rounded_cost(tmp_path: Path) -> None:
 async def _settle_all(tmp_path: Path, ppm: int, batch: list[ir.UsageTotals]) -> None:
     engine = create_engine(f"sqlite:///{tmp_path}/rounding.db")
     await migrate_async(engine)
-    store = KeyStore(engine)
-    created, _ = await store.create("marked-up", Decimal(1000))
-    async with engine.begin() as conn:
-        await conn.execute(insert(price_groups).values(name="plus15", multiplier_ppm=ppm))
-        await conn.execute(
-            update(accounts).where(accounts.c.id == created.account_id).values(price_group="plus15")
-        )
-    store.clear_cache()
-    key = await store.get(created.id)
-    assert key is not None
+    key = await key_in_group(engine, "marked-up", Decimal(1000), "plus15", ppm)
     settings_ = Settings(TOKENRELAY_DATABASE_URL=str(engine.url))  # type: ignore[call-arg]
     billing = BillingEngine(settings_, engine, CATALOG)
     await billing.start(serving=False)

@@ -10,19 +10,19 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from price_support import key_in_group
 from tokenrelay.billing import ledger
 from tokenrelay.billing.engine import BillingEngine
 from tokenrelay.billing.pricing import customer_nano
 from tokenrelay.billing.writer import UsageRecord
 from tokenrelay.catalog import Catalog
-from tokenrelay.customers.keys import KeyStore
 from tokenrelay.errors import GatewayError
 from tokenrelay.settings import Settings
 from tokenrelay.store.db import create_engine, migrate_async
-from tokenrelay.store.tables import accounts, price_groups, price_overrides, usage_records
+from tokenrelay.store.tables import price_overrides, usage_records
 
 
 def test_customer_price_rounds_up_and_one_is_the_identity() -> None:
@@ -44,16 +44,8 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 async def test_a_marked_up_account_pays_more_and_the_record_keeps_the_list_cost(
     engine: AsyncEngine,
 ) -> None:
-    store = KeyStore(engine)
-    key, _ = await store.create("retail", Decimal("1.00"))
-    async with engine.begin() as conn:
-        await conn.execute(insert(price_groups).values(name="retail", multiplier_ppm=1_500_000))
-        await conn.execute(
-            update(accounts).where(accounts.c.id == key.account_id).values(price_group="retail")
-        )
-    store.clear_cache()
-    key = await store.get(key.id)
-    assert key is not None and key.multiplier_ppm == 1_500_000
+    key = await key_in_group(engine, "retail", Decimal("1.00"), "retail", 1_500_000)
+    assert key.multiplier_ppm == 1_500_000
 
     settings = Settings(TOKENRELAY_DATABASE_URL=str(engine.url))  # type: ignore[call-arg]
     billing = BillingEngine(settings, engine, Catalog.load())
@@ -90,21 +82,13 @@ async def test_a_models_override_is_held_as_it_is_billed(
     """An operator's multiplier for one model in a group (3x here, the group's 1.5x) is what
     the hold reserves: held at the group's multiplier, a request could cost twice its hold,
     and a balance that covers the smaller worst case only must get a 402."""
-    store = KeyStore(engine)
-    key, _ = await store.create("retail", Decimal("1.00"))
+    key = await key_in_group(engine, "retail", Decimal("1.00"), "retail", 1_500_000)
     async with engine.begin() as conn:
-        await conn.execute(insert(price_groups).values(name="retail", multiplier_ppm=1_500_000))
         await conn.execute(
             insert(price_overrides).values(
                 group_name="retail", model_id="gpt-4o", multiplier_ppm=3_000_000
             )
         )
-        await conn.execute(
-            update(accounts).where(accounts.c.id == key.account_id).values(price_group="retail")
-        )
-    store.clear_cache()
-    key = await store.get(key.id)
-    assert key is not None
 
     settings = Settings(TOKENRELAY_DATABASE_URL=str(engine.url))  # type: ignore[call-arg]
     billing = BillingEngine(settings, engine, Catalog.load())
@@ -117,16 +101,7 @@ async def test_a_models_override_is_held_as_it_is_billed(
         record.input_tokens, record.output_tokens = 100, 1_000  # the most it could be
         assert await billing.settle(admission, record) == admission.hold_nano
         # $0.02: the 1.5x worst case ($0.015375) fits it, the 3x one ($0.03075) does not
-        key2, _ = await store.create("retail 2", Decimal("0.02"))
-        async with engine.begin() as conn:
-            await conn.execute(
-                update(accounts)
-                .where(accounts.c.id == key2.account_id)
-                .values(price_group="retail")
-            )
-        store.clear_cache()
-        key2 = await store.get(key2.id)
-        assert key2 is not None
+        key2 = await key_in_group(engine, "retail 2", Decimal("0.02"), "retail")
         with pytest.raises(GatewayError) as refused:
             await billing.admit(key2, "req-b", "gpt-4o", 100, 1_000)
         assert refused.value.status == 402
