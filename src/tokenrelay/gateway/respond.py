@@ -22,6 +22,7 @@ from tokenrelay.asgi import (
     chunk_writer,
     send_bytes,
     send_chunk,
+    streaming,
 )
 from tokenrelay.billing.engine import Admission
 from tokenrelay.billing.meter import BillingMeter
@@ -246,6 +247,7 @@ class Responder:
                 "headers": [*exchange.stream_headers, *self.headers(f)],
             }
         )
+        streaming(send)
 
     async def settle_ending(self, f: Flight) -> None:
         """Settle an ending other than a complete answer before its last byte goes out, so
