@@ -254,6 +254,32 @@ async def test_total_timeout_ends_a_body_that_never_goes_silent() -> None:
     await client.close()
 
 
+async def test_one_timer_keeps_the_idle_and_the_total_timeout_apart() -> None:
+    """Both timeouts share one timer (http_client.Response._on_timer): a silence within the
+    total fails as idle, a total within the idle fails as total, and a first byte slower than
+    the idle timeout is the first-byte timeout's to judge, not the idle one's."""
+
+    async def slow_then_silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        await asyncio.sleep(0.4)
+        w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n")
+        await w.drain()
+        await asyncio.sleep(5)
+
+    loop = asyncio.get_running_loop()
+    cases = [(0.2, 3.0, "idle", 0.55, 1.5), (3.0, 1.0, "total", 0.9, 2.0)]
+    for idle_s, total_s, which, least, most in cases:
+        timeouts = Timeouts(connect_s=2, first_byte_s=2, idle_s=idle_s, total_s=total_s)
+        client = HttpClient(timeouts=timeouts)
+        async with server(slow_then_silent) as (url, _):
+            start = loop.time()
+            resp = await client.request("POST", url + "/", {}, b"{}")
+            with pytest.raises(UpstreamTimeout) as caught:
+                await resp.read()
+            assert caught.value.which == which and least <= loop.time() - start < most
+        await client.close()
+
+
 async def test_refused_connection_is_an_upstream_connection_error() -> None:
     probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = probe.sockets[0].getsockname()[1]

@@ -189,5 +189,13 @@ def chunk_writer(send: Send) -> Any:
     return cycle if hasattr(cycle, "write_chunk") else None
 
 
+def streaming(send: Send) -> None:
+    """Tell the gateway's server cycle behind `send` (http_guard) that its response streams,
+    once its head is sent: its connection then times nothing until the stream ends."""
+    hook = getattr(getattr(send, "__self__", None), "streaming", None)
+    if hook is not None:
+        hook()
+
+
 async def send_chunk(send: Send, body: bytes, *, more: bool = True) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": more})

@@ -244,3 +244,30 @@ def test_a_connection_answered_before_its_body_arrived_still_times_out(
         sock.sendall(b"0123456789")
         rest, waited = read_until_closed(sock)
     assert rest == b"" and waited < 1 + SLACK  # the body was no second request
+
+
+def test_a_connection_idles_to_the_keep_alive_timeout_after_a_stream(
+    short: RunningGateway,
+) -> None:
+    """A stream's connection times nothing while it streams (http_guard `streaming`): after
+    its end, the keep-alive deadline is armed again, and the connection closes on it."""
+    key = short.create_key("stream-then-idle")
+    body = (
+        b'{"model":"gpt-4o","stream":true,'
+        b'"messages":[{"role":"user","content":"[[words:8]] [[delay:100]]"}]}'
+    )
+    with connect(short) as sock:
+        sock.sendall(
+            b"POST /api/proxy/v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
+            b"content-type: application/json\r\nauthorization: Bearer %s\r\n"
+            b"content-length: %d\r\n\r\n%s" % (key.encode(), len(body), body)
+        )
+        data = b""
+        while not data.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200") and b"data: [DONE]" in data
+        rest, waited = read_until_closed(sock)
+    assert rest == b""
+    assert 0.9 <= waited < 1 + SLACK

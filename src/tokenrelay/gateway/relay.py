@@ -251,6 +251,7 @@ class Relay:
         )
         key = affinity_key(it.headers, it.payload) if affine else None
         headers, route, raw, parse = it.headers, it.route, it.raw, f.frontend.parse_request
+        scope = it.scope
         await self._ready(p, ctx)
         del it
 
@@ -260,7 +261,7 @@ class Relay:
             # the two calls must not share one. The model goes on the route, so the body is
             # the client's either way.
             try:
-                body = Body(parse_object(raw), headers, {**route, "model": model}, raw)
+                body = Body(parse_object(raw), headers, {**route, "model": model}, raw, scope)
                 q = await decide(f.frontend, self.take_in(parse, ctx, body), ctx, self.reasoning)
             finally:
                 ctx.model_asked = asked

@@ -22,6 +22,7 @@ from tokenrelay.asgi import (
     chunk_writer,
     send_bytes,
     send_chunk,
+    streaming,
 )
 from tokenrelay.billing.engine import Admission
 from tokenrelay.billing.meter import BillingMeter
@@ -164,6 +165,7 @@ class Responder:
         # `receive`): a client gone before the vendor's first byte is not served at all.
         async with DisconnectWatch(receive, cancel=False) as early:
             opened = f.opened = await open_call()
+        del open_call  # nor its closure, for the stream's life
         if early.disconnected:
             opened.response.close()
             ctx.finish("cancelled", "client disconnected", complete=False)
@@ -181,6 +183,9 @@ class Responder:
                         out = forward.take() if forward is not None else b""
                         if chunk:
                             out += ex.feed(chunk)
+                            # Not kept while this task waits for the next read: once forwarding,
+                            # that is the stream's whole life (~0.4 KB a live stream, traced).
+                            chunk = b""
                         if ex.failure is not None:  # it goes out once the ending is settled
                             break
                         if out and not watch.disconnected:
@@ -246,6 +251,7 @@ class Responder:
                 "headers": [*exchange.stream_headers, *self.headers(f)],
             }
         )
+        streaming(send)
 
     async def settle_ending(self, f: Flight) -> None:
         """Settle an ending other than a complete answer before its last byte goes out, so

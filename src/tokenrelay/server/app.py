@@ -134,21 +134,23 @@ class Gateway:
             self._pages = None
         await self._other(scope, receive, send)
 
-    async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+    # The relay's coroutine itself, not one awaiting it: a frame less for a stream's life
+    # (~280 B traced a live stream).
+    def _messages(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         assert self.relay is not None
-        await self.relay.serve(ANTHROPIC_FRONTEND, scope, receive, send)
+        return self.relay.serve(ANTHROPIC_FRONTEND, scope, receive, send)
 
-    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _chat(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         assert self.relay is not None
-        await self.relay.serve(OPENAI_FRONTEND, scope, receive, send)
+        return self.relay.serve(OPENAI_FRONTEND, scope, receive, send)
 
-    async def _responses(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _responses(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         assert self.relay is not None
-        await self.relay.serve(RESPONSES_FRONTEND, scope, receive, send)
+        return self.relay.serve(RESPONSES_FRONTEND, scope, receive, send)
 
-    async def _compact(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _compact(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         assert self.relay is not None
-        await self.relay.serve(RESPONSES_COMPACT_FRONTEND, scope, receive, send)
+        return self.relay.serve(RESPONSES_COMPACT_FRONTEND, scope, receive, send)
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.relay is not None

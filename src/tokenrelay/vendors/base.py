@@ -175,26 +175,26 @@ class Delivered:
     rest (OpenAI chunks: 4,160 B -> 258, 415 with their random `obfuscation` field), for ~0.4 µs
     of CPU a chunk past the first 4 KiB."""
 
-    __slots__ = ("_packed", "_pending", "_size")
+    __slots__ = ("_packed", "_pending")
 
     def __init__(self) -> None:
-        self._pending: list[bytes] = []
-        self._size = 0
+        # One buffer, not a list of the vendor's chunks: each chunk kept was its own object
+        # (~50 B of header, list slot and rounding a chunk; ~0.6 KB a live stream at 1,000).
+        self._pending = bytearray()
         self._packed: list[bytes] = []
 
     def add(self, raw: bytes) -> None:
-        self._pending.append(raw)
-        self._size += len(raw)
-        if self._size >= _PACK_AT:
+        pending = self._pending
+        pending += raw
+        if len(pending) >= _PACK_AT:
             # A small window and hash table: zlib's defaults (32 KiB, memLevel 8) cost 2-3x the
             # CPU to set up per batch for no better ratio on 4 KiB of input.
             packer = zlib.compressobj(1, zlib.DEFLATED, -12, 4)
-            self._packed.append(packer.compress(b"".join(self._pending)) + packer.flush())
-            self._pending.clear()
-            self._size = 0
+            self._packed.append(packer.compress(pending) + packer.flush())
+            self._pending = bytearray()
 
     def joined(self) -> bytes:
-        return b"".join([*(zlib.decompress(p, -12) for p in self._packed), *self._pending])
+        return b"".join([*(zlib.decompress(p, -12) for p in self._packed), self._pending])
 
 
 _PACK_AT = 4096
