@@ -87,6 +87,19 @@ NO_HEADERS = Headers({})
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; httptools calls back into it as bytes arrive."""
 
+    # No instance dict (~100-200 B a connection, one a live stream; asyncio.Protocol has none)
+    __slots__ = (
+        "_header_name",
+        "_headers",
+        "closed",
+        "loop",
+        "parser",
+        "pool",
+        "response",
+        "reused",
+        "transport",
+    )
+
     def __init__(self, pool: _Pool, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
         self.loop = loop  # its requests' loop, kept: asyncio.get_running_loop() is a syscall
@@ -166,6 +179,32 @@ class _Connection(asyncio.Protocol):
 
 class Response:
     """The vendor's answer: status and headers once `request` returns; the body streams."""
+
+    # No instance dict (~100-200 B a live stream)
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_conn",
+        "_decoder",
+        "_error",
+        "_head_waiter",
+        "_interrupted",
+        "_loop",
+        "_paused",
+        "_read_timeout",
+        "_released",
+        "_sink",
+        "_timer",
+        "_total_at",
+        "_total_s",
+        "_wait_started",
+        "_waiter",
+        "close_delimited",
+        "complete",
+        "headers",
+        "keep_alive",
+        "status",
+    )
 
     def __init__(
         self, conn: _Connection, idle_timeout: float | None, loop: asyncio.AbstractEventLoop
