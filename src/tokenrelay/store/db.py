@@ -15,7 +15,9 @@ import asyncio
 import functools
 import importlib.util
 import os
+import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,16 +117,34 @@ def create_engine(url: str, *, schema: str | None = None, echo: bool = False) ->
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+def wal_mode(cursor: Any) -> None:
+    """Put the database in WAL mode, once: a file already in it (persisted) is left alone. The
+    switch is refused at once, not after the busy timeout, while another connection holds a
+    lock (servers creating one new database together: "database is locked", 4 times in 80
+    starts of four): it is retried, for as long as the busy timeout would have waited."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode")
+            if cursor.fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         # WAL: readers never block the single writer, and a commit is one fsync of the log.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        wal_mode(cursor)
         # NORMAL under WAL is durable across process crashes (SIGKILL); only an OS crash or
         # power loss can drop the last commits, which is the usual trade for an embedded DB.
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     finally:
         cursor.close()
 
