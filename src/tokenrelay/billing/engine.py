@@ -433,9 +433,8 @@ class BillingEngine:
     async def settle(self, admission: Admission, record: UsageRecord) -> int:
         """Bill `record` once (idempotent by request id); returns its cost in nano-USD. Returns
         after the record committed; caller cancellation does not stop the settlement."""
-        cost = self.settle_now(admission, record)
-        if cost is not None:
-            return cost
+        if admission.cost_nano is not None:
+            return admission.cost_nano
         cost = self._price(admission, record)
         if self.enabled and not admission.released:
             if self._lane is not None:

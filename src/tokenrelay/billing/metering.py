@@ -22,8 +22,8 @@ Status = Literal["ok", "error", "cancelled"]
 log = logging.getLogger("tokenrelay.billing.metering")
 
 
-# Each count's work and memory are bounded: one piece of n bytes (a run of letters with no
-# space) merges in n log n with lists of ~200 bytes a byte, ~0.2 s and ~10 MB for 50,000.
+# Each count's memory is bounded: the tokenizer splits a text into a list of its pieces first
+# (~60 B a piece, ~0.8 MB for 50,000 characters of prose; a long run is one piece, estimated).
 _SLICE_CHARS = 50_000
 # A text longer than this is counted on SAMPLE_CHARS of it, in slices spread evenly over it,
 # and the rest at their rate: a real prompt this long counts in ~0.2 s whole, but a hostile
