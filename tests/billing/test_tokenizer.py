@@ -5,12 +5,14 @@ vocabulary that is not OpenAI's file is refused."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import mmap
 import random
 import string
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +148,7 @@ from tokenrelay.settings import Settings
 
 packaged = tokenizer.vocabulary
 tokenizer.vocabulary = lambda: packaged().replace(b"IQ== 0\\n", b"Ig== 0\\n", 1)
+tokenizer.table_paths = lambda: []  # no compiled table: the vocabulary is read
 
 async def main():
     gw = create_app(Settings(database_url="sqlite:///{tmp_path}/t.db", emulate="all"))
@@ -214,3 +217,113 @@ def test_counting_long_distinct_pieces_remembers_none_of_them() -> None:
     runs = ["".join(rng.choices(string.ascii_lowercase, k=500)) for _ in range(200)]
     tokenizer.count(" and ".join(runs))
     assert set(encoding._counts) == {" and"}
+
+
+# --- the compiled table, kept as a file every process maps
+
+
+@pytest.fixture
+def table_at(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[list[Path]], None]]:
+    """Load the tokenizer afresh with its table kept at the given paths."""
+
+    def at(paths: list[Path]) -> None:
+        monkeypatch.setattr(tokenizer, "table_paths", lambda: paths)
+        tokenizer._build.cache_clear()
+
+    yield at
+    tokenizer._build.cache_clear()
+
+
+def test_the_table_is_the_vocabulary_compiled() -> None:
+    """TABLE_SHA256 is what the packaged vocabulary compiles to, and the compiled table gives
+    every token its own rank and no other bytes a rank."""
+    tokens = list(tokenizer.tokens_by_rank(tokenizer.vocabulary()))
+    image = tokenizer.compile_table(tokens)
+    assert hashlib.sha256(image).hexdigest() == tokenizer.TABLE_SHA256
+    vocabulary = tokenizer.Vocabulary(image)
+    assert [vocabulary.rank(t) for t in tokens] == list(range(len(tokens)))
+    assert vocabulary.pairs == {t: r for r, t in enumerate(tokens) if len(t) == 2}
+    assert vocabulary.rank(b"\xff\xfe\xfd not a token") == tokenizer._NO_PAIR
+
+
+def test_the_table_is_written_once_then_mapped(
+    tmp_path: Path, table_at: Callable[[list[Path]], None], public_encoding: tiktoken.Encoding
+) -> None:
+    """Where nothing can be written the table is held in the process; otherwise it is written to
+    the first place that takes it and mapped from there, by this process and the next."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    kept = tmp_path / "cache" / "tokenrelay" / "o200k_base.table"
+    text = TEXTS[2] + TEXTS[3]
+    expected = len(public_encoding.encode_ordinary(text))
+
+    table_at([blocked / "o200k_base.table"])
+    assert isinstance(tokenizer.load().vocabulary._blob, bytes)
+    assert tokenizer.count(text) == expected
+
+    table_at([blocked / "o200k_base.table", kept])
+    assert isinstance(tokenizer.load().vocabulary._blob, mmap.mmap)
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == tokenizer.TABLE_SHA256
+    assert tokenizer.count(text) == expected
+    written = kept.stat().st_mtime_ns
+
+    table_at([kept])  # the next process: maps what is there, compiles nothing
+    assert isinstance(tokenizer.load().vocabulary._blob, mmap.mmap)
+    assert kept.stat().st_mtime_ns == written
+    assert tokenizer.count(text) == expected
+
+
+@pytest.mark.parametrize("damage", ["two ranks swapped", "truncated", "another version"])
+def test_a_table_file_that_is_not_this_vocabularys_is_compiled_again(
+    damage: str,
+    tmp_path: Path,
+    table_at: Callable[[list[Path]], None],
+    public_encoding: tiktoken.Encoding,
+) -> None:
+    """An altered file would count (and bill) wrong: it is never used, but replaced."""
+    image = tokenizer.compile_table(tokenizer.tokens_by_rank(tokenizer.vocabulary()))
+    vocabulary = tokenizer.Vocabulary(image)
+    table = bytearray(image)
+    if damage == "two ranks swapped":  # " the" and " and" trade places
+        ends = vocabulary._ends
+        spans = [(ends[r], ends[r + 1]) for r in map(vocabulary.rank, (b" the", b" and"))]
+        (a, b), (c, d) = spans
+        table[a:b], table[c:d] = image[c:d], image[a:b]
+    elif damage == "truncated":
+        del table[len(table) // 2 :]
+    else:
+        table[:32] = b"tokenrelay o200k_base table v0\n\0"
+    path = tmp_path / "o200k_base.table"
+    path.write_bytes(table)
+
+    table_at([path])
+    text = "the cat and the dog, and the end"
+    assert tokenizer.encode(text) == public_encoding.encode_ordinary(text)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == tokenizer.TABLE_SHA256
+
+
+def test_loading_a_mapped_table_leaves_the_process_memory_as_it_was(tmp_path: Path) -> None:
+    """A process that never counts never pays for the table (an OpenAI client on the fast
+    path): loading reads the file's hash and head, and maps the rest without touching it."""
+    path = tmp_path / "o200k_base.table"
+    code = f"""
+import pathlib
+from tokenrelay.billing import tokenizer
+tokenizer.table_paths = lambda: [pathlib.Path({str(path)!r})]
+tokenizer.load()  # compiles and writes it: this process's own pages
+tokenizer._build.cache_clear()
+
+def rss_kb():
+    status = open("/proc/self/status").read().split("\\n")
+    return sum(int(l.split()[1]) for l in status if l.startswith(("RssAnon", "RssFile")))
+
+before = rss_kb()
+tokenizer.load()
+loaded = rss_kb()
+tokenizer.count("The quick brown fox jumps over the lazy dog. " * 50)
+print(loaded - before, rss_kb() - before)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    loaded_kb, counted_kb = map(int, out.stdout.split())
+    assert loaded_kb < 1024, out.stdout + out.stderr
+    assert counted_kb > loaded_kb  # the pages come in as counts look tokens up

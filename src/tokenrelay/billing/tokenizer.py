@@ -8,31 +8,41 @@ Why not tiktoken itself: its Rust core keeps three copies of the 200k tokens (tw
 a sorted list), ~48 MB resident in every process for a count the gateway makes only when a
 vendor does not report usage, for the prompt size an Anthropic-format stream opens with, or
 when a client asks for one. Here the tokens sit in one 1.6 MB byte string, found through an
-open-addressing table of 2 MB (~7 MB resident in all); the pieces are split by the same pattern
-(the `regex` module, which tiktoken's own reference implementation uses) and merged in
-tiktoken's order (the lowest rank first, the leftmost of equal ranks), so the counts are
+open-addressing table of 2 MB: a 4.3 MB image compiled once from the vocabulary and kept as a
+file (`load`) that every process maps read-only, so that the page cache holds one copy for all
+the gateway's processes on a machine, and a process that never counts has none of it resident
+(it was 7.6 MB built in each process; ~0.5 MB now, until a count). The pieces are split by
+the same pattern (the `regex` module, which tiktoken's own reference implementation uses) and
+merged in tiktoken's order (the lowest rank first, the leftmost of equal ranks), so the counts are
 tiktoken's, token for token (tests/billing/test_tokenizer.py compares them, hypothesis too).
 Pure Python is slower: ~190-260 ns a character of prose, code or a coding agent's prompt
 counted cold, ~125 for pieces seen lately, against tiktoken's ~45-70; random letters between
 blanks, the worst case, ~1.2 µs against ~80 ns (`python -m bench.tokenizer_cost`).
 
-Built once per process, by the server at startup (server/app.py), otherwise at the first count:
-~0.2 s of CPU.
+Loaded by the server at startup (server/app.py), otherwise at the first count: ~15 ms from
+the file, ~0.3 s of CPU when it must be compiled.
 """
 
 from __future__ import annotations
 
 import binascii
+import contextlib
 import gzip
 import hashlib
 import heapq
 import io
 import itertools
+import mmap
+import os
+import struct
+import sys
 import threading
 from array import array
 from collections.abc import Iterable, Iterator
 from functools import cache
 from importlib import resources
+from pathlib import Path
+from zlib import crc32
 
 import regex
 
@@ -54,6 +64,13 @@ PAT_STR = "|".join(
 SPECIAL_TOKENS = {"<|endoftext|>": 199999, "<|endofprompt|>": 200018}
 
 _VOCABULARY = "o200k_base.tiktoken.gz"
+# The compiled table (`compile_table`), kept as a file that every process maps read-only. Its
+# sha256 is checked before it is used: a file that is not this image (truncated, from another
+# version, altered) is compiled again from the vocabulary, whose own hash is checked.
+_TABLE = "o200k_base.table"
+_MAGIC = b"tokenrelay o200k_base table v1\n\0"
+_HEADER = struct.Struct("=32sIII4x")  # magic, tokens, slots, two-byte tokens; 48 bytes
+TABLE_SHA256 = "583bf4efb4288b8babb2acbb0f0a47fd74b2ea1b6897ec3fb8f9f22e5c06849b"
 _lock = threading.Lock()
 # Pieces longer than this merge through a heap (n log n) rather than tiktoken's scan for the
 # lowest pair (n²): a 20,000-letter run costs ~60 ms instead of ~3 s. Equal results; below it,
@@ -95,41 +112,68 @@ def tokens_by_rank(tiktoken_file: bytes) -> Iterator[bytes]:
 
 
 class Vocabulary:
-    """Token bytes → rank, compactly: all tokens in one byte string, `_ends[r]` where token r
-    ends, and a linear-probing table of rank + 1 (0: empty) at `hash(token)`. Read-only once
-    built, so a forked worker shares its pages."""
+    """Token bytes → rank, compactly, read from a table image (`compile_table`): all tokens in
+    one byte string, `_ends[r]` where token r ends (offsets into the image), and a
+    linear-probing table of rank + 1 (0: empty) at the token's CRC-32 — a hash that is the
+    same in every process, so the image can be a file that every process maps (`load`)."""
 
     __slots__ = ("_blob", "_ends", "_mask", "_table", "pairs")
 
-    def __init__(self, tokens: Iterable[bytes]) -> None:
+    def __init__(self, image: bytes | mmap.mmap, head: bytes | None = None) -> None:
+        """`head`: the image's first `head_bytes(image)` bytes, when read apart from a mapped
+        image, which loading then leaves untouched (none of its pages resident yet)."""
+        head = image[: head_bytes(image)] if head is None else head
+        magic, tokens, slots, two_byte = _HEADER.unpack_from(head)
+        if magic != _MAGIC:
+            raise ValueError("not an o200k_base table of this version")
         # The two-byte tokens (4,909) in a dict as well: every merge starts from a piece's
         # byte pairs, looked up at C speed there (~40% of a cold count's time).
-        self.pairs: dict[bytes, int] = {}
-        blob, ends = bytearray(), array("I", [0])
-        for rank, token in enumerate(tokens):
-            if len(token) == 2:
-                self.pairs[token] = rank
-            blob += token
-            ends.append(len(blob))
-        self._blob, self._ends = bytes(blob), ends
-        size = 1 << (2 * (len(ends) - 1)).bit_length()  # under half full: short probe runs
-        mask = self._mask = size - 1
-        table = self._table = array("i", bytes(4 * size))
-        for rank in range(1, len(ends)):
-            slot = hash(self._blob[ends[rank - 1] : ends[rank]]) & mask
-            while table[slot]:
-                slot = (slot + 1) & mask
-            table[slot] = rank
+        at = _HEADER.size + 4 * two_byte
+        ranks, pairs = memoryview(head)[_HEADER.size : at].cast("I"), head[at:]
+        self.pairs: dict[bytes, int] = {pairs[2 * i : 2 * i + 2]: r for i, r in enumerate(ranks)}
+        view, at = memoryview(image), len(head)
+        self._ends = view[at : (at := at + 4 * (tokens + 1))].cast("I")
+        self._table = view[at : at + 4 * slots].cast("i")
+        self._blob, self._mask = image, slots - 1
 
     def rank(self, token: bytes) -> int:
         """The token's rank, or _NO_PAIR when it is not one."""
         table, ends, blob, mask = self._table, self._ends, self._blob, self._mask
-        slot = hash(token) & mask
+        slot = crc32(token) & mask
         while rank := table[slot]:
             if blob[ends[rank - 1] : ends[rank]] == token:
                 return rank - 1
             slot = (slot + 1) & mask
         return _NO_PAIR
+
+
+def head_bytes(image: bytes | mmap.mmap) -> int:
+    """How long the image's head is: its header, then the two-byte tokens' ranks and bytes."""
+    return _HEADER.size + 6 * _HEADER.unpack_from(image)[3]
+
+
+def compile_table(tokens: Iterable[bytes]) -> bytes:
+    """The table image `Vocabulary` reads: a header, the two-byte tokens' ranks and bytes,
+    the tokens' end offsets, the probing table, then all the tokens (native byte order)."""
+    blob, lengths, two_byte, pairs = bytearray(), array("I"), array("I"), bytearray()
+    for rank, token in enumerate(tokens):
+        if len(token) == 2:
+            two_byte.append(rank)
+            pairs += token
+        blob += token
+        lengths.append(len(token))
+    slots = 1 << (2 * len(lengths)).bit_length()  # under half full: short probe runs
+    start = _HEADER.size + 6 * len(two_byte) + 4 * (len(lengths) + 1 + slots)
+    ends = array("I", itertools.accumulate(lengths, initial=start))
+    table, mask = array("i", bytes(4 * slots)), slots - 1
+    for rank in range(1, len(ends)):
+        slot = crc32(blob[ends[rank - 1] - start : ends[rank] - start]) & mask
+        while table[slot]:
+            slot = (slot + 1) & mask
+        table[slot] = rank
+    header = _HEADER.pack(_MAGIC, len(lengths), slots, len(two_byte))
+    sections = (header, two_byte.tobytes(), pairs, ends.tobytes(), table.tobytes(), blob)
+    return b"".join(sections)
 
 
 def _pair_ranks(vocabulary: Vocabulary, piece: bytes) -> list[int]:
@@ -196,8 +240,8 @@ def _heap_merge(vocabulary: Vocabulary, piece: bytes) -> list[int]:
 class Encoding:
     """o200k_base: a text's pieces, each one token or merged from its bytes."""
 
-    def __init__(self, tokens: Iterable[bytes]) -> None:
-        self.vocabulary = Vocabulary(tokens)
+    def __init__(self, vocabulary: Vocabulary) -> None:
+        self.vocabulary = vocabulary
         self._pieces = regex.compile(PAT_STR).findall
         self._counts: dict[str, int] = {}
 
@@ -243,13 +287,68 @@ class Encoding:
         return total
 
 
+def table_paths() -> list[Path]:
+    """Where the table image is kept, in the order tried: beside the vocabulary (an editable
+    install, or an image that wrote it at build: deploy/Dockerfile), then the user's cache."""
+    paths = [Path(__file__).with_name(_TABLE)]
+    with contextlib.suppress(RuntimeError):  # no home directory to find
+        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        paths.append(Path(cache) / "tokenrelay" / _TABLE)
+    return paths
+
+
+def _mapped(path: Path) -> Vocabulary | None:
+    """The image at `path`, mapped read-only, if it is the one this vocabulary compiles to;
+    None otherwise. Its hash and head are read through the file, not the mapping: none of the
+    mapped pages is resident until a count looks a token up (Linux maps a file's page cache
+    by up to 2 MB at a touch)."""
+    try:
+        with path.open("rb") as f:
+            if hashlib.file_digest(f, "sha256").hexdigest() != TABLE_SHA256:
+                return None
+            f.seek(0)
+            head = f.read(_HEADER.size)
+            head += f.read(head_bytes(head) - len(head))
+            return Vocabulary(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), head)
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+def _kept(image: bytes) -> Vocabulary | None:
+    """`image` written to the first place that takes it, then mapped from there."""
+    for path in table_paths():
+        part = path.with_name(f".{path.name}.{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            part.write_bytes(image)
+            os.replace(part, path)  # a process reading the old file keeps its own
+        except OSError:
+            with contextlib.suppress(OSError):
+                part.unlink(missing_ok=True)
+            continue
+        if (mapped := _mapped(path)) is not None:
+            return mapped
+    return None
+
+
 @cache
 def _build() -> Encoding:
-    return Encoding(tokens_by_rank(vocabulary()))
+    """From the table file when one is there (a few ms: its pages load as counts touch them,
+    and every process on the machine shares them); otherwise compiled from the vocabulary
+    (~0.3 s), then kept for the next process, or, where nothing can be written, held here."""
+    files = sys.byteorder == "little"  # TABLE_SHA256 is the little-endian image's
+    for path in table_paths() if files else ():
+        if (mapped := _mapped(path)) is not None:
+            return Encoding(mapped)
+    image = compile_table(tokens_by_rank(vocabulary()))
+    kept = files and hashlib.sha256(image).hexdigest() == TABLE_SHA256
+    if kept and (mapped := _kept(image)) is not None:
+        return Encoding(mapped)
+    return Encoding(Vocabulary(image))
 
 
 def load() -> Encoding:
-    """o200k_base, built at the first call. One build, whichever thread asks first: the
+    """o200k_base, loaded at the first call. One load, whichever thread asks first: the
     others wait for it."""
     with _lock:
         return _build()

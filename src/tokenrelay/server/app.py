@@ -197,10 +197,11 @@ class Gateway:
 
     async def startup(self) -> None:
         s = self.settings
-        # The o200k tokenizer, built while the database and vendors are set up, before the first
-        # request: a stream cut before its usage or a token count needs it, and its build takes
-        # ~0.2 s of CPU holding the GIL, a stall no request should see. A
-        # vocabulary that fails its check fails the start, not a count (billed as bytes).
+        # The o200k tokenizer, loaded while the database and vendors are set up, before the
+        # first request: a stream cut before its usage or a token count needs it, and where its
+        # table must be compiled that takes ~0.3 s of CPU holding the GIL, a stall no request
+        # should see. A vocabulary that fails its check fails the start, not a count (billed
+        # as bytes).
         tokenizer_built = asyncio.ensure_future(asyncio.to_thread(tokenizer.load))
         engine = create_engine(s.database_url)
         if not await schema_is_current(engine) and not await create_if_new(engine):

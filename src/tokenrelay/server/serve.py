@@ -192,9 +192,9 @@ def serve_workers(settings: Settings) -> None:
 
 def fork_workers_sharing_what_they_read() -> None:
     """Workers forked, not spawned, from a supervisor that has built what every worker reads
-    and none writes: the o200k tokenizer (~6 MB, never written after its build) and the
-    gateway's modules, frozen out of the garbage collector so that it does not
-    touch their pages. A worker then shares those pages with the others instead of building
+    and none writes: the o200k tokenizer's pair table (its token table is a mapped file,
+    shared anyway) and the gateway's modules, frozen out of the garbage collector so that it
+    does not touch their pages. A worker then shares those pages with the others instead of building
     its own copy (`python -m bench.workers`: memory a worker adds). Called with no event
     loop and no thread running: what fork copies is one thread's state. uvicorn's supervisor
     takes its process context from `uvicorn._subprocess.spawn` (uvicorn 0.54)."""
