@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -225,11 +226,14 @@ def test_a_request_waiting_on_its_vendor_keeps_no_parsed_copy_of_it(
         }
     )
     del mark
+    # This request's own context, told apart by its session header: another test's request
+    # left without a duration must not pass for this one's call having gone.
+    session = f"wait-{uuid.uuid4().hex}"
 
     def waiting() -> bool:  # the call went, its answer has not come
         return any(
             isinstance(o, RequestContext)
-            and o.model_asked == "gpt-4o"
+            and o.session_id == session
             and o.attempts
             and o.duration_ms is None
             for o in gc.get_objects()
@@ -237,6 +241,7 @@ def test_a_request_waiting_on_its_vendor_keeps_no_parsed_copy_of_it(
 
     key = create_key(gateway.url)[1]
     headers = {**headers, "authorization": f"Bearer {key}", "x-api-key": key}
+    headers["x-claude-code-session-id"] = session
     with ThreadPoolExecutor(1) as pool:
         answer = pool.submit(
             httpx.post, gateway.proxy + route, content=raw, headers=headers, timeout=30
