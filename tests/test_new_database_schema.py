@@ -1,6 +1,6 @@
 """A new database gets the head schema in one step (store/db.py `create_if_new`: tables.py's
 tables, the job queue's schema on PostgreSQL, the seeded rows, alembic_version) instead of
-through the eighteen migrations. Both ways must leave the same database — tables, columns with
+through the migrations. Both ways must leave the same database — tables, columns with
 their types, nullability and defaults, indexes, constraints, the job queue's functions and
 types, and every row — on SQLite and on PostgreSQL; a database that has any table is left to
 the migrations; servers starting together on one new database create it once."""

@@ -17,6 +17,8 @@ from sqlalchemy import and_, func, literal, or_, select, union_all
 from tokenrelay.portal.queries import Cursor, as_stored, newest_usage, utc
 from tokenrelay.store.async_core import AsyncEngine
 from tokenrelay.store.tables import (
+    LEDGER_NOT_DEBIT,
+    USAGE_NOT_OK,
     accounts,
     api_keys,
     audit_log,
@@ -335,7 +337,7 @@ async def customer(engine: AsyncEngine, account_id: str) -> dict[str, Any] | Non
             return None
         top_ups = await conn.execute(
             select(ledger)
-            .where(ledger.c.account_id == account_id, ledger.c.kind != "debit")
+            .where(ledger.c.account_id == account_id, LEDGER_NOT_DEBIT)
             .order_by(ledger.c.id.desc())
             .limit(20)
         )
@@ -384,6 +386,8 @@ async def requests(
         clauses.append(or_(u.model == f.model, u.model_asked == f.model))
     if f.status:
         clauses.append(u.status == f.status)
+        if f.status != "ok":  # what the status index holds (tables.py)
+            clauses.append(USAGE_NOT_OK)
     if f.since:
         clauses.append(u.started_at >= as_stored(engine, f.since))
     if f.until:

@@ -15,6 +15,7 @@ from tokenrelay.billing.writer import ROLLUP_COLUMNS, ROLLUP_SUMS, rollup
 from tokenrelay.money import MAX_BALANCE_NANO, usd
 from tokenrelay.store.async_core import AsyncConnection, AsyncEngine
 from tokenrelay.store.tables import (
+    LEDGER_NOT_DEBIT,
     accounts,
     api_keys,
     idempotency_keys,
@@ -100,7 +101,7 @@ async def credits_since(engine: AsyncEngine, after_id: int) -> list[tuple[int, s
     async with engine.connect() as conn:
         rows = await conn.execute(
             select(ledger.c.id, ledger.c.account_id, ledger.c.amount_nano)
-            .where(ledger.c.id > after_id, ledger.c.kind != "debit")
+            .where(ledger.c.id > after_id, LEDGER_NOT_DEBIT)
             .order_by(ledger.c.id)
             .limit(10_000)
         )
