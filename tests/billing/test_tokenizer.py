@@ -249,10 +249,14 @@ def test_the_table_is_the_vocabulary_compiled() -> None:
 
 
 def test_the_table_is_written_once_then_mapped(
-    tmp_path: Path, table_at: Callable[[list[Path]], None], public_encoding: tiktoken.Encoding
+    tmp_path: Path,
+    table_at: Callable[[list[Path]], None],
+    public_encoding: tiktoken.Encoding,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Where nothing can be written the table is held in the process; otherwise it is written to
-    the first place that takes it and mapped from there, by this process and the next."""
+    """Where nothing can be written the table is held in the process, and the log says where it
+    could not be kept; otherwise it is written to the first place that takes it and mapped from
+    there, by this process and the next."""
     blocked = tmp_path / "a-file"
     blocked.write_text("not a directory")
     kept = tmp_path / "cache" / "tokenrelay" / "o200k_base.table"
@@ -262,6 +266,7 @@ def test_the_table_is_written_once_then_mapped(
     table_at([blocked / "o200k_base.table"])
     assert isinstance(tokenizer.load().vocabulary._blob, bytes)
     assert tokenizer.count(text) == expected
+    assert f"could not be written to {blocked / 'o200k_base.table'}" in caplog.text
 
     table_at([blocked / "o200k_base.table", kept])
     assert isinstance(tokenizer.load().vocabulary._blob, mmap.mmap)

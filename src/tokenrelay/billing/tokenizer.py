@@ -32,6 +32,7 @@ import hashlib
 import heapq
 import io
 import itertools
+import logging
 import mmap
 import os
 import struct
@@ -63,6 +64,7 @@ PAT_STR = "|".join(
 )
 SPECIAL_TOKENS = {"<|endoftext|>": 199999, "<|endofprompt|>": 200018}
 
+log = logging.getLogger("tokenrelay.billing")
 _VOCABULARY = "o200k_base.tiktoken.gz"
 # The compiled table (`compile_table`), kept as a file that every process maps read-only. Its
 # sha256 is checked before it is used: a file that is not this image (truncated, from another
@@ -344,6 +346,12 @@ def _build() -> Encoding:
     kept = files and hashlib.sha256(image).hexdigest() == TABLE_SHA256
     if kept and (mapped := _kept(image)) is not None:
         return Encoding(mapped)
+    if kept:
+        log.warning(
+            "the o200k table could not be written to %s: compiled in this process "
+            "(~4 MB each; writable XDG_CACHE_HOME keeps one copy for all)",
+            " or ".join(map(str, table_paths())) or "any place",
+        )
     return Encoding(Vocabulary(image))
 
 
