@@ -5,6 +5,7 @@ port nothing listens on), so the catalog's fallback is the only way to an answer
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +19,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, served
+from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, refused_port, served
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -29,7 +30,8 @@ def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running
     falls back to claude-opus-4-1 (100x its price). Both down vendors are single dead
     deployments; the fallbacks' vendors are served by the emulator."""
     port = free_port()
-    dead = f"http://127.0.0.1:{free_port()}"
+    refused = contextlib.ExitStack()
+    dead = f"http://127.0.0.1:{refused.enter_context(refused_port())}"
     monkeypatch.setenv("DEAD_KEY", "sk-dead")
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(
@@ -43,13 +45,14 @@ def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running
         'api_key_env = "DEAD_KEY"\nmodels = ["gpt-4o"]\n'
         '[fallbacks]\n"claude-haiku-4-5" = ["gpt-4o"]\n"gpt-4o-mini" = ["claude-opus-4-1"]\n'
     )
-    yield from served(
-        tmp_path,
-        emulate="auto",
-        emulator_port=port,
-        catalog_path=str(catalog),
-        upstream_retries=0,
-    )
+    with refused:
+        yield from served(
+            tmp_path,
+            emulate="auto",
+            emulator_port=port,
+            catalog_path=str(catalog),
+            upstream_retries=0,
+        )
 
 
 def _vendor_posts(gw: RunningGateway) -> list[str]:

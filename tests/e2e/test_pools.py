@@ -11,6 +11,7 @@ share with and without affinity.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,14 @@ import anthropic
 import httpx
 import pytest
 
-from gateway_support import ADMIN_TOKEN, RunningGateway, free_port, metric_samples, start_gateway
+from gateway_support import (
+    ADMIN_TOKEN,
+    RunningGateway,
+    free_port,
+    metric_samples,
+    refused_port,
+    start_gateway,
+)
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 MODEL = "claude-haiku-4-5"
@@ -46,6 +54,7 @@ def _deployments(emulator: str, dead: str, names: dict[str, str]) -> str:
 def pooled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A gateway factory: `make(names, fallbacks=..., keys=...)` -> RunningGateway."""
     started: list[tuple[RunningGateway, Any]] = []
+    refused = contextlib.ExitStack()
 
     def make(
         names: dict[str, str],
@@ -56,7 +65,7 @@ def pooled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     ) -> RunningGateway:
         port = free_port()
         emulator = f"http://127.0.0.1:{port}"
-        dead = f"http://127.0.0.1:{free_port()}/anthropic"  # connection refused
+        dead = f"http://127.0.0.1:{refused.enter_context(refused_port())}/anthropic"
         text = _deployments(emulator, dead, names)
         if fallbacks:
             text += f'\n[fallbacks]\n"{MODEL}" = ["{FALLBACK}"]\n'
@@ -77,10 +86,11 @@ def pooled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         started.append((gw, thread))
         return gw
 
-    yield make
-    for gw, thread in started:
-        gw.server.should_exit = True
-        thread.join(timeout=10)
+    with refused:
+        yield make
+        for gw, thread in started:
+            gw.server.should_exit = True
+            thread.join(timeout=10)
 
 
 def _client(gw: RunningGateway, key: str, **headers: str) -> anthropic.Anthropic:
