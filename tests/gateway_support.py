@@ -37,8 +37,9 @@ def free_port() -> int:
 @contextlib.contextmanager
 def refused_port() -> Iterator[int]:
     """A port that refuses connections while the block lasts: bound, never listening, so that
-    no other server takes it meanwhile (a port from free_port() once became another test
-    worker's emulator, and a deployment meant to be down answered 200)."""
+    no server takes it meanwhile. A 'dead' port from free_port() once answered 200 for a
+    deployment meant to be down: free_port() finds a port free at that moment only, and a
+    server started later (another test worker's emulator, or this test's own) may take it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         yield int(s.getsockname()[1])

@@ -29,9 +29,9 @@ def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running
     """claude-haiku-4-5 (Anthropic, down) falls back to gpt-4o; gpt-4o-mini (OpenAI, down)
     falls back to claude-opus-4-1 (100x its price). Both down vendors are single dead
     deployments; the fallbacks' vendors are served by the emulator."""
-    port = free_port()
-    refused = contextlib.ExitStack()
+    refused = contextlib.ExitStack()  # first: free_port() cannot then hand out the same port
     dead = f"http://127.0.0.1:{refused.enter_context(refused_port())}"
+    port = free_port()
     monkeypatch.setenv("DEAD_KEY", "sk-dead")
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(

@@ -63,9 +63,10 @@ def pooled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         keys: dict[str, str] | None = None,
         **settings: object,
     ) -> RunningGateway:
+        # The refused port first: free_port() cannot then hand out the same one.
+        dead = f"http://127.0.0.1:{refused.enter_context(refused_port())}/anthropic"
         port = free_port()
         emulator = f"http://127.0.0.1:{port}"
-        dead = f"http://127.0.0.1:{refused.enter_context(refused_port())}/anthropic"
         text = _deployments(emulator, dead, names)
         if fallbacks:
             text += f'\n[fallbacks]\n"{MODEL}" = ["{FALLBACK}"]\n'
