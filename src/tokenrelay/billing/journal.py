@@ -45,7 +45,7 @@ from tokenrelay.billing.writer import (
     UsageRecord,
     rollup,
 )
-from tokenrelay.store.db import SQLITE_BUSY_TIMEOUT_MS, wal_mode
+from tokenrelay.store.db import sqlite_writer
 
 log = logging.getLogger("tokenrelay.billing")
 
@@ -400,9 +400,7 @@ def _connect(db_path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(
         db_path, isolation_level=None, check_same_thread=False, cached_statements=_STATEMENTS
     )
-    conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    wal_mode(conn.cursor())
-    conn.execute("PRAGMA synchronous=NORMAL")
+    sqlite_writer(conn.cursor())
     return conn
 
 

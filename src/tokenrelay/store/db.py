@@ -117,6 +117,17 @@ def create_engine(url: str, *, schema: str | None = None, echo: bool = False) ->
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+def sqlite_writer(cursor: Any) -> None:
+    """What every connection that writes the SQLite store sets (the engine's, the settlement
+    journal's): the busy timeout first, then WAL (readers never block the single writer, and a
+    commit is one fsync of the log), then synchronous=NORMAL, durable under WAL across process
+    crashes (SIGKILL); only an OS crash or power loss can drop the last commits, which is the
+    usual trade for an embedded database."""
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    wal_mode(cursor)
+    cursor.execute("PRAGMA synchronous=NORMAL")
+
+
 def wal_mode(cursor: Any) -> None:
     """Put the database in WAL mode, once: a file already in it (persisted) is left alone. The
     switch is refused at once, not after the busy timeout, while another connection holds a
@@ -138,12 +149,7 @@ def wal_mode(cursor: Any) -> None:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        # WAL: readers never block the single writer, and a commit is one fsync of the log.
-        wal_mode(cursor)
-        # NORMAL under WAL is durable across process crashes (SIGKILL); only an OS crash or
-        # power loss can drop the last commits, which is the usual trade for an embedded DB.
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        sqlite_writer(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
